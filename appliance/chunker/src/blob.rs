@@ -1,0 +1,174 @@
+//! The chunk blob envelope, format version 1 (all integers little-endian):
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic "CRNB"
+//!      4    1 format version (1)
+//!      5    1 flags: bit 0 = payload is zstd-compressed; other bits 0
+//!      6    2 reserved, 0
+//!      8    4 plain length (bytes after decompression)
+//!     12    4 stored length (payload bytes following the header)
+//!     16   32 blake3 of the plain bytes (the chunk id)
+//!     48    … payload
+//! ```
+//!
+//! A blob whose compressed form would not be smaller is stored plain.
+
+use crate::ChunkId;
+
+pub const MAGIC: [u8; 4] = *b"CRNB";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 48;
+pub const FLAG_ZSTD: u8 = 1;
+/// The largest plain chunk a reader accepts (the FastCDC maximum).
+pub const MAX_PLAIN: usize = 16 << 20;
+
+/// Why a blob could not be decoded. Every variant means "this chunk is bad".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlobError {
+    #[error("not a chunk blob (bad magic)")]
+    Magic,
+    #[error("chunk blob format version {0} is not supported (this build reads version 1)")]
+    Version(u8),
+    #[error("chunk blob header is damaged: {0}")]
+    Header(&'static str),
+    #[error("chunk blob is truncated: {have} of {want} bytes")]
+    Truncated { have: usize, want: usize },
+    #[error("chunk payload does not decompress: {0}")]
+    Decompress(String),
+    #[error("chunk content does not match its digest (expected {expected}, got {actual})")]
+    Digest { expected: ChunkId, actual: ChunkId },
+}
+
+/// The decoded fixed header of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobHeader {
+    pub compressed: bool,
+    pub plain_len: u32,
+    pub stored_len: u32,
+    pub id: ChunkId,
+}
+
+/// Encode `data` as a blob, compressing with zstd at `level` when it helps.
+pub fn encode_blob(data: &[u8], level: i32) -> (ChunkId, Vec<u8>) {
+    let id = ChunkId::of(data);
+    (id, encode_blob_with_id(data, id, level))
+}
+
+/// Encode `data` whose id the caller already computed.
+pub fn encode_blob_with_id(data: &[u8], id: ChunkId, level: i32) -> Vec<u8> {
+    assert!(data.len() <= MAX_PLAIN, "chunk larger than {MAX_PLAIN} bytes");
+    let mut out = Vec::with_capacity(HEADER_LEN + data.len() / 2);
+    out.resize(HEADER_LEN, 0);
+    let compressed = level > 0
+        && zstd::stream::copy_encode(data, &mut out, level).is_ok()
+        && out.len() - HEADER_LEN < data.len();
+    if !compressed {
+        out.truncate(HEADER_LEN);
+        out.extend_from_slice(data);
+    }
+    let stored = (out.len() - HEADER_LEN) as u32;
+    out[0..4].copy_from_slice(&MAGIC);
+    out[4] = VERSION;
+    out[5] = if compressed { FLAG_ZSTD } else { 0 };
+    out[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    out[12..16].copy_from_slice(&stored.to_le_bytes());
+    out[16..48].copy_from_slice(&id.0);
+    out
+}
+
+/// Read and check the fixed header without touching the payload.
+pub fn peek_header(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            BlobError::Magic
+        } else {
+            BlobError::Truncated { have: bytes.len(), want: HEADER_LEN }
+        });
+    }
+    if bytes[0..4] != MAGIC {
+        return Err(BlobError::Magic);
+    }
+    if bytes[4] != VERSION {
+        return Err(BlobError::Version(bytes[4]));
+    }
+    let flags = bytes[5];
+    if flags & !FLAG_ZSTD != 0 || bytes[6..8] != [0, 0] {
+        return Err(BlobError::Header("unknown flags or reserved bits set"));
+    }
+    let plain_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    let stored_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
+    if plain_len as usize > MAX_PLAIN {
+        return Err(BlobError::Header("plain length over the 16 MiB limit"));
+    }
+    let compressed = flags & FLAG_ZSTD != 0;
+    if !compressed && stored_len != plain_len {
+        return Err(BlobError::Header("plain payload length differs from plain length"));
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&bytes[16..48]);
+    Ok(BlobHeader { compressed, plain_len, stored_len, id: ChunkId(id) })
+}
+
+/// Decode a blob and check its content against the digest in its header.
+pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
+    let h = peek_header(bytes)?;
+    let want = HEADER_LEN + h.stored_len as usize;
+    if bytes.len() != want {
+        return Err(if bytes.len() < want {
+            BlobError::Truncated { have: bytes.len(), want }
+        } else {
+            BlobError::Header("trailing bytes after the payload")
+        });
+    }
+    let payload = &bytes[HEADER_LEN..];
+    let plain = if h.compressed {
+        let v = zstd::bulk::decompress(payload, h.plain_len as usize)
+            .map_err(|e| BlobError::Decompress(e.to_string()))?;
+        if v.len() != h.plain_len as usize {
+            return Err(BlobError::Decompress(format!("{} bytes instead of {}", v.len(), h.plain_len)));
+        }
+        v
+    } else {
+        payload.to_vec()
+    };
+    let actual = ChunkId::of(&plain);
+    if actual != h.id {
+        return Err(BlobError::Digest { expected: h.id, actual });
+    }
+    Ok((h.id, plain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn round_trip_compressible_and_random() {
+        let text = b"cairn ".repeat(50_000);
+        let mut rng = StdRng::seed_from_u64(7);
+        let random: Vec<u8> = (0..100_000).map(|_| rng.random()).collect();
+        for data in [&text[..], &random[..], &[][..]] {
+            let (id, blob) = encode_blob(data, 3);
+            let (id2, back) = decode_blob(&blob).unwrap();
+            assert_eq!((id, &back[..]), (id2, data));
+        }
+        let (_, blob) = encode_blob(&text, 3);
+        assert!(blob.len() < text.len() / 10, "text compresses");
+        let (_, blob) = encode_blob(&random, 3);
+        assert_eq!(blob[5], 0, "random data is stored plain");
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let (_, blob) = encode_blob(&b"some data ".repeat(1000), 3);
+        for pos in [0, 4, 5, 9, 20, HEADER_LEN + 3, blob.len() - 1] {
+            let mut bad = blob.clone();
+            bad[pos] ^= 0x40;
+            assert!(decode_blob(&bad).is_err(), "flip at {pos} undetected");
+        }
+        assert!(matches!(decode_blob(&blob[..blob.len() - 1]), Err(BlobError::Truncated { .. })));
+        assert!(matches!(decode_blob(&blob[..10]), Err(BlobError::Truncated { .. })));
+    }
+}

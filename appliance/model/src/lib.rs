@@ -1,0 +1,11 @@
+//! The shared vocabulary of Cairn: the names every other crate uses for
+//! namespaces, backup groups and snapshots, and the pure retention rules.
+//!
+//! Invariant: nothing here does I/O or reads the clock; time is always an
+//! argument. Nothing here derives `Serialize`: boundary crates convert.
+
+pub mod ids;
+pub mod prune;
+pub mod time;
+
+pub use ids::{BackupGroup, IdError, Namespace, SnapshotId};
