@@ -6,6 +6,8 @@
 
 pub mod ids;
 pub mod prune;
+pub mod snapshot;
 pub mod time;
 
-pub use ids::{BackupGroup, IdError, Namespace, SnapshotId};
+pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
+pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, VerifyState};

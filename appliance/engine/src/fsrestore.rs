@@ -1,0 +1,1 @@
+//! Restoring archive entries into a directory (being written).

@@ -1,0 +1,1 @@
+//! Walking a source tree into archive entries (being written).
