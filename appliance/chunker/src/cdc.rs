@@ -19,7 +19,9 @@ impl Default for CdcParams {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid chunk sizes min={min} avg={avg} max={max}: need 64 KiB <= min <= avg <= max <= 16 MiB, avg a power of two, all even")]
+#[error(
+    "invalid chunk sizes min={min} avg={avg} max={max}: need 64 KiB <= min <= avg <= max <= 16 MiB, avg a power of two, all even"
+)]
 pub struct CdcParamsError {
     pub min: usize,
     pub avg: usize,

@@ -14,9 +14,13 @@ use crate::time::{format_rfc3339, parse_rfc3339};
 /// Why a name or reference was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("invalid namespace {0:?}: use up to 8 levels of letters, digits, '-', '_' or '.', separated by '/'")]
+    #[error(
+        "invalid namespace {0:?}: use up to 8 levels of letters, digits, '-', '_' or '.', separated by '/'"
+    )]
     Namespace(String),
-    #[error("invalid group type {0:?}: use lowercase letters, digits and '-' (e.g. host, vm, ct), not \"ns\"")]
+    #[error(
+        "invalid group type {0:?}: use lowercase letters, digits and '-' (e.g. host, vm, ct), not \"ns\""
+    )]
     GroupType(String),
     #[error("invalid group id {0:?}: use letters, digits, '-', '_' or '.', starting with a letter or digit")]
     GroupId(String),
@@ -116,7 +120,11 @@ impl BackupGroup {
     }
 }
 
-fn split_ns<'a>(parts: &'a [&'a str], default: &Namespace, tail: usize) -> Option<(Namespace, &'a [&'a str])> {
+fn split_ns<'a>(
+    parts: &'a [&'a str],
+    default: &Namespace,
+    tail: usize,
+) -> Option<(Namespace, &'a [&'a str])> {
     if parts.first() == Some(&"ns") {
         if parts.len() < tail + 2 {
             return None;
@@ -198,7 +206,10 @@ mod tests {
     #[test]
     fn snapshot_refs() {
         check_snapshot("host/web01/2026-11-22T03:00:00Z", Some("host/web01/2026-11-22T03:00:00Z"));
-        check_snapshot("ns/prod/eu/vm/100/2026-11-22T03:00:00Z", Some("ns/prod/eu/vm/100/2026-11-22T03:00:00Z"));
+        check_snapshot(
+            "ns/prod/eu/vm/100/2026-11-22T03:00:00Z",
+            Some("ns/prod/eu/vm/100/2026-11-22T03:00:00Z"),
+        );
         check_snapshot("host/web01", None);
         check_snapshot("ns/host/web01/2026-11-22T03:00:00Z", None);
         check_snapshot("host/../2026-11-22T03:00:00Z", None);
