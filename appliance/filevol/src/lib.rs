@@ -1,8 +1,26 @@
 //! The Cairn datastore: a directory holding the chunk store, snapshot
-//! directories (manifest, indexes, state) and the writer journals that let
+//! directories (manifest, state, indexes) and the writer journals that let
 //! garbage collection run beside backups.
 //!
 //! Invariant: filevol knows nothing of tokio, HTTP or the catalog; the
 //! datastore alone is enough to rebuild the catalog.
 
 pub mod archive;
+mod chunkstore;
+mod datastore;
+mod error;
+pub mod fsutil;
+mod gc;
+pub mod index;
+pub mod snapshot;
+mod writer;
+
+pub use chunkstore::ChunkStore;
+pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
+pub use error::{Result, StoreError};
+pub use gc::GcStats;
+pub use index::{DynamicIndex, FixedIndex, IndexError};
+pub use snapshot::{
+    IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler, SourceStat,
+};
+pub use writer::{WriteCounters, Writer};

@@ -1,0 +1,2 @@
+//! The `cairn` binary (being written).
+fn main() {}

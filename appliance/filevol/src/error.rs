@@ -1,0 +1,57 @@
+//! The datastore's error type: callers branch on these variants.
+
+use std::path::{Path, PathBuf};
+
+use chunker::{BlobError, ChunkId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("disk full while writing {path}: free space (or run `cairn gc`), then retry; nothing partial was committed")]
+    DiskFull { path: PathBuf },
+    #[error("{0} is not a Cairn datastore and not empty; choose an empty or new directory for `cairn init`")]
+    NotADatastore(PathBuf),
+    #[error("no datastore at {0}; create one with `cairn init` (or pass --datastore)")]
+    NoDatastore(PathBuf),
+    #[error("{path}: unsupported datastore format: {detail}")]
+    Format { path: PathBuf, detail: String },
+    #[error("chunk {0} is missing from the datastore; run `cairn verify` to find the affected snapshots")]
+    ChunkMissing(ChunkId),
+    #[error("chunk {id} is corrupt ({source}); run `cairn verify` to quarantine it and name the affected snapshots")]
+    ChunkCorrupt { id: ChunkId, source: BlobError },
+    #[error("{path}: damaged index: {detail}")]
+    BadIndex { path: PathBuf, detail: String },
+    #[error("snapshot {0} already exists; pass a different --time or wait a second")]
+    SnapshotExists(String),
+    #[error("snapshot {0} not found; list snapshots with `cairn snapshots`")]
+    SnapshotNotFound(String),
+    #[error("group {0} is busy: another backup or prune of it is running; retry when it finishes")]
+    GroupBusy(String),
+    #[error("another garbage collection is running on this datastore; retry when it finishes")]
+    GcBusy,
+}
+
+impl StoreError {
+    /// Wrap an I/O error with the path it concerns; ENOSPC becomes `DiskFull`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+            Self::DiskFull { path: path.to_owned() }
+        } else {
+            Self::Io { path: path.to_owned(), source }
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attach a path to I/O results.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| StoreError::io(path, e))
+    }
+}

@@ -1,0 +1,288 @@
+//! A backup in progress: its journal, work area and commit.
+//!
+//! Garbage collection runs beside backups without relying on file times.
+//! The protocol (see ARCHITECTURE.md):
+//!
+//! * A writer owns `writers/<uuid>.journal` and holds an exclusive flock on
+//!   it while alive; a journal whose lock can be taken belongs to a dead
+//!   writer, whose chunks are garbage.
+//! * Before a writer relies on a chunk (dedup against an existing one, or
+//!   renaming a new one into the store), it appends the id to its journal
+//!   while holding a shared flock on `locks/chunks`.
+//! * GC sweeps one shard at a time under an exclusive flock on
+//!   `locks/chunks`, after re-reading every live journal. So a chunk either
+//!   was journaled before the sweep looked (and is kept) or is checked for
+//!   existence after the sweep finished (and rewritten if it was swept).
+//! * At commit the snapshot directory is renamed into place; then, if no
+//!   GC is running (shared flock on `locks/gc` available), the journal is
+//!   deleted, else it is renamed `<uuid>.committed` and the running GC keeps
+//!   honouring it.
+//!
+//! Invariant: a snapshot becomes visible only after every chunk it names
+//! and every index is durable.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chunker::ChunkId;
+use model::{BackupGroup, SnapshotId};
+use nix::fcntl::Flock;
+
+use crate::datastore::Datastore;
+use crate::error::{IoContext, Result, StoreError};
+use crate::fsutil::{LockMode, create_dir_all_durable, fsync_dir, lock_file};
+use crate::snapshot::{IndexRef, MANIFEST_FILE, Manifest, STATE_FILE, SnapshotState};
+
+/// Counters of what a writer added to the store.
+#[derive(Debug, Default)]
+pub struct WriteCounters {
+    pub new_chunks: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub reused_chunks: AtomicU64,
+}
+
+/// A backup of one group in progress. Dropping it without `commit` aborts
+/// the backup and leaves nothing visible.
+#[derive(Debug)]
+pub struct Writer {
+    ds: Datastore,
+    group: BackupGroup,
+    uuid: String,
+    journal: Flock<File>,
+    journal_path: PathBuf,
+    work: PathBuf,
+    known: Mutex<HashSet<ChunkId>>,
+    touched: Mutex<HashSet<PathBuf>>,
+    seq: AtomicU64,
+    pub counters: WriteCounters,
+    committed: bool,
+    _group_lock: Flock<File>,
+}
+
+impl Datastore {
+    /// Start a backup of `group`. Fails with `GroupBusy` if another backup
+    /// or prune of the group is running.
+    pub fn begin_backup(&self, group: &BackupGroup) -> Result<Writer> {
+        let group_lock = self.lock_group(group)?;
+        self.cleanup_dead_writers()?;
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let writers = self.dir("writers");
+        let new = writers.join(format!("{uuid}.journal.new"));
+        let file = OpenOptions::new().append(true).create_new(true).open(&new).at(&new)?;
+        let journal = Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| StoreError::io(&new, e.into()))?;
+        let journal_path = writers.join(format!("{uuid}.journal"));
+        fs::rename(&new, &journal_path).at(&journal_path)?;
+        let work = writers.join(format!("{uuid}.work"));
+        fs::create_dir_all(work.join("snapshot")).at(&work)?;
+        Ok(Writer {
+            ds: self.clone(),
+            group: group.clone(),
+            uuid,
+            journal,
+            journal_path,
+            work,
+            known: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashSet::new()),
+            seq: AtomicU64::new(0),
+            counters: WriteCounters::default(),
+            committed: false,
+            _group_lock: group_lock,
+        })
+    }
+
+    /// Exclusive lock of a group for backup and prune.
+    pub fn lock_group(&self, group: &BackupGroup) -> Result<Flock<File>> {
+        let name = blake3::hash(group.to_string().as_bytes()).to_hex();
+        let path = self.dir("locks").join(format!("group-{}", &name[..24]));
+        lock_file(&path, LockMode::ExclusiveNow)?.ok_or_else(|| StoreError::GroupBusy(group.to_string()))
+    }
+
+    /// Remove journals and work areas of writers that died (kill -9, power
+    /// loss): their lock is free. Their chunks become garbage for `gc`.
+    pub fn cleanup_dead_writers(&self) -> Result<()> {
+        let writers = self.dir("writers");
+        let gc_idle = lock_file(&self.dir("locks").join("gc"), LockMode::SharedNow)?;
+        for entry in fs::read_dir(&writers).at(&writers)? {
+            let path = entry.at(&writers)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if name.ends_with(".journal") || name.ends_with(".journal.new") {
+                if let Some(_dead) = lock_file(&path, LockMode::ExclusiveNow)? {
+                    let uuid = name.split('.').next().unwrap_or_default();
+                    remove_dir_if_exists(&writers.join(format!("{uuid}.work")))?;
+                    remove_if_exists(&path)?;
+                }
+            } else if name.ends_with(".committed") && gc_idle.is_some() {
+                remove_if_exists(&path)?;
+            } else if let Some(uuid) = name.strip_suffix(".work")
+                && !writers.join(format!("{uuid}.journal")).exists()
+                && !writers.join(format!("{uuid}.journal.new")).exists()
+            {
+                remove_dir_if_exists(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::io(p, e)),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::io(p, e)),
+        _ => Ok(()),
+    }
+}
+
+impl Writer {
+    pub fn datastore(&self) -> &Datastore {
+        &self.ds
+    }
+
+    pub fn group(&self) -> &BackupGroup {
+        &self.group
+    }
+
+    fn journal_locked(&self, id: &ChunkId) -> Result<()> {
+        (&*self.journal).write_all(&id.0).at(&self.journal_path)
+    }
+
+    fn chunk_lock(&self) -> Result<Flock<File>> {
+        let path = self.ds.dir("locks").join("chunks");
+        Ok(lock_file(&path, LockMode::Shared)?.expect("blocking lock returns a guard"))
+    }
+
+    /// Declare that this backup uses chunk `id`; returns whether the store
+    /// already has it. After `true`, the chunk stays until this writer ends.
+    pub fn reference(&self, id: &ChunkId) -> Result<bool> {
+        if self.known.lock().expect("lock").contains(id) {
+            return Ok(true);
+        }
+        let _guard = self.chunk_lock()?;
+        self.journal_locked(id)?;
+        let present = self.ds.chunks().has(id)?;
+        if present {
+            self.known.lock().expect("lock").insert(*id);
+        }
+        Ok(present)
+    }
+
+    /// Store a new chunk blob (already encoded) durably under its id.
+    /// Returns the bytes written.
+    pub fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<u64> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.work.join(format!("chunk-{n}"));
+        let result = self.store_via(&tmp, id, blob);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn store_via(&self, tmp: &Path, id: &ChunkId, blob: &[u8]) -> Result<u64> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(tmp).at(tmp)?;
+        f.write_all(blob).at(tmp)?;
+        f.sync_data().at(tmp)?;
+        drop(f);
+        let dest = self.ds.chunks().path(id);
+        let _guard = self.chunk_lock()?;
+        self.journal_locked(id)?;
+        if let Err(e) = fs::rename(tmp, &dest) {
+            if e.kind() != ErrorKind::NotFound {
+                return Err(StoreError::io(&dest, e));
+            }
+            let parent = dest.parent().expect("chunk path has a parent");
+            fs::create_dir_all(parent).at(parent)?;
+            let mut touched = self.touched.lock().expect("lock");
+            touched.insert(parent.parent().expect("shard dir").to_owned());
+            touched.insert(self.ds.chunks().root().to_owned());
+            drop(touched);
+            fs::rename(tmp, &dest).at(&dest)?;
+        }
+        self.touched.lock().expect("lock").insert(dest.parent().expect("parent").to_owned());
+        self.known.lock().expect("lock").insert(*id);
+        self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+        self.counters.stored_bytes.fetch_add(blob.len() as u64, Ordering::Relaxed);
+        Ok(blob.len() as u64)
+    }
+
+    /// Write an index file into the snapshot being built.
+    pub fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {
+        let path = self.work.join("snapshot").join(file);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
+        f.write_all(bytes).at(&path)?;
+        f.sync_all().at(&path)?;
+        Ok(IndexRef { file: file.to_owned(), blake3: blake3::hash(bytes).to_hex().to_string(), length, chunks })
+    }
+
+    /// Make the snapshot durable and visible under its final name.
+    pub fn commit(mut self, manifest: &Manifest, time: i64) -> Result<SnapshotId> {
+        let id = self.group.at(time);
+        let final_dir = self.ds.snapshot_dir(&id);
+        if final_dir.exists() {
+            return Err(StoreError::SnapshotExists(id.to_string()));
+        }
+        let touched: Vec<PathBuf> = self.touched.lock().expect("lock").drain().collect();
+        for dir in touched {
+            fsync_dir(&dir)?;
+        }
+        let snap = self.work.join("snapshot");
+        let write = |name: &str, bytes: Vec<u8>| -> Result<()> {
+            let p = snap.join(name);
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&p).at(&p)?;
+            f.write_all(&bytes).at(&p)?;
+            f.sync_all().at(&p)
+        };
+        write(MANIFEST_FILE, serde_json::to_vec_pretty(manifest).expect("manifest serializes"))?;
+        let state = SnapshotState { verify_state: "none".into(), ..Default::default() };
+        write(STATE_FILE, serde_json::to_vec_pretty(&state).expect("state serializes"))?;
+        fsync_dir(&snap)?;
+        let parent = final_dir.parent().expect("snapshot dir has a parent");
+        create_dir_all_durable(parent)?;
+        match fs::rename(&snap, &final_dir) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOTEMPTY) | Some(nix::libc::EEXIST)) => {
+                return Err(StoreError::SnapshotExists(id.to_string()));
+            }
+            Err(e) => return Err(StoreError::io(&final_dir, e)),
+        }
+        fsync_dir(parent)?;
+        self.committed = true;
+        self.release_journal()?;
+        Ok(id)
+    }
+
+    fn release_journal(&self) -> Result<()> {
+        let gc_idle = lock_file(&self.ds.dir("locks").join("gc"), LockMode::SharedNow)?;
+        if gc_idle.is_some() {
+            remove_if_exists(&self.journal_path)?;
+        } else {
+            let done = self.journal_path.with_extension("committed");
+            fs::rename(&self.journal_path, &done).at(&done)?;
+        }
+        drop(gc_idle);
+        remove_dir_if_exists(&self.work)
+    }
+
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.work);
+            let _ = fs::remove_file(&self.journal_path);
+        }
+    }
+}
