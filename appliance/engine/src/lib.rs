@@ -1,8 +1,54 @@
 //! Cairn's services: backup, restore, verify, prune, garbage collection and
-//! catalog rebuild, over a `filevol` datastore and its `catalog`.
+//! catalog upkeep, over a `filevol` datastore and its `catalog`.
 //!
 //! Invariant: no tokio here yet and no HTTP, JSON or terminal output; the
-//! daemon renders what these calls return.
+//! daemon renders what these calls return. The datastore is the truth; the
+//! catalog is a cache reconciled with it on open.
 
+pub mod backup;
+mod catalog_sync;
 pub mod fsrestore;
 pub mod fswalk;
+mod payload;
+mod pipeline;
+mod prevtree;
+pub mod progress;
+pub mod restore;
+mod stream;
+pub mod verify;
+pub mod ops;
+
+use std::path::Path;
+
+use anyhow::Result;
+use filevol::{Datastore, DatastoreConfig};
+
+pub use backup::{BackupOptions, BackupReport};
+pub use progress::Progress;
+
+/// The services over one datastore.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    ds: Datastore,
+}
+
+impl Engine {
+    /// Open the datastore at `root` and bring its catalog up to date.
+    pub fn open(root: &Path) -> Result<Self> {
+        let engine = Self { ds: Datastore::open(root)? };
+        engine.reconcile()?;
+        Ok(engine)
+    }
+
+    /// Create (or open) a datastore; returns whether it was created.
+    pub fn init(root: &Path, config: DatastoreConfig) -> Result<(Self, bool)> {
+        let (ds, created) = Datastore::init(root, config)?;
+        let engine = Self { ds };
+        engine.reconcile()?;
+        Ok((engine, created))
+    }
+
+    pub fn datastore(&self) -> &Datastore {
+        &self.ds
+    }
+}

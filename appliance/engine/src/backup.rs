@@ -1,0 +1,426 @@
+//! Backups: every source becomes an archive of one new snapshot. A
+//! directory becomes a file archive (metadata + payload streams), a regular
+//! file or block device an image archive (fixed 4 MiB chunks).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
+use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
+use filevol::{
+    DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SourceHandler,
+    SourceStat, Writer,
+};
+use model::{BackupGroup, SnapshotId};
+
+use crate::Engine;
+use crate::fswalk::{WalkItem, WalkOptions, Walker, open_data};
+use crate::payload::PayloadBuilder;
+use crate::pipeline::{Pipeline, StreamIndex, Work};
+use crate::prevtree::{PrevTree, unchanged};
+use crate::progress::Progress;
+
+const META: usize = 0;
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub group: BackupGroup,
+    pub sources: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    /// Snapshot time, epoch seconds.
+    pub time: i64,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub id: SnapshotId,
+    pub stats: ManifestStats,
+    pub errors: Vec<ManifestError>,
+}
+
+/// Name archives after their sources: `www`, `root` for `/`, `disk.raw.img`.
+pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (path, is_image) in sources {
+        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let mut clean: String =
+            base.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        if !clean.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            clean.insert(0, 'x');
+        }
+        if *is_image {
+            clean.push_str(".img");
+        }
+        let mut name = clean.clone();
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{clean}-{n}");
+            n += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+struct Ctx<'a> {
+    engine: &'a Engine,
+    writer: &'a Writer,
+    prev: Option<(SnapshotId, Manifest)>,
+    progress: &'a Progress,
+    errors: Vec<ManifestError>,
+    files: u64,
+}
+
+impl Engine {
+    /// Back up `opts.sources` into a new snapshot of `opts.group`.
+    pub fn backup(&self, opts: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
+        let start = Instant::now();
+        let id = opts.group.at(opts.time);
+        if self.ds.snapshot_dir(&id).exists() {
+            bail!(filevol::StoreError::SnapshotExists(id.to_string()));
+        }
+        let mut sources = Vec::new();
+        for s in &opts.sources {
+            let abs = std::path::absolute(s).with_context(|| format!("{}", s.display()))?;
+            let meta = std::fs::metadata(&abs).with_context(|| format!("cannot back up {}", abs.display()))?;
+            let ft = meta.file_type();
+            if !(meta.is_dir() || meta.is_file() || ft.is_block_device()) {
+                bail!("{}: not a directory, regular file or block device", abs.display());
+            }
+            sources.push((abs, !meta.is_dir()));
+        }
+        let names = archive_names(&sources);
+        let writer = self.ds.begin_backup(&opts.group)?;
+        let prev = self.latest_manifest(&opts.group)?;
+        let mut cx = Ctx { engine: self, writer: &writer, prev, progress, errors: Vec::new(), files: 0 };
+        let mut archives = Vec::new();
+        for ((path, is_image), name) in sources.iter().zip(&names) {
+            let archive = if *is_image {
+                cx.backup_image(path, name)?
+            } else {
+                cx.backup_tree(path, name, opts)?
+            };
+            archives.push(archive);
+        }
+        let c = &writer.counters;
+        let stats = ManifestStats {
+            files: cx.files,
+            size: archives.iter().map(|a| a.size).sum(),
+            stored: c.stored_bytes.load(Ordering::Relaxed),
+            new_chunks: c.new_chunks.load(Ordering::Relaxed),
+            reused_chunks: c.reused_chunks.load(Ordering::Relaxed),
+            duration_ms: start.elapsed().as_millis() as u64,
+        };
+        let errors = std::mem::take(&mut cx.errors);
+        let manifest = Manifest {
+            format: filevol::snapshot::MANIFEST_FORMAT.into(),
+            version: filevol::snapshot::MANIFEST_VERSION,
+            ns: opts.group.ns.to_string(),
+            backup_type: opts.group.kind.clone(),
+            backup_id: opts.group.id.clone(),
+            time: id.time_text(),
+            tags: opts.tags.clone(),
+            archives,
+            stats: stats.clone(),
+            errors: errors.clone(),
+            source: SourceHandler { name: "builtin-fs".into(), version: env!("CARGO_PKG_VERSION").into(), digest: None },
+            created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let id = writer.commit(&manifest, opts.time)?;
+        self.catalog_add(&id)?;
+        Ok(BackupReport { id, stats, errors })
+    }
+
+    fn latest_manifest(&self, group: &BackupGroup) -> Result<Option<(SnapshotId, Manifest)>> {
+        for id in self.ds.list_group(group)?.into_iter().rev() {
+            match self.ds.read_manifest(&id) {
+                Ok(m) => return Ok(Some((id, m))),
+                Err(e) => tracing::warn!("ignoring unreadable snapshot {id} for change detection: {e}"),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn index_ref(writer: &Writer, file: &str, index: &StreamIndex) -> Result<(IndexRef, DynamicIndex)> {
+    let mut didx = DynamicIndex::default();
+    let mut end = 0;
+    for (id, len) in &index.chunks {
+        end += len;
+        didx.entries.push((end, *id));
+    }
+    let r = writer.write_index(file, &didx.encode(), end, didx.entries.len() as u64)?;
+    Ok((r, didx))
+}
+
+impl Ctx<'_> {
+    fn prev_archive(&self, name: &str, kind: &str) -> Option<(SnapshotId, ManifestArchive)> {
+        let (id, m) = self.prev.as_ref()?;
+        let a = m.archives.iter().find(|a| a.name == name && a.kind == kind)?;
+        Some((id.clone(), a.clone()))
+    }
+
+    fn backup_tree(&mut self, root: &Path, name: &str, opts: &BackupOptions) -> Result<ManifestArchive> {
+        let ds = &self.engine.ds;
+        let mut prev = match self.prev_archive(name, "file") {
+            Some((id, a)) => match PrevTree::open(ds, &id, &a) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("change detection off for {name}: previous snapshot unreadable: {e:#}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let walk_opts = WalkOptions { excludes: opts.excludes.clone(), one_file_system: opts.one_file_system };
+        let walker = Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
+        let failed = AtomicBool::new(false);
+        let cfg = ds.config();
+        let (streams, size, entries) = std::thread::scope(|scope| -> Result<_> {
+            let mut pipe = Pipeline::start(scope, self.writer, 2, cfg.zstd_level, &failed);
+            let mut tree = TreeBuilder {
+                meta: StreamChunker::new(cfg.cdc),
+                payload: PayloadBuilder::new(cfg.cdc),
+                links: HashMap::new(),
+                buf: Vec::with_capacity(1 << 20),
+                size: 0,
+                entries: 0,
+            };
+            let produced = tree.run(self, walker, prev.as_mut(), &mut pipe);
+            let finished = pipe.finish();
+            produced?;
+            Ok((finished?, tree.size, tree.entries))
+        })?;
+        let (meta_ref, _) = index_ref(self.writer, &format!("{name}.meta.didx"), &streams[META])?;
+        let (payload_ref, _) =
+            index_ref(self.writer, &format!("{name}.payload.didx"), &streams[crate::payload::PAYLOAD])?;
+        Ok(ManifestArchive {
+            name: name.to_owned(),
+            kind: "file".into(),
+            size,
+            indexes: vec![meta_ref, payload_ref],
+            source_stat: None,
+            entries,
+        })
+    }
+}
+
+struct TreeBuilder {
+    meta: StreamChunker,
+    payload: PayloadBuilder,
+    /// Hard-link group → (payload offset, extents) of its first member.
+    links: HashMap<u64, (u64, Option<Vec<(u64, u64)>>)>,
+    buf: Vec<u8>,
+    size: u64,
+    entries: u64,
+}
+
+impl TreeBuilder {
+    fn run(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        walker: Walker,
+        mut prev: Option<&mut PrevTree>,
+        pipe: &mut Pipeline<'_>,
+    ) -> Result<()> {
+        self.push_meta(&stream_header(), pipe)?;
+        for item in walker {
+            match item {
+                WalkItem::Error { path, message } => {
+                    cx.errors.push(ManifestError { path: String::from_utf8_lossy(&path).into_owned(), error: message });
+                }
+                WalkItem::Entry { mut entry, source } => {
+                    if entry.kind == EntryKind::File && !self.file_data(cx, &mut entry, &source, prev.as_deref_mut(), pipe)? {
+                        continue;
+                    }
+                    cx.files += 1;
+                    self.entries += 1;
+                    cx.progress.add_file();
+                    let mut buf = std::mem::take(&mut self.buf);
+                    buf.clear();
+                    encode_entry(&entry, &mut buf);
+                    self.push_meta(&buf, pipe)?;
+                    self.buf = buf;
+                }
+            }
+        }
+        let mut result = Ok(());
+        self.meta.finish(&mut |c| {
+            if result.is_ok() {
+                result = pipe.send(META, Work::Data(c));
+            }
+        });
+        result?;
+        self.payload.flush(pipe)
+    }
+
+    fn push_meta(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
+        let mut result = Ok(());
+        self.meta.push(bytes, &mut |c| {
+            if result.is_ok() {
+                result = pipe.send(META, Work::Data(c));
+            }
+        });
+        result
+    }
+
+    /// Put a file's data into the payload stream; `false` = skip the entry.
+    fn file_data(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        entry: &mut Entry,
+        source: &Path,
+        prev: Option<&mut PrevTree>,
+        pipe: &mut Pipeline<'_>,
+    ) -> Result<bool> {
+        self.size += entry.size;
+        if entry.hardlink != 0
+            && let Some((off, ext)) = self.links.get(&entry.hardlink)
+        {
+            entry.payload_offset = *off;
+            entry.extents = ext.clone();
+            return Ok(true);
+        }
+        let mut reused = None;
+        if let Some(prev) = prev
+            && let Some(old) = prev.lookup(&entry.path)?
+            && unchanged(old, entry)
+        {
+            let (off, len, ext) = (old.payload_offset, old.data_len(), old.extents.clone());
+            if let Some(new_off) = self.payload.reuse(&prev.payload, off, len, cx.writer, pipe)? {
+                reused = Some((new_off, ext));
+            }
+        }
+        match reused {
+            Some((off, ext)) => {
+                entry.payload_offset = off;
+                entry.extents = ext;
+                cx.progress.add_bytes(entry.size);
+            }
+            None => {
+                entry.payload_offset = self.payload.pos();
+                if let Err(e) = self.read_file(cx, entry, source, pipe) {
+                    if pipe_failed(&e) {
+                        return Err(e);
+                    }
+                    let path = String::from_utf8_lossy(&entry.path).into_owned();
+                    cx.errors.push(ManifestError { path, error: format!("{e:#}") });
+                    return Ok(false);
+                }
+            }
+        }
+        if entry.hardlink != 0 {
+            self.links.insert(entry.hardlink, (entry.payload_offset, entry.extents.clone()));
+        }
+        Ok(true)
+    }
+
+    fn read_file(&mut self, cx: &mut Ctx<'_>, entry: &mut Entry, source: &Path, pipe: &mut Pipeline<'_>) -> Result<()> {
+        let mut data = open_data(source, entry).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = data.read_next(&mut buf).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
+            if n == 0 {
+                break;
+            }
+            self.payload.push(&buf[..n], pipe)?;
+            cx.progress.add_bytes(n as u64);
+        }
+        if data.changed_while_reading() {
+            let path = String::from_utf8_lossy(&entry.path).into_owned();
+            cx.errors.push(ManifestError { path, error: "file changed while it was read; stored as read".into() });
+        }
+        Ok(())
+    }
+}
+
+/// A source file could not be read: reported and skipped, not fatal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SourceError(String);
+
+fn pipe_failed(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<SourceError>().is_none()
+}
+
+fn source_stat(meta: &std::fs::Metadata) -> SourceStat {
+    SourceStat {
+        size: meta.len(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+impl Ctx<'_> {
+    fn backup_image(&mut self, path: &Path, name: &str) -> Result<ManifestArchive> {
+        let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let meta = file.metadata().with_context(|| path.display().to_string())?;
+        let size = if meta.file_type().is_block_device() { file.seek(SeekFrom::End(0))? } else { meta.len() };
+        file.seek(SeekFrom::Start(0))?;
+        let stat = SourceStat { size, ..source_stat(&meta) };
+        let file_name = format!("{name}.fidx");
+        if meta.is_file()
+            && let Some((pid, pa)) = self.prev_archive(name, "image")
+            && pa.source_stat == Some(stat)
+            && let Some(r) = self.reuse_image(&pid, &pa, &file_name)?
+        {
+            self.progress.add_bytes(size);
+            self.files += 1;
+            return Ok(ManifestArchive { name: name.into(), kind: "image".into(), size, indexes: vec![r], source_stat: Some(stat), entries: 0 });
+        }
+        let failed = AtomicBool::new(false);
+        let level = self.engine.ds.config().zstd_level;
+        let zero = ChunkId::zeros(FIXED_IMAGE_CHUNK);
+        let index = std::thread::scope(|scope| -> Result<StreamIndex> {
+            let mut pipe = Pipeline::start(scope, self.writer, 1, level, &failed);
+            let produced = (|| -> Result<()> {
+                let mut left = size;
+                let mut buf = vec![0u8; FIXED_IMAGE_CHUNK];
+                while left > 0 {
+                    let n = left.min(FIXED_IMAGE_CHUNK as u64) as usize;
+                    file.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", path.display()))?;
+                    left -= n as u64;
+                    self.progress.add_bytes(n as u64);
+                    if n == FIXED_IMAGE_CHUNK && buf.iter().all(|b| *b == 0) && self.writer.reference(&zero)? {
+                        pipe.send(0, Work::Reuse(zero, n as u64))?;
+                    } else {
+                        pipe.send(0, Work::Data(buf[..n].to_vec()))?;
+                    }
+                }
+                Ok(())
+            })();
+            let finished = pipe.finish();
+            produced?;
+            Ok(finished?.remove(0))
+        })?;
+        self.files += 1;
+        let fidx = FixedIndex { size, chunk_size: FIXED_IMAGE_CHUNK as u32, ids: index.chunks.iter().map(|c| c.0).collect() };
+        let r = self.writer.write_index(&file_name, &fidx.encode(), size, fidx.ids.len() as u64)?;
+        Ok(ManifestArchive { name: name.into(), kind: "image".into(), size, indexes: vec![r], source_stat: Some(stat), entries: 0 })
+    }
+
+    /// An unchanged image file: take the previous index if all its chunks are there.
+    fn reuse_image(&self, pid: &SnapshotId, pa: &ManifestArchive, file: &str) -> Result<Option<IndexRef>> {
+        let Some(r) = pa.indexes.first() else { return Ok(None) };
+        let Ok(fidx) = self.engine.ds.read_fidx(pid, r) else { return Ok(None) };
+        for id in &fidx.ids {
+            if !self.writer.reference(id)? {
+                return Ok(None);
+            }
+        }
+        self.writer.counters.reused_chunks.fetch_add(fidx.ids.len() as u64, Ordering::Relaxed);
+        Ok(Some(self.writer.write_index(file, &fidx.encode(), fidx.size, fidx.ids.len() as u64)?))
+    }
+}

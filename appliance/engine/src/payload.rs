@@ -1,0 +1,107 @@
+//! The payload stream of a file archive under construction: new file data
+//! is cut content-defined; an unchanged file's data is not read again but
+//! taken as whole chunks of the previous snapshot's payload stream.
+//!
+//! Reused chunks may carry bytes of neighbouring files (changed or deleted
+//! since); entries point at their own bytes by offset, so those bytes are
+//! simply never read. Consecutive unchanged files reuse one run of chunks
+//! with no waste.
+
+use anyhow::Result;
+use chunker::{CdcParams, StreamChunker};
+use filevol::{DynamicIndex, Writer};
+
+use crate::pipeline::{Pipeline, Work};
+
+pub const PAYLOAD: usize = 1;
+
+/// A run of previous-snapshot chunks appended back to back.
+struct Run {
+    prev_first: usize,
+    /// One past the last previous chunk appended.
+    prev_next: usize,
+    /// Where `prev_first` starts in the new stream.
+    new_base: u64,
+}
+
+pub struct PayloadBuilder {
+    chunker: StreamChunker,
+    pos: u64,
+    run: Option<Run>,
+}
+
+impl PayloadBuilder {
+    pub fn new(params: CdcParams) -> Self {
+        Self { chunker: StreamChunker::new(params), pos: 0, run: None }
+    }
+
+    /// Current length of the stream (the offset of the next byte).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Append new bytes.
+    pub fn push(&mut self, data: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
+        self.run = None;
+        self.pos += data.len() as u64;
+        let mut result = Ok(());
+        self.chunker.push(data, &mut |c| {
+            if result.is_ok() {
+                result = pipe.send(PAYLOAD, Work::Data(c));
+            }
+        });
+        result
+    }
+
+    /// Cut what is pending (a forced chunk boundary).
+    pub fn flush(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        let mut result = Ok(());
+        self.chunker.finish(&mut |c| {
+            if result.is_ok() {
+                result = pipe.send(PAYLOAD, Work::Data(c));
+            }
+        });
+        result
+    }
+
+    /// Take the bytes `[off, off + len)` of the previous payload stream
+    /// `prev` without reading them. Returns their offset in the new stream,
+    /// or `None` when a chunk they need is gone (the caller reads the file).
+    pub fn reuse(
+        &mut self,
+        prev: &DynamicIndex,
+        off: u64,
+        len: u64,
+        writer: &Writer,
+        pipe: &mut Pipeline<'_>,
+    ) -> Result<Option<u64>> {
+        if len == 0 {
+            return Ok(Some(self.pos));
+        }
+        let (Some(first), Some(last)) = (prev.chunk_at(off), prev.chunk_at(off + len - 1)) else {
+            return Ok(None);
+        };
+        let continues = self.run.as_ref().is_some_and(|r| first >= r.prev_first && first <= r.prev_next);
+        let from = match &self.run {
+            Some(r) if continues => r.prev_next.max(first),
+            _ => first,
+        };
+        for i in from..=last {
+            if !writer.reference(&prev.entries[i].1)? {
+                return Ok(None);
+            }
+        }
+        if !continues {
+            self.flush(pipe)?;
+            self.run = Some(Run { prev_first: first, prev_next: first, new_base: self.pos });
+        }
+        for i in from..=last {
+            let len = prev.entries[i].0 - prev.start(i);
+            pipe.send(PAYLOAD, Work::Reuse(prev.entries[i].1, len))?;
+            self.pos += len;
+        }
+        let run = self.run.as_mut().expect("run started");
+        run.prev_next = run.prev_next.max(last + 1);
+        Ok(Some(run.new_base + (off - prev.start(run.prev_first))))
+    }
+}

@@ -1,0 +1,278 @@
+//! Restoring and browsing snapshots: whole archives, subtrees or single
+//! files of file archives into a directory; image archives to a file or
+//! block device.
+//!
+//! Paths name an archive first (`www/etc/hosts`); when a snapshot has one
+//! archive its name may be left out.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chunker::ChunkId;
+use filevol::archive::{Entry, MetaReader};
+use filevol::{Manifest, ManifestArchive};
+use model::SnapshotId;
+
+use crate::Engine;
+use crate::fsrestore::{Begin, RestoreOptions, Restorer};
+use crate::prevtree::walk_order;
+use crate::progress::Progress;
+use crate::stream::{Fetcher, StreamReader};
+
+/// What to restore where.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub snapshot: SnapshotId,
+    pub target: PathBuf,
+    /// `ARCHIVE[/path/inside]`; `None` restores every archive.
+    pub path: Option<Vec<u8>>,
+    pub overwrite: bool,
+}
+
+/// What a restore did; `failed` lists files whose data could not be read.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub bytes: u64,
+    pub warnings: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// An entry as `ls` shows it, with its snapshot-relative path.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub path: Vec<u8>,
+    pub archive_kind: &'static str,
+    pub entry: Option<Entry>,
+    pub size: u64,
+}
+
+fn trim(p: &[u8]) -> &[u8] {
+    let start = p.iter().position(|c| *c != b'/').unwrap_or(p.len());
+    let end = p.iter().rposition(|c| *c != b'/').map_or(start, |e| e + 1);
+    &p[start..end.max(start)]
+}
+
+/// Split `ARCHIVE/inner` against the manifest's archives.
+fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestArchive, Vec<u8>)> {
+    let path = trim(path);
+    let (first, rest) = match path.iter().position(|c| *c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (path, &b""[..]),
+    };
+    if let Some(a) = m.archives.iter().find(|a| a.name.as_bytes() == first) {
+        return Ok((a, rest.to_vec()));
+    }
+    if let [only] = m.archives.as_slice() {
+        return Ok((only, path.to_vec()));
+    }
+    let names: Vec<&str> = m.archives.iter().map(|a| a.name.as_str()).collect();
+    bail!("no archive named {:?} in this snapshot; it has: {}", String::from_utf8_lossy(first), names.join(", "))
+}
+
+fn under(path: &[u8], base: &[u8]) -> Option<usize> {
+    if base.is_empty() {
+        return Some(0);
+    }
+    if path == base {
+        return Some(path.len());
+    }
+    (path.len() > base.len() && path.starts_with(base) && path[base.len()] == b'/').then_some(base.len() + 1)
+}
+
+impl Engine {
+    fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
+        let meta = self.ds.read_didx(id, &a.indexes[0])?;
+        Ok(MetaReader::new(StreamReader::new(self.ds.chunks().clone(), meta))?)
+    }
+
+    /// List archives, or the children (or, `recursive`, all descendants) of a path.
+    pub fn list(&self, id: &SnapshotId, path: Option<&[u8]>, recursive: bool) -> Result<Vec<Listed>> {
+        let m = self.ds.read_manifest(id)?;
+        let Some(path) = path.filter(|p| !trim(p).is_empty()) else {
+            return Ok(m.archives.iter().map(|a| self.archive_item(a)).collect());
+        };
+        let (a, inner) = resolve(&m, path)?;
+        if a.kind == "image" {
+            return Ok(vec![self.archive_item(a)]);
+        }
+        let depth = |p: &[u8]| p.split(|c| *c == b'/').filter(|c| !c.is_empty()).count();
+        let want = depth(&inner) + 1;
+        let mut out = Vec::new();
+        let mut found = inner.is_empty();
+        for e in self.entries(id, a)? {
+            let e = e?;
+            if e.path == inner {
+                found = true;
+                if e.kind != filevol::archive::EntryKind::Dir {
+                    out.push(self.item(a, e));
+                    break;
+                }
+                continue;
+            }
+            if under(&e.path, &inner).is_some() {
+                if recursive || depth(&e.path) == want {
+                    out.push(self.item(a, e));
+                }
+            } else if walk_order(&e.path, &inner).is_gt() {
+                break;
+            }
+        }
+        if !found {
+            bail!("{}: no such path in {id}", String::from_utf8_lossy(path));
+        }
+        Ok(out)
+    }
+
+    fn archive_item(&self, a: &ManifestArchive) -> Listed {
+        let kind = if a.kind == "image" { "image" } else { "archive" };
+        Listed { path: a.name.as_bytes().to_vec(), archive_kind: kind, entry: None, size: a.size }
+    }
+
+    fn item(&self, a: &ManifestArchive, e: Entry) -> Listed {
+        let mut path = a.name.as_bytes().to_vec();
+        if !e.path.is_empty() {
+            path.push(b'/');
+            path.extend_from_slice(&e.path);
+        }
+        Listed { path, archive_kind: "file", size: e.size, entry: Some(e) }
+    }
+
+    /// Restore a snapshot, an archive, a subtree or a file.
+    pub fn restore(&self, req: &RestoreRequest, progress: &Progress) -> Result<RestoreReport> {
+        let m = self.ds.read_manifest(&req.snapshot)?;
+        let mut report = RestoreReport::default();
+        match &req.path {
+            Some(p) if !trim(p).is_empty() => {
+                let (a, inner) = resolve(&m, p)?;
+                self.restore_archive(req, a, &inner, &req.target, progress, &mut report)?;
+            }
+            _ if m.archives.len() == 1 => {
+                self.restore_archive(req, &m.archives[0], b"", &req.target, progress, &mut report)?;
+            }
+            _ => {
+                for a in &m.archives {
+                    let target = req.target.join(&a.name);
+                    self.restore_archive(req, a, b"", &target, progress, &mut report)?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn restore_archive(
+        &self,
+        req: &RestoreRequest,
+        a: &ManifestArchive,
+        inner: &[u8],
+        target: &Path,
+        progress: &Progress,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        if a.kind == "image" {
+            if !inner.is_empty() {
+                bail!("{} is an image archive; it has no paths inside", a.name);
+            }
+            let target = if target.is_dir() { target.join(&a.name) } else { target.to_owned() };
+            return self.restore_image(&req.snapshot, a, &target, req.overwrite, progress, report);
+        }
+        let base_len = match inner.iter().rposition(|c| *c == b'/') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let mut restorer = Restorer::new(target, RestoreOptions { overwrite: req.overwrite })?;
+        let payload_index = self.ds.read_didx(&req.snapshot, &a.indexes[1])?;
+        let mut payload = StreamReader::new(self.ds.chunks().clone(), payload_index);
+        let mut found = false;
+        let mut buf = vec![0u8; 1 << 20];
+        for e in self.entries(&req.snapshot, a)? {
+            let e = e?;
+            if under(&e.path, inner).is_none() {
+                if found && walk_order(&e.path, inner).is_gt() {
+                    break;
+                }
+                continue;
+            }
+            found = true;
+            let rel = if inner.is_empty() { &e.path[..] } else { &e.path[base_len..] };
+            let shown = String::from_utf8_lossy(&e.path).into_owned();
+            match restorer.begin(rel, &e).with_context(|| format!("restoring {shown}"))? {
+                Begin::Done => {}
+                Begin::Data(mut sink) => {
+                    payload.seek_to(e.payload_offset);
+                    let mut left = e.data_len();
+                    let copied = (|| -> Result<()> {
+                        while left > 0 {
+                            let want = left.min(buf.len() as u64) as usize;
+                            let n = payload.read_some(&mut buf[..want])?;
+                            if n == 0 {
+                                bail!("payload stream ends early");
+                            }
+                            sink.write(&buf[..n])?;
+                            left -= n as u64;
+                            progress.add_bytes(n as u64);
+                        }
+                        Ok(())
+                    })();
+                    match copied {
+                        Ok(()) => restorer.finish_file(sink).with_context(|| format!("restoring {shown}"))?,
+                        Err(err) => report.failed.push((shown, format!("{err:#}"))),
+                    }
+                    report.bytes += e.data_len();
+                }
+            }
+            report.files += 1;
+            progress.add_file();
+        }
+        if !found {
+            bail!("{}: no such path in {}", String::from_utf8_lossy(inner), req.snapshot);
+        }
+        let stats = restorer.finish()?;
+        report.warnings.extend(stats.warnings);
+        Ok(())
+    }
+
+    fn restore_image(
+        &self,
+        id: &SnapshotId,
+        a: &ManifestArchive,
+        target: &Path,
+        overwrite: bool,
+        progress: &Progress,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        let fidx = self.ds.read_fidx(id, &a.indexes[0])?;
+        let device = std::fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+        let mut out = if device {
+            OpenOptions::new().write(true).open(target)
+        } else if overwrite {
+            OpenOptions::new().write(true).create(true).truncate(true).open(target)
+        } else {
+            OpenOptions::new().write(true).create_new(true).open(target)
+        }
+        .with_context(|| format!("cannot write {} (use --overwrite to replace a file)", target.display()))?;
+        let zero = ChunkId::zeros(fidx.chunk_size as usize);
+        let mut fetch = Fetcher::new(self.ds.chunks().clone(), fidx.ids.clone());
+        for i in 0..fetch.len() {
+            let len = fidx.chunk_len(i);
+            if !device && fidx.ids[i] == zero && len == fidx.chunk_size as u64 {
+                out.seek(SeekFrom::Current(len as i64))?;
+            } else {
+                let data = fetch.get(i).map_err(|e| anyhow!("restoring image {}: {e}", a.name))?;
+                out.write_all(&data).with_context(|| format!("writing {}", target.display()))?;
+            }
+            progress.add_bytes(len);
+        }
+        if !device {
+            out.set_len(fidx.size)?;
+        }
+        out.sync_all().with_context(|| format!("flushing {}", target.display()))?;
+        report.files += 1;
+        report.bytes += fidx.size;
+        Ok(())
+    }
+}
+

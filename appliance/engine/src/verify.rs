@@ -1,0 +1,150 @@
+//! Verification: re-read and re-hash every chunk the chosen snapshots
+//! reference (each chunk once), move corrupt chunks to quarantine, and
+//! record each snapshot's verify state in the datastore and the catalog.
+//!
+//! Invariant: verify never deletes a chunk; quarantined chunks stay in
+//! `quarantine/` for inspection, and the next backup that needs one writes
+//! it afresh.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use chunker::ChunkId;
+use crossbeam_channel::bounded;
+use filevol::StoreError;
+use model::{SnapshotId, VerifyState};
+
+use crate::Engine;
+use crate::progress::Progress;
+
+/// The verdict on one snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotVerdict {
+    pub id: SnapshotId,
+    pub ok: bool,
+    /// Chunks it references that are missing or corrupt.
+    pub bad_chunks: Vec<ChunkId>,
+    /// Index or manifest problems.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub snapshots: Vec<SnapshotVerdict>,
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Chunk id → why it is bad (missing, or the decode error).
+    pub bad: HashMap<ChunkId, String>,
+}
+
+impl Engine {
+    fn snapshot_chunks(&self, id: &SnapshotId) -> Result<Vec<ChunkId>, StoreError> {
+        let m = self.ds.read_manifest(id)?;
+        let mut ids = Vec::new();
+        for a in &m.archives {
+            for r in &a.indexes {
+                if r.file.ends_with(".fidx") {
+                    ids.extend(self.ds.read_fidx(id, r)?.ids);
+                } else {
+                    ids.extend(self.ds.read_didx(id, r)?.entries.into_iter().map(|e| e.1));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Verify `ids`; `now` (epoch seconds) stamps the result.
+    pub fn verify(&self, ids: &[SnapshotId], now: i64, progress: &Progress) -> Result<VerifyReport> {
+        let mut unique = HashSet::new();
+        let mut problems: HashMap<SnapshotId, String> = HashMap::new();
+        for id in ids {
+            match self.snapshot_chunks(id) {
+                Ok(c) => unique.extend(c),
+                Err(e) => {
+                    problems.insert(id.clone(), e.to_string());
+                }
+            }
+        }
+        let mut report = VerifyReport { chunks: unique.len() as u64, ..Default::default() };
+        progress.total_files.store(unique.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        report.bad = self.check_chunks(unique, now, progress, &mut report.bytes)?;
+        let cat = self.catalog()?;
+        for id in ids {
+            let (bad_chunks, problems) = match problems.remove(id) {
+                Some(p) => (Vec::new(), vec![p]),
+                None => {
+                    let mut bad: Vec<ChunkId> =
+                        self.snapshot_chunks(id)?.into_iter().filter(|c| report.bad.contains_key(c)).collect();
+                    bad.sort();
+                    bad.dedup();
+                    (bad, Vec::new())
+                }
+            };
+            let ok = bad_chunks.is_empty() && problems.is_empty();
+            let state = if ok { VerifyState::Ok } else { VerifyState::Failed };
+            let mut s = self.ds.read_state(id)?;
+            s.verify_state = state.as_str().into();
+            s.verify_time = Some(now);
+            self.ds.write_state(id, &s)?;
+            cat.set_verify(id, state, now)?;
+            report.snapshots.push(SnapshotVerdict { id: id.clone(), ok, bad_chunks, problems });
+        }
+        Ok(report)
+    }
+
+    /// Read every chunk on worker threads; quarantine corrupt ones.
+    fn check_chunks(
+        &self,
+        ids: HashSet<ChunkId>,
+        now: i64,
+        progress: &Progress,
+        bytes: &mut u64,
+    ) -> Result<HashMap<ChunkId, String>> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
+        let bad = Mutex::new(HashMap::new());
+        let total = std::sync::atomic::AtomicU64::new(0);
+        let fatal = Mutex::new(None);
+        let (tx, rx) = bounded::<ChunkId>(64);
+        std::thread::scope(|s| {
+            for _ in 0..n {
+                let rx = rx.clone();
+                let (bad, total, fatal) = (&bad, &total, &fatal);
+                s.spawn(move || {
+                    for id in rx {
+                        match self.ds.chunks().read(&id) {
+                            Ok(data) => {
+                                total.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                                progress.add_bytes(data.len() as u64);
+                            }
+                            Err(StoreError::ChunkMissing(_)) => {
+                                bad.lock().expect("lock").insert(id, "missing".to_string());
+                            }
+                            Err(StoreError::ChunkCorrupt { source, .. }) => {
+                                if let Err(e) = self.ds.chunks().quarantine(&id, now) {
+                                    fatal.lock().expect("lock").get_or_insert(e);
+                                }
+                                bad.lock().expect("lock").insert(id, source.to_string());
+                            }
+                            Err(e) => {
+                                fatal.lock().expect("lock").get_or_insert(e);
+                            }
+                        }
+                        progress.add_file();
+                    }
+                });
+            }
+            for id in ids {
+                if tx.send(id).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        });
+        if let Some(e) = fatal.into_inner().expect("lock") {
+            return Err(e.into());
+        }
+        *bytes = total.into_inner();
+        Ok(bad.into_inner().expect("lock"))
+    }
+}
