@@ -24,6 +24,8 @@ use anyhow::Result;
 use filevol::{Datastore, DatastoreConfig};
 
 pub use backup::{BackupOptions, BackupReport};
+pub use chunker::CdcParams;
+pub use filevol::{DatastoreConfig, GcStats};
 pub use progress::Progress;
 
 /// The services over one datastore.
@@ -38,6 +40,12 @@ impl Engine {
         let engine = Self { ds: Datastore::open(root)? };
         engine.reconcile()?;
         Ok(engine)
+    }
+
+    /// Open without touching the catalog (for `catalog rebuild`, when the
+    /// catalog may be damaged).
+    pub fn open_raw(root: &Path) -> Result<Self> {
+        Ok(Self { ds: Datastore::open(root)? })
     }
 
     /// Create (or open) a datastore; returns whether it was created.

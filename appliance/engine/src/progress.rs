@@ -28,3 +28,30 @@ impl Progress {
         c.load(Ordering::Relaxed)
     }
 }
+
+/// Count the bytes under `sources` on a background thread and publish the
+/// total, so a progress bar can show an ETA. Symlinks are not followed.
+pub fn estimate_in_background(sources: &[std::path::PathBuf], progress: std::sync::Arc<Progress>) {
+    let sources = sources.to_vec();
+    std::thread::spawn(move || {
+        let mut files = 0u64;
+        let mut bytes = 0u64;
+        let mut stack = sources;
+        while let Some(p) = stack.pop() {
+            if progress.done.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+            if meta.is_dir() {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            } else {
+                files += 1;
+                bytes += if meta.is_file() { meta.len() } else { 0 };
+            }
+        }
+        progress.total_files.store(files, Ordering::Relaxed);
+        progress.total_bytes.store(bytes, Ordering::Relaxed);
+    });
+}

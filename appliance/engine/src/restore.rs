@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chunker::ChunkId;
-use filevol::archive::{Entry, MetaReader};
+pub use filevol::archive::{Entry, EntryKind};
+use filevol::archive::MetaReader;
 use filevol::{Manifest, ManifestArchive};
 use model::SnapshotId;
 

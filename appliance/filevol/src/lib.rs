@@ -24,3 +24,6 @@ pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler, SourceStat,
 };
 pub use writer::{WriteCounters, Writer};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! `cairn backup`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use engine::{BackupOptions, Progress};
+use model::BackupGroup;
+use serde::Serialize;
+
+use super::{Cli, NsArg, now, open};
+use crate::output;
+use crate::progress::Bar;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+A directory becomes a file archive named after it (/srv/www -> www, / -> root); a regular file \
+or block device becomes an image archive (disk.raw -> disk.raw.img). Files whose size, mtime, \
+ctime and inode match the group's previous snapshot are not read again. Unreadable files are \
+reported, left out and recorded in the snapshot (exit status 3). The last line printed is the \
+new snapshot's id.")]
+pub struct BackupArgs {
+    /// Directories, regular files or block devices to back up.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// The backup group, TYPE/ID (e.g. host/web01, vm/100).
+    #[arg(long, value_name = "TYPE/ID")]
+    group: String,
+    #[command(flatten)]
+    ns: NsArg,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Leave out paths matching a glob; a pattern without '/' matches names at any depth (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Do not descend into other filesystems.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Snapshot time (RFC 3339) instead of now, e.g. for imports.
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
+    /// Print a JSON summary object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct BackupJson {
+    id: String,
+    files: u64,
+    size: u64,
+    stored: u64,
+    new_chunks: u64,
+    reused_chunks: u64,
+    duration_ms: u64,
+    errors: Vec<ErrorJson>,
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    path: String,
+    error: String,
+}
+
+pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
+    let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
+    let time = match &a.time {
+        Some(t) => model::time::parse_rfc3339(t).ok_or_else(|| anyhow!("--time {t:?} is not an RFC 3339 time"))?,
+        None => now(),
+    };
+    for t in &a.tags {
+        if t.is_empty() || t.len() > 64 || t.chars().any(|c| c.is_control() || c == ',') {
+            return Err(anyhow!("invalid tag {t:?}: use up to 64 printable characters without commas"));
+        }
+    }
+    let engine = open(cli)?;
+    let opts = BackupOptions {
+        group,
+        sources: a.sources.clone(),
+        tags: a.tags.clone(),
+        excludes: a.excludes.clone(),
+        one_file_system: a.one_file_system,
+        time,
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start("backup", progress.clone());
+    if bar.is_drawing() {
+        engine::progress::estimate_in_background(&opts.sources, progress.clone());
+    }
+    let report = engine.backup(&opts, &progress);
+    bar.done();
+    let report = report?;
+    let s = &report.stats;
+    for e in &report.errors {
+        eprintln!("warning: {}: {}", e.path, e.error);
+    }
+    if a.json {
+        output::json(&BackupJson {
+            id: report.id.to_string(),
+            files: s.files,
+            size: s.size,
+            stored: s.stored,
+            new_chunks: s.new_chunks,
+            reused_chunks: s.reused_chunks,
+            duration_ms: s.duration_ms,
+            errors: report.errors.iter().map(|e| ErrorJson { path: e.path.clone(), error: e.error.clone() }).collect(),
+        });
+    } else {
+        println!(
+            "{} entries, {} logical, {} new in {} chunks ({} reused), {}",
+            s.files,
+            output::size(s.size),
+            output::size(s.stored),
+            s.new_chunks,
+            s.reused_chunks,
+            output::duration_ms(s.duration_ms)
+        );
+        if !report.errors.is_empty() {
+            println!("{} source objects could not be read and were left out", report.errors.len());
+        }
+        println!("{}", report.id);
+    }
+    Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}

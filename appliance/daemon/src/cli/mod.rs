@@ -1,0 +1,117 @@
+//! Command-line definition and dispatch.
+
+mod backup;
+mod maintain;
+mod restore;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use engine::Engine;
+use model::Namespace;
+
+const ABOUT: &str = "Cairn keeps deduplicated, verified backups of directory trees and disk images \
+in a local datastore: content-defined chunks named by their blake3 digest, compressed with zstd, \
+with snapshots grouped by machine or service.";
+
+const AFTER: &str = "\
+EXAMPLES:
+    cairn init
+    cairn backup /etc /srv/www --group host/web01 --tag daily
+    cairn snapshots host/web01
+    cairn ls host/web01/2026-11-22T03:00:00Z www
+    cairn restore host/web01/2026-11-22T03:00:00Z /tmp/restore --path www/index.html
+    cairn verify --all
+    cairn prune host/web01 --keep-daily 7 --keep-weekly 4 --dry-run
+    cairn gc
+
+ENVIRONMENT:
+    CAIRN_DATASTORE   datastore directory (like --datastore)
+    CAIRN_LOG         log filter, e.g. info or engine=debug
+
+EXIT STATUS:
+    0  success
+    1  error, or verify found damaged snapshots
+    3  backup made, but some source files could not be read (listed in the snapshot)";
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about = ABOUT, long_about = ABOUT, after_long_help = AFTER)]
+pub struct Cli {
+    /// Datastore directory; created by `cairn init`.
+    #[arg(long, global = true, env = "CAIRN_DATASTORE", default_value = "./cairn-data", value_name = "DIR")]
+    pub datastore: PathBuf,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a datastore (does nothing if one exists; refuses a non-empty other directory).
+    Init(maintain::InitArgs),
+    /// Back up directories, files or block devices into a new snapshot.
+    Backup(backup::BackupArgs),
+    /// List snapshots with sizes, new bytes stored, duration and tags.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the archives of a snapshot, or the files under a path.
+    Ls(restore::LsArgs),
+    /// Restore a snapshot, an archive, a subtree or a single file.
+    Restore(restore::RestoreArgs),
+    /// Re-read and re-hash every chunk of snapshots; quarantine corrupt chunks.
+    Verify(maintain::VerifyArgs),
+    /// Remove snapshots of a group that no keep rule keeps.
+    Prune(maintain::PruneArgs),
+    /// Protect a snapshot from prune.
+    Protect(snapshots::ProtectArgs),
+    /// Remove the protection of a snapshot.
+    Unprotect(snapshots::ProtectArgs),
+    /// Free every chunk no snapshot references (safe during backups).
+    Gc(maintain::GcArgs),
+    /// Catalog maintenance.
+    #[command(subcommand)]
+    Catalog(maintain::CatalogCommand),
+}
+
+/// `--ns` shared by commands that name groups or snapshots.
+#[derive(Debug, clap::Args)]
+pub struct NsArg {
+    /// Namespace (levels separated by '/'); references may also carry an `ns/NAME/` prefix.
+    #[arg(long, value_name = "NAMESPACE", default_value = "")]
+    pub ns: String,
+}
+
+impl NsArg {
+    pub fn get(&self) -> Result<Namespace> {
+        Ok(Namespace::parse(&self.ns)?)
+    }
+}
+
+pub fn open(cli: &Cli) -> Result<Engine> {
+    Engine::open(&cli.datastore)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Init(a) => maintain::init(&cli, a),
+        Command::Backup(a) => backup::run(&cli, a),
+        Command::Snapshots(a) => snapshots::list(&cli, a),
+        Command::Ls(a) => restore::ls(&cli, a),
+        Command::Restore(a) => restore::restore(&cli, a),
+        Command::Verify(a) => maintain::verify(&cli, a),
+        Command::Prune(a) => maintain::prune(&cli, a),
+        Command::Protect(a) => snapshots::protect(&cli, a, true),
+        Command::Unprotect(a) => snapshots::protect(&cli, a, false),
+        Command::Gc(a) => maintain::gc(&cli, a),
+        Command::Catalog(c) => maintain::catalog(&cli, c),
+    }
+}
+
+/// The current time in whole epoch seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

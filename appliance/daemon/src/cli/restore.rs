@@ -1,0 +1,167 @@
+//! `cairn ls` and `cairn restore`.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use engine::Progress;
+use engine::restore::{Listed, RestoreRequest};
+use engine::restore::EntryKind;
+use model::SnapshotId;
+use serde::Serialize;
+
+use super::{Cli, NsArg, open};
+use crate::output;
+use crate::progress::Bar;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Without PATH, lists the snapshot's archives (file archives end with '/'). PATH starts with an \
+archive name (www/etc); when the snapshot has a single archive, its name may be left out.")]
+pub struct LsArgs {
+    /// The snapshot, TYPE/ID/TIME.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshot: String,
+    /// Directory or file inside the snapshot.
+    #[arg(value_name = "PATH")]
+    path: Option<OsString>,
+    #[command(flatten)]
+    ns: NsArg,
+    /// List everything below PATH, not only its children.
+    #[arg(short = 'R', long)]
+    recursive: bool,
+    /// Long format: type and mode, owner, size, modification time.
+    #[arg(short = 'l', long)]
+    long: bool,
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Without --path, a snapshot with one archive is restored into TARGET (a file archive's contents \
+directly into the directory TARGET, an image archive to the file or block device TARGET); with \
+several archives each goes to TARGET/ARCHIVE. With --path, that archive, subtree or file is \
+restored as TARGET/<last path component>. Nothing is ever written outside TARGET, whatever the \
+snapshot contains, and existing files are left alone unless --overwrite is given. Owners, modes, \
+times, extended attributes, ACLs, hard links and holes of sparse files are restored.")]
+pub struct RestoreArgs {
+    /// The snapshot, TYPE/ID/TIME.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshot: String,
+    /// Directory (or, for an image, file or block device) to restore into.
+    #[arg(value_name = "TARGET")]
+    target: PathBuf,
+    /// Only this archive, subtree or file (ARCHIVE/path/inside).
+    #[arg(long, value_name = "PATH")]
+    path: Option<OsString>,
+    #[command(flatten)]
+    ns: NsArg,
+    /// Replace existing files in TARGET.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Serialize)]
+struct ListedJson {
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mtime: Option<String>,
+}
+
+fn kind_name(l: &Listed) -> &'static str {
+    match l.entry.as_ref().map(|e| e.kind) {
+        None => l.archive_kind,
+        Some(EntryKind::Dir) => "dir",
+        Some(EntryKind::File) => "file",
+        Some(EntryKind::Symlink) => "symlink",
+        Some(EntryKind::Fifo) => "fifo",
+        Some(EntryKind::CharDev) => "chardev",
+        Some(EntryKind::BlockDev) => "blockdev",
+        Some(EntryKind::Socket) => "socket",
+    }
+}
+
+fn shown_path(l: &Listed) -> String {
+    let mut p = output::path(&l.path);
+    let is_dir = matches!(l.entry.as_ref().map(|e| e.kind), Some(EntryKind::Dir)) || l.archive_kind == "archive";
+    if is_dir {
+        p.push('/');
+    }
+    p
+}
+
+pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
+    let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
+    let engine = open(cli)?;
+    let items = engine.list(&id, a.path.as_ref().map(|p| p.as_bytes()), a.recursive)?;
+    if a.json {
+        let out: Vec<ListedJson> = items
+            .iter()
+            .map(|l| ListedJson {
+                path: String::from_utf8_lossy(&l.path).into_owned(),
+                kind: kind_name(l),
+                size: l.size,
+                mode: l.entry.as_ref().map(|e| e.mode),
+                uid: l.entry.as_ref().map(|e| e.uid),
+                gid: l.entry.as_ref().map(|e| e.gid),
+                mtime: l.entry.as_ref().map(|e| model::time::format_rfc3339(e.mtime)),
+            })
+            .collect();
+        output::json(&out);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in &items {
+        if a.long {
+            let (mode, owner, mtime) = match &l.entry {
+                Some(e) => (format!("{:o}", e.mode), format!("{}:{}", e.uid, e.gid), model::time::format_rfc3339(e.mtime)),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            println!("{:<8} {mode:>5} {owner:>11} {:>12} {mtime} {}", kind_name(l), l.size, shown_path(l));
+        } else {
+            println!("{}", shown_path(l));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
+    let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
+    let engine = open(cli)?;
+    let req = RestoreRequest {
+        snapshot: id,
+        target: a.target.clone(),
+        path: a.path.as_ref().map(|p| p.as_bytes().to_vec()),
+        overwrite: a.overwrite,
+    };
+    let progress = Arc::new(Progress::default());
+    if let Ok(info) = engine.snapshot(&req.snapshot) {
+        progress.total_bytes.store(info.size, std::sync::atomic::Ordering::Relaxed);
+    }
+    let bar = Bar::start("restore", progress.clone());
+    let report = engine.restore(&req, &progress);
+    bar.done();
+    let report = report?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for (path, err) in &report.failed {
+        eprintln!("error: {path}: {err}");
+    }
+    println!("restored {} entries, {} to {}", report.files, output::size(report.bytes), a.target.display());
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} files could not be restored (see above); run `cairn verify`", report.failed.len());
+        Ok(ExitCode::from(1))
+    }
+}
