@@ -1,0 +1,176 @@
+//! The serialized form of catalog rows: serde types kept apart from the
+//! `model` types they are converted from and to.
+//!
+//! Rows are JSON (small, and readable when debugging a catalog by hand).
+//! A row names its snapshot explicitly (namespace text, type, id, time) so
+//! it can be read without its key.
+//!
+//! Invariant: a released row type (`…V1`) never changes shape; a new shape
+//! is a new type, a new table name in `schema.rs` and a migration.
+
+use model::{ArchiveKind, ArchiveSummary, BackupGroup, Namespace, SnapshotId, SnapshotInfo, VerifyState};
+use serde::{Deserialize, Serialize};
+
+/// One snapshot in `snapshots_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SnapshotRowV1 {
+    pub ns: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub time: i64,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub stored: u64,
+    pub duration_ms: u64,
+    pub files: u64,
+    pub errors: u64,
+    pub protected: bool,
+    pub notes: String,
+    /// `none`, `ok` or `failed`.
+    pub verify: String,
+    pub verify_time: Option<i64>,
+    pub archives: Vec<ArchiveRowV1>,
+}
+
+/// One archive of a snapshot row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ArchiveRowV1 {
+    pub name: String,
+    /// `file` or `image`.
+    pub kind: String,
+    pub size: u64,
+}
+
+/// Only the id of a `SnapshotRowV1`, for listings that need nothing else.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct SnapshotIdRowV1 {
+    pub ns: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub time: i64,
+}
+
+impl From<&SnapshotInfo> for SnapshotRowV1 {
+    fn from(info: &SnapshotInfo) -> Self {
+        let group = &info.id.group;
+        Self {
+            ns: group.ns.to_string(),
+            kind: group.kind.clone(),
+            id: group.id.clone(),
+            time: info.id.time,
+            tags: info.tags.clone(),
+            size: info.size,
+            stored: info.stored,
+            duration_ms: info.duration_ms,
+            files: info.files,
+            errors: info.errors,
+            protected: info.protected,
+            notes: info.notes.clone(),
+            verify: info.verify.as_str().to_owned(),
+            verify_time: info.verify_time,
+            archives: info
+                .archives
+                .iter()
+                .map(|a| ArchiveRowV1 {
+                    name: a.name.clone(),
+                    kind: a.kind.as_str().to_owned(),
+                    size: a.size,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why a stored row does not make a valid model value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RowError {
+    #[error("{0}")]
+    Id(#[from] model::IdError),
+    #[error("unknown verify state {0:?}")]
+    VerifyState(String),
+    #[error("unknown archive kind {0:?}")]
+    ArchiveKind(String),
+}
+
+fn snapshot_id(ns: &str, kind: &str, id: &str, time: i64) -> Result<SnapshotId, RowError> {
+    Ok(BackupGroup::new(Namespace::parse(ns)?, kind, id)?.at(time))
+}
+
+impl TryFrom<SnapshotIdRowV1> for SnapshotId {
+    type Error = RowError;
+
+    fn try_from(row: SnapshotIdRowV1) -> Result<Self, RowError> {
+        snapshot_id(&row.ns, &row.kind, &row.id, row.time)
+    }
+}
+
+impl TryFrom<SnapshotRowV1> for SnapshotInfo {
+    type Error = RowError;
+
+    fn try_from(row: SnapshotRowV1) -> Result<Self, RowError> {
+        let id = snapshot_id(&row.ns, &row.kind, &row.id, row.time)?;
+        let verify =
+            VerifyState::parse(&row.verify).ok_or_else(|| RowError::VerifyState(row.verify.clone()))?;
+        let archives = row
+            .archives
+            .into_iter()
+            .map(|a| {
+                let kind =
+                    ArchiveKind::parse(&a.kind).ok_or_else(|| RowError::ArchiveKind(a.kind.clone()))?;
+                Ok(ArchiveSummary { name: a.name, kind, size: a.size })
+            })
+            .collect::<Result<Vec<_>, RowError>>()?;
+        Ok(SnapshotInfo {
+            id,
+            tags: row.tags,
+            size: row.size,
+            stored: row.stored,
+            duration_ms: row.duration_ms,
+            files: row.files,
+            errors: row.errors,
+            protected: row.protected,
+            notes: row.notes,
+            verify,
+            verify_time: row.verify_time,
+            archives,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_rows_are_refused() {
+        let good = SnapshotRowV1 {
+            ns: "prod/eu".into(),
+            kind: "host".into(),
+            id: "web01".into(),
+            time: 1_700_000_000,
+            tags: vec![],
+            size: 1,
+            stored: 1,
+            duration_ms: 1,
+            files: 1,
+            errors: 0,
+            protected: false,
+            notes: String::new(),
+            verify: "ok".into(),
+            verify_time: Some(1),
+            archives: vec![ArchiveRowV1 { name: "root.pxar".into(), kind: "image".into(), size: 1 }],
+        };
+        let info = SnapshotInfo::try_from(good.clone()).unwrap();
+        assert_eq!(SnapshotRowV1::from(&info), good);
+
+        let bad_verify = SnapshotRowV1 { verify: "maybe".into(), ..good.clone() };
+        assert_eq!(SnapshotInfo::try_from(bad_verify), Err(RowError::VerifyState("maybe".into())));
+        let bad_kind = SnapshotRowV1 { kind: "ns".into(), ..good.clone() };
+        assert!(matches!(SnapshotInfo::try_from(bad_kind), Err(RowError::Id(_))));
+        let mut bad_archive = good;
+        bad_archive.archives[0].kind = "tape".into();
+        assert_eq!(SnapshotInfo::try_from(bad_archive), Err(RowError::ArchiveKind("tape".into())));
+    }
+}

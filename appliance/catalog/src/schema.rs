@@ -1,0 +1,25 @@
+//! Every redb table of the catalog, and the schema version they make up.
+//!
+//! Table names carry the version of their row format (`snapshots_v1`); a
+//! change of a key or row format is a new table name, a new
+//! `SCHEMA_VERSION` and a frozen migration module that copies the old
+//! table into the new one.
+//!
+//! Invariant: no `TableDefinition` exists outside this file.
+//! Invariant: `meta` never changes its name or types; it is how a reader
+//! learns which schema it is looking at.
+
+use redb::TableDefinition;
+
+/// The schema this build of cairn reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Small facts about the catalog itself; holds `schema_version`.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Key in `META` whose value is the schema version.
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// One row per snapshot: key from `key::snapshot_key`, value a JSON
+/// `row::SnapshotRowV1`.
+pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots_v1");

@@ -1,0 +1,324 @@
+//! Tests of the public catalog API against real redb files in temp dirs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use model::{ArchiveKind, ArchiveSummary, BackupGroup, Namespace, SnapshotId, SnapshotInfo, VerifyState};
+use redb::{Database, ReadableDatabase};
+
+use super::*;
+use crate::schema::{META, SCHEMA_VERSION_KEY};
+
+fn group(ns: &str, kind: &str, id: &str) -> BackupGroup {
+    BackupGroup::new(Namespace::parse(ns).unwrap(), kind, id).unwrap()
+}
+
+fn info(id: SnapshotId) -> SnapshotInfo {
+    SnapshotInfo {
+        id,
+        tags: vec![],
+        size: 0,
+        stored: 0,
+        duration_ms: 0,
+        files: 0,
+        errors: 0,
+        protected: false,
+        notes: String::new(),
+        verify: VerifyState::None,
+        verify_time: None,
+        archives: vec![],
+    }
+}
+
+fn full_info() -> SnapshotInfo {
+    SnapshotInfo {
+        id: group("prod/eu", "host", "web01").at(1_795_000_000),
+        tags: vec!["daily".into(), "weekly".into()],
+        size: 10 << 30,
+        stored: 123_456_789,
+        duration_ms: 61_000,
+        files: 42_000,
+        errors: 3,
+        protected: true,
+        notes: "before the upgrade\nsecond line \u{e9}".into(),
+        verify: VerifyState::Failed,
+        verify_time: Some(1_795_100_000),
+        archives: vec![
+            ArchiveSummary { name: "root".into(), kind: ArchiveKind::File, size: 9 << 30 },
+            ArchiveSummary { name: "disk0".into(), kind: ArchiveKind::Image, size: 1 << 30 },
+        ],
+    }
+}
+
+fn ids(infos: &[SnapshotInfo]) -> Vec<String> {
+    infos.iter().map(|i| i.id.to_string()).collect()
+}
+
+fn temp_catalog() -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::open(&dir.path().join(FILE_NAME)).unwrap();
+    (dir, cat)
+}
+
+#[test]
+fn full_row_round_trips() {
+    let (_dir, cat) = temp_catalog();
+    let full = full_info();
+    assert_eq!(cat.get_snapshot(&full.id).unwrap(), None);
+    cat.upsert_snapshot(&full).unwrap();
+    assert_eq!(cat.get_snapshot(&full.id).unwrap(), Some(full.clone()));
+
+    let changed = SnapshotInfo { notes: "changed".into(), archives: vec![], ..full.clone() };
+    cat.upsert_snapshot(&changed).unwrap();
+    assert_eq!(cat.list_snapshots(None).unwrap(), vec![changed]);
+}
+
+#[test]
+fn listing_is_sorted_and_filters_by_group() {
+    let (_dir, cat) = temp_catalog();
+    let web = group("", "host", "web01");
+    let inserted = [
+        web.at(300),
+        group("", "vm", "100").at(5),
+        web.at(100),
+        group("lab", "host", "web01").at(1),
+        group("", "ct", "100").at(7),
+        group("", "host", "web01-old").at(50),
+        web.at(-20),
+        web.at(200),
+    ];
+    for id in &inserted {
+        cat.upsert_snapshot(&info(id.clone())).unwrap();
+    }
+    let mut expect: Vec<SnapshotId> = inserted.to_vec();
+    expect.sort();
+    let all = cat.list_snapshots(None).unwrap();
+    assert_eq!(all.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), expect);
+    assert_eq!(cat.snapshot_ids().unwrap(), expect);
+    assert_eq!(ids(&all)[0], "ct/100/1970-01-01T00:00:07Z");
+    assert_eq!(ids(&all)[7], "ns/lab/host/web01/1970-01-01T00:00:01Z");
+
+    let one = cat.list_snapshots(Some(&web)).unwrap();
+    assert_eq!(one.iter().map(|i| i.id.time).collect::<Vec<_>>(), [-20, 100, 200, 300]);
+    assert!(one.iter().all(|i| i.id.group == web));
+    assert!(cat.list_snapshots(Some(&group("", "host", "nothing"))).unwrap().is_empty());
+}
+
+#[test]
+fn remove_reports_whether_a_row_existed() {
+    let (_dir, cat) = temp_catalog();
+    let id = group("", "host", "a").at(1);
+    cat.upsert_snapshot(&info(id.clone())).unwrap();
+    assert!(cat.remove_snapshot(&id).unwrap());
+    assert!(!cat.remove_snapshot(&id).unwrap());
+    assert!(cat.snapshot_ids().unwrap().is_empty());
+}
+
+#[test]
+fn replace_all_replaces_everything() {
+    let (_dir, cat) = temp_catalog();
+    let a = group("", "host", "a");
+    for t in 0..5 {
+        cat.upsert_snapshot(&info(a.at(t))).unwrap();
+    }
+    let fresh = vec![info(a.at(10)), full_info(), info(group("", "host", "b").at(3))];
+    cat.replace_all(&fresh).unwrap();
+    let mut expect = fresh.clone();
+    expect.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(cat.list_snapshots(None).unwrap(), expect);
+
+    cat.replace_all(&[]).unwrap();
+    assert!(cat.list_snapshots(None).unwrap().is_empty());
+}
+
+#[test]
+fn verify_and_protected_are_updated_in_place() {
+    let (_dir, cat) = temp_catalog();
+    let base = SnapshotInfo { protected: false, verify: VerifyState::None, verify_time: None, ..full_info() };
+    cat.upsert_snapshot(&base).unwrap();
+
+    cat.set_verify(&base.id, VerifyState::Ok, 1_800_000_000).unwrap();
+    cat.set_protected(&base.id, true).unwrap();
+    let got = cat.get_snapshot(&base.id).unwrap().unwrap();
+    let expect = SnapshotInfo {
+        verify: VerifyState::Ok,
+        verify_time: Some(1_800_000_000),
+        protected: true,
+        ..base.clone()
+    };
+    assert_eq!(got, expect);
+    cat.set_protected(&base.id, false).unwrap();
+    assert!(!cat.get_snapshot(&base.id).unwrap().unwrap().protected);
+
+    let unknown = group("", "host", "ghost").at(1);
+    assert!(
+        matches!(cat.set_verify(&unknown, VerifyState::Ok, 1), Err(CatalogError::NotFound(id)) if id == unknown)
+    );
+    assert!(matches!(cat.set_protected(&unknown, true), Err(CatalogError::NotFound(_))));
+    assert_eq!(cat.get_snapshot(&unknown).unwrap(), None);
+}
+
+#[test]
+fn reopen_keeps_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let full = full_info();
+    {
+        let cat = Catalog::open(&path).unwrap();
+        cat.upsert_snapshot(&full).unwrap();
+        cat.set_verify(&full.id, VerifyState::Ok, 7).unwrap();
+    }
+    let cat = Catalog::open(&path).unwrap();
+    let got = cat.get_snapshot(&full.id).unwrap().unwrap();
+    assert_eq!(got, SnapshotInfo { verify: VerifyState::Ok, verify_time: Some(7), ..full });
+    assert_eq!(cat.path(), path);
+}
+
+#[test]
+fn a_second_open_waits_for_the_first_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let first = Catalog::open(&path).unwrap();
+    assert!(matches!(
+        Catalog::open_waiting(&path, Duration::from_millis(50)),
+        Err(CatalogError::Busy { .. })
+    ));
+
+    let (opened_tx, opened_rx) = mpsc::channel();
+    let waiter = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let cat = Catalog::open(&path).unwrap();
+            opened_tx.send(Instant::now()).unwrap();
+            cat.snapshot_ids().unwrap()
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert!(opened_rx.try_recv().is_err(), "second open did not wait for the first");
+    first.upsert_snapshot(&full_info()).unwrap();
+    let released = Instant::now();
+    drop(first);
+    let opened = opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(opened >= released);
+    assert_eq!(waiter.join().unwrap(), vec![full_info().id]);
+}
+
+#[test]
+fn busy_error_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let _held = Catalog::open(&path).unwrap();
+    let started = Instant::now();
+    let err = Catalog::open_waiting(&path, Duration::from_millis(250)).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(matches!(err, CatalogError::Busy { .. }));
+    assert!(err.to_string().contains("try again"), "{err}");
+}
+
+/// Set when this test binary runs as the child of `other_processes_are_waited_for`.
+const HOLD_ENV: &str = "CAIRN_CATALOG_TEST_HOLD";
+
+#[test]
+fn other_processes_are_waited_for() {
+    if let Ok(path) = std::env::var(HOLD_ENV) {
+        // child: hold the catalog, announce it, and let go after a while
+        let path = Path::new(&path);
+        let cat = Catalog::open(path).unwrap();
+        cat.upsert_snapshot(&full_info()).unwrap();
+        std::fs::write(path.with_extension("held"), b"").unwrap();
+        thread::sleep(Duration::from_millis(700));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["tests::other_processes_are_waited_for", "--exact", "--test-threads=1"])
+        .env(HOLD_ENV, &path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !path.with_extension("held").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "child never opened the catalog");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(matches!(Catalog::open_waiting(&path, Duration::ZERO), Err(CatalogError::Busy { .. })));
+    let cat = Catalog::open(&path).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(cat.snapshot_ids().unwrap(), vec![full_info().id]);
+}
+
+fn set_schema_version(path: &Path, version: u64) {
+    let db = Database::create(path).unwrap();
+    let write = db.begin_write().unwrap();
+    write.open_table(META).unwrap().insert(SCHEMA_VERSION_KEY, version).unwrap();
+    write.commit().unwrap();
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    drop(Catalog::open(&path).unwrap());
+    set_schema_version(&path, 99);
+    let err = Catalog::open(&path).unwrap_err();
+    assert!(
+        matches!(err, CatalogError::SchemaTooNew { found: 99, supported: SCHEMA_VERSION, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade cairn"), "{err}");
+
+    set_schema_version(&path, 0);
+    assert!(matches!(Catalog::open(&path), Err(CatalogError::SchemaUnsupported { found: 0, .. })));
+}
+
+#[test]
+fn new_catalog_records_its_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    drop(Catalog::open(&path).unwrap());
+    let db = Database::create(&path).unwrap();
+    let read = db.begin_read().unwrap();
+    let version = read.open_table(META).unwrap().get(SCHEMA_VERSION_KEY).unwrap().map(|v| v.value());
+    assert_eq!(version, Some(SCHEMA_VERSION));
+}
+
+#[test]
+fn unreadable_rows_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let id = group("", "host", "a").at(1);
+    drop(Catalog::open(&path).unwrap());
+    {
+        let db = Database::create(&path).unwrap();
+        let write = db.begin_write().unwrap();
+        let garbage: &[u8] = b"{not json";
+        write.open_table(SNAPSHOTS).unwrap().insert(snapshot_key(&id).as_str(), garbage).unwrap();
+        write.commit().unwrap();
+    }
+    let cat = Catalog::open(&path).unwrap();
+    let err = cat.get_snapshot(&id).unwrap_err();
+    assert!(matches!(err, CatalogError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("cairn catalog rebuild"), "{err}");
+    assert!(matches!(cat.list_snapshots(None), Err(CatalogError::Corrupt { .. })));
+    // a rebuild heals it
+    cat.replace_all(&[info(id.clone())]).unwrap();
+    assert_eq!(cat.snapshot_ids().unwrap(), vec![id]);
+}
+
+#[test]
+fn a_row_under_the_wrong_key_is_refused() {
+    let (_dir, cat) = temp_catalog();
+    let full = full_info();
+    let other = group("", "host", "other").at(1);
+    {
+        let write = cat.db.begin_write().unwrap();
+        let bytes = serde_json::to_vec(&SnapshotRowV1::from(&full)).unwrap();
+        write.open_table(SNAPSHOTS).unwrap().insert(snapshot_key(&other).as_str(), bytes.as_slice()).unwrap();
+        write.commit().unwrap();
+    }
+    assert!(matches!(cat.get_snapshot(&other), Err(CatalogError::Corrupt { .. })));
+}
