@@ -51,7 +51,8 @@ impl Drop for Bar {
 
 fn draw(what: &'static str, p: &Progress) {
     let bar = ProgressBar::new(0);
-    let known = "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg} ETA {eta}";
+    let known =
+        "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg} ETA {eta}";
     let unknown = "{prefix} [{elapsed_precise}] {spinner} {bytes} {bytes_per_sec} {msg}";
     bar.set_prefix(what);
     let mut has_total = false;

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
 use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
 use filevol::{
-    DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SourceHandler,
-    SourceStat, Writer,
+    DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats,
+    SourceHandler, SourceStat, Writer,
 };
 use model::{BackupGroup, SnapshotId};
 
@@ -52,9 +52,12 @@ pub struct BackupReport {
 pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (path, is_image) in sources {
-        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-        let mut clean: String =
-            base.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let base =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let mut clean: String = base
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .collect();
         if !clean.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             clean.insert(0, 'x');
         }
@@ -92,7 +95,8 @@ impl Engine {
         let mut sources = Vec::new();
         for s in &opts.sources {
             let abs = std::path::absolute(s).with_context(|| format!("{}", s.display()))?;
-            let meta = std::fs::metadata(&abs).with_context(|| format!("cannot back up {}", abs.display()))?;
+            let meta =
+                std::fs::metadata(&abs).with_context(|| format!("cannot back up {}", abs.display()))?;
             let ft = meta.file_type();
             if !(meta.is_dir() || meta.is_file() || ft.is_block_device()) {
                 bail!("{}: not a directory, regular file or block device", abs.display());
@@ -105,11 +109,8 @@ impl Engine {
         let mut cx = Ctx { engine: self, writer: &writer, prev, progress, errors: Vec::new(), files: 0 };
         let mut archives = Vec::new();
         for ((path, is_image), name) in sources.iter().zip(&names) {
-            let archive = if *is_image {
-                cx.backup_image(path, name)?
-            } else {
-                cx.backup_tree(path, name, opts)?
-            };
+            let archive =
+                if *is_image { cx.backup_image(path, name)? } else { cx.backup_tree(path, name, opts)? };
             archives.push(archive);
         }
         let c = &writer.counters;
@@ -133,7 +134,11 @@ impl Engine {
             archives,
             stats: stats.clone(),
             errors: errors.clone(),
-            source: SourceHandler { name: "builtin-fs".into(), version: env!("CARGO_PKG_VERSION").into(), digest: None },
+            source: SourceHandler {
+                name: "builtin-fs".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                digest: None,
+            },
             created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
         };
         let id = writer.commit(&manifest, opts.time)?;
@@ -182,8 +187,10 @@ impl Ctx<'_> {
             },
             None => None,
         };
-        let walk_opts = WalkOptions { excludes: opts.excludes.clone(), one_file_system: opts.one_file_system };
-        let walker = Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
+        let walk_opts =
+            WalkOptions { excludes: opts.excludes.clone(), one_file_system: opts.one_file_system };
+        let walker =
+            Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
         let failed = AtomicBool::new(false);
         let cfg = ds.config();
         let (streams, size, entries) = std::thread::scope(|scope| -> Result<_> {
@@ -215,11 +222,15 @@ impl Ctx<'_> {
     }
 }
 
+/// Where a hard-link group's data sits: payload offset and sparse extents
+/// of its first member.
+type LinkData = (u64, Option<Vec<(u64, u64)>>);
+
 struct TreeBuilder {
     meta: StreamChunker,
     payload: PayloadBuilder,
     /// Hard-link group → (payload offset, extents) of its first member.
-    links: HashMap<u64, (u64, Option<Vec<(u64, u64)>>)>,
+    links: HashMap<u64, LinkData>,
     buf: Vec<u8>,
     size: u64,
     entries: u64,
@@ -237,15 +248,22 @@ impl TreeBuilder {
         for item in walker {
             match item {
                 WalkItem::Error { path, message } => {
-                    cx.errors.push(ManifestError { path: String::from_utf8_lossy(&path).into_owned(), error: message });
+                    cx.errors.push(ManifestError {
+                        path: String::from_utf8_lossy(&path).into_owned(),
+                        error: message,
+                    });
                 }
                 WalkItem::Entry { mut entry, source } => {
-                    if entry.kind == EntryKind::File && !self.file_data(cx, &mut entry, &source, prev.as_deref_mut(), pipe)? {
+                    if entry.kind == EntryKind::File
+                        && !self.file_data(cx, &mut entry, &source, prev.as_deref_mut(), pipe)?
+                    {
                         continue;
                     }
-                    cx.files += 1;
+                    if entry.kind == EntryKind::File {
+                        cx.files += 1;
+                        cx.progress.add_file();
+                    }
                     self.entries += 1;
-                    cx.progress.add_file();
                     let mut buf = std::mem::take(&mut self.buf);
                     buf.clear();
                     encode_entry(&entry, &mut buf);
@@ -325,7 +343,13 @@ impl TreeBuilder {
         Ok(true)
     }
 
-    fn read_file(&mut self, cx: &mut Ctx<'_>, entry: &mut Entry, source: &Path, pipe: &mut Pipeline<'_>) -> Result<()> {
+    fn read_file(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        entry: &mut Entry,
+        source: &Path,
+        pipe: &mut Pipeline<'_>,
+    ) -> Result<()> {
         let mut data = open_data(source, entry).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -338,7 +362,8 @@ impl TreeBuilder {
         }
         if data.changed_while_reading() {
             let path = String::from_utf8_lossy(&entry.path).into_owned();
-            cx.errors.push(ManifestError { path, error: "file changed while it was read; stored as read".into() });
+            cx.errors
+                .push(ManifestError { path, error: "file changed while it was read; stored as read".into() });
         }
         Ok(())
     }
@@ -378,7 +403,14 @@ impl Ctx<'_> {
         {
             self.progress.add_bytes(size);
             self.files += 1;
-            return Ok(ManifestArchive { name: name.into(), kind: "image".into(), size, indexes: vec![r], source_stat: Some(stat), entries: 0 });
+            return Ok(ManifestArchive {
+                name: name.into(),
+                kind: "image".into(),
+                size,
+                indexes: vec![r],
+                source_stat: Some(stat),
+                entries: 0,
+            });
         }
         let failed = AtomicBool::new(false);
         let level = self.engine.ds.config().zstd_level;
@@ -393,7 +425,10 @@ impl Ctx<'_> {
                     file.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", path.display()))?;
                     left -= n as u64;
                     self.progress.add_bytes(n as u64);
-                    if n == FIXED_IMAGE_CHUNK && buf.iter().all(|b| *b == 0) && self.writer.reference(&zero)? {
+                    if n == FIXED_IMAGE_CHUNK
+                        && buf.iter().all(|b| *b == 0)
+                        && self.writer.reference(&zero)?
+                    {
                         pipe.send(0, Work::Reuse(zero, n as u64))?;
                     } else {
                         pipe.send(0, Work::Data(buf[..n].to_vec()))?;
@@ -406,9 +441,20 @@ impl Ctx<'_> {
             Ok(finished?.remove(0))
         })?;
         self.files += 1;
-        let fidx = FixedIndex { size, chunk_size: FIXED_IMAGE_CHUNK as u32, ids: index.chunks.iter().map(|c| c.0).collect() };
+        let fidx = FixedIndex {
+            size,
+            chunk_size: FIXED_IMAGE_CHUNK as u32,
+            ids: index.chunks.iter().map(|c| c.0).collect(),
+        };
         let r = self.writer.write_index(&file_name, &fidx.encode(), size, fidx.ids.len() as u64)?;
-        Ok(ManifestArchive { name: name.into(), kind: "image".into(), size, indexes: vec![r], source_stat: Some(stat), entries: 0 })
+        Ok(ManifestArchive {
+            name: name.into(),
+            kind: "image".into(),
+            size,
+            indexes: vec![r],
+            source_stat: Some(stat),
+            entries: 0,
+        })
     }
 
     /// An unchanged image file: take the previous index if all its chunks are there.

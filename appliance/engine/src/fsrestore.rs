@@ -1,1 +1,589 @@
-//! Restoring archive entries into a directory (being written).
+//! Restoring archive entries into a target directory, safely.
+//!
+//! Entries arrive in archive walk order (parents before children). Every
+//! path is resolved from an open handle on the target one component at a
+//! time with `O_NOFOLLOW | O_DIRECTORY`, so a parent is always a real
+//! directory (one this restore created or one that already existed as a
+//! directory). Files are created with `O_EXCL | O_NOFOLLOW`; with
+//! `overwrite` an existing non-directory is removed first, so an existing
+//! inode (perhaps a hard link to a file elsewhere) is never written into.
+//! Symlinks are created only in [`Restorer::finish`], after every other
+//! entry, so no entry can be written through one. Directory modes and times
+//! are set last, children first, because creating children changes them.
+//!
+//! Invariant: nothing is ever created, changed or removed outside the
+//! target directory; no symlink is followed below the target.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use filevol::archive::{ArchiveError, Entry, EntryKind, check_entry, validate_path};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat, mknodat,
+    utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat};
+use xattr::FileExt as _;
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Replace existing non-directories at restored paths.
+    pub overwrite: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Regular files written with data.
+    pub files: u64,
+    pub dirs: u64,
+    /// Hard links made to an already restored member of a group.
+    pub links: u64,
+    pub symlinks: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
+    /// File data bytes written.
+    pub bytes: u64,
+    /// Things restored incompletely or skipped (sockets, xattrs the target
+    /// refuses, device nodes without root); the restore still succeeded.
+    pub warnings: Vec<String>,
+}
+
+/// Why a restore step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot {op} {path}: {source}")]
+    Io { op: &'static str, path: String, source: io::Error },
+    #[error("{path} already exists; use --overwrite to replace it")]
+    Exists { path: String },
+    #[error("{path} is a directory but the archive has a {kind} there; remove it or restore elsewhere")]
+    IsDir { path: String, kind: &'static str },
+    #[error(
+        "{path}: a parent is a symlink or not a directory; refusing to write through it (remove it first)"
+    )]
+    NotADirectory { path: String },
+    #[error(
+        "only a directory can be restored onto the target directory itself; give a target file path instead"
+    )]
+    RootNotDir,
+    #[error(
+        "{path}: expected {expected} data bytes but got {got}; the archive is damaged: run `cairn verify`"
+    )]
+    DataLength { path: String, expected: u64, got: u64 },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// The result of [`Restorer::begin`].
+#[derive(Debug)]
+pub enum Begin {
+    /// Nothing more to do for this entry. For a regular file this means it
+    /// became a hard link to an already restored member of its group: the
+    /// caller must skip its payload bytes.
+    Done,
+    /// A regular file: write exactly `entry.data_len()` payload bytes into
+    /// the sink, then hand it to [`Restorer::finish_file`] before the next
+    /// [`Restorer::begin`].
+    Data(FileSink),
+}
+
+/// An open restored file receiving its payload bytes in order.
+#[derive(Debug)]
+pub struct FileSink {
+    file: File,
+    rel: Vec<u8>,
+    shown: String,
+    entry: Box<Entry>,
+    /// Data extents; a dense file is one extent `[0, size)`.
+    plan: Vec<(u64, u64)>,
+    idx: usize,
+    done: u64,
+    written: u64,
+}
+
+impl FileSink {
+    /// Write the next payload bytes: they land in the file's data extents in
+    /// order, the holes between them are skipped.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), RestoreError> {
+        while !data.is_empty() {
+            let Some(&(off, len)) = self.plan.get(self.idx) else {
+                let (expected, got) = (self.entry.data_len(), self.written + data.len() as u64);
+                return Err(RestoreError::DataLength { path: self.shown.clone(), expected, got });
+            };
+            let n = (len - self.done).min(data.len() as u64) as usize;
+            self.file
+                .write_all_at(&data[..n], off + self.done)
+                .map_err(|e| io_error("write", &self.shown, e))?;
+            self.done += n as u64;
+            self.written += n as u64;
+            data = &data[n..];
+            if self.done == len {
+                self.idx += 1;
+                self.done = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Payload bytes still expected.
+    pub fn remaining(&self) -> u64 {
+        self.entry.data_len() - self.written
+    }
+}
+
+/// A directory whose mode and time are set in [`Restorer::finish`].
+#[derive(Debug)]
+struct DirMeta {
+    rel: Vec<u8>,
+    mode: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+}
+
+/// Writes archive entries under one target directory.
+#[derive(Debug)]
+pub struct Restorer {
+    target: PathBuf,
+    root: OwnedFd,
+    opts: RestoreOptions,
+    is_root: bool,
+    /// The parent directory of the previous entry, kept open.
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    dirs: Vec<DirMeta>,
+    symlinks: Vec<(Vec<u8>, Entry)>,
+    /// Hard-link group → path of its first restored member.
+    links: HashMap<u64, Vec<u8>>,
+    xattrs_unsupported: bool,
+    stats: RestoreStats,
+}
+
+fn io_error(op: &'static str, path: &str, e: impl Into<io::Error>) -> RestoreError {
+    RestoreError::Io { op, path: path.to_owned(), source: e.into() }
+}
+
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|c| *c == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Dir => "directory",
+        EntryKind::File => "file",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Fifo => "FIFO",
+        EntryKind::CharDev => "character device",
+        EntryKind::BlockDev => "block device",
+        EntryKind::Socket => "socket",
+    }
+}
+
+fn mode_of(mode: u32) -> Mode {
+    Mode::from_bits_truncate(mode as libc::mode_t)
+}
+
+fn mtime_of(e: &Entry) -> TimeSpec {
+    TimeSpec::new(e.mtime as libc::time_t, e.mtime_nsec as _)
+}
+
+fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(dir, name, flags, Mode::empty())
+}
+
+impl Restorer {
+    /// Restore into `target`, creating it if missing (it may exist).
+    pub fn new(target: &Path, opts: RestoreOptions) -> Result<Restorer, RestoreError> {
+        let shown = target.display().to_string();
+        std::fs::create_dir_all(target).map_err(|e| io_error("create", &shown, e))?;
+        let root = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(target)
+            .map_err(|e| io_error("open", &shown, e))?;
+        Ok(Restorer {
+            target: target.to_owned(),
+            root: root.into(),
+            opts,
+            is_root: nix::unistd::geteuid().is_root(),
+            parent: None,
+            dirs: Vec::new(),
+            symlinks: Vec::new(),
+            links: HashMap::new(),
+            xattrs_unsupported: false,
+            stats: RestoreStats::default(),
+        })
+    }
+
+    fn shown(&self, rel: &[u8]) -> String {
+        self.target.join(OsStr::from_bytes(rel)).display().to_string()
+    }
+
+    /// Start restoring `entry` at `rel` (relative to the target; empty = the
+    /// target itself, which takes a directory's metadata). See [`Begin`].
+    pub fn begin(&mut self, rel: &[u8], entry: &Entry) -> Result<Begin, RestoreError> {
+        validate_path(rel)?;
+        check_entry(entry)?;
+        if rel.is_empty() {
+            if entry.kind != EntryKind::Dir {
+                return Err(RestoreError::RootNotDir);
+            }
+            let dir = self.root.try_clone().map_err(|e| io_error("open", &self.shown(rel), e))?;
+            self.restore_dir_fd(dir, rel, entry)?;
+            return Ok(Begin::Done);
+        }
+        let (parent, name) = split(rel);
+        let dir = self.parent_dir(parent)?;
+        match entry.kind {
+            EntryKind::Dir => self.make_dir(&dir, name, rel, entry).map(|()| Begin::Done),
+            EntryKind::File => self.make_file(&dir, name, rel, entry),
+            EntryKind::Symlink => {
+                if self.occupied(&dir, name, rel, entry.kind)? && !self.opts.overwrite {
+                    return Err(RestoreError::Exists { path: self.shown(rel) });
+                }
+                self.symlinks.push((rel.to_vec(), entry.clone()));
+                Ok(Begin::Done)
+            }
+            EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
+                self.make_node(&dir, name, rel, entry).map(|()| Begin::Done)
+            }
+            EntryKind::Socket => {
+                let shown = self.shown(rel);
+                self.warn(format!(
+                    "{shown}: socket not restored (the program that owns it creates it again)"
+                ));
+                Ok(Begin::Done)
+            }
+        }
+    }
+
+    fn warn(&mut self, message: String) {
+        tracing::warn!("{message}");
+        self.stats.warnings.push(message);
+    }
+
+    /// The open parent directory of an entry (cached for its siblings).
+    fn parent_dir(&mut self, parent: &[u8]) -> Result<OwnedFd, RestoreError> {
+        if let Some((p, fd)) = &self.parent
+            && p == parent
+        {
+            return fd.try_clone().map_err(|e| io_error("open", &self.shown(parent), e));
+        }
+        let fd = self.open_dir(parent, true)?;
+        let copy = fd.try_clone().map_err(|e| io_error("open", &self.shown(parent), e))?;
+        self.parent = Some((parent.to_vec(), fd));
+        Ok(copy)
+    }
+
+    /// Open the directory `rel` one component at a time without following
+    /// symlinks; with `create`, a missing one is made (with a warning).
+    fn open_dir(&mut self, rel: &[u8], create: bool) -> Result<OwnedFd, RestoreError> {
+        let mut cur = self.root.try_clone().map_err(|e| io_error("open", &self.shown(b""), e))?;
+        if rel.is_empty() {
+            return Ok(cur);
+        }
+        let mut end = 0;
+        for comp in rel.split(|c| *c == b'/') {
+            end += comp.len();
+            let here = &rel[..end];
+            end += 1;
+            cur = match open_dir_at(&cur, comp) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if create => {
+                    mkdirat(&cur, comp, mode_of(0o755))
+                        .map_err(|e| io_error("create", &self.shown(here), e))?;
+                    let shown = self.shown(here);
+                    self.warn(format!("{shown}: directory missing from the archive; created it"));
+                    open_dir_at(&cur, comp).map_err(|e| io_error("open", &shown, e))?
+                }
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    return Err(RestoreError::NotADirectory { path: self.shown(here) });
+                }
+                Err(e) => return Err(io_error("open", &self.shown(here), e)),
+            };
+        }
+        Ok(cur)
+    }
+
+    /// Whether something exists at `name`; an existing directory where the
+    /// archive has a non-directory is an error.
+    fn occupied(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        kind: EntryKind,
+    ) -> Result<bool, RestoreError> {
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(io_error("inspect", &self.shown(rel), e)),
+            Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR && kind != EntryKind::Dir => {
+                Err(RestoreError::IsDir { path: self.shown(rel), kind: kind_name(kind) })
+            }
+            Ok(_) => Ok(true),
+        }
+    }
+
+    /// Make room for a new object: with `overwrite`, remove the existing
+    /// non-directory at `name`; without it, an error naming the path.
+    fn clear(&self, dir: &OwnedFd, name: &[u8], rel: &[u8], kind: EntryKind) -> Result<(), RestoreError> {
+        if !self.occupied(dir, name, rel, kind)? {
+            return Ok(());
+        }
+        if !self.opts.overwrite {
+            return Err(RestoreError::Exists { path: self.shown(rel) });
+        }
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", &self.shown(rel), e))
+    }
+
+    /// Run `create`; if the name is taken, clear it (see [`Self::clear`])
+    /// and try once more.
+    fn create<T>(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        kind: EntryKind,
+        create: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, RestoreError> {
+        match create() {
+            Err(Errno::EEXIST) => {}
+            r => return r.map_err(|e| io_error("create", &self.shown(rel), e)),
+        }
+        self.clear(dir, name, rel, kind)?;
+        create().map_err(|e| io_error("create", &self.shown(rel), e))
+    }
+
+    fn make_dir(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        entry: &Entry,
+    ) -> Result<(), RestoreError> {
+        match mkdirat(dir, name, mode_of(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => match open_dir_at(dir, name) {
+                Ok(fd) => return self.restore_dir_fd(fd, rel, entry),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    self.clear(dir, name, rel, EntryKind::Dir)?;
+                    mkdirat(dir, name, mode_of(0o700))
+                        .map_err(|e| io_error("create", &self.shown(rel), e))?;
+                }
+                Err(e) => return Err(io_error("open", &self.shown(rel), e)),
+            },
+            Err(e) => return Err(io_error("create", &self.shown(rel), e)),
+        }
+        let fd = open_dir_at(dir, name).map_err(|e| io_error("open", &self.shown(rel), e))?;
+        self.restore_dir_fd(fd, rel, entry)
+    }
+
+    /// Owner and xattrs of a directory now; mode and time in `finish`.
+    fn restore_dir_fd(&mut self, fd: OwnedFd, rel: &[u8], entry: &Entry) -> Result<(), RestoreError> {
+        let file = File::from(fd);
+        let shown = self.shown(rel);
+        self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
+        self.set_xattrs(&shown, entry, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        self.dirs.push(DirMeta {
+            rel: rel.to_vec(),
+            mode: entry.mode,
+            mtime: entry.mtime,
+            mtime_nsec: entry.mtime_nsec,
+        });
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    fn make_file(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        entry: &Entry,
+    ) -> Result<Begin, RestoreError> {
+        if entry.hardlink != 0
+            && let Some(first) = self.links.get(&entry.hardlink).cloned()
+        {
+            let (first_parent, first_name) = split(&first);
+            let first_dir = self.open_dir(first_parent, false)?;
+            self.create(dir, name, rel, entry.kind, || {
+                linkat(&first_dir, first_name, dir, name, AtFlags::empty())
+            })?;
+            self.stats.links += 1;
+            return Ok(Begin::Done);
+        }
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = self.create(dir, name, rel, entry.kind, || openat(dir, name, flags, mode_of(0o600)))?;
+        let plan = match &entry.extents {
+            Some(ext) => ext.clone(),
+            None if entry.size > 0 => vec![(0, entry.size)],
+            None => Vec::new(),
+        };
+        Ok(Begin::Data(FileSink {
+            file: File::from(fd),
+            rel: rel.to_vec(),
+            shown: self.shown(rel),
+            entry: Box::new(entry.clone()),
+            plan,
+            idx: 0,
+            done: 0,
+            written: 0,
+        }))
+    }
+
+    /// Complete a file after all its payload bytes were written: size,
+    /// owner, xattrs, mode (after the owner: chown clears setuid), mtime.
+    pub fn finish_file(&mut self, sink: FileSink) -> Result<(), RestoreError> {
+        let FileSink { file, rel, shown, entry, written, .. } = sink;
+        if written != entry.data_len() {
+            return Err(RestoreError::DataLength { path: shown, expected: entry.data_len(), got: written });
+        }
+        file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
+        self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
+        self.set_xattrs(&shown, &entry, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        fchmod(&file, mode_of(entry.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
+        futimens(&file, &TimeSpec::UTIME_OMIT, &mtime_of(&entry))
+            .map_err(|e| io_error("set the times of", &shown, e))?;
+        if entry.hardlink != 0 {
+            self.links.entry(entry.hardlink).or_insert(rel);
+        }
+        self.stats.files += 1;
+        self.stats.bytes += written;
+        Ok(())
+    }
+
+    fn make_node(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        entry: &Entry,
+    ) -> Result<(), RestoreError> {
+        let kind = match entry.kind {
+            EntryKind::CharDev => SFlag::S_IFCHR,
+            EntryKind::BlockDev => SFlag::S_IFBLK,
+            _ => SFlag::S_IFIFO,
+        };
+        let made = self.create(dir, name, rel, entry.kind, || {
+            if kind == SFlag::S_IFIFO {
+                mkfifoat(dir, name, mode_of(0o600))
+            } else {
+                mknodat(dir, name, kind, mode_of(0o600), entry.rdev as libc::dev_t)
+            }
+        });
+        match made {
+            Err(RestoreError::Io { source, .. })
+                if !self.is_root && source.raw_os_error() == Some(libc::EPERM) =>
+            {
+                let shown = self.shown(rel);
+                self.warn(format!("{shown}: device node not restored (creating one needs root)"));
+                return Ok(());
+            }
+            r => r?,
+        }
+        self.path_metadata(dir, name, rel, entry)?;
+        self.stats.specials += 1;
+        Ok(())
+    }
+
+    /// Owner, xattrs, mode (not for symlinks) and mtime of an object that is
+    /// not opened (symlinks, FIFOs, devices), never following a symlink.
+    fn path_metadata(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        entry: &Entry,
+    ) -> Result<(), RestoreError> {
+        let shown = self.shown(rel);
+        let (uid, gid) = (Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid)));
+        self.chown(fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW), &shown)?;
+        let path = self.target.join(OsStr::from_bytes(rel));
+        self.set_xattrs(&shown, entry, |n, v| xattr::set(&path, OsStr::from_bytes(n), v));
+        if entry.kind != EntryKind::Symlink {
+            fchmodat(dir, name, mode_of(entry.mode), FchmodatFlags::FollowSymlink)
+                .map_err(|e| io_error("set the mode of", &shown, e))?;
+        }
+        utimensat(dir, name, &TimeSpec::UTIME_OMIT, &mtime_of(entry), UtimensatFlags::NoFollowSymlink)
+            .map_err(|e| io_error("set the times of", &shown, e))
+    }
+
+    /// A chown result: refused ownership is fine when not running as root.
+    fn chown(&self, r: nix::Result<()>, shown: &str) -> Result<(), RestoreError> {
+        match r {
+            Err(Errno::EPERM) if !self.is_root => Ok(()),
+            r => r.map_err(|e| io_error("set the owner of", shown, e)),
+        }
+    }
+
+    /// Set every xattr with `set`; failures become warnings.
+    fn set_xattrs(&mut self, shown: &str, entry: &Entry, set: impl Fn(&[u8], &[u8]) -> io::Result<()>) {
+        for (name, value) in &entry.xattrs {
+            if self.xattrs_unsupported {
+                return;
+            }
+            match set(name, value) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
+                    self.xattrs_unsupported = true;
+                    self.warn(format!(
+                        "{shown}: the target filesystem does not support extended attributes; none restored"
+                    ));
+                }
+                Err(e) => {
+                    let name = String::from_utf8_lossy(name);
+                    self.warn(format!("{shown}: extended attribute {name} not restored: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Create the deferred symlinks, then set directory modes and times
+    /// (children first). A symlink or directory that cannot be completed
+    /// becomes a warning; the rest still gets done.
+    pub fn finish(mut self) -> Result<RestoreStats, RestoreError> {
+        self.parent = None;
+        for (rel, entry) in std::mem::take(&mut self.symlinks) {
+            if let Err(e) = self.make_symlink(&rel, &entry) {
+                self.warn(format!("symlink not restored: {e}"));
+            }
+        }
+        for d in std::mem::take(&mut self.dirs).into_iter().rev() {
+            if let Err(e) = self.dir_metadata(&d) {
+                self.warn(format!("directory metadata not restored: {e}"));
+            }
+        }
+        Ok(self.stats)
+    }
+
+    fn make_symlink(&mut self, rel: &[u8], entry: &Entry) -> Result<(), RestoreError> {
+        let (parent, name) = split(rel);
+        let dir = self.open_dir(parent, true)?;
+        let target = OsStr::from_bytes(&entry.link_target);
+        self.create(&dir, name, rel, entry.kind, || symlinkat(target, &dir, name))?;
+        self.path_metadata(&dir, name, rel, entry)?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    fn dir_metadata(&mut self, d: &DirMeta) -> Result<(), RestoreError> {
+        let fd = self.open_dir(&d.rel, false)?;
+        let shown = self.shown(&d.rel);
+        fchmod(fd.as_fd(), mode_of(d.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
+        let mtime = TimeSpec::new(d.mtime as libc::time_t, d.mtime_nsec as _);
+        futimens(fd.as_fd(), &TimeSpec::UTIME_OMIT, &mtime)
+            .map_err(|e| io_error("set the times of", &shown, e))
+    }
+}

@@ -1,1 +1,679 @@
-//! Walking a source tree into archive entries (being written).
+//! Walking a source tree into archive entries, and reading a regular file's
+//! data (with its sparse map) for the payload stream.
+//!
+//! The walk is depth first, a directory's entry before its children, the
+//! children of each directory sorted by raw name bytes, so two walks of one
+//! tree yield paths in the same order (change detection relies on it). The
+//! root directory is the first entry, with the empty path. Only one sorted
+//! listing per directory level is held in memory.
+//!
+//! Invariant: the walk never follows a symlink below the root (everything is
+//! `lstat`ed; a symlink given as the root itself is resolved once), never
+//! aborts on an unreadable or vanished object (it yields
+//! [`WalkItem::Error`] and goes on), and never opens a file's data: that is
+//! [`open_data`], called by the pipeline for regular files only.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use filevol::archive::{Entry, EntryKind, MAX_EXTENTS, MAX_PATH_LEN, check_entry};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use nix::errno::Errno;
+use nix::unistd::{Whence, lseek};
+
+/// What to leave out of a walk.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Glob patterns. A pattern without `/` matches a name at any depth
+    /// (`*.tmp`, `.cache`); one with `/` matches the path relative to the
+    /// root (`var/cache/**`; a leading `/` is ignored). A trailing `/`
+    /// restricts the pattern to directories. An excluded directory is not
+    /// descended into.
+    pub excludes: Vec<String>,
+    /// Do not descend into directories on another filesystem than the root
+    /// (the mount point itself is recorded, empty).
+    pub one_file_system: bool,
+}
+
+/// Why a walk could not start or a file's data could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not a directory; give a directory to back up", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("bad exclude pattern {pattern:?}: {source}; use glob syntax (*, **, ?, [abc])")]
+    BadExclude { pattern: String, source: globset::Error },
+    #[error("{} is no longer a regular file; it was replaced during the backup", .0.display())]
+    NotRegular(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
+    move |source| WalkError::Io { path: path.to_owned(), source }
+}
+
+/// One step of a walk.
+#[derive(Debug)]
+pub enum WalkItem {
+    /// An object to archive; `source` is the absolute path to read a regular
+    /// file's data from.
+    Entry { entry: Entry, source: PathBuf },
+    /// An object that could not be read; the walk goes on.
+    Error { path: Vec<u8>, message: String },
+}
+
+/// Compiled exclude patterns: (set, per-pattern "directories only").
+#[derive(Debug)]
+struct Excludes {
+    names: (GlobSet, Vec<bool>),
+    paths: (GlobSet, Vec<bool>),
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Self, WalkError> {
+        let (mut names, mut paths) =
+            ((GlobSetBuilder::new(), Vec::new()), (GlobSetBuilder::new(), Vec::new()));
+        for pattern in patterns {
+            let trimmed = pattern.trim();
+            let dir_only = trimmed.ends_with('/');
+            let p = trimmed.trim_end_matches('/');
+            if p.is_empty() {
+                continue;
+            }
+            let bad = |source| WalkError::BadExclude { pattern: pattern.clone(), source };
+            let (p, target) =
+                if p.contains('/') { (p.trim_start_matches('/'), &mut paths) } else { (p, &mut names) };
+            let glob =
+                GlobBuilder::new(p).literal_separator(true).backslash_escape(true).build().map_err(bad)?;
+            target.0.add(glob);
+            target.1.push(dir_only);
+        }
+        let build = |(b, d): (GlobSetBuilder, Vec<bool>)| -> Result<_, WalkError> {
+            let set =
+                b.build().map_err(|source| WalkError::BadExclude { pattern: patterns.join(" "), source })?;
+            Ok((set, d))
+        };
+        Ok(Self { names: build(names)?, paths: build(paths)? })
+    }
+
+    fn matches(&self, rel: &[u8], name: &[u8], is_dir: bool) -> bool {
+        let hit = |(set, dir_only): &(GlobSet, Vec<bool>), what: &[u8]| {
+            let path = Path::new(OsStr::from_bytes(what));
+            set.is_match(path) && set.matches(path).iter().any(|i| is_dir || !dir_only[*i])
+        };
+        hit(&self.names, name) || hit(&self.paths, rel)
+    }
+}
+
+/// One directory level being walked: its path and its remaining children.
+#[derive(Debug)]
+struct Frame {
+    rel: Vec<u8>,
+    names: std::vec::IntoIter<Vec<u8>>,
+}
+
+/// A depth-first walk of a source tree; see the module doc for the order.
+#[derive(Debug)]
+pub struct Walker {
+    root: PathBuf,
+    root_dev: u64,
+    one_file_system: bool,
+    excludes: Excludes,
+    stack: Vec<Frame>,
+    pending: VecDeque<WalkItem>,
+    /// (dev, ino) → hard-link group, only for files with more than one name.
+    links: HashMap<(u64, u64), u64>,
+}
+
+impl Walker {
+    /// Start a walk at `root`, a directory (a symlink to one is resolved).
+    pub fn new(root: &Path, opts: &WalkOptions) -> Result<Walker, WalkError> {
+        let excludes = Excludes::new(&opts.excludes)?;
+        let mut root = root.to_owned();
+        let mut meta = std::fs::symlink_metadata(&root).map_err(io_err(&root))?;
+        if meta.file_type().is_symlink() {
+            root = std::fs::canonicalize(&root).map_err(io_err(&root))?;
+            meta = std::fs::symlink_metadata(&root).map_err(io_err(&root))?;
+        }
+        if !meta.is_dir() {
+            return Err(WalkError::NotADirectory(root));
+        }
+        let names = list_dir(&root).map_err(io_err(&root))?;
+        let mut walker = Walker {
+            root_dev: meta.dev(),
+            one_file_system: opts.one_file_system,
+            excludes,
+            stack: vec![Frame { rel: Vec::new(), names: names.into_iter() }],
+            pending: VecDeque::new(),
+            links: HashMap::new(),
+            root: root.clone(),
+        };
+        walker.push_entry(Vec::new(), root, &meta);
+        Ok(walker)
+    }
+
+    /// Look at one child: queue its entry (and errors), descend if a dir.
+    fn visit(&mut self, rel: Vec<u8>, name: &[u8]) {
+        if rel.len() > MAX_PATH_LEN {
+            let message = "path longer than 4096 bytes; not backed up (shorten the path)".to_owned();
+            self.pending.push_back(WalkItem::Error { path: rel, message });
+            return;
+        }
+        let source = self.root.join(OsStr::from_bytes(&rel));
+        let meta = match std::fs::symlink_metadata(&source) {
+            Ok(m) => m,
+            Err(e) => return self.error(rel, &e, "cannot read"),
+        };
+        let is_dir = meta.is_dir();
+        if self.excludes.matches(&rel, name, is_dir) {
+            return;
+        }
+        if !self.push_entry(rel.clone(), source.clone(), &meta) || !is_dir {
+            return;
+        }
+        if self.one_file_system && meta.dev() != self.root_dev {
+            return;
+        }
+        match list_dir(&source) {
+            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter() }),
+            Err(e) => self.error(rel, &e, "cannot list directory"),
+        }
+    }
+
+    fn error(&mut self, path: Vec<u8>, e: &io::Error, what: &str) {
+        let message = if e.kind() == io::ErrorKind::NotFound {
+            "vanished during the backup".to_owned()
+        } else {
+            format!("{what}: {e}")
+        };
+        self.pending.push_back(WalkItem::Error { path, message });
+    }
+
+    /// Queue the entry for `meta`; `false` when it could not be made.
+    fn push_entry(&mut self, rel: Vec<u8>, source: PathBuf, meta: &Metadata) -> bool {
+        let mut entry = entry_from_meta(rel.clone(), meta);
+        if entry.kind == EntryKind::Symlink {
+            match std::fs::read_link(&source) {
+                Ok(t) => entry.link_target = t.into_os_string().into_vec(),
+                Err(e) => {
+                    self.error(rel, &e, "cannot read symlink");
+                    return false;
+                }
+            }
+        }
+        let xattr_error = match read_xattrs(&source) {
+            Ok(x) => {
+                entry.xattrs = x;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if entry.kind == EntryKind::File && meta.nlink() > 1 {
+            let next = self.links.len() as u64 + 1;
+            entry.hardlink = *self.links.entry((meta.dev(), meta.ino())).or_insert(next);
+        }
+        if let Err(e) = check_entry(&entry) {
+            self.pending.push_back(WalkItem::Error { path: rel, message: format!("not backed up: {e}") });
+            return false;
+        }
+        self.pending.push_back(WalkItem::Entry { entry, source });
+        if let Some(e) = xattr_error {
+            self.error(rel, &e, "extended attributes not backed up");
+        }
+        true
+    }
+}
+
+impl Iterator for Walker {
+    type Item = WalkItem;
+
+    fn next(&mut self) -> Option<WalkItem> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            let frame = self.stack.last_mut()?;
+            let Some(name) = frame.names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let mut rel = frame.rel.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            self.visit(rel, &name);
+        }
+    }
+}
+
+/// The names in a directory, sorted by their bytes.
+fn list_dir(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        names.push(item?.file_name().into_vec());
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+fn kind_of(meta: &Metadata) -> EntryKind {
+    let t = meta.file_type();
+    if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_fifo() {
+        EntryKind::Fifo
+    } else if t.is_char_device() {
+        EntryKind::CharDev
+    } else if t.is_block_device() {
+        EntryKind::BlockDev
+    } else if t.is_socket() {
+        EntryKind::Socket
+    } else {
+        EntryKind::File
+    }
+}
+
+fn entry_from_meta(path: Vec<u8>, meta: &Metadata) -> Entry {
+    let kind = kind_of(meta);
+    Entry {
+        path,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        ctime: meta.ctime(),
+        ctime_nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        ino: meta.ino(),
+        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        rdev: if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) { meta.rdev() } else { 0 },
+        link_target: Vec::new(),
+        hardlink: 0,
+        payload_offset: 0,
+        extents: None,
+        xattrs: Vec::new(),
+    }
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOTSUP) || e.kind() == io::ErrorKind::Unsupported
+}
+
+/// Every listable extended attribute of `path` (not following a symlink),
+/// sorted by name; none on a filesystem without xattr support.
+fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => out.push((name.into_vec(), value)),
+            Ok(None) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A regular file opened for the payload stream: yields the bytes of its
+/// data extents, concatenated, exactly [`Entry::data_len`] of them.
+#[derive(Debug)]
+pub struct FileData {
+    file: File,
+    path: PathBuf,
+    /// Data extents to read; a dense file is one extent `[0, size)`.
+    plan: Vec<(u64, u64)>,
+    idx: usize,
+    done: u64,
+    changed: bool,
+    opened: (u64, i64, i64),
+    checked: bool,
+}
+
+/// Open the regular file at `source` for reading its data into `entry`'s
+/// payload. Refreshes `entry`'s size, times and inode from the opened file
+/// (so the stored metadata describes the stored data) and sets
+/// `entry.extents` when the file has holes.
+pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError> {
+    let open = |extra: i32| {
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra).open(source)
+    };
+    let file = match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    };
+    let file = match file {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(WalkError::NotRegular(source.into())),
+        r => r.map_err(io_err(source))?,
+    };
+    let meta = file.metadata().map_err(io_err(source))?;
+    if !meta.is_file() {
+        return Err(WalkError::NotRegular(source.to_owned()));
+    }
+    let size = meta.len();
+    entry.size = size;
+    (entry.mtime, entry.mtime_nsec) = (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32);
+    (entry.ctime, entry.ctime_nsec) = (meta.ctime(), meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+    entry.ino = meta.ino();
+    let may_have_holes = meta.blocks().saturating_mul(512) < size || size > 1 << 20;
+    entry.extents = if may_have_holes { data_extents(&file, size).map_err(io_err(source))? } else { None };
+    let plan = match &entry.extents {
+        Some(ext) => ext.clone(),
+        None if size > 0 => vec![(0, size)],
+        None => Vec::new(),
+    };
+    let opened = (size, meta.mtime(), meta.mtime_nsec());
+    Ok(FileData {
+        file,
+        path: source.to_owned(),
+        plan,
+        idx: 0,
+        done: 0,
+        changed: false,
+        opened,
+        checked: false,
+    })
+}
+
+/// The data extents of a file of `size` bytes, `None` if it has no holes.
+fn data_extents(file: &File, size: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let mut ext: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match lseek(file, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(Errno::ENXIO) => break,
+            Err(Errno::EINVAL) if pos == 0 => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match lseek(file, data as i64, Whence::SeekHole) {
+            Ok(h) => (h as u64).min(size),
+            Err(Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if data < pos || hole <= data {
+            return Ok(None); // the file changes under us: read it dense
+        }
+        ext.push((data, hole - data));
+        pos = hole;
+    }
+    if ext.len() == 1 && ext[0] == (0, size) {
+        return Ok(None);
+    }
+    let mut gap = 4096;
+    while ext.len() > MAX_EXTENTS {
+        ext = merge_gaps(ext, gap);
+        gap *= 2;
+    }
+    Ok(Some(ext))
+}
+
+/// Join extents separated by less than `gap` bytes (the gap reads as zeros).
+fn merge_gaps(ext: Vec<(u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ext.len() / 2);
+    for (off, len) in ext {
+        match out.last_mut() {
+            Some(last) if off - (last.0 + last.1) < gap => last.1 = off + len - last.0,
+            _ => out.push((off, len)),
+        }
+    }
+    out
+}
+
+impl FileData {
+    /// Read the next payload bytes into `buf` (which must not be empty);
+    /// `Ok(0)` when all of them were read. A file that shrank reads as
+    /// zeros up to its recorded extents.
+    pub fn read_next(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "read_next needs a non-empty buffer"));
+        }
+        while let Some(&(off, len)) = self.plan.get(self.idx) {
+            if self.done == len {
+                self.idx += 1;
+                self.done = 0;
+                continue;
+            }
+            let want = (len - self.done).min(buf.len() as u64) as usize;
+            let mut n = if self.changed { 0 } else { self.read_at(&mut buf[..want], off + self.done)? };
+            if n == 0 {
+                self.changed = true;
+                buf[..want].fill(0);
+                n = want;
+            }
+            self.done += n as u64;
+            return Ok(n);
+        }
+        if !self.checked {
+            self.checked = true;
+            let meta = self.file.metadata().map_err(|e| io::Error::new(e.kind(), self.what(e)))?;
+            self.changed |= (meta.len(), meta.mtime(), meta.mtime_nsec()) != self.opened;
+        }
+        Ok(0)
+    }
+
+    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, at) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r.map_err(|e| io::Error::new(e.kind(), self.what(e))),
+            }
+        }
+    }
+
+    fn what(&self, e: io::Error) -> String {
+        format!("reading {}: {e}", self.path.display())
+    }
+
+    /// Whether the file changed (shrank, grew or was modified) while it was
+    /// read; meaningful once [`FileData::read_next`] returned 0.
+    pub fn changed_while_reading(&self) -> bool {
+        self.changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Write;
+
+    use super::*;
+
+    fn paths(root: &Path, excludes: &[&str]) -> Vec<Vec<u8>> {
+        let opts =
+            WalkOptions { excludes: excludes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        Walker::new(root, &opts)
+            .unwrap()
+            .map(|item| match item {
+                WalkItem::Entry { entry, .. } => entry.path,
+                WalkItem::Error { path, message } => panic!("{path:?}: {message}"),
+            })
+            .collect()
+    }
+
+    fn touch(root: &Path, rel: &[u8]) {
+        fs::write(root.join(OsStr::from_bytes(rel)), b"x").unwrap();
+    }
+
+    #[test]
+    fn order_is_depth_first_by_name_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["a", "a/b", "B"] {
+            fs::create_dir(t.path().join(d)).unwrap();
+        }
+        for f in [&b"a.txt"[..], b"a/b/c", b"a/\xff", b"a/b0", b"B/z", b"-"] {
+            touch(t.path(), f);
+        }
+        let want: Vec<&[u8]> =
+            vec![b"", b"-", b"B", b"B/z", b"a", b"a/b", b"a/b/c", b"a/b0", b"a/\xff", b"a.txt"];
+        assert_eq!(paths(t.path(), &[]), want);
+        assert_eq!(paths(t.path(), &[]), want, "a second walk gives the same order");
+    }
+
+    #[test]
+    fn excludes_match_names_paths_and_directories() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["src", "src/.cache", "src/build", "build", "keep"] {
+            fs::create_dir(t.path().join(d)).unwrap();
+        }
+        for f in [&b"x.tmp"[..], b"src/y.tmp", b"src/.cache/z", b"src/build/o", b"keep/build", b"keep/a.rs"] {
+            touch(t.path(), f);
+        }
+        let got = paths(t.path(), &["*.tmp", ".cache", "/src/build", "build/"]);
+        let want: Vec<&[u8]> = vec![b"", b"keep", b"keep/a.rs", b"keep/build", b"src"];
+        assert_eq!(got, want);
+        let err = Walker::new(t.path(), &WalkOptions { excludes: vec!["a[".into()], ..Default::default() });
+        assert!(matches!(err, Err(WalkError::BadExclude { .. })));
+    }
+
+    #[test]
+    fn vanished_files_are_reported_and_the_walk_goes_on() {
+        let t = tempfile::tempdir().unwrap();
+        touch(t.path(), b"a");
+        touch(t.path(), b"b");
+        let mut walker = Walker::new(t.path(), &WalkOptions::default()).unwrap();
+        fs::remove_file(t.path().join("a")).unwrap();
+        let items: Vec<WalkItem> = walker.by_ref().collect();
+        assert!(
+            matches!(&items[1], WalkItem::Error { path, message } if path == b"a" && message.contains("vanished"))
+        );
+        assert!(matches!(&items[2], WalkItem::Entry { entry, .. } if entry.path == b"b"));
+        assert_eq!(items.len(), 3);
+        assert!(matches!(
+            Walker::new(&t.path().join("b"), &WalkOptions::default()),
+            Err(WalkError::NotADirectory(_))
+        ));
+    }
+
+    #[test]
+    fn hard_link_groups_are_numbered_per_inode() {
+        let t = tempfile::tempdir().unwrap();
+        for f in [&b"a"[..], b"c", b"single"] {
+            touch(t.path(), f);
+        }
+        fs::hard_link(t.path().join("a"), t.path().join("b")).unwrap();
+        fs::hard_link(t.path().join("c"), t.path().join("d")).unwrap();
+        fs::hard_link(t.path().join("a"), t.path().join("e")).unwrap();
+        let groups: Vec<(Vec<u8>, u64)> = Walker::new(t.path(), &WalkOptions::default())
+            .unwrap()
+            .filter_map(|i| match i {
+                WalkItem::Entry { entry, .. } => Some((entry.path, entry.hardlink)),
+                WalkItem::Error { .. } => None,
+            })
+            .collect();
+        let want: Vec<(&[u8], u64)> =
+            vec![(b"", 0), (b"a", 1), (b"b", 1), (b"c", 2), (b"d", 2), (b"e", 1), (b"single", 0)];
+        assert_eq!(groups, want.into_iter().map(|(p, g)| (p.to_vec(), g)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_file_system_records_mount_points_empty() {
+        let root = Path::new("/dev");
+        let opts = WalkOptions { one_file_system: true, ..Default::default() };
+        let root_dev = fs::symlink_metadata(root).unwrap().dev();
+        let mut mount_points = Vec::new();
+        let mut all = Vec::new();
+        for item in Walker::new(root, &opts).unwrap() {
+            if let WalkItem::Entry { entry, source } = item {
+                let m = fs::symlink_metadata(&source);
+                if entry.kind == EntryKind::Dir && m.is_ok_and(|m| m.dev() != root_dev) {
+                    mount_points.push(entry.path.clone());
+                }
+                all.push(entry.path);
+            }
+        }
+        for mp in &mount_points {
+            assert!(!all.iter().any(|p| p.len() > mp.len() && p.starts_with(mp) && p[mp.len()] == b'/'));
+        }
+    }
+
+    fn read_all(data: &mut FileData) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 3];
+        loop {
+            let n = data.read_next(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn walked(path: &Path) -> Entry {
+        entry_from_meta(b"f".to_vec(), &fs::symlink_metadata(path).unwrap())
+    }
+
+    #[test]
+    fn data_of_dense_shrinking_and_growing_files() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        fs::write(&p, b"0123456789").unwrap();
+        let mut e = walked(&p);
+        let mut data = open_data(&p, &mut e).unwrap();
+        assert_eq!((e.extents.clone(), e.data_len()), (None, 10));
+        assert_eq!(read_all(&mut data), b"0123456789");
+        assert!(!data.changed_while_reading());
+
+        let mut data = open_data(&p, &mut e).unwrap();
+        fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(4).unwrap();
+        assert_eq!(read_all(&mut data), b"0123\0\0\0\0\0\0");
+        assert!(data.changed_while_reading());
+
+        let mut data = open_data(&p, &mut e).unwrap();
+        fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"more").unwrap();
+        assert_eq!(read_all(&mut data), b"0123");
+        assert!(data.changed_while_reading());
+
+        let link = t.path().join("l");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(matches!(open_data(&link, &mut e), Err(WalkError::NotRegular(_))));
+    }
+
+    #[test]
+    fn sparse_file_beyond_4_gib_reads_its_extents() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("sparse");
+        let f = File::create(&p).unwrap();
+        f.set_len(5 << 30).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", 9 << 29).unwrap();
+        drop(f);
+        let mut e = walked(&p);
+        let mut data = open_data(&p, &mut e).unwrap();
+        let ext = e.extents.clone().expect("holes detected");
+        assert_eq!(ext.len(), 2);
+        assert_eq!(ext[0].0, 0);
+        assert!(ext[1].0 <= 9 << 29 && ext[1].0 + ext[1].1 > 9 << 29, "{ext:?}");
+        check_entry(&e).unwrap();
+        let bytes = read_all(&mut data);
+        assert_eq!(bytes.len() as u64, e.data_len());
+        assert_eq!(&bytes[..4], b"head");
+        let at = (ext[0].1 + (9 << 29) - ext[1].0) as usize;
+        assert_eq!(&bytes[at..at + 4], b"tail");
+        assert!(!data.changed_while_reading());
+    }
+
+    #[test]
+    fn merging_gaps_bounds_the_extent_count() {
+        let ext: Vec<(u64, u64)> = (0..10).map(|i| (i * 100, 10)).collect();
+        assert_eq!(merge_gaps(ext.clone(), 50), ext);
+        assert_eq!(merge_gaps(ext, 100), vec![(0, 910)]);
+    }
+}

@@ -9,6 +9,7 @@ pub mod backup;
 mod catalog_sync;
 pub mod fsrestore;
 pub mod fswalk;
+pub mod ops;
 mod payload;
 mod pipeline;
 mod prevtree;
@@ -16,12 +17,11 @@ pub mod progress;
 pub mod restore;
 mod stream;
 pub mod verify;
-pub mod ops;
 
 use std::path::Path;
 
 use anyhow::Result;
-use filevol::{Datastore, DatastoreConfig};
+use filevol::Datastore;
 
 pub use backup::{BackupOptions, BackupReport};
 pub use chunker::CdcParams;

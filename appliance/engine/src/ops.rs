@@ -41,7 +41,9 @@ impl Engine {
     /// Decide (and unless `dry_run`, remove) by keep rules. Oldest first.
     pub fn prune(&self, group: &BackupGroup, rules: &KeepRules, dry_run: bool) -> Result<Vec<PruneEntry>> {
         if rules.is_empty() {
-            bail!("no keep rule given: pass at least one --keep-* option (prune would otherwise keep everything)");
+            bail!(
+                "no keep rule given: pass at least one --keep-* option (prune would otherwise keep everything)"
+            );
         }
         let _lock = if dry_run { None } else { Some(self.ds.lock_group(group)?) };
         let infos = self.snapshots(Some(group))?;

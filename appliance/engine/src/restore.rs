@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chunker::ChunkId;
-pub use filevol::archive::{Entry, EntryKind};
 use filevol::archive::MetaReader;
+pub use filevol::archive::{Entry, EntryKind};
 use filevol::{Manifest, ManifestArchive};
 use model::SnapshotId;
 
@@ -71,7 +71,11 @@ fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestArchive, Vec
         return Ok((only, path.to_vec()));
     }
     let names: Vec<&str> = m.archives.iter().map(|a| a.name.as_str()).collect();
-    bail!("no archive named {:?} in this snapshot; it has: {}", String::from_utf8_lossy(first), names.join(", "))
+    bail!(
+        "no archive named {:?} in this snapshot; it has: {}",
+        String::from_utf8_lossy(first),
+        names.join(", ")
+    )
 }
 
 fn under(path: &[u8], base: &[u8]) -> Option<usize> {
@@ -276,4 +280,3 @@ impl Engine {
         Ok(())
     }
 }
-

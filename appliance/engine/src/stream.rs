@@ -52,14 +52,6 @@ impl Fetcher {
         self.ids.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    pub fn id(&self, i: usize) -> ChunkId {
-        self.ids[i]
-    }
-
     /// The plain bytes of chunk `i`. Sequential calls are served from the
     /// read-ahead window; a jump restarts the window there.
     pub fn get(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
@@ -92,7 +84,9 @@ impl Fetcher {
 fn unwrap_err(e: Arc<StoreError>) -> StoreError {
     Arc::try_unwrap(e).unwrap_or_else(|e| match &*e {
         StoreError::ChunkMissing(id) => StoreError::ChunkMissing(*id),
-        StoreError::ChunkCorrupt { id, source } => StoreError::ChunkCorrupt { id: *id, source: clone_blob_err(source) },
+        StoreError::ChunkCorrupt { id, source } => {
+            StoreError::ChunkCorrupt { id: *id, source: clone_blob_err(source) }
+        }
         other => StoreError::Format { path: Default::default(), detail: other.to_string() },
     })
 }
@@ -133,14 +127,6 @@ impl StreamReader {
     pub fn new(store: ChunkStore, index: DynamicIndex) -> Self {
         let ids = index.entries.iter().map(|e| e.1).collect();
         Self { fetch: Fetcher::new(store, ids), index, pos: 0, chunk: None }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.index.len_bytes()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Move to `offset` (forward skips read nothing in between).

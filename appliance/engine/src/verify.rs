@@ -74,8 +74,11 @@ impl Engine {
             let (bad_chunks, problems) = match problems.remove(id) {
                 Some(p) => (Vec::new(), vec![p]),
                 None => {
-                    let mut bad: Vec<ChunkId> =
-                        self.snapshot_chunks(id)?.into_iter().filter(|c| report.bad.contains_key(c)).collect();
+                    let mut bad: Vec<ChunkId> = self
+                        .snapshot_chunks(id)?
+                        .into_iter()
+                        .filter(|c| report.bad.contains_key(c))
+                        .collect();
                     bad.sort();
                     bad.dedup();
                     (bad, Vec::new())

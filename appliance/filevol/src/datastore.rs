@@ -100,7 +100,10 @@ impl Datastore {
         let bad = |detail: String| StoreError::Format { path: path.clone(), detail };
         let file: ConfigFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if file.format != FORMAT || file.version != VERSION {
-            return Err(bad(format!("{} version {} (this build reads {FORMAT} {VERSION})", file.format, file.version)));
+            return Err(bad(format!(
+                "{} version {} (this build reads {FORMAT} {VERSION})",
+                file.format, file.version
+            )));
         }
         let cdc = CdcParams { min: file.chunk_min, avg: file.chunk_avg, max: file.chunk_max }
             .validate()

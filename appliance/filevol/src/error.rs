@@ -8,7 +8,9 @@ use chunker::{BlobError, ChunkId};
 pub enum StoreError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("disk full while writing {path}: free space (or run `cairn gc`), then retry; nothing partial was committed")]
+    #[error(
+        "disk full while writing {path}: free space (or run `cairn gc`), then retry; nothing partial was committed"
+    )]
     DiskFull { path: PathBuf },
     #[error("{0} is not a Cairn datastore and not empty; choose an empty or new directory for `cairn init`")]
     NotADatastore(PathBuf),
@@ -18,7 +20,9 @@ pub enum StoreError {
     Format { path: PathBuf, detail: String },
     #[error("chunk {0} is missing from the datastore; run `cairn verify` to find the affected snapshots")]
     ChunkMissing(ChunkId),
-    #[error("chunk {id} is corrupt ({source}); run `cairn verify` to quarantine it and name the affected snapshots")]
+    #[error(
+        "chunk {id} is corrupt ({source}); run `cairn verify` to quarantine it and name the affected snapshots"
+    )]
     ChunkCorrupt { id: ChunkId, source: BlobError },
     #[error("{path}: damaged index: {detail}")]
     BadIndex { path: PathBuf, detail: String },

@@ -21,7 +21,8 @@ pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};
 pub use snapshot::{
-    IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler, SourceStat,
+    IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
+    SourceStat,
 };
 pub use writer::{WriteCounters, Writer};
 

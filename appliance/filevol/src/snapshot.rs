@@ -148,7 +148,9 @@ impl Datastore {
         let path = self.snapshot_dir(id).join(MANIFEST_FILE);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StoreError::SnapshotNotFound(id.to_string())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::SnapshotNotFound(id.to_string()));
+            }
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let m: Manifest = serde_json::from_slice(&bytes)
@@ -163,7 +165,9 @@ impl Datastore {
     pub fn read_state(&self, id: &SnapshotId) -> Result<SnapshotState> {
         let path = self.snapshot_dir(id).join(STATE_FILE);
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Format { path, detail: e.to_string() }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| StoreError::Format { path, detail: e.to_string() })
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if self.snapshot_dir(id).is_dir() {
                     Ok(SnapshotState { verify_state: none_text(), ..Default::default() })
@@ -188,7 +192,10 @@ impl Datastore {
         let path = self.snapshot_dir(id).join(&r.file);
         let bytes = fs::read(&path).at(&path)?;
         if blake3::hash(&bytes).to_hex().as_str() != r.blake3 {
-            return Err(StoreError::BadIndex { path, detail: "content does not match the manifest digest".into() });
+            return Err(StoreError::BadIndex {
+                path,
+                detail: "content does not match the manifest digest".into(),
+            });
         }
         Ok(bytes)
     }

@@ -4,7 +4,9 @@ use chunker::{ChunkId, encode_blob};
 use model::{BackupGroup, Namespace};
 
 use crate::snapshot::{MANIFEST_FORMAT, MANIFEST_VERSION};
-use crate::{Datastore, DatastoreConfig, DynamicIndex, Manifest, ManifestArchive, ManifestStats, SourceHandler};
+use crate::{
+    Datastore, DatastoreConfig, DynamicIndex, Manifest, ManifestArchive, ManifestStats, SourceHandler,
+};
 
 fn store() -> (tempfile::TempDir, Datastore) {
     let dir = tempfile::tempdir().unwrap();

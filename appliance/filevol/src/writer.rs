@@ -221,7 +221,12 @@ impl Writer {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
         f.write_all(bytes).at(&path)?;
         f.sync_all().at(&path)?;
-        Ok(IndexRef { file: file.to_owned(), blake3: blake3::hash(bytes).to_hex().to_string(), length, chunks })
+        Ok(IndexRef {
+            file: file.to_owned(),
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+            length,
+            chunks,
+        })
     }
 
     /// Make the snapshot durable and visible under its final name.

@@ -67,7 +67,9 @@ struct ErrorJson {
 pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
     let time = match &a.time {
-        Some(t) => model::time::parse_rfc3339(t).ok_or_else(|| anyhow!("--time {t:?} is not an RFC 3339 time"))?,
+        Some(t) => {
+            model::time::parse_rfc3339(t).ok_or_else(|| anyhow!("--time {t:?} is not an RFC 3339 time"))?
+        }
         None => now(),
     };
     for t in &a.tags {
@@ -105,7 +107,11 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             new_chunks: s.new_chunks,
             reused_chunks: s.reused_chunks,
             duration_ms: s.duration_ms,
-            errors: report.errors.iter().map(|e| ErrorJson { path: e.path.clone(), error: e.error.clone() }).collect(),
+            errors: report
+                .errors
+                .iter()
+                .map(|e| ErrorJson { path: e.path.clone(), error: e.error.clone() })
+                .collect(),
         });
     } else {
         println!(

@@ -30,7 +30,8 @@ pub struct InitArgs {
 }
 
 pub fn init(cli: &Cli, a: &InitArgs) -> Result<ExitCode> {
-    let cdc = CdcParams { min: a.chunk_min << 10, avg: a.chunk_avg << 10, max: a.chunk_max << 10 }.validate()?;
+    let cdc =
+        CdcParams { min: a.chunk_min << 10, avg: a.chunk_avg << 10, max: a.chunk_max << 10 }.validate()?;
     let (_, created) = Engine::init(&cli.datastore, DatastoreConfig { cdc, zstd_level: a.zstd_level })?;
     let verb = if created { "created" } else { "already exists:" };
     println!("datastore {verb} {}", cli.datastore.display());

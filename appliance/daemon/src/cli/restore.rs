@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use engine::Progress;
-use engine::restore::{Listed, RestoreRequest};
 use engine::restore::EntryKind;
+use engine::restore::{Listed, RestoreRequest};
 use model::SnapshotId;
 use serde::Serialize;
 
@@ -93,7 +93,8 @@ fn kind_name(l: &Listed) -> &'static str {
 
 fn shown_path(l: &Listed) -> String {
     let mut p = output::path(&l.path);
-    let is_dir = matches!(l.entry.as_ref().map(|e| e.kind), Some(EntryKind::Dir)) || l.archive_kind == "archive";
+    let is_dir =
+        matches!(l.entry.as_ref().map(|e| e.kind), Some(EntryKind::Dir)) || l.archive_kind == "archive";
     if is_dir {
         p.push('/');
     }
@@ -123,7 +124,11 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     for l in &items {
         if a.long {
             let (mode, owner, mtime) = match &l.entry {
-                Some(e) => (format!("{:o}", e.mode), format!("{}:{}", e.uid, e.gid), model::time::format_rfc3339(e.mtime)),
+                Some(e) => (
+                    format!("{:o}", e.mode),
+                    format!("{}:{}", e.uid, e.gid),
+                    model::time::format_rfc3339(e.mtime),
+                ),
                 None => ("-".into(), "-".into(), "-".into()),
             };
             println!("{:<8} {mode:>5} {owner:>11} {:>12} {mtime} {}", kind_name(l), l.size, shown_path(l));
@@ -161,7 +166,10 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     if report.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: {} files could not be restored (see above); run `cairn verify`", report.failed.len());
+        eprintln!(
+            "error: {} files could not be restored (see above); run `cairn verify`",
+            report.failed.len()
+        );
         Ok(ExitCode::from(1))
     }
 }

@@ -1,0 +1,26 @@
+//! Test fixtures for Cairn's end-to-end tests.
+//!
+//! - [`build_tricky_tree`] makes a directory holding every filesystem case a
+//!   backup must restore faithfully (modes, owners, nanosecond times, links,
+//!   sparse files beyond 4 GiB, devices, xattrs and ACLs, odd names).
+//! - [`compare_trees`] compares two trees by raw name bytes and reports every
+//!   difference as a readable line.
+//! - [`write_random_tree`], [`write_image_file`], [`flip_byte`],
+//!   [`chunk_files`] and [`content_digest`] are small helpers.
+//!
+//! Fixtures panic with a message naming the path on any I/O failure: they run
+//! only inside tests, where a panic is the clearest report.
+//!
+//! Invariant: testkit never links a Cairn crate; it sees the appliance only
+//! through the filesystem, as a user would.
+
+mod compare;
+mod content;
+mod tricky;
+
+#[cfg(test)]
+mod compare_tests;
+
+pub use compare::compare_trees;
+pub use content::{RandomTree, chunk_files, content_digest, flip_byte, write_image_file, write_random_tree};
+pub use tricky::{TreeInfo, build_tricky_tree};

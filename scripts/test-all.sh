@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, then run all of it: formatting, lints,
+# unit tests, the end-to-end suite against the real binary, and a build of
+# every fuzz target. Safe to run repeatedly; needs root (or sudo) for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+need_pkgs=()
+command -v setfacl >/dev/null || need_pkgs+=(acl)
+command -v getfattr >/dev/null || need_pkgs+=(attr)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v mold >/dev/null || need_pkgs+=(mold)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# mold links the test binaries several times faster; same flags for every step
+# so that nothing is rebuilt between them.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "unit and end-to-end tests"
+mkdir -p target
+status=0
+cargo test --workspace --quiet 2>&1 | tee target/test-output.txt || status=$?
+
+say "fuzz targets build"
+cargo build --quiet --manifest-path fuzz/Cargo.toml
+
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+echo
+echo "${passed} passed, ${failed} failed"
+exit "$status"

@@ -1,0 +1,66 @@
+//! The CLI surface: init, snapshot ids with namespaces, archive naming for
+//! several sources, and the keys of the JSON outputs.
+
+use std::fs;
+
+use serde_json::Value;
+use testkit::write_random_tree;
+
+use crate::support::{Store, assert_same_tree, cairn, run, run_ok, str_of};
+
+#[test]
+fn init_is_idempotent_and_refuses_foreign_directories() {
+    let store = Store::new();
+    run_ok(store.cmd().arg("init"));
+    let foreign = store.path("foreign");
+    fs::create_dir(&foreign).expect("mkdir");
+    fs::write(foreign.join("precious.txt"), "mine").expect("write");
+    let r = run(cairn(&foreign).arg("init"));
+    assert_eq!(r.code, 1, "init of a non-empty foreign directory must fail: {r:?}");
+    assert!(!r.stderr.trim().is_empty());
+    assert_eq!(fs::read_dir(&foreign).expect("list").count(), 1, "init wrote into a foreign directory");
+    let r = run(cairn(&store.path("missing")).args(["snapshots"]));
+    assert_eq!(r.code, 1, "a command on a missing datastore must fail: {r:?}");
+}
+
+#[test]
+fn several_sources_namespaces_and_json_keys() {
+    let store = Store::new();
+    let (one, two, file) = (store.path("x/www"), store.path("y/www"), store.path("y/disk.raw"));
+    write_random_tree(&one, 5, 100_000, 1);
+    write_random_tree(&two, 5, 100_000, 2);
+    fs::write(&file, vec![7u8; 9000]).expect("write");
+    let time = "2026-11-22T03:00:00Z";
+    let id = store.backup_with(&[&one, &two, &file], "host/web01", time, &["--ns", "team/a", "--tag", "t1"]);
+    assert_eq!(id, format!("ns/team/a/host/web01/{time}"));
+    // Archives are listed in the order the sources were given.
+    let archives: Vec<String> =
+        run_ok(store.cmd().args(["ls", &id])).lines().map(|l| l.trim().to_owned()).collect();
+    assert_eq!(
+        archives,
+        vec!["www/", "www-2/", "disk.raw.img"].into_iter().map(String::from).collect::<Vec<_>>()
+    );
+
+    let out = store.path("out");
+    store.restore(&id, &out, &[]);
+    assert_same_tree(&one, &out.join("www"));
+    assert_same_tree(&two, &out.join("www-2"));
+    assert_eq!(fs::read(out.join("disk.raw.img")).expect("image restored"), vec![7u8; 9000]);
+
+    let snaps = store.snapshots();
+    assert_eq!(snaps.len(), 1);
+    for key in ["id", "time", "tags", "size", "stored", "protected", "verify_state", "files", "errors"] {
+        assert!(!snaps[0][key].is_null(), "snapshots --json lacks {key}: {}", snaps[0]);
+    }
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["t1"]));
+    assert_eq!(str_of(&snaps[0], "verify_state"), "none");
+    let group = run_ok(store.cmd().args(["snapshots", "ns/team/a/host/web01", "--json"]));
+    assert_eq!(serde_json::from_str::<Value>(&group).expect("json"), Value::Array(snaps));
+
+    let summary = store.backup_json(&one, "host/solo", time);
+    for key in ["id", "files", "size", "stored", "new_chunks", "duration_ms", "errors"] {
+        assert!(!summary[key].is_null(), "backup --json lacks {key}: {summary}");
+    }
+    assert_eq!(summary["files"], 5);
+    assert_eq!(summary["errors"], serde_json::json!([]));
+}

@@ -1,0 +1,57 @@
+//! Deduplication: an unchanged re-run stores almost nothing, a 1% change
+//! stores little, and two groups with the same data share chunks.
+
+use testkit::{chunk_files, flip_byte, write_random_tree};
+
+use crate::support::{Store, assert_same_tree, str_of, u64_of};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn rerun_and_small_change_store_little() {
+    let store = Store::new();
+    let src = store.path("src");
+    let tree = write_random_tree(&src, 400, 40 * MIB, 11);
+
+    let first = store.backup_json(&src, "host/dedup", "2026-03-01T00:00:00Z");
+    assert_eq!(u64_of(&first, "files"), 400, "{first}");
+    assert!(u64_of(&first, "size") >= 40 * MIB, "{first}");
+    assert!(u64_of(&first, "stored") >= 39 * MIB, "random data must be stored once: {first}");
+
+    let second = store.backup_json(&src, "host/dedup", "2026-03-01T01:00:00Z");
+    let (size, stored) = (u64_of(&second, "size"), u64_of(&second, "stored"));
+    assert!(size >= 40 * MIB, "{second}");
+    assert!(stored * 100 < size, "unchanged re-run stored {stored} of {size} bytes: {second}");
+
+    // 1% of the files change by one byte each.
+    for rel in tree.files.iter().step_by(100) {
+        flip_byte(&src.join(rel), 0);
+    }
+    let third = store.backup_json(&src, "host/dedup", "2026-03-01T02:00:00Z");
+    let (stored, new_chunks) = (u64_of(&third, "stored"), u64_of(&third, "new_chunks"));
+    // Each changed file can disturb at most the chunk it sits in and the next
+    // (a chunk is at most 4 MiB), plus the metadata stream.
+    assert!(new_chunks <= 3 * 4 + 2, "{third}");
+    assert!(stored < size / 5, "a 1% change stored {stored} of {size} bytes: {third}");
+
+    let out = store.path("out");
+    store.restore(str_of(&third, "id"), &out, &[]);
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn groups_share_chunks_globally() {
+    let store = Store::new();
+    let src = store.path("src");
+    write_random_tree(&src, 50, 12 * MIB, 12);
+    store.backup(&src, "host/one", "2026-03-02T00:00:00Z");
+    let before = chunk_files(&store.ds);
+    assert!(!before.is_empty(), "no chunk files under chunks/");
+
+    let other = store.backup_json(&src, "host/two", "2026-03-02T00:00:00Z");
+    let (size, stored) = (u64_of(&other, "size"), u64_of(&other, "stored"));
+    assert!(stored * 100 < size, "same data in a second group stored {stored} of {size}: {other}");
+    let after = chunk_files(&store.ds);
+    assert!(after.is_superset(&before));
+    assert!(after.len() <= before.len() + 2, "{} chunks before, {} after", before.len(), after.len());
+}

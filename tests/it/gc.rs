@@ -1,0 +1,84 @@
+//! Garbage collection frees what prune released and nothing else, and is
+//! safe to run again and again while a large backup is writing.
+
+use std::time::{Duration, Instant};
+
+use testkit::{chunk_files, write_random_tree};
+
+use crate::support::{Store, assert_same_tree, run_code, run_json, run_ok, u64_of};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn gc_after_prune_frees_chunks_and_keeps_the_rest_whole() {
+    let store = Store::new();
+    let trees: Vec<_> = (0..3).map(|i| store.path(&format!("t{i}"))).collect();
+    let mut ids = Vec::new();
+    for (i, tree) in trees.iter().enumerate() {
+        write_random_tree(tree, 20, 4 * MIB, 40 + i as u64);
+        ids.push(store.backup(tree, "host/gc", &format!("2026-07-0{}T00:00:00Z", i + 1)));
+    }
+    let keep_other = store.backup(&trees[0], "host/other", "2026-07-01T00:00:00Z");
+    let before = chunk_files(&store.ds).len() as u64;
+
+    run_ok(store.cmd().args(["prune", "host/gc", "--keep-last", "1"]));
+    let report = run_json(store.cmd().args(["gc", "--json"]));
+    let removed = u64_of(&report, "removed_chunks");
+    assert!(removed > 0 && u64_of(&report, "removed_bytes") >= 3 * MIB, "{report}");
+    let after = chunk_files(&store.ds).len() as u64;
+    assert_eq!(after, before - removed, "{report}");
+    assert_eq!(u64_of(&report, "kept_chunks"), after, "{report}");
+    assert!(u64_of(&report, "kept_bytes") > 0, "{report}");
+
+    let again = run_json(store.cmd().args(["gc", "--json"]));
+    assert_eq!(u64_of(&again, "removed_chunks"), 0, "{again}");
+
+    run_code(store.cmd().args(["verify", "--all"]), 0);
+    for (id, tree) in [(&ids[2], &trees[2]), (&keep_other, &trees[0])] {
+        let out = store.path(&format!("out-{}", id.replace('/', "_")));
+        store.restore(id, &out, &[]);
+        assert_same_tree(tree, &out);
+    }
+}
+
+#[test]
+fn gc_during_a_large_backup_loses_nothing() {
+    let store = Store::new();
+    let (big, small) = (store.path("big"), store.path("small"));
+    write_random_tree(&big, 120, 300 * MIB, 50);
+    write_random_tree(&small, 20, 8 * MIB, 51);
+
+    let mut child = store
+        .cmd()
+        .arg("backup")
+        .arg(&big)
+        .args(["--group", "host/g2", "--time", "2026-08-01T00:00:00Z"])
+        .stdout(store.log("big.out"))
+        .stderr(store.log("big.err"))
+        .spawn()
+        .expect("start the large backup");
+    let small_id = store.backup(&small, "host/g1", "2026-08-01T00:00:00Z");
+
+    let started = Instant::now();
+    let mut during = 0;
+    while child.try_wait().expect("poll backup").is_none() {
+        run_ok(store.cmd().arg("gc"));
+        during += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(started.elapsed() < Duration::from_secs(300), "large backup does not finish");
+    }
+    let status = child.wait().expect("large backup status");
+    let read = |name: &str| std::fs::read_to_string(store.path(name)).expect("backup log");
+    assert!(status.success(), "large backup failed: {status}\n{}", read("big.err"));
+    assert!(during >= 1, "no gc ran while the backup was writing");
+    let stdout = read("big.out");
+    let big_id = stdout.lines().rev().find(|l| !l.trim().is_empty()).expect("snapshot id").trim().to_owned();
+    run_ok(store.cmd().arg("gc"));
+
+    run_code(store.cmd().args(["verify", "--all"]), 0);
+    for (id, tree) in [(&big_id, &big), (&small_id, &small)] {
+        let target = store.path(&format!("out-{}", id.replace('/', "_")));
+        store.restore(id, &target, &[]);
+        assert_same_tree(tree, &target);
+    }
+}

@@ -1,0 +1,18 @@
+//! End-to-end tests of the `cairn` binary: every test makes its own
+//! datastore and source trees in temporary directories and drives the real
+//! CLI, checking exit codes, JSON output and restored trees byte for byte.
+//!
+//! Run with `cargo test -p daemon --test it`. Needs root (devices, owners)
+//! and the `setfacl` (Debian `acl`) and `setpriv` (util-linux) commands.
+
+mod support;
+
+mod catalog;
+mod cli_basics;
+mod corpus_roundtrip;
+mod crash;
+mod dedup;
+mod excludes;
+mod gc;
+mod prune;
+mod verify;
