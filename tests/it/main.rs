@@ -14,5 +14,6 @@ mod crash;
 mod dedup;
 mod excludes;
 mod gc;
+mod golden;
 mod prune;
 mod verify;

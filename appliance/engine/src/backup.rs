@@ -48,7 +48,8 @@ pub struct BackupReport {
     pub errors: Vec<ManifestError>,
 }
 
-/// Name archives after their sources: `www`, `root` for `/`, `disk.raw.img`.
+/// Name archives after their sources: `www`, `root` for `/`, `disk.raw.img`
+/// (`.img` is added to an image's name unless it already ends so).
 pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (path, is_image) in sources {
@@ -61,7 +62,7 @@ pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
         if !clean.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             clean.insert(0, 'x');
         }
-        if *is_image {
+        if *is_image && !clean.ends_with(".img") {
             clean.push_str(".img");
         }
         let mut name = clean.clone();

@@ -109,6 +109,14 @@ impl Datastore {
             .validate()
             .map_err(|e| bad(e.to_string()))?;
         let root = root.to_owned();
+        // Working directories hold no data and may be missing (a datastore
+        // copied without its empty directories); recreate them.
+        for dir in ["chunks", "snapshots", "writers", "locks", "quarantine", "trash"] {
+            let dir = root.join(dir);
+            if !dir.is_dir() {
+                create_dir_all_durable(&dir)?;
+            }
+        }
         let chunks = ChunkStore::new(root.join("chunks"), root.join("quarantine"));
         Ok(Self { config: DatastoreConfig { cdc, zstd_level: file.zstd_level }, chunks, root })
     }

@@ -115,7 +115,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         });
     } else {
         println!(
-            "{} entries, {} logical, {} new in {} chunks ({} reused), {}",
+            "{} files, {} logical, {} new in {} chunks ({} reused), {}",
             s.files,
             output::size(s.size),
             output::size(s.stored),

@@ -8,7 +8,7 @@ mod snapshots;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use engine::Engine;
 use model::Namespace;
@@ -95,7 +95,10 @@ pub fn open(cli: &Cli) -> Result<Engine> {
     Engine::open(&cli.datastore)
 }
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub fn run(mut cli: Cli) -> Result<ExitCode> {
+    // Every later path is relative to the datastore root; make it absolute once.
+    cli.datastore = std::path::absolute(&cli.datastore)
+        .with_context(|| format!("invalid datastore path {}", cli.datastore.display()))?;
     match &cli.command {
         Command::Init(a) => maintain::init(&cli, a),
         Command::Backup(a) => backup::run(&cli, a),

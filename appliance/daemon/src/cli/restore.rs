@@ -68,7 +68,11 @@ pub struct RestoreArgs {
 
 #[derive(Serialize)]
 struct ListedJson {
+    /// The path, with invalid UTF-8 replaced by U+FFFD; `path_hex` then
+    /// carries the exact bytes.
     path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
     #[serde(rename = "type")]
     kind: &'static str,
     size: u64,
@@ -76,6 +80,45 @@ struct ListedJson {
     uid: Option<u32>,
     gid: Option<u32>,
     mtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_nsec: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rdev: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hardlink: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sparse: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    xattrs: Vec<String>,
+}
+
+impl ListedJson {
+    fn new(l: &Listed) -> Self {
+        let e = l.entry.as_ref();
+        let hex = |b: &[u8]| b.iter().map(|c| format!("{c:02x}")).collect::<String>();
+        Self {
+            path: String::from_utf8_lossy(&l.path).into_owned(),
+            path_hex: std::str::from_utf8(&l.path).is_err().then(|| hex(&l.path)),
+            kind: kind_name(l),
+            size: l.size,
+            mode: e.map(|e| e.mode),
+            uid: e.map(|e| e.uid),
+            gid: e.map(|e| e.gid),
+            mtime: e.map(|e| model::time::format_rfc3339(e.mtime)),
+            mtime_nsec: e.map(|e| e.mtime_nsec),
+            target: e
+                .filter(|e| e.kind == EntryKind::Symlink)
+                .map(|e| String::from_utf8_lossy(&e.link_target).into_owned()),
+            rdev: e.filter(|e| matches!(e.kind, EntryKind::CharDev | EntryKind::BlockDev)).map(|e| e.rdev),
+            hardlink: e.map(|e| e.hardlink).filter(|h| *h != 0),
+            sparse: e.is_some_and(|e| e.extents.is_some()),
+            xattrs: e
+                .map(|e| e.xattrs.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 fn kind_name(l: &Listed) -> &'static str {
@@ -106,18 +149,7 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     let engine = open(cli)?;
     let items = engine.list(&id, a.path.as_ref().map(|p| p.as_bytes()), a.recursive)?;
     if a.json {
-        let out: Vec<ListedJson> = items
-            .iter()
-            .map(|l| ListedJson {
-                path: String::from_utf8_lossy(&l.path).into_owned(),
-                kind: kind_name(l),
-                size: l.size,
-                mode: l.entry.as_ref().map(|e| e.mode),
-                uid: l.entry.as_ref().map(|e| e.uid),
-                gid: l.entry.as_ref().map(|e| e.gid),
-                mtime: l.entry.as_ref().map(|e| model::time::format_rfc3339(e.mtime)),
-            })
-            .collect();
+        let out: Vec<ListedJson> = items.iter().map(ListedJson::new).collect();
         output::json(&out);
         return Ok(ExitCode::SUCCESS);
     }
