@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
-use engine::{BackupOptions, Progress};
+use engine::{BackupOptions, DatastoreConfig, Engine, Progress};
 use model::BackupGroup;
 use serde::Serialize;
 
@@ -77,7 +77,15 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             return Err(anyhow!("invalid tag {t:?}: use up to 64 printable characters without commas"));
         }
     }
-    let engine = open(cli)?;
+    // The first backup into a directory that does not exist yet creates the
+    // datastore there with default settings (`cairn init` tunes them).
+    let engine = if cli.datastore.exists() {
+        open(cli)?
+    } else {
+        let (engine, _) = Engine::init(&cli.datastore, DatastoreConfig::default())?;
+        eprintln!("created datastore {}", cli.datastore.display());
+        engine
+    };
     let opts = BackupOptions {
         group,
         sources: a.sources.clone(),
@@ -115,11 +123,11 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         });
     } else {
         println!(
-            "{} files, {} logical, {} new in {} chunks ({} reused), {}",
-            s.files,
+            "{}, {} logical, {} new in {} ({} reused), {}",
+            output::count(s.files, "file"),
             output::size(s.size),
             output::size(s.stored),
-            s.new_chunks,
+            output::count(s.new_chunks, "chunk"),
             s.reused_chunks,
             output::duration_ms(s.duration_ms)
         );

@@ -110,10 +110,10 @@ pub fn verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
             eprintln!("bad chunk {id}: {why}");
         }
         println!(
-            "{} snapshots checked, {} damaged; {} chunks ({}) read",
-            report.snapshots.len(),
+            "{} checked, {} damaged; {} ({}) read",
+            output::count(report.snapshots.len() as u64, "snapshot"),
             damaged,
-            report.chunks,
+            output::count(report.chunks as u64, "chunk"),
             output::size(report.bytes)
         );
     }
@@ -233,12 +233,12 @@ pub fn gc(cli: &Cli, a: &GcArgs) -> Result<ExitCode> {
         });
     } else {
         println!(
-            "removed {} chunks ({}); kept {} chunks ({}) referenced by {} snapshots",
-            s.removed_chunks,
+            "removed {} ({}); kept {} ({}) referenced by {}",
+            output::count(s.removed_chunks, "chunk"),
             output::size(s.removed_bytes),
-            s.kept_chunks,
+            output::count(s.kept_chunks, "chunk"),
             output::size(s.kept_bytes),
-            s.snapshots
+            output::count(s.snapshots as u64, "snapshot")
         );
     }
     Ok(ExitCode::SUCCESS)

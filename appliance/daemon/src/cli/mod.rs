@@ -40,7 +40,7 @@ EXIT STATUS:
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about = ABOUT, long_about = ABOUT, after_long_help = AFTER)]
 pub struct Cli {
-    /// Datastore directory; created by `cairn init`.
+    /// Datastore directory; created by `cairn init` or by the first backup into it.
     #[arg(long, global = true, env = "CAIRN_DATASTORE", default_value = "./cairn-data", value_name = "DIR")]
     pub datastore: PathBuf,
     /// More log output on stderr (-v info, -vv debug).

@@ -125,8 +125,9 @@ pub fn list(cli: &Cli, a: &SnapshotsArgs) -> Result<ExitCode> {
     let factor = if stored > 0 { size as f64 / stored as f64 } else { 0.0 };
     println!();
     println!(
-        "{} snapshots, {} logical, {} stored, dedup factor {factor:.1}",
+        "{} snapshot{}, {} logical, {} stored, dedup factor {factor:.1}",
         infos.len(),
+        if infos.len() == 1 { "" } else { "s" },
         output::size(size),
         output::size(stored)
     );
