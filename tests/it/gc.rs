@@ -82,3 +82,58 @@ fn gc_during_a_large_backup_loses_nothing() {
         assert_same_tree(tree, &target);
     }
 }
+
+/// A backup that reuses chunks only an older snapshot of another group
+/// holds, while that snapshot is pruned and gc runs in a loop: the chunks
+/// the backup references must survive (or be written again).
+#[test]
+fn gc_never_frees_a_chunk_a_running_backup_references() {
+    let store = Store::new();
+    let (shared, empty) = (store.path("shared"), store.path("empty"));
+    write_random_tree(&shared, 30, 24 * MIB, 80);
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    store.backup(&shared, "host/old", "2026-08-01T00:00:00Z");
+    store.backup(&empty, "host/old", "2026-08-02T00:00:00Z");
+
+    // The new group's tree: a large unique part first (walk order is by
+    // name), then a copy of the shared data, deduplicated against host/old.
+    let new = store.path("new");
+    write_random_tree(&new.join("a-unique"), 60, 160 * MIB, 81);
+    copy_dir(&shared, &new.join("z-shared"));
+
+    let mut child = store
+        .cmd()
+        .arg("backup")
+        .arg(&new)
+        .args(["--group", "host/new", "--time", "2026-08-03T00:00:00Z"])
+        .stdout(store.log("new.out"))
+        .stderr(store.log("new.err"))
+        .spawn()
+        .expect("start backup");
+    run_ok(store.cmd().args(["prune", "host/old", "--keep-last", "1"]));
+    let started = Instant::now();
+    while child.try_wait().expect("poll").is_none() {
+        run_ok(store.cmd().arg("gc"));
+        assert!(started.elapsed() < Duration::from_secs(300), "backup does not finish");
+    }
+    let read = |name: &str| std::fs::read_to_string(store.path(name)).expect("log");
+    assert!(child.wait().expect("status").success(), "backup failed: {}", read("new.err"));
+    let id = read("new.out").lines().last().expect("id").trim().to_owned();
+    run_ok(store.cmd().arg("gc"));
+    run_code(store.cmd().args(["verify", "--all"]), 0);
+    let out = store.path("out");
+    store.restore(&id, &out, &[]);
+    assert_same_tree(&new, &out);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("readdir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}

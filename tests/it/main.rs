@@ -12,6 +12,7 @@ mod cli_basics;
 mod corpus_roundtrip;
 mod crash;
 mod dedup;
+mod disk_full;
 mod excludes;
 mod gc;
 mod golden;

@@ -22,7 +22,7 @@ use model::{BackupGroup, SnapshotId};
 use crate::Engine;
 use crate::fswalk::{WalkItem, WalkOptions, Walker, open_data};
 use crate::payload::PayloadBuilder;
-use crate::pipeline::{Pipeline, StreamIndex, Work};
+use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
 
@@ -205,9 +205,8 @@ impl Ctx<'_> {
                 entries: 0,
             };
             let produced = tree.run(self, walker, prev.as_mut(), &mut pipe);
-            let finished = pipe.finish();
-            produced?;
-            Ok((finished?, tree.size, tree.entries))
+            let streams = pipeline::first_error(produced, pipe.finish())?;
+            Ok((streams, tree.size, tree.entries))
         })?;
         let (meta_ref, _) = index_ref(self.writer, &format!("{name}.meta.didx"), &streams[META])?;
         let (payload_ref, _) =
@@ -437,9 +436,7 @@ impl Ctx<'_> {
                 }
                 Ok(())
             })();
-            let finished = pipe.finish();
-            produced?;
-            Ok(finished?.remove(0))
+            Ok(pipeline::first_error(produced, pipe.finish())?.remove(0))
         })?;
         self.files += 1;
         let fidx = FixedIndex {

@@ -52,6 +52,22 @@ struct InFlight {
     cond: Condvar,
 }
 
+/// What `send` returns once a worker failed; the worker's own error comes
+/// from `finish` (see [`first_error`]).
+#[derive(Debug, thiserror::Error)]
+#[error("backup pipeline stopped after an error")]
+pub struct Stopped;
+
+/// The error to report when both the reader and the pipeline may have
+/// failed: a reader that only saw [`Stopped`] yields to the pipeline's cause.
+pub fn first_error<T>(produced: Result<()>, finished: Result<T>) -> Result<T> {
+    match (produced, finished) {
+        (Ok(()), finished) => finished,
+        (Err(e), Err(cause)) if e.is::<Stopped>() => Err(cause),
+        (Err(e), _) => Err(e),
+    }
+}
+
 /// A running pipeline inside a thread scope.
 pub struct Pipeline<'scope> {
     tx: Option<Sender<Job>>,
@@ -87,11 +103,11 @@ impl<'scope> Pipeline<'scope> {
     /// Queue a chunk of `stream`. Fails fast once any worker failed.
     pub fn send(&mut self, stream: usize, work: Work) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(anyhow!("backup pipeline stopped after an error"));
+            return Err(Stopped.into());
         }
         let job = Job { seq: self.seq, stream, work };
         self.seq += 1;
-        self.tx.as_ref().expect("open").send(job).map_err(|_| anyhow!("backup pipeline stopped"))
+        self.tx.as_ref().expect("open").send(job).map_err(|_| Stopped.into())
     }
 
     /// Wait for every queued chunk; returns each stream's index.
