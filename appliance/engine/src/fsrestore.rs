@@ -245,19 +245,34 @@ impl Restorer {
             return Ok(Begin::Done);
         }
         let (parent, name) = split(rel);
-        let dir = self.parent_dir(parent)?;
+        let dir = self.take_parent_dir(parent)?;
+        let result = self.begin_in(&dir, name, rel, entry);
+        // Keep the directory open for the entry's siblings.
+        if self.parent.is_none() {
+            self.parent = Some((parent.to_vec(), dir));
+        }
+        result
+    }
+
+    fn begin_in(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+        entry: &Entry,
+    ) -> Result<Begin, RestoreError> {
         match entry.kind {
-            EntryKind::Dir => self.make_dir(&dir, name, rel, entry).map(|()| Begin::Done),
-            EntryKind::File => self.make_file(&dir, name, rel, entry),
+            EntryKind::Dir => self.make_dir(dir, name, rel, entry).map(|()| Begin::Done),
+            EntryKind::File => self.make_file(dir, name, rel, entry),
             EntryKind::Symlink => {
-                if self.occupied(&dir, name, rel, entry.kind)? && !self.opts.overwrite {
+                if self.occupied(dir, name, rel, entry.kind)? && !self.opts.overwrite {
                     return Err(RestoreError::Exists { path: self.shown(rel) });
                 }
                 self.symlinks.push((rel.to_vec(), entry.clone()));
                 Ok(Begin::Done)
             }
             EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
-                self.make_node(&dir, name, rel, entry).map(|()| Begin::Done)
+                self.make_node(dir, name, rel, entry).map(|()| Begin::Done)
             }
             EntryKind::Socket => {
                 let shown = self.shown(rel);
@@ -274,17 +289,13 @@ impl Restorer {
         self.stats.warnings.push(message);
     }
 
-    /// The open parent directory of an entry (cached for its siblings).
-    fn parent_dir(&mut self, parent: &[u8]) -> Result<OwnedFd, RestoreError> {
-        if let Some((p, fd)) = &self.parent
-            && p == parent
-        {
-            return fd.try_clone().map_err(|e| io_error("open", &self.shown(parent), e));
+    /// The open parent directory of an entry, taken out of the one-entry
+    /// cache (`begin` puts it back for the entry's siblings).
+    fn take_parent_dir(&mut self, parent: &[u8]) -> Result<OwnedFd, RestoreError> {
+        match self.parent.take() {
+            Some((p, fd)) if p == parent => Ok(fd),
+            _ => self.open_dir(parent, true),
         }
-        let fd = self.open_dir(parent, true)?;
-        let copy = fd.try_clone().map_err(|e| io_error("open", &self.shown(parent), e))?;
-        self.parent = Some((parent.to_vec(), fd));
-        Ok(copy)
     }
 
     /// Open the directory `rel` one component at a time without following
@@ -450,7 +461,11 @@ impl Restorer {
         if written != entry.data_len() {
             return Err(RestoreError::DataLength { path: shown, expected: entry.data_len(), got: written });
         }
-        file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
+        // The file is new (O_EXCL), so only a sparse file's trailing hole
+        // needs a size set; a dense file already has all its bytes.
+        if entry.extents.is_some() {
+            file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
+        }
         self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
         self.set_xattrs(&shown, &entry, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
         fchmod(&file, mode_of(entry.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
