@@ -1,40 +1,11 @@
 //! A full disk fails the backup with a clear error, leaves no snapshot
 //! behind, and the datastore goes on working once space is freed.
 
-use std::path::Path;
-use std::process::Command;
-
 use testkit::write_random_tree;
 
-use crate::support::{Store, assert_same_tree, run, run_code, run_json, run_ok, u64_of};
+use crate::support::{Store, Tmpfs, assert_same_tree, run, run_code, run_json, run_ok, u64_of};
 
 const MIB: u64 = 1 << 20;
-
-/// A small tmpfs mounted on `dir` for the life of the value.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, size_mib: u64) -> Tmpfs<'a> {
-        std::fs::create_dir_all(dir).expect("mkdir mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
 
 #[test]
 fn disk_full_fails_the_backup_cleanly() {

@@ -3,12 +3,10 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
-use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Store, cairn, count_of, parse_json, run_code, run_json, run_ok, str_of};
+use crate::support::{Store, as_nobody, cairn, count_of, parse_json, run_code, run_json, run_ok, str_of};
 
 #[test]
 fn exclude_glob_leaves_matching_files_out() {
@@ -29,17 +27,6 @@ fn exclude_glob_leaves_matching_files_out() {
     store.restore(&id, &out, &[]);
     assert!(out.join("keep.txt").is_file() && out.join("sub/keep.dat").is_file());
     assert!(!out.join("a.tmp").exists() && !out.join("sub/b.tmp").exists(), "excluded files restored");
-}
-
-/// `cairn` run as the unprivileged user 65534 with no groups.
-fn as_nobody(ds: &Path) -> Command {
-    let plain = cairn(ds);
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(plain.get_program())
-        .args(plain.get_args());
-    cmd.env_remove("CAIRN_DATASTORE").env_remove("CAIRN_LOG");
-    cmd
 }
 
 /// As root every file is readable, so the backup runs as user 65534 over a

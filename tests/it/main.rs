@@ -8,10 +8,12 @@
 mod support;
 
 mod catalog;
+mod change_detection;
 mod cli_basics;
 mod corpus_roundtrip;
 mod crash;
 mod dedup;
+mod devices;
 mod disk_full;
 mod excludes;
 mod gc;

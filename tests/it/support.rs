@@ -182,3 +182,49 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         diffs.iter().take(60).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// A small tmpfs mounted on `dir` for the life of the value.
+pub struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    pub fn mount(dir: &'a Path, size_mib: u64) -> Tmpfs<'a> {
+        Self::mount_with(dir, size_mib, "")
+    }
+
+    /// With extra mount options, e.g. `strictatime` (every read updates atime).
+    pub fn mount_with(dir: &'a Path, size_mib: u64, options: &str) -> Tmpfs<'a> {
+        std::fs::create_dir_all(dir).expect("mkdir mount point");
+        let mut opts = format!("size={size_mib}m");
+        if !options.is_empty() {
+            opts = format!("{opts},{options}");
+        }
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+/// `cairn` run as the unprivileged user 65534 with no groups.
+pub fn as_nobody(ds: &Path) -> Command {
+    let plain = cairn(ds);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(plain.get_program())
+        .args(plain.get_args());
+    cmd.env_remove("CAIRN_DATASTORE").env_remove("CAIRN_LOG");
+    cmd
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
-use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
+use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
 use filevol::{
     DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats,
     SourceHandler, SourceStat, Writer,
@@ -222,9 +222,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Where a hard-link group's data sits: payload offset and sparse extents
-/// of its first member.
-type LinkData = (u64, Option<Vec<(u64, u64)>>);
+/// Where a hard-link group's data sits: payload offset, size and sparse
+/// extents of its first member, as stored.
+type LinkData = (u64, u64, Option<Vec<(u64, u64)>>);
 
 struct TreeBuilder {
     meta: StreamChunker,
@@ -257,6 +257,13 @@ impl TreeBuilder {
                     if entry.kind == EntryKind::File
                         && !self.file_data(cx, &mut entry, &source, prev.as_deref_mut(), pipe)?
                     {
+                        continue;
+                    }
+                    // Never write an entry the reader would refuse (a path
+                    // over 4096 bytes, say): it would end the stream there.
+                    if let Err(e) = check_entry(&entry) {
+                        let path = String::from_utf8_lossy(&entry.path).into_owned();
+                        cx.errors.push(ManifestError { path, error: e.to_string() });
                         continue;
                     }
                     if entry.kind == EntryKind::File {
@@ -301,14 +308,18 @@ impl TreeBuilder {
         prev: Option<&mut PrevTree>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<bool> {
-        self.size += entry.size;
         if entry.hardlink != 0
-            && let Some((off, ext)) = self.links.get(&entry.hardlink)
+            && let Some((off, size, ext)) = self.links.get(&entry.hardlink)
         {
+            // Every member describes the data stored once for the group,
+            // even if the file changed between the two stats.
             entry.payload_offset = *off;
+            entry.size = *size;
             entry.extents = ext.clone();
+            self.size += entry.size;
             return Ok(true);
         }
+        self.size += entry.size;
         let mut reused = None;
         if let Some(prev) = prev
             && let Some(old) = prev.lookup(&entry.path)?
@@ -338,7 +349,7 @@ impl TreeBuilder {
             }
         }
         if entry.hardlink != 0 {
-            self.links.insert(entry.hardlink, (entry.payload_offset, entry.extents.clone()));
+            self.links.insert(entry.hardlink, (entry.payload_offset, entry.size, entry.extents.clone()));
         }
         Ok(true)
     }

@@ -146,9 +146,16 @@ impl FileSink {
 struct DirMeta {
     rel: Vec<u8>,
     mode: u32,
+    uid: u32,
+    gid: u32,
     mtime: i64,
     mtime_nsec: u32,
+    /// `system.posix_acl_default`, set last so that the restored children
+    /// do not inherit it.
+    default_acl: Option<Vec<u8>>,
 }
+
+const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
 
 /// Writes archive entries under one target directory.
 #[derive(Debug)]
@@ -163,7 +170,9 @@ pub struct Restorer {
     symlinks: Vec<(Vec<u8>, Entry)>,
     /// Hard-link group → path of its first restored member.
     links: HashMap<u64, Vec<u8>>,
-    xattrs_unsupported: bool,
+    /// xattr namespaces (`user`, `system`, …) the target refused with
+    /// ENOTSUP: warned about once, then skipped.
+    xattrs_unsupported: Vec<Vec<u8>>,
     stats: RestoreStats,
 }
 
@@ -222,7 +231,7 @@ impl Restorer {
             dirs: Vec::new(),
             symlinks: Vec::new(),
             links: HashMap::new(),
-            xattrs_unsupported: false,
+            xattrs_unsupported: Vec::new(),
             stats: RestoreStats::default(),
         })
     }
@@ -401,17 +410,25 @@ impl Restorer {
         self.restore_dir_fd(fd, rel, entry)
     }
 
-    /// Owner and xattrs of a directory now; mode and time in `finish`.
+    /// Xattrs of a directory now; owner, default ACL, mode and time in
+    /// `finish`. Until then every directory this restore made belongs to
+    /// the restoring user with mode 0700, so no other user can swap a
+    /// path component under it while the restore works by path.
     fn restore_dir_fd(&mut self, fd: OwnedFd, rel: &[u8], entry: &Entry) -> Result<(), RestoreError> {
         let file = File::from(fd);
         let shown = self.shown(rel);
-        self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
-        self.set_xattrs(&shown, entry, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        let (default_acl, now): (Vec<_>, Vec<_>) =
+            entry.xattrs.iter().cloned().partition(|(n, _)| n == DEFAULT_ACL);
+        self.set_xattrs(&shown, &now, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        let default_acl = default_acl.into_iter().next().map(|(_, v)| v);
         self.dirs.push(DirMeta {
             rel: rel.to_vec(),
             mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
             mtime: entry.mtime,
             mtime_nsec: entry.mtime_nsec,
+            default_acl,
         });
         self.stats.dirs += 1;
         Ok(())
@@ -467,7 +484,7 @@ impl Restorer {
             file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
         }
         self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
-        self.set_xattrs(&shown, &entry, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        self.set_xattrs(&shown, &entry.xattrs, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
         fchmod(&file, mode_of(entry.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
         futimens(&file, &TimeSpec::UTIME_OMIT, &mtime_of(&entry))
             .map_err(|e| io_error("set the times of", &shown, e))?;
@@ -526,7 +543,7 @@ impl Restorer {
         let (uid, gid) = (Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid)));
         self.chown(fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW), &shown)?;
         let path = self.target.join(OsStr::from_bytes(rel));
-        self.set_xattrs(&shown, entry, |n, v| xattr::set(&path, OsStr::from_bytes(n), v));
+        self.set_xattrs(&shown, &entry.xattrs, |n, v| xattr::set(&path, OsStr::from_bytes(n), v));
         if entry.kind != EntryKind::Symlink {
             fchmodat(dir, name, mode_of(entry.mode), FchmodatFlags::FollowSymlink)
                 .map_err(|e| io_error("set the mode of", &shown, e))?;
@@ -544,18 +561,27 @@ impl Restorer {
     }
 
     /// Set every xattr with `set`; failures become warnings.
-    fn set_xattrs(&mut self, shown: &str, entry: &Entry, set: impl Fn(&[u8], &[u8]) -> io::Result<()>) {
-        for (name, value) in &entry.xattrs {
-            if self.xattrs_unsupported {
-                return;
+    fn set_xattrs(
+        &mut self,
+        shown: &str,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        set: impl Fn(&[u8], &[u8]) -> io::Result<()>,
+    ) {
+        for (name, value) in xattrs {
+            let namespace = name.split(|c| *c == b'.').next().unwrap_or_default().to_vec();
+            if self.xattrs_unsupported.contains(&namespace) {
+                continue;
             }
             match set(name, value) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
-                    self.xattrs_unsupported = true;
+                    let ns = String::from_utf8_lossy(&namespace).into_owned();
+                    let name = String::from_utf8_lossy(name);
                     self.warn(format!(
-                        "{shown}: the target filesystem does not support extended attributes; none restored"
+                        "{shown}: the target filesystem does not support {name}; no '{ns}.' \
+                         extended attributes restored from here on"
                     ));
+                    self.xattrs_unsupported.push(namespace);
                 }
                 Err(e) => {
                     let name = String::from_utf8_lossy(name);
@@ -596,6 +622,12 @@ impl Restorer {
     fn dir_metadata(&mut self, d: &DirMeta) -> Result<(), RestoreError> {
         let fd = self.open_dir(&d.rel, false)?;
         let shown = self.shown(&d.rel);
+        self.chown(fchown(&fd, Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid))), &shown)?;
+        if let Some(acl) = &d.default_acl {
+            let file = File::from(fd.try_clone().map_err(|e| io_error("open", &shown, e))?);
+            let acl = [(DEFAULT_ACL.to_vec(), acl.clone())];
+            self.set_xattrs(&shown, &acl, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        }
         fchmod(fd.as_fd(), mode_of(d.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
         let mtime = TimeSpec::new(d.mtime as libc::time_t, d.mtime_nsec as _);
         futimens(fd.as_fd(), &TimeSpec::UTIME_OMIT, &mtime)

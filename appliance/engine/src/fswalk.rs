@@ -393,6 +393,7 @@ pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError
 fn data_extents(file: &File, size: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
     let mut ext: Vec<(u64, u64)> = Vec::new();
     let mut pos = 0u64;
+    let mut gap = 4096;
     while pos < size {
         let data = match lseek(file, pos as i64, Whence::SeekData) {
             Ok(d) => d as u64,
@@ -413,14 +414,15 @@ fn data_extents(file: &File, size: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
         }
         ext.push((data, hole - data));
         pos = hole;
+        // Merge as we go so that memory stays bounded on a file with
+        // millions of tiny holes.
+        while ext.len() > MAX_EXTENTS {
+            ext = merge_gaps(ext, gap);
+            gap *= 2;
+        }
     }
     if ext.len() == 1 && ext[0] == (0, size) {
         return Ok(None);
-    }
-    let mut gap = 4096;
-    while ext.len() > MAX_EXTENTS {
-        ext = merge_gaps(ext, gap);
-        gap *= 2;
     }
     Ok(Some(ext))
 }

@@ -5,7 +5,7 @@
 //! Paths name an archive first (`www/etc/hosts`); when a snapshot has one
 //! archive its name may be left out.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -184,11 +184,30 @@ impl Engine {
             let target = if target.is_dir() { target.join(&a.name) } else { target.to_owned() };
             return self.restore_image(&req.snapshot, a, &target, req.overwrite, progress, report);
         }
+        let mut restorer = Restorer::new(target, RestoreOptions { overwrite: req.overwrite })?;
+        let copied = self.copy_entries(req, a, inner, &mut restorer, progress, report);
+        // Even after an error, finish what was restored: symlinks, and the
+        // owners, modes and times of the directories made so far.
+        let finished = restorer.finish();
+        copied?;
+        let stats = finished?;
+        report.warnings.extend(stats.warnings);
+        Ok(())
+    }
+
+    fn copy_entries(
+        &self,
+        req: &RestoreRequest,
+        a: &ManifestArchive,
+        inner: &[u8],
+        restorer: &mut Restorer,
+        progress: &Progress,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
         let base_len = match inner.iter().rposition(|c| *c == b'/') {
             Some(i) => i + 1,
             None => 0,
         };
-        let mut restorer = Restorer::new(target, RestoreOptions { overwrite: req.overwrite })?;
         let payload_index = self.ds.read_didx(&req.snapshot, &a.indexes[1])?;
         let mut payload = StreamReader::new(self.ds.chunks().clone(), payload_index);
         let mut found = false;
@@ -235,8 +254,6 @@ impl Engine {
         if !found {
             bail!("{}: no such path in {}", String::from_utf8_lossy(inner), req.snapshot);
         }
-        let stats = restorer.finish()?;
-        report.warnings.extend(stats.warnings);
         Ok(())
     }
 
@@ -251,6 +268,26 @@ impl Engine {
     ) -> Result<()> {
         let fidx = self.ds.read_fidx(id, &a.indexes[0])?;
         let device = std::fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+        if device {
+            if !overwrite {
+                bail!(
+                    "{} is a block device; restoring image {} onto it replaces its contents: \
+                     add --overwrite to do so",
+                    target.display(),
+                    a.name
+                );
+            }
+            let mut dev = File::open(target).with_context(|| format!("cannot open {}", target.display()))?;
+            let capacity = dev.seek(SeekFrom::End(0))?;
+            if capacity < fidx.size {
+                bail!(
+                    "{} holds {capacity} bytes, too small for image {} of {} bytes; nothing was written",
+                    target.display(),
+                    a.name,
+                    fidx.size
+                );
+            }
+        }
         let mut out = if device {
             OpenOptions::new().write(true).open(target)
         } else if overwrite {
@@ -267,6 +304,13 @@ impl Engine {
                 out.seek(SeekFrom::Current(len as i64))?;
             } else {
                 let data = fetch.get(i).map_err(|e| anyhow!("restoring image {}: {e}", a.name))?;
+                if data.len() as u64 != len {
+                    bail!(
+                        "restoring image {}: chunk {i} holds {} bytes, the index says {len}",
+                        a.name,
+                        data.len()
+                    );
+                }
                 out.write_all(&data).with_context(|| format!("writing {}", target.display()))?;
             }
             progress.add_bytes(len);

@@ -49,8 +49,9 @@
 //!
 //! The body ends exactly after the last xattr. A dense regular file has no
 //! extent list: its data is `[0, size)`. A sparse file lists its data
-//! extents; everything else reads as zeros. The payload holds
-//! [`Entry::data_len`] bytes of the file from the payload offset.
+//! extents; everything else reads as zeros. From the payload offset, the
+//! payload stream holds the file's data: `size` bytes for a dense file, the
+//! extents' bytes concatenated for a sparse one ([`Entry::data_len`]).
 //!
 //! Invariant: the reader never panics, never follows a length it has not
 //! bounded first, and yields only entries that pass [`check_entry`].

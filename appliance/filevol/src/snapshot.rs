@@ -44,6 +44,44 @@ pub struct Manifest {
     pub created_by: String,
 }
 
+impl Manifest {
+    /// Structural checks a reader relies on, whatever wrote the file:
+    /// archive names are single safe path components (restore joins them to
+    /// its target), unique, and each kind has its index files.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for a in &self.archives {
+            let name = a.name.as_str();
+            let safe = !name.is_empty()
+                && name.len() <= 255
+                && name != "."
+                && name != ".."
+                && !name.contains(['/', '\0']);
+            if !safe {
+                return Err(format!("invalid archive name {name:?}"));
+            }
+            if !seen.insert(name) {
+                return Err(format!("archive name {name:?} appears twice"));
+            }
+            let want = match a.kind.as_str() {
+                "file" => 2,
+                "image" => 1,
+                other => return Err(format!("archive {name:?} has unknown kind {other:?}")),
+            };
+            if a.indexes.len() != want {
+                return Err(format!("archive {name:?} lists {} index files, not {want}", a.indexes.len()));
+            }
+            for i in &a.indexes {
+                let f = i.file.as_str();
+                if f.is_empty() || f.contains(['/', '\0']) || f == "." || f == ".." {
+                    return Err(format!("archive {name:?} names an invalid index file {f:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestArchive {
     pub name: String,
@@ -157,6 +195,9 @@ impl Datastore {
             .map_err(|e| StoreError::Format { path: path.clone(), detail: e.to_string() })?;
         if m.format != MANIFEST_FORMAT || m.version != MANIFEST_VERSION {
             let detail = format!("{} version {} (this build reads version 1)", m.format, m.version);
+            return Err(StoreError::Format { path, detail });
+        }
+        if let Err(detail) = m.check() {
             return Err(StoreError::Format { path, detail });
         }
         Ok(m)
