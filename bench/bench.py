@@ -160,6 +160,7 @@ def machine_info(work, cairn):
         "kernel": platform.release(),
         "os": sh("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
         "work_fs": fs,
+        "restore_fs": os.environ.get("CAIRN_BENCH_OUT_FS", "disk"),
         "versions": versions,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -277,7 +278,8 @@ def render(results):
         out.append("")
     out.append(f"Measured {m.get('date', '?')} on {m.get('nproc', '?')} CPUs ({m.get('cpu', '?')}), "
                f"{m.get('ram', '?')} RAM, Linux {m.get('kernel', '?')}, {m.get('os', '?')}, "
-               f"work directory on {m.get('work_fs', '?')}.")
+               f"work directory on {m.get('work_fs', '?')}; restores (and the tar/cp references) "
+               f"written to {'a tmpfs' if m.get('restore_fs') == 'tmpfs' else 'the work disk'}.")
     out.append("")
     vers = m.get("versions", {})
     out.append("Versions: " + "; ".join(f"{k}: `{v}`" for k, v in sorted(vers.items())) + ".")

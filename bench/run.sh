@@ -2,7 +2,7 @@
 # Reproducible benchmark of Cairn against restic and borg.
 #
 # Usage: bench/run.sh [--quick] [--only tree|image] [--tools cairn,restic,borg]
-#                     [--fresh] [--no-doc] [--doc]
+#                     [--fresh] [--no-doc] [--doc] [--restore-on-disk]
 #
 # Corpora, repositories and logs live in bench/work/ (or $CAIRN_BENCH_DIR).
 # Raw figures go to results.json there; a full run also rewrites the marked
@@ -20,6 +20,7 @@ ONLY=""
 TOOLS="cairn,restic,borg"
 WRITE_DOC=auto
 FRESH=0
+RESTORE_ON_DISK=0
 
 usage() {
     sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -29,6 +30,7 @@ Options:
   --only CORPUS      tree or image (default: both)
   --tools LIST       comma-separated subset of cairn,restic,borg (default: all)
   --fresh            drop figures of earlier runs instead of merging with them
+  --restore-on-disk  restore to the work disk instead of a tmpfs (noisier here)
   --no-doc / --doc   do not / do rewrite docs/benchmarks.md (default: only
                      for full runs; quick runs write results-quick.md)
 EOF
@@ -45,6 +47,7 @@ while (($#)); do
         --tools) [[ $# -ge 2 ]] || die "--tools needs an argument"; TOOLS=$2; shift ;;
         --tools=*) TOOLS=${1#*=} ;;
         --fresh) FRESH=1 ;;
+        --restore-on-disk) RESTORE_ON_DISK=1 ;;
         --no-doc) WRITE_DOC=0 ;;
         --doc) WRITE_DOC=1 ;;
         -h | --help) usage; exit 0 ;;
@@ -264,7 +267,7 @@ restored_path() {
 op_restore() {
     local tool=$1 r t
     r=$(repo "$tool")
-    t=$WORK/restore/$tool
+    t=$OUT/restore-$tool
     rm -rf "$t" && mkdir -p "$t"
     case $tool in
         cairn)
@@ -400,17 +403,17 @@ run_corpus() {
     if [[ $KIND == tree ]]; then
         measure reference statwalk sh -c 'find "$1" -printf "%s %T@\n" >/dev/null' sh "$SRC" ||
             die "stat walk failed"
-        rm -rf "$WORK/ref-out" && mkdir -p "$WORK/ref-out"
-        measure reference tartar sh -c 'tar -C "$1" -cf - . | tar -C "$2" -xf -' sh "$SRC" "$WORK/ref-out" ||
+        rm -rf "$OUT/ref-out" && mkdir -p "$OUT/ref-out"
+        measure reference tartar sh -c 'tar -C "$1" -cf - . | tar -C "$2" -xf -' sh "$SRC" "$OUT/ref-out" ||
             die "tar | tar failed"
         sync
-        rm -rf "$WORK/ref-out"
+        rm -rf "$OUT/ref-out"
     else
         measure reference zstd sh -c 'zstd -3 -T2 -q -c "$1" >/dev/null' sh "$SRC" || die "zstd failed"
-        rm -f "$WORK/ref-copy"
-        measure reference copy cp --sparse=never "$SRC" "$WORK/ref-copy" || die "cp failed"
+        rm -f "$OUT/ref-copy"
+        measure reference copy cp --sparse=never "$SRC" "$OUT/ref-copy" || die "cp failed"
         sync
-        rm -f "$WORK/ref-copy"
+        rm -f "$OUT/ref-copy"
     fi
 
     local t
@@ -438,7 +441,27 @@ export BORG_BASE_DIR=$WORK/cache/borg
 
 ensure_packages
 revert_corpus # left over from an interrupted run
-trap 'revert_corpus' EXIT
+
+# Restores (and the tar | tar and cp references) write into $OUT. On this
+# kind of virtual machine the cost of creating files on the ext4 work disk
+# swings by a factor of five between identical runs (tar | tar x of the tree
+# measured 8 s to 44 s), so by default $OUT is a tmpfs: every tool then
+# writes to the same, steady target and the figures compare the tools, not
+# the disk's mood. --restore-on-disk writes to $WORK/out instead.
+OUT=$WORK/out
+OUT_FS=disk
+cleanup() {
+    revert_corpus
+    if [[ $OUT_FS == tmpfs ]]; then umount "$OUT" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+if ((!RESTORE_ON_DISK)) && mount -t tmpfs -o size=8g tmpfs "$OUT" 2>/dev/null; then
+    OUT_FS=tmpfs
+else
+    say "restores go to the work disk ($OUT)"
+fi
+export CAIRN_BENCH_OUT_FS=$OUT_FS
 
 if has_tool cairn; then build_cairn; fi
 

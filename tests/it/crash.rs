@@ -77,14 +77,16 @@ fn kill_9_during_backup_leaves_a_consistent_store() {
             let err = std::fs::read_to_string(store.path("killed.err")).unwrap_or_default();
             assert!(status.success(), "round {round}: backup failed by itself: {status}\n{err}");
         }
-        let completed = finished;
-
-        let mut expected = before.clone();
-        if completed {
-            expected.insert(killed_id.clone());
-        }
+        // A backup killed just after its commit leaves a complete snapshot:
+        // either outcome is fine as long as nothing else appears and verify
+        // (below) finds it whole. One that exited by itself must be there.
         let after = ids(&store);
-        assert_eq!(after, expected, "round {round}: kill after {delay:?} (finished: {completed})");
+        let mut with_it = before.clone();
+        with_it.insert(killed_id.clone());
+        assert!(
+            after == with_it || (after == before && !finished),
+            "round {round}: kill after {delay:?} (finished by itself: {finished}): {after:?}, before {before:?}"
+        );
         run_code(store.cmd().args(["verify", "--all"]), 0);
         last = store.backup(&src, GROUP, &time(2 * round + 2));
         run_ok(store.cmd().arg("gc"));

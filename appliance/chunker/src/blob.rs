@@ -60,9 +60,7 @@ pub fn encode_blob_with_id(data: &[u8], id: ChunkId, level: i32) -> Vec<u8> {
     assert!(data.len() <= MAX_PLAIN, "chunk larger than {MAX_PLAIN} bytes");
     let mut out = Vec::with_capacity(HEADER_LEN + data.len() / 2);
     out.resize(HEADER_LEN, 0);
-    let compressed = level > 0
-        && zstd::stream::copy_encode(data, &mut out, level).is_ok()
-        && out.len() - HEADER_LEN < data.len();
+    let compressed = level > 0 && compress_into(data, &mut out, level) && out.len() - HEADER_LEN < data.len();
     if !compressed {
         out.truncate(HEADER_LEN);
         out.extend_from_slice(data);
@@ -75,6 +73,36 @@ pub fn encode_blob_with_id(data: &[u8], id: ChunkId, level: i32) -> Vec<u8> {
     out[12..16].copy_from_slice(&stored.to_le_bytes());
     out[16..48].copy_from_slice(&id.0);
     out
+}
+
+thread_local! {
+    /// One compression context (and output buffer) per thread and level:
+    /// creating a context per chunk costs an allocation and a table reset
+    /// each time.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Append the zstd frame of `data` to `out`; false if compression failed.
+fn compress_into(data: &[u8], out: &mut Vec<u8>, level: i32) -> bool {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(c) => *slot = Some((level, c, Vec::new())),
+                Err(_) => return false,
+            }
+        }
+        let Some((_, c, scratch)) = slot.as_mut() else { return false };
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        // A Vec is filled from its start, up to its capacity.
+        if c.compress_to_buffer(data, scratch).is_err() {
+            return false;
+        }
+        out.extend_from_slice(scratch);
+        true
+    })
 }
 
 /// Read and check the fixed header without touching the payload.

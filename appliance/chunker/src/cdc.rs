@@ -45,23 +45,28 @@ impl CdcParams {
 
 /// Accumulates stream bytes and hands out complete chunks.
 ///
-/// Memory: holds at most `max` bytes plus the caller's last push.
+/// Memory: a buffer of twice `max` bytes plus the caller's last push. Each
+/// byte is copied into the buffer once and out into its chunk once; a
+/// pending tail (less than `max` bytes) moves to the buffer's front only
+/// when the consumed part has grown past `max`.
 #[derive(Debug)]
 pub struct StreamChunker {
     params: CdcParams,
     masks: (u64, u64),
     buf: Vec<u8>,
+    /// Start of the pending bytes in `buf`.
+    start: usize,
 }
 
 impl StreamChunker {
     pub fn new(params: CdcParams) -> Self {
         let masks = select_masks(params.avg, Normalization::Level1);
-        Self { params, masks, buf: Vec::with_capacity(params.max) }
+        Self { params, masks, buf: Vec::with_capacity(2 * params.max), start: 0 }
     }
 
     /// Bytes waiting for their chunk to be cut.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     fn cut_point(&self, data: &[u8]) -> usize {
@@ -74,27 +79,33 @@ impl StreamChunker {
     pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
         let max = self.params.max;
         while !data.is_empty() {
-            let take = (max - self.buf.len()).min(data.len());
+            if self.start >= max {
+                // Move the pending tail (< max bytes) to the front.
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let take = (self.start + 2 * max - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == max {
-                let at = self.cut_point(&self.buf);
-                let rest = self.buf.split_off(at);
-                let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(max));
-                self.buf.extend_from_slice(&rest);
-                emit(chunk);
+            while self.buf.len() - self.start >= max {
+                let window = &self.buf[self.start..self.start + max];
+                let at = self.cut_point(window);
+                emit(window[..at].to_vec());
+                self.start += at;
             }
         }
     }
 
     /// Cut everything pending (end of stream, or a forced boundary).
     pub fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        while !self.buf.is_empty() {
-            let at = self.cut_point(&self.buf).max(1).min(self.buf.len());
-            let rest = self.buf.split_off(at);
-            let chunk = std::mem::replace(&mut self.buf, rest);
-            emit(chunk);
+        while self.start < self.buf.len() {
+            let rest = &self.buf[self.start..];
+            let at = self.cut_point(rest).max(1).min(rest.len());
+            emit(rest[..at].to_vec());
+            self.start += at;
         }
+        self.buf.clear();
+        self.start = 0;
     }
 }
 

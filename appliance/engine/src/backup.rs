@@ -201,6 +201,7 @@ impl Ctx<'_> {
                 payload: PayloadBuilder::new(cfg.cdc),
                 links: HashMap::new(),
                 buf: Vec::with_capacity(1 << 20),
+                read_buf: Vec::new(),
                 size: 0,
                 entries: 0,
             };
@@ -232,6 +233,7 @@ struct TreeBuilder {
     /// Hard-link group → (payload offset, extents) of its first member.
     links: HashMap<u64, LinkData>,
     buf: Vec<u8>,
+    read_buf: Vec<u8>,
     size: u64,
     entries: u64,
 }
@@ -362,15 +364,22 @@ impl TreeBuilder {
         pipe: &mut Pipeline<'_>,
     ) -> Result<()> {
         let mut data = open_data(source, entry).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = data.read_next(&mut buf).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
-            if n == 0 {
-                break;
+        // One read buffer for the whole walk (a fresh 1 MiB per file would
+        // be zeroed 78,000 times for a kernel tree).
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(1 << 20, 0);
+        let copied = (|| -> Result<()> {
+            loop {
+                let n = data.read_next(&mut buf).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                self.payload.push(&buf[..n], pipe)?;
+                cx.progress.add_bytes(n as u64);
             }
-            self.payload.push(&buf[..n], pipe)?;
-            cx.progress.add_bytes(n as u64);
-        }
+        })();
+        self.read_buf = buf;
+        copied?;
         if data.changed_while_reading() {
             let path = String::from_utf8_lossy(&entry.path).into_owned();
             cx.errors
@@ -430,19 +439,22 @@ impl Ctx<'_> {
             let mut pipe = Pipeline::start(scope, self.writer, 1, level, &failed);
             let produced = (|| -> Result<()> {
                 let mut left = size;
-                let mut buf = vec![0u8; FIXED_IMAGE_CHUNK];
                 while left > 0 {
                     let n = left.min(FIXED_IMAGE_CHUNK as u64) as usize;
-                    file.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", path.display()))?;
+                    let mut buf = pipe.buffer(n);
+                    (&mut file)
+                        .take(n as u64)
+                        .read_to_end(&mut buf)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if buf.len() != n {
+                        bail!("{} ended early: it shrank while being read", path.display());
+                    }
                     left -= n as u64;
                     self.progress.add_bytes(n as u64);
-                    if n == FIXED_IMAGE_CHUNK
-                        && buf.iter().all(|b| *b == 0)
-                        && self.writer.reference(&zero)?
-                    {
+                    if n == FIXED_IMAGE_CHUNK && is_zero(&buf) && self.writer.reference(&zero)? {
                         pipe.send(0, Work::Reuse(zero, n as u64))?;
                     } else {
-                        pipe.send(0, Work::Data(buf[..n].to_vec()))?;
+                        pipe.send(0, Work::Data(buf))?;
                     }
                 }
                 Ok(())
@@ -478,4 +490,10 @@ impl Ctx<'_> {
         self.writer.counters.reused_chunks.fetch_add(fidx.ids.len() as u64, Ordering::Relaxed);
         Ok(Some(self.writer.write_index(file, &fidx.encode(), fidx.size, fidx.ids.len() as u64)?))
     }
+}
+
+/// Whether `buf` holds only zero bytes (word at a time).
+fn is_zero(buf: &[u8]) -> bool {
+    let (words, tail) = buf.as_chunks::<8>();
+    words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && tail.iter().all(|b| *b == 0)
 }
