@@ -9,6 +9,10 @@
 //!
 //! Invariant: the walk never follows a symlink below the root (everything is
 //! `lstat`ed; a symlink given as the root itself is resolved once), never
+//! resolves a path from the root again: each directory is opened relative
+//! to its open parent (`O_NOFOLLOW`), and its children are reached through
+//! `/proc/self/fd/N/NAME`, so a directory swapped for a symlink while the
+//! walk runs cannot lead it outside the tree; never
 //! aborts on an unreadable or vanished object (it yields
 //! [`WalkItem::Error`] and goes on), and never opens a file's data: that is
 //! [`open_data`], called by the pipeline for regular files only.
@@ -17,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use std::path::{Path, PathBuf};
 use filevol::archive::{Entry, EntryKind, MAX_EXTENTS, MAX_PATH_LEN, check_entry};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, fstat};
 use nix::unistd::{Whence, lseek};
 
 /// What to leave out of a walk.
@@ -115,12 +122,26 @@ impl Excludes {
 struct Frame {
     rel: Vec<u8>,
     names: std::vec::IntoIter<Vec<u8>>,
+    /// The open directory; its children are reached through it.
+    dir: OwnedFd,
+}
+
+/// The path of `name` inside the open directory `dir`, resolved by the
+/// kernel through the descriptor (never through the directory's own path).
+fn child_path(dir: &OwnedFd, name: &[u8]) -> PathBuf {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    PathBuf::from(std::ffi::OsString::from_vec(p))
+}
+
+/// The path of the open directory `dir` itself.
+fn dir_path(dir: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 /// A depth-first walk of a source tree; see the module doc for the order.
 #[derive(Debug)]
 pub struct Walker {
-    root: PathBuf,
     root_dev: u64,
     one_file_system: bool,
     excludes: Excludes,
@@ -143,15 +164,20 @@ impl Walker {
         if !meta.is_dir() {
             return Err(WalkError::NotADirectory(root));
         }
-        let names = list_dir(&root).map_err(io_err(&root))?;
+        let dir: OwnedFd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&root)
+            .map_err(io_err(&root))?
+            .into();
+        let names = list_dir(&dir_path(&dir)).map_err(io_err(&root))?;
         let mut walker = Walker {
             root_dev: meta.dev(),
             one_file_system: opts.one_file_system,
             excludes,
-            stack: vec![Frame { rel: Vec::new(), names: names.into_iter() }],
+            stack: vec![Frame { rel: Vec::new(), names: names.into_iter(), dir }],
             pending: VecDeque::new(),
             links: HashMap::new(),
-            root: root.clone(),
         };
         walker.push_entry(Vec::new(), root, &meta);
         Ok(walker)
@@ -164,7 +190,8 @@ impl Walker {
             self.pending.push_back(WalkItem::Error { path: rel, message });
             return;
         }
-        let source = self.root.join(OsStr::from_bytes(&rel));
+        let Some(parent) = self.stack.last() else { return };
+        let source = child_path(&parent.dir, name);
         let meta = match std::fs::symlink_metadata(&source) {
             Ok(m) => m,
             Err(e) => return self.error(rel, &e, "cannot read"),
@@ -179,8 +206,22 @@ impl Walker {
         if self.one_file_system && meta.dev() != self.root_dev {
             return;
         }
-        match list_dir(&source) {
-            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter() }),
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = match openat(&self.stack.last().expect("parent frame").dir, name, flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
+        };
+        match fstat(&dir) {
+            Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {}
+            Ok(_) => {
+                let message = "replaced while the backup read it; its contents are not backed up".to_owned();
+                self.pending.push_back(WalkItem::Error { path: rel, message });
+                return;
+            }
+            Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
+        }
+        match list_dir(&dir_path(&dir)) {
+            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter(), dir }),
             Err(e) => self.error(rel, &e, "cannot list directory"),
         }
     }
@@ -349,6 +390,9 @@ pub struct FileData {
 /// (so the stored metadata describes the stored data) and sets
 /// `entry.extents` when the file has holes.
 pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError> {
+    // Errors name the file by its path in the archive, not by `source`
+    // (a `/proc/self/fd` path during a walk).
+    let shown = PathBuf::from(OsStr::from_bytes(&entry.path));
     let open = |extra: i32| {
         OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra).open(source)
     };
@@ -357,12 +401,12 @@ pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError
         r => r,
     };
     let file = match file {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(WalkError::NotRegular(source.into())),
-        r => r.map_err(io_err(source))?,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(WalkError::NotRegular(shown)),
+        r => r.map_err(io_err(&shown))?,
     };
-    let meta = file.metadata().map_err(io_err(source))?;
+    let meta = file.metadata().map_err(io_err(&shown))?;
     if !meta.is_file() {
-        return Err(WalkError::NotRegular(source.to_owned()));
+        return Err(WalkError::NotRegular(shown));
     }
     let size = meta.len();
     entry.size = size;
@@ -370,23 +414,14 @@ pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError
     (entry.ctime, entry.ctime_nsec) = (meta.ctime(), meta.ctime_nsec().clamp(0, 999_999_999) as u32);
     entry.ino = meta.ino();
     let may_have_holes = meta.blocks().saturating_mul(512) < size || size > 1 << 20;
-    entry.extents = if may_have_holes { data_extents(&file, size).map_err(io_err(source))? } else { None };
+    entry.extents = if may_have_holes { data_extents(&file, size).map_err(io_err(&shown))? } else { None };
     let plan = match &entry.extents {
         Some(ext) => ext.clone(),
         None if size > 0 => vec![(0, size)],
         None => Vec::new(),
     };
     let opened = (size, meta.mtime(), meta.mtime_nsec());
-    Ok(FileData {
-        file,
-        path: source.to_owned(),
-        plan,
-        idx: 0,
-        done: 0,
-        changed: false,
-        opened,
-        checked: false,
-    })
+    Ok(FileData { file, path: shown, plan, idx: 0, done: 0, changed: false, opened, checked: false })
 }
 
 /// The data extents of a file of `size` bytes, `None` if it has no holes.
@@ -583,6 +618,41 @@ mod tests {
         let want: Vec<(&[u8], u64)> =
             vec![(b"", 0), (b"a", 1), (b"b", 1), (b"c", 2), (b"d", 2), (b"e", 1), (b"single", 0)];
         assert_eq!(groups, want.into_iter().map(|(p, g)| (p.to_vec(), g)).collect::<Vec<_>>());
+    }
+
+    /// A directory swapped for a symlink after the walk entered it: its
+    /// children still come from the directory that was entered, never from
+    /// the symlink's target outside the tree.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_does_not_lead_outside() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, outside) = (t.path().join("root"), t.path().join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("d/secret"), b"inside").unwrap();
+        fs::write(outside.join("secret"), b"OUTSIDE").unwrap();
+        let mut walker = Walker::new(&root, &WalkOptions::default()).unwrap();
+        let mut seen = Vec::new();
+        for item in walker.by_ref() {
+            if let WalkItem::Entry { entry, .. } = item {
+                let is_d = entry.path == b"d";
+                seen.push(entry.path);
+                if is_d {
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, vec![b"".to_vec(), b"d".to_vec()]);
+        fs::rename(root.join("d"), t.path().join("d-moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+        let mut read = Vec::new();
+        for item in walker {
+            if let WalkItem::Entry { mut entry, source } = item {
+                assert_eq!(entry.path, b"d/secret");
+                read = read_all(&mut open_data(&source, &mut entry).unwrap());
+            }
+        }
+        assert_eq!(read, b"inside");
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::Snapsho
         end += len;
         idx.entries.push((end, *id));
     }
+    let meta = w.write_index("data.meta.didx", &DynamicIndex::default().encode(), 0, 0).unwrap();
     let r = w.write_index("data.payload.didx", &idx.encode(), end, ids.len() as u64).unwrap();
     let g = w.group().clone();
     let m = Manifest {
@@ -48,7 +49,7 @@ fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::Snapsho
             name: "data".into(),
             kind: "file".into(),
             size: end,
-            indexes: vec![r],
+            indexes: vec![meta, r],
             source_stat: None,
             entries: 0,
         }],
@@ -124,4 +125,36 @@ fn init_refuses_a_foreign_directory() {
         Err(crate::StoreError::NotADatastore(_))
     ));
     assert!(matches!(Datastore::open(&dir.path().join("nope")), Err(crate::StoreError::NoDatastore(_))));
+}
+
+#[test]
+fn manifests_with_unsafe_archive_names_or_wrong_indexes_are_refused() {
+    let (_d, ds) = store();
+    let w = ds.begin_backup(&group("a")).unwrap();
+    let x = put(&w, b"x");
+    let id = commit(w, &[(x, 1)], 7_000);
+    let good = ds.read_manifest(&id).unwrap();
+    assert!(good.check().is_ok());
+    let with = |f: &dyn Fn(&mut Manifest)| {
+        let mut m = good.clone();
+        f(&mut m);
+        m.check()
+    };
+    for bad in ["../x", "/etc/cron.d/x", "a/b", "..", ".", "", "nul\0"] {
+        let err = with(&|m| m.archives[0].name = bad.into()).unwrap_err();
+        assert!(err.contains("invalid archive name"), "{bad:?}: {err}");
+    }
+    assert!(with(&|m| drop(m.archives[0].indexes.pop())).unwrap_err().contains("index files"));
+    assert!(with(&|m| m.archives[0].kind = "tape".into()).unwrap_err().contains("unknown kind"));
+    assert!(
+        with(&|m| m.archives[0].indexes[0].file = "../../x.didx".into()).unwrap_err().contains("index file")
+    );
+    assert!(with(&|m| m.archives.push(m.archives[0].clone())).unwrap_err().contains("twice"));
+
+    // The same check guards reading: a tampered manifest.json is an error.
+    let path = ds.snapshot_dir(&id).join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("\"name\": \"data\"", "\"name\": \"../../evil\"");
+    std::fs::write(&path, text).unwrap();
+    assert!(ds.read_manifest(&id).is_err());
 }
