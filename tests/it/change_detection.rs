@@ -6,13 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testkit::{flip_byte, write_random_tree};
 
-use crate::support::{Tmpfs, as_nobody, assert_same_tree, cairn, parse_json, run_code, run_ok, str_of};
+use crate::support::{
+    Tmpfs, as_nobody, assert_same_tree, cairn, nobody_store, parse_json, run_code, run_ok, str_of,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -34,12 +36,7 @@ fn backup(ds: &Path, sources: &[&Path], time: &str) -> serde_json::Value {
 
 #[test]
 fn unchanged_files_and_images_are_not_read_again() {
-    let tmp = tempfile::TempDir::new().expect("tempdir");
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
-    let ds = tmp.path().join("ds");
-    fs::create_dir(&ds).expect("mkdir ds");
-    chown(&ds, Some(65534), Some(65534)).expect("chown ds");
-    run_ok(as_nobody(&ds).arg("init"));
+    let (tmp, ds) = nobody_store();
 
     let mnt = tmp.path().join("strict");
     let _tmpfs = Tmpfs::mount_with(&mnt, 64, "strictatime");

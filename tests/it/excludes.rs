@@ -2,11 +2,13 @@
 //! skipped, recorded in the snapshot and reported with exit code 3.
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::PermissionsExt;
 
 use serde_json::Value;
 
-use crate::support::{Store, as_nobody, cairn, count_of, parse_json, run_code, run_json, run_ok, str_of};
+use crate::support::{
+    Store, as_nobody, cairn, count_of, nobody_store, parse_json, run_code, run_json, run_ok, str_of,
+};
 
 #[test]
 fn exclude_glob_leaves_matching_files_out() {
@@ -33,12 +35,7 @@ fn exclude_glob_leaves_matching_files_out() {
 /// tree holding a root-owned file with mode 0.
 #[test]
 fn unreadable_file_is_skipped_with_exit_3() {
-    let tmp = tempfile::TempDir::new().expect("tempdir");
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
-    let ds = tmp.path().join("ds");
-    fs::create_dir(&ds).expect("mkdir ds");
-    chown(&ds, Some(65534), Some(65534)).expect("chown ds");
-    run_ok(as_nobody(&ds).arg("init"));
+    let (tmp, ds) = nobody_store();
 
     let src = tmp.path().join("src");
     fs::create_dir(&src).expect("mkdir src");

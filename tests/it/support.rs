@@ -228,3 +228,16 @@ pub fn as_nobody(ds: &Path) -> Command {
     cmd.env_remove("CAIRN_DATASTORE").env_remove("CAIRN_LOG");
     cmd
 }
+
+/// A temporary directory readable by all, holding a datastore `ds` that
+/// belongs to user 65534 (for `as_nobody`).
+pub fn nobody_store() -> (TempDir, PathBuf) {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let tmp = TempDir::new().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
+    let ds = tmp.path().join("ds");
+    std::fs::create_dir(&ds).expect("mkdir ds");
+    chown(&ds, Some(65534), Some(65534)).expect("chown ds");
+    run_ok(as_nobody(&ds).arg("init"));
+    (tmp, ds)
+}
