@@ -65,6 +65,9 @@ fn check_header(b: &[u8], magic: [u8; 4], entry: usize) -> Result<usize, IndexEr
     if b[4] != INDEX_VERSION {
         return err(format!("format version {} is not supported (this build reads 1)", b[4]));
     }
+    if b[5..8] != [0, 0, 0] {
+        return err("reserved header bytes are not zero");
+    }
     let count = u64_at(b, 8);
     if (b.len() - HEADER) as u64 != count.saturating_mul(entry as u64) {
         return err(format!("length {} does not match {count} entries", b.len()));
@@ -111,6 +114,9 @@ impl DynamicIndex {
 
     pub fn decode(b: &[u8]) -> Result<Self, IndexError> {
         let count = check_header(b, DIDX_MAGIC, 40)?;
+        if b[24..32] != [0; 8] {
+            return err("reserved header bytes are not zero");
+        }
         let mut entries = Vec::with_capacity(count);
         let mut last = 0u64;
         for i in 0..count {
@@ -162,6 +168,9 @@ impl FixedIndex {
         let count = check_header(b, FIDX_MAGIC, 32)?;
         let size = u64_at(b, 16);
         let chunk_size = u32::from_le_bytes([b[24], b[25], b[26], b[27]]);
+        if b[28..32] != [0; 4] {
+            return err("reserved header bytes are not zero");
+        }
         if chunk_size == 0 || size.div_ceil(chunk_size as u64) != count as u64 {
             return err("image size, chunk size and chunk count disagree");
         }
@@ -191,8 +200,20 @@ mod tests {
         let bytes = f.encode();
         assert_eq!(FixedIndex::decode(&bytes).unwrap(), f);
         assert_eq!(f.chunk_len(2), 2 << 20);
-        let mut bad = bytes;
+        let mut bad = bytes.clone();
         bad[8] = 4;
         assert!(FixedIndex::decode(&bad).is_err());
+        // Reserved bytes must be zero (found by the index fuzz target).
+        for at in [5, 28] {
+            let mut bad = bytes.clone();
+            bad[at] = 1;
+            assert!(FixedIndex::decode(&bad).is_err(), "reserved byte {at}");
+        }
+        let d = DynamicIndex { entries: vec![(10, ChunkId::of(b"a"))] }.encode();
+        for at in [6, 24, 31] {
+            let mut bad = d.clone();
+            bad[at] = 43;
+            assert!(DynamicIndex::decode(&bad).is_err(), "reserved byte {at}");
+        }
     }
 }
