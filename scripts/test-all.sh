@@ -20,6 +20,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The example policies and the hostile test guests are built from source
+# as WebAssembly components by the tests.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  say "rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi
+
 # mold links the test binaries several times faster; same flags for every step
 # so that nothing is rebuilt between them.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"

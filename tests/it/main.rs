@@ -18,5 +18,6 @@ mod disk_full;
 mod excludes;
 mod gc;
 mod golden;
+mod policy;
 mod prune;
 mod verify;

@@ -25,7 +25,7 @@ use filevol::Datastore;
 
 pub use backup::{BackupOptions, BackupReport};
 pub use chunker::CdcParams;
-pub use filevol::{DatastoreConfig, GcStats};
+pub use filevol::{DatastoreConfig, GcStats, PolicyRecord};
 pub use progress::Progress;
 
 /// The services over one datastore.

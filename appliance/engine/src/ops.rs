@@ -7,6 +7,9 @@ use model::{BackupGroup, SnapshotId, SnapshotInfo};
 
 use crate::Engine;
 
+/// Decides `(keep, reason)` for each of a group's snapshots, aligned.
+pub type Decider<'a> = dyn FnMut(&[SnapshotInfo]) -> Result<Vec<(bool, String)>> + 'a;
+
 /// The verdict of prune on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneEntry {
@@ -45,15 +48,43 @@ impl Engine {
                 "no keep rule given: pass at least one --keep-* option (prune would otherwise keep everything)"
             );
         }
+        self.prune_with(group, dry_run, &mut |infos| {
+            let items: Vec<PruneItem> =
+                infos.iter().map(|i| PruneItem { time: i.id.time, protected: i.protected }).collect();
+            Ok(decide(&items, rules).into_iter().map(|d| (d.keep, d.reason)).collect())
+        })
+    }
+
+    /// Prune `group` with any decider: it gets the group's snapshots (under
+    /// the group lock unless `dry_run`) and returns `(keep, reason)` for
+    /// each, aligned. A decider error removes nothing; a protected snapshot
+    /// is kept whatever the decider says.
+    pub fn prune_with(
+        &self,
+        group: &BackupGroup,
+        dry_run: bool,
+        decider: &mut Decider<'_>,
+    ) -> Result<Vec<PruneEntry>> {
         let _lock = if dry_run { None } else { Some(self.ds.lock_group(group)?) };
         let infos = self.snapshots(Some(group))?;
-        let items: Vec<PruneItem> =
-            infos.iter().map(|i| PruneItem { time: i.id.time, protected: i.protected }).collect();
-        let decisions = decide(&items, rules);
+        let decisions = decider(&infos)?;
+        if decisions.len() != infos.len() {
+            bail!(
+                "retention gave {} decisions for {} snapshots; nothing removed",
+                decisions.len(),
+                infos.len()
+            );
+        }
         let mut out: Vec<PruneEntry> = infos
             .into_iter()
             .zip(decisions)
-            .map(|(i, d)| PruneEntry { id: i.id, keep: d.keep, reason: d.reason })
+            .map(|(i, (keep, reason))| {
+                if i.protected && !keep {
+                    PruneEntry { id: i.id, keep: true, reason: "protected".into() }
+                } else {
+                    PruneEntry { id: i.id, keep, reason }
+                }
+            })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         if !dry_run {

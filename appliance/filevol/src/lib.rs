@@ -12,6 +12,7 @@ mod error;
 pub mod fsutil;
 mod gc;
 pub mod index;
+mod policies;
 pub mod snapshot;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};
+pub use policies::PolicyRecord;
 pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
     SourceStat,

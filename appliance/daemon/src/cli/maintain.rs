@@ -150,6 +150,12 @@ pub struct PruneArgs {
     /// Keep the newest snapshot of each of the last N years.
     #[arg(long, default_value_t = 0, value_name = "N")]
     keep_yearly: u32,
+    /// Decide with a stored retention policy instead of --keep-* (see `cairn policy`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"])]
+    policy: Option<String>,
+    /// A parameter for the policy, KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "policy")]
+    params: Vec<String>,
     /// Only show what would be kept and removed.
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -176,7 +182,14 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
         yearly: a.keep_yearly,
     };
     let engine = open(cli)?;
-    let result = engine.prune(&group, &rules, a.dry_run)?;
+    let result = match &a.policy {
+        Some(name) => {
+            let params = super::policy::parse_params(&a.params)?;
+            let mut decider = super::policy::retention_decider(&engine, name, params)?;
+            engine.prune_with(&group, a.dry_run, &mut *decider)?
+        }
+        None => engine.prune(&group, &rules, a.dry_run)?,
+    };
     if a.json {
         let out: Vec<PruneJson> = result
             .iter()

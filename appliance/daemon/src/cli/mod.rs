@@ -2,6 +2,7 @@
 
 mod backup;
 mod maintain;
+mod policy;
 mod restore;
 mod snapshots;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Catalog maintenance.
     #[command(subcommand)]
     Catalog(maintain::CatalogCommand),
+    /// Retention, scheduling and source policies as WebAssembly components.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// `--ns` shared by commands that name groups or snapshots.
@@ -111,6 +115,7 @@ pub fn run(mut cli: Cli) -> Result<ExitCode> {
         Command::Unprotect(a) => snapshots::protect(&cli, a, false),
         Command::Gc(a) => maintain::gc(&cli, a),
         Command::Catalog(c) => maintain::catalog(&cli, c),
+        Command::Policy(c) => policy::run(&cli, c),
     }
 }
 

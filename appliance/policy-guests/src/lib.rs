@@ -1,0 +1,26 @@
+//! Where the test suite finds WebAssembly components built from source by
+//! this crate's build script: the example policies of `policies/` and the
+//! hostile guests of `tests/guests/`.
+
+use std::path::PathBuf;
+
+/// An example policy from `policies/`, by crate name (`retention-gfs`).
+pub fn example(name: &str) -> PathBuf {
+    component(env!("CAIRN_POLICIES_WASM"), name)
+}
+
+/// A test guest from `tests/guests/`, by crate name (`hostile-retention`).
+pub fn test_guest(name: &str) -> PathBuf {
+    component(env!("CAIRN_TEST_GUESTS_WASM"), name)
+}
+
+fn component(dir: &str, name: &str) -> PathBuf {
+    let path = PathBuf::from(dir).join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "no component {} (built by policy-guests' build script)", path.display());
+    path
+}
+
+/// The repository's `policies/` directory (for the examples' `cases/`).
+pub fn policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}

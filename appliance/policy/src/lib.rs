@@ -1,0 +1,188 @@
+//! Cairn's policy host: loads WebAssembly components that target one of the
+//! `cairn:policy` worlds (`wit/policy.wit`) and runs them under strict
+//! budgets. The only crate that knows wasmtime.
+//!
+//! Every call gets its own store with:
+//! - a CPU budget (an epoch deadline, checked every 10 ms by a ticker
+//!   thread, default 1 s), a memory cap (default 64 MiB, growth beyond it
+//!   traps), a 512 KiB wasm stack;
+//! - NaN canonicalisation, so float results do not depend on the machine;
+//! - a minimal, deterministic WASI: no environment, arguments, files or
+//!   sockets, a clock frozen at the epoch (`now` is an argument), random
+//!   bytes from a fixed seed, stdout and stderr captured (64 KiB each).
+//!
+//! A trap, timeout, malformed answer or error fails that one decision with
+//! an error naming the policy and version; nothing a guest does can crash
+//! or stall the process.
+
+mod retention;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
+pub use sandbox::{Limits, PolicyError};
+
+use sandbox::Sandbox;
+
+/// The world a component targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Retention,
+    Scheduler,
+    Source,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Retention => "retention",
+            World::Scheduler => "scheduler",
+            World::Source => "source",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<World> {
+        [World::Retention, World::Scheduler, World::Source].into_iter().find(|w| w.name() == name)
+    }
+}
+
+/// What a policy says about itself (its `describe` export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Parameter name → one-line help.
+    pub params: Vec<(String, String)>,
+}
+
+/// A validated, compiled component.
+pub struct Policy {
+    component: wasmtime::component::Component,
+    pub world: World,
+    /// The WIT package version the component was built against.
+    pub wit_version: String,
+    /// blake3 of the component bytes, hex.
+    pub digest: String,
+    pub info: PolicyInfo,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("world", &self.world)
+            .field("wit_version", &self.wit_version)
+            .field("digest", &self.digest)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Policy {
+    /// `NAME VERSION (world, digest prefix)`, for error messages.
+    pub fn label(&self) -> String {
+        format!(
+            "policy {} {} ({}, {})",
+            self.info.name,
+            self.info.version,
+            self.world.name(),
+            &self.digest[..12]
+        )
+    }
+}
+
+/// The engine every policy runs on (one per process).
+pub struct Host {
+    sandbox: Sandbox,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+/// Largest component accepted.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
+impl Host {
+    pub fn new() -> Result<Host, PolicyError> {
+        Ok(Host { sandbox: Sandbox::new()? })
+    }
+
+    /// Validate and compile a component: it must be a component (not a core
+    /// module) that exports one of the worlds this host supports, at a WIT
+    /// version it supports; its `describe` must answer within `limits`.
+    pub fn load(&self, bytes: &[u8], limits: &Limits) -> Result<Policy, PolicyError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(PolicyError::Invalid(format!(
+                "component of {} bytes is larger than the {} MiB limit",
+                bytes.len(),
+                MAX_COMPONENT_BYTES >> 20
+            )));
+        }
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let component = self.sandbox.compile(bytes)?;
+        let (world, wit_version) = self.sandbox.world_of(&component)?;
+        let info = match world {
+            World::Retention => retention::describe(&self.sandbox, &component, limits)?,
+            World::Scheduler | World::Source => {
+                return Err(PolicyError::Invalid(format!(
+                    "{} components are not supported by this build yet",
+                    world.name()
+                )));
+            }
+        };
+        check_info(&info)?;
+        Ok(Policy { component, world, wit_version, digest, info })
+    }
+
+    /// Ask a retention policy about the snapshots of one group. The answer
+    /// is validated: exactly one decision per snapshot passed in, no
+    /// unknown ids. Protected snapshots are always kept, whatever the
+    /// policy says (the reason then says so).
+    pub fn retention(
+        &self,
+        policy: &Policy,
+        snapshots: &[RetentionSnapshot],
+        now: i64,
+        params: &[(String, String)],
+        limits: &Limits,
+    ) -> Result<Vec<RetentionDecision>, PolicyError> {
+        if policy.world != World::Retention {
+            return Err(PolicyError::Call {
+                policy: policy.label(),
+                message: format!("it is a {} policy, not a retention policy", policy.world.name()),
+            });
+        }
+        retention::decide(&self.sandbox, policy, snapshots, now, params, limits)
+    }
+}
+
+fn check_info(info: &PolicyInfo) -> Result<(), PolicyError> {
+    let ok_name = !info.name.is_empty()
+        && info.name.len() <= 64
+        && info.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok_name {
+        return Err(PolicyError::Invalid(format!("policy name {:?} is not a short plain name", info.name)));
+    }
+    if info.version.is_empty() || info.version.len() > 64 {
+        return Err(PolicyError::Invalid(format!("policy version {:?} is empty or too long", info.version)));
+    }
+    let mut seen = HashMap::new();
+    for (k, _) in &info.params {
+        if seen.insert(k.as_str(), ()).is_some() {
+            return Err(PolicyError::Invalid(format!("parameter {k:?} is described twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Default budgets: 1 s of CPU and 64 MiB of memory per call.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { cpu: Duration::from_secs(1), memory: 64 << 20 }
+    }
+}

@@ -1,0 +1,153 @@
+//! The `retention` world: host bindings, the call, and the checks on the
+//! answer.
+
+use std::collections::HashMap;
+
+use wasmtime::component::Component;
+
+use crate::sandbox::{Limits, PolicyError, Sandbox, describe_failure};
+use crate::{Policy, PolicyInfo};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../../wit", world: "retention" });
+}
+
+use bindings::Retention;
+use bindings::cairn::policy::types as wit;
+
+/// A snapshot as a retention policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSnapshot {
+    pub id: String,
+    /// Epoch seconds, UTC.
+    pub time: i64,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub protected: bool,
+    pub verify_state: VerifyState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyState {
+    None,
+    Ok,
+    Failed,
+}
+
+/// A validated verdict, in the order of the snapshots passed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionDecision {
+    pub id: String,
+    pub keep: bool,
+    pub reason: String,
+}
+
+/// Longest reason a policy may give.
+const MAX_REASON: usize = 200;
+
+fn info(i: wit::PolicyInfo) -> PolicyInfo {
+    PolicyInfo {
+        name: i.name,
+        version: i.version,
+        description: i.description,
+        params: i.params.into_iter().map(|p| (p.key, p.value)).collect(),
+    }
+}
+
+pub fn describe(
+    sandbox: &Sandbox,
+    component: &Component,
+    limits: &Limits,
+) -> Result<PolicyInfo, PolicyError> {
+    let mut store = sandbox.store(limits);
+    let fail = |store: &wasmtime::Store<crate::sandbox::State>, e: wasmtime::Error| {
+        PolicyError::Invalid(format!("describe: {}", describe_failure(&e, limits, &store.data().stderr)))
+    };
+    let bindings = match Retention::instantiate(&mut store, component, sandbox.linker()) {
+        Ok(b) => b,
+        Err(e) => return Err(PolicyError::Invalid(format!("cannot instantiate: {e:#}"))),
+    };
+    match bindings.call_describe(&mut store) {
+        Ok(i) => Ok(info(i)),
+        Err(e) => Err(fail(&store, e)),
+    }
+}
+
+pub fn decide(
+    sandbox: &Sandbox,
+    policy: &Policy,
+    snapshots: &[RetentionSnapshot],
+    now: i64,
+    params: &[(String, String)],
+    limits: &Limits,
+) -> Result<Vec<RetentionDecision>, PolicyError> {
+    let call_err = |message: String| PolicyError::Call { policy: policy.label(), message };
+    let input: Vec<wit::Snapshot> = snapshots
+        .iter()
+        .map(|s| wit::Snapshot {
+            id: s.id.clone(),
+            time: s.time,
+            tags: s.tags.clone(),
+            size: s.size,
+            protected: s.protected,
+            verify_state: match s.verify_state {
+                VerifyState::None => wit::VerifyState::None,
+                VerifyState::Ok => wit::VerifyState::Ok,
+                VerifyState::Failed => wit::VerifyState::Failed,
+            },
+        })
+        .collect();
+    let params: Vec<wit::Param> =
+        params.iter().map(|(k, v)| wit::Param { key: k.clone(), value: v.clone() }).collect();
+    let mut store = sandbox.store(limits);
+    let bindings = Retention::instantiate(&mut store, &policy.component, sandbox.linker())
+        .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
+    let answer = match bindings.call_decide(&mut store, &input, now, &params) {
+        Ok(Ok(a)) => a,
+        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {message}"))),
+        Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
+    };
+    drop(store);
+    check_answer(snapshots, answer).map_err(call_err)
+}
+
+/// Exactly one decision per snapshot, none for an unknown id; reasons
+/// short and printable; protected snapshots kept whatever was said.
+fn check_answer(
+    snapshots: &[RetentionSnapshot],
+    answer: Vec<wit::Decision>,
+) -> Result<Vec<RetentionDecision>, String> {
+    let index: HashMap<&str, usize> = snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let mut out: Vec<Option<RetentionDecision>> = vec![None; snapshots.len()];
+    for d in answer {
+        let Some(&i) = index.get(d.id.as_str()) else {
+            return Err(format!(
+                "it decided about {:?}, which is not one of the snapshots it was given",
+                clip(&d.id)
+            ));
+        };
+        if out[i].is_some() {
+            return Err(format!("it decided twice about {}", d.id));
+        }
+        if d.reason.len() > MAX_REASON || d.reason.chars().any(char::is_control) {
+            return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
+        }
+        let s = &snapshots[i];
+        let (keep, reason) = if s.protected && !d.keep {
+            (true, format!("protected (the policy said: {})", d.reason))
+        } else {
+            (d.keep, d.reason)
+        };
+        out[i] = Some(RetentionDecision { id: d.id, keep, reason });
+    }
+    let missing: Vec<&str> =
+        out.iter().zip(snapshots).filter(|(d, _)| d.is_none()).map(|(_, s)| s.id.as_str()).collect();
+    if let Some(first) = missing.first() {
+        return Err(format!("it gave no decision for {} snapshot(s), e.g. {first}", missing.len()));
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}

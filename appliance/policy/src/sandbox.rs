@@ -1,0 +1,245 @@
+//! The wasmtime engine, the per-call store with its budgets, and the
+//! minimal WASI a guest built with Rust's standard library needs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use crate::World;
+
+/// How often the ticker advances the engine's epoch; the CPU budget is
+/// counted in these ticks.
+const TICK: Duration = Duration::from_millis(10);
+/// Captured guest output per stream.
+const OUTPUT_CAPACITY: usize = 64 << 10;
+/// WIT package versions this host can run.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+
+/// Budgets for one call into a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock CPU budget (enforced with epoch interruption).
+    pub cpu: Duration,
+    /// Most linear memory the guest may hold, in bytes.
+    pub memory: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The component was refused at load time.
+    #[error("invalid policy component: {0}")]
+    Invalid(String),
+    /// One call failed: trap, timeout, memory, malformed answer or an
+    /// error the policy returned.
+    #[error("{policy} failed: {message}")]
+    Call { policy: String, message: String },
+    /// The host itself could not start.
+    #[error("policy host: {0}")]
+    Host(String),
+}
+
+/// Per-call store data.
+pub struct State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+/// A clock stopped at the Unix epoch: policies get `now` as an argument.
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<State>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Result<Sandbox, PolicyError> {
+        let host = |e: wasmtime::Error| PolicyError::Host(format!("{e:#}"));
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 << 10)
+            .cranelift_nan_canonicalization(true);
+        // Built without wasmtime's `parallel-compilation` feature: a
+        // component compiles on the calling thread only, so a hostile one
+        // cannot fan out over every core.
+        let engine = Engine::new(&config).map_err(host)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, stopped) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| PolicyError::Host(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Sandbox { engine, linker, stop })
+    }
+
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(PolicyError::Invalid(
+                "this is a core WebAssembly module, not a component; build for wasm32-wasip2 \
+                 (or wrap it with `wasm-tools component new`)"
+                    .into(),
+            ));
+        }
+        Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")))
+    }
+
+    /// Which world, at which WIT version, a component targets: from its
+    /// exports (`decide` with a `snapshots` or a `job` parameter, or the
+    /// `source-handler` interface) and from the `cairn:policy/types@V`
+    /// interface it imports.
+    pub fn world_of(&self, component: &Component) -> Result<(World, String), PolicyError> {
+        let ty = component.component_type();
+        let mut version = None;
+        for (name, _) in ty.imports(&self.engine) {
+            if let Some(v) = name.strip_prefix("cairn:policy/types@") {
+                version = Some(v.to_owned());
+            }
+        }
+        let mut world = None;
+        for (name, ext) in ty.exports(&self.engine) {
+            if let Some(v) = name.strip_prefix("cairn:policy/source-handler@") {
+                world = Some(World::Source);
+                version.get_or_insert_with(|| v.to_owned());
+            }
+            if name == "decide"
+                && let ComponentItem::ComponentFunc(f) = &ext.ty
+            {
+                world = match f.params().next().map(|(n, _)| n) {
+                    Some("snapshots") => Some(World::Retention),
+                    Some("job") => Some(World::Scheduler),
+                    _ => world,
+                };
+            }
+        }
+        let world = world.ok_or_else(|| {
+            PolicyError::Invalid(
+                "the component exports no cairn:policy world (retention, scheduler or source)".into(),
+            )
+        })?;
+        let version = version.ok_or_else(|| {
+            PolicyError::Invalid("the component does not use the cairn:policy types interface".into())
+        })?;
+        if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+            return Err(PolicyError::Invalid(format!(
+                "cairn:policy@{version} is not supported; this build runs {}",
+                SUPPORTED_VERSIONS.join(", ")
+            )));
+        }
+        Ok((world, version))
+    }
+
+    /// A fresh store for one call, with its budgets set.
+    pub fn store(&self, limits: &Limits) -> Store<State> {
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let ctx = WasiCtx::builder()
+            .stdout(MemoryOutputPipe::new(OUTPUT_CAPACITY))
+            .stderr(stderr.clone())
+            .wall_clock(Frozen)
+            .monotonic_clock(Frozen)
+            .secure_random(Deterministic::new(vec![0x5a, 0x17, 0xc3, 0x08]))
+            .insecure_random(Deterministic::new(vec![0x2b, 0x91]))
+            .insecure_random_seed(0x0123_4567_89ab_cdef)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            ctx,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .trap_on_grow_failure(true)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .table_elements(100_000)
+                .build(),
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.cpu.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
+        // One tick more than the budget: the first tick may come at once.
+        store.set_epoch_deadline(ticks + 1);
+        store
+    }
+
+    pub fn linker(&self) -> &Linker<State> {
+        &self.linker
+    }
+}
+
+/// A readable message for a failed call, naming the budget that ran out.
+pub fn describe_failure(err: &wasmtime::Error, limits: &Limits, stderr: &MemoryOutputPipe) -> String {
+    let base = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("ran out of its CPU budget of {} ms", limits.cpu.as_millis()),
+        Some(Trap::StackOverflow) => "overflowed its stack (512 KiB)".to_owned(),
+        // Rust and C guests keep their own stack in linear memory; running
+        // off its end is an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) => {
+            "accessed memory out of bounds (typically its own stack overflowed)".to_owned()
+        }
+        Some(Trap::UnreachableCodeReached) => "trapped (panicked or aborted)".to_owned(),
+        Some(t) => format!("trapped: {t}"),
+        None => {
+            let text = format!("{err:#}");
+            if text.contains("memory") && text.contains("limit") || text.contains("forcing trap when growing")
+            {
+                format!("went over its memory limit of {} MiB", limits.memory >> 20)
+            } else {
+                text
+            }
+        }
+    };
+    let out = stderr.contents();
+    let tail = String::from_utf8_lossy(&out[out.len().saturating_sub(400)..]).trim().to_owned();
+    if tail.is_empty() { base } else { format!("{base}; its stderr ends: {tail}") }
+}

@@ -1,0 +1,211 @@
+//! The retention host against real components built from source: the
+//! examples' `cases/`, agreement with the built-in rules on random snapshot
+//! sets, and a hostile guest that must be stopped within budget.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use policy::{Host, Limits, PolicyError, RetentionSnapshot, VerifyState, World};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Deserialize;
+
+fn load(host: &Host, path: &Path) -> policy::Policy {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    host.load(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
+}
+
+fn snap(id: &str, protected: bool) -> RetentionSnapshot {
+    let time = id.rsplit('/').next().and_then(model::time::parse_rfc3339).expect("id ends in a time");
+    RetentionSnapshot {
+        id: id.into(),
+        time,
+        tags: vec![],
+        size: 0,
+        protected,
+        verify_state: VerifyState::None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Case {
+    now: String,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    snapshots: Vec<CaseSnapshot>,
+    #[serde(default)]
+    expect: Vec<Expect>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CaseSnapshot {
+    id: String,
+    #[serde(default)]
+    protected: bool,
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct Expect {
+    id: String,
+    keep: bool,
+    reason: String,
+}
+
+#[test]
+fn retention_gfs_describes_itself_and_passes_its_cases() {
+    let host = Host::new().expect("host");
+    let gfs = load(&host, &policy_guests::example("retention-gfs"));
+    assert_eq!(gfs.world, World::Retention);
+    assert_eq!(gfs.wit_version, "0.1.0");
+    assert_eq!(gfs.info.name, "retention-gfs");
+    assert!(gfs.info.params.iter().any(|(k, _)| k == "keep-daily"), "{:?}", gfs.info);
+    assert_eq!(gfs.digest.len(), 64);
+
+    let cases = policy_guests::policies_dir().join("retention-gfs/cases");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&cases).expect("cases dir") {
+        let path = entry.expect("entry").path();
+        let case: Case =
+            serde_json::from_slice(&std::fs::read(&path).expect("read case")).expect("case json");
+        let snaps: Vec<_> = case.snapshots.iter().map(|s| snap(&s.id, s.protected)).collect();
+        let params: Vec<(String, String)> = case.params.into_iter().collect();
+        let now = model::time::parse_rfc3339(&case.now).expect("now");
+        let got = host.retention(&gfs, &snaps, now, &params, &Limits::default());
+        match (got, case.error) {
+            (Ok(d), None) => {
+                let got: Vec<Expect> =
+                    d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
+                assert_eq!(got, case.expect, "{}", path.display());
+            }
+            (Err(e), Some(want)) => assert!(e.to_string().contains(&want), "{}: {e}", path.display()),
+            (got, want) => panic!("{}: got {got:?}, wanted error {want:?}", path.display()),
+        }
+        ran += 1;
+    }
+    assert!(ran >= 3, "only {ran} cases in {}", cases.display());
+}
+
+/// The component and `model::prune::decide` (what `cairn prune --keep-*`
+/// runs) agree on random snapshot sets and rules.
+#[test]
+fn retention_gfs_agrees_with_the_builtin_rules() {
+    let host = Host::new().expect("host");
+    let gfs = load(&host, &policy_guests::example("retention-gfs"));
+    let mut rng = StdRng::seed_from_u64(2026);
+    for round in 0..60 {
+        let n = rng.random_range(1..120);
+        let start = 1_760_000_000i64;
+        let mut times: Vec<i64> = (0..n).map(|_| start + rng.random_range(0..400 * 86_400)).collect();
+        times.sort_unstable();
+        times.dedup();
+        let snaps: Vec<RetentionSnapshot> = times
+            .iter()
+            .map(|t| RetentionSnapshot {
+                id: format!("host/r/{}", model::time::format_rfc3339(*t)),
+                time: *t,
+                tags: vec![],
+                size: 1,
+                protected: rng.random_ratio(1, 10),
+                verify_state: VerifyState::Ok,
+            })
+            .collect();
+        let mut rules = model::prune::KeepRules::default();
+        let mut params = Vec::new();
+        for (name, slot) in [
+            ("keep-last", &mut rules.last),
+            ("keep-hourly", &mut rules.hourly),
+            ("keep-daily", &mut rules.daily),
+            ("keep-weekly", &mut rules.weekly),
+            ("keep-monthly", &mut rules.monthly),
+            ("keep-yearly", &mut rules.yearly),
+        ] {
+            if rng.random_ratio(1, 2) {
+                *slot = rng.random_range(1..12);
+                params.push((name.to_owned(), slot.to_string()));
+            }
+        }
+        if params.is_empty() {
+            rules.daily = 3;
+            params.push(("keep-daily".into(), "3".into()));
+        }
+        let items: Vec<_> =
+            snaps.iter().map(|s| model::prune::PruneItem { time: s.time, protected: s.protected }).collect();
+        let builtin = model::prune::decide(&items, &rules);
+        let component = host.retention(&gfs, &snaps, start, &params, &Limits::default()).expect("decide");
+        for ((b, c), s) in builtin.iter().zip(&component).zip(&snaps) {
+            assert_eq!((b.keep, &b.reason), (c.keep, &c.reason), "round {round}, {} with {params:?}", s.id);
+        }
+    }
+}
+
+/// Each misbehaviour is stopped or rejected within its budget plus 50 ms,
+/// with an error naming the policy; the host keeps working afterwards.
+#[test]
+fn hostile_guests_are_stopped_within_budget() {
+    let host = Host::new().expect("host");
+    let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
+    let snaps: Vec<_> = ["host/h/2026-11-01T00:00:00Z", "host/h/2026-11-02T00:00:00Z"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| snap(id, i == 0))
+        .collect();
+    let limits = Limits { cpu: Duration::from_millis(300), memory: 32 << 20 };
+    let cases = [
+        ("loop", "CPU budget"),
+        ("memory", "memory limit"),
+        ("recursion", "stack"),
+        ("huge", "memory limit"),
+        ("unknown-id", "not one of the snapshots"),
+        ("repeat-id", "decided twice"),
+        ("missing-id", "no decision"),
+        ("trap", "trapped"),
+        ("error", "refuses to decide"),
+    ];
+    for (mode, want) in cases {
+        let params = vec![("mode".to_owned(), mode.to_owned())];
+        let started = Instant::now();
+        let r = host.retention(&hostile, &snaps, 0, &params, &limits);
+        let took = started.elapsed();
+        let err = match r {
+            Err(e @ PolicyError::Call { .. }) => e.to_string(),
+            other => panic!("{mode}: expected a failed call, got {other:?}"),
+        };
+        assert!(err.contains("hostile-retention 0.1.0"), "{mode}: error does not name the policy: {err}");
+        assert!(err.contains(want), "{mode}: {err}");
+        assert!(took < limits.cpu + Duration::from_millis(50), "{mode}: stopped after {took:?}");
+    }
+
+    // A policy that removes everything cannot remove a protected snapshot.
+    let params = vec![("mode".to_owned(), "remove-all".to_owned())];
+    let d = host.retention(&hostile, &snaps, 0, &params, &limits).expect("remove-all answers");
+    assert!(d[0].keep && d[0].reason.starts_with("protected"), "{d:?}");
+    assert!(!d[1].keep);
+
+    // Still healthy.
+    let params = vec![("mode".to_owned(), "keep-all".to_owned())];
+    let d = host.retention(&hostile, &snaps, 0, &params, &limits).expect("keep-all");
+    assert!(d.iter().all(|d| d.keep));
+}
+
+#[test]
+fn load_refuses_what_is_not_a_policy_component() {
+    let host = Host::new().expect("host");
+    let limits = Limits::default();
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = host.load(core_module, &limits).expect_err("core module").to_string();
+    assert!(err.contains("core WebAssembly module"), "{err}");
+    let err = host.load(b"definitely not wasm", &limits).expect_err("garbage").to_string();
+    assert!(err.contains("invalid policy component"), "{err}");
+    let too_big = vec![0u8; policy::MAX_COMPONENT_BYTES + 1];
+    assert!(host.load(&too_big, &limits).expect_err("too big").to_string().contains("limit"));
+}
+
+/// The contract of a released version never changes in place.
+#[test]
+fn released_wit_is_frozen() {
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+    let current = std::fs::read_to_string(wit.join("policy.wit")).expect("wit/policy.wit");
+    assert!(current.contains("package cairn:policy@0.1.0;"), "the version changed: freeze the new one");
+    let frozen = std::fs::read_to_string(wit.join("since_v0.1.0/policy.wit")).expect("frozen copy");
+    assert_eq!(current, frozen, "wit/policy.wit differs from the released 0.1.0; bump the version instead");
+}

@@ -1,0 +1,69 @@
+//! `retention-gfs`: PBS-style keep-last, -hourly, -daily, -weekly,
+//! -monthly and -yearly retention as a Cairn `retention` policy, with the
+//! same code and the same reasons as the built-in `cairn prune --keep-*`.
+//!
+//! Parameters are named like the built-in flags: `keep-daily=7`,
+//! `keep-weekly=4`, …; at least one must be given.
+
+wit_bindgen::generate!({ path: "../../wit", world: "retention" });
+
+use model::prune::{KeepRules, PruneItem, Rule, decide};
+
+struct Gfs;
+
+impl Guest for Gfs {
+    fn describe() -> PolicyInfo {
+        let help = |rule: Rule, what: &str| Param {
+            key: rule.name().trim_start_matches("--").to_owned(),
+            value: format!("keep the newest snapshot of each of the last N {what}"),
+        };
+        PolicyInfo {
+            name: "retention-gfs".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Keep the newest snapshot per hour, day, ISO week, month and year, as Proxmox Backup Server does; rules add up, protected snapshots always stay.".into(),
+            params: vec![
+                Param { key: "keep-last".into(), value: "keep the N newest snapshots".into() },
+                help(Rule::Hourly, "hours"),
+                help(Rule::Daily, "days"),
+                help(Rule::Weekly, "ISO weeks"),
+                help(Rule::Monthly, "months"),
+                help(Rule::Yearly, "years"),
+            ],
+        }
+    }
+
+    fn decide(snapshots: Vec<Snapshot>, _now: i64, params: Vec<Param>) -> Result<Vec<Decision>, String> {
+        let rules = rules(&params)?;
+        let items: Vec<PruneItem> =
+            snapshots.iter().map(|s| PruneItem { time: s.time, protected: s.protected }).collect();
+        Ok(decide(&items, &rules)
+            .into_iter()
+            .zip(snapshots)
+            .map(|(d, s)| Decision { id: s.id, keep: d.keep, reason: d.reason })
+            .collect())
+    }
+}
+
+fn rules(params: &[Param]) -> Result<KeepRules, String> {
+    let mut rules = KeepRules::default();
+    for p in params {
+        let n: u32 =
+            p.value.parse().map_err(|_| format!("{}={:?}: expected a whole number", p.key, p.value))?;
+        let slot = match p.key.as_str() {
+            "keep-last" => &mut rules.last,
+            "keep-hourly" => &mut rules.hourly,
+            "keep-daily" => &mut rules.daily,
+            "keep-weekly" => &mut rules.weekly,
+            "keep-monthly" => &mut rules.monthly,
+            "keep-yearly" => &mut rules.yearly,
+            other => return Err(format!("unknown parameter {other:?} (keep-last … keep-yearly)")),
+        };
+        *slot = n;
+    }
+    if rules.is_empty() {
+        return Err("give at least one keep rule, e.g. --param keep-daily=7".into());
+    }
+    Ok(rules)
+}
+
+export!(Gfs);

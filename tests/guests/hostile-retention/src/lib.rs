@@ -1,0 +1,72 @@
+//! A retention policy that misbehaves on purpose. The `mode` parameter
+//! picks the misbehaviour; the host must stop or reject each one within
+//! its budget, stay healthy, and delete nothing.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "retention" });
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: "hostile-retention".into(),
+            version: "0.1.0".into(),
+            description: "misbehaves on purpose".into(),
+            params: vec![Param { key: "mode".into(), value: "loop, memory, recursion, huge, unknown-id, repeat-id, missing-id, remove-all, trap, error, keep-all".into() }],
+        }
+    }
+
+    fn decide(snapshots: Vec<Snapshot>, _now: i64, params: Vec<Param>) -> Result<Vec<Decision>, String> {
+        let mode = params.iter().find(|p| p.key == "mode").map(|p| p.value.clone()).unwrap_or_default();
+        let answer = |keep: bool| -> Vec<Decision> {
+            snapshots.iter().map(|s| Decision { id: s.id.clone(), keep, reason: "hostile".into() }).collect()
+        };
+        match mode.as_str() {
+            "loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => Ok(vec![Decision { id: String::new(), keep: deep(std::hint::black_box(0)) > 0, reason: String::new() }]),
+            "huge" => Ok((0..5_000_000)
+                .map(|i| Decision { id: format!("not/a/snapshot-{i}"), keep: true, reason: "x".repeat(100) })
+                .collect()),
+            "unknown-id" => {
+                let mut a = answer(true);
+                a.push(Decision { id: "host/other/2026-01-01T00:00:00Z".into(), keep: false, reason: "?".into() });
+                Ok(a)
+            }
+            "repeat-id" => {
+                let mut a = answer(true);
+                let first = a[0].clone();
+                a.push(first);
+                Ok(a)
+            }
+            "missing-id" => {
+                let mut a = answer(false);
+                a.pop();
+                Ok(a)
+            }
+            "remove-all" => Ok(answer(false)),
+            "trap" => panic!("hostile policy traps on purpose"),
+            "error" => Err("this policy refuses to decide".into()),
+            _ => Ok(answer(true)),
+        }
+    }
+}
+
+#[allow(unconditional_recursion)] // the point of the "recursion" mode
+fn deep(n: u64) -> u64 {
+    let pad = std::hint::black_box([n; 64]);
+    1 + deep(pad[(n % 64) as usize] + 1) + pad[3]
+}
+
+export!(Hostile);

@@ -1,0 +1,113 @@
+//! Policies through the CLI: add, list, show and remove components built
+//! from source, and prune with a retention policy, which must agree with
+//! the built-in rules and never remove a protected snapshot.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{Store, run, run_json, run_ok};
+
+fn add(store: &Store, wasm: &Path, name: &str) {
+    let out = run_ok(store.cmd().args(["policy", "add"]).arg(wasm).args(["--name", name]));
+    assert!(out.contains(&format!("added retention policy {name}")), "{out}");
+}
+
+fn group_with_snapshots(store: &Store) -> Vec<String> {
+    let src = store.path("empty");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    ["2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z", "2026-11-02T20:00:00Z", "2026-11-03T10:00:00Z"]
+        .iter()
+        .map(|t| store.backup(&src, "host/pol", t))
+        .collect()
+}
+
+#[test]
+fn retention_policy_prunes_like_the_builtin_rules() {
+    let store = Store::new();
+    let ids = group_with_snapshots(&store);
+    add(&store, &policy_guests::example("retention-gfs"), "gfs");
+
+    let list = run_json(store.cmd().args(["policy", "list", "--json"]));
+    assert_eq!(list[0]["name"], "gfs", "{list}");
+    assert_eq!(list[0]["world"], "retention");
+    assert_eq!(list[0]["wit_version"], "0.1.0");
+    let show = run_ok(store.cmd().args(["policy", "show", "gfs"]));
+    assert!(show.contains("keep-daily") && show.contains("blake3"), "{show}");
+
+    let builtin =
+        run_json(store.cmd().args(["prune", "host/pol", "--keep-daily", "2", "--dry-run", "--json"]));
+    let policy = run_json(store.cmd().args([
+        "prune",
+        "host/pol",
+        "--policy",
+        "gfs",
+        "--param",
+        "keep-daily=2",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(policy, builtin);
+    assert_eq!(
+        policy.as_array().map(|a| a.iter().filter(|d| d["keep"] == false).count()),
+        Some(2),
+        "{policy}"
+    );
+
+    // For real this time; then the removed snapshots are gone.
+    run_ok(store.cmd().args(["prune", "host/pol", "--policy", "gfs", "--param", "keep-daily=2"]));
+    let left: Vec<Value> = store.snapshots();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[1]["id"], ids[3].as_str());
+
+    run_ok(store.cmd().args(["policy", "rm", "gfs"]));
+    let r = run(store.cmd().args(["prune", "host/pol", "--policy", "gfs", "--param", "keep-daily=1"]));
+    assert!(r.code == 1 && r.stderr.contains("no policy named"), "{r:?}");
+}
+
+#[test]
+fn a_failing_or_greedy_policy_removes_nothing_it_must_not() {
+    let store = Store::new();
+    let ids = group_with_snapshots(&store);
+    add(&store, &policy_guests::test_guest("hostile-retention"), "hostile");
+    run_ok(store.cmd().args(["protect", &ids[0]]));
+
+    for mode in ["loop", "memory", "trap", "unknown-id", "error"] {
+        let r = run(store.cmd().args([
+            "prune",
+            "host/pol",
+            "--policy",
+            "hostile",
+            "--param",
+            &format!("mode={mode}"),
+        ]));
+        assert_eq!(r.code, 1, "{mode}: {r:?}");
+        assert!(r.stderr.contains("policy hostile-retention 0.1.0"), "{mode}: {}", r.stderr);
+        assert_eq!(store.snapshots().len(), 4, "{mode}: a failing policy removed snapshots");
+    }
+
+    let out = run_json(store.cmd().args([
+        "prune",
+        "host/pol",
+        "--policy",
+        "hostile",
+        "--param",
+        "mode=remove-all",
+        "--json",
+    ]));
+    assert_eq!(out[0]["keep"], true, "{out}");
+    assert!(out[0]["reason"].as_str().is_some_and(|r| r.starts_with("protected")), "{out}");
+    let left = store.snapshots();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["id"], ids[0].as_str());
+}
+
+#[test]
+fn policy_add_refuses_what_is_not_a_policy() {
+    let store = Store::new();
+    let junk = store.path("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x01\0\0\0").expect("write");
+    let r = run(store.cmd().args(["policy", "add"]).arg(&junk));
+    assert!(r.code == 1 && r.stderr.contains("not a component"), "{r:?}");
+    assert_eq!(run_json(store.cmd().args(["policy", "list", "--json"])), serde_json::json!([]));
+}
