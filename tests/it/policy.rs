@@ -111,3 +111,49 @@ fn policy_add_refuses_what_is_not_a_policy() {
     assert!(r.code == 1 && r.stderr.contains("not a component"), "{r:?}");
     assert_eq!(run_json(store.cmd().args(["policy", "list", "--json"])), serde_json::json!([]));
 }
+
+/// `policy simulate` replays the policy day by day; for keep-daily the
+/// snapshots left at the end are exactly what one prune keeps, and the
+/// others go on the day they fall out of the window.
+#[test]
+fn simulate_replays_retention_over_time() {
+    let store = Store::new();
+    let src = store.path("empty");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let ids: Vec<String> =
+        (1..=8).map(|d| store.backup(&src, "host/sim", &format!("2026-10-{d:02}T06:00:00Z"))).collect();
+    add(&store, &policy_guests::example("retention-gfs"), "gfs");
+
+    let sim = run_json(store.cmd().args([
+        "policy",
+        "simulate",
+        "gfs",
+        "host/sim",
+        "--every",
+        "1d",
+        "--param",
+        "keep-daily=3",
+        "--json",
+    ]));
+    assert_eq!(sim["steps"], 8, "{sim}");
+    let kept: Vec<&str> =
+        sim["kept"].as_array().expect("kept").iter().filter_map(|k| k["id"].as_str()).collect();
+    assert_eq!(kept, ids[5..].iter().map(String::as_str).collect::<Vec<_>>());
+    let removed = sim["removed"].as_array().expect("removed");
+    assert_eq!(removed.len(), 5, "{sim}");
+    // The first snapshot leaves when the fourth day's arrives.
+    assert_eq!(removed[0]["id"], ids[0].as_str());
+    assert_eq!(removed[0]["at"], "2026-10-04T06:00:00Z");
+
+    let builtin =
+        run_json(store.cmd().args(["prune", "host/sim", "--keep-daily", "3", "--dry-run", "--json"]));
+    let builtin_kept: Vec<&str> = builtin
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(kept, builtin_kept);
+    assert_eq!(store.snapshots().len(), 8, "simulate removed snapshots");
+}

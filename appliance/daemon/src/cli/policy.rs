@@ -46,6 +46,39 @@ the same name replaces the record.")]
     },
     /// Remove a stored policy.
     Rm { name: String },
+    /// Replay a retention policy over a group's real snapshots as time passes.
+    #[command(after_long_help = "\
+Like the Proxmox Backup Server prune simulator, but on the group's real snapshots and for any \
+retention policy: time steps from --from to --to by --every; at each step the snapshots made by \
+then join, the policy decides with `now` set to that step, and the snapshots it removes leave. \
+Prints when each snapshot would go, and what is left at the end with the reasons. Nothing is \
+removed for real.")]
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The retention policy.
+    name: String,
+    /// The group, TYPE/ID.
+    group: String,
+    #[command(flatten)]
+    ns: super::NsArg,
+    /// First step, RFC 3339 (default: the oldest snapshot's time).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Last step, RFC 3339 (default: the newest snapshot's time).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Step length: 30m, 6h, 1d, 1w.
+    #[arg(long, default_value = "1d", value_name = "DURATION")]
+    every: String,
+    /// A parameter for the policy, KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Print a JSON object {steps, removed: [{at, id, reason}], kept: [{id, reason}]}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Serialize)]
@@ -154,6 +187,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 }
             }
         }
+        PolicyCommand::Simulate(a) => return simulate(&engine, a),
         PolicyCommand::Rm { name } => {
             if !ds.remove_policy(name)? {
                 bail!("no policy named {name:?}");
@@ -191,22 +225,135 @@ pub fn retention_decider(
     let host = Host::new()?;
     let policy = host.load(&wasm, &Limits::default())?;
     Ok(Box::new(move |infos: &[SnapshotInfo]| {
-        let snaps: Vec<RetentionSnapshot> = infos
-            .iter()
-            .map(|i| RetentionSnapshot {
-                id: i.id.to_string(),
-                time: i.id.time,
-                tags: i.tags.clone(),
-                size: i.size,
-                protected: i.protected,
-                verify_state: match i.verify {
-                    model::VerifyState::None => VerifyState::None,
-                    model::VerifyState::Ok => VerifyState::Ok,
-                    model::VerifyState::Failed => VerifyState::Failed,
-                },
-            })
-            .collect();
+        let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
         let decisions = host.retention(&policy, &snaps, now(), &params, &Limits::default())?;
         Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
     }))
+}
+
+fn parse_every(text: &str) -> Result<i64> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = num.parse().map_err(|_| anyhow!("--every {text:?}: expected a number and m, h, d or w"))?;
+    let unit = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("--every {text:?}: the unit is m, h, d or w"),
+    };
+    if n <= 0 {
+        bail!("--every {text:?}: must be positive");
+    }
+    Ok(n * unit)
+}
+
+#[derive(Serialize)]
+struct SimRemoved {
+    at: String,
+    id: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct SimKept {
+    id: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct SimJson {
+    steps: u64,
+    removed: Vec<SimRemoved>,
+    kept: Vec<SimKept>,
+}
+
+/// Most steps a simulation may take.
+const MAX_STEPS: i64 = 100_000;
+
+fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
+    let group = model::BackupGroup::parse(&a.group, &a.ns.get()?)?;
+    let every = parse_every(&a.every)?;
+    let params = parse_params(&a.params)?;
+    let (record, wasm) =
+        engine.datastore().load_policy(&a.name)?.ok_or_else(|| anyhow!("no policy named {:?}", a.name))?;
+    if record.world != "retention" {
+        bail!("policy {} is a {} policy, not a retention policy", a.name, record.world);
+    }
+    let host = Host::new()?;
+    let policy = host.load(&wasm, &Limits::default())?;
+    let infos = engine.snapshots(Some(&group))?;
+    let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
+        bail!("group {group} has no snapshots to simulate with");
+    };
+    let time = |t: &Option<String>, default: i64, what: &str| -> Result<i64> {
+        match t {
+            Some(t) => {
+                model::time::parse_rfc3339(t).ok_or_else(|| anyhow!("--{what} {t:?} is not an RFC 3339 time"))
+            }
+            None => Ok(default),
+        }
+    };
+    let (from, to) = (time(&a.from, first.id.time, "from")?, time(&a.to, last.id.time, "to")?);
+    if to < from || (to - from) / every > MAX_STEPS {
+        bail!("--from/--to/--every give no steps or more than {MAX_STEPS}");
+    }
+    let mut alive: Vec<&SnapshotInfo> = Vec::new();
+    let mut next = 0;
+    let (mut removed, mut kept, mut steps) = (Vec::new(), Vec::new(), 0u64);
+    let mut t = from;
+    while t <= to {
+        while next < infos.len() && infos[next].id.time <= t {
+            alive.push(&infos[next]);
+            next += 1;
+        }
+        let snaps: Vec<RetentionSnapshot> = alive.iter().map(|i| to_retention(i)).collect();
+        let decisions = host.retention(&policy, &snaps, t, &params, &Limits::default())?;
+        kept.clear();
+        let mut still = Vec::new();
+        for (info, d) in alive.iter().zip(decisions) {
+            if d.keep {
+                still.push(*info);
+                kept.push(SimKept { id: d.id, reason: d.reason });
+            } else {
+                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: d.id, reason: d.reason });
+            }
+        }
+        alive = still;
+        steps += 1;
+        t += every;
+    }
+    if a.json {
+        output::json(&SimJson { steps, removed, kept });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> =
+        removed.iter().map(|r| vec![r.at.clone(), "remove".into(), r.id.clone(), r.reason.clone()]).collect();
+    if !rows.is_empty() {
+        output::table(&["AT", "ACTION", "SNAPSHOT", "REASON"], &rows);
+        println!();
+    }
+    println!(
+        "after {steps} steps, at {}: {} of {} snapshots kept",
+        model::time::format_rfc3339(t - every),
+        kept.len(),
+        infos.len()
+    );
+    let rows: Vec<Vec<String>> = kept.iter().map(|k| vec![k.id.clone(), k.reason.clone()]).collect();
+    output::table(&["SNAPSHOT", "REASON"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_retention(i: &SnapshotInfo) -> RetentionSnapshot {
+    RetentionSnapshot {
+        id: i.id.to_string(),
+        time: i.id.time,
+        tags: i.tags.clone(),
+        size: i.size,
+        protected: i.protected,
+        verify_state: match i.verify {
+            model::VerifyState::None => VerifyState::None,
+            model::VerifyState::Ok => VerifyState::Ok,
+            model::VerifyState::Failed => VerifyState::Failed,
+        },
+    }
 }
