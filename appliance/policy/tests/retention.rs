@@ -42,6 +42,8 @@ struct CaseSnapshot {
     id: String,
     #[serde(default)]
     protected: bool,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
@@ -52,7 +54,7 @@ struct Expect {
 }
 
 #[test]
-fn retention_gfs_describes_itself_and_passes_its_cases() {
+fn retention_gfs_describes_itself() {
     let host = Host::new().expect("host");
     let gfs = load(&host, &policy_guests::example("retention-gfs"));
     assert_eq!(gfs.world, World::Retention);
@@ -60,29 +62,43 @@ fn retention_gfs_describes_itself_and_passes_its_cases() {
     assert_eq!(gfs.info.name, "retention-gfs");
     assert!(gfs.info.params.iter().any(|(k, _)| k == "keep-daily"), "{:?}", gfs.info);
     assert_eq!(gfs.digest.len(), 64);
+}
 
-    let cases = policy_guests::policies_dir().join("retention-gfs/cases");
-    let mut ran = 0;
-    for entry in std::fs::read_dir(&cases).expect("cases dir") {
-        let path = entry.expect("entry").path();
-        let case: Case =
-            serde_json::from_slice(&std::fs::read(&path).expect("read case")).expect("case json");
-        let snaps: Vec<_> = case.snapshots.iter().map(|s| snap(&s.id, s.protected)).collect();
-        let params: Vec<(String, String)> = case.params.into_iter().collect();
-        let now = model::time::parse_rfc3339(&case.now).expect("now");
-        let got = host.retention(&gfs, &snaps, now, &params, &Limits::default());
-        match (got, case.error) {
-            (Ok(d), None) => {
-                let got: Vec<Expect> =
-                    d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
-                assert_eq!(got, case.expect, "{}", path.display());
-            }
-            (Err(e), Some(want)) => assert!(e.to_string().contains(&want), "{}: {e}", path.display()),
-            (got, want) => panic!("{}: got {got:?}, wanted error {want:?}", path.display()),
+/// Every retention example passes the cases in its `cases/` directory.
+#[test]
+fn retention_examples_pass_their_cases() {
+    let host = Host::new().expect("host");
+    for example in ["retention-gfs", "retention-tags"] {
+        let p = load(&host, &policy_guests::example(example));
+        assert_eq!((p.world, p.info.name.as_str()), (World::Retention, example));
+        let cases = policy_guests::policies_dir().join(example).join("cases");
+        let mut ran = 0;
+        for entry in std::fs::read_dir(&cases).expect("cases dir") {
+            run_case(&host, &p, &entry.expect("entry").path());
+            ran += 1;
         }
-        ran += 1;
+        assert!(ran >= 3, "only {ran} cases in {}", cases.display());
     }
-    assert!(ran >= 3, "only {ran} cases in {}", cases.display());
+}
+
+fn run_case(host: &Host, p: &policy::Policy, path: &Path) {
+    let case: Case = serde_json::from_slice(&std::fs::read(path).expect("read case")).expect("case json");
+    let snaps: Vec<_> = case
+        .snapshots
+        .iter()
+        .map(|s| RetentionSnapshot { tags: s.tags.clone(), ..snap(&s.id, s.protected) })
+        .collect();
+    let params: Vec<(String, String)> = case.params.into_iter().collect();
+    let now = model::time::parse_rfc3339(&case.now).expect("now");
+    match (host.retention(p, &snaps, now, &params, &Limits::default()), case.error) {
+        (Ok(d), None) => {
+            let got: Vec<Expect> =
+                d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
+            assert_eq!(got, case.expect, "{}", path.display());
+        }
+        (Err(e), Some(want)) => assert!(e.to_string().contains(&want), "{}: {e}", path.display()),
+        (got, want) => panic!("{}: got {got:?}, wanted error {want:?}", path.display()),
+    }
 }
 
 /// The component and `model::prune::decide` (what `cairn prune --keep-*`
