@@ -72,6 +72,26 @@ fn a_failing_or_greedy_policy_removes_nothing_it_must_not() {
     add(&store, &policy_guests::test_guest("hostile-retention"), "hostile");
     run_ok(store.cmd().args(["protect", &ids[0]]));
 
+    // A per-policy budget: 200 ms of CPU instead of the default second.
+    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::test_guest("hostile-retention")).args([
+        "--name",
+        "hostile-fast",
+        "--cpu-ms",
+        "200",
+        "--memory-mib",
+        "16",
+    ]));
+    let show = run_json(store.cmd().args(["policy", "show", "hostile-fast", "--json"]));
+    assert_eq!((show["cpu_ms"].as_u64(), show["memory_mib"].as_u64()), (Some(200), Some(16)), "{show}");
+    let started = std::time::Instant::now();
+    let r = run(store.cmd().args(["prune", "host/pol", "--policy", "hostile-fast", "--param", "mode=loop"]));
+    assert!(r.code == 1 && r.stderr.contains("CPU budget of 200 ms"), "{r:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the 200 ms budget took {:?}",
+        started.elapsed()
+    );
+
     for mode in ["loop", "memory", "trap", "unknown-id", "error"] {
         let r = run(store.cmd().args([
             "prune",

@@ -32,6 +32,20 @@ pub struct PolicyRecord {
     pub size: u64,
     /// When it was added, epoch seconds.
     pub added: i64,
+    /// CPU budget per call, milliseconds.
+    #[serde(default = "default_cpu_ms")]
+    pub cpu_ms: u64,
+    /// Memory cap per call, MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+fn default_cpu_ms() -> u64 {
+    1_000
+}
+
+fn default_memory_mib() -> u64 {
+    64
 }
 
 fn valid_name(name: &str) -> bool {

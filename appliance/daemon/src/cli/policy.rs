@@ -30,6 +30,12 @@ the same name replaces the record.")]
         /// Name to use with --policy (default: the name the policy gives itself).
         #[arg(long)]
         name: Option<String>,
+        /// CPU budget per call, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        cpu_ms: u64,
+        /// Memory cap per call, in MiB.
+        #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+        memory_mib: u64,
     },
     /// List stored policies.
     List {
@@ -93,6 +99,8 @@ struct RecordJson<'a> {
     digest: &'a str,
     size: u64,
     added: String,
+    cpu_ms: u64,
+    memory_mib: u64,
 }
 
 #[derive(Serialize)]
@@ -113,6 +121,8 @@ fn record_json(r: &PolicyRecord) -> RecordJson<'_> {
         digest: &r.digest,
         size: r.size,
         added: model::time::format_rfc3339(r.added),
+        cpu_ms: r.cpu_ms,
+        memory_mib: r.memory_mib,
     }
 }
 
@@ -120,10 +130,10 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
     let engine = open(cli)?;
     let ds = engine.datastore();
     match c {
-        PolicyCommand::Add { file, name } => {
+        PolicyCommand::Add { file, name, cpu_ms, memory_mib } => {
             let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             let host = Host::new()?;
-            let p = host.load(&wasm, &Limits::default())?;
+            let p = host.load(&wasm, &budget(*cpu_ms, *memory_mib))?;
             let record = PolicyRecord {
                 name: name.clone().unwrap_or_else(|| p.info.name.clone()),
                 world: p.world.name().into(),
@@ -135,6 +145,8 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 digest: p.digest.clone(),
                 size: wasm.len() as u64,
                 added: now(),
+                cpu_ms: *cpu_ms,
+                memory_mib: *memory_mib,
             };
             ds.save_policy(&record, &wasm)?;
             println!(
@@ -178,6 +190,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 println!("digest:       blake3 {}", r.digest);
                 println!("size:         {}", output::size(r.size));
                 println!("added:        {}", model::time::format_rfc3339(r.added));
+                println!("budget:       {} ms CPU, {} MiB memory per call", r.cpu_ms, r.memory_mib);
                 println!("description:  {}", r.description);
                 if !r.params.is_empty() {
                     println!("parameters:");
@@ -196,6 +209,10 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn budget(cpu_ms: u64, memory_mib: u64) -> Limits {
+    Limits { cpu: std::time::Duration::from_millis(cpu_ms), memory: (memory_mib as usize) << 20 }
 }
 
 /// `k=v` pairs from `--param`.
@@ -223,10 +240,11 @@ pub fn retention_decider(
         bail!("policy {name} is a {} policy, not a retention policy", record.world);
     }
     let host = Host::new()?;
-    let policy = host.load(&wasm, &Limits::default())?;
+    let limits = budget(record.cpu_ms, record.memory_mib);
+    let policy = host.load(&wasm, &limits)?;
     Ok(Box::new(move |infos: &[SnapshotInfo]| {
         let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
-        let decisions = host.retention(&policy, &snaps, now(), &params, &Limits::default())?;
+        let decisions = host.retention(&policy, &snaps, now(), &params, &limits)?;
         Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
     }))
 }
@@ -280,7 +298,8 @@ fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
         bail!("policy {} is a {} policy, not a retention policy", a.name, record.world);
     }
     let host = Host::new()?;
-    let policy = host.load(&wasm, &Limits::default())?;
+    let limits = budget(record.cpu_ms, record.memory_mib);
+    let policy = host.load(&wasm, &limits)?;
     let infos = engine.snapshots(Some(&group))?;
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         bail!("group {group} has no snapshots to simulate with");
@@ -307,7 +326,7 @@ fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
             next += 1;
         }
         let snaps: Vec<RetentionSnapshot> = alive.iter().map(|i| to_retention(i)).collect();
-        let decisions = host.retention(&policy, &snaps, t, &params, &Limits::default())?;
+        let decisions = host.retention(&policy, &snaps, t, &params, &limits)?;
         kept.clear();
         let mut still = Vec::new();
         for (info, d) in alive.iter().zip(decisions) {
