@@ -44,10 +44,17 @@ fn build(dir: &Path, target: &Path) {
         .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target);
-    // The outer build's flags are for the host, not for WebAssembly.
-    for var in
-        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER"]
-    {
+    // The outer build's flags are for the host, not for WebAssembly, and
+    // clippy reaches builds through RUSTC_WORKSPACE_WRAPPER and CLIPPY_ARGS.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the WebAssembly guests");

@@ -17,12 +17,14 @@
 
 mod retention;
 mod sandbox;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
 pub use sandbox::{Limits, PolicyError};
+pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
 
 use sandbox::Sandbox;
 
@@ -128,7 +130,8 @@ impl Host {
         let (world, wit_version) = self.sandbox.world_of(&component)?;
         let info = match world {
             World::Retention => retention::describe(&self.sandbox, &component, limits)?,
-            World::Scheduler | World::Source => {
+            World::Scheduler => scheduler::describe(&self.sandbox, &component, limits)?,
+            World::Source => {
                 return Err(PolicyError::Invalid(format!(
                     "{} components are not supported by this build yet",
                     world.name()
@@ -158,6 +161,28 @@ impl Host {
             });
         }
         retention::decide(&self.sandbox, policy, snapshots, now, params, limits)
+    }
+}
+
+impl Host {
+    /// Ask a scheduler policy whether `job` runs now, with which tags, and
+    /// when to ask again (checked: after `now`, within a year; tags short
+    /// and printable).
+    pub fn schedule(
+        &self,
+        policy: &Policy,
+        job: &ScheduleJob,
+        runs: &[JobRun],
+        now: i64,
+        limits: &Limits,
+    ) -> Result<ScheduleDecision, PolicyError> {
+        if policy.world != World::Scheduler {
+            return Err(PolicyError::Call {
+                policy: policy.label(),
+                message: format!("it is a {} policy, not a scheduler policy", policy.world.name()),
+            });
+        }
+        scheduler::decide(&self.sandbox, policy, job, runs, now, limits)
     }
 }
 
