@@ -1,5 +1,5 @@
-//! The scheduler host against `schedule-window` built from source: its
-//! description and every case in its `cases/` directory.
+//! The scheduler host against `schedule-window` and `schedule-backy` built
+//! from source: their descriptions and every case in their `cases/`.
 
 use std::collections::BTreeMap;
 
@@ -47,14 +47,23 @@ fn time(t: &str) -> i64 {
 }
 
 #[test]
-fn schedule_window_passes_its_cases() {
+fn scheduler_examples_pass_their_cases() {
     let host = Host::new().expect("host");
-    let bytes = std::fs::read(policy_guests::example("schedule-window")).expect("component");
-    let p = host.load(&bytes, &Limits::default()).expect("load");
-    assert_eq!((p.world, p.info.name.as_str()), (World::Scheduler, "schedule-window"));
-    assert!(p.info.params.iter().any(|(k, _)| k == "window"), "{:?}", p.info);
+    for (example, param) in [("schedule-window", "window"), ("schedule-backy", "spread")] {
+        let bytes = std::fs::read(policy_guests::example(example)).expect("component");
+        let p = host.load(&bytes, &Limits::default()).expect("load");
+        assert_eq!((p.world, p.info.name.as_str()), (World::Scheduler, example));
+        assert!(p.info.params.iter().any(|(k, _)| k == param), "{:?}", p.info);
+        let ran = run_cases(&host, &p, example);
+        assert!(ran >= 5, "only {ran} cases for {example}");
+        // A scheduler is not a retention policy.
+        let err = host.retention(&p, &[], 0, &[], &Limits::default()).expect_err("wrong world").to_string();
+        assert!(err.contains("not a retention policy"), "{err}");
+    }
+}
 
-    let dir = policy_guests::policies_dir().join("schedule-window/cases");
+fn run_cases(host: &Host, p: &policy::Policy, example: &str) -> usize {
+    let dir = policy_guests::policies_dir().join(example).join("cases");
     let mut ran = 0;
     for entry in std::fs::read_dir(&dir).expect("cases") {
         let path = entry.expect("entry").path();
@@ -74,7 +83,7 @@ fn schedule_window_passes_its_cases() {
                 duration_seconds: r.duration_seconds,
             })
             .collect();
-        match (host.schedule(&p, &job, &runs, time(&case.now), &Limits::default()), case.expect, case.error) {
+        match (host.schedule(p, &job, &runs, time(&case.now), &Limits::default()), case.expect, case.error) {
             (Ok(d), Some(want), None) => {
                 let got = Expect {
                     run_now: d.run_now,
@@ -89,9 +98,5 @@ fn schedule_window_passes_its_cases() {
         }
         ran += 1;
     }
-    assert!(ran >= 5, "only {ran} cases");
-
-    // A scheduler is not a retention policy.
-    let err = host.retention(&p, &[], 0, &[], &Limits::default()).expect_err("wrong world").to_string();
-    assert!(err.contains("not a retention policy"), "{err}");
+    ran
 }
