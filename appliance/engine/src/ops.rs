@@ -89,7 +89,14 @@ impl Engine {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         if !dry_run {
             let cat = self.catalog()?;
-            for e in out.iter().filter(|e| !e.keep) {
+            for e in out.iter_mut().filter(|e| !e.keep) {
+                // Protection is read again from the snapshot itself: it may
+                // have been set while the decider ran.
+                if self.ds.read_state(&e.id)?.protected {
+                    e.keep = true;
+                    e.reason = "protected".into();
+                    continue;
+                }
                 self.ds.remove_snapshot(&e.id)?;
                 cat.remove_snapshot(&e.id)?;
             }

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
@@ -106,6 +107,22 @@ impl Sandbox {
         let engine = Engine::new(&config).map_err(host)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host)?;
+        // Waiting happens in the host, where the epoch cannot interrupt it:
+        // a guest that sleeps would stall the caller for as long as it
+        // asks. Policies get `now` as an argument and have nothing to wait
+        // for, so both ways to wait on the clock trap instead.
+        linker.allow_shadowing(true);
+        let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12").map_err(host)?;
+        for name in ["subscribe-duration", "subscribe-instant"] {
+            clock
+                .func_wrap(name, |_store, (_when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                    Err(wasmtime::Error::msg(
+                        "policies may not sleep or wait on a clock (`now` is an argument)",
+                    ))
+                })
+                .map_err(host)?;
+        }
+        linker.allow_shadowing(false);
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, stopped) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -193,7 +210,11 @@ impl Sandbox {
             .build();
         let state = State {
             ctx,
-            table: ResourceTable::new(),
+            table: {
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(1024);
+                t
+            },
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
                 .trap_on_grow_failure(true)

@@ -175,6 +175,7 @@ fn hostile_guests_are_stopped_within_budget() {
         ("repeat-id", "decided twice"),
         ("missing-id", "no decision"),
         ("trap", "trapped"),
+        ("sleep", "may not sleep"),
         ("error", "refuses to decide"),
     ];
     for (mode, want) in cases {

@@ -211,8 +211,13 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The budget for one call; values from a stored record are clamped to
+/// what `policy add` accepts, whatever the file says.
 fn budget(cpu_ms: u64, memory_mib: u64) -> Limits {
-    Limits { cpu: std::time::Duration::from_millis(cpu_ms), memory: (memory_mib as usize) << 20 }
+    Limits {
+        cpu: std::time::Duration::from_millis(cpu_ms.clamp(10, 60_000)),
+        memory: (memory_mib.clamp(1, 4096) as usize) << 20,
+    }
 }
 
 /// `k=v` pairs from `--param`.
@@ -241,7 +246,7 @@ pub fn retention_decider(
     }
     let host = Host::new()?;
     let limits = budget(record.cpu_ms, record.memory_mib);
-    let policy = host.load(&wasm, &limits)?;
+    let policy = host.load(&wasm, &limits).with_context(|| format!("policy {name}"))?;
     Ok(Box::new(move |infos: &[SnapshotInfo]| {
         let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
         let decisions = host.retention(&policy, &snaps, now(), &params, &limits)?;
@@ -262,7 +267,9 @@ fn parse_every(text: &str) -> Result<i64> {
     if n <= 0 {
         bail!("--every {text:?}: must be positive");
     }
-    Ok(n * unit)
+    n.checked_mul(unit)
+        .filter(|s| *s <= 10 * 366 * 86_400)
+        .ok_or_else(|| anyhow!("--every {text:?}: at most ten years"))
 }
 
 #[derive(Serialize)]
@@ -299,7 +306,7 @@ fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
     }
     let host = Host::new()?;
     let limits = budget(record.cpu_ms, record.memory_mib);
-    let policy = host.load(&wasm, &limits)?;
+    let policy = host.load(&wasm, &limits).with_context(|| format!("policy {}", a.name))?;
     let infos = engine.snapshots(Some(&group))?;
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         bail!("group {group} has no snapshots to simulate with");

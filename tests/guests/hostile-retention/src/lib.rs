@@ -12,7 +12,7 @@ impl Guest for Hostile {
             name: "hostile-retention".into(),
             version: "0.1.0".into(),
             description: "misbehaves on purpose".into(),
-            params: vec![Param { key: "mode".into(), value: "loop, memory, recursion, huge, unknown-id, repeat-id, missing-id, remove-all, trap, error, keep-all".into() }],
+            params: vec![Param { key: "mode".into(), value: "loop, memory, recursion, huge, sleep, unknown-id, repeat-id, missing-id, remove-all, trap, error, keep-all".into() }],
         }
     }
 
@@ -57,6 +57,10 @@ impl Guest for Hostile {
             }
             "remove-all" => Ok(answer(false)),
             "trap" => panic!("hostile policy traps on purpose"),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3_600));
+                Ok(answer(true))
+            }
             "error" => Err("this policy refuses to decide".into()),
             _ => Ok(answer(true)),
         }
