@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -49,8 +49,57 @@ pub enum PolicyError {
 pub struct State {
     ctx: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Budget,
     pub stderr: MemoryOutputPipe,
+}
+
+/// The memory cap counts every linear memory of the store together (a
+/// component may hold several); instance, table and memory counts come
+/// from `StoreLimits`.
+struct Budget {
+    counts: StoreLimits,
+    total: usize,
+    cap: usize,
+}
+
+impl ResourceLimiter for Budget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        if self.total.saturating_add(grow) > self.cap {
+            wasmtime::bail!(
+                "forcing trap when growing memory to {desired} bytes: all memories together may hold {} MiB",
+                self.cap >> 20
+            );
+        }
+        self.total += grow;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
+    }
 }
 
 impl WasiView for State {
@@ -215,14 +264,17 @@ impl Sandbox {
                 t.set_max_capacity(1024);
                 t
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                .trap_on_grow_failure(true)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .table_elements(100_000)
-                .build(),
+            limits: Budget {
+                counts: StoreLimitsBuilder::new()
+                    .trap_on_grow_failure(true)
+                    .instances(64)
+                    .tables(64)
+                    .memories(16)
+                    .table_elements(100_000)
+                    .build(),
+                total: 0,
+                cap: limits.memory,
+            },
             stderr,
         };
         let mut store = Store::new(&self.engine, state);
