@@ -193,16 +193,46 @@ fn check_info(info: &PolicyInfo) -> Result<(), PolicyError> {
     if !ok_name {
         return Err(PolicyError::Invalid(format!("policy name {:?} is not a short plain name", info.name)));
     }
-    if info.version.is_empty() || info.version.len() > 64 {
-        return Err(PolicyError::Invalid(format!("policy version {:?} is empty or too long", info.version)));
+    if !printable(&info.version, 64) || info.version.is_empty() {
+        return Err(PolicyError::Invalid(format!(
+            "policy version {:?} is empty, too long or not printable",
+            info.version
+        )));
+    }
+    if !printable(&info.description, 1000) {
+        return Err(PolicyError::Invalid("the description is over 1000 bytes or not printable".into()));
+    }
+    if info.params.len() > 64 {
+        return Err(PolicyError::Invalid("more than 64 parameters described".into()));
     }
     let mut seen = HashMap::new();
-    for (k, _) in &info.params {
+    for (k, help) in &info.params {
+        if !printable(k, 64) || !printable(help, 300) {
+            return Err(PolicyError::Invalid(format!(
+                "parameter {:?} has a name or help that is too long or not printable",
+                clip(k)
+            )));
+        }
         if seen.insert(k.as_str(), ()).is_some() {
             return Err(PolicyError::Invalid(format!("parameter {k:?} is described twice")));
         }
     }
     Ok(())
+}
+
+/// At most `max` bytes and no control characters (no terminal escapes).
+fn printable(text: &str, max: usize) -> bool {
+    text.len() <= max && !text.chars().any(char::is_control)
+}
+
+/// Text from a guest, made safe to print: at most 300 characters, control
+/// characters replaced.
+pub(crate) fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(300).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().count() > 300 {
+        out.push('…');
+    }
+    out
 }
 
 /// Default budgets: 1 s of CPU and 64 MiB of memory per call.

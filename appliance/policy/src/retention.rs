@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use wasmtime::component::Component;
 
 use crate::sandbox::{Limits, PolicyError, Sandbox, describe_failure};
-use crate::{Policy, PolicyInfo};
+use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
     wasmtime::component::bindgen!({ path: "../../wit", world: "retention" });
@@ -104,7 +104,7 @@ pub fn decide(
         .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
     let answer = match bindings.call_decide(&mut store, &input, now, &params) {
         Ok(Ok(a)) => a,
-        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {message}"))),
+        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
         Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
     };
     drop(store);
@@ -146,8 +146,4 @@ fn check_answer(
         return Err(format!("it gave no decision for {} snapshot(s), e.g. {first}", missing.len()));
     }
     Ok(out.into_iter().flatten().collect())
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(80).collect()
 }

@@ -313,6 +313,6 @@ pub fn describe_failure(err: &wasmtime::Error, limits: &Limits, stderr: &MemoryO
         }
     };
     let out = stderr.contents();
-    let tail = String::from_utf8_lossy(&out[out.len().saturating_sub(400)..]).trim().to_owned();
+    let tail = crate::clip(String::from_utf8_lossy(&out[out.len().saturating_sub(300)..]).trim());
     if tail.is_empty() { base } else { format!("{base}; its stderr ends: {tail}") }
 }

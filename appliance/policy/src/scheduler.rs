@@ -95,7 +95,7 @@ pub fn decide(
         .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
     let s = match bindings.call_decide(&mut store, &job, &runs, now) {
         Ok(Ok(s)) => s,
-        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {message}"))),
+        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
         Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
     };
     if s.next_check <= now || s.next_check > now.saturating_add(YEAR) {
