@@ -4,14 +4,14 @@
 # Usage: bench/run.sh [--quick] [--only tree|image] [--tools cairn,restic,borg]
 #                     [--fresh] [--no-doc] [--doc] [--restore-on-disk]
 #
-# Corpora, repositories and logs live in bench/work/ (or $CAIRN_BENCH_DIR).
+# Corpora, repositories and logs live in bench/scratch/ (or $CAIRN_BENCH_DIR).
 # Raw figures go to results.json there; a full run also rewrites the marked
 # section of docs/benchmarks.md. See docs/benchmarks.md for the method.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-WORK=${CAIRN_BENCH_DIR:-$HERE/work}
+WORK=${CAIRN_BENCH_DIR:-$HERE/scratch}
 DOC=$ROOT/docs/benchmarks.md
 KERNEL_TARBALL=/usr/src/linux-source-6.1.tar.xz
 

@@ -423,14 +423,7 @@ impl Ctx<'_> {
         {
             self.progress.add_bytes(size);
             self.files += 1;
-            return Ok(ManifestArchive {
-                name: name.into(),
-                kind: "image".into(),
-                size,
-                indexes: vec![r],
-                source_stat: Some(stat),
-                entries: 0,
-            });
+            return Ok(image_archive(name, size, r, stat));
         }
         let failed = AtomicBool::new(false);
         let level = self.engine.ds.config().zstd_level;
@@ -468,14 +461,7 @@ impl Ctx<'_> {
             ids: index.chunks.iter().map(|c| c.0).collect(),
         };
         let r = self.writer.write_index(&file_name, &fidx.encode(), size, fidx.ids.len() as u64)?;
-        Ok(ManifestArchive {
-            name: name.into(),
-            kind: "image".into(),
-            size,
-            indexes: vec![r],
-            source_stat: Some(stat),
-            entries: 0,
-        })
+        Ok(image_archive(name, size, r, stat))
     }
 
     /// An unchanged image file: take the previous index if all its chunks are there.
@@ -489,6 +475,18 @@ impl Ctx<'_> {
         }
         self.writer.counters.reused_chunks.fetch_add(fidx.ids.len() as u64, Ordering::Relaxed);
         Ok(Some(self.writer.write_index(file, &fidx.encode(), fidx.size, fidx.ids.len() as u64)?))
+    }
+}
+
+/// The manifest entry of an image archive with its one fixed index.
+fn image_archive(name: &str, size: u64, index: IndexRef, stat: SourceStat) -> ManifestArchive {
+    ManifestArchive {
+        name: name.into(),
+        kind: "image".into(),
+        size,
+        indexes: vec![index],
+        source_stat: Some(stat),
+        entries: 0,
     }
 }
 

@@ -44,10 +44,6 @@ impl World {
             World::Source => "source",
         }
     }
-
-    pub fn parse(name: &str) -> Option<World> {
-        [World::Retention, World::Scheduler, World::Source].into_iter().find(|w| w.name() == name)
-    }
 }
 
 /// What a policy says about itself (its `describe` export).
@@ -83,6 +79,16 @@ impl std::fmt::Debug for Policy {
 }
 
 impl Policy {
+    fn expect_world(&self, world: World) -> Result<(), PolicyError> {
+        if self.world == world {
+            return Ok(());
+        }
+        Err(PolicyError::Call {
+            policy: self.label(),
+            message: format!("it is a {} policy, not a {} policy", self.world.name(), world.name()),
+        })
+    }
+
     /// `NAME VERSION (world, digest prefix)`, for error messages.
     pub fn label(&self) -> String {
         format!(
@@ -154,17 +160,10 @@ impl Host {
         params: &[(String, String)],
         limits: &Limits,
     ) -> Result<Vec<RetentionDecision>, PolicyError> {
-        if policy.world != World::Retention {
-            return Err(PolicyError::Call {
-                policy: policy.label(),
-                message: format!("it is a {} policy, not a retention policy", policy.world.name()),
-            });
-        }
+        policy.expect_world(World::Retention)?;
         retention::decide(&self.sandbox, policy, snapshots, now, params, limits)
     }
-}
 
-impl Host {
     /// Ask a scheduler policy whether `job` runs now, with which tags, and
     /// when to ask again (checked: after `now`, within a year; tags short
     /// and printable).
@@ -176,12 +175,7 @@ impl Host {
         now: i64,
         limits: &Limits,
     ) -> Result<ScheduleDecision, PolicyError> {
-        if policy.world != World::Scheduler {
-            return Err(PolicyError::Call {
-                policy: policy.label(),
-                message: format!("it is a {} policy, not a scheduler policy", policy.world.name()),
-            });
-        }
+        policy.expect_world(World::Scheduler)?;
         scheduler::decide(&self.sandbox, policy, job, runs, now, limits)
     }
 }

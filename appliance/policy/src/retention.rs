@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use wasmtime::component::Component;
 
-use crate::sandbox::{Limits, PolicyError, Sandbox, describe_failure};
+use crate::sandbox::{Limits, PolicyError, Sandbox, describe_error, describe_failure};
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
@@ -13,7 +13,8 @@ mod bindings {
 }
 
 use bindings::Retention;
-use bindings::cairn::policy::types as wit;
+/// The `cairn:policy/types` interface, shared by every world's bindings.
+pub use bindings::cairn::policy::types as wit;
 
 /// A snapshot as a retention policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +46,14 @@ pub struct RetentionDecision {
 /// Longest reason a policy may give.
 const MAX_REASON: usize = 200;
 
-fn info(i: wit::PolicyInfo) -> PolicyInfo {
-    PolicyInfo {
-        name: i.name,
-        version: i.version,
-        description: i.description,
-        params: i.params.into_iter().map(|p| (p.key, p.value)).collect(),
+impl From<wit::PolicyInfo> for PolicyInfo {
+    fn from(i: wit::PolicyInfo) -> Self {
+        PolicyInfo {
+            name: i.name,
+            version: i.version,
+            description: i.description,
+            params: i.params.into_iter().map(|p| (p.key, p.value)).collect(),
+        }
     }
 }
 
@@ -60,17 +63,10 @@ pub fn describe(
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
     let mut store = sandbox.store(limits);
-    let fail = |store: &wasmtime::Store<crate::sandbox::State>, e: wasmtime::Error| {
-        PolicyError::Invalid(format!("describe: {}", describe_failure(&e, limits, &store.data().stderr)))
-    };
-    let bindings = match Retention::instantiate(&mut store, component, sandbox.linker()) {
-        Ok(b) => b,
-        Err(e) => return Err(PolicyError::Invalid(format!("cannot instantiate: {e:#}"))),
-    };
-    match bindings.call_describe(&mut store) {
-        Ok(i) => Ok(info(i)),
-        Err(e) => Err(fail(&store, e)),
-    }
+    let bindings = Retention::instantiate(&mut store, component, sandbox.linker())
+        .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
+    let info = bindings.call_describe(&mut store);
+    info.map(PolicyInfo::from).map_err(|e| describe_error(&e, limits, &store))
 }
 
 pub fn decide(

@@ -290,6 +290,11 @@ impl Sandbox {
     }
 }
 
+/// A failed `describe` at load time: the component is refused.
+pub fn describe_error(err: &wasmtime::Error, limits: &Limits, store: &Store<State>) -> PolicyError {
+    PolicyError::Invalid(format!("describe: {}", describe_failure(err, limits, &store.data().stderr)))
+}
+
 /// A readable message for a failed call, naming the budget that ran out.
 pub fn describe_failure(err: &wasmtime::Error, limits: &Limits, stderr: &MemoryOutputPipe) -> String {
     let base = match err.downcast_ref::<Trap>() {

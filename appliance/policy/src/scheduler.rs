@@ -3,15 +3,19 @@
 
 use wasmtime::component::Component;
 
-use crate::sandbox::{Limits, PolicyError, Sandbox, describe_failure};
+use crate::sandbox::{Limits, PolicyError, Sandbox, describe_error, describe_failure};
 use crate::{Policy, PolicyInfo};
 
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../../wit", world: "scheduler" });
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "scheduler",
+        with: { "cairn:policy/types": crate::retention::wit },
+    });
 }
 
+use crate::retention::wit;
 use bindings::Scheduler;
-use bindings::cairn::policy::types as wit;
 
 /// The job a scheduler decides about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,18 +57,8 @@ pub fn describe(
     let mut store = sandbox.store(limits);
     let bindings = Scheduler::instantiate(&mut store, component, sandbox.linker())
         .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
-    match bindings.call_describe(&mut store) {
-        Ok(i) => Ok(PolicyInfo {
-            name: i.name,
-            version: i.version,
-            description: i.description,
-            params: i.params.into_iter().map(|p| (p.key, p.value)).collect(),
-        }),
-        Err(e) => Err(PolicyError::Invalid(format!(
-            "describe: {}",
-            describe_failure(&e, limits, &store.data().stderr)
-        ))),
-    }
+    let info = bindings.call_describe(&mut store);
+    info.map(PolicyInfo::from).map_err(|e| describe_error(&e, limits, &store))
 }
 
 pub fn decide(
