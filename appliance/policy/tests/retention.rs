@@ -154,8 +154,21 @@ fn retention_gfs_agrees_with_the_builtin_rules() {
     }
 }
 
-/// Each misbehaviour is stopped or rejected within its budget plus 50 ms,
-/// with an error naming the policy; the host keeps working afterwards.
+/// CPU time this thread has used: a guest runs on the calling thread, so the
+/// difference across a call is what the call cost, whatever else the
+/// machine is doing at the time.
+fn thread_cpu() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
+
+/// Each misbehaviour is stopped or rejected within its budget plus 50 ms of
+/// CPU, with an error naming the policy; the host keeps working afterwards.
+///
+/// The budget is counted in CPU time; wall time also includes waiting for a
+/// core, which on a busy two-core machine (other tests run in parallel) can
+/// add tens of milliseconds that the guest never ran. Wall time is checked
+/// with a looser bound that still proves the call was cut short.
 #[test]
 fn hostile_guests_are_stopped_within_budget() {
     let host = Host::new().expect("host");
@@ -178,18 +191,23 @@ fn hostile_guests_are_stopped_within_budget() {
         ("sleep", "may not sleep"),
         ("error", "refuses to decide"),
     ];
+    // The first call of a component pays one-off costs (lazy initialisation
+    // in the runtime); the budget is about the guest's own work.
+    let warm = vec![("mode".to_owned(), "keep-all".to_owned())];
+    host.retention(&hostile, &snaps, 0, &warm, &limits).expect("keep-all");
     for (mode, want) in cases {
         let params = vec![("mode".to_owned(), mode.to_owned())];
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), thread_cpu());
         let r = host.retention(&hostile, &snaps, 0, &params, &limits);
-        let took = started.elapsed();
+        let (took, cpu) = (started.elapsed(), thread_cpu() - cpu_before);
         let err = match r {
             Err(e @ PolicyError::Call { .. }) => e.to_string(),
             other => panic!("{mode}: expected a failed call, got {other:?}"),
         };
         assert!(err.contains("hostile-retention 0.1.0"), "{mode}: error does not name the policy: {err}");
         assert!(err.contains(want), "{mode}: {err}");
-        assert!(took < limits.cpu + Duration::from_millis(50), "{mode}: stopped after {took:?}");
+        assert!(cpu < limits.cpu + Duration::from_millis(50), "{mode}: stopped after {cpu:?} of CPU");
+        assert!(took < 2 * limits.cpu + Duration::from_millis(200), "{mode}: stopped after {took:?}");
     }
 
     // A policy that removes everything cannot remove a protected snapshot.
