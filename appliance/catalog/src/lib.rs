@@ -12,6 +12,7 @@
 //! Invariant: nothing outside this crate sees redb types or serialized rows.
 //! Invariant: the catalog never reads the datastore; it stores what it is told.
 
+mod access;
 mod error;
 mod key;
 mod open;
@@ -186,7 +187,7 @@ fn insert(table: &mut Table<&str, &[u8]>, info: &SnapshotInfo) -> Result<(), Cat
     Ok(())
 }
 
-fn corrupt(key: &str, reason: String) -> CatalogError {
+pub(crate) fn corrupt(key: &str, reason: String) -> CatalogError {
     CatalogError::Corrupt { key: key.to_owned(), reason }
 }
 

@@ -8,7 +8,10 @@
 //! Invariant: a released row type (`…V1`) never changes shape; a new shape
 //! is a new type, a new table name in `schema.rs` and a migration.
 
-use model::{ArchiveKind, ArchiveSummary, BackupGroup, Namespace, SnapshotId, SnapshotInfo, VerifyState};
+use model::{
+    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Namespace, Role, Session, SnapshotId, SnapshotInfo,
+    User, VerifyState,
+};
 use serde::{Deserialize, Serialize};
 
 /// One snapshot in `snapshots_v1`.
@@ -173,4 +176,122 @@ mod tests {
         bad_archive.archives[0].kind = "tape".into();
         assert_eq!(SnapshotInfo::try_from(bad_archive), Err(RowError::ArchiveKind("tape".into())));
     }
+}
+
+/// One user in `users_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct UserRowV1 {
+    pub name: String,
+    pub role: String,
+    pub password_hash: String,
+    pub created: i64,
+}
+
+impl From<&User> for UserRowV1 {
+    fn from(u: &User) -> Self {
+        Self {
+            name: u.name.clone(),
+            role: u.role.as_str().into(),
+            password_hash: u.password_hash.clone(),
+            created: u.created,
+        }
+    }
+}
+
+impl TryFrom<UserRowV1> for User {
+    type Error = String;
+    fn try_from(r: UserRowV1) -> Result<Self, String> {
+        Ok(User {
+            role: parse_role(&r.role)?,
+            name: r.name,
+            password_hash: r.password_hash,
+            created: r.created,
+        })
+    }
+}
+
+/// One API token in `tokens_v1`. Groups are written `NS/TYPE/ID` with the
+/// namespace part absent for the root namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TokenRowV1 {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub role: String,
+    pub groups: Vec<String>,
+    pub secret_hash: String,
+    pub created: i64,
+    pub expires: Option<i64>,
+}
+
+impl From<&ApiToken> for TokenRowV1 {
+    fn from(t: &ApiToken) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            owner: t.owner.clone(),
+            role: t.role.as_str().into(),
+            groups: t.groups.iter().map(group_text).collect(),
+            secret_hash: t.secret_hash.clone(),
+            created: t.created,
+            expires: t.expires,
+        }
+    }
+}
+
+impl TryFrom<TokenRowV1> for ApiToken {
+    type Error = String;
+    fn try_from(r: TokenRowV1) -> Result<Self, String> {
+        let groups = r.groups.iter().map(|g| parse_group(g)).collect::<Result<_, _>>()?;
+        Ok(ApiToken {
+            role: parse_role(&r.role)?,
+            id: r.id,
+            name: r.name,
+            owner: r.owner,
+            groups,
+            secret_hash: r.secret_hash,
+            created: r.created,
+            expires: r.expires,
+        })
+    }
+}
+
+/// One login session in `sessions_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionRowV1 {
+    pub user: String,
+    pub csrf: String,
+    pub created: i64,
+    pub expires: i64,
+}
+
+impl From<&Session> for SessionRowV1 {
+    fn from(s: &Session) -> Self {
+        Self { user: s.user.clone(), csrf: s.csrf.clone(), created: s.created, expires: s.expires }
+    }
+}
+
+impl TryFrom<SessionRowV1> for Session {
+    type Error = String;
+    fn try_from(r: SessionRowV1) -> Result<Self, String> {
+        Ok(Session { user: r.user, csrf: r.csrf, created: r.created, expires: r.expires })
+    }
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("unknown role {text:?}"))
+}
+
+fn group_text(g: &BackupGroup) -> String {
+    if g.ns.is_root() { format!("{}/{}", g.kind, g.id) } else { format!("{}/{}/{}", g.ns, g.kind, g.id) }
+}
+
+fn parse_group(text: &str) -> Result<BackupGroup, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() < 2 {
+        return Err(format!("bad group {text:?}"));
+    }
+    let (ns, rest) = parts.split_at(parts.len() - 2);
+    let ns = Namespace::parse(&ns.join("/")).map_err(|e| e.to_string())?;
+    BackupGroup::new(ns, rest[0], rest[1]).map_err(|e| e.to_string())
 }

@@ -23,3 +23,18 @@ pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// One row per snapshot: key from `key::snapshot_key`, value a JSON
 /// `row::SnapshotRowV1`.
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots_v1");
+
+/// The server's own records, which the datastore cannot give back: a
+/// catalog rebuild replaces `SNAPSHOTS` only and leaves these alone. They
+/// were added without a schema bump: a catalog that lacks them has none of
+/// their rows, and the first write creates them.
+///
+/// Users by name; value a JSON `row::UserRowV1`.
+pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
+
+/// API tokens by their public id; value a JSON `row::TokenRowV1`.
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
+
+/// Login sessions by the blake3 hex of their secret; value a JSON
+/// `row::SessionRowV1`.
+pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_v1");

@@ -6,6 +6,7 @@
 mod cli;
 mod output;
 mod progress;
+mod server;
 
 use std::process::ExitCode;
 

@@ -5,8 +5,10 @@
 //! daemon renders what these calls return. The datastore is the truth; the
 //! catalog is a cache reconciled with it on open.
 
+pub mod access;
 pub mod backup;
 mod catalog_sync;
+pub mod download;
 pub mod fsrestore;
 pub mod fswalk;
 pub mod ops;
@@ -24,6 +26,7 @@ use anyhow::Result;
 use filevol::Datastore;
 
 pub use backup::{BackupOptions, BackupReport};
+pub use catalog::CatalogError;
 pub use chunker::CdcParams;
 pub use filevol::{DatastoreConfig, GcStats, PolicyRecord};
 pub use progress::Progress;

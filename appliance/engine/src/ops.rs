@@ -109,3 +109,13 @@ impl Engine {
         Ok(self.ds.collect_garbage(progress)?)
     }
 }
+
+impl Engine {
+    /// Size and free space (for unprivileged writers) of the file system
+    /// holding the datastore, in bytes.
+    pub fn disk_space(&self) -> Result<(u64, u64)> {
+        let st = nix::sys::statvfs::statvfs(self.ds.root())?;
+        let unit = st.fragment_size() as u64;
+        Ok((st.blocks() as u64 * unit, st.blocks_available() as u64 * unit))
+    }
+}

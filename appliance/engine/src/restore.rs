@@ -58,7 +58,7 @@ fn trim(p: &[u8]) -> &[u8] {
 }
 
 /// Split `ARCHIVE/inner` against the manifest's archives.
-fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestArchive, Vec<u8>)> {
+pub(crate) fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestArchive, Vec<u8>)> {
     let path = trim(path);
     let (first, rest) = match path.iter().position(|c| *c == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
@@ -89,7 +89,7 @@ fn under(path: &[u8], base: &[u8]) -> Option<usize> {
 }
 
 impl Engine {
-    fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
+    pub(crate) fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
         let meta = self.ds.read_didx(id, &a.indexes[0])?;
         Ok(MetaReader::new(StreamReader::new(self.ds.chunks().clone(), meta))?)
     }

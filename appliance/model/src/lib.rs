@@ -4,10 +4,12 @@
 //! Invariant: nothing here does I/O or reads the clock; time is always an
 //! argument. Nothing here derives `Serialize`: boundary crates convert.
 
+pub mod access;
 pub mod ids;
 pub mod prune;
 pub mod snapshot;
 pub mod time;
 
+pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
 pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, VerifyState};

@@ -3,8 +3,9 @@
 mod backup;
 mod maintain;
 mod policy;
-mod restore;
-mod snapshots;
+pub mod restore;
+mod server;
+pub mod snapshots;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ EXAMPLES:
     cairn verify --all
     cairn prune host/web01 --keep-daily 7 --keep-weekly 4 --dry-run
     cairn gc
+    cairn serve --listen 0.0.0.0:8007
 
 ENVIRONMENT:
     CAIRN_DATASTORE   datastore directory (like --datastore)
@@ -79,6 +81,14 @@ pub enum Command {
     /// Retention, scheduling and source policies as WebAssembly components.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the server: HTTPS API and dashboard over the datastore.
+    Serve(server::ServeArgs),
+    /// Users of the server's dashboard and API.
+    #[command(subcommand)]
+    User(server::UserCommand),
+    /// API tokens for scripts and remote backup clients.
+    #[command(subcommand)]
+    Token(server::TokenCommand),
 }
 
 /// `--ns` shared by commands that name groups or snapshots.
@@ -99,6 +109,12 @@ pub fn open(cli: &Cli) -> Result<Engine> {
     Engine::open(&cli.datastore)
 }
 
+/// Open the datastore, creating it if missing (for commands that set a
+/// new server up).
+pub fn open_or_init(cli: &Cli) -> Result<Engine> {
+    Ok(Engine::init(&cli.datastore, engine::DatastoreConfig::default())?.0)
+}
+
 pub fn run(mut cli: Cli) -> Result<ExitCode> {
     // Every later path is relative to the datastore root; make it absolute once.
     cli.datastore = std::path::absolute(&cli.datastore)
@@ -116,6 +132,9 @@ pub fn run(mut cli: Cli) -> Result<ExitCode> {
         Command::Gc(a) => maintain::gc(&cli, a),
         Command::Catalog(c) => maintain::catalog(&cli, c),
         Command::Policy(c) => policy::run(&cli, c),
+        Command::Serve(a) => server::serve(&cli, a),
+        Command::User(c) => server::user(&cli, c),
+        Command::Token(c) => server::token(&cli, c),
     }
 }
 

@@ -67,7 +67,7 @@ pub struct RestoreArgs {
 }
 
 #[derive(Serialize)]
-struct ListedJson {
+pub struct ListedJson {
     /// The path, with invalid UTF-8 replaced by U+FFFD; `path_hex` then
     /// carries the exact bytes.
     path: String,
@@ -95,7 +95,7 @@ struct ListedJson {
 }
 
 impl ListedJson {
-    fn new(l: &Listed) -> Self {
+    pub fn new(l: &Listed) -> Self {
         let e = l.entry.as_ref();
         let hex = |b: &[u8]| b.iter().map(|c| format!("{c:02x}")).collect::<String>();
         Self {
@@ -121,7 +121,7 @@ impl ListedJson {
     }
 }
 
-fn kind_name(l: &Listed) -> &'static str {
+pub fn kind_name(l: &Listed) -> &'static str {
     match l.entry.as_ref().map(|e| e.kind) {
         None => l.archive_kind,
         Some(EntryKind::Dir) => "dir",

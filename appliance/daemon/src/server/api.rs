@@ -1,0 +1,458 @@
+//! JSON handlers of `/api/v1`: each extracts, makes one engine call and
+//! returns a DTO.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use engine::access::TokenSpec;
+use model::{BackupGroup, Namespace, Role, SnapshotId, SnapshotInfo};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::error::{AppError, AppResult};
+use super::state::{AppState, now};
+use crate::cli::restore::ListedJson;
+use crate::cli::snapshots::SnapshotJson;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `?ns=a/b` on routes that name a group or snapshot.
+#[derive(Debug, Default, Deserialize)]
+pub struct NsQuery {
+    #[serde(default)]
+    pub ns: String,
+}
+
+/// A snapshot named by the path `{type}/{id}/{time}` and `?ns=`.
+pub fn snapshot_id(kind: &str, id: &str, time: &str, ns: &str) -> AppResult<SnapshotId> {
+    let ns = Namespace::parse(ns)?;
+    Ok(SnapshotId::parse(&format!("{kind}/{id}/{time}"), &ns)?)
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub version: &'static str,
+    pub datastore: String,
+    pub snapshots: usize,
+    pub groups: usize,
+    /// Logical bytes of every snapshot.
+    pub logical_bytes: u64,
+    /// Bytes the snapshots added to the chunk store when made.
+    pub stored_bytes: u64,
+    pub dedup_factor: f64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub fingerprint: Option<String>,
+}
+
+/// Datastore figures, shared by the status route, metrics and the overview page.
+pub async fn status_of(state: &AppState, caller: &Caller) -> AppResult<StatusJson> {
+    let all = visible_snapshots(state, caller, None).await?;
+    let (fs_total, fs_free) = state.engine(|e| e.disk_space()).await?;
+    let logical: u64 = all.iter().map(|s| s.size).sum();
+    let stored: u64 = all.iter().map(|s| s.stored).sum();
+    let groups: std::collections::BTreeSet<_> = all.iter().map(|s| &s.id.group).collect();
+    let root = state.engine(|e| Ok(e.datastore().root().display().to_string())).await?;
+    Ok(StatusJson {
+        version: env!("CARGO_PKG_VERSION"),
+        datastore: root,
+        snapshots: all.len(),
+        groups: groups.len(),
+        logical_bytes: logical,
+        stored_bytes: stored,
+        dedup_factor: if stored == 0 { 1.0 } else { logical as f64 / stored as f64 },
+        disk_total_bytes: fs_total,
+        disk_free_bytes: fs_free,
+        fingerprint: state.fingerprint().map(str::to_owned),
+    })
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<StatusJson>> {
+    Ok(Json(status_of(&state, &caller).await?))
+}
+
+/// The snapshots a caller may see, of one group or all.
+pub async fn visible_snapshots(
+    state: &AppState,
+    caller: &Caller,
+    group: Option<BackupGroup>,
+) -> AppResult<Vec<SnapshotInfo>> {
+    if let Some(g) = &group {
+        caller.check(g)?;
+    }
+    let all = state.engine(move |e| e.snapshots(group.as_ref())).await?;
+    Ok(all.into_iter().filter(|s| caller.may(&s.id.group)).collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupJson {
+    pub ns: String,
+    pub group: String,
+    pub snapshots: usize,
+    pub last: String,
+    pub last_verify: &'static str,
+    pub size: u64,
+    pub stored: u64,
+}
+
+/// Groups with their snapshot counts, from a list of snapshots (sorted by group).
+pub fn groups_of(snaps: &[SnapshotInfo]) -> Vec<GroupJson> {
+    let mut out: BTreeMap<(String, String), GroupJson> = BTreeMap::new();
+    for s in snaps {
+        let key = (s.id.group.ns.to_string(), s.id.group.to_string());
+        let g = out.entry(key.clone()).or_insert_with(|| GroupJson {
+            ns: key.0,
+            group: key.1,
+            snapshots: 0,
+            last: String::new(),
+            last_verify: "none",
+            size: 0,
+            stored: 0,
+        });
+        g.snapshots += 1;
+        g.last = s.id.time_text();
+        g.last_verify = s.verify.as_str();
+        g.size = s.size;
+        g.stored += s.stored;
+    }
+    out.into_values().collect()
+}
+
+pub async fn groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<Vec<GroupJson>>> {
+    Ok(Json(groups_of(&visible_snapshots(&state, &caller, None).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SnapshotsQuery {
+    pub group: Option<String>,
+    #[serde(default)]
+    pub ns: String,
+}
+
+pub async fn snapshots(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SnapshotsQuery>,
+) -> AppResult<Json<Vec<SnapshotJson>>> {
+    let group = match &q.group {
+        Some(g) => Some(BackupGroup::parse(g, &Namespace::parse(&q.ns)?)?),
+        None => None,
+    };
+    let list = visible_snapshots(&state, &caller, group).await?;
+    Ok(Json(list.iter().map(SnapshotJson::from).collect()))
+}
+
+/// Look up one snapshot the caller may see.
+async fn one(state: &AppState, caller: &Caller, id: SnapshotId) -> AppResult<SnapshotInfo> {
+    caller.check(&id.group)?;
+    state.engine(move |e| e.snapshot(&id)).await
+}
+
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    Ok(Json(SnapshotJson::from(&one(&state, &caller, id).await?)))
+}
+
+async fn set_protected(state: AppState, id: SnapshotId, protected: bool) -> AppResult<Json<SnapshotJson>> {
+    let info = state
+        .engine(move |e| {
+            e.set_protected(&id, protected)?;
+            e.snapshot(&id)
+        })
+        .await?;
+    Ok(Json(SnapshotJson::from(&info)))
+}
+
+pub async fn protect(
+    State(state): State<AppState>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    set_protected(state, snapshot_id(&kind, &id, &time, &q.ns)?, true).await
+}
+
+pub async fn unprotect(
+    State(state): State<AppState>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    set_protected(state, snapshot_id(&kind, &id, &time, &q.ns)?, false).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    #[serde(default)]
+    pub ns: String,
+    #[serde(default)]
+    pub path: String,
+}
+
+pub async fn files(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Json<Vec<ListedJson>>> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path;
+    let items = state.engine(move |e| e.list(&id, Some(path.as_bytes()), false)).await?;
+    Ok(Json(items.iter().map(ListedJson::new).collect()))
+}
+
+/// Stream one file of a snapshot.
+pub async fn download(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Response> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path.clone();
+    let (entry, reader) = state.engine(move |e| e.open_file(&id, path.as_bytes())).await?;
+    let size = reader.size();
+    let body = Body::from_stream(super::stream::from_reader(reader));
+    let name =
+        String::from_utf8_lossy(entry.path.rsplit(|c| *c == b'/').next().unwrap_or(b"file")).into_owned();
+    let disposition =
+        format!("attachment; filename*=UTF-8''{}", super::auth::urlencoding(&name).replace('/', "%2F"));
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserJson {
+    pub name: String,
+    pub role: &'static str,
+    pub created: String,
+}
+
+impl From<&model::User> for UserJson {
+    fn from(u: &model::User) -> Self {
+        Self { name: u.name.clone(), role: u.role.as_str(), created: model::time::format_rfc3339(u.created) }
+    }
+}
+
+pub async fn users(State(state): State<AppState>) -> AppResult<Json<Vec<UserJson>>> {
+    let users = state.engine(|e| e.users()).await?;
+    Ok(Json(users.iter().map(UserJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    pub role: String,
+}
+
+pub fn parse_role(text: &str) -> AppResult<Role> {
+    Role::parse(text).ok_or_else(|| {
+        AppError::bad_request(format!("unknown role {text:?}: use admin, operator, auditor or backup-client"))
+    })
+}
+
+pub async fn set_user(State(state): State<AppState>, Json(u): Json<NewUser>) -> AppResult<Json<UserJson>> {
+    let role = parse_role(&u.role)?;
+    let user =
+        state.engine(move |e| e.set_password(&u.name, &u.password, role, now()).map_err(bad_input)).await?;
+    Ok(Json(UserJson::from(&user)))
+}
+
+/// Mark an engine refusal (a bad name, a short password) as the caller's mistake.
+pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(BadInput(format!("{e:#}")))
+}
+
+/// An engine refusal caused by what the caller sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+pub async fn remove_user(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<bool>> {
+    Ok(Json(state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub role: &'static str,
+    pub groups: Vec<String>,
+    pub created: String,
+    pub expires: Option<String>,
+    /// The full token: present only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<&model::ApiToken> for TokenJson {
+    fn from(t: &model::ApiToken) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            owner: t.owner.clone(),
+            role: t.role.as_str(),
+            groups: t.groups.iter().map(group_text).collect(),
+            created: model::time::format_rfc3339(t.created),
+            expires: t.expires.map(model::time::format_rfc3339),
+            token: None,
+        }
+    }
+}
+
+/// `TYPE/ID`, or `NS/TYPE/ID` outside the root namespace.
+pub fn group_text(g: &BackupGroup) -> String {
+    if g.ns.is_root() { g.to_string() } else { format!("{}/{g}", g.ns) }
+}
+
+/// Parse `TYPE/ID` or `NS/…/TYPE/ID`.
+pub fn parse_group(text: &str) -> AppResult<BackupGroup> {
+    let parts: Vec<&str> = text.trim_matches('/').split('/').collect();
+    if parts.len() < 2 {
+        return Err(AppError::bad_request(format!("{text:?} is not a group (TYPE/ID)")));
+    }
+    let (ns, rest) = parts.split_at(parts.len() - 2);
+    Ok(BackupGroup::new(Namespace::parse(&ns.join("/"))?, rest[0], rest[1])?)
+}
+
+pub async fn tokens(State(state): State<AppState>) -> AppResult<Json<Vec<TokenJson>>> {
+    let tokens = state.engine(|e| e.tokens()).await?;
+    Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(t): Json<NewToken>,
+) -> AppResult<Json<TokenJson>> {
+    Ok(Json(make_token(&state, &caller, t).await?))
+}
+
+/// Shared by the API and the users page.
+pub async fn make_token(state: &AppState, caller: &Caller, t: NewToken) -> AppResult<TokenJson> {
+    let spec = TokenSpec {
+        name: t.name,
+        owner: caller.name.clone(),
+        role: parse_role(&t.role)?,
+        groups: t
+            .groups
+            .iter()
+            .filter(|g| !g.trim().is_empty())
+            .map(|g| parse_group(g))
+            .collect::<Result<_, _>>()?,
+        expires: None,
+    };
+    let (text, token) = state.engine(move |e| e.create_token(&spec, now()).map_err(bad_input)).await?;
+    Ok(TokenJson { token: Some(text), ..TokenJson::from(&token) })
+}
+
+pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<bool>> {
+    Ok(Json(state.engine(move |e| e.revoke_token(&id)).await?))
+}
+
+/// Prometheus text exposition of the datastore's figures.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    let snaps = visible_snapshots(&state, &caller, None).await?;
+    let st = status_of(&state, &caller).await?;
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric("cairn_snapshots", "Snapshots in the datastore.", "gauge", one(st.snapshots.to_string()));
+    metric("cairn_groups", "Backup groups in the datastore.", "gauge", one(st.groups.to_string()));
+    metric(
+        "cairn_logical_bytes",
+        "Logical bytes of all snapshots.",
+        "gauge",
+        one(st.logical_bytes.to_string()),
+    );
+    metric(
+        "cairn_stored_bytes",
+        "Chunk bytes the snapshots added when made.",
+        "gauge",
+        one(st.stored_bytes.to_string()),
+    );
+    metric(
+        "cairn_dedup_factor",
+        "Logical bytes per stored byte.",
+        "gauge",
+        one(format!("{:.4}", st.dedup_factor)),
+    );
+    metric(
+        "cairn_disk_total_bytes",
+        "Size of the datastore's file system.",
+        "gauge",
+        one(st.disk_total_bytes.to_string()),
+    );
+    metric(
+        "cairn_disk_free_bytes",
+        "Free space on the datastore's file system.",
+        "gauge",
+        one(st.disk_free_bytes.to_string()),
+    );
+    let newest: Vec<(String, String)> = groups_of(&snaps)
+        .iter()
+        .map(|g| {
+            let t = model::time::parse_rfc3339(&g.last).unwrap_or(0);
+            (
+                format!("{{ns=\"{}\",group=\"{}\"}}", escape_label(&g.ns), escape_label(&g.group)),
+                t.to_string(),
+            )
+        })
+        .collect();
+    metric(
+        "cairn_group_last_snapshot_seconds",
+        "Time of the newest snapshot of each group.",
+        "gauge",
+        newest,
+    );
+    let mut res = out.into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(res)
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

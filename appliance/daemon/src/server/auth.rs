@@ -1,0 +1,241 @@
+//! Who is calling, and may they call this route.
+//!
+//! Every route declares an `Access`; `authorize` (a per-route middleware)
+//! finds the caller from a session cookie or a bearer token, checks the
+//! role, checks the CSRF token of a state-changing request made with a
+//! cookie, and hands the handler a `Caller`.
+//!
+//! Invariant: a handler never sees a request its route's `Access` refuses.
+//! Invariant: group-level limits of backup clients are checked with
+//! `Caller::may`, in the handler, for every group it names or lists.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use model::access::may_access_group;
+use model::{BackupGroup, Role};
+
+use super::error::AppError;
+use super::state::{AppState, now};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "cairn_session";
+
+/// Header carrying the CSRF token of API calls made with a session cookie.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Form field carrying the CSRF token of dashboard forms.
+pub const CSRF_FIELD: &str = "csrf";
+
+/// Largest form body read while looking for the CSRF field.
+const FORM_LIMIT: usize = 64 << 10;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, logged in or not.
+    Public,
+    /// Any authenticated caller; backup clients see only their groups.
+    Client,
+    /// Admins, operators and auditors.
+    Read,
+    /// Admins and operators.
+    Operate,
+    /// Admins.
+    Admin,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::Client => true,
+            Access::Read => role != Role::BackupClient,
+            Access::Operate => matches!(role, Role::Admin | Role::Operator),
+            Access::Admin => role == Role::Admin,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Client => "client",
+            Access::Read => "read",
+            Access::Operate => "operate",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    /// The groups a backup-client token may use.
+    pub groups: Vec<BackupGroup>,
+    /// CSRF token of the session, `None` for token callers.
+    pub csrf: Option<String>,
+}
+
+impl Caller {
+    /// Whether this caller may read or write `group`.
+    pub fn may(&self, group: &BackupGroup) -> bool {
+        may_access_group(self.role, &self.groups, group)
+    }
+
+    /// `may`, as an error for handlers.
+    pub fn check(&self, group: &BackupGroup) -> Result<(), AppError> {
+        if self.may(group) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(format!("this token may not use group {group}")))
+        }
+    }
+}
+
+/// A cookie's value from the `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+/// Find the caller from the request's credentials. `Ok(None)`: none were
+/// presented; `Err`: some were, and they are not valid.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, AppError> {
+    if let Some(token) = bearer(headers) {
+        let found = state.engine(move |e| e.authenticate_token(&token, now())).await?;
+        let token = found.ok_or_else(AppError::unauthenticated)?;
+        return Ok(Some(Caller { name: token.owner, role: token.role, groups: token.groups, csrf: None }));
+    }
+    if let Some(secret) = cookie(headers, SESSION_COOKIE) {
+        let found = state.engine(move |e| e.session(&secret, now())).await?;
+        let (session, user) = found.ok_or_else(AppError::unauthenticated)?;
+        return Ok(Some(Caller {
+            name: user.name,
+            role: user.role,
+            groups: Vec::new(),
+            csrf: Some(session.csrf),
+        }));
+    }
+    Ok(None)
+}
+
+/// Whether a request wants a page (so is sent to the login form) rather
+/// than an API answer.
+fn is_page(req: &Request) -> bool {
+    let path = req.uri().path();
+    !(path.starts_with("/api/") || path == "/metrics" || path == "/healthz")
+}
+
+/// The middleware enforcing a route's `Access`.
+pub async fn authorize(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    let caller = match identify(&state, req.headers()).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) if is_page(&req) && req.method() == Method::GET => {
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let to = format!("/login?next={}", urlencoding(target));
+            return Redirect::to(&to).into_response();
+        }
+        Ok(None) => return AppError::unauthenticated().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if !access.allows(caller.role) {
+        let msg = format!("{} ({}) may not do this", caller.name, caller.role.as_str());
+        return AppError::forbidden(msg).into_response();
+    }
+    let req = match &caller.csrf {
+        Some(expected) if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            match check_csrf(req, expected).await {
+                Ok(req) => req,
+                Err(e) => return e.into_response(),
+            }
+        }
+        _ => req,
+    };
+    let mut req = req;
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Check the CSRF token of a cookie-authenticated, state-changing request:
+/// in the `x-csrf-token` header, or the `csrf` field of a form body (read
+/// and put back).
+async fn check_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
+    let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
+    if let Some(v) = req.headers().get(CSRF_HEADER) {
+        return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(refused());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, FORM_LIMIT).await.map_err(|_| AppError::bad_request("form too large"))?;
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let ok = fields.iter().any(|(k, v)| k == CSRF_FIELD && v.as_bytes() == expected.as_bytes());
+    if !ok {
+        return Err(refused());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Percent-encode a path for a query parameter.
+pub fn urlencoding(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_levels_admit_the_right_roles() {
+        use Role::*;
+        let table = [
+            (Access::Client, [true, true, true, true]),
+            (Access::Read, [true, true, true, false]),
+            (Access::Operate, [true, true, false, false]),
+            (Access::Admin, [true, false, false, false]),
+        ];
+        for (access, want) in table {
+            let got = [Admin, Operator, Auditor, BackupClient].map(|r| access.allows(r));
+            assert_eq!(got, want, "{access:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; cairn_session=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(urlencoding("/x y?a=b"), "/x%20y%3Fa%3Db");
+    }
+}

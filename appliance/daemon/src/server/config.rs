@@ -1,0 +1,112 @@
+//! The server's configuration file (TOML, `/etc/cairn/cairn.toml` on the
+//! appliance) and the defaults used without one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The port PBS made familiar for backup servers.
+pub const DEFAULT_PORT: u16 = 8007;
+
+/// `cairn.toml`. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `ADDR:PORT` to listen on (default `127.0.0.1:8007`).
+    pub listen: Option<SocketAddr>,
+    /// Datastore directory (default: the global `--datastore`).
+    pub datastore: Option<PathBuf>,
+    /// Most jobs running at once (default 2).
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: certificate and key files (PEM). Missing files are made on
+/// first start (self-signed); by default they live in the datastore's
+/// `server/` directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Serve plain HTTP instead (loopback addresses only).
+    #[serde(default)]
+    pub insecure_http: bool,
+}
+
+/// The resolved settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub datastore: PathBuf,
+    pub workers: usize,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub insecure_http: bool,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid cairn configuration", path.display()))
+    }
+
+    /// Settings from this file, the command line overriding it.
+    pub fn settings(
+        &self,
+        datastore: &Path,
+        listen: Option<SocketAddr>,
+        insecure_http: bool,
+    ) -> Result<Settings> {
+        let listen =
+            listen.or(self.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
+        let datastore = self.datastore.clone().unwrap_or_else(|| datastore.to_owned());
+        let server_dir = datastore.join("server");
+        let insecure_http = insecure_http || self.tls.insecure_http;
+        if insecure_http && !listen.ip().is_loopback() {
+            bail!(
+                "plain HTTP is only allowed on a loopback address, not {listen}: \
+                 passwords and tokens would cross the network in the clear; drop --insecure-http"
+            );
+        }
+        let workers = self.workers.unwrap_or(2);
+        if workers == 0 {
+            bail!("workers must be at least 1");
+        }
+        Ok(Settings {
+            listen,
+            datastore,
+            workers,
+            cert: self.tls.cert.clone().unwrap_or_else(|| server_dir.join("cert.pem")),
+            key: self.tls.key.clone().unwrap_or_else(|| server_dir.join("key.pem")),
+            insecure_http,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_take_the_command_line_over_the_file_and_refuse_remote_plain_http() {
+        let file: ConfigFile = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nworkers = 4\n[tls]\ncert = \"/etc/cairn/c.pem\"\nkey = \"/etc/cairn/k.pem\"\n",
+        )
+        .unwrap();
+        let s = file.settings(Path::new("/data"), None, false).unwrap();
+        assert_eq!((s.listen.port(), s.workers, s.cert.as_path()), (9000, 4, Path::new("/etc/cairn/c.pem")));
+        let err = file.settings(Path::new("/data"), None, true).unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+        let local = file.settings(Path::new("/data"), Some("127.0.0.1:1".parse().unwrap()), true).unwrap();
+        assert!(local.insecure_http);
+        let none = ConfigFile::default().settings(Path::new("/data"), None, false).unwrap();
+        assert_eq!(none.key, Path::new("/data/server/key.pem"));
+        assert!(toml::from_str::<ConfigFile>("listne = \"x\"").is_err(), "unknown keys are refused");
+    }
+}

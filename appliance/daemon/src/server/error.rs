@@ -1,0 +1,96 @@
+//! The one mapping from errors to responses.
+//!
+//! A handler returns `AppError`; its response carries the status and the
+//! message as an extension, and `finish` (the outermost middleware, which
+//! knows the request id and whether the caller is the API or a browser)
+//! renders it as JSON or as an HTML page, logs it with the request id, and
+//! holds back answers to unauthenticated callers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use engine::CatalogError;
+use model::IdError;
+
+/// A failed request: what to tell the caller, and how.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Details for the log only (never shown to the caller).
+    pub detail: Option<String>,
+}
+
+/// Attached to an error response for `finish` to render.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), detail: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "log in, or send a valid API token as `Authorization: Bearer …`")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+/// Engine errors: a missing snapshot or a bad name is the caller's
+/// mistake; anything else is ours, shown with the request id only.
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        if let Some(CatalogError::NotFound(id)) = e.downcast_ref::<CatalogError>() {
+            return Self::not_found(format!("snapshot {id} does not exist"));
+        }
+        if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {
+            return Self::bad_request(bad.0.clone());
+        }
+        if let Some(id) = e.downcast_ref::<IdError>() {
+            return Self::bad_request(id.to_string());
+        }
+        let text = format!("{e:#}");
+        // Engine messages about a path or archive the caller named.
+        if text.contains("no such path") || text.contains("no such file") || text.contains("no archive named")
+        {
+            return Self::not_found(text);
+        }
+        if text.contains("is not a regular file") || text.contains("is an image archive") {
+            return Self::bad_request(text);
+        }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error".into(),
+            detail: Some(text),
+        }
+    }
+}
+
+impl From<IdError> for AppError {
+    fn from(e: IdError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut res = self.status.into_response();
+        res.extensions_mut().insert(ErrorBody { message: self.message, detail: self.detail });
+        res
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

@@ -1,0 +1,136 @@
+//! `cairn serve`: the daemon. tokio + axum over HTTPS (a self-signed
+//! certificate made on first start unless files are configured), the JSON
+//! API under `/api/v1` and the dashboard on the same port.
+//!
+//! Code map: `config` (TOML file, resolved settings), `tls` (certificate,
+//! fingerprint), `routes` (the route table and `app()`), `auth` (callers,
+//! roles, CSRF), `finish` (request ids, the one error rendering, the
+//! unauthenticated delay), `api` (JSON handlers), `views` (askama pages),
+//! `chart` (SVG), `stream` (blocking readers as bodies), `state`.
+//!
+//! Invariant: handlers extract, make engine calls through
+//! `AppState::engine` (off the async workers) and render; no backup logic
+//! lives here.
+
+mod api;
+pub mod auth;
+mod chart;
+pub mod config;
+mod error;
+mod finish;
+pub mod routes;
+pub mod state;
+mod stream;
+pub mod tls;
+mod views;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use engine::{DatastoreConfig, Engine};
+
+use config::Settings;
+pub use routes::app;
+pub use state::AppState;
+
+/// How long running requests get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Run the server until SIGTERM or SIGINT.
+pub fn serve(settings: Settings) -> Result<()> {
+    let (engine, created) = Engine::init(&settings.datastore, DatastoreConfig::default())?;
+    if created {
+        println!("created datastore {}", settings.datastore.display());
+    }
+    if let Some(password) = engine.ensure_admin(state::now())? {
+        println!("created user admin with password {password}");
+        println!("  (shown only now; change it with `cairn user passwd admin`)");
+    }
+    let tls = if settings.insecure_http {
+        None
+    } else {
+        let (identity, made) = tls::load_or_create(&settings.cert, &settings.key)?;
+        if made {
+            println!("made a self-signed certificate {}", settings.cert.display());
+        }
+        Some(identity)
+    };
+    let fingerprint = tls.as_ref().map(|id| tls::fingerprint(&id.cert_der));
+    let state = AppState::new(engine, fingerprint.clone(), state::AUTH_DELAY);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(settings, state, tls, fingerprint))
+}
+
+async fn run(
+    settings: Settings,
+    state: AppState,
+    tls: Option<tls::Identity>,
+    fp: Option<String>,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("serving {} on {scheme}://{addr}", settings.datastore.display());
+    if let Some(fp) = &fp {
+        println!("certificate fingerprint (SHA-256): {fp}");
+    }
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, datastore = %settings.datastore.display(), workers = settings.workers, "serving");
+
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(identity) => {
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_config(&identity)?));
+            axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(app).await?
+        }
+        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await?,
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// rustls server settings for the identity: ring, TLS 1.2 and 1.3, h2 and
+/// http/1.1.
+fn server_config(identity: &tls::Identity) -> Result<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the certificate")?;
+    let key =
+        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).context("reading the private key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not fit together")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot listen for SIGTERM; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    println!("shutting down: letting running requests finish (at most {} s)", SHUTDOWN_GRACE.as_secs());
+    let _ = std::io::stdout().flush();
+    handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+}

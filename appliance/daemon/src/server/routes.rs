@@ -1,0 +1,191 @@
+//! Every route of the server in one table: method, path, who may call it,
+//! a summary, and its handler. `app` builds the router from it, the
+//! OpenAPI document is generated from it, and the access test walks it.
+//!
+//! Invariant: no route is added to the router except through `routes()`.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{MethodRouter, delete, get, post};
+use serde_json::{Value, json};
+
+use super::auth::{self, Access};
+use super::state::AppState;
+use super::{api, finish, views};
+
+/// Largest request body accepted by default.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// One route.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+fn r(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: MethodRouter<AppState>,
+) -> RouteSpec {
+    RouteSpec { method, path, access, summary, handler }
+}
+
+/// The route table.
+pub fn routes() -> Vec<RouteSpec> {
+    use Access::*;
+    vec![
+        r(Method::GET, "/healthz", Public, "Liveness: answers `ok`.", get(api::healthz)),
+        r(Method::GET, "/metrics", Read, "Prometheus metrics.", get(api::metrics)),
+        r(Method::GET, "/api/v1/openapi.json", Public, "This document.", get(openapi)),
+        r(Method::GET, "/api/v1/status", Client, "Datastore status and usage.", get(api::status)),
+        r(Method::GET, "/api/v1/groups", Client, "Backup groups with snapshot counts.", get(api::groups)),
+        r(
+            Method::GET,
+            "/api/v1/snapshots",
+            Client,
+            "Snapshots, oldest first (`?group=TYPE/ID&ns=`).",
+            get(api::snapshots),
+        ),
+        r(Method::GET, "/api/v1/snapshots/{type}/{id}/{time}", Client, "One snapshot.", get(api::snapshot)),
+        r(
+            Method::POST,
+            "/api/v1/snapshots/{type}/{id}/{time}/protect",
+            Operate,
+            "Protect a snapshot from prune.",
+            post(api::protect),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/snapshots/{type}/{id}/{time}/unprotect",
+            Operate,
+            "Remove the protection.",
+            post(api::unprotect),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/snapshots/{type}/{id}/{time}/files",
+            Client,
+            "Entries under `?path=ARCHIVE/dir`.",
+            get(api::files),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/snapshots/{type}/{id}/{time}/download",
+            Client,
+            "One file's contents (`?path=`).",
+            get(api::download),
+        ),
+        r(Method::GET, "/api/v1/users", Admin, "Users.", get(api::users)),
+        r(Method::POST, "/api/v1/users", Admin, "Create a user or set a password.", post(api::set_user)),
+        r(
+            Method::DELETE,
+            "/api/v1/users/{name}",
+            Admin,
+            "Remove a user with its tokens.",
+            delete(api::remove_user),
+        ),
+        r(Method::GET, "/api/v1/tokens", Admin, "API tokens (never their secrets).", get(api::tokens)),
+        r(
+            Method::POST,
+            "/api/v1/tokens",
+            Admin,
+            "Create a token; the answer holds its secret, once.",
+            post(api::create_token),
+        ),
+        r(Method::DELETE, "/api/v1/tokens/{id}", Admin, "Revoke a token.", delete(api::revoke_token)),
+        r(Method::GET, "/login", Public, "Login form.", get(views::login_form)),
+        r(Method::POST, "/login", Public, "Log in (form).", post(views::login)),
+        r(Method::POST, "/logout", Client, "Log out (form).", post(views::logout)),
+        r(Method::GET, "/", Client, "Overview page.", get(views::overview)),
+        r(Method::GET, "/groups/{type}/{id}", Client, "Snapshots of a group (page).", get(views::group)),
+        r(
+            Method::GET,
+            "/snapshots/{type}/{id}/{time}",
+            Client,
+            "A snapshot and its files (page).",
+            get(views::snapshot),
+        ),
+        r(
+            Method::POST,
+            "/snapshots/{type}/{id}/{time}/protect",
+            Operate,
+            "Protect or unprotect (form).",
+            post(views::protect),
+        ),
+        r(Method::GET, "/users", Admin, "Users and tokens (page).", get(views::users)),
+        r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),
+        r(Method::POST, "/tokens", Admin, "Create a token (form).", post(views::create_token)),
+        r(Method::POST, "/tokens/{id}/revoke", Admin, "Revoke a token (form).", post(views::revoke_token)),
+        r(Method::GET, "/static/cairn.css", Public, "Style sheet.", get(views::stylesheet)),
+    ]
+}
+
+/// The whole application: every route behind its access check, the
+/// request-id, error-rendering and delay layer outermost.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for spec in routes() {
+        let guard = from_fn_with_state((state.clone(), spec.access), auth::authorize);
+        router = router.route(spec.path, spec.handler.route_layer(guard));
+    }
+    router
+        .fallback(views::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), finish::finish))
+        .layer(from_fn(finish::security_headers))
+        .with_state(state)
+}
+
+async fn openapi() -> axum::Json<Value> {
+    axum::Json(openapi_document())
+}
+
+/// An OpenAPI 3.1 document generated from the route table.
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for spec in routes()
+        .into_iter()
+        .filter(|s| s.path.starts_with("/api/") || s.path == "/metrics" || s.path == "/healthz")
+    {
+        let params: Vec<Value> = spec
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let security =
+            if spec.access == Access::Public { json!([]) } else { json!([{"bearer": []}, {"session": []}]) };
+        let op = json!({
+            "summary": spec.summary,
+            "parameters": params,
+            "security": security,
+            "x-cairn-access": spec.access.as_str(),
+            "responses": {
+                "200": {"description": "Success (JSON, except /metrics, /healthz and downloads)."},
+                "400": {"description": "The request is malformed; `error` says why."},
+                "401": {"description": "Not authenticated (answered no sooner than 3 s after the request)."},
+                "403": {"description": "Authenticated, but the role or token may not do this."},
+                "404": {"description": "No such object."}
+            }
+        });
+        let entry = paths.entry(spec.path.to_owned()).or_insert_with(|| json!({}));
+        entry[spec.method.as_str().to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Cairn backup server", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API token: cairn_<id>_<secret>."},
+            "session": {"type": "apiKey", "in": "cookie", "name": auth::SESSION_COOKIE,
+                        "description": "Dashboard session; state-changing calls also need the x-csrf-token header."}
+        }}
+    })
+}

@@ -1,0 +1,111 @@
+//! The server certificate: loaded from PEM files, or made self-signed on
+//! first start; and its SHA-256 fingerprint, which clients pin.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+/// A certificate and key pair in PEM.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// DER of the (first) certificate.
+    pub cert_der: Vec<u8>,
+}
+
+/// Load the identity at `cert`/`key`, making a self-signed one if neither
+/// file exists. Returns it and whether it was just made.
+pub fn load_or_create(cert: &Path, key: &Path) -> Result<(Identity, bool)> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok((load(cert, key)?, false)),
+        (false, false) => Ok((create(cert, key)?, true)),
+        _ => bail!(
+            "only one of {} and {} exists; provide both, or remove the other to have a new pair made",
+            cert.display(),
+            key.display()
+        ),
+    }
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Identity> {
+    let cert_pem = fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let key_pem = fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let Some(first) = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next() else {
+        bail!("{} holds no certificate", cert.display());
+    };
+    let first = first.with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
+    Ok(Identity { cert_der: first.to_vec(), cert_pem, key_pem })
+}
+
+fn create(cert: &Path, key: &Path) -> Result<Identity> {
+    let host = hostname();
+    let names = vec![host.clone(), "localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut params = rcgen::CertificateParams::new(names).context("certificate parameters")?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("cairn on {host}"));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Cairn backup server");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    let key_pair = rcgen::KeyPair::generate().context("making a key")?;
+    let made = params.self_signed(&key_pair).context("signing the certificate")?;
+    let identity =
+        Identity { cert_pem: made.pem(), key_pem: key_pair.serialize_pem(), cert_der: made.der().to_vec() };
+    for path in [cert, key] {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    write_new(key, identity.key_pem.as_bytes(), 0o600)?;
+    write_new(cert, identity.cert_pem.as_bytes(), 0o644)?;
+    Ok(identity)
+}
+
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// SHA-256 of a DER certificate as colon-separated lowercase hex pairs
+/// (`aa:bb:…`), the form `--fingerprint` takes.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_identity_is_kept_and_reloaded_with_the_same_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("s/cert.pem"), dir.path().join("s/key.pem"));
+        let (made, new) = load_or_create(&cert, &key).unwrap();
+        assert!(new);
+        let (again, new) = load_or_create(&cert, &key).unwrap();
+        assert!(!new);
+        assert_eq!(fingerprint(&made.cert_der), fingerprint(&again.cert_der));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_file(&key).unwrap();
+        assert!(load_or_create(&cert, &key).unwrap_err().to_string().contains("only one of"));
+        let fp = fingerprint(&made.cert_der);
+        assert_eq!((fp.len(), fp.matches(':').count()), (95, 31), "{fp}");
+    }
+}

@@ -1,0 +1,459 @@
+//! The dashboard: server-rendered askama pages over the same engine calls
+//! as the API. Every core flow works without JavaScript.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use model::{Role, SnapshotInfo};
+use serde::Deserialize;
+
+use super::api::{self, NsQuery, PathQuery, snapshot_id};
+use super::auth::{Caller, SESSION_COOKIE, cookie, urlencoding};
+use super::error::{AppError, AppResult};
+use super::state::{AppState, now};
+use crate::output;
+
+/// What the page frame shows: who is logged in, the CSRF token for its
+/// forms, the certificate fingerprint.
+pub struct Chrome {
+    pub user: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub is_admin: bool,
+    pub can_operate: bool,
+    pub fingerprint: Option<String>,
+    pub version: &'static str,
+}
+
+impl Chrome {
+    fn new(state: &AppState, caller: &Caller) -> Self {
+        Self {
+            user: caller.name.clone(),
+            role: caller.role.as_str(),
+            csrf: caller.csrf.clone().unwrap_or_default(),
+            is_admin: caller.role == Role::Admin,
+            can_operate: matches!(caller.role, Role::Admin | Role::Operator),
+            fingerprint: state.fingerprint().map(str::to_owned),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+fn render(t: &impl Template) -> AppResult<Response> {
+    let html = t.render().map_err(|e| AppError::from(anyhow::anyhow!("rendering a page: {e}")))?;
+    Ok(Html(html).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: String,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+/// The page for an error, rendered by `finish`.
+pub fn error_page(status: StatusCode, message: &str, request_id: &str) -> Response {
+    let page = ErrorPage { status: status.to_string(), message, request_id };
+    let html = page.render().unwrap_or_else(|_| format!("{status}: request {request_id}"));
+    (status, Html(html)).into_response()
+}
+
+pub async fn not_found() -> AppError {
+    AppError::not_found("no such page or API route")
+}
+
+pub async fn stylesheet() -> Response {
+    let mut res = include_str!("../../../../web/static/cairn.css").into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    res
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    next: String,
+    fingerprint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only local paths: never redirect a login to another site.
+fn local_target(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> AppResult<Response> {
+    let page = LoginPage {
+        error: None,
+        next: local_target(q.next.as_deref()),
+        fingerprint: state.fingerprint().map(str::to_owned),
+    };
+    render(&page)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> AppResult<Response> {
+    let next = local_target(f.next.as_deref());
+    let (user, password) = (f.user.clone(), f.password);
+    let outcome = state.engine(move |e| e.login(&user, &password, now())).await?;
+    let Some((secret, session)) = outcome else {
+        tracing::warn!(user = %f.user, "failed login");
+        let page = LoginPage {
+            error: Some("Wrong user name or password.".into()),
+            next,
+            fingerprint: state.fingerprint().map(str::to_owned),
+        };
+        let mut res = render(&page)?;
+        *res.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(res);
+    };
+    tracing::info!(user = %session.user, "logged in");
+    let secure = if state.secure_cookies() { "; Secure" } else { "" };
+    let max_age = session.expires - session.created;
+    let cookie =
+        format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let mut res = Redirect::to(&next).into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| anyhow::anyhow!("{e}"))?);
+    Ok(res)
+}
+
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> AppResult<Response> {
+    if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+        state.engine(move |e| e.logout(&secret)).await?;
+    }
+    let mut res = Redirect::to("/login").into_response();
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("ascii"));
+    Ok(res)
+}
+
+pub struct GroupRow {
+    group: String,
+    ns: String,
+    link: String,
+    snapshots: usize,
+    last: String,
+    verify: &'static str,
+    size: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    snapshots: usize,
+    logical: String,
+    stored: String,
+    dedup: String,
+    disk_free: String,
+    disk_total: String,
+    chart: String,
+    groups: Vec<GroupRow>,
+    hostname: String,
+}
+
+fn ns_query(ns: &str) -> String {
+    if ns.is_empty() { String::new() } else { format!("?ns={}", urlencoding(ns)) }
+}
+
+pub async fn overview(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    let snaps = api::visible_snapshots(&state, &caller, None).await?;
+    let st = api::status_of(&state, &caller).await?;
+    let groups = api::groups_of(&snaps)
+        .into_iter()
+        .map(|g| GroupRow {
+            link: format!("/groups/{}{}", g.group, ns_query(&g.ns)),
+            group: g.group,
+            ns: if g.ns.is_empty() { "—".into() } else { g.ns },
+            snapshots: g.snapshots,
+            last: g.last,
+            verify: g.last_verify,
+            size: output::size(g.size),
+        })
+        .collect();
+    let page = OverviewPage {
+        chrome: Chrome::new(&state, &caller),
+        snapshots: st.snapshots,
+        logical: output::size(st.logical_bytes),
+        stored: output::size(st.stored_bytes),
+        dedup: format!("{:.2}×", st.dedup_factor),
+        disk_free: output::size(st.disk_free_bytes),
+        disk_total: output::size(st.disk_total_bytes),
+        chart: super::chart::usage_svg(&snaps),
+        groups,
+        hostname: super::tls::hostname(),
+    };
+    render(&page)
+}
+
+pub struct SnapRow {
+    time: String,
+    link: String,
+    size: String,
+    stored: String,
+    duration: String,
+    tags: String,
+    verify: &'static str,
+    protected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "group.html")]
+struct GroupPage {
+    chrome: Chrome,
+    group: String,
+    rows: Vec<SnapRow>,
+    total: String,
+}
+
+fn snapshot_link(s: &SnapshotInfo) -> String {
+    format!("/snapshots/{}/{}{}", s.id.group, s.id.time_text(), ns_query(&s.id.group.ns.to_string()))
+}
+
+pub async fn group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Response> {
+    let group = model::BackupGroup::new(model::Namespace::parse(&q.ns)?, &kind, &id)?;
+    let title = api::group_text(&group);
+    let snaps = api::visible_snapshots(&state, &caller, Some(group)).await?;
+    let total = output::size(snaps.iter().map(|s| s.size).sum());
+    let rows = snaps
+        .iter()
+        .rev()
+        .map(|s| SnapRow {
+            time: s.id.time_text(),
+            link: snapshot_link(s),
+            size: output::size(s.size),
+            stored: output::size(s.stored),
+            duration: output::duration_ms(s.duration_ms),
+            tags: s.tags.join(", "),
+            verify: s.verify.as_str(),
+            protected: s.protected,
+        })
+        .collect();
+    render(&GroupPage { chrome: Chrome::new(&state, &caller), group: title, rows, total })
+}
+
+pub struct EntryRow {
+    name: String,
+    kind: &'static str,
+    size: String,
+    mtime: String,
+    browse: Option<String>,
+    download: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "snapshot.html")]
+struct SnapshotPage {
+    chrome: Chrome,
+    title: String,
+    group: String,
+    group_link: String,
+    time: String,
+    size: String,
+    stored: String,
+    files: u64,
+    tags: String,
+    verify: &'static str,
+    protected: bool,
+    protect_action: String,
+    shown_path: String,
+    up_link: Option<String>,
+    entries: Vec<EntryRow>,
+}
+
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Response> {
+    let sid = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&sid.group)?;
+    let (lookup, list_id, path) = (sid.clone(), sid.clone(), q.path.clone());
+    let info = state.engine(move |e| e.snapshot(&lookup)).await?;
+    let items = state.engine(move |e| e.list(&list_id, Some(path.as_bytes()), false)).await?;
+    let base = format!("/snapshots/{}/{}", sid.group, sid.time_text());
+    let api_base = format!("/api/v1/snapshots/{}/{}", sid.group, sid.time_text());
+    let ns = sid.group.ns.to_string();
+    let with = |path: &[u8]| {
+        let mut q = format!("?path={}", urlencoding(&String::from_utf8_lossy(path)));
+        if !ns.is_empty() {
+            q.push_str(&format!("&ns={}", urlencoding(&ns)));
+        }
+        q
+    };
+    let entries = items
+        .iter()
+        .map(|l| {
+            let kind = crate::cli::restore::kind_name(l);
+            let browsable = matches!(kind, "dir" | "archive");
+            let name = l.path.rsplit(|c| *c == b'/').next().unwrap_or(&l.path);
+            EntryRow {
+                name: output::path(name),
+                kind,
+                size: if kind == "dir" { String::new() } else { output::size(l.size) },
+                mtime: l.entry.as_ref().map(|e| model::time::format_rfc3339(e.mtime)).unwrap_or_default(),
+                browse: browsable.then(|| format!("{base}{}", with(&l.path))),
+                download: (kind == "file").then(|| format!("{api_base}/download{}", with(&l.path))),
+            }
+        })
+        .collect();
+    let trimmed = q.path.trim_matches('/');
+    let up_link = (!trimmed.is_empty()).then(|| {
+        let parent = trimmed.rsplit_once('/').map_or("", |(p, _)| p);
+        format!("{base}{}", with(parent.as_bytes()))
+    });
+    let page = SnapshotPage {
+        chrome: Chrome::new(&state, &caller),
+        title: sid.to_string(),
+        group: api::group_text(&sid.group),
+        group_link: format!("/groups/{}{}", sid.group, ns_query(&ns)),
+        time: sid.time_text(),
+        size: output::size(info.size),
+        stored: output::size(info.stored),
+        files: info.files,
+        tags: if info.tags.is_empty() { "—".into() } else { info.tags.join(", ") },
+        verify: info.verify.as_str(),
+        protected: info.protected,
+        protect_action: format!("{base}/protect{}", ns_query(&ns)),
+        shown_path: if trimmed.is_empty() { "/".into() } else { format!("/{trimmed}") },
+        up_link,
+        entries,
+    };
+    render(&page)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProtectForm {
+    protected: bool,
+}
+
+pub async fn protect(
+    State(state): State<AppState>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+    Form(f): Form<ProtectForm>,
+) -> AppResult<Response> {
+    let sid = snapshot_id(&kind, &id, &time, &q.ns)?;
+    let back = format!("/snapshots/{}/{}{}", sid.group, sid.time_text(), ns_query(&q.ns));
+    state.engine(move |e| e.set_protected(&sid, f.protected)).await?;
+    Ok(Redirect::to(&back).into_response())
+}
+
+pub struct RoleOption {
+    name: &'static str,
+    client: bool,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<api::UserJson>,
+    tokens: Vec<api::TokenJson>,
+    roles: Vec<RoleOption>,
+    new_token: Option<String>,
+    message: Option<String>,
+}
+
+async fn users_page(
+    state: &AppState,
+    caller: &Caller,
+    new_token: Option<String>,
+    message: Option<String>,
+) -> AppResult<Response> {
+    let users = state.engine(|e| e.users()).await?;
+    let tokens = state.engine(|e| e.tokens()).await?;
+    let page = UsersPage {
+        chrome: Chrome::new(state, caller),
+        users: users.iter().map(api::UserJson::from).collect(),
+        tokens: tokens.iter().map(api::TokenJson::from).collect(),
+        roles: Role::ALL
+            .iter()
+            .map(|r| RoleOption { name: r.as_str(), client: *r == Role::BackupClient })
+            .collect(),
+        new_token,
+        message,
+    };
+    render(&page)
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    users_page(&state, &caller, None, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserForm {
+    name: String,
+    password: String,
+    role: String,
+}
+
+pub async fn set_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Form(f): Form<UserForm>,
+) -> AppResult<Response> {
+    let role = api::parse_role(&f.role)?;
+    let name = f.name.clone();
+    state.engine(move |e| e.set_password(&f.name, &f.password, role, now()).map_err(api::bad_input)).await?;
+    users_page(&state, &caller, None, Some(format!("Saved user {name}."))).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    name: String,
+    role: String,
+    #[serde(default)]
+    groups: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Form(f): Form<TokenForm>,
+) -> AppResult<Response> {
+    let groups = f.groups.split([',', ' ']).filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    let made = api::make_token(&state, &caller, api::NewToken { name: f.name, role: f.role, groups }).await?;
+    users_page(&state, &caller, made.token, None).await
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let id2 = id.clone();
+    let gone = state.engine(move |e| e.revoke_token(&id2)).await?;
+    let message = if gone { format!("Token {id} revoked.") } else { format!("Token {id} did not exist.") };
+    users_page(&state, &caller, None, Some(message)).await
+}
