@@ -28,7 +28,7 @@ use filevol::Datastore;
 pub use backup::{BackupOptions, BackupReport};
 pub use catalog::CatalogError;
 pub use chunker::CdcParams;
-pub use filevol::{DatastoreConfig, GcStats, PolicyRecord};
+pub use filevol::{DatastoreConfig, GcStats, PolicyRecord, StoreError};
 pub use progress::Progress;
 
 /// The services over one datastore.

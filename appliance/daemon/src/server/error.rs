@@ -8,7 +8,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use engine::CatalogError;
+use engine::{CatalogError, StoreError};
 use model::IdError;
 
 /// A failed request: what to tell the caller, and how.
@@ -54,6 +54,9 @@ impl AppError {
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
         if let Some(CatalogError::NotFound(id)) = e.downcast_ref::<CatalogError>() {
+            return Self::not_found(format!("snapshot {id} does not exist"));
+        }
+        if let Some(StoreError::SnapshotNotFound(id)) = e.downcast_ref::<StoreError>() {
             return Self::not_found(format!("snapshot {id} does not exist"));
         }
         if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {

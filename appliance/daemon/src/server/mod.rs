@@ -21,6 +21,8 @@ mod finish;
 pub mod routes;
 pub mod state;
 mod stream;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 mod views;
 

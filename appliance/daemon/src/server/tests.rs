@@ -1,0 +1,372 @@
+//! Handler tests in-process: `app()` driven with `oneshot`, no socket.
+//! The access test walks every route of the route table against its own
+//! table of who may call what; a route missing from it fails the test.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::Response;
+use engine::access::TokenSpec;
+use engine::{BackupOptions, DatastoreConfig, Engine, Progress};
+use model::{BackupGroup, Namespace, Role};
+use tower::ServiceExt;
+
+use super::routes::{app, openapi_document, routes};
+use super::state::AppState;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    state: AppState,
+    snapshot: String,
+    tokens: BTreeMap<&'static str, String>,
+}
+
+const T0: i64 = 1_790_000_000;
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.bin"), (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>())
+        .unwrap();
+    let (engine, _) = Engine::init(&dir.path().join("ds"), DatastoreConfig::default()).unwrap();
+    let group = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
+    let opts = BackupOptions {
+        group: group.clone(),
+        sources: vec![src],
+        tags: vec!["daily".into()],
+        excludes: vec![],
+        one_file_system: false,
+        time: T0,
+    };
+    let report = engine.backup(&opts, &Progress::default()).unwrap();
+    engine.set_password("admin", "admin-password", Role::Admin, T0).unwrap();
+    let mut tokens = BTreeMap::new();
+    let other = BackupGroup::new(Namespace::root(), "host", "b").unwrap();
+    for (key, role, groups) in [
+        ("admin", Role::Admin, vec![]),
+        ("operator", Role::Operator, vec![]),
+        ("auditor", Role::Auditor, vec![]),
+        ("client", Role::BackupClient, vec![group.clone()]),
+        ("client-other", Role::BackupClient, vec![other]),
+    ] {
+        let spec = TokenSpec { name: key.into(), owner: "admin".into(), role, groups, expires: None };
+        tokens.insert(key, engine.create_token(&spec, T0).unwrap().0);
+    }
+    let state = AppState::new(engine.clone(), Some("aa:bb".into()), Duration::ZERO);
+    Fixture { _dir: dir, engine, state, snapshot: report.id.to_string(), tokens }
+}
+
+async fn send(state: &AppState, req: Request<Body>) -> Response {
+    app(state.clone()).oneshot(req).await.unwrap()
+}
+
+async fn body_text(res: Response) -> String {
+    String::from_utf8_lossy(&to_bytes(res.into_body(), 64 << 20).await.unwrap()).into_owned()
+}
+
+fn get(uri: &str) -> axum::http::request::Builder {
+    Request::builder().method(Method::GET).uri(uri)
+}
+
+/// Log in through the form; returns (cookie header value, csrf token).
+async fn login(f: &Fixture, user: &str, password: &str) -> (String, String) {
+    let body = format!("user={user}&password={password}&next=/");
+    let req = Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let res = send(&f.state, req).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let set = res.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = body_text(
+        send(&f.state, get("/").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await,
+    )
+    .await;
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    (cookie, csrf)
+}
+
+/// Who may call each route. Kept apart from the route table on purpose:
+/// a new route must be added here, with a decision.
+const EXPECTED: &[(&str, &str, &str)] = &[
+    ("GET", "/healthz", "public"),
+    ("GET", "/metrics", "read"),
+    ("GET", "/api/v1/openapi.json", "public"),
+    ("GET", "/api/v1/status", "client"),
+    ("GET", "/api/v1/groups", "client"),
+    ("GET", "/api/v1/snapshots", "client"),
+    ("GET", "/api/v1/snapshots/{type}/{id}/{time}", "client"),
+    ("POST", "/api/v1/snapshots/{type}/{id}/{time}/protect", "operate"),
+    ("POST", "/api/v1/snapshots/{type}/{id}/{time}/unprotect", "operate"),
+    ("GET", "/api/v1/snapshots/{type}/{id}/{time}/files", "client"),
+    ("GET", "/api/v1/snapshots/{type}/{id}/{time}/download", "client"),
+    ("GET", "/api/v1/users", "admin"),
+    ("POST", "/api/v1/users", "admin"),
+    ("DELETE", "/api/v1/users/{name}", "admin"),
+    ("GET", "/api/v1/tokens", "admin"),
+    ("POST", "/api/v1/tokens", "admin"),
+    ("DELETE", "/api/v1/tokens/{id}", "admin"),
+    ("GET", "/login", "public"),
+    ("POST", "/login", "public"),
+    ("POST", "/logout", "client"),
+    ("GET", "/", "client"),
+    ("GET", "/groups/{type}/{id}", "client"),
+    ("GET", "/snapshots/{type}/{id}/{time}", "client"),
+    ("POST", "/snapshots/{type}/{id}/{time}/protect", "operate"),
+    ("GET", "/users", "admin"),
+    ("POST", "/users", "admin"),
+    ("POST", "/tokens", "admin"),
+    ("POST", "/tokens/{id}/revoke", "admin"),
+    ("GET", "/static/cairn.css", "public"),
+];
+
+/// Whether a caller kind passes an access level (for a route naming the
+/// fixture's group).
+fn admitted(access: &str, caller: &str, path: &str) -> bool {
+    match (access, caller) {
+        ("public", _) => true,
+        (_, "anonymous") => false,
+        // A backup client of another group sees only its own (empty) lists,
+        // and may not touch this group.
+        ("client", "client-other") => !path.contains("{type}"),
+        ("client", _) => true,
+        ("read", c) => matches!(c, "admin" | "operator" | "auditor"),
+        ("operate", c) => matches!(c, "admin" | "operator"),
+        ("admin", c) => c == "admin",
+        other => panic!("unknown access {other:?}"),
+    }
+}
+
+fn concrete(path: &str, snapshot: &str) -> String {
+    let group = snapshot.rsplit_once('/').unwrap().0;
+    let uri = path
+        .replace("{type}/{id}/{time}", snapshot)
+        .replace("{type}/{id}", group)
+        .replace("{id}", "nosuchtoken")
+        .replace("{name}", "nosuchuser");
+    if path.contains("/files") || path.contains("/download") { uri + "?path=src/a.txt" } else { uri }
+}
+
+#[tokio::test]
+async fn every_route_is_guarded_as_the_access_table_says() {
+    let f = fixture();
+    let table: BTreeMap<(String, String), &str> =
+        EXPECTED.iter().map(|(m, p, a)| ((m.to_string(), p.to_string()), *a)).collect();
+    let specs = routes();
+    for spec in &specs {
+        let key = (spec.method.to_string(), spec.path.to_owned());
+        let want =
+            table.get(&key).unwrap_or_else(|| panic!("route {} {} is missing from EXPECTED", key.0, key.1));
+        assert_eq!(spec.access.as_str(), *want, "{} {}", key.0, key.1);
+    }
+    assert_eq!(specs.len(), EXPECTED.len(), "EXPECTED lists a route the router does not have");
+
+    let (cookie, _csrf) = login(&f, "admin", "admin-password").await;
+    let callers =
+        ["anonymous", "admin", "operator", "auditor", "client", "client-other", "session-without-csrf"];
+    for (method, path, access) in EXPECTED {
+        let uri = concrete(path, &f.snapshot);
+        for caller in callers {
+            if *path == "/logout" && caller == "session-without-csrf" {
+                continue; // checked below without losing the session
+            }
+            let mut req = Request::builder().method(*method).uri(&uri);
+            match caller {
+                "anonymous" => {}
+                "session-without-csrf" => req = req.header(header::COOKIE, &cookie),
+                token => req = req.header(header::AUTHORIZATION, format!("Bearer {}", f.tokens[token])),
+            }
+            let body = if *method == "GET" { Body::empty() } else { Body::from("{}") };
+            let req = req.header(header::CONTENT_TYPE, "application/json").body(body).unwrap();
+            let status = send(&f.state, req).await.status();
+            let page_redirect = caller == "anonymous" && *method == "GET" && !path.starts_with("/api/");
+            let allowed = if caller == "session-without-csrf" {
+                *access == "public" || *method == "GET"
+            } else {
+                admitted(access, caller, path)
+            };
+            let denied = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                || (page_redirect && status == StatusCode::SEE_OTHER);
+            assert_eq!(!denied, allowed, "{method} {uri} as {caller}: {status}");
+        }
+    }
+    // A logout form without its CSRF token is refused, and the session survives.
+    let req = Request::post("/logout").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+    assert_eq!(send(&f.state, req).await.status(), StatusCode::FORBIDDEN);
+    let req = get("/api/v1/status").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+    assert_eq!(send(&f.state, req).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unauthenticated_failures_wait_three_seconds_and_carry_a_request_id() {
+    let f = fixture();
+    let state = AppState::new(f.engine.clone(), None, super::state::AUTH_DELAY);
+    let started = Instant::now();
+    let req = get("/api/v1/status")
+        .header(header::AUTHORIZATION, "Bearer cairn_00_11")
+        .body(Body::empty())
+        .unwrap();
+    let res = send(&state, req).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
+    assert_eq!(body["request_id"], id.as_str());
+    // Authenticated requests are not held back.
+    let started = Instant::now();
+    let ok = get("/healthz").body(Body::empty()).unwrap();
+    assert_eq!(send(&state, ok).await.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn login_pages_and_forms_work_without_javascript() {
+    let f = fixture();
+    let bad = Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("user=admin&password=wrong&next=/"))
+        .unwrap();
+    let res = send(&f.state, bad).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    assert!(body_text(res).await.contains("Wrong user name or password"));
+
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let page = |uri: String| {
+        let state = f.state.clone();
+        let cookie = cookie.clone();
+        async move {
+            let res =
+                send(&state, get(&uri).header(header::COOKIE, cookie).body(Body::empty()).unwrap()).await;
+            assert_eq!(res.status(), StatusCode::OK, "{uri}");
+            body_text(res).await
+        }
+    };
+    let overview = page("/".into()).await;
+    assert!(overview.contains("href=\"/groups/host/a\"") && overview.contains("<svg"), "{overview}");
+    assert!(overview.contains("aa:bb"), "the fingerprint is shown");
+    let group = page("/groups/host/a".into()).await;
+    assert!(group.contains("daily") && group.contains(&f.snapshot[7..]), "{group}");
+    let base = format!("/snapshots/{}", f.snapshot);
+    let root = page(format!("{base}?path=src")).await;
+    assert!(root.contains("a.txt") && root.contains("sub/"), "{root}");
+    let sub = page(format!("{base}?path=src/sub")).await;
+    assert!(sub.contains("b.bin") && sub.contains("Download"), "{sub}");
+
+    // Protect through the form (CSRF field), then see it.
+    let form = Request::post(format!("{base}/protect"))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}&protected=true")))
+        .unwrap();
+    assert_eq!(send(&f.state, form).await.status(), StatusCode::SEE_OTHER);
+    assert!(page(base.clone()).await.contains("<dd id=\"protected\">yes</dd>"));
+    let wrong = Request::post(format!("{base}/protect"))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("csrf=forged&protected=false"))
+        .unwrap();
+    assert_eq!(send(&f.state, wrong).await.status(), StatusCode::FORBIDDEN);
+    assert!(
+        f.engine
+            .snapshot(&model::SnapshotId::parse(&f.snapshot, &Namespace::root()).unwrap())
+            .unwrap()
+            .protected
+    );
+
+    // A token made on the users page is shown once and then works.
+    let form = Request::post("/tokens")
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}&name=web&role=backup-client&groups=host%2Fa")))
+        .unwrap();
+    let shown = body_text(send(&f.state, form).await).await;
+    let token = shown.split("<code id=\"new-token\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let req = get("/api/v1/groups")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let groups: serde_json::Value =
+        serde_json::from_str(&body_text(send(&f.state, req).await).await).unwrap();
+    assert_eq!(groups[0]["group"], "host/a");
+    assert!(!page("/users".into()).await.contains(&token), "a token's secret is shown only once");
+
+    // Log out: the cookie stops working.
+    let out = Request::post("/logout")
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}")))
+        .unwrap();
+    assert_eq!(send(&f.state, out).await.status(), StatusCode::SEE_OTHER);
+    let after =
+        send(&f.state, get("/api/v1/status").header(header::COOKIE, &cookie).body(Body::empty()).unwrap())
+            .await;
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn api_answers_json_and_downloads_exact_bytes() {
+    let f = fixture();
+    let auth = format!("Bearer {}", f.tokens["client"]);
+    let call = |uri: String| {
+        let (state, auth) = (f.state.clone(), auth.clone());
+        async move {
+            send(&state, get(&uri).header(header::AUTHORIZATION, auth).body(Body::empty()).unwrap()).await
+        }
+    };
+    let snaps: serde_json::Value =
+        serde_json::from_str(&body_text(call("/api/v1/snapshots".into()).await).await).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(snaps[0]["id"], f.snapshot.as_str());
+    assert_eq!(snaps[0]["tags"][0], "daily");
+
+    let res = call(format!("/api/v1/snapshots/{}/download?path=src/sub/b.bin", f.snapshot)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("b.bin"));
+    let got = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let want: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert!(got.as_ref() == want.as_slice(), "downloaded bytes differ");
+
+    let res = call(format!("/api/v1/snapshots/{}/download?path=src/sub", f.snapshot)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = call(format!("/api/v1/snapshots/{}/files?path=src/nope", f.snapshot)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let err: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("no such path"), "{err}");
+    let res = call("/api/v1/snapshots/host/a/2001-01-01T00:00:00Z".into()).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = call("/api/v1/snapshots?group=not-a-group".into()).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    let metrics = body_text(
+        send(
+            &f.state,
+            get("/metrics")
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.tokens["auditor"]))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert!(metrics.contains("\ncairn_snapshots 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("cairn_group_last_snapshot_seconds{{ns=\"\",group=\"host/a\"}} {T0}")),
+        "{metrics}"
+    );
+
+    let doc = openapi_document();
+    for spec in routes().iter().filter(|s| s.path.starts_with("/api/")) {
+        let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
+        assert!(op["summary"].is_string(), "{} {} missing from the OpenAPI document", spec.method, spec.path);
+    }
+}
