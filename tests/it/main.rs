@@ -20,4 +20,5 @@ mod gc;
 mod golden;
 mod policy;
 mod prune;
+mod serve;
 mod verify;

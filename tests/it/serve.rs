@@ -1,0 +1,230 @@
+//! `cairn serve` end to end: the real binary on a loopback port over HTTPS,
+//! reached by a client that pins the certificate's SHA-256 fingerprint.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::support::{Store, run_ok};
+
+/// Accepts exactly one certificate, named by its SHA-256 fingerprint.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got: Vec<String> =
+            Sha256::digest(end_entity.as_ref()).iter().map(|b| format!("{b:02x}")).collect();
+        if got.join(":") == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("certificate fingerprint mismatch".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn pinned_client(fingerprint: &str) -> Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Pinned { fingerprint: fingerprint.to_owned(), provider: provider.clone() });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Client::builder()
+        .use_preconfigured_tls(config)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A running `cairn serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    fingerprint: String,
+    password: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(store: &Store) -> Server {
+        let mut child = store
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(store.log("serve.stderr"))
+            .spawn()
+            .expect("start cairn serve");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut base, mut fingerprint, mut password) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fingerprint.is_none() {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("cairn serve printed its address and fingerprint");
+            if let Some(p) = line.strip_prefix("created user admin with password ") {
+                password = Some(p.trim().to_owned());
+            } else if let Some(rest) = line.split(" on https://").nth(1) {
+                base = Some(format!("https://{}", rest.trim()));
+            } else if let Some(fp) = line.strip_prefix("certificate fingerprint (SHA-256): ") {
+                fingerprint = Some(fp.trim().to_owned());
+            }
+        }
+        Server {
+            child,
+            base: base.expect("address line"),
+            fingerprint: fingerprint.unwrap(),
+            password: password.expect("first start prints the admin password"),
+            lines,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then the exit status and what it printed meanwhile.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM)
+            .expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        let rest = self.lines.try_iter().collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn login(client: &Client, server: &Server, user: &str, password: &str) -> reqwest::blocking::Response {
+    client
+        .post(server.url("/login"))
+        .form(&[("user", user), ("password", password), ("next", "/")])
+        .send()
+        .expect("login request")
+}
+
+#[test]
+fn serve_over_https_with_a_pinned_fingerprint_logins_tokens_downloads_and_sigterm() {
+    let store = Store::new();
+    let src = store.path("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("etc/big.bin"), &data).unwrap();
+    let id = store.backup(&src, "host/web01", "2026-11-20T03:00:00Z");
+
+    let server = Server::start(&store);
+    assert_eq!(server.fingerprint.len(), 95, "{}", server.fingerprint);
+    let client = pinned_client(&server.fingerprint);
+    assert_eq!(client.get(server.url("/healthz")).send().unwrap().text().unwrap(), "ok\n");
+
+    // A client pinning another fingerprint refuses the server.
+    let other = pinned_client(&format!("{}ab", "ab:".repeat(31)));
+    assert!(other.get(server.url("/healthz")).send().is_err(), "a wrong pin must fail the handshake");
+
+    // Log in with the password printed on first start; the cookie is
+    // Secure, HttpOnly and SameSite=Strict; the dashboard shows the group
+    // and the fingerprint.
+    let res = login(&client, &server, "admin", &server.password);
+    assert_eq!(res.status(), 303);
+    let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = client.get(server.url("/")).header("cookie", &cookie).send().unwrap().text().unwrap();
+    assert!(page.contains("host/web01") && page.contains(&server.fingerprint), "{page}");
+
+    // A backup-client token made with the CLI while the server runs.
+    let token = run_ok(store.cmd().args(["token", "create", "--name", "web01", "--group", "host/web01"]));
+    let token = token.trim();
+    let snaps: serde_json::Value =
+        client.get(server.url("/api/v1/snapshots")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert_eq!(snaps[0]["id"], id.as_str());
+    let url = server.url(&format!("/api/v1/snapshots/{id}/download"));
+    let got = client.get(&url).query(&[("path", "src/etc/big.bin")]).bearer_auth(token).send().unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().unwrap().as_ref() == data.as_slice(), "downloaded file differs");
+    let users = client.get(server.url("/api/v1/users")).bearer_auth(token).send().unwrap();
+    assert_eq!(users.status(), 403, "a backup client may not list users");
+
+    // `cairn user passwd` while the server runs: the new password works,
+    // the old one (and its session) no longer does.
+    let mut passwd = store
+        .cmd()
+        .args(["user", "passwd", "admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    passwd.stdin.take().unwrap().write_all(b"a-new-long-password\n").unwrap();
+    assert!(passwd.wait().unwrap().success());
+    let old = client.get(server.url("/api/v1/status")).header("cookie", &cookie).send().unwrap();
+    assert_eq!(old.status(), 401);
+    assert_eq!(login(&client, &server, "admin", "a-new-long-password").status(), 303);
+
+    let (status, printed) = server.stop();
+    assert!(status.success(), "{status:?}: {printed:?}");
+    assert!(printed.iter().any(|l| l == "stopped"), "{printed:?}");
+}
