@@ -2,7 +2,7 @@
 //! reached by a client that pins the certificate's SHA-256 fingerprint.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -227,4 +227,137 @@ fn serve_over_https_with_a_pinned_fingerprint_logins_tokens_downloads_and_sigter
     let (status, printed) = server.stop();
     assert!(status.success(), "{status:?}: {printed:?}");
     assert!(printed.iter().any(|l| l == "stopped"), "{printed:?}");
+}
+
+/// A job with the cron schedule `* * * * *`, created over the API, runs by
+/// itself within a minute and appears as a finished task with its snapshot.
+#[test]
+fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
+    let store = Store::new();
+    let src = store.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("motd"), b"scheduled\n").unwrap();
+    let server = Server::start(&store);
+    let client = pinned_client(&server.fingerprint);
+    let token = run_ok(store.cmd().args(["token", "create", "--name", "ops", "--role", "operator"]));
+    let token = token.trim();
+    let job = serde_json::json!({
+        "name": "every-minute", "group": "host/cron", "sources": [src.display().to_string()],
+        "schedule": "* * * * *", "tags": ["minutely"], "keep": {"last": 5}, "verify": true,
+    });
+    let res = client.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&job).send().unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text());
+    let bad = serde_json::json!({"name": "bad", "group": "host/x", "sources": ["/"], "schedule": "0 3 * *"});
+    let res = client.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&bad).send().unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("five"), "a bad schedule is explained");
+
+    let deadline = Instant::now() + Duration::from_secs(100);
+    let task = loop {
+        let tasks: serde_json::Value = client
+            .get(server.url("/api/v1/tasks?job=every-minute"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
+            break t.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished scheduled task within 100 s: {tasks}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(task["state"], "ok", "{task}");
+    assert_eq!(task["trigger"], "schedule");
+    let log =
+        task["log"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(log.contains("verify:") && log.contains("prune: kept 1"), "{log}");
+    let snap = task["snapshot"].as_str().unwrap();
+    let snaps: serde_json::Value = client
+        .get(server.url("/api/v1/snapshots?group=host/cron"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(snaps[0]["id"], snap);
+    assert_eq!(snaps[0]["tags"][0], "minutely");
+    assert_eq!(snaps[0]["verify_state"], "ok");
+    let jobs: serde_json::Value =
+        client.get(server.url("/api/v1/jobs")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert_eq!(jobs[0]["sla"], "ok", "{jobs}");
+
+    // Run now: a second task, started by the token's owner.
+    let res = client.post(server.url("/api/v1/jobs/every-minute/run")).bearer_auth(token).send().unwrap();
+    assert_eq!(res.status(), 202);
+    let started: serde_json::Value = res.json().unwrap();
+    let id = started["task"].as_u64().expect("a task id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t: serde_json::Value = client
+            .get(server.url(&format!("/api/v1/tasks/{id}")))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if t["state"] != "running" {
+            assert_eq!(t["state"], "ok", "{t}");
+            assert!(t["trigger"].as_str().unwrap().starts_with("manual"), "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "run-now task did not finish: {t}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+/// `cairn check` speaks Nagios: a job whose newest good snapshot is older
+/// than 1.5 × its interval is CRITICAL (2), one never run yet WARNING (1),
+/// a fresh one OK (0), an unknown job UNKNOWN (3).
+#[test]
+fn check_reports_overdue_jobs_with_nagios_exit_codes() {
+    let store = Store::new();
+    let src = store.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let hours_ago = |h: i64| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+            - h * 3600;
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    store.backup(&src, "host/hourly", &hours_ago(3));
+    let add = |name: &str, group: &str| {
+        run_ok(store.cmd().args(["job", "add", name]).arg(&src).args([
+            "--group",
+            group,
+            "--schedule",
+            "0 * * * *",
+        ]));
+    };
+    add("hourly", "host/hourly");
+    let r = crate::support::run(store.cmd().args(["check", "--job", "hourly"]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.starts_with("CRITICAL - 1 jobs, 1 overdue"), "{r:?}");
+
+    add("fresh", "host/fresh");
+    let r = crate::support::run(store.cmd().args(["check", "--job", "fresh"]));
+    assert_eq!(r.code, 1, "never run, not yet overdue: {r:?}");
+
+    let r = crate::support::run(store.cmd().args(["job", "run", "hourly"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("finished: ok"), "{r:?}");
+    let r = crate::support::run(store.cmd().args(["check", "--job", "hourly"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("OK"), "{r:?}");
+
+    let r = crate::support::run(store.cmd().args(["check", "--job", "nosuch"]));
+    assert_eq!(r.code, 3, "{r:?}");
+    let r = crate::support::run(store.cmd().arg("check"));
+    assert_eq!(r.code, 1, "one job pending, none overdue: {r:?}");
 }

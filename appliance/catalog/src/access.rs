@@ -10,7 +10,7 @@ use crate::row::{SessionRowV1, TokenRowV1, UserRowV1};
 use crate::schema::{SESSIONS, TOKENS, USERS};
 use crate::{Catalog, CatalogError, corrupt};
 
-type Records = TableDefinition<'static, &'static str, &'static [u8]>;
+pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
 
 impl Catalog {
     /// Insert or replace a user.
@@ -89,7 +89,7 @@ impl Catalog {
         Ok(removed)
     }
 
-    fn put<R: Serialize>(&self, table: Records, key: &str, row: &R) -> Result<(), CatalogError> {
+    pub(crate) fn put<R: Serialize>(&self, table: Records, key: &str, row: &R) -> Result<(), CatalogError> {
         let bytes = serde_json::to_vec(row).map_err(|e| corrupt(key, e.to_string()))?;
         let write = self.db.begin_write()?;
         write.open_table(table)?.insert(key, bytes.as_slice())?;
@@ -97,7 +97,7 @@ impl Catalog {
         Ok(())
     }
 
-    fn get<R, T>(&self, table: Records, key: &str) -> Result<Option<T>, CatalogError>
+    pub(crate) fn get<R, T>(&self, table: Records, key: &str) -> Result<Option<T>, CatalogError>
     where
         R: DeserializeOwned + TryInto<T, Error = String>,
     {
@@ -111,7 +111,7 @@ impl Catalog {
         found.map(|v| decode_record::<R, T>(key, v.value())).transpose()
     }
 
-    fn list<R, T>(&self, table: Records) -> Result<Vec<T>, CatalogError>
+    pub(crate) fn list<R, T>(&self, table: Records) -> Result<Vec<T>, CatalogError>
     where
         R: DeserializeOwned + TryInto<T, Error = String>,
     {
@@ -130,7 +130,7 @@ impl Catalog {
             .collect()
     }
 
-    fn remove(&self, table: Records, key: &str) -> Result<bool, CatalogError> {
+    pub(crate) fn remove(&self, table: Records, key: &str) -> Result<bool, CatalogError> {
         let write = self.db.begin_write()?;
         let existed = write.open_table(table)?.remove(key)?.is_some();
         write.commit()?;

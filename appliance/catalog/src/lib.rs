@@ -14,6 +14,7 @@
 
 mod access;
 mod error;
+mod jobs;
 mod key;
 mod open;
 mod row;

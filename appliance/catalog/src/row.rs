@@ -8,9 +8,10 @@
 //! Invariant: a released row type (`…V1`) never changes shape; a new shape
 //! is a new type, a new table name in `schema.rs` and a migration.
 
+use model::prune::KeepRules;
 use model::{
-    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Namespace, Role, Session, SnapshotId, SnapshotInfo,
-    User, VerifyState,
+    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Job, Namespace, Role, Session, SnapshotId,
+    SnapshotInfo, Task, TaskState, User, VerifyState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -294,4 +295,98 @@ fn parse_group(text: &str) -> Result<BackupGroup, String> {
     let (ns, rest) = parts.split_at(parts.len() - 2);
     let ns = Namespace::parse(&ns.join("/")).map_err(|e| e.to_string())?;
     BackupGroup::new(ns, rest[0], rest[1]).map_err(|e| e.to_string())
+}
+
+/// One job in `jobs_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JobRowV1 {
+    pub name: String,
+    pub group: String,
+    pub sources: Vec<String>,
+    pub schedule: String,
+    pub tags: Vec<String>,
+    /// keep-last, hourly, daily, weekly, monthly, yearly.
+    pub keep: [u32; 6],
+    pub verify: bool,
+    pub created: i64,
+}
+
+impl From<&Job> for JobRowV1 {
+    fn from(j: &Job) -> Self {
+        let k = &j.keep;
+        Self {
+            name: j.name.clone(),
+            group: group_text(&j.group),
+            sources: j.sources.clone(),
+            schedule: j.schedule.clone(),
+            tags: j.tags.clone(),
+            keep: [k.last, k.hourly, k.daily, k.weekly, k.monthly, k.yearly],
+            verify: j.verify,
+            created: j.created,
+        }
+    }
+}
+
+impl TryFrom<JobRowV1> for Job {
+    type Error = String;
+    fn try_from(r: JobRowV1) -> Result<Self, String> {
+        let [last, hourly, daily, weekly, monthly, yearly] = r.keep;
+        Ok(Job {
+            group: parse_group(&r.group)?,
+            name: r.name,
+            sources: r.sources,
+            schedule: r.schedule,
+            tags: r.tags,
+            keep: KeepRules { last, hourly, daily, weekly, monthly, yearly },
+            verify: r.verify,
+            created: r.created,
+        })
+    }
+}
+
+/// One task in `tasks_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TaskRowV1 {
+    pub id: u64,
+    pub kind: String,
+    pub job: Option<String>,
+    pub trigger: String,
+    pub state: String,
+    pub started: i64,
+    pub finished: Option<i64>,
+    pub snapshot: Option<String>,
+    pub log: Vec<String>,
+}
+
+impl From<&Task> for TaskRowV1 {
+    fn from(t: &Task) -> Self {
+        Self {
+            id: t.id,
+            kind: t.kind.clone(),
+            job: t.job.clone(),
+            trigger: t.trigger.clone(),
+            state: t.state.as_str().into(),
+            started: t.started,
+            finished: t.finished,
+            snapshot: t.snapshot.clone(),
+            log: t.log.clone(),
+        }
+    }
+}
+
+impl TryFrom<TaskRowV1> for Task {
+    type Error = String;
+    fn try_from(r: TaskRowV1) -> Result<Self, String> {
+        Ok(Task {
+            state: TaskState::parse(&r.state).ok_or_else(|| format!("unknown task state {:?}", r.state))?,
+            id: r.id,
+            kind: r.kind,
+            job: r.job,
+            trigger: r.trigger,
+            started: r.started,
+            finished: r.finished,
+            snapshot: r.snapshot,
+            log: r.log,
+        })
+    }
 }

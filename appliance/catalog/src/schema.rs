@@ -38,3 +38,9 @@ pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("to
 /// Login sessions by the blake3 hex of their secret; value a JSON
 /// `row::SessionRowV1`.
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_v1");
+
+/// Jobs by name; value a JSON `row::JobRowV1`.
+pub(crate) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs_v1");
+
+/// Tasks by id (ascending = oldest first); value a JSON `row::TaskRowV1`.
+pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks_v1");

@@ -6,10 +6,12 @@
 
 pub mod access;
 pub mod ids;
+pub mod job;
 pub mod prune;
 pub mod snapshot;
 pub mod time;
 
 pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
+pub use job::{Job, Sla, Task, TaskState};
 pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, VerifyState};

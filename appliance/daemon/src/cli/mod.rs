@@ -1,6 +1,7 @@
 //! Command-line definition and dispatch.
 
 mod backup;
+mod jobs;
 mod maintain;
 mod policy;
 pub mod restore;
@@ -89,6 +90,11 @@ pub enum Command {
     /// API tokens for scripts and remote backup clients.
     #[command(subcommand)]
     Token(server::TokenCommand),
+    /// Scheduled backup jobs that `cairn serve` runs.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
+    /// Report the jobs' SLA state with Nagios exit codes (0 ok, 1 warning, 2 critical, 3 unknown).
+    Check(jobs::CheckArgs),
 }
 
 /// `--ns` shared by commands that name groups or snapshots.
@@ -135,6 +141,8 @@ pub fn run(mut cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => server::serve(&cli, a),
         Command::User(c) => server::user(&cli, c),
         Command::Token(c) => server::token(&cli, c),
+        Command::Job(c) => jobs::run(&cli, c),
+        Command::Check(a) => jobs::check(&cli, a),
     }
 }
 

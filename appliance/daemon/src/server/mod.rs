@@ -18,7 +18,10 @@ mod chart;
 pub mod config;
 mod error;
 mod finish;
+mod job_views;
+mod jobs_api;
 pub mod routes;
+mod scheduler;
 pub mod state;
 mod stream;
 #[cfg(test)]
@@ -61,7 +64,11 @@ pub fn serve(settings: Settings) -> Result<()> {
         Some(identity)
     };
     let fingerprint = tls.as_ref().map(|id| tls::fingerprint(&id.cert_der));
-    let state = AppState::new(engine, fingerprint.clone(), state::AUTH_DELAY);
+    let interrupted = engine.fail_interrupted_tasks(state::now())?;
+    if interrupted > 0 {
+        println!("{interrupted} task(s) were cut short by the last stop; marked failed");
+    }
+    let state = AppState::new(engine, fingerprint.clone(), state::AUTH_DELAY, settings.workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-http")
@@ -88,7 +95,9 @@ async fn run(
     tracing::info!(%addr, datastore = %settings.datastore.display(), workers = settings.workers, "serving");
 
     let handle = axum_server::Handle::<SocketAddr>::new();
+    let schedule = tokio::spawn(state.runner().clone().schedule_loop());
     tokio::spawn(shutdown_on_signal(handle.clone()));
+    let runner = state.runner().clone();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         Some(identity) => {
@@ -97,6 +106,12 @@ async fn run(
             axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(app).await?
         }
         None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await?,
+    }
+    // No new runs; running ones finish (a backup cut short by the deadline
+    // leaves no visible snapshot and is marked failed on the next start).
+    schedule.abort();
+    if !runner.wait_idle(SHUTDOWN_GRACE).await {
+        println!("jobs still running after {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
     }
     println!("stopped");
     Ok(())

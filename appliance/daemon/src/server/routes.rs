@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Access};
 use super::state::AppState;
-use super::{api, finish, views};
+use super::{api, finish, job_views, jobs_api, views};
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -100,6 +100,30 @@ pub fn routes() -> Vec<RouteSpec> {
             post(api::create_token),
         ),
         r(Method::DELETE, "/api/v1/tokens/{id}", Admin, "Revoke a token.", delete(api::revoke_token)),
+        r(Method::GET, "/api/v1/jobs", Client, "Jobs with their SLA state.", get(jobs_api::list)),
+        r(Method::POST, "/api/v1/jobs", Operate, "Create or replace a job.", post(jobs_api::put)),
+        r(
+            Method::DELETE,
+            "/api/v1/jobs/{name}",
+            Operate,
+            "Remove a job (its snapshots stay).",
+            delete(jobs_api::remove),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/jobs/{name}/run",
+            Operate,
+            "Run a job now; answers its task id.",
+            post(jobs_api::run),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/tasks",
+            Read,
+            "Recent tasks, newest first (`?job=&limit=`).",
+            get(jobs_api::tasks),
+        ),
+        r(Method::GET, "/api/v1/tasks/{id}", Read, "One task with its log.", get(jobs_api::task)),
         r(Method::GET, "/login", Public, "Login form.", get(views::login_form)),
         r(Method::POST, "/login", Public, "Log in (form).", post(views::login)),
         r(Method::POST, "/logout", Client, "Log out (form).", post(views::logout)),
@@ -118,6 +142,16 @@ pub fn routes() -> Vec<RouteSpec> {
             Operate,
             "Protect or unprotect (form).",
             post(views::protect),
+        ),
+        r(Method::GET, "/jobs", Read, "Jobs (page).", get(job_views::jobs)),
+        r(Method::POST, "/jobs", Operate, "Create a job (form).", post(job_views::create)),
+        r(Method::POST, "/jobs/{name}/run", Operate, "Run a job now (form).", post(job_views::run)),
+        r(
+            Method::GET,
+            "/tasks/{id}",
+            Read,
+            "A task and its log, refreshed while it runs (page).",
+            get(job_views::task),
         ),
         r(Method::GET, "/users", Admin, "Users and tokens (page).", get(views::users)),
         r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use engine::Engine;
 
 use super::error::{AppError, AppResult};
+use super::scheduler::Runner;
 
 /// Cloned into every handler (an `Arc` inside).
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct AppState {
 
 struct Inner {
     engine: Engine,
+    runner: Arc<Runner>,
     /// SHA-256 of the server certificate, `None` when serving plain HTTP.
     fingerprint: Option<String>,
     /// Answers to callers who failed to authenticate wait until this long
@@ -33,8 +35,14 @@ impl std::fmt::Debug for AppState {
 pub const AUTH_DELAY: Duration = Duration::from_secs(3);
 
 impl AppState {
-    pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration) -> Self {
-        Self { inner: Arc::new(Inner { engine, fingerprint, auth_delay }) }
+    pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
+        let runner = Runner::new(engine.clone(), workers);
+        Self { inner: Arc::new(Inner { engine, runner, fingerprint, auth_delay }) }
+    }
+
+    /// Starts job runs under the worker limit.
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.inner.runner
     }
 
     pub fn fingerprint(&self) -> Option<&str> {

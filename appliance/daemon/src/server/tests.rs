@@ -57,7 +57,7 @@ fn fixture() -> Fixture {
         let spec = TokenSpec { name: key.into(), owner: "admin".into(), role, groups, expires: None };
         tokens.insert(key, engine.create_token(&spec, T0).unwrap().0);
     }
-    let state = AppState::new(engine.clone(), Some("aa:bb".into()), Duration::ZERO);
+    let state = AppState::new(engine.clone(), Some("aa:bb".into()), Duration::ZERO, 2);
     Fixture { _dir: dir, engine, state, snapshot: report.id.to_string(), tokens }
 }
 
@@ -115,6 +115,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/tokens", "admin"),
     ("POST", "/api/v1/tokens", "admin"),
     ("DELETE", "/api/v1/tokens/{id}", "admin"),
+    ("GET", "/api/v1/jobs", "client"),
+    ("POST", "/api/v1/jobs", "operate"),
+    ("DELETE", "/api/v1/jobs/{name}", "operate"),
+    ("POST", "/api/v1/jobs/{name}/run", "operate"),
+    ("GET", "/api/v1/tasks", "read"),
+    ("GET", "/api/v1/tasks/{id}", "read"),
     ("GET", "/login", "public"),
     ("POST", "/login", "public"),
     ("POST", "/logout", "client"),
@@ -122,6 +128,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/groups/{type}/{id}", "client"),
     ("GET", "/snapshots/{type}/{id}/{time}", "client"),
     ("POST", "/snapshots/{type}/{id}/{time}/protect", "operate"),
+    ("GET", "/jobs", "read"),
+    ("POST", "/jobs", "operate"),
+    ("POST", "/jobs/{name}/run", "operate"),
+    ("GET", "/tasks/{id}", "read"),
     ("GET", "/users", "admin"),
     ("POST", "/users", "admin"),
     ("POST", "/tokens", "admin"),
@@ -209,7 +219,7 @@ async fn every_route_is_guarded_as_the_access_table_says() {
 #[tokio::test]
 async fn unauthenticated_failures_wait_three_seconds_and_carry_a_request_id() {
     let f = fixture();
-    let state = AppState::new(f.engine.clone(), None, super::state::AUTH_DELAY);
+    let state = AppState::new(f.engine.clone(), None, super::state::AUTH_DELAY, 2);
     let started = Instant::now();
     let req = get("/api/v1/status")
         .header(header::AUTHORIZATION, "Bearer cairn_00_11")

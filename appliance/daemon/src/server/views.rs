@@ -23,25 +23,27 @@ pub struct Chrome {
     pub csrf: String,
     pub is_admin: bool,
     pub can_operate: bool,
+    pub is_client: bool,
     pub fingerprint: Option<String>,
     pub version: &'static str,
 }
 
 impl Chrome {
-    fn new(state: &AppState, caller: &Caller) -> Self {
+    pub fn new(state: &AppState, caller: &Caller) -> Self {
         Self {
             user: caller.name.clone(),
             role: caller.role.as_str(),
             csrf: caller.csrf.clone().unwrap_or_default(),
             is_admin: caller.role == Role::Admin,
             can_operate: matches!(caller.role, Role::Admin | Role::Operator),
+            is_client: caller.role == Role::BackupClient,
             fingerprint: state.fingerprint().map(str::to_owned),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
 }
 
-fn render(t: &impl Template) -> AppResult<Response> {
+pub fn render(t: &impl Template) -> AppResult<Response> {
     let html = t.render().map_err(|e| AppError::from(anyhow::anyhow!("rendering a page: {e}")))?;
     Ok(Html(html).into_response())
 }
@@ -168,6 +170,15 @@ struct OverviewPage {
     chart: String,
     groups: Vec<GroupRow>,
     hostname: String,
+    jobs: Vec<super::job_views::JobRow>,
+    tasks: Vec<TaskRow>,
+}
+
+pub struct TaskRow {
+    id: u64,
+    job: String,
+    started: String,
+    state: &'static str,
 }
 
 fn ns_query(ns: &str) -> String {
@@ -192,6 +203,20 @@ pub async fn overview(
             size: output::size(g.size),
         })
         .collect();
+    let tasks = if caller.role == Role::BackupClient {
+        Vec::new()
+    } else {
+        state.engine(|e| e.tasks(10, None)).await?
+    };
+    let tasks = tasks
+        .into_iter()
+        .map(|t| TaskRow {
+            id: t.id,
+            job: t.job.unwrap_or_default(),
+            started: model::time::format_rfc3339(t.started),
+            state: t.state.as_str(),
+        })
+        .collect();
     let page = OverviewPage {
         chrome: Chrome::new(&state, &caller),
         snapshots: st.snapshots,
@@ -203,6 +228,8 @@ pub async fn overview(
         chart: super::chart::usage_svg(&snaps),
         groups,
         hostname: super::tls::hostname(),
+        jobs: super::job_views::job_rows(&state, &caller).await?,
+        tasks,
     };
     render(&page)
 }

@@ -1,0 +1,230 @@
+//! JSON handlers for jobs and tasks.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use model::prune::KeepRules;
+use model::{Job, Task};
+use serde::{Deserialize, Serialize};
+
+use super::api::{bad_input, group_text, parse_group};
+use super::auth::Caller;
+use super::error::{AppError, AppResult};
+use super::state::{AppState, now};
+
+#[derive(Debug, Serialize)]
+pub struct JobJson {
+    pub name: String,
+    pub group: String,
+    pub sources: Vec<String>,
+    pub schedule: String,
+    pub tags: Vec<String>,
+    pub keep: KeepJson,
+    pub verify: bool,
+    pub sla: &'static str,
+    pub newest_good: Option<String>,
+    pub next_run: Option<String>,
+    pub interval_seconds: i64,
+    pub last_task: Option<u64>,
+    pub last_state: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KeepJson {
+    #[serde(default)]
+    pub last: u32,
+    #[serde(default)]
+    pub hourly: u32,
+    #[serde(default)]
+    pub daily: u32,
+    #[serde(default)]
+    pub weekly: u32,
+    #[serde(default)]
+    pub monthly: u32,
+    #[serde(default)]
+    pub yearly: u32,
+}
+
+impl From<&KeepRules> for KeepJson {
+    fn from(k: &KeepRules) -> Self {
+        Self {
+            last: k.last,
+            hourly: k.hourly,
+            daily: k.daily,
+            weekly: k.weekly,
+            monthly: k.monthly,
+            yearly: k.yearly,
+        }
+    }
+}
+
+impl From<&engine::jobs::JobStatus> for JobJson {
+    fn from(s: &engine::jobs::JobStatus) -> Self {
+        let t = model::time::format_rfc3339;
+        let j = &s.job;
+        Self {
+            name: j.name.clone(),
+            group: group_text(&j.group),
+            sources: j.sources.clone(),
+            schedule: j.schedule.clone(),
+            tags: j.tags.clone(),
+            keep: KeepJson::from(&j.keep),
+            verify: j.verify,
+            sla: s.sla.as_str(),
+            newest_good: s.newest_good.map(t),
+            next_run: s.next_run.map(t),
+            interval_seconds: s.interval,
+            last_task: s.last_task.as_ref().map(|t| t.id),
+            last_state: s.last_task.as_ref().map(|t| t.state.as_str()),
+        }
+    }
+}
+
+/// Job statuses the caller may see.
+pub async fn statuses(state: &AppState, caller: &Caller) -> AppResult<Vec<engine::jobs::JobStatus>> {
+    let all = state.engine(|e| e.job_statuses(now())).await?;
+    Ok(all.into_iter().filter(|s| caller.may(&s.job.group)).collect())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<Vec<JobJson>>> {
+    Ok(Json(statuses(&state, &caller).await?.iter().map(JobJson::from).collect()))
+}
+
+/// A job as the API and the job form send it.
+#[derive(Debug, Deserialize)]
+pub struct NewJob {
+    pub name: String,
+    pub group: String,
+    pub sources: Vec<String>,
+    pub schedule: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub keep: KeepJson,
+    #[serde(default)]
+    pub verify: bool,
+}
+
+impl NewJob {
+    pub fn into_job(self, created: i64) -> AppResult<Job> {
+        let k = self.keep;
+        Ok(Job {
+            group: parse_group(&self.group)?,
+            name: self.name,
+            sources: self.sources.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+            schedule: self.schedule.trim().to_owned(),
+            tags: self.tags.into_iter().filter(|t| !t.trim().is_empty()).collect(),
+            keep: KeepRules {
+                last: k.last,
+                hourly: k.hourly,
+                daily: k.daily,
+                weekly: k.weekly,
+                monthly: k.monthly,
+                yearly: k.yearly,
+            },
+            verify: self.verify,
+            created,
+        })
+    }
+}
+
+/// Create or replace a job (a replaced job keeps its creation time).
+pub async fn save(state: &AppState, new: NewJob) -> AppResult<Job> {
+    let name = new.name.clone();
+    let created = state.engine(move |e| Ok(e.job(&name).map_or(now(), |j| j.created))).await?;
+    let job = new.into_job(created)?;
+    let saved = job.clone();
+    state.engine(move |e| e.put_job(&job).map_err(bad_input)).await?;
+    Ok(saved)
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Json(new): Json<NewJob>,
+) -> AppResult<(StatusCode, Json<String>)> {
+    let job = save(&state, new).await?;
+    Ok((StatusCode::CREATED, Json(job.name)))
+}
+
+pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<bool>> {
+    Ok(Json(state.engine(move |e| e.remove_job(&name)).await?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub task: Option<u64>,
+    pub already_running: bool,
+}
+
+/// Start a job now; shared with the dashboard's button.
+pub async fn start(state: &AppState, caller: &Caller, name: &str) -> AppResult<Option<u64>> {
+    let n = name.to_owned();
+    let job = state
+        .engine(move |e| e.job(&n))
+        .await
+        .map_err(|_| AppError::not_found(format!("no job named {name}")))?;
+    caller.check(&job.group)?;
+    state.runner().start(name, &format!("manual ({})", caller.name)).await.map_err(AppError::from)
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> AppResult<(StatusCode, Json<Started>)> {
+    let task = start(&state, &caller, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(Started { task, already_running: task.is_none() })))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskJson {
+    pub id: u64,
+    pub kind: String,
+    pub job: Option<String>,
+    pub trigger: String,
+    pub state: &'static str,
+    pub started: String,
+    pub finished: Option<String>,
+    pub snapshot: Option<String>,
+    pub log: Vec<String>,
+}
+
+impl From<&Task> for TaskJson {
+    fn from(t: &Task) -> Self {
+        Self {
+            id: t.id,
+            kind: t.kind.clone(),
+            job: t.job.clone(),
+            trigger: t.trigger.clone(),
+            state: t.state.as_str(),
+            started: model::time::format_rfc3339(t.started),
+            finished: t.finished.map(model::time::format_rfc3339),
+            snapshot: t.snapshot.clone(),
+            log: t.log.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TasksQuery {
+    pub job: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub async fn tasks(
+    State(state): State<AppState>,
+    Query(q): Query<TasksQuery>,
+) -> AppResult<Json<Vec<TaskJson>>> {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let list = state.engine(move |e| e.tasks(limit, q.job.as_deref())).await?;
+    Ok(Json(list.iter().map(TaskJson::from).collect()))
+}
+
+pub async fn task(State(state): State<AppState>, Path(id): Path<u64>) -> AppResult<Json<TaskJson>> {
+    let t =
+        state.engine(move |e| e.task(id)).await.map_err(|_| AppError::not_found(format!("no task {id}")))?;
+    Ok(Json(TaskJson::from(&t)))
+}

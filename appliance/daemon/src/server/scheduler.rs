@@ -1,0 +1,105 @@
+//! Running jobs: the schedule loop that starts due jobs, and the runner
+//! that bounds how many run at once (the configured worker limit). "Run
+//! now" from the API or dashboard goes through the same runner.
+//!
+//! Invariant: one job never runs twice at the same time.
+//! Invariant: every run is a task in the catalog before it waits for a worker.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::Engine;
+use tokio::sync::Semaphore;
+
+use super::state::now;
+
+/// How often the schedule is looked at.
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// Starts job runs under the worker limit.
+#[derive(Debug)]
+pub struct Runner {
+    engine: Engine,
+    workers: u32,
+    permits: Arc<Semaphore>,
+    running: Mutex<HashSet<String>>,
+}
+
+impl Runner {
+    pub fn new(engine: Engine, workers: usize) -> Arc<Self> {
+        let workers = workers.clamp(1, 64) as u32;
+        Arc::new(Self {
+            engine,
+            workers,
+            permits: Arc::new(Semaphore::new(workers as usize)),
+            running: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Queue a run of `job`; returns its task id, or `None` when the job is
+    /// already running or queued.
+    pub async fn start(self: &Arc<Self>, job: &str, trigger: &str) -> anyhow::Result<Option<u64>> {
+        if !self.running.lock().expect("runner lock").insert(job.to_owned()) {
+            return Ok(None);
+        }
+        let (engine, name, trig) = (self.engine.clone(), job.to_owned(), trigger.to_owned());
+        let queued = tokio::task::spawn_blocking(move || engine.start_job(&name, &trig, now())).await?;
+        let id = match queued {
+            Ok(id) => id,
+            Err(e) => {
+                self.running.lock().expect("runner lock").remove(job);
+                return Err(e);
+            }
+        };
+        let me = self.clone();
+        let name = job.to_owned();
+        tokio::spawn(async move {
+            let permit = me.permits.clone().acquire_owned().await;
+            let engine = me.engine.clone();
+            let result = tokio::task::spawn_blocking(move || engine.run_task(id)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(task)) => {
+                    tracing::info!(task = id, job = %name, state = task.state.as_str(), "job finished")
+                }
+                Ok(Err(e)) => tracing::error!(task = id, job = %name, "job could not run: {e:#}"),
+                Err(e) => tracing::error!(task = id, job = %name, "job panicked: {e}"),
+            }
+            me.running.lock().expect("runner lock").remove(&name);
+        });
+        Ok(Some(id))
+    }
+
+    /// Wait until no job runs, for at most `limit`; true if none does.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let all = self.permits.acquire_many(self.workers);
+        matches!(tokio::time::timeout(limit, all).await, Ok(Ok(_)))
+            && self.running.lock().expect("runner lock").is_empty()
+    }
+
+    /// Start every due job, forever, every `TICK`.
+    pub async fn schedule_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let engine = self.engine.clone();
+            let due = match tokio::task::spawn_blocking(move || engine.due_jobs(now())).await {
+                Ok(Ok(due)) => due,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot read the schedule: {e:#}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for job in due {
+                match self.start(&job.name, "schedule").await {
+                    Ok(Some(id)) => tracing::info!(task = id, job = %job.name, "scheduled run started"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(job = %job.name, "cannot start: {e:#}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Jobs: define them, decide which are due, run them as tasks with a log,
+//! and judge their SLA. The daemon's scheduler, the API and the CLI call
+//! the same functions.
+//!
+//! Schedules are five-field cron expressions (minute hour day month
+//! weekday, UTC), read with the `cron` crate. A job is due when a fire time
+//! has passed since its last run (or its creation); however many fire
+//! times were missed during downtime, it runs once.
+//!
+//! Invariant: time is an argument; nothing here reads the clock except
+//! the run itself, which stamps log lines and the snapshot time.
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use model::job::sla;
+use model::{Job, Sla, Task, TaskState, VerifyState};
+
+use crate::Engine;
+use crate::backup::BackupOptions;
+use crate::progress::Progress;
+
+/// A parsed five-field cron schedule.
+#[derive(Debug, Clone)]
+pub struct CronSchedule(cron::Schedule);
+
+impl CronSchedule {
+    /// Parse `m h dom mon dow`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let fields = text.split_whitespace().count();
+        if fields != 5 {
+            bail!(
+                "schedule {text:?} has {fields} fields; write five: minute hour day-of-month month day-of-week"
+            );
+        }
+        let schedule = cron::Schedule::from_str(&format!("0 {text}"))
+            .map_err(|e| anyhow::anyhow!("schedule {text:?} is not a valid cron expression: {e}"))?;
+        Ok(Self(schedule))
+    }
+
+    /// The first fire time strictly after `t` (Unix seconds).
+    pub fn next_after(&self, t: i64) -> Option<i64> {
+        let at = chrono::DateTime::from_timestamp(t, 0)?;
+        self.0.after(&at).next().map(|d| d.timestamp())
+    }
+
+    /// The shortest gap between fire times, looked for over the next eight
+    /// days (enough for any daily or weekly pattern).
+    pub fn shortest_interval(&self, from: i64) -> i64 {
+        let at = chrono::DateTime::from_timestamp(from, 0).unwrap_or_default();
+        let times: Vec<i64> = self
+            .0
+            .after(&at)
+            .take_while(|d| d.timestamp() <= from + 8 * 86_400)
+            .take(20_000)
+            .map(|d| d.timestamp())
+            .collect();
+        times.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(7 * 86_400)
+    }
+}
+
+/// A job with its SLA state, for status pages and `cairn check`.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub job: Job,
+    pub sla: Sla,
+    pub newest_good: Option<i64>,
+    pub next_run: Option<i64>,
+    pub interval: i64,
+    pub last_task: Option<Task>,
+}
+
+impl Engine {
+    /// Create or replace a job after checking it.
+    pub fn put_job(&self, job: &Job) -> Result<()> {
+        let ok_name = !job.name.is_empty()
+            && job.name.len() <= 64
+            && job.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok_name {
+            bail!("job name {:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'", job.name);
+        }
+        CronSchedule::parse(&job.schedule)?;
+        if job.sources.is_empty() {
+            bail!("job {} has no source to back up", job.name);
+        }
+        Ok(self.catalog()?.put_job(job)?)
+    }
+
+    pub fn jobs(&self) -> Result<Vec<Job>> {
+        Ok(self.catalog()?.list_jobs()?)
+    }
+
+    pub fn job(&self, name: &str) -> Result<Job> {
+        self.catalog()?.get_job(name)?.with_context(|| format!("no job named {name}"))
+    }
+
+    pub fn remove_job(&self, name: &str) -> Result<bool> {
+        Ok(self.catalog()?.remove_job(name)?)
+    }
+
+    pub fn tasks(&self, limit: usize, job: Option<&str>) -> Result<Vec<Task>> {
+        Ok(self.catalog()?.recent_tasks(limit, job)?)
+    }
+
+    pub fn task(&self, id: u64) -> Result<Task> {
+        self.catalog()?.get_task(id)?.with_context(|| format!("no task {id}"))
+    }
+
+    /// After a restart no task can still be running: mark those that say so.
+    pub fn fail_interrupted_tasks(&self, now: i64) -> Result<usize> {
+        Ok(self.catalog()?.fail_running_tasks(now, "interrupted: the server stopped while this task ran")?)
+    }
+
+    /// Jobs whose next fire time after their last run has come.
+    pub fn due_jobs(&self, now: i64) -> Result<Vec<Job>> {
+        let mut due = Vec::new();
+        for job in self.jobs()? {
+            let last = self.tasks(1, Some(&job.name))?.first().map_or(job.created, |t| t.started);
+            let schedule = CronSchedule::parse(&job.schedule)?;
+            if schedule.next_after(last).is_some_and(|next| next <= now) {
+                due.push(job);
+            }
+        }
+        Ok(due)
+    }
+
+    /// Every job with its SLA state at `now`.
+    pub fn job_statuses(&self, now: i64) -> Result<Vec<JobStatus>> {
+        let mut out = Vec::new();
+        for job in self.jobs()? {
+            let schedule = CronSchedule::parse(&job.schedule)?;
+            let interval = schedule.shortest_interval(now);
+            let newest_good = self
+                .snapshots(Some(&job.group))?
+                .iter()
+                .filter(|s| s.verify != VerifyState::Failed)
+                .map(|s| s.id.time)
+                .max();
+            out.push(JobStatus {
+                sla: sla(now, newest_good, job.created, interval),
+                newest_good,
+                next_run: schedule.next_after(now),
+                interval,
+                last_task: self.tasks(1, Some(&job.name))?.into_iter().next(),
+                job,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Queue a run of a job: record its task (state `running`, waiting for
+    /// a worker) and return the task id for `run_task`.
+    pub fn start_job(&self, name: &str, trigger: &str, now: i64) -> Result<u64> {
+        let job = self.job(name)?;
+        let task = Task {
+            id: 0,
+            kind: "backup".into(),
+            job: Some(job.name),
+            trigger: trigger.to_owned(),
+            state: TaskState::Running,
+            started: now,
+            finished: None,
+            snapshot: None,
+            log: vec![format!("{} queued ({trigger})", model::time::format_rfc3339(now))],
+        };
+        Ok(self.catalog()?.start_task(&task)?)
+    }
+
+    /// Do the work of a queued job task: back up, then prune and verify as
+    /// the job says. Returns the finished task; its state tells how it went.
+    pub fn run_task(&self, id: u64) -> Result<Task> {
+        let task = self.task(id)?;
+        let job = self.job(task.job.as_deref().unwrap_or_default())?;
+        let log = |line: String| {
+            tracing::info!(task = id, "{line}");
+            let stamped = format!("{} {line}", model::time::format_rfc3339(wall_now()));
+            if let Err(e) = self.catalog().and_then(|c| Ok(c.update_task(id, |t| t.log.push(stamped))?)) {
+                tracing::warn!(task = id, "cannot write the task log: {e:#}");
+            }
+        };
+        log(format!("backing up {} into {}", job.sources.join(", "), api_group(&job)));
+        let (state, snapshot) = match self.job_steps(&job, wall_now(), &log) {
+            Ok((state, snapshot)) => (state, Some(snapshot)),
+            Err(e) => {
+                log(format!("failed: {e:#}"));
+                (TaskState::Failed, None)
+            }
+        };
+        log(format!("finished: {}", state.as_str()));
+        self.catalog()?.update_task(id, |t| {
+            t.state = state;
+            t.finished = Some(wall_now());
+            t.snapshot = snapshot;
+        })?;
+        self.task(id)
+    }
+
+    /// `start_job` and `run_task` in one go (the CLI's `job run`).
+    pub fn run_job(&self, name: &str, trigger: &str, now: i64) -> Result<Task> {
+        let id = self.start_job(name, trigger, now)?;
+        self.run_task(id)
+    }
+
+    fn job_steps(&self, job: &Job, now: i64, log: &dyn Fn(String)) -> Result<(TaskState, String)> {
+        // Snapshot ids have whole seconds: two runs within one second (a
+        // scheduled run and a "run now") take consecutive seconds.
+        let newest = self.snapshots(Some(&job.group))?.iter().map(|s| s.id.time).max();
+        let now = newest.map_or(now, |t| now.max(t + 1));
+        let opts = BackupOptions {
+            group: job.group.clone(),
+            sources: job.sources.iter().map(Into::into).collect(),
+            tags: job.tags.clone(),
+            excludes: vec![],
+            one_file_system: false,
+            time: now,
+        };
+        let report = self.backup(&opts, &Progress::default())?;
+        let s = &report.stats;
+        log(format!(
+            "snapshot {} made: {} files, {} bytes, {} bytes new",
+            report.id, s.files, s.size, s.stored
+        ));
+        let mut state = TaskState::Ok;
+        for e in &report.errors {
+            log(format!("skipped {}: {}", e.path, e.error));
+            state = TaskState::Warning;
+        }
+        if !job.keep.is_empty() {
+            let decisions = self.prune(&job.group, &job.keep, false)?;
+            let removed: Vec<String> =
+                decisions.iter().filter(|d| !d.keep).map(|d| d.id.to_string()).collect();
+            log(format!("prune: kept {}, removed {}", decisions.len() - removed.len(), removed.len()));
+            for r in removed {
+                log(format!("removed {r}"));
+            }
+        }
+        if job.verify {
+            let v = self.verify(std::slice::from_ref(&report.id), wall_now(), &Progress::default())?;
+            if v.snapshots.iter().all(|s| s.ok) {
+                log(format!("verify: {} chunks re-read and matched", v.chunks));
+            } else {
+                log(format!("verify: snapshot {} is damaged ({} bad chunks)", report.id, v.bad.len()));
+                state = TaskState::Failed;
+            }
+        }
+        Ok((state, report.id.to_string()))
+    }
+}
+
+fn api_group(job: &Job) -> String {
+    if job.group.ns.is_root() { job.group.to_string() } else { format!("{}/{}", job.group.ns, job.group) }
+}
+
+fn wall_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_schedules_fire_and_measure_their_interval() {
+        let every_minute = CronSchedule::parse("* * * * *").unwrap();
+        assert_eq!(every_minute.next_after(1_800_000_000), Some(1_800_000_060));
+        assert_eq!(every_minute.shortest_interval(1_800_000_000), 60);
+        let nightly = CronSchedule::parse("0 3 * * *").unwrap();
+        assert_eq!(nightly.shortest_interval(1_800_000_000), 86_400);
+        let weekdays = CronSchedule::parse("30 1 * * Mon-Fri").unwrap();
+        assert_eq!(weekdays.shortest_interval(1_800_000_000), 86_400);
+        assert!(CronSchedule::parse("0 3 * *").unwrap_err().to_string().contains("five"));
+        assert!(CronSchedule::parse("61 * * * *").is_err());
+    }
+}

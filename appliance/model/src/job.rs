@@ -1,0 +1,121 @@
+//! Jobs (what to back up, when, and what to keep) and tasks (one run of
+//! anything, with its log), and the SLA rule that says whether a job is
+//! overdue.
+
+use crate::BackupGroup;
+use crate::prune::KeepRules;
+
+/// A backup job the server runs on its schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Unique name (`web01-etc`).
+    pub name: String,
+    pub group: BackupGroup,
+    /// Directories, files or block devices on the server.
+    pub sources: Vec<String>,
+    /// Cron expression, five fields (`0 3 * * *`).
+    pub schedule: String,
+    /// Tags every snapshot of this job gets.
+    pub tags: Vec<String>,
+    /// Prune the group with these rules after each backup (none: keep all).
+    pub keep: KeepRules,
+    /// Verify the new snapshot after each backup.
+    pub verify: bool,
+    /// Unix seconds; runs are scheduled from here on.
+    pub created: i64,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    /// Finished; everything worked.
+    Ok,
+    /// Finished with a result, but something was skipped (unreadable files).
+    Warning,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Running, Self::Ok, Self::Warning, Self::Failed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One run of a job (or of a one-off operation), with its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: u64,
+    /// `backup`, `verify`, `prune`, `gc`.
+    pub kind: String,
+    pub job: Option<String>,
+    /// What started it: `schedule`, `manual`, or a user name.
+    pub trigger: String,
+    pub state: TaskState,
+    pub started: i64,
+    pub finished: Option<i64>,
+    /// The snapshot a backup task made.
+    pub snapshot: Option<String>,
+    /// Log lines, oldest first, each prefixed with its time.
+    pub log: Vec<String>,
+}
+
+/// A job's service level, as `cairn check` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sla {
+    /// The newest good snapshot is recent enough.
+    Ok,
+    /// The newest good snapshot is older than 1.5 × the job's shortest interval.
+    Overdue,
+    /// Never backed up yet, and not yet overdue.
+    Pending,
+}
+
+impl Sla {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Overdue => "overdue",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+/// backy's rule: overdue when the newest good snapshot (or, before the
+/// first one, the job's creation) is older than 1.5 × the shortest interval.
+pub fn sla(now: i64, newest_good: Option<i64>, created: i64, interval: i64) -> Sla {
+    let limit = interval.saturating_mul(3) / 2;
+    match newest_good {
+        Some(t) if now - t <= limit => Sla::Ok,
+        Some(_) => Sla::Overdue,
+        None if now - created > limit => Sla::Overdue,
+        None => Sla::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_overdue_after_one_and_a_half_intervals() {
+        let h = 3600;
+        assert_eq!(sla(10 * h, Some(9 * h), 0, h), Sla::Ok);
+        assert_eq!(sla(10 * h + h / 2, Some(9 * h), 0, h), Sla::Ok);
+        assert_eq!(sla(10 * h + h / 2 + 1, Some(9 * h), 0, h), Sla::Overdue);
+        assert_eq!(sla(h, None, 0, h), Sla::Pending);
+        assert_eq!(sla(2 * h, None, 0, h), Sla::Overdue);
+        for s in [TaskState::Running, TaskState::Ok, TaskState::Warning, TaskState::Failed] {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+        }
+    }
+}
