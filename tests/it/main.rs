@@ -7,6 +7,7 @@
 
 mod support;
 
+mod browser;
 mod catalog;
 mod change_detection;
 mod cli_basics;

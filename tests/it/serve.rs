@@ -91,16 +91,16 @@ fn pinned_client(fingerprint: &str) -> Client {
 }
 
 /// A running `cairn serve`, stopped with SIGTERM when dropped.
-struct Server {
+pub struct Server {
     child: Child,
     base: String,
-    fingerprint: String,
-    password: String,
+    pub fingerprint: String,
+    pub password: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
-    fn start(store: &Store) -> Server {
+    pub fn start(store: &Store) -> Server {
         let mut child = store
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -138,12 +138,12 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// SIGTERM, then the exit status and what it printed meanwhile.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM)
             .expect("SIGTERM");
         let status = self.child.wait().expect("wait");

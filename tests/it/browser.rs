@@ -1,0 +1,246 @@
+//! The dashboard in a real browser: headless Chromium driven over the
+//! WebDriver protocol (Debian's `chromium` and `chromium-driver`, installed
+//! by `scripts/test-all.sh`) against `cairn serve` over HTTPS. Every core
+//! flow is done with forms and links only. A screenshot of each page is
+//! saved under `target/tmp/ui-screenshots/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::serve::Server;
+use crate::support::Store;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A chromedriver process and one browser session.
+struct Browser {
+    driver: Child,
+    http: reqwest::blocking::Client,
+    url: String,
+    shots: PathBuf,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Browser {
+    fn start(downloads: &Path, shots: PathBuf) -> Browser {
+        for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: install Debian's chromium and chromium-driver (scripts/test-all.sh does)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        // The client speaks plain HTTP to chromedriver, but reqwest wants a
+        // TLS provider all the same.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{base}/status")).send().map(|r| !r.status().is_success()).unwrap_or(true) {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+                         "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())],
+                "prefs": {"download.default_directory": downloads.display().to_string(),
+                          "download.prompt_for_download": false}
+            }
+        }}});
+        let res: Value = http.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let session =
+            res["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {res}")).to_owned();
+        std::fs::create_dir_all(&shots).unwrap();
+        let browser =
+            Browser { driver, http, url: format!("{base}/session/{session}"), shots, _profile: profile };
+        browser.call(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Browser.setDownloadBehavior",
+                   "params": {"behavior": "allow", "downloadPath": downloads.display().to_string()}}),
+        );
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.url);
+        let req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let res: Value = req.send().unwrap().json().unwrap();
+        if res["value"]["error"].is_string() {
+            panic!("webdriver {method} {path}: {}", res["value"]);
+        }
+        res["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({"url": url}));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let res: Value = self
+                .http
+                .post(format!("{}/element", self.url))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(id) = res["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element {css:?} on {}", self.current());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/click"), json!({}));
+    }
+
+    fn fill(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/clear"), json!({}));
+        self.call("POST", &format!("/element/{el}/value"), json!({"text": text}));
+    }
+
+    fn text(&self, css: &str) -> String {
+        let el = self.find(css);
+        self.call("GET", &format!("/element/{el}/text"), json!({})).as_str().unwrap_or_default().to_owned()
+    }
+
+    fn current(&self) -> String {
+        self.call("GET", "/url", json!({})).as_str().unwrap_or_default().to_owned()
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", "/source", json!({})).as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Save a PNG of the page as `NAME.png` among the test artifacts.
+    fn screenshot(&self, name: &str) {
+        let b64 = self.call("GET", "/screenshot", json!({}));
+        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.delete(&self.url).send();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
+    let store = Store::new();
+    let src = store.path("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    let report: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    std::fs::write(src.join("docs/report.bin"), &report).unwrap();
+    // An older snapshot, so the usage chart has a history.
+    store.backup(&src, "host/ui", "2026-11-01T03:00:00Z");
+    let server = Server::start(&store);
+    let downloads = store.path("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let b = Browser::start(&downloads, shots.clone());
+
+    // Log in.
+    b.goto(&server.url("/"));
+    assert!(b.current().contains("/login"), "an anonymous visit lands on the login form");
+    b.screenshot("01-login");
+    b.fill("input[name=user]", "admin");
+    b.fill("input[name=password]", &server.password);
+    b.click("button[type=submit]");
+    assert_eq!(b.text("#snapshot-count"), "1");
+    assert!(b.text("footer").contains(&server.fingerprint), "the fingerprint is on every page");
+
+    // Create a job with the form and run it.
+    b.goto(&server.url("/jobs"));
+    b.fill("#job-form input[name=name]", "ui-job");
+    b.fill("#job-form input[name=group]", "host/ui");
+    b.fill("#job-form textarea[name=sources]", &src.display().to_string());
+    b.fill("#job-form input[name=schedule]", "0 3 * * *");
+    b.fill("#job-form input[name=tags]", "daily");
+    b.click("#job-form button[type=submit]");
+    assert!(b.source().contains("Saved job ui-job"));
+    b.screenshot("02-jobs");
+    b.click("#jobs button[type=submit]");
+
+    // Watch the task finish (the page refreshes itself while it runs).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.text("#task-state") != "ok" {
+        assert!(Instant::now() < deadline, "task did not finish: {}", b.source());
+        assert_ne!(b.text("#task-state"), "failed", "{}", b.text("#task-log"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(b.text("#task-log").contains("finished: ok"));
+    b.screenshot("03-task");
+
+    // Browse the new snapshot down to the file and download it.
+    b.click("#task-snapshot");
+    b.click("#files a[href*='path=src']");
+    b.click("#files a[href*='path=src/docs']");
+    b.screenshot("04-snapshot-browser");
+    b.click("#files a.download");
+    let saved = downloads.join("report.bin");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&saved).map(|m| m.len()).unwrap_or(0) != report.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "download did not arrive: {:?}",
+            std::fs::read_dir(&downloads).unwrap().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::fs::read(&saved).unwrap() == report, "downloaded file differs");
+
+    // The overview: two snapshots now, the chart, the job's SLA.
+    b.goto(&server.url("/"));
+    assert_eq!(b.text("#snapshot-count"), "2");
+    b.find("#usage-chart svg path");
+    assert!(b.text("#job-sla").contains("ui-job"));
+    assert!(b.text("#recent-tasks").contains("ok"));
+    b.screenshot("05-overview");
+    b.goto(&server.url("/groups/host/ui"));
+    b.screenshot("06-group");
+    b.goto(&server.url("/users"));
+    b.screenshot("07-users");
+    for name in
+        ["01-login", "02-jobs", "03-task", "04-snapshot-browser", "05-overview", "06-group", "07-users"]
+    {
+        assert!(shots.join(format!("{name}.png")).metadata().unwrap().len() > 1000, "{name}");
+    }
+    drop(b);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
