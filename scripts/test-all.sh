@@ -12,6 +12,9 @@ command -v setfacl >/dev/null || need_pkgs+=(acl)
 command -v getfattr >/dev/null || need_pkgs+=(attr)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v mold >/dev/null || need_pkgs+=(mold)
+# The dashboard's browser test drives headless Chromium over WebDriver.
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -49,4 +52,5 @@ passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {pri
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo
 echo "${passed} passed, ${failed} failed"
+echo "dashboard screenshots: target/tmp/ui-screenshots/"
 exit "$status"
