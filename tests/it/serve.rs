@@ -286,6 +286,9 @@ fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
     let jobs: serde_json::Value =
         client.get(server.url("/api/v1/jobs")).bearer_auth(token).send().unwrap().json().unwrap();
     assert_eq!(jobs[0]["sla"], "ok", "{jobs}");
+    let metrics = client.get(server.url("/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
+    assert!(metrics.contains("cairn_job_last_success{job=\"every-minute\"} 1"), "{metrics}");
+    assert!(metrics.contains("cairn_job_overdue{job=\"every-minute\"} 0"), "{metrics}");
 
     // Run now: a second task, started by the token's owner.
     let res = client.post(server.url("/api/v1/jobs/every-minute/run")).bearer_auth(token).send().unwrap();

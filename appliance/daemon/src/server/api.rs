@@ -447,6 +447,35 @@ pub async fn metrics(
         "gauge",
         newest,
     );
+    let jobs = super::jobs_api::statuses(&state, &caller).await?;
+    let job_label = |j: &model::Job| format!("{{job=\"{}\"}}", escape_label(&j.name));
+    let per_job = |f: &dyn Fn(&engine::jobs::JobStatus) -> Option<String>| {
+        jobs.iter().filter_map(|s| f(s).map(|v| (job_label(&s.job), v))).collect::<Vec<_>>()
+    };
+    metric(
+        "cairn_job_overdue",
+        "1 when the job's newest good snapshot is older than 1.5 times its shortest interval.",
+        "gauge",
+        per_job(&|s| Some(u8::from(s.sla == model::Sla::Overdue).to_string())),
+    );
+    metric(
+        "cairn_job_last_success",
+        "1 when the job's last finished run succeeded (ok or warning), 0 when it failed.",
+        "gauge",
+        per_job(&|s| {
+            let t = s.last_task.as_ref().filter(|t| t.finished.is_some())?;
+            Some(u8::from(t.state != model::TaskState::Failed).to_string())
+        }),
+    );
+    metric(
+        "cairn_job_last_duration_seconds",
+        "Duration of the job's last finished run.",
+        "gauge",
+        per_job(&|s| {
+            let t = s.last_task.as_ref()?;
+            Some((t.finished? - t.started).to_string())
+        }),
+    );
     let mut res = out.into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

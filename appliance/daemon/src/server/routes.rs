@@ -131,6 +131,13 @@ pub fn routes() -> Vec<RouteSpec> {
         r(Method::GET, "/groups/{type}/{id}", Client, "Snapshots of a group (page).", get(views::group)),
         r(
             Method::GET,
+            "/groups/{type}/{id}/prune",
+            Read,
+            "Prune preview with reasons (page).",
+            get(views::prune_preview),
+        ),
+        r(
+            Method::GET,
             "/snapshots/{type}/{id}/{time}",
             Client,
             "A snapshot and its files (page).",

@@ -126,6 +126,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/logout", "client"),
     ("GET", "/", "client"),
     ("GET", "/groups/{type}/{id}", "client"),
+    ("GET", "/groups/{type}/{id}/prune", "read"),
     ("GET", "/snapshots/{type}/{id}/{time}", "client"),
     ("POST", "/snapshots/{type}/{id}/{time}/protect", "operate"),
     ("GET", "/jobs", "read"),
@@ -264,6 +265,8 @@ async fn login_pages_and_forms_work_without_javascript() {
     let overview = page("/".into()).await;
     assert!(overview.contains("href=\"/groups/host/a\"") && overview.contains("<svg"), "{overview}");
     assert!(overview.contains("aa:bb"), "the fingerprint is shown");
+    let preview = page("/groups/host/a/prune?last=0&daily=1".into()).await;
+    assert!(preview.contains("keep-daily 1") && preview.contains("1 kept, 0 would be removed"), "{preview}");
     let group = page("/groups/host/a".into()).await;
     assert!(group.contains("daily") && group.contains(&f.snapshot[7..]), "{group}");
     let base = format!("/snapshots/{}", f.snapshot);

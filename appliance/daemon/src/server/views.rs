@@ -250,6 +250,7 @@ pub struct SnapRow {
 struct GroupPage {
     chrome: Chrome,
     group: String,
+    prune_link: String,
     rows: Vec<SnapRow>,
     total: String,
 }
@@ -282,7 +283,8 @@ pub async fn group(
             protected: s.protected,
         })
         .collect();
-    render(&GroupPage { chrome: Chrome::new(&state, &caller), group: title, rows, total })
+    let prune_link = format!("/groups/{kind}/{id}/prune{}", ns_query(&q.ns));
+    render(&GroupPage { chrome: Chrome::new(&state, &caller), group: title, prune_link, rows, total })
 }
 
 pub struct EntryRow {
@@ -483,4 +485,94 @@ pub async fn revoke_token(
     let gone = state.engine(move |e| e.revoke_token(&id2)).await?;
     let message = if gone { format!("Token {id} revoked.") } else { format!("Token {id} did not exist.") };
     users_page(&state, &caller, None, Some(message)).await
+}
+
+pub struct RuleField {
+    name: &'static str,
+    value: u32,
+}
+
+pub struct DecisionRow {
+    time: String,
+    keep: bool,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "prune.html")]
+struct PrunePage {
+    chrome: Chrome,
+    group: String,
+    group_link: String,
+    ns: String,
+    rules: Vec<RuleField>,
+    no_rules: bool,
+    decisions: Vec<DecisionRow>,
+    kept: usize,
+    removed: usize,
+}
+
+/// `?last=&hourly=&daily=&weekly=&monthly=&yearly=&ns=`
+#[derive(Debug, Default, Deserialize)]
+pub struct PruneQuery {
+    #[serde(default)]
+    ns: String,
+    #[serde(default)]
+    last: u32,
+    #[serde(default)]
+    hourly: u32,
+    #[serde(default)]
+    daily: u32,
+    #[serde(default)]
+    weekly: u32,
+    #[serde(default)]
+    monthly: u32,
+    #[serde(default)]
+    yearly: u32,
+}
+
+/// What `prune --dry-run` would do, with the reason for every snapshot.
+pub async fn prune_preview(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Query<PruneQuery>,
+) -> AppResult<Response> {
+    let group = model::BackupGroup::new(model::Namespace::parse(&q.ns)?, &kind, &id)?;
+    caller.check(&group)?;
+    let rules = model::prune::KeepRules {
+        last: q.last,
+        hourly: q.hourly,
+        daily: q.daily,
+        weekly: q.weekly,
+        monthly: q.monthly,
+        yearly: q.yearly,
+    };
+    let g = group.clone();
+    let decisions = state.engine(move |e| e.prune(&g, &rules, true)).await?;
+    let kept = decisions.iter().filter(|d| d.keep).count();
+    let fields = [
+        ("last", q.last),
+        ("hourly", q.hourly),
+        ("daily", q.daily),
+        ("weekly", q.weekly),
+        ("monthly", q.monthly),
+        ("yearly", q.yearly),
+    ];
+    let page = PrunePage {
+        chrome: Chrome::new(&state, &caller),
+        group: api::group_text(&group),
+        group_link: format!("/groups/{kind}/{id}{}", ns_query(&q.ns)),
+        ns: q.ns.clone(),
+        rules: fields.iter().map(|(name, value)| RuleField { name, value: *value }).collect(),
+        no_rules: rules.is_empty(),
+        removed: decisions.len() - kept,
+        kept,
+        decisions: decisions
+            .iter()
+            .rev()
+            .map(|d| DecisionRow { time: d.id.time_text(), keep: d.keep, reason: d.reason.clone() })
+            .collect(),
+    };
+    render(&page)
 }
