@@ -23,14 +23,14 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use model::{BackupGroup, SnapshotId, SnapshotInfo, VerifyState};
+use model::{BackupGroup, SnapshotId, SnapshotInfo, SnapshotSummary, VerifyState};
 use redb::{Database, ReadableDatabase, ReadableTable, Table};
 
 pub use error::CatalogError;
 pub use schema::SCHEMA_VERSION;
 
 use key::{group_range, snapshot_key};
-use row::{SnapshotIdRowV1, SnapshotRowV1};
+use row::{SnapshotIdRowV1, SnapshotRowV1, SnapshotSummaryRowV1};
 use schema::SNAPSHOTS;
 
 /// The catalog file's name inside a datastore directory.
@@ -119,6 +119,61 @@ impl Catalog {
             decode(key.value(), value.value())
         })
         .collect()
+    }
+
+    /// Summaries of every snapshot (or those of `group`), in the order of
+    /// `list_snapshots`.
+    pub fn snapshot_summaries(
+        &self,
+        group: Option<&BackupGroup>,
+    ) -> Result<Vec<SnapshotSummary>, CatalogError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(SNAPSHOTS)?;
+        let rows = match group {
+            Some(group) => {
+                let (start, end) = group_range(group);
+                table.range::<&str>(start.as_str()..end.as_str())?
+            }
+            None => table.range::<&str>(..)?,
+        };
+        rows.map(|entry| {
+            let (key, value) = entry?;
+            let row: SnapshotSummaryRowV1 =
+                serde_json::from_slice(value.value()).map_err(|e| corrupt(key.value(), e.to_string()))?;
+            SnapshotSummary::try_from(row).map_err(|e| corrupt(key.value(), e.to_string()))
+        })
+        .collect()
+    }
+
+    /// One page of the snapshots of `group`: `limit` rows after skipping
+    /// `offset`, counted from the newest when `newest_first` (and then
+    /// returned newest first), else from the oldest. Also returns how many
+    /// the group has. Only the rows returned are decoded.
+    pub fn snapshot_page(
+        &self,
+        group: &BackupGroup,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<SnapshotInfo>, usize), CatalogError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(SNAPSHOTS)?;
+        let (start, end) = group_range(group);
+        let total = table.range::<&str>(start.as_str()..end.as_str())?.count();
+        let rows = table.range::<&str>(start.as_str()..end.as_str())?;
+        let decode_entry = |entry: Result<
+            (redb::AccessGuard<'_, &str>, redb::AccessGuard<'_, &[u8]>),
+            redb::StorageError,
+        >| {
+            let (key, value) = entry?;
+            decode(key.value(), value.value())
+        };
+        let page: Result<Vec<_>, _> = if newest_first {
+            rows.rev().skip(offset).take(limit).map(decode_entry).collect()
+        } else {
+            rows.skip(offset).take(limit).map(decode_entry).collect()
+        };
+        Ok((page?, total))
     }
 
     /// The ids of every snapshot, in the order of `list_snapshots`.

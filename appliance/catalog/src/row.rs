@@ -46,6 +46,32 @@ pub(crate) struct ArchiveRowV1 {
     pub size: u64,
 }
 
+/// The summed-up fields of a `SnapshotRowV1` (the rest is skipped).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct SnapshotSummaryRowV1 {
+    pub ns: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub time: i64,
+    pub size: u64,
+    pub stored: u64,
+    pub verify: String,
+}
+
+impl TryFrom<SnapshotSummaryRowV1> for model::SnapshotSummary {
+    type Error = RowError;
+
+    fn try_from(r: SnapshotSummaryRowV1) -> Result<Self, RowError> {
+        Ok(model::SnapshotSummary {
+            id: snapshot_id(&r.ns, &r.kind, &r.id, r.time)?,
+            size: r.size,
+            stored: r.stored,
+            verify: VerifyState::parse(&r.verify).ok_or(RowError::VerifyState(r.verify))?,
+        })
+    }
+}
+
 /// Only the id of a `SnapshotRowV1`, for listings that need nothing else.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct SnapshotIdRowV1 {

@@ -322,3 +322,22 @@ fn a_row_under_the_wrong_key_is_refused() {
     }
     assert!(matches!(cat.get_snapshot(&other), Err(CatalogError::Corrupt { .. })));
 }
+
+#[test]
+fn pages_and_summaries_read_only_what_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();
+    let g = group("", "host", "a");
+    for t in 0..10 {
+        cat.upsert_snapshot(&SnapshotInfo { stored: 5, ..info(g.at(1_000 + t)) }).unwrap();
+    }
+    cat.upsert_snapshot(&info(group("", "host", "b").at(5))).unwrap();
+    let (page, total) = cat.snapshot_page(&g, true, 2, 3).unwrap();
+    assert_eq!(total, 10);
+    assert_eq!(page.iter().map(|s| s.id.time).collect::<Vec<_>>(), [1_007, 1_006, 1_005]);
+    let (page, _) = cat.snapshot_page(&g, false, 8, 5).unwrap();
+    assert_eq!(page.iter().map(|s| s.id.time).collect::<Vec<_>>(), [1_008, 1_009]);
+    let all = cat.snapshot_summaries(None).unwrap();
+    assert_eq!(all.len(), 11);
+    assert_eq!(cat.snapshot_summaries(Some(&g)).unwrap().iter().map(|s| s.stored).sum::<u64>(), 50);
+}

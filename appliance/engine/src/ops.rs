@@ -25,6 +25,24 @@ impl Engine {
         Ok(self.catalog()?.list_snapshots(group)?)
     }
 
+    /// Summaries of the snapshots (of one group, or all), cheaper to read
+    /// than full rows.
+    pub fn snapshot_summaries(&self, group: Option<&BackupGroup>) -> Result<Vec<model::SnapshotSummary>> {
+        Ok(self.catalog()?.snapshot_summaries(group)?)
+    }
+
+    /// A page of a group's snapshots and the group's count (see
+    /// `Catalog::snapshot_page`).
+    pub fn snapshot_page(
+        &self,
+        group: &BackupGroup,
+        newest_first: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<SnapshotInfo>, usize)> {
+        Ok(self.catalog()?.snapshot_page(group, newest_first, offset, limit)?)
+    }
+
     pub fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotInfo> {
         match self.catalog()?.get_snapshot(id)? {
             Some(info) => Ok(info),

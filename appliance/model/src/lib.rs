@@ -14,4 +14,4 @@ pub mod time;
 pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
 pub use job::{Job, Sla, Task, TaskState};
-pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, VerifyState};
+pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, SnapshotSummary, VerifyState};

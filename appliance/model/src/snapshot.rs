@@ -90,3 +90,13 @@ pub struct SnapshotInfo {
     pub verify_time: Option<i64>,
     pub archives: Vec<ArchiveSummary>,
 }
+
+/// The few facts of a snapshot that overviews add up (cheaper to read
+/// than a whole `SnapshotInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub id: SnapshotId,
+    pub size: u64,
+    pub stored: u64,
+    pub verify: VerifyState,
+}

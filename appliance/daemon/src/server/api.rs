@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use engine::access::TokenSpec;
-use model::{BackupGroup, Namespace, Role, SnapshotId, SnapshotInfo};
+use model::{BackupGroup, Namespace, Role, SnapshotId, SnapshotInfo, SnapshotSummary};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
@@ -52,9 +52,19 @@ pub struct StatusJson {
     pub fingerprint: Option<String>,
 }
 
+/// Summaries of the snapshots a caller may see.
+pub async fn visible_summaries(state: &AppState, caller: &Caller) -> AppResult<Vec<SnapshotSummary>> {
+    let all = state.engine(|e| e.snapshot_summaries(None)).await?;
+    Ok(all.into_iter().filter(|s| caller.may(&s.id.group)).collect())
+}
+
 /// Datastore figures, shared by the status route, metrics and the overview page.
 pub async fn status_of(state: &AppState, caller: &Caller) -> AppResult<StatusJson> {
-    let all = visible_snapshots(state, caller, None).await?;
+    status_from(state, &visible_summaries(state, caller).await?).await
+}
+
+/// Datastore figures from summaries already read.
+pub async fn status_from(state: &AppState, all: &[SnapshotSummary]) -> AppResult<StatusJson> {
     let (fs_total, fs_free) = state.engine(|e| e.disk_space()).await?;
     let logical: u64 = all.iter().map(|s| s.size).sum();
     let stored: u64 = all.iter().map(|s| s.stored).sum();
@@ -106,7 +116,7 @@ pub struct GroupJson {
 }
 
 /// Groups with their snapshot counts, from a list of snapshots (sorted by group).
-pub fn groups_of(snaps: &[SnapshotInfo]) -> Vec<GroupJson> {
+pub fn groups_of(snaps: &[SnapshotSummary]) -> Vec<GroupJson> {
     let mut out: BTreeMap<(String, String), GroupJson> = BTreeMap::new();
     for s in snaps {
         let key = (s.id.group.ns.to_string(), s.id.group.to_string());
@@ -132,27 +142,45 @@ pub async fn groups(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Json<Vec<GroupJson>>> {
-    Ok(Json(groups_of(&visible_snapshots(&state, &caller, None).await?)))
+    Ok(Json(groups_of(&visible_summaries(&state, &caller).await?)))
 }
 
+/// `?group=TYPE/ID&ns=&offset=&limit=` (paging needs a group; the total
+/// comes back in `x-total-count`).
 #[derive(Debug, Deserialize)]
 pub struct SnapshotsQuery {
     pub group: Option<String>,
     #[serde(default)]
     pub ns: String,
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
 }
 
 pub async fn snapshots(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<SnapshotsQuery>,
-) -> AppResult<Json<Vec<SnapshotJson>>> {
+) -> AppResult<Response> {
     let group = match &q.group {
         Some(g) => Some(BackupGroup::parse(g, &Namespace::parse(&q.ns)?)?),
         None => None,
     };
-    let list = visible_snapshots(&state, &caller, group).await?;
-    Ok(Json(list.iter().map(SnapshotJson::from).collect()))
+    let (list, total) = match (group, q.offset.is_some() || q.limit.is_some()) {
+        (Some(g), true) => {
+            caller.check(&g)?;
+            let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(usize::MAX));
+            state.engine(move |e| e.snapshot_page(&g, false, offset, limit)).await?
+        }
+        (None, true) => return Err(AppError::bad_request("offset and limit need a group")),
+        (group, false) => {
+            let list = visible_snapshots(&state, &caller, group).await?;
+            let n = list.len();
+            (list, n)
+        }
+    };
+    let mut res = Json(list.iter().map(SnapshotJson::from).collect::<Vec<_>>()).into_response();
+    res.headers_mut().insert("x-total-count", HeaderValue::from(total));
+    Ok(res)
 }
 
 /// Look up one snapshot the caller may see.
@@ -389,8 +417,8 @@ pub async fn metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    let snaps = visible_snapshots(&state, &caller, None).await?;
-    let st = status_of(&state, &caller).await?;
+    let snaps = visible_summaries(&state, &caller).await?;
+    let st = status_from(&state, &snaps).await?;
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

@@ -1,6 +1,6 @@
 //! The overview's usage chart as inline SVG, drawn on the server.
 
-use model::SnapshotInfo;
+use model::SnapshotSummary;
 
 use crate::output;
 
@@ -11,7 +11,7 @@ const BOTTOM: f64 = 24.0;
 
 /// A step line of the chunk bytes added by the snapshots, summed in time
 /// order; empty when there is nothing to draw.
-pub fn usage_svg(snaps: &[SnapshotInfo]) -> String {
+pub fn usage_svg(snaps: &[SnapshotSummary]) -> String {
     let mut points: Vec<(i64, u64)> = snaps.iter().map(|s| (s.id.time, s.stored)).collect();
     if points.is_empty() {
         return String::new();
@@ -29,9 +29,17 @@ pub fn usage_svg(snaps: &[SnapshotInfo]) -> String {
     let top = total.max(1) as f64;
     let x = |t: i64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * (W - LEFT - 10.0);
     let y = |b: u64| (H - BOTTOM) - b as f64 / top * (H - BOTTOM - 10.0);
+    // One step per pixel column at most: the path stays small whatever
+    // the number of snapshots.
     let mut path = format!("M{:.1},{:.1}", x(t0), y(0));
-    for (t, b) in &series {
+    let mut last_x = f64::NEG_INFINITY;
+    for (i, (t, b)) in series.iter().enumerate() {
+        let next_same_column = series.get(i + 1).is_some_and(|(n, _)| x(*n) - x(*t) < 1.0);
+        if x(*t) - last_x < 1.0 && next_same_column {
+            continue;
+        }
         path.push_str(&format!(" H{:.1} V{:.1}", x(*t), y(*b)));
+        last_x = x(*t);
     }
     path.push_str(&format!(" H{:.1}", x(t1)));
     let area = format!("{path} V{:.1} Z", y(0));
@@ -71,23 +79,19 @@ mod tests {
     fn the_chart_climbs_with_each_snapshot() {
         assert!(usage_svg(&[]).is_empty());
         let g = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
-        let snap = |t: i64, stored: u64| SnapshotInfo {
+        let snap = |t: i64, stored: u64| SnapshotSummary {
             id: g.at(t),
-            tags: vec![],
             size: stored,
             stored,
-            duration_ms: 0,
-            files: 0,
-            errors: 0,
-            protected: false,
-            notes: String::new(),
             verify: model::VerifyState::None,
-            verify_time: None,
-            archives: vec![],
         };
         let svg = usage_svg(&[snap(1_700_000_000, 1 << 20), snap(1_700_086_400, 1 << 20)]);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("2.0 MiB"), "{svg}");
         assert!(svg.contains("2023-11-14") && svg.contains("2023-11-15"), "{svg}");
+        let many: Vec<_> = (0..10_000).map(|i| snap(1_700_000_000 + i * 3600, 1000)).collect();
+        let svg = usage_svg(&many);
+        assert!(svg.len() < 40_000, "{} bytes for 10,000 snapshots", svg.len());
+        assert!(svg.contains("9.5 MiB"), "the total is still the sum");
     }
 }

@@ -99,13 +99,17 @@ async fn run(
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let runner = state.runner().clone();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY: without it, the last segment of every response larger
+    // than one packet waits for the client's delayed ACK (~40 ms).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
         Some(identity) => {
             let config =
                 axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_config(&identity)?));
-            axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(app).await?
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(nodelay);
+            axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).serve(app).await?
         }
-        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await?,
+        None => axum_server::from_tcp(listener)?.acceptor(nodelay).handle(handle).serve(app).await?,
     }
     // No new runs; running ones finish (a backup cut short by the deadline
     // leaves no visible snapshot and is marked failed on the next start).

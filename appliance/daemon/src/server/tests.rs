@@ -342,6 +342,11 @@ async fn api_answers_json_and_downloads_exact_bytes() {
     assert_eq!(snaps[0]["id"], f.snapshot.as_str());
     assert_eq!(snaps[0]["tags"][0], "daily");
 
+    let res = call("/api/v1/snapshots?group=host/a&offset=0&limit=1".into()).await;
+    assert_eq!(res.headers()["x-total-count"], "1");
+    let res = call("/api/v1/snapshots?offset=0&limit=1".into()).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "paging needs a group");
+
     let res = call(format!("/api/v1/snapshots/{}/download?path=src/sub/b.bin", f.snapshot)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("b.bin"));

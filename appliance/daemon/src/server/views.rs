@@ -189,8 +189,8 @@ pub async fn overview(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    let snaps = api::visible_snapshots(&state, &caller, None).await?;
-    let st = api::status_of(&state, &caller).await?;
+    let snaps = api::visible_summaries(&state, &caller).await?;
+    let st = api::status_from(&state, &snaps).await?;
     let groups = api::groups_of(&snaps)
         .into_iter()
         .map(|g| GroupRow {
@@ -252,26 +252,42 @@ struct GroupPage {
     group: String,
     prune_link: String,
     rows: Vec<SnapRow>,
-    total: String,
+    count: usize,
+    first: usize,
+    last: usize,
+    newer: Option<String>,
+    older: Option<String>,
 }
 
 fn snapshot_link(s: &SnapshotInfo) -> String {
     format!("/snapshots/{}/{}{}", s.id.group, s.id.time_text(), ns_query(&s.id.group.ns.to_string()))
 }
 
+/// Snapshots per page of the group page.
+const PAGE: usize = 100;
+
+/// `?ns=&page=` (0 is the newest page).
+#[derive(Debug, Default, Deserialize)]
+pub struct GroupQuery {
+    #[serde(default)]
+    ns: String,
+    #[serde(default)]
+    page: usize,
+}
+
 pub async fn group(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((kind, id)): Path<(String, String)>,
-    Query(q): Query<NsQuery>,
+    Query(q): Query<GroupQuery>,
 ) -> AppResult<Response> {
     let group = model::BackupGroup::new(model::Namespace::parse(&q.ns)?, &kind, &id)?;
+    caller.check(&group)?;
     let title = api::group_text(&group);
-    let snaps = api::visible_snapshots(&state, &caller, Some(group)).await?;
-    let total = output::size(snaps.iter().map(|s| s.size).sum());
+    let (g, offset) = (group.clone(), q.page * PAGE);
+    let (snaps, count) = state.engine(move |e| e.snapshot_page(&g, true, offset, PAGE)).await?;
     let rows = snaps
         .iter()
-        .rev()
         .map(|s| SnapRow {
             time: s.id.time_text(),
             link: snapshot_link(s),
@@ -283,8 +299,22 @@ pub async fn group(
             protected: s.protected,
         })
         .collect();
-    let prune_link = format!("/groups/{kind}/{id}/prune{}", ns_query(&q.ns));
-    render(&GroupPage { chrome: Chrome::new(&state, &caller), group: title, prune_link, rows, total })
+    let base = format!(
+        "/groups/{kind}/{id}?{}page=",
+        if q.ns.is_empty() { String::new() } else { format!("ns={}&", urlencoding(&q.ns)) }
+    );
+    let page = GroupPage {
+        chrome: Chrome::new(&state, &caller),
+        group: title,
+        prune_link: format!("/groups/{kind}/{id}/prune{}", ns_query(&q.ns)),
+        rows,
+        count,
+        first: (offset + 1).min(count),
+        last: (offset + PAGE).min(count),
+        newer: (q.page > 0).then(|| format!("{base}{}", q.page - 1)),
+        older: (offset + PAGE < count).then(|| format!("{base}{}", q.page + 1)),
+    };
+    render(&page)
 }
 
 pub struct EntryRow {
