@@ -237,8 +237,7 @@ impl TryFrom<UserRowV1> for User {
     }
 }
 
-/// One API token in `tokens_v1`. Groups are written `NS/TYPE/ID` with the
-/// namespace part absent for the root namespace.
+/// One API token in `tokens_v1`. Groups are written `[ns/NAME/]TYPE/ID`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TokenRowV1 {
     pub id: String,
@@ -258,7 +257,7 @@ impl From<&ApiToken> for TokenRowV1 {
             name: t.name.clone(),
             owner: t.owner.clone(),
             role: t.role.as_str().into(),
-            groups: t.groups.iter().map(group_text).collect(),
+            groups: t.groups.iter().map(ToString::to_string).collect(),
             secret_hash: t.secret_hash.clone(),
             created: t.created,
             expires: t.expires,
@@ -309,18 +308,9 @@ fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| format!("unknown role {text:?}"))
 }
 
-fn group_text(g: &BackupGroup) -> String {
-    if g.ns.is_root() { format!("{}/{}", g.kind, g.id) } else { format!("{}/{}/{}", g.ns, g.kind, g.id) }
-}
-
+/// Groups are stored in their text form, `[ns/NAME/]TYPE/ID`.
 fn parse_group(text: &str) -> Result<BackupGroup, String> {
-    let parts: Vec<&str> = text.split('/').collect();
-    if parts.len() < 2 {
-        return Err(format!("bad group {text:?}"));
-    }
-    let (ns, rest) = parts.split_at(parts.len() - 2);
-    let ns = Namespace::parse(&ns.join("/")).map_err(|e| e.to_string())?;
-    BackupGroup::new(ns, rest[0], rest[1]).map_err(|e| e.to_string())
+    BackupGroup::parse(text, &Namespace::root()).map_err(|e| e.to_string())
 }
 
 /// One job in `jobs_v1`.
@@ -342,7 +332,7 @@ impl From<&Job> for JobRowV1 {
         let k = &j.keep;
         Self {
             name: j.name.clone(),
-            group: group_text(&j.group),
+            group: j.group.to_string(),
             sources: j.sources.clone(),
             schedule: j.schedule.clone(),
             tags: j.tags.clone(),

@@ -62,7 +62,7 @@ pub struct ApiToken {
     pub owner: String,
     pub role: Role,
     /// For `BackupClient`: the groups it may write and read
-    /// (`TYPE/ID` in the root namespace, or `NS/…/TYPE/ID`).
+    /// (`TYPE/ID` in the root namespace, or `ns/NAME/TYPE/ID`).
     pub groups: Vec<BackupGroup>,
     /// blake3 of the secret part, hex.
     pub secret_hash: String,

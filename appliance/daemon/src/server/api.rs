@@ -107,7 +107,10 @@ pub async fn visible_snapshots(
 #[derive(Debug, Serialize)]
 pub struct GroupJson {
     pub ns: String,
+    /// `[ns/NAME/]TYPE/ID`.
     pub group: String,
+    /// `TYPE/ID`: the group in API and page paths (with `?ns=`).
+    pub path: String,
     pub snapshots: usize,
     pub last: String,
     pub last_verify: &'static str,
@@ -121,6 +124,7 @@ pub fn groups_of(snaps: &[SnapshotSummary]) -> Vec<GroupJson> {
     for s in snaps {
         let key = (s.id.group.ns.to_string(), s.id.group.to_string());
         let g = out.entry(key.clone()).or_insert_with(|| GroupJson {
+            path: format!("{}/{}", s.id.group.kind, s.id.group.id),
             ns: key.0,
             group: key.1,
             snapshots: 0,
@@ -346,7 +350,7 @@ impl From<&model::ApiToken> for TokenJson {
             name: t.name.clone(),
             owner: t.owner.clone(),
             role: t.role.as_str(),
-            groups: t.groups.iter().map(group_text).collect(),
+            groups: t.groups.iter().map(ToString::to_string).collect(),
             created: model::time::format_rfc3339(t.created),
             expires: t.expires.map(model::time::format_rfc3339),
             token: None,
@@ -354,19 +358,9 @@ impl From<&model::ApiToken> for TokenJson {
     }
 }
 
-/// `TYPE/ID`, or `NS/TYPE/ID` outside the root namespace.
-pub fn group_text(g: &BackupGroup) -> String {
-    if g.ns.is_root() { g.to_string() } else { format!("{}/{g}", g.ns) }
-}
-
-/// Parse `TYPE/ID` or `NS/…/TYPE/ID`.
+/// Parse a group as the API takes it: `[ns/NAME/]TYPE/ID`.
 pub fn parse_group(text: &str) -> AppResult<BackupGroup> {
-    let parts: Vec<&str> = text.trim_matches('/').split('/').collect();
-    if parts.len() < 2 {
-        return Err(AppError::bad_request(format!("{text:?} is not a group (TYPE/ID)")));
-    }
-    let (ns, rest) = parts.split_at(parts.len() - 2);
-    Ok(BackupGroup::new(Namespace::parse(&ns.join("/"))?, rest[0], rest[1])?)
+    Ok(BackupGroup::parse(text, &Namespace::root())?)
 }
 
 pub async fn tokens(State(state): State<AppState>) -> AppResult<Json<Vec<TokenJson>>> {

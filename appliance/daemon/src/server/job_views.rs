@@ -31,7 +31,7 @@ pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow
         .iter()
         .map(|s| JobRow {
             name: s.job.name.clone(),
-            group: super::api::group_text(&s.job.group),
+            group: s.job.group.to_string(),
             schedule: s.job.schedule.clone(),
             sla: s.sla.as_str(),
             newest: t(s.newest_good),
@@ -162,7 +162,11 @@ pub async fn task(
         started: model::time::format_rfc3339(t.started),
         finished: t.finished.map_or("—".into(), model::time::format_rfc3339),
         snapshot: t.snapshot.clone().unwrap_or_default(),
-        snapshot_link: t.snapshot.as_ref().map(|s| format!("/snapshots/{s}")),
+        snapshot_link: t
+            .snapshot
+            .as_deref()
+            .and_then(|s| model::SnapshotId::parse(s, &model::Namespace::root()).ok())
+            .map(|id| super::views::snapshot_path(&id)),
         log: t.log,
     };
     render(&page)

@@ -7,7 +7,7 @@ use model::prune::KeepRules;
 use model::{Job, Task};
 use serde::{Deserialize, Serialize};
 
-use super::api::{bad_input, group_text, parse_group};
+use super::api::{bad_input, parse_group};
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
@@ -64,7 +64,7 @@ impl From<&engine::jobs::JobStatus> for JobJson {
         let j = &s.job;
         Self {
             name: j.name.clone(),
-            group: group_text(&j.group),
+            group: j.group.to_string(),
             sources: j.sources.clone(),
             schedule: j.schedule.clone(),
             tags: j.tags.clone(),

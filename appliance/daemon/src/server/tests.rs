@@ -44,6 +44,8 @@ fn fixture() -> Fixture {
         time: T0,
     };
     let report = engine.backup(&opts, &Progress::default()).unwrap();
+    let lab = BackupGroup::new(Namespace::parse("lab").unwrap(), "vm", "101").unwrap();
+    engine.backup(&BackupOptions { group: lab, ..opts.clone() }, &Progress::default()).unwrap();
     engine.set_password("admin", "admin-password", Role::Admin, T0).unwrap();
     let mut tokens = BTreeMap::new();
     let other = BackupGroup::new(Namespace::root(), "host", "b").unwrap();
@@ -267,6 +269,13 @@ async fn login_pages_and_forms_work_without_javascript() {
     assert!(overview.contains("aa:bb"), "the fingerprint is shown");
     let preview = page("/groups/host/a/prune?last=0&daily=1".into()).await;
     assert!(preview.contains("keep-daily 1") && preview.contains("1 kept, 0 would be removed"), "{preview}");
+    // A group in a namespace: links carry `?ns=` and lead to working pages.
+    assert!(overview.contains("href=\"/groups/vm/101?ns=lab\""), "{overview}");
+    let lab = page("/groups/vm/101?ns=lab".into()).await;
+    let link = lab.split("href=\"/snapshots/vm/101/").nth(1).unwrap().split('"').next().unwrap();
+    assert!(link.ends_with("?ns=lab"), "{link}");
+    let lab_snapshot = page(format!("/snapshots/vm/101/{}", link.replace("&amp;", "&"))).await;
+    assert!(lab_snapshot.contains("ns/lab/vm/101"), "{lab_snapshot}");
     let group = page("/groups/host/a".into()).await;
     assert!(group.contains("daily") && group.contains(&f.snapshot[7..]), "{group}");
     let base = format!("/snapshots/{}", f.snapshot);
@@ -376,7 +385,7 @@ async fn api_answers_json_and_downloads_exact_bytes() {
         .await,
     )
     .await;
-    assert!(metrics.contains("\ncairn_snapshots 1\n"), "{metrics}");
+    assert!(metrics.contains("\ncairn_snapshots 2\n"), "{metrics}");
     assert!(
         metrics.contains(&format!("cairn_group_last_snapshot_seconds{{ns=\"\",group=\"host/a\"}} {T0}")),
         "{metrics}"

@@ -194,7 +194,7 @@ pub async fn overview(
     let groups = api::groups_of(&snaps)
         .into_iter()
         .map(|g| GroupRow {
-            link: format!("/groups/{}{}", g.group, ns_query(&g.ns)),
+            link: format!("/groups/{}{}", g.path, ns_query(&g.ns)),
             group: g.group,
             ns: if g.ns.is_empty() { "—".into() } else { g.ns },
             snapshots: g.snapshots,
@@ -259,8 +259,19 @@ struct GroupPage {
     older: Option<String>,
 }
 
+/// `TYPE/ID` of a group, as page and API paths name it (the namespace
+/// goes in `?ns=`).
+pub fn group_path(g: &model::BackupGroup) -> String {
+    format!("{}/{}", g.kind, g.id)
+}
+
+/// The page of a snapshot.
+pub fn snapshot_path(id: &model::SnapshotId) -> String {
+    format!("/snapshots/{}/{}{}", group_path(&id.group), id.time_text(), ns_query(&id.group.ns.to_string()))
+}
+
 fn snapshot_link(s: &SnapshotInfo) -> String {
-    format!("/snapshots/{}/{}{}", s.id.group, s.id.time_text(), ns_query(&s.id.group.ns.to_string()))
+    snapshot_path(&s.id)
 }
 
 /// Snapshots per page of the group page.
@@ -283,7 +294,7 @@ pub async fn group(
 ) -> AppResult<Response> {
     let group = model::BackupGroup::new(model::Namespace::parse(&q.ns)?, &kind, &id)?;
     caller.check(&group)?;
-    let title = api::group_text(&group);
+    let title = group.to_string();
     let (g, offset) = (group.clone(), q.page * PAGE);
     let (snaps, count) = state.engine(move |e| e.snapshot_page(&g, true, offset, PAGE)).await?;
     let rows = snaps
@@ -357,8 +368,8 @@ pub async fn snapshot(
     let (lookup, list_id, path) = (sid.clone(), sid.clone(), q.path.clone());
     let info = state.engine(move |e| e.snapshot(&lookup)).await?;
     let items = state.engine(move |e| e.list(&list_id, Some(path.as_bytes()), false)).await?;
-    let base = format!("/snapshots/{}/{}", sid.group, sid.time_text());
-    let api_base = format!("/api/v1/snapshots/{}/{}", sid.group, sid.time_text());
+    let base = format!("/snapshots/{}/{}", group_path(&sid.group), sid.time_text());
+    let api_base = format!("/api/v1/snapshots/{}/{}", group_path(&sid.group), sid.time_text());
     let ns = sid.group.ns.to_string();
     let with = |path: &[u8]| {
         let mut q = format!("?path={}", urlencoding(&String::from_utf8_lossy(path)));
@@ -391,8 +402,8 @@ pub async fn snapshot(
     let page = SnapshotPage {
         chrome: Chrome::new(&state, &caller),
         title: sid.to_string(),
-        group: api::group_text(&sid.group),
-        group_link: format!("/groups/{}{}", sid.group, ns_query(&ns)),
+        group: sid.group.to_string(),
+        group_link: format!("/groups/{}{}", group_path(&sid.group), ns_query(&ns)),
         time: sid.time_text(),
         size: output::size(info.size),
         stored: output::size(info.stored),
@@ -420,7 +431,7 @@ pub async fn protect(
     Form(f): Form<ProtectForm>,
 ) -> AppResult<Response> {
     let sid = snapshot_id(&kind, &id, &time, &q.ns)?;
-    let back = format!("/snapshots/{}/{}{}", sid.group, sid.time_text(), ns_query(&q.ns));
+    let back = snapshot_path(&sid);
     state.engine(move |e| e.set_protected(&sid, f.protected)).await?;
     Ok(Redirect::to(&back).into_response())
 }
@@ -591,7 +602,7 @@ pub async fn prune_preview(
     ];
     let page = PrunePage {
         chrome: Chrome::new(&state, &caller),
-        group: api::group_text(&group),
+        group: group.to_string(),
         group_link: format!("/groups/{kind}/{id}{}", ns_query(&q.ns)),
         ns: q.ns.clone(),
         rules: fields.iter().map(|(name, value)| RuleField { name, value: *value }).collect(),
