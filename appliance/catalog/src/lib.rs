@@ -107,13 +107,7 @@ impl Catalog {
     pub fn list_snapshots(&self, group: Option<&BackupGroup>) -> Result<Vec<SnapshotInfo>, CatalogError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(SNAPSHOTS)?;
-        let rows = match group {
-            Some(group) => {
-                let (start, end) = group_range(group);
-                table.range::<&str>(start.as_str()..end.as_str())?
-            }
-            None => table.range::<&str>(..)?,
-        };
+        let rows = rows_of(&table, group)?;
         rows.map(|entry| {
             let (key, value) = entry?;
             decode(key.value(), value.value())
@@ -129,13 +123,7 @@ impl Catalog {
     ) -> Result<Vec<SnapshotSummary>, CatalogError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(SNAPSHOTS)?;
-        let rows = match group {
-            Some(group) => {
-                let (start, end) = group_range(group);
-                table.range::<&str>(start.as_str()..end.as_str())?
-            }
-            None => table.range::<&str>(..)?,
-        };
+        let rows = rows_of(&table, group)?;
         rows.map(|entry| {
             let (key, value) = entry?;
             let row: SnapshotSummaryRowV1 =
@@ -234,6 +222,20 @@ impl Catalog {
         write.commit()?;
         Ok(())
     }
+}
+
+/// The rows of `group`'s snapshots, or of all snapshots.
+fn rows_of<'t>(
+    table: &'t redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    group: Option<&BackupGroup>,
+) -> Result<redb::Range<'t, &'static str, &'static [u8]>, CatalogError> {
+    Ok(match group {
+        Some(group) => {
+            let (start, end) = group_range(group);
+            table.range::<&str>(start.as_str()..end.as_str())?
+        }
+        None => table.range::<&str>(..)?,
+    })
 }
 
 fn insert(table: &mut Table<&str, &[u8]>, info: &SnapshotInfo) -> Result<(), CatalogError> {
