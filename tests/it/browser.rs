@@ -192,7 +192,9 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
     b.fill("#job-form input[name=schedule]", "0 3 * * *");
     b.fill("#job-form input[name=tags]", "daily");
     b.click("#job-form button[type=submit]");
-    assert!(b.source().contains("Saved job ui-job"));
+    // The notice exists only on the answer page: finding it waits for the
+    // navigation the click started.
+    assert!(b.text("p.notice").contains("Saved job ui-job"));
     b.screenshot("02-jobs");
     b.click("#jobs button[type=submit]");
 

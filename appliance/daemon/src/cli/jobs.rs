@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use model::prune::KeepRules;
 use model::{BackupGroup, Job, Namespace, Sla, TaskState};
 
-use super::{Cli, now, open, open_or_init};
+use super::{Cli, KeepArgs, now, open, open_or_init};
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -44,18 +43,8 @@ pub struct JobAddArgs {
     /// Tag for every snapshot; repeat for more.
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-    #[arg(long, default_value_t = 0)]
-    pub keep_last: u32,
-    #[arg(long, default_value_t = 0)]
-    pub keep_hourly: u32,
-    #[arg(long, default_value_t = 0)]
-    pub keep_daily: u32,
-    #[arg(long, default_value_t = 0)]
-    pub keep_weekly: u32,
-    #[arg(long, default_value_t = 0)]
-    pub keep_monthly: u32,
-    #[arg(long, default_value_t = 0)]
-    pub keep_yearly: u32,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Verify each new snapshot.
     #[arg(long)]
     pub verify: bool,
@@ -77,14 +66,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                     .collect::<Result<_, _>>()?,
                 schedule: a.schedule.clone(),
                 tags: a.tags.clone(),
-                keep: KeepRules {
-                    last: a.keep_last,
-                    hourly: a.keep_hourly,
-                    daily: a.keep_daily,
-                    weekly: a.keep_weekly,
-                    monthly: a.keep_monthly,
-                    yearly: a.keep_yearly,
-                },
+                keep: a.keep.rules(),
                 verify: a.verify,
                 created,
             };

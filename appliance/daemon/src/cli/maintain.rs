@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::KeepArgs;
 use anyhow::Result;
 use engine::{CdcParams, DatastoreConfig, Engine, Progress};
-use model::prune::KeepRules;
 use model::{BackupGroup, GroupOrSnapshot, SnapshotId};
 use serde::Serialize;
 
@@ -132,24 +132,8 @@ pub struct PruneArgs {
     group: String,
     #[command(flatten)]
     ns: NsArg,
-    /// Keep the N newest snapshots.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_last: u32,
-    /// Keep the newest snapshot of each of the last N hours.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_hourly: u32,
-    /// Keep the newest snapshot of each of the last N days.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_daily: u32,
-    /// Keep the newest snapshot of each of the last N ISO weeks.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_weekly: u32,
-    /// Keep the newest snapshot of each of the last N months.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_monthly: u32,
-    /// Keep the newest snapshot of each of the last N years.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    keep_yearly: u32,
+    #[command(flatten)]
+    keep: KeepArgs,
     /// Decide with a stored retention policy instead of --keep-* (see `cairn policy`).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"])]
     policy: Option<String>,
@@ -173,14 +157,7 @@ struct PruneJson {
 
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
-    let rules = KeepRules {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-    };
+    let rules = a.keep.rules();
     let engine = open(cli)?;
     let result = match &a.policy {
         Some(name) => {

@@ -97,6 +97,42 @@ pub enum Command {
     Check(jobs::CheckArgs),
 }
 
+/// `--keep-*` shared by `prune` and `job add` (PBS semantics).
+#[derive(Debug, clap::Args)]
+pub struct KeepArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_yearly: u32,
+}
+
+impl KeepArgs {
+    pub fn rules(&self) -> model::prune::KeepRules {
+        model::prune::KeepRules {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
+}
+
 /// `--ns` shared by commands that name groups or snapshots.
 #[derive(Debug, clap::Args)]
 pub struct NsArg {

@@ -65,11 +65,11 @@ pub async fn status_of(state: &AppState, caller: &Caller) -> AppResult<StatusJso
 
 /// Datastore figures from summaries already read.
 pub async fn status_from(state: &AppState, all: &[SnapshotSummary]) -> AppResult<StatusJson> {
-    let (fs_total, fs_free) = state.engine(|e| e.disk_space()).await?;
+    let ((fs_total, fs_free), root) =
+        state.engine(|e| Ok((e.disk_space()?, e.datastore().root().display().to_string()))).await?;
     let logical: u64 = all.iter().map(|s| s.size).sum();
     let stored: u64 = all.iter().map(|s| s.stored).sum();
     let groups: std::collections::BTreeSet<_> = all.iter().map(|s| &s.id.group).collect();
-    let root = state.engine(|e| Ok(e.datastore().root().display().to_string())).await?;
     Ok(StatusJson {
         version: env!("CARGO_PKG_VERSION"),
         datastore: root,

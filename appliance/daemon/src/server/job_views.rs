@@ -50,12 +50,16 @@ struct JobsPage {
     message: Option<String>,
 }
 
+async fn jobs_page(state: &AppState, caller: &Caller, message: Option<String>) -> AppResult<Response> {
+    let jobs = job_rows(state, caller).await?;
+    render(&JobsPage { chrome: Chrome::new(state, caller), jobs, message })
+}
+
 pub async fn jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    let jobs = job_rows(&state, &caller).await?;
-    render(&JobsPage { chrome: Chrome::new(&state, &caller), jobs, message: None })
+    jobs_page(&state, &caller, None).await
 }
 
 /// The new-job form: numbers as text (empty means 0), sources one per line.
@@ -107,9 +111,7 @@ pub async fn create(
         verify: f.verify.is_some(),
     };
     let job = jobs_api::save(&state, new).await?;
-    let jobs = job_rows(&state, &caller).await?;
-    let message = Some(format!("Saved job {}.", job.name));
-    render(&JobsPage { chrome: Chrome::new(&state, &caller), jobs, message })
+    jobs_page(&state, &caller, Some(format!("Saved job {}.", job.name))).await
 }
 
 pub async fn run(
@@ -119,11 +121,7 @@ pub async fn run(
 ) -> AppResult<Response> {
     match jobs_api::start(&state, &caller, &name).await? {
         Some(id) => Ok(Redirect::to(&format!("/tasks/{id}")).into_response()),
-        None => {
-            let jobs = job_rows(&state, &caller).await?;
-            let message = Some(format!("Job {name} is already running."));
-            render(&JobsPage { chrome: Chrome::new(&state, &caller), jobs, message })
-        }
+        None => jobs_page(&state, &caller, Some(format!("Job {name} is already running."))).await,
     }
 }
 

@@ -58,6 +58,19 @@ impl From<&KeepRules> for KeepJson {
     }
 }
 
+impl From<KeepJson> for KeepRules {
+    fn from(k: KeepJson) -> Self {
+        Self {
+            last: k.last,
+            hourly: k.hourly,
+            daily: k.daily,
+            weekly: k.weekly,
+            monthly: k.monthly,
+            yearly: k.yearly,
+        }
+    }
+}
+
 impl From<&engine::jobs::JobStatus> for JobJson {
     fn from(s: &engine::jobs::JobStatus) -> Self {
         let t = model::time::format_rfc3339;
@@ -110,21 +123,13 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn into_job(self, created: i64) -> AppResult<Job> {
-        let k = self.keep;
         Ok(Job {
             group: parse_group(&self.group)?,
             name: self.name,
             sources: self.sources.into_iter().filter(|s| !s.trim().is_empty()).collect(),
             schedule: self.schedule.trim().to_owned(),
             tags: self.tags.into_iter().filter(|t| !t.trim().is_empty()).collect(),
-            keep: KeepRules {
-                last: k.last,
-                hourly: k.hourly,
-                daily: k.daily,
-                weekly: k.weekly,
-                monthly: k.monthly,
-                yearly: k.yearly,
-            },
+            keep: self.keep.into(),
             verify: self.verify,
             created,
         })
