@@ -21,5 +21,6 @@ mod gc;
 mod golden;
 mod policy;
 mod prune;
+mod remote;
 mod serve;
 mod verify;

@@ -73,7 +73,7 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-fn pinned_client(fingerprint: &str) -> Client {
+pub fn pinned_client(fingerprint: &str) -> Client {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(Pinned { fingerprint: fingerprint.to_owned(), provider: provider.clone() });
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -101,9 +101,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(store: &Store) -> Server {
+        Server::start_with(store, &[])
+    }
+
+    /// Start with extra arguments (`--config FILE`).
+    pub fn start_with(store: &Store, extra: &[&str]) -> Server {
         let mut child = store
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(store.log("serve.stderr"))
             .spawn()

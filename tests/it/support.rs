@@ -11,7 +11,10 @@ use tempfile::TempDir;
 /// variables that would override the test's choices removed.
 pub fn cairn(ds: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.env_remove("CAIRN_DATASTORE").env_remove("CAIRN_LOG").arg("--datastore").arg(ds);
+    for var in ["CAIRN_DATASTORE", "CAIRN_LOG", "CAIRN_SERVER", "CAIRN_TOKEN", "CAIRN_FINGERPRINT"] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("--datastore").arg(ds);
     cmd
 }
 

@@ -6,6 +6,8 @@
 mod cli;
 mod output;
 mod progress;
+mod protocol;
+mod remote;
 mod server;
 
 use std::process::ExitCode;

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
 use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
 use filevol::{
-    DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats,
-    SourceHandler, SourceStat, Writer,
+    DatastoreConfig, DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError,
+    ManifestStats, SourceHandler, SourceStat, Writer,
 };
 use model::{BackupGroup, SnapshotId};
 
@@ -25,6 +25,7 @@ use crate::payload::PayloadBuilder;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
+use crate::target::{ChunkSink, SnapshotRead};
 
 const META: usize = 0;
 
@@ -76,9 +77,19 @@ pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
     names
 }
 
+/// Where a backup goes: the chunk sink, the previous snapshot of the group
+/// (for change detection and dedup) and the datastore's settings.
+pub struct BackupTarget<'a> {
+    pub sink: &'a dyn ChunkSink,
+    pub prev_src: &'a dyn SnapshotRead,
+    pub prev: Option<(SnapshotId, Manifest)>,
+    pub config: DatastoreConfig,
+}
+
 struct Ctx<'a> {
-    engine: &'a Engine,
-    writer: &'a Writer,
+    src: &'a dyn SnapshotRead,
+    config: DatastoreConfig,
+    writer: &'a dyn ChunkSink,
     prev: Option<(SnapshotId, Manifest)>,
     progress: &'a Progress,
     errors: Vec<ManifestError>,
@@ -88,63 +99,45 @@ struct Ctx<'a> {
 impl Engine {
     /// Back up `opts.sources` into a new snapshot of `opts.group`.
     pub fn backup(&self, opts: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
-        let start = Instant::now();
         let id = opts.group.at(opts.time);
         if self.ds.snapshot_dir(&id).exists() {
             bail!(filevol::StoreError::SnapshotExists(id.to_string()));
         }
-        let mut sources = Vec::new();
-        for s in &opts.sources {
-            let abs = std::path::absolute(s).with_context(|| format!("{}", s.display()))?;
-            let meta =
-                std::fs::metadata(&abs).with_context(|| format!("cannot back up {}", abs.display()))?;
-            let ft = meta.file_type();
-            if !(meta.is_dir() || meta.is_file() || ft.is_block_device()) {
-                bail!("{}: not a directory, regular file or block device", abs.display());
-            }
-            sources.push((abs, !meta.is_dir()));
-        }
-        let names = archive_names(&sources);
         let writer = self.ds.begin_backup(&opts.group)?;
-        let prev = self.latest_manifest(&opts.group)?;
-        let mut cx = Ctx { engine: self, writer: &writer, prev, progress, errors: Vec::new(), files: 0 };
-        let mut archives = Vec::new();
-        for ((path, is_image), name) in sources.iter().zip(&names) {
-            let archive =
-                if *is_image { cx.backup_image(path, name)? } else { cx.backup_tree(path, name, opts)? };
-            archives.push(archive);
-        }
-        let c = &writer.counters;
-        let stats = ManifestStats {
-            files: cx.files,
-            size: archives.iter().map(|a| a.size).sum(),
-            stored: c.stored_bytes.load(Ordering::Relaxed),
-            new_chunks: c.new_chunks.load(Ordering::Relaxed),
-            reused_chunks: c.reused_chunks.load(Ordering::Relaxed),
-            duration_ms: start.elapsed().as_millis() as u64,
+        let target = BackupTarget {
+            sink: &writer,
+            prev_src: &self.ds,
+            prev: self.latest_manifest(&opts.group)?,
+            config: self.ds.config(),
         };
-        let errors = std::mem::take(&mut cx.errors);
-        let manifest = Manifest {
-            format: filevol::snapshot::MANIFEST_FORMAT.into(),
-            version: filevol::snapshot::MANIFEST_VERSION,
-            ns: opts.group.ns.to_string(),
-            backup_type: opts.group.kind.clone(),
-            backup_id: opts.group.id.clone(),
-            time: id.time_text(),
-            tags: opts.tags.clone(),
-            archives,
-            stats: stats.clone(),
-            errors: errors.clone(),
-            source: SourceHandler {
-                name: "builtin-fs".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                digest: None,
-            },
-            created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
-        };
+        let manifest = back_up(&target, opts, progress)?;
+        let (stats, errors) = (manifest.stats.clone(), manifest.errors.clone());
         let id = writer.commit(&manifest, opts.time)?;
         self.catalog_add(&id)?;
         Ok(BackupReport { id, stats, errors })
+    }
+
+    /// Start a backup whose data arrives from a client: the writer for
+    /// `group` at `time`, and the group's newest snapshot with its manifest
+    /// (what the client may deduplicate against).
+    pub fn begin_remote_backup(
+        &self,
+        group: &BackupGroup,
+        time: i64,
+    ) -> Result<(Writer, Option<(SnapshotId, Manifest)>)> {
+        let id = group.at(time);
+        if self.ds.snapshot_dir(&id).exists() {
+            bail!(filevol::StoreError::SnapshotExists(id.to_string()));
+        }
+        let writer = self.ds.begin_backup(group)?;
+        Ok((writer, self.latest_manifest(group)?))
+    }
+
+    /// Make a backup begun with `begin_remote_backup` visible.
+    pub fn commit_backup(&self, writer: Writer, manifest: &Manifest, time: i64) -> Result<SnapshotId> {
+        let id = writer.commit(manifest, time)?;
+        self.catalog_add(&id)?;
+        Ok(id)
     }
 
     fn latest_manifest(&self, group: &BackupGroup) -> Result<Option<(SnapshotId, Manifest)>> {
@@ -158,7 +151,68 @@ impl Engine {
     }
 }
 
-fn index_ref(writer: &Writer, file: &str, index: &StreamIndex) -> Result<(IndexRef, DynamicIndex)> {
+/// Read, chunk and store `opts.sources` into `target`; returns the
+/// manifest of the new snapshot, for the caller to commit.
+pub fn back_up(target: &BackupTarget<'_>, opts: &BackupOptions, progress: &Progress) -> Result<Manifest> {
+    let start = Instant::now();
+    let id = opts.group.at(opts.time);
+    let mut sources = Vec::new();
+    for s in &opts.sources {
+        let abs = std::path::absolute(s).with_context(|| format!("{}", s.display()))?;
+        let meta = std::fs::metadata(&abs).with_context(|| format!("cannot back up {}", abs.display()))?;
+        let ft = meta.file_type();
+        if !(meta.is_dir() || meta.is_file() || ft.is_block_device()) {
+            bail!("{}: not a directory, regular file or block device", abs.display());
+        }
+        sources.push((abs, !meta.is_dir()));
+    }
+    let names = archive_names(&sources);
+    let writer = target.sink;
+    let mut cx = Ctx {
+        src: target.prev_src,
+        config: target.config,
+        writer,
+        prev: target.prev.clone(),
+        progress,
+        errors: Vec::new(),
+        files: 0,
+    };
+    let mut archives = Vec::new();
+    for ((path, is_image), name) in sources.iter().zip(&names) {
+        let archive =
+            if *is_image { cx.backup_image(path, name)? } else { cx.backup_tree(path, name, opts)? };
+        archives.push(archive);
+    }
+    let c = writer.counters();
+    let stats = ManifestStats {
+        files: cx.files,
+        size: archives.iter().map(|a| a.size).sum(),
+        stored: c.stored_bytes.load(Ordering::Relaxed),
+        new_chunks: c.new_chunks.load(Ordering::Relaxed),
+        reused_chunks: c.reused_chunks.load(Ordering::Relaxed),
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    Ok(Manifest {
+        format: filevol::snapshot::MANIFEST_FORMAT.into(),
+        version: filevol::snapshot::MANIFEST_VERSION,
+        ns: opts.group.ns.to_string(),
+        backup_type: opts.group.kind.clone(),
+        backup_id: opts.group.id.clone(),
+        time: id.time_text(),
+        tags: opts.tags.clone(),
+        archives,
+        stats,
+        errors: std::mem::take(&mut cx.errors),
+        source: SourceHandler {
+            name: "builtin-fs".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            digest: None,
+        },
+        created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
+    })
+}
+
+fn index_ref(writer: &dyn ChunkSink, file: &str, index: &StreamIndex) -> Result<(IndexRef, DynamicIndex)> {
     let mut didx = DynamicIndex::default();
     let mut end = 0;
     for (id, len) in &index.chunks {
@@ -177,9 +231,8 @@ impl Ctx<'_> {
     }
 
     fn backup_tree(&mut self, root: &Path, name: &str, opts: &BackupOptions) -> Result<ManifestArchive> {
-        let ds = &self.engine.ds;
         let mut prev = match self.prev_archive(name, "file") {
-            Some((id, a)) => match PrevTree::open(ds, &id, &a) {
+            Some((id, a)) => match PrevTree::open(self.src, &id, &a) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::warn!("change detection off for {name}: previous snapshot unreadable: {e:#}");
@@ -193,7 +246,7 @@ impl Ctx<'_> {
         let walker =
             Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
         let failed = AtomicBool::new(false);
-        let cfg = ds.config();
+        let cfg = self.config;
         let (streams, size, entries) = std::thread::scope(|scope| -> Result<_> {
             let mut pipe = Pipeline::start(scope, self.writer, 2, cfg.zstd_level, &failed);
             let mut tree = TreeBuilder {
@@ -426,7 +479,7 @@ impl Ctx<'_> {
             return Ok(image_archive(name, size, r, stat));
         }
         let failed = AtomicBool::new(false);
-        let level = self.engine.ds.config().zstd_level;
+        let level = self.config.zstd_level;
         let zero = ChunkId::zeros(FIXED_IMAGE_CHUNK);
         let index = std::thread::scope(|scope| -> Result<StreamIndex> {
             let mut pipe = Pipeline::start(scope, self.writer, 1, level, &failed);
@@ -467,13 +520,13 @@ impl Ctx<'_> {
     /// An unchanged image file: take the previous index if all its chunks are there.
     fn reuse_image(&self, pid: &SnapshotId, pa: &ManifestArchive, file: &str) -> Result<Option<IndexRef>> {
         let Some(r) = pa.indexes.first() else { return Ok(None) };
-        let Ok(fidx) = self.engine.ds.read_fidx(pid, r) else { return Ok(None) };
+        let Ok(fidx) = self.src.read_fidx(pid, r) else { return Ok(None) };
         for id in &fidx.ids {
             if !self.writer.reference(id)? {
                 return Ok(None);
             }
         }
-        self.writer.counters.reused_chunks.fetch_add(fidx.ids.len() as u64, Ordering::Relaxed);
+        self.writer.counters().reused_chunks.fetch_add(fidx.ids.len() as u64, Ordering::Relaxed);
         Ok(Some(self.writer.write_index(file, &fidx.encode(), fidx.size, fidx.ids.len() as u64)?))
     }
 }

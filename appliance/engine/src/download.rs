@@ -10,6 +10,7 @@ use model::SnapshotId;
 use crate::Engine;
 use crate::restore::resolve;
 use crate::stream::StreamReader;
+use crate::target::SnapshotRead;
 
 /// The logical contents of one regular file in a snapshot.
 pub struct FileReader {
@@ -92,7 +93,7 @@ impl Engine {
                 bail!("{shown} is not a regular file");
             }
             let index = self.ds.read_didx(id, &a.indexes[1])?;
-            let payload = StreamReader::new(self.ds.chunks().clone(), index);
+            let payload = StreamReader::new(self.ds.chunk_reader(), index);
             let extents = e.extents.clone().unwrap_or_else(|| vec![(0, e.size)]);
             let reader = FileReader {
                 payload,

@@ -19,6 +19,7 @@ mod prevtree;
 pub mod progress;
 pub mod restore;
 mod stream;
+pub mod target;
 pub mod verify;
 
 use std::path::Path;
@@ -29,7 +30,11 @@ use filevol::Datastore;
 pub use backup::{BackupOptions, BackupReport};
 pub use catalog::CatalogError;
 pub use chunker::CdcParams;
-pub use filevol::{DatastoreConfig, GcStats, PolicyRecord, StoreError};
+pub use chunker::ChunkId;
+pub use filevol::{
+    DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, PolicyRecord,
+    StoreError, WriteCounters, Writer, decode_checked,
+};
 pub use progress::Progress;
 
 /// The services over one datastore.

@@ -9,9 +9,10 @@
 
 use anyhow::Result;
 use chunker::{CdcParams, StreamChunker};
-use filevol::{DynamicIndex, Writer};
+use filevol::DynamicIndex;
 
 use crate::pipeline::{Pipeline, Work};
+use crate::target::ChunkSink;
 
 pub const PAYLOAD: usize = 1;
 
@@ -72,7 +73,7 @@ impl PayloadBuilder {
         prev: &DynamicIndex,
         off: u64,
         len: u64,
-        writer: &Writer,
+        writer: &dyn ChunkSink,
         pipe: &mut Pipeline<'_>,
     ) -> Result<Option<u64>> {
         if len == 0 {

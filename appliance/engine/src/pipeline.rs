@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
+use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
 use chunker::{ChunkId, blob::encode_blob_with_id};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use filevol::Writer;
 
 /// What the reader hands over.
 pub enum Work {
@@ -82,7 +82,7 @@ pub struct Pipeline<'scope> {
 impl<'scope> Pipeline<'scope> {
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
-        writer: &'env Writer,
+        writer: &'env dyn ChunkSink,
         streams: usize,
         level: i32,
         failed: &'scope AtomicBool,
@@ -135,7 +135,7 @@ impl<'scope> Pipeline<'scope> {
 }
 
 fn worker(
-    writer: &Writer,
+    writer: &dyn ChunkSink,
     level: i32,
     rx: Receiver<Job>,
     done: Sender<Done>,
@@ -151,11 +151,11 @@ fn worker(
             }
             Work::Reuse(id, len) => match writer.reference(&id) {
                 Ok(true) => {
-                    writer.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
+                    writer.counters().reused_chunks.fetch_add(1, Ordering::Relaxed);
                     Ok((id, len))
                 }
                 Ok(false) => Err(anyhow!("chunk {id} of the previous snapshot vanished during the backup")),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             },
         };
         if done.send(Done { seq: job.seq, stream: job.stream, result }).is_err() {
@@ -164,7 +164,7 @@ fn worker(
     }
 }
 
-fn store_data(writer: &Writer, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
+fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
     let id = ChunkId::of(data);
     {
         let mut ids = inflight.ids.lock().expect("lock");
@@ -175,7 +175,7 @@ fn store_data(writer: &Writer, level: i32, data: &[u8], inflight: &InFlight) -> 
     }
     let result = (|| {
         if writer.reference(&id)? {
-            writer.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
+            writer.counters().reused_chunks.fetch_add(1, Ordering::Relaxed);
             return Ok(id);
         }
         let blob = encode_blob_with_id(data, id, level);

@@ -7,10 +7,11 @@ use std::cmp::Ordering;
 
 use anyhow::{Context, Result};
 use filevol::archive::{Entry, EntryKind, MetaReader};
-use filevol::{Datastore, DynamicIndex, ManifestArchive};
+use filevol::{DynamicIndex, ManifestArchive};
 use model::SnapshotId;
 
 use crate::stream::StreamReader;
+use crate::target::SnapshotRead;
 
 /// Compare two archive paths in walk order.
 pub fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
@@ -36,13 +37,13 @@ pub struct PrevTree {
 }
 
 impl PrevTree {
-    pub fn open(ds: &Datastore, id: &SnapshotId, archive: &ManifestArchive) -> Result<Self> {
+    pub fn open(src: &dyn SnapshotRead, id: &SnapshotId, archive: &ManifestArchive) -> Result<Self> {
         let [meta, payload] = archive.indexes.as_slice() else {
             anyhow::bail!("archive {} of {id} is not a file archive", archive.name);
         };
-        let meta = ds.read_didx(id, meta)?;
-        let payload = ds.read_didx(id, payload)?;
-        let reader = StreamReader::new(ds.chunks().clone(), meta);
+        let meta = src.read_didx(id, meta)?;
+        let payload = src.read_didx(id, payload)?;
+        let reader = StreamReader::new(src.chunk_reader(), meta);
         let mut entries = MetaReader::new(reader).with_context(|| format!("reading entries of {id}"))?;
         let current = entries.next().transpose()?;
         Ok(Self { entries, current, payload })

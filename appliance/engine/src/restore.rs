@@ -22,6 +22,7 @@ use crate::fsrestore::{Begin, RestoreOptions, Restorer};
 use crate::prevtree::walk_order;
 use crate::progress::Progress;
 use crate::stream::{Fetcher, StreamReader};
+use crate::target::SnapshotRead;
 
 /// What to restore where.
 #[derive(Debug, Clone)]
@@ -90,13 +91,38 @@ fn under(path: &[u8], base: &[u8]) -> Option<usize> {
 
 impl Engine {
     pub(crate) fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
-        let meta = self.ds.read_didx(id, &a.indexes[0])?;
-        Ok(MetaReader::new(StreamReader::new(self.ds.chunks().clone(), meta))?)
+        Reader::new(&self.ds).entries(id, a)
     }
 
     /// List archives, or the children (or, `recursive`, all descendants) of a path.
     pub fn list(&self, id: &SnapshotId, path: Option<&[u8]>, recursive: bool) -> Result<Vec<Listed>> {
-        let m = self.ds.read_manifest(id)?;
+        Reader::new(&self.ds).list(id, path, recursive)
+    }
+
+    /// Restore a snapshot, an archive, a subtree or a file.
+    pub fn restore(&self, req: &RestoreRequest, progress: &Progress) -> Result<RestoreReport> {
+        Reader::new(&self.ds).restore(req, progress)
+    }
+}
+
+/// Browses and restores the snapshots of a local datastore or of a server.
+pub struct Reader<'a> {
+    src: &'a dyn SnapshotRead,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(src: &'a dyn SnapshotRead) -> Self {
+        Self { src }
+    }
+
+    fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
+        let meta = self.src.read_didx(id, &a.indexes[0])?;
+        Ok(MetaReader::new(StreamReader::new(self.src.chunk_reader(), meta))?)
+    }
+
+    /// List archives, or the children (or, `recursive`, all descendants) of a path.
+    pub fn list(&self, id: &SnapshotId, path: Option<&[u8]>, recursive: bool) -> Result<Vec<Listed>> {
+        let m = self.src.read_manifest(id)?;
         let Some(path) = path.filter(|p| !trim(p).is_empty()) else {
             return Ok(m.archives.iter().map(|a| self.archive_item(a)).collect());
         };
@@ -148,7 +174,7 @@ impl Engine {
 
     /// Restore a snapshot, an archive, a subtree or a file.
     pub fn restore(&self, req: &RestoreRequest, progress: &Progress) -> Result<RestoreReport> {
-        let m = self.ds.read_manifest(&req.snapshot)?;
+        let m = self.src.read_manifest(&req.snapshot)?;
         let mut report = RestoreReport::default();
         match &req.path {
             Some(p) if !trim(p).is_empty() => {
@@ -208,8 +234,8 @@ impl Engine {
             Some(i) => i + 1,
             None => 0,
         };
-        let payload_index = self.ds.read_didx(&req.snapshot, &a.indexes[1])?;
-        let mut payload = StreamReader::new(self.ds.chunks().clone(), payload_index);
+        let payload_index = self.src.read_didx(&req.snapshot, &a.indexes[1])?;
+        let mut payload = StreamReader::new(self.src.chunk_reader(), payload_index);
         let mut found = false;
         let mut buf = vec![0u8; 1 << 20];
         for e in self.entries(&req.snapshot, a)? {
@@ -266,7 +292,7 @@ impl Engine {
         progress: &Progress,
         report: &mut RestoreReport,
     ) -> Result<()> {
-        let fidx = self.ds.read_fidx(id, &a.indexes[0])?;
+        let fidx = self.src.read_fidx(id, &a.indexes[0])?;
         let device = std::fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
         if device {
             if !overwrite {
@@ -297,7 +323,7 @@ impl Engine {
         }
         .with_context(|| format!("cannot write {} (use --overwrite to replace a file)", target.display()))?;
         let zero = ChunkId::zeros(fidx.chunk_size as usize);
-        let mut fetch = Fetcher::new(self.ds.chunks().clone(), fidx.ids.clone());
+        let mut fetch = Fetcher::new(self.src.chunk_reader(), fidx.ids.clone());
         for i in 0..fetch.len() {
             let len = fidx.chunk_len(i);
             if !device && fidx.ids[i] == zero && len == fidx.chunk_size as u64 {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use chunker::ChunkId;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use filevol::{ChunkStore, DynamicIndex, StoreError};
+use filevol::{DynamicIndex, StoreError};
+
+use crate::target::ChunkRead;
 
 /// How many chunks are decoded ahead of the reader.
 const WINDOW: usize = 8;
@@ -17,7 +19,7 @@ type Fetched = (usize, Result<Arc<Vec<u8>>, Arc<StoreError>>);
 
 /// Decodes the chunks of one index in order, a window ahead.
 pub struct Fetcher {
-    store: ChunkStore,
+    store: Arc<dyn ChunkRead>,
     ids: Vec<ChunkId>,
     jobs: Option<Sender<(usize, ChunkId)>>,
     results: Receiver<Fetched>,
@@ -28,7 +30,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(store: ChunkStore, ids: Vec<ChunkId>) -> Self {
+    pub fn new(store: Arc<dyn ChunkRead>, ids: Vec<ChunkId>) -> Self {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
         let (jobs, job_rx) = bounded::<(usize, ChunkId)>(WINDOW * 2);
         let (res_tx, results) = unbounded::<Fetched>();
@@ -37,7 +39,7 @@ impl Fetcher {
                 let (rx, tx, store) = (job_rx.clone(), res_tx.clone(), store.clone());
                 std::thread::spawn(move || {
                     for (i, id) in rx {
-                        let r = store.read(&id).map(Arc::new).map_err(Arc::new);
+                        let r = store.read_chunk(&id).map(Arc::new).map_err(Arc::new);
                         if tx.send((i, r)).is_err() {
                             return;
                         }
@@ -56,7 +58,7 @@ impl Fetcher {
     /// read-ahead window; a jump restarts the window there.
     pub fn get(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
         if i < self.low {
-            return self.store.read(&self.ids[i]).map(Arc::new);
+            return self.store.read_chunk(&self.ids[i]).map(Arc::new);
         }
         if i > self.next_submit + WINDOW {
             self.ready.clear();
@@ -87,6 +89,7 @@ fn unwrap_err(e: Arc<StoreError>) -> StoreError {
         StoreError::ChunkCorrupt { id, source } => {
             StoreError::ChunkCorrupt { id: *id, source: clone_blob_err(source) }
         }
+        StoreError::Remote(s) => StoreError::Remote(s.clone()),
         other => StoreError::Format { path: Default::default(), detail: other.to_string() },
     })
 }
@@ -124,7 +127,7 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    pub fn new(store: ChunkStore, index: DynamicIndex) -> Self {
+    pub fn new(store: Arc<dyn ChunkRead>, index: DynamicIndex) -> Self {
         let ids = index.entries.iter().map(|e| e.1).collect();
         Self { fetch: Fetcher::new(store, ids), index, pos: 0, chunk: None }
     }

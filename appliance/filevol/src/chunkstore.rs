@@ -55,15 +55,7 @@ impl ChunkStore {
 
     /// Read, decompress and check a chunk against its id.
     pub fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let blob = self.read_blob(id)?;
-        match decode_blob(&blob) {
-            Ok((got, data)) if got == *id => Ok(data),
-            Ok((got, _)) => Err(StoreError::ChunkCorrupt {
-                id: *id,
-                source: chunker::BlobError::Digest { expected: *id, actual: got },
-            }),
-            Err(source) => Err(StoreError::ChunkCorrupt { id: *id, source }),
-        }
+        decode_checked(id, &self.read_blob(id)?)
     }
 
     /// Move a corrupt chunk to `quarantine/<hex>.<unix time>`; never deletes.
@@ -113,5 +105,18 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(StoreError::io(&p, e)),
         }
+    }
+}
+
+/// Decode a blob that should hold chunk `id`: decompressed and checked
+/// against the id (a blob of another chunk is corrupt too).
+pub fn decode_checked(id: &ChunkId, blob: &[u8]) -> Result<Vec<u8>> {
+    match decode_blob(blob) {
+        Ok((got, data)) if got == *id => Ok(data),
+        Ok((got, _)) => Err(StoreError::ChunkCorrupt {
+            id: *id,
+            source: chunker::BlobError::Digest { expected: *id, actual: got },
+        }),
+        Err(source) => Err(StoreError::ChunkCorrupt { id: *id, source }),
     }
 }

@@ -34,6 +34,9 @@ pub enum StoreError {
     GroupBusy(String),
     #[error("another garbage collection is running on this datastore; retry when it finishes")]
     GcBusy,
+    /// Reading from a remote server failed (network, refused, bad answer).
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl StoreError {

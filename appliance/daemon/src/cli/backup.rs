@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::{Cli, NsArg, now, open};
 use crate::output;
 use crate::progress::Bar;
+use crate::remote::RemoteArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
@@ -19,7 +20,13 @@ A directory becomes a file archive named after it (/srv/www -> www, / -> root); 
 or block device becomes an image archive (disk.raw -> disk.raw.img). Files whose size, mtime, \
 ctime and inode match the group's previous snapshot are not read again. Unreadable files are \
 reported, left out and recorded in the snapshot (exit status 3). The last line printed is the \
-new snapshot's id.")]
+new snapshot's id.
+
+With --server, the backup goes to a Cairn server over HTTPS (pinned with --fingerprint, \
+authorised by a token of role backup-client, operator or admin): reading, chunking, hashing and \
+compressing happen here exactly as for a local backup; the server tells which chunks its newest \
+snapshot of the group holds, only the others are uploaded and checked on arrival, and the \
+snapshot becomes visible on the server only when everything arrived.")]
 pub struct BackupArgs {
     /// Directories, regular files or block devices to back up.
     #[arg(required = true, value_name = "SOURCE")]
@@ -44,6 +51,8 @@ pub struct BackupArgs {
     /// Print a JSON summary object as the last line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Serialize)]
@@ -77,15 +86,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             return Err(anyhow!("invalid tag {t:?}: use up to 64 printable characters without commas"));
         }
     }
-    // The first backup into a directory that does not exist yet creates the
-    // datastore there with default settings (`cairn init` tunes them).
-    let engine = if cli.datastore.exists() {
-        open(cli)?
-    } else {
-        let (engine, _) = Engine::init(&cli.datastore, DatastoreConfig::default())?;
-        eprintln!("created datastore {}", cli.datastore.display());
-        engine
-    };
+    let remote = a.remote.connect()?;
     let opts = BackupOptions {
         group,
         sources: a.sources.clone(),
@@ -99,7 +100,18 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     if bar.is_drawing() {
         engine::progress::estimate_in_background(&opts.sources, progress.clone());
     }
-    let report = engine.backup(&opts, &progress);
+    let report = match &remote {
+        Some(remote) => remote.backup(&opts, &progress),
+        // The first backup into a directory that does not exist yet creates
+        // the datastore there with default settings (`cairn init` tunes them).
+        None if !cli.datastore.exists() => {
+            Engine::init(&cli.datastore, DatastoreConfig::default()).and_then(|(engine, _)| {
+                eprintln!("created datastore {}", cli.datastore.display());
+                engine.backup(&opts, &progress)
+            })
+        }
+        None => open(cli).and_then(|engine| engine.backup(&opts, &progress)),
+    };
     bar.done();
     let report = report?;
     let s = &report.stats;

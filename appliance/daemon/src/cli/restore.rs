@@ -9,13 +9,14 @@ use std::sync::Arc;
 use anyhow::Result;
 use engine::Progress;
 use engine::restore::EntryKind;
-use engine::restore::{Listed, RestoreRequest};
+use engine::restore::{Listed, Reader, RestoreRequest};
 use model::SnapshotId;
 use serde::Serialize;
 
 use super::{Cli, NsArg, open};
 use crate::output;
 use crate::progress::Bar;
+use crate::remote::RemoteArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
@@ -39,6 +40,8 @@ pub struct LsArgs {
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +67,8 @@ pub struct RestoreArgs {
     /// Replace existing files in TARGET.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Serialize)]
@@ -146,8 +151,11 @@ fn shown_path(l: &Listed) -> String {
 
 pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
-    let engine = open(cli)?;
-    let items = engine.list(&id, a.path.as_ref().map(|p| p.as_bytes()), a.recursive)?;
+    let path = a.path.as_ref().map(|p| p.as_bytes());
+    let items = match a.remote.connect()? {
+        Some(remote) => Reader::new(&remote.open_snapshot(&id)?).list(&id, path, a.recursive)?,
+        None => open(cli)?.list(&id, path, a.recursive)?,
+    };
     if a.json {
         let out: Vec<ListedJson> = items.iter().map(ListedJson::new).collect();
         output::json(&out);
@@ -173,7 +181,6 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
 
 pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
-    let engine = open(cli)?;
     let req = RestoreRequest {
         snapshot: id,
         target: a.target.clone(),
@@ -181,12 +188,27 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
         overwrite: a.overwrite,
     };
     let progress = Arc::new(Progress::default());
-    if let Ok(info) = engine.snapshot(&req.snapshot) {
-        progress.total_bytes.store(info.size, std::sync::atomic::Ordering::Relaxed);
-    }
-    let bar = Bar::start("restore", progress.clone());
-    let report = engine.restore(&req, &progress);
-    bar.done();
+    let set_total = |size: u64| progress.total_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
+    let report = match a.remote.connect()? {
+        Some(remote) => {
+            let snapshot = remote.open_snapshot(&req.snapshot)?;
+            set_total(snapshot.manifest.archives.iter().map(|a| a.size).sum());
+            let bar = Bar::start("restore", progress.clone());
+            let report = Reader::new(&snapshot).restore(&req, &progress);
+            bar.done();
+            report
+        }
+        None => {
+            let engine = open(cli)?;
+            if let Ok(info) = engine.snapshot(&req.snapshot) {
+                set_total(info.size);
+            }
+            let bar = Bar::start("restore", progress.clone());
+            let report = engine.restore(&req, &progress);
+            bar.done();
+            report
+        }
+    };
     let report = report?;
     for w in &report.warnings {
         eprintln!("warning: {w}");

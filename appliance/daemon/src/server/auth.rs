@@ -72,6 +72,8 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
+    /// Who exactly: `token:ID` or `user:NAME` (remote sessions belong to it).
+    pub principal: String,
     pub role: Role,
     /// The groups a backup-client token may use.
     pub groups: Vec<BackupGroup>,
@@ -118,12 +120,19 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller
     if let Some(token) = bearer(headers) {
         let found = state.engine(move |e| e.authenticate_token(&token, now())).await?;
         let token = found.ok_or_else(AppError::unauthenticated)?;
-        return Ok(Some(Caller { name: token.owner, role: token.role, groups: token.groups, csrf: None }));
+        return Ok(Some(Caller {
+            principal: format!("token:{}", token.id),
+            name: token.owner,
+            role: token.role,
+            groups: token.groups,
+            csrf: None,
+        }));
     }
     if let Some(secret) = cookie(headers, SESSION_COOKIE) {
         let found = state.engine(move |e| e.session(&secret, now())).await?;
         let (session, user) = found.ok_or_else(AppError::unauthenticated)?;
         return Ok(Some(Caller {
+            principal: format!("user:{}", user.name),
             name: user.name,
             role: user.role,
             groups: Vec::new(),

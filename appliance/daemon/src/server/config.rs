@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub datastore: Option<PathBuf>,
     /// Most jobs running at once (default 2).
     pub workers: Option<usize>,
+    /// Seconds after which a remote backup session nobody uses is aborted
+    /// and its group freed (default 1800).
+    pub session_idle: Option<u64>,
     #[serde(default)]
     pub tls: TlsConfig,
 }
@@ -43,6 +46,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub datastore: PathBuf,
     pub workers: usize,
+    pub session_idle: std::time::Duration,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub insecure_http: bool,
@@ -82,6 +86,7 @@ impl ConfigFile {
             listen,
             datastore,
             workers,
+            session_idle: std::time::Duration::from_secs(self.session_idle.unwrap_or(1800).max(1)),
             cert: self.tls.cert.clone().unwrap_or_else(|| server_dir.join("cert.pem")),
             key: self.tls.key.clone().unwrap_or_else(|| server_dir.join("key.pem")),
             insecure_http,

@@ -59,6 +59,11 @@ impl From<anyhow::Error> for AppError {
         if let Some(StoreError::SnapshotNotFound(id)) = e.downcast_ref::<StoreError>() {
             return Self::not_found(format!("snapshot {id} does not exist"));
         }
+        if let Some(err @ (StoreError::GroupBusy(_) | StoreError::SnapshotExists(_))) =
+            e.downcast_ref::<StoreError>()
+        {
+            return Self::new(StatusCode::CONFLICT, err.to_string());
+        }
         if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {
             return Self::bad_request(bad.0.clone());
         }

@@ -20,6 +20,7 @@ mod error;
 mod finish;
 mod job_views;
 mod jobs_api;
+mod remote;
 pub mod routes;
 mod scheduler;
 pub mod state;
@@ -98,7 +99,16 @@ async fn run(
     let schedule = tokio::spawn(state.runner().clone().schedule_loop());
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let runner = state.runner().clone();
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (sessions_state, idle) = (state.clone(), settings.session_idle);
+    let expiry = tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60)));
+        loop {
+            tick.tick().await;
+            sessions_state.sessions().expire(idle);
+        }
+    });
+    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     // TCP_NODELAY: without it, the last segment of every response larger
     // than one packet waits for the client's delayed ACK (~40 ms).
     let nodelay = axum_server::accept::NoDelayAcceptor::new();
@@ -114,6 +124,9 @@ async fn run(
     // No new runs; running ones finish (a backup cut short by the deadline
     // leaves no visible snapshot and is marked failed on the next start).
     schedule.abort();
+    expiry.abort();
+    // Remote backups still open leave nothing visible.
+    state.sessions().clear();
     if !runner.wait_idle(SHUTDOWN_GRACE).await {
         println!("jobs still running after {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
     }

@@ -8,12 +8,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Value, json};
 
 use super::auth::{self, Access};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, views};
+use super::{api, finish, job_views, jobs_api, remote, views};
+use crate::protocol;
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -124,6 +125,63 @@ pub fn routes() -> Vec<RouteSpec> {
             get(jobs_api::tasks),
         ),
         r(Method::GET, "/api/v1/tasks/{id}", Read, "One task with its log.", get(jobs_api::task)),
+        r(
+            Method::POST,
+            "/api/v1/backup",
+            Client,
+            "Open a remote backup session for a group (see the remote protocol).",
+            post(remote::start_backup),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/backup/{session}/chunks/{chunk}",
+            Client,
+            "Upload a chunk blob, checked against its id.",
+            put(remote::upload_chunk).layer(DefaultBodyLimit::max(protocol::MAX_CHUNK_BODY)),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/backup/{session}/indexes/{file}",
+            Client,
+            "Upload an index of the new snapshot.",
+            put(remote::upload_index).layer(DefaultBodyLimit::max(protocol::MAX_INDEX_BODY)),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/backup/{session}/finish",
+            Client,
+            "Commit the snapshot from its manifest.",
+            post(remote::finish_backup).layer(DefaultBodyLimit::max(protocol::MAX_MANIFEST_BODY)),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/backup/{session}",
+            Client,
+            "Abort a backup session; nothing becomes visible.",
+            delete(remote::abort_backup),
+        ),
+        r(Method::POST, "/api/v1/reader", Client, "Open a snapshot for reading.", post(remote::start_reader)),
+        r(
+            Method::GET,
+            "/api/v1/reader/{session}/indexes/{file}",
+            Client,
+            "An index file of the open snapshot.",
+            get(remote::read_index),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/reader/{session}/chunks/{chunk}",
+            Client,
+            "A chunk blob of the open snapshot.",
+            get(remote::read_chunk),
+        ),
+        r(
+            Method::DELETE,
+            "/api/v1/reader/{session}",
+            Client,
+            "Close a reader session.",
+            delete(remote::close_reader),
+        ),
         r(Method::GET, "/login", Public, "Login form.", get(views::login_form)),
         r(Method::POST, "/login", Public, "Log in (form).", post(views::login)),
         r(Method::POST, "/logout", Client, "Log out (form).", post(views::logout)),

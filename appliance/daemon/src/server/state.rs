@@ -7,6 +7,7 @@ use std::time::Duration;
 use engine::Engine;
 
 use super::error::{AppError, AppResult};
+use super::remote::Sessions;
 use super::scheduler::Runner;
 
 /// Cloned into every handler (an `Arc` inside).
@@ -18,6 +19,7 @@ pub struct AppState {
 struct Inner {
     engine: Engine,
     runner: Arc<Runner>,
+    sessions: Sessions,
     /// SHA-256 of the server certificate, `None` when serving plain HTTP.
     fingerprint: Option<String>,
     /// Answers to callers who failed to authenticate wait until this long
@@ -37,12 +39,19 @@ pub const AUTH_DELAY: Duration = Duration::from_secs(3);
 impl AppState {
     pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
         let runner = Runner::new(engine.clone(), workers);
-        Self { inner: Arc::new(Inner { engine, runner, fingerprint, auth_delay }) }
+        Self {
+            inner: Arc::new(Inner { engine, runner, sessions: Sessions::default(), fingerprint, auth_delay }),
+        }
     }
 
     /// Starts job runs under the worker limit.
     pub fn runner(&self) -> &Arc<Runner> {
         &self.inner.runner
+    }
+
+    /// Remote backup and reader sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     pub fn fingerprint(&self) -> Option<&str> {

@@ -123,6 +123,15 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/jobs/{name}/run", "operate"),
     ("GET", "/api/v1/tasks", "read"),
     ("GET", "/api/v1/tasks/{id}", "read"),
+    ("POST", "/api/v1/backup", "client"),
+    ("PUT", "/api/v1/backup/{session}/chunks/{chunk}", "client"),
+    ("PUT", "/api/v1/backup/{session}/indexes/{file}", "client"),
+    ("POST", "/api/v1/backup/{session}/finish", "client"),
+    ("DELETE", "/api/v1/backup/{session}", "client"),
+    ("POST", "/api/v1/reader", "client"),
+    ("GET", "/api/v1/reader/{session}/indexes/{file}", "client"),
+    ("GET", "/api/v1/reader/{session}/chunks/{chunk}", "client"),
+    ("DELETE", "/api/v1/reader/{session}", "client"),
     ("GET", "/login", "public"),
     ("POST", "/login", "public"),
     ("POST", "/logout", "client"),
@@ -165,7 +174,10 @@ fn concrete(path: &str, snapshot: &str) -> String {
         .replace("{type}/{id}/{time}", snapshot)
         .replace("{type}/{id}", group)
         .replace("{id}", "nosuchtoken")
-        .replace("{name}", "nosuchuser");
+        .replace("{name}", "nosuchuser")
+        .replace("{session}", "nosuchsession")
+        .replace("{chunk}", &"0".repeat(64))
+        .replace("{file}", "x.didx");
     if path.contains("/files") || path.contains("/download") { uri + "?path=src/a.txt" } else { uri }
 }
 

@@ -1,0 +1,453 @@
+//! The client side of the remote backup protocol (`crate::protocol`): an
+//! HTTPS client that pins the server's certificate by its SHA-256
+//! fingerprint, a chunk sink that uploads what the server lacks, and a
+//! snapshot reader over a reader session. The engine's backup pipeline and
+//! restore run on top of these unchanged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use engine::backup::BackupTarget;
+use engine::target::{ChunkRead, ChunkSink, SnapshotRead};
+use engine::{BackupOptions, BackupReport, Progress};
+use engine::{ChunkId, IndexRef, Manifest, StoreError, WriteCounters, decode_checked};
+use model::{Namespace, SnapshotId};
+use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::protocol::{BackupSession, BackupStart, Finished, ReaderSession, ReaderStart};
+
+/// `--server`, `--token`, `--fingerprint`, shared by the commands that can
+/// work against a server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RemoteArgs {
+    /// Work against a Cairn server (https://HOST:8007) instead of the local datastore.
+    #[arg(long, env = "CAIRN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// API token for --server (better passed in the environment than on the command line).
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The server certificate's SHA-256 fingerprint, as `cairn serve` prints it (aa:bb:…).
+    #[arg(long, env = "CAIRN_FINGERPRINT", value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The server connection, if `--server` was given.
+    pub fn connect(&self) -> Result<Option<Remote>> {
+        let Some(url) = &self.server else { return Ok(None) };
+        let token =
+            self.token.as_deref().ok_or_else(|| anyhow!("--server needs --token (or CAIRN_TOKEN)"))?;
+        Remote::connect(url, token, self.fingerprint.as_deref()).map(Some)
+    }
+}
+
+/// Accepts exactly one certificate, named by its SHA-256 fingerprint.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if crate::server::tls::fingerprint(end_entity.as_ref()) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server's certificate does not have the pinned fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A connection to a Cairn server with an API token.
+#[derive(Clone)]
+pub struct Remote {
+    http: Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Remote {
+    /// HTTPS needs the fingerprint (the server's certificate is
+    /// self-signed); plain `http://` is for loopback development only.
+    pub fn connect(url: &str, token: &str, fingerprint: Option<&str>) -> Result<Remote> {
+        let base = url.trim_end_matches('/').to_owned();
+        let mut builder = Client::builder()
+            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(20))
+            .pool_max_idle_per_host(32)
+            .redirect(reqwest::redirect::Policy::none());
+        if base.starts_with("https://") {
+            let fp = fingerprint.ok_or_else(|| {
+                anyhow!(
+                    "--fingerprint is needed for {base}: the SHA-256 fingerprint `cairn serve` prints \
+                     on start and the web UI shows in its footer"
+                )
+            })?;
+            let fp = fp.trim().to_ascii_lowercase();
+            let ok = fp.len() == 95
+                && fp.split(':').all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+            if !ok {
+                bail!("--fingerprint {fp:?} is not a SHA-256 fingerprint (32 hex pairs separated by colons)");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(Pinned { fingerprint: fp, provider: provider.clone() });
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            builder = builder.use_preconfigured_tls(config);
+        } else if !base.starts_with("http://") {
+            bail!("--server {url:?}: use an https:// URL");
+        }
+        let http = builder.build().context("setting up the HTTP client")?;
+        Ok(Remote { http, base, token: token.to_owned() })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// Send, and turn an error answer into an error naming the server's
+    /// message and request id.
+    fn send(&self, req: RequestBuilder, what: &str) -> Result<Response> {
+        let res =
+            req.send().map_err(|e| anyhow!("{what}: cannot reach {}: {}", self.base, error_chain(&e)))?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        let status = res.status();
+        let text = res.text().unwrap_or_default();
+        let (message, id) = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => (
+                v["error"].as_str().unwrap_or(&text).to_owned(),
+                v["request_id"].as_str().map(|s| format!(" (request id {s})")).unwrap_or_default(),
+            ),
+            Err(_) => (text.trim().to_owned(), String::new()),
+        };
+        bail!("{what}: the server answered {status}: {message}{id}")
+    }
+
+    fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        what: &str,
+    ) -> Result<T> {
+        let res = self.send(self.request(method, path).json(body), what)?;
+        res.json().map_err(|e| anyhow!("{what}: unreadable answer: {e}"))
+    }
+
+    fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>> {
+        let res = self.send(self.request(Method::GET, path), what)?;
+        Ok(res.bytes().map_err(|e| anyhow!("{what}: {}", error_chain(&e)))?.to_vec())
+    }
+
+    fn put_bytes(&self, path: &str, body: Vec<u8>, what: &str) -> Result<Response> {
+        let req =
+            self.request(Method::PUT, path).header("content-type", "application/octet-stream").body(body);
+        self.send(req, what)
+    }
+
+    fn delete(&self, path: &str) {
+        if let Err(e) = self.send(self.request(Method::DELETE, path), "closing the session") {
+            tracing::warn!("{e:#}");
+        }
+    }
+
+    /// Open a backup session for `group` at `time`.
+    pub fn start_backup(&self, group: &model::BackupGroup, time: i64) -> Result<BackupSession> {
+        let start = BackupStart { group: group.to_string(), time };
+        self.json(Method::POST, "/api/v1/backup", &start, "opening a backup session")
+    }
+
+    /// Back up `opts.sources` into a new snapshot on the server: the same
+    /// walk, chunking and compression as a local backup; chunks of the
+    /// group's previous snapshot are named, the rest uploaded.
+    pub fn backup(&self, opts: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
+        let s = self.start_backup(&opts.group, opts.time)?;
+        // From here on, dropping `sink` aborts the session on the server.
+        let mut sink = RemoteBackup::new(self.clone(), s.session);
+        let config = s.settings.config()?;
+        let prev = s.previous.map(|p| RemoteSnapshot::new(self.clone(), p)).transpose()?;
+        if let Some(p) = &prev {
+            sink.known = p.chunk_ids()?;
+        }
+        let target = BackupTarget {
+            sink: &sink,
+            prev_src: match &prev {
+                Some(p) => p,
+                None => &NoSnapshots,
+            },
+            prev: prev.as_ref().map(|p| (p.id.clone(), p.manifest.clone())),
+            config,
+        };
+        let manifest = engine::backup::back_up(&target, opts, progress)?;
+        let done = sink.finish(&manifest)?;
+        let id = SnapshotId::parse(&done.snapshot, &Namespace::root())?;
+        Ok(BackupReport { id, stats: done.manifest.stats, errors: done.manifest.errors })
+    }
+
+    /// Open a snapshot for reading.
+    pub fn open_snapshot(&self, id: &SnapshotId) -> Result<RemoteSnapshot> {
+        let start = ReaderStart { snapshot: id.to_string() };
+        let s: ReaderSession = self.json(Method::POST, "/api/v1/reader", &start, "opening the snapshot")?;
+        RemoteSnapshot::new(self.clone(), s)
+    }
+}
+
+/// reqwest's error with its causes (the TLS reason for a refused pin).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One snapshot on the server, read through a reader session (closed
+/// when dropped). Index files are fetched once and kept.
+pub struct RemoteSnapshot {
+    remote: Remote,
+    session: String,
+    pub id: SnapshotId,
+    pub manifest: Manifest,
+    indexes: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl RemoteSnapshot {
+    fn new(remote: Remote, s: ReaderSession) -> Result<Self> {
+        let id = SnapshotId::parse(&s.snapshot, &Namespace::root())?;
+        s.manifest.check().map_err(|e| anyhow!("the server sent a bad manifest for {id}: {e}"))?;
+        Ok(Self { remote, session: s.session, id, manifest: s.manifest, indexes: Mutex::new(HashMap::new()) })
+    }
+
+    /// Every chunk the snapshot's indexes name (fetching the indexes).
+    pub fn chunk_ids(&self) -> Result<HashSet<ChunkId>> {
+        let mut set = HashSet::new();
+        for r in self.manifest.archives.iter().flat_map(|a| &a.indexes) {
+            if r.file.ends_with(".fidx") {
+                set.extend(self.read_fidx(&self.id, r)?.ids);
+            } else {
+                set.extend(self.read_didx(&self.id, r)?.entries.into_iter().map(|(_, c)| c));
+            }
+        }
+        Ok(set)
+    }
+}
+
+impl Drop for RemoteSnapshot {
+    fn drop(&mut self) {
+        self.remote.delete(&format!("/api/v1/reader/{}", self.session));
+    }
+}
+
+fn remote_err(e: anyhow::Error) -> StoreError {
+    StoreError::Remote(format!("{e:#}"))
+}
+
+impl SnapshotRead for RemoteSnapshot {
+    fn read_manifest(&self, id: &SnapshotId) -> Result<Manifest, StoreError> {
+        if *id != self.id {
+            return Err(StoreError::SnapshotNotFound(id.to_string()));
+        }
+        Ok(self.manifest.clone())
+    }
+
+    fn read_index_bytes(&self, id: &SnapshotId, r: &IndexRef) -> Result<Vec<u8>, StoreError> {
+        if *id != self.id {
+            return Err(StoreError::SnapshotNotFound(id.to_string()));
+        }
+        if let Some(b) = self.indexes.lock().expect("lock").get(&r.file) {
+            return Ok(b.clone());
+        }
+        let path = format!("/api/v1/reader/{}/indexes/{}", self.session, r.file);
+        let bytes = self.remote.get_bytes(&path, &format!("reading index {}", r.file)).map_err(remote_err)?;
+        if blake3::hash(&bytes).to_hex().as_str() != r.blake3 {
+            return Err(StoreError::BadIndex {
+                path: format!("{id}/{}", r.file).into(),
+                detail: "content from the server does not match the manifest digest".into(),
+            });
+        }
+        self.indexes.lock().expect("lock").insert(r.file.clone(), bytes.clone());
+        Ok(bytes)
+    }
+
+    fn chunk_reader(&self) -> Arc<dyn ChunkRead> {
+        Arc::new(RemoteChunks { remote: self.remote.clone(), session: self.session.clone() })
+    }
+}
+
+struct RemoteChunks {
+    remote: Remote,
+    session: String,
+}
+
+impl ChunkRead for RemoteChunks {
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let path = format!("/api/v1/reader/{}/chunks/{id}", self.session);
+        let blob = self.remote.get_bytes(&path, &format!("reading chunk {id}")).map_err(remote_err)?;
+        decode_checked(id, &blob)
+    }
+}
+
+/// Stands in for the previous snapshot when a group has none.
+pub struct NoSnapshots;
+
+impl SnapshotRead for NoSnapshots {
+    fn read_manifest(&self, id: &SnapshotId) -> Result<Manifest, StoreError> {
+        Err(StoreError::SnapshotNotFound(id.to_string()))
+    }
+
+    fn read_index_bytes(&self, id: &SnapshotId, _r: &IndexRef) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::SnapshotNotFound(id.to_string()))
+    }
+
+    fn chunk_reader(&self) -> Arc<dyn ChunkRead> {
+        Arc::new(NoSnapshots)
+    }
+}
+
+impl ChunkRead for NoSnapshots {
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::ChunkMissing(*id))
+    }
+}
+
+/// A backup session on the server, as the pipeline's chunk sink: chunks of
+/// the group's previous snapshot are named, not sent; every other chunk is
+/// uploaded once. Aborted on the server when dropped unfinished.
+pub struct RemoteBackup {
+    remote: Remote,
+    session: String,
+    known: HashSet<ChunkId>,
+    uploaded: Mutex<HashSet<ChunkId>>,
+    counters: WriteCounters,
+    finished: bool,
+}
+
+impl RemoteBackup {
+    fn new(remote: Remote, session: String) -> Self {
+        Self {
+            remote,
+            session,
+            known: HashSet::new(),
+            uploaded: Mutex::new(HashSet::new()),
+            counters: WriteCounters::default(),
+            finished: false,
+        }
+    }
+
+    /// Send the manifest; the server commits the snapshot.
+    fn finish(mut self, manifest: &Manifest) -> Result<Finished> {
+        let path = format!("/api/v1/backup/{}/finish", self.session);
+        let done = self.remote.json(Method::POST, &path, manifest, "committing the snapshot")?;
+        self.finished = true;
+        Ok(done)
+    }
+}
+
+impl Drop for RemoteBackup {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.remote.delete(&format!("/api/v1/backup/{}", self.session));
+        }
+    }
+}
+
+impl ChunkSink for RemoteBackup {
+    fn reference(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.known.contains(id) || self.uploaded.lock().expect("lock").contains(id))
+    }
+
+    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()> {
+        let path = format!("/api/v1/backup/{}/chunks/{id}", self.session);
+        self.remote.put_bytes(&path, blob.to_vec(), &format!("uploading chunk {id}"))?;
+        self.uploaded.lock().expect("lock").insert(*id);
+        self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+        self.counters.stored_bytes.fetch_add(blob.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {
+        let path = format!("/api/v1/backup/{}/indexes/{file}", self.session);
+        let res = self.remote.put_bytes(&path, bytes.to_vec(), &format!("uploading index {file}"))?;
+        let r: IndexRef =
+            res.json().map_err(|e| anyhow!("uploading index {file}: unreadable answer: {e}"))?;
+        let expected = IndexRef {
+            file: file.to_owned(),
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+            length,
+            chunks,
+        };
+        if r != expected {
+            bail!("the server recorded index {file} differently from what was sent ({r:?})");
+        }
+        Ok(r)
+    }
+
+    fn counters(&self) -> &WriteCounters {
+        &self.counters
+    }
+}

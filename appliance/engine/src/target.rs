@@ -1,0 +1,102 @@
+//! Where backups write and restores read: the local datastore, or a server
+//! reached over the network (implemented by the daemon's client). The
+//! backup pipeline, change detection and restore see only these traits, so
+//! a remote backup chunks, hashes and compresses exactly as a local one.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use chunker::ChunkId;
+use filevol::{
+    ChunkStore, Datastore, DynamicIndex, FixedIndex, IndexRef, Manifest, StoreError, WriteCounters, Writer,
+};
+use model::SnapshotId;
+
+/// Reads chunks by id: decompressed and checked against the id.
+pub trait ChunkRead: Send + Sync {
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+}
+
+impl ChunkRead for ChunkStore {
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        self.read(id)
+    }
+}
+
+/// Reads committed snapshots: manifests, index files and chunks.
+pub trait SnapshotRead: Send + Sync {
+    fn read_manifest(&self, id: &SnapshotId) -> Result<Manifest, StoreError>;
+    /// An index file, checked against the manifest's digest.
+    fn read_index_bytes(&self, id: &SnapshotId, r: &IndexRef) -> Result<Vec<u8>, StoreError>;
+    fn chunk_reader(&self) -> Arc<dyn ChunkRead>;
+
+    fn read_didx(&self, id: &SnapshotId, r: &IndexRef) -> Result<DynamicIndex, StoreError> {
+        let bytes = self.read_index_bytes(id, r)?;
+        DynamicIndex::decode(&bytes).map_err(|e| bad_index(id, r, e.0))
+    }
+
+    fn read_fidx(&self, id: &SnapshotId, r: &IndexRef) -> Result<FixedIndex, StoreError> {
+        let bytes = self.read_index_bytes(id, r)?;
+        FixedIndex::decode(&bytes).map_err(|e| bad_index(id, r, e.0))
+    }
+}
+
+fn bad_index(id: &SnapshotId, r: &IndexRef, detail: String) -> StoreError {
+    StoreError::BadIndex { path: format!("{id}/{}", r.file).into(), detail }
+}
+
+impl SnapshotRead for Datastore {
+    fn read_manifest(&self, id: &SnapshotId) -> Result<Manifest, StoreError> {
+        Datastore::read_manifest(self, id)
+    }
+
+    fn read_index_bytes(&self, id: &SnapshotId, r: &IndexRef) -> Result<Vec<u8>, StoreError> {
+        Datastore::read_index_bytes(self, id, r)
+    }
+
+    fn chunk_reader(&self) -> Arc<dyn ChunkRead> {
+        Arc::new(self.chunks().clone())
+    }
+
+    fn read_didx(&self, id: &SnapshotId, r: &IndexRef) -> Result<DynamicIndex, StoreError> {
+        Datastore::read_didx(self, id, r)
+    }
+
+    fn read_fidx(&self, id: &SnapshotId, r: &IndexRef) -> Result<FixedIndex, StoreError> {
+        Datastore::read_fidx(self, id, r)
+    }
+}
+
+/// Where a backup in progress puts its chunks and indexes.
+///
+/// Invariant: after `reference(id)` answered `true`, or `store(id, ..)`
+/// succeeded, an index naming `id` may be written.
+pub trait ChunkSink: Sync {
+    /// Whether the target already has chunk `id` for this backup (and
+    /// keeps it until the backup ends).
+    fn reference(&self, id: &ChunkId) -> Result<bool>;
+    /// Store a new chunk, an encoded blob holding `id`.
+    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()>;
+    /// Write an index file of the snapshot being made.
+    fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef>;
+    fn counters(&self) -> &WriteCounters;
+}
+
+impl ChunkSink for Writer {
+    fn reference(&self, id: &ChunkId) -> Result<bool> {
+        Ok(Writer::reference(self, id)?)
+    }
+
+    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()> {
+        Writer::store(self, id, blob)?;
+        Ok(())
+    }
+
+    fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {
+        Ok(Writer::write_index(self, file, bytes, length, chunks)?)
+    }
+
+    fn counters(&self) -> &WriteCounters {
+        &self.counters
+    }
+}

@@ -1,0 +1,186 @@
+//! Remote backups: `cairn backup --server` and `cairn restore --server`
+//! against the real `cairn serve` over HTTPS with a pinned fingerprint, and
+//! the protocol's guarantees checked on the wire: chunks checked on
+//! arrival, no probing for chunks outside the group's previous snapshot,
+//! nothing visible before `finish`, abandoned sessions aborted and their
+//! chunks collectable.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::{build_tricky_tree, write_random_tree};
+
+use crate::serve::{Server, pinned_client};
+use crate::support::{Store, assert_same_tree, cairn, parse_json, run, run_code, run_json, u64_of};
+
+/// A `cairn` command that talks to `server` with `token` and keeps no
+/// local datastore (the path it names must stay absent).
+fn client(store: &Store, server: &Server, token: &str, command: &str) -> Command {
+    let mut cmd = cairn(&store.path("client-ds"));
+    cmd.arg(command);
+    cmd.args(["--server", &server.url(""), "--token", token, "--fingerprint", &server.fingerprint]);
+    cmd
+}
+
+/// `cmd ... --json` with the given exit code, as JSON.
+fn json_of(cmd: &mut Command) -> Value {
+    parse_json(&run_code(cmd.arg("--json"), 0))
+}
+
+fn token(store: &Store, name: &str, role: &str, group: Option<&str>) -> String {
+    let mut cmd = store.cmd();
+    cmd.args(["token", "create", "--name", name, "--role", role]);
+    if let Some(g) = group {
+        cmd.args(["--group", g]);
+    }
+    crate::support::run_ok(&mut cmd).trim().to_owned()
+}
+
+#[test]
+fn remote_backup_and_restore_over_https_with_a_pinned_fingerprint() {
+    let store = Store::new();
+    let src = store.path("src");
+    write_random_tree(&src.join("data"), 60, 12 << 20, 41);
+    build_tricky_tree(&src.join("tricky"));
+    let server = Server::start(&store);
+    let web = token(&store, "web01", "backup-client", Some("host/web01"));
+
+    // First backup: everything is uploaded and the snapshot is on the server.
+    let first = json_of(client(&store, &server, &web, "backup").arg(&src).args([
+        "--group",
+        "host/web01",
+        "--time",
+        "2026-12-01T01:00:00Z",
+    ]));
+    let id1 = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(id1, "host/web01/2026-12-01T01:00:00Z");
+    assert!(u64_of(&first, "new_chunks") >= 12, "{first}");
+    assert!(!store.path("client-ds").exists(), "a remote backup makes no local datastore");
+    let on_server = store.snapshot(&id1);
+    assert_eq!(on_server["files"], first["files"], "{on_server}");
+
+    // Second backup after changing one small file: the chunks of the
+    // previous snapshot are named, not sent; the server counts what it got.
+    std::fs::write(src.join("data/changed.txt"), b"one new file\n").unwrap();
+    let second = json_of(client(&store, &server, &web, "backup").arg(&src).args([
+        "--group",
+        "host/web01",
+        "--time",
+        "2026-12-01T02:00:00Z",
+    ]));
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    assert!(u64_of(&second, "new_chunks") <= 3, "only the changed stream's chunks travel: {second}");
+    assert!(u64_of(&second, "stored") < 1 << 20, "{second}");
+    assert!(u64_of(&second, "reused_chunks") >= 10, "{second}");
+    run_code(store.cmd().args(["verify", &id2]), 0);
+
+    // Restore over the network: byte for byte, with owners, modes, links.
+    let out = store.path("restored");
+    let r = run(client(&store, &server, &web, "restore").args([&id2]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&src, &out);
+    let listed = run_json(client(&store, &server, &web, "ls").args([&id2, "src/data", "--json"]));
+    assert!(listed.as_array().unwrap().iter().any(|e| e["path"] == "src/data/changed.txt"), "{listed}");
+
+    // A wrong pin fails before anything is sent; nothing new on the server.
+    let before = store.snapshots().len();
+    let mut wrong = cairn(&store.path("client-ds"));
+    let fake = format!("{}ab", "ab:".repeat(31));
+    wrong.arg("backup").args(["--server", &server.url(""), "--token", &web, "--fingerprint", &fake]);
+    let r = run(wrong.arg(&src).args(["--group", "host/web01"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("fingerprint"), "{r:?}");
+    // A token of another group is refused; so is a read of that group.
+    let r = run(client(&store, &server, &web, "backup").arg(&src).args(["--group", "host/db01"]));
+    assert!(r.code != 0 && r.stderr.contains("403") && r.stderr.contains("host/db01"), "{r:?}");
+    let other = token(&store, "db01", "backup-client", Some("host/db01"));
+    let r = run(client(&store, &server, &other, "restore").args([&id2]).arg(store.path("nope")));
+    assert!(r.code != 0 && r.stderr.contains("403"), "{r:?}");
+    assert!(!store.path("nope").exists());
+    assert_eq!(store.snapshots().len(), before);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
+    let store = Store::new();
+    let config = store.path("cairn.toml");
+    std::fs::write(&config, "session_idle = 2\n").unwrap();
+    let server = Server::start_with(&store, &["--config", config.to_str().unwrap()]);
+    let http = pinned_client(&server.fingerprint);
+    let web = token(&store, "web01", "backup-client", Some("host/web01"));
+    let db = token(&store, "db01", "backup-client", Some("host/db01"));
+    let api = |p: &str| server.url(&format!("/api/v1{p}"));
+    let start = json!({"group": "host/web01", "time": 1_764_550_800});
+
+    let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
+    assert_eq!(res.status(), 200);
+    let session: Value = res.json().unwrap();
+    let sid = session["session"].as_str().unwrap().to_owned();
+    assert!(session["previous"].is_null(), "a new group has no previous snapshot: {session}");
+
+    // A chunk is checked against its id on arrival.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let (id, blob) = chunker::blob::encode_blob(&data, 3);
+    let put = |chunk: &str, body: Vec<u8>, token: &str| {
+        http.put(api(&format!("/backup/{sid}/chunks/{chunk}"))).bearer_auth(token).body(body).send().unwrap()
+    };
+    assert_eq!(put(&id.to_string(), blob.clone(), &web).status(), 204);
+    let (other_id, _) = chunker::blob::encode_blob(b"something else", 3);
+    let res = put(&other_id.to_string(), blob.clone(), &web);
+    assert_eq!(res.status(), 400);
+    assert!(res.text().unwrap().contains("rejected"));
+    // Another caller cannot use the session.
+    assert_eq!(put(&id.to_string(), blob, &db).status(), 404);
+
+    // An index may only name chunks uploaded here or in the group's
+    // previous snapshot: no way to probe for chunks of other groups.
+    let didx = engine::DynamicIndex { entries: vec![(14, other_id)] }.encode();
+    let res =
+        http.put(api(&format!("/backup/{sid}/indexes/x.didx"))).bearer_auth(&web).body(didx).send().unwrap();
+    assert_eq!(res.status(), 400);
+    let text = res.text().unwrap();
+    assert!(text.contains("neither uploaded"), "{text}");
+
+    // While the session is open the group is busy and nothing is visible.
+    let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
+    assert_eq!(res.status(), 409, "{:?}", res.text());
+    let listed: Value = http.get(api("/snapshots")).bearer_auth(&web).send().unwrap().json().unwrap();
+    assert_eq!(listed, json!([]));
+    assert!(store.snapshots().is_empty());
+
+    // The client goes away; after the idle time the session is aborted and
+    // the group free again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
+        if res.status() == 200 {
+            let s: Value = res.json().unwrap();
+            let gone = http
+                .delete(api(&format!("/backup/{}", s["session"].as_str().unwrap())))
+                .bearer_auth(&web)
+                .send()
+                .unwrap();
+            assert_eq!(gone.status(), 204);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned session was never aborted");
+    }
+    let res = put(&id.to_string(), vec![1, 2, 3], &web);
+    assert_eq!(res.status(), 404, "the expired session is gone");
+    assert!(store.snapshots().is_empty());
+    assert!(no_writers_left(&store.ds), "aborted sessions leave no journal or work area");
+    // The uploaded chunk belongs to no snapshot: gc removes it.
+    let gc = run_json(store.cmd().args(["gc", "--json"]));
+    assert!(u64_of(&gc, "removed_chunks") >= 1, "{gc}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+fn no_writers_left(ds: &Path) -> bool {
+    std::fs::read_dir(ds.join("writers")).map(|d| d.count() == 0).unwrap_or(true)
+}
