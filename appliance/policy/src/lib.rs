@@ -14,7 +14,16 @@
 //! A trap, timeout, malformed answer or error fails that one decision with
 //! an error naming the policy and version; nothing a guest does can crash
 //! or stall the process.
+//!
+//! Compiling is the other place a component could hurt the process: the
+//! daemon's host compiles in a child process with address-space, CPU and
+//! wall-clock limits (`compile.rs`), and [`Host::load_with_cache`] loads
+//! the compiled artifact a previous load left, sealed with this build's
+//! engine fingerprint and a blake3 of its bytes (`artifact.rs`), so a
+//! stored policy is compiled once per build, not once per use.
 
+mod artifact;
+mod compile;
 mod retention;
 mod sandbox;
 mod scheduler;
@@ -22,6 +31,8 @@ mod scheduler;
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use artifact::MAX_ARTIFACT_BYTES;
+pub use compile::{CompileIn, CompileLimit, CompileLimits, compile_child};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
 pub use sandbox::{Limits, PolicyError};
 pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
@@ -101,14 +112,42 @@ impl Policy {
     }
 }
 
-/// The engine every policy runs on (one per process).
+/// How [`Host::load_with_cache`] made a policy ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Deserialized from the cached artifact it was given.
+    Cached,
+    /// Compiled: there was no cached artifact (`None`), or the one given
+    /// could not be used (why: another build, another component, damaged…).
+    Compiled { cache_problem: Option<String> },
+}
+
+/// A policy ready to call, from [`Host::load_with_cache`].
+#[derive(Debug)]
+pub struct Ready {
+    pub policy: Policy,
+    pub origin: Origin,
+    /// When it was compiled: the sealed artifact to cache for next time
+    /// (under [`Host::artifact_tag`]).
+    pub artifact: Option<Vec<u8>>,
+}
+
+/// The engine every policy runs on (one per process), and where it
+/// compiles components.
 pub struct Host {
     sandbox: Sandbox,
+    compiler: CompileIn,
+    compile_limits: CompileLimits,
+    /// This build's engine fingerprint (`artifact::fingerprint`).
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").finish_non_exhaustive()
+        f.debug_struct("Host")
+            .field("compiler", &self.compiler)
+            .field("compile_limits", &self.compile_limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,23 +155,115 @@ impl std::fmt::Debug for Host {
 pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 impl Host {
+    /// A host that compiles on the calling thread: for tests, benchmarks
+    /// and components that are trusted. The daemon uses
+    /// [`Host::with_compiler`] with a child process.
     pub fn new() -> Result<Host, PolicyError> {
-        Ok(Host { sandbox: Sandbox::new()? })
+        Host::with_compiler(CompileIn::ThisProcess)
     }
 
-    /// Validate and compile a component: it must be a component (not a core
-    /// module) that exports one of the worlds this host supports, at a WIT
-    /// version it supports; its `describe` must answer within `limits`.
+    /// A host that compiles where `compiler` says, a child process under
+    /// the default [`CompileLimits`] (see [`Host::with_compile_limits`]).
+    pub fn with_compiler(compiler: CompileIn) -> Result<Host, PolicyError> {
+        let sandbox = Sandbox::new()?;
+        let fingerprint = artifact::fingerprint(sandbox.engine());
+        Ok(Host { sandbox, compiler, compile_limits: CompileLimits::default(), fingerprint })
+    }
+
+    /// The same host, with other limits on the compiler process.
+    pub fn with_compile_limits(mut self, limits: CompileLimits) -> Host {
+        self.compile_limits = limits;
+        self
+    }
+
+    /// Names this build's engine in the cache (16 hex digits of its
+    /// fingerprint): an artifact stored under another tag is of another
+    /// build. The envelope carries the whole fingerprint and is checked
+    /// whatever the name says.
+    pub fn artifact_tag(&self) -> String {
+        self.fingerprint[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Validate and compile a component (where [`CompileIn`] says): it must
+    /// be a component (not a core module) that exports one of the worlds
+    /// this host supports, at a WIT version it supports; its `describe`
+    /// must answer within `limits`.
     pub fn load(&self, bytes: &[u8], limits: &Limits) -> Result<Policy, PolicyError> {
-        if bytes.len() > MAX_COMPONENT_BYTES {
-            return Err(PolicyError::Invalid(format!(
-                "component of {} bytes is larger than the {} MiB limit",
-                bytes.len(),
-                MAX_COMPONENT_BYTES >> 20
-            )));
+        sandbox::precheck(bytes)?;
+        let hash = blake3::hash(bytes);
+        let (component, _) = self.compile(bytes, &hash)?;
+        self.ready(component, hash, limits)
+    }
+
+    /// Like [`Host::load`], from the cached artifact `cached` when it is
+    /// one this build sealed for this very component and intact; when it
+    /// is missing or unusable, the component is compiled again and
+    /// [`Ready::artifact`] holds the artifact to cache instead. A bad cache
+    /// never fails the load: only the component itself can.
+    pub fn load_with_cache(
+        &self,
+        bytes: &[u8],
+        cached: Option<&[u8]>,
+        limits: &Limits,
+    ) -> Result<Ready, PolicyError> {
+        sandbox::precheck(bytes)?;
+        let hash = blake3::hash(bytes);
+        let mut cache_problem = None;
+        if let Some(cached) = cached {
+            match artifact::deserialize(self.sandbox.engine(), &self.fingerprint, &hash, cached) {
+                Ok(component) => {
+                    let policy = self.ready(component, hash, limits)?;
+                    return Ok(Ready { policy, origin: Origin::Cached, artifact: None });
+                }
+                Err(why) => cache_problem = Some(why),
+            }
         }
-        let digest = blake3::hash(bytes).to_hex().to_string();
-        let component = self.sandbox.compile(bytes)?;
+        let (component, sealed) = self.compile(bytes, &hash)?;
+        let sealed = match sealed {
+            Some(sealed) => sealed,
+            None => {
+                let payload = component.serialize().map_err(|e| {
+                    PolicyError::Host(format!("cannot serialize the compiled component: {e:#}"))
+                })?;
+                artifact::seal(&self.fingerprint, &hash, &payload)
+            }
+        };
+        let policy = self.ready(component, hash, limits)?;
+        Ok(Ready { policy, origin: Origin::Compiled { cache_problem }, artifact: Some(sealed) })
+    }
+
+    /// Compile where this host compiles; a child also hands back its
+    /// sealed artifact.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        hash: &blake3::Hash,
+    ) -> Result<(wasmtime::component::Component, Option<Vec<u8>>), PolicyError> {
+        match &self.compiler {
+            CompileIn::ThisProcess => Ok((self.sandbox.compile(bytes)?, None)),
+            CompileIn::Process { program, args } => {
+                let (component, sealed) = compile::in_child(
+                    program,
+                    args,
+                    &self.compile_limits,
+                    self.sandbox.engine(),
+                    &self.fingerprint,
+                    hash,
+                    bytes,
+                )?;
+                Ok((component, Some(sealed)))
+            }
+        }
+    }
+
+    /// Check a compiled component's world and version, and ask it to
+    /// describe itself.
+    fn ready(
+        &self,
+        component: wasmtime::component::Component,
+        hash: blake3::Hash,
+        limits: &Limits,
+    ) -> Result<Policy, PolicyError> {
         let (world, wit_version) = self.sandbox.world_of(&component)?;
         let info = match world {
             World::Retention => retention::describe(&self.sandbox, &component, limits)?,
@@ -145,7 +276,21 @@ impl Host {
             }
         };
         check_info(&info)?;
+        let digest = hash.to_hex().to_string();
         Ok(Policy { component, world, wit_version, digest, info })
+    }
+
+    /// Instantiate `policy` in a fresh store and call nothing: what every
+    /// call pays before the policy runs (the benchmark measures it).
+    pub fn instantiate(&self, policy: &Policy, limits: &Limits) -> Result<(), PolicyError> {
+        let mut store = self.sandbox.store(limits);
+        match self.sandbox.linker().instantiate(&mut store, &policy.component) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(PolicyError::Call {
+                policy: policy.label(),
+                message: sandbox::describe_failure(&e, limits, &store.data().stderr),
+            }),
+        }
     }
 
     /// Ask a retention policy about the snapshots of one group. The answer

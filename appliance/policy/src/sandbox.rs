@@ -40,6 +40,10 @@ pub enum PolicyError {
     /// error the policy returned.
     #[error("{policy} failed: {message}")]
     Call { policy: String, message: String },
+    /// Compiling the component in the compiler child process went over one
+    /// of that process's limits; the component is refused.
+    #[error("invalid policy component: compiling it went over {0}")]
+    CompileLimit(crate::compile::CompileLimit),
     /// The host itself could not start.
     #[error("policy host: {0}")]
     Host(String),
@@ -141,19 +145,53 @@ impl Drop for Sandbox {
     }
 }
 
+/// The engine configuration every policy compiles and runs with. The
+/// compiler child process builds its engine from the same function, so
+/// what it compiles deserializes in the parent (and the artifact cache's
+/// fingerprint changes whenever this does).
+pub fn config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(512 << 10)
+        .cranelift_nan_canonicalization(true);
+    // Built without wasmtime's `parallel-compilation` feature: a component
+    // compiles on the calling thread only, so a hostile one cannot fan out
+    // over every core.
+    config
+}
+
+/// An engine with [`config`]: the sandbox adds its epoch ticker and
+/// linker, the compiler child process uses it bare.
+pub fn compile_engine() -> Result<Engine, PolicyError> {
+    Engine::new(&config()).map_err(|e| PolicyError::Host(format!("{e:#}")))
+}
+
+/// The checks made before compiling anything: the size cap, and a clear
+/// message for a core module (the commonest mistake).
+pub fn precheck(bytes: &[u8]) -> Result<(), PolicyError> {
+    if bytes.len() > crate::MAX_COMPONENT_BYTES {
+        return Err(PolicyError::Invalid(format!(
+            "component of {} bytes is larger than the {} MiB limit",
+            bytes.len(),
+            crate::MAX_COMPONENT_BYTES >> 20
+        )));
+    }
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+        return Err(PolicyError::Invalid(
+            "this is a core WebAssembly module, not a component; build for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Sandbox {
     pub fn new() -> Result<Sandbox, PolicyError> {
         let host = |e: wasmtime::Error| PolicyError::Host(format!("{e:#}"));
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(512 << 10)
-            .cranelift_nan_canonicalization(true);
-        // Built without wasmtime's `parallel-compilation` feature: a
-        // component compiles on the calling thread only, so a hostile one
-        // cannot fan out over every core.
-        let engine = Engine::new(&config).map_err(host)?;
+        let engine = compile_engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host)?;
         // Waiting happens in the host, where the epoch cannot interrupt it:
@@ -186,14 +224,13 @@ impl Sandbox {
         Ok(Sandbox { engine, linker, stop })
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compile in this process (after [`precheck`]).
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
-        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
-            return Err(PolicyError::Invalid(
-                "this is a core WebAssembly module, not a component; build for wasm32-wasip2 \
-                 (or wrap it with `wasm-tools component new`)"
-                    .into(),
-            ));
-        }
+        precheck(bytes)?;
         Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")))
     }
 

@@ -95,6 +95,9 @@ pub enum Command {
     Job(jobs::JobCommand),
     /// Report the jobs' SLA state with Nagios exit codes (0 ok, 1 warning, 2 critical, 3 unknown).
     Check(jobs::CheckArgs),
+    /// Internal: the policy host's compiler process (a component on stdin, its artifact on stdout).
+    #[command(name = "__compile-policy", hide = true)]
+    CompilePolicy,
 }
 
 /// `--keep-*` shared by `prune` and `job add` (PBS semantics).
@@ -179,6 +182,7 @@ pub fn run(mut cli: Cli) -> Result<ExitCode> {
         Command::Token(c) => server::token(&cli, c),
         Command::Job(c) => jobs::run(&cli, c),
         Command::Check(a) => jobs::check(&cli, a),
+        Command::CompilePolicy => Ok(policy::compile_child()),
     }
 }
 

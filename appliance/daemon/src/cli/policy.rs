@@ -1,5 +1,7 @@
-//! `cairn policy add|list|show|rm`, and running a retention policy for
-//! `cairn prune --policy`.
+//! `cairn policy add|list|show|rm`, running a retention policy for
+//! `cairn prune --policy`, and loading stored policies through the
+//! compiled-artifact cache (components compile in a child process, this
+//! binary run as `cairn __compile-policy`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use engine::Engine;
 use engine::PolicyRecord;
 use engine::ops::Decider;
 use model::SnapshotInfo;
-use policy::{Host, Limits, RetentionSnapshot, VerifyState};
+use policy::{CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState};
 use serde::Serialize;
 
 use super::{Cli, now, open};
@@ -20,9 +22,10 @@ pub enum PolicyCommand {
     /// Validate a WebAssembly component and store it under a name.
     #[command(after_long_help = "\
 The component must target a world of the cairn:policy WIT package (wit/policy.wit) at a version \
-this build runs; its `describe` must answer within the default budget. The component is stored in \
-the datastore (policies/<blake3>.wasm) with a record naming it; adding another component under \
-the same name replaces the record.")]
+this build runs, and compile in a child process within 2 GiB of address space, 20 s of CPU and \
+60 s; its `describe` must answer within the default budget. The component is stored in the \
+datastore (policies/<blake3>.wasm) with a record naming it, and its compiled form is cached next \
+to it for this build; adding another component under the same name replaces the record.")]
     Add {
         /// The component, built for wasm32-wasip2.
         #[arg(value_name = "FILE.wasm")]
@@ -132,8 +135,9 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
     match c {
         PolicyCommand::Add { file, name, cpu_ms, memory_mib } => {
             let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let host = Host::new()?;
-            let p = host.load(&wasm, &budget(*cpu_ms, *memory_mib))?;
+            let host = host()?;
+            let ready = host.load_with_cache(&wasm, None, &budget(*cpu_ms, *memory_mib))?;
+            let p = &ready.policy;
             let record = PolicyRecord {
                 name: name.clone().unwrap_or_else(|| p.info.name.clone()),
                 world: p.world.name().into(),
@@ -149,6 +153,9 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 memory_mib: *memory_mib,
             };
             ds.save_policy(&record, &wasm)?;
+            if let Some(artifact) = &ready.artifact {
+                cache_artifact(&engine, &record.digest, &host.artifact_tag(), artifact);
+            }
             println!(
                 "added {} policy {} ({} {}, cairn:policy@{}, blake3 {})",
                 record.world,
@@ -191,6 +198,15 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 println!("size:         {}", output::size(r.size));
                 println!("added:        {}", model::time::format_rfc3339(r.added));
                 println!("budget:       {} ms CPU, {} MiB memory per call", r.cpu_ms, r.memory_mib);
+                let cached = host()
+                    .ok()
+                    .and_then(|h| ds.load_policy_artifact(&r.digest, &h.artifact_tag()).ok().flatten());
+                match cached {
+                    Some(a) => {
+                        println!("compiled:     cached for this build ({})", output::size(a.len() as u64))
+                    }
+                    None => println!("compiled:     not cached for this build (compiled at its next use)"),
+                }
                 println!("description:  {}", r.description);
                 if !r.params.is_empty() {
                     println!("parameters:");
@@ -220,6 +236,67 @@ fn budget(cpu_ms: u64, memory_mib: u64) -> Limits {
     }
 }
 
+/// `cairn __compile-policy`: the child process that compiles for
+/// [`host`].
+pub fn compile_child() -> ExitCode {
+    policy::compile_child()
+}
+
+/// The policy host of this process. Components compile in a child
+/// process, this binary run as `cairn __compile-policy`, under the policy
+/// crate's default limits (2 GiB of address space, 20 s of CPU, 60 s).
+/// The child is started through `/proc/self/exe`, which names the running
+/// binary even after an upgrade replaced the file on disk, so it is always
+/// this very build (and its artifacts load here).
+pub fn host() -> Result<Host> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let program = if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("cannot find the cairn binary to compile policies with")?
+    };
+    Ok(Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })?)
+}
+
+/// Stored policy `record` (component `wasm`) ready to call, with its
+/// budget: from the compiled artifact cached for this build when it is
+/// usable, otherwise compiled again and the cache rewritten. Trouble with
+/// the cache is logged, never fatal; only the component can fail this.
+pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
+    let ds = engine.datastore();
+    let (name, tag) = (&record.name, host.artifact_tag());
+    let cached = ds.load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
+        tracing::warn!("policy {name}: cannot read its compiled artifact, compiling it again: {e}");
+        None
+    });
+    let limits = budget(record.cpu_ms, record.memory_mib);
+    let ready =
+        host.load_with_cache(wasm, cached.as_deref(), &limits).with_context(|| format!("policy {name}"))?;
+    match &ready.origin {
+        Origin::Cached => tracing::debug!("policy {name}: loaded its compiled artifact"),
+        Origin::Compiled { cache_problem: None } => {
+            tracing::info!("policy {name}: compiled (nothing cached)")
+        }
+        Origin::Compiled { cache_problem: Some(why) } => {
+            tracing::warn!(
+                "policy {name}: its cached compiled artifact is unusable ({why}); compiled it again"
+            )
+        }
+    }
+    if let Some(artifact) = &ready.artifact {
+        cache_artifact(engine, &record.digest, &tag, artifact);
+    }
+    Ok((ready.policy, limits))
+}
+
+/// Write a compiled artifact to the cache; a failure only costs a compile
+/// next time.
+fn cache_artifact(engine: &Engine, digest: &str, tag: &str, artifact: &[u8]) {
+    if let Err(e) = engine.datastore().save_policy_artifact(digest, tag, artifact) {
+        tracing::warn!("cannot cache the compiled policy component {}: {e}", &digest[..12]);
+    }
+}
+
 /// `k=v` pairs from `--param`.
 pub fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>> {
     raw.iter()
@@ -244,9 +321,8 @@ pub fn retention_decider(
     if record.world != "retention" {
         bail!("policy {name} is a {} policy, not a retention policy", record.world);
     }
-    let host = Host::new()?;
-    let limits = budget(record.cpu_ms, record.memory_mib);
-    let policy = host.load(&wasm, &limits).with_context(|| format!("policy {name}"))?;
+    let host = host()?;
+    let (policy, limits) = ready(engine, &host, &record, &wasm)?;
     Ok(Box::new(move |infos: &[SnapshotInfo]| {
         let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
         let decisions = host.retention(&policy, &snaps, now(), &params, &limits)?;
@@ -304,9 +380,8 @@ fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
     if record.world != "retention" {
         bail!("policy {} is a {} policy, not a retention policy", a.name, record.world);
     }
-    let host = Host::new()?;
-    let limits = budget(record.cpu_ms, record.memory_mib);
-    let policy = host.load(&wasm, &limits).with_context(|| format!("policy {}", a.name))?;
+    let host = host()?;
+    let (policy, limits) = ready(engine, &host, &record, &wasm)?;
     let infos = engine.snapshots(Some(&group))?;
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         bail!("group {group} has no snapshots to simulate with");
