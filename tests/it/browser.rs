@@ -167,7 +167,7 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
     let report: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
     std::fs::write(src.join("docs/report.bin"), &report).unwrap();
     // An older snapshot, so the usage chart has a history.
-    store.backup(&src, "host/ui", "2026-11-01T03:00:00Z");
+    let old = store.backup(&src, "host/ui", "2026-11-01T03:00:00Z");
     let server = Server::start(&store);
     let downloads = store.path("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -198,18 +198,12 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
     b.screenshot("02-jobs");
     b.click("#jobs button[type=submit]");
 
-    // Watch the task finish (the page refreshes itself while it runs).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while b.text("#task-state") != "ok" {
-        assert!(Instant::now() < deadline, "task did not finish: {}", b.source());
-        assert_ne!(b.text("#task-state"), "failed", "{}", b.text("#task-log"));
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(b.text("#task-log").contains("finished: ok"));
+    wait_for_task(&b);
     b.screenshot("03-task");
 
     // Browse the new snapshot down to the file and download it.
     b.click("#task-snapshot");
+    let snapshot_page = b.current();
     b.click("#files a[href*='path=src']");
     b.click("#files a[href*='path=src/docs']");
     b.screenshot("04-snapshot-browser");
@@ -237,12 +231,45 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
     b.screenshot("06-group");
     b.goto(&server.url("/users"));
     b.screenshot("07-users");
-    for name in
-        ["01-login", "02-jobs", "03-task", "04-snapshot-browser", "05-overview", "06-group", "07-users"]
-    {
+
+    // Snapshot actions: verify now runs a task; delete (confirmed) removes
+    // the older snapshot and lands on the group page.
+    b.goto(&snapshot_page);
+    b.click("#verify");
+    wait_for_task(&b);
+    assert!(b.text("#task-log").contains("chunks re-read"), "{}", b.text("#task-log"));
+    b.screenshot("08-verify-task");
+    b.goto(&server.url(&format!("/snapshots/{old}")));
+    b.click("input[name=confirm]");
+    b.click("#delete");
+    b.find("#snapshots");
+    assert!(!b.text("#snapshots").contains("2026-11-01T03:00:00Z"), "{}", b.text("#snapshots"));
+    assert_eq!(store.snapshots().len(), 1);
+    for name in [
+        "01-login",
+        "02-jobs",
+        "03-task",
+        "04-snapshot-browser",
+        "05-overview",
+        "06-group",
+        "07-users",
+        "08-verify-task",
+    ] {
         assert!(shots.join(format!("{name}.png")).metadata().unwrap().len() > 1000, "{name}");
     }
     drop(b);
     let (status, _) = server.stop();
     assert!(status.success());
+}
+
+/// On a task page: wait until the task is `ok` (the page refreshes itself
+/// while it runs); a failed task fails the test with its log.
+fn wait_for_task(b: &Browser) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.text("#task-state") != "ok" {
+        assert!(Instant::now() < deadline, "task did not finish: {}", b.source());
+        assert_ne!(b.text("#task-state"), "failed", "{}", b.text("#task-log"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(b.text("#task-log").contains("finished: ok"));
 }

@@ -206,6 +206,10 @@ impl Catalog {
         self.update(id, |info| info.protected = protected)
     }
 
+    pub fn set_notes(&self, id: &SnapshotId, notes: &str) -> Result<(), CatalogError> {
+        self.update(id, |info| info.notes = notes.to_owned())
+    }
+
     /// Read, change and write back the row of `id` in one transaction.
     fn update(&self, id: &SnapshotId, change: impl FnOnce(&mut SnapshotInfo)) -> Result<(), CatalogError> {
         let write = self.db.begin_write()?;

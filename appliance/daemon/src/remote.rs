@@ -350,6 +350,10 @@ impl ChunkRead for RemoteChunks {
         let blob = self.remote.get_bytes(&path, &format!("reading chunk {id}")).map_err(remote_err)?;
         decode_checked(id, &blob)
     }
+
+    fn parallel_reads(&self) -> usize {
+        8
+    }
 }
 
 /// Stands in for the previous snapshot when a group has none.
@@ -449,5 +453,9 @@ impl ChunkSink for RemoteBackup {
 
     fn counters(&self) -> &WriteCounters {
         &self.counters
+    }
+
+    fn workers(&self) -> usize {
+        (2 * engine::target::cores()).max(4)
     }
 }

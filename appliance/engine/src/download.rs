@@ -1,14 +1,18 @@
 //! Reading one file of a snapshot as a byte stream (for downloads), with
 //! the holes of a sparse file read back as zeros.
 
-use std::io::{self, Read};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use filevol::archive::{Entry, EntryKind};
 use model::SnapshotId;
 
 use crate::Engine;
-use crate::restore::resolve;
+use crate::prevtree::walk_order;
+use crate::restore::{resolve, under};
 use crate::stream::StreamReader;
 use crate::target::SnapshotRead;
 
@@ -34,6 +38,11 @@ impl std::fmt::Debug for FileReader {
 }
 
 impl FileReader {
+    fn new(payload: StreamReader, e: &Entry) -> Self {
+        let extents = e.extents.clone().unwrap_or_else(|| vec![(0, e.size)]);
+        FileReader { payload, base: e.payload_offset, extents, size: e.size, pos: 0, idx: 0, before: 0 }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -94,18 +103,82 @@ impl Engine {
             }
             let index = self.ds.read_didx(id, &a.indexes[1])?;
             let payload = StreamReader::new(self.ds.chunk_reader(), index);
-            let extents = e.extents.clone().unwrap_or_else(|| vec![(0, e.size)]);
-            let reader = FileReader {
-                payload,
-                base: e.payload_offset,
-                extents,
-                size: e.size,
-                pos: 0,
-                idx: 0,
-                before: 0,
-            };
+            let reader = FileReader::new(payload, &e);
             return Ok((e, reader));
         }
         bail!("{shown}: no such file in {id}")
+    }
+}
+
+impl Engine {
+    /// Write the directory (or file) at `path` (`ARCHIVE[/inner]`) of
+    /// snapshot `id` to `out` as a tar stream (GNU format, long names):
+    /// directories, regular files (holes read as zeros), symlinks, each
+    /// hard-link member as a copy, with modes, owners and mtimes. Device
+    /// nodes, fifos and sockets are left out. Names start with the last
+    /// component of `path` (the archive name for a whole archive). Returns
+    /// the number of entries written.
+    pub fn write_tar(&self, id: &SnapshotId, path: &[u8], out: &mut dyn Write) -> Result<u64> {
+        let m = self.ds.read_manifest(id)?;
+        let (a, inner) = resolve(&m, path)?;
+        if a.kind == "image" {
+            bail!("{} is an image archive; restore it with `cairn restore`", a.name);
+        }
+        let base_len = inner.iter().rposition(|c| *c == b'/').map_or(0, |i| i + 1);
+        let index = self.ds.read_didx(id, &a.indexes[1])?;
+        let mut payload = Some(StreamReader::new(self.ds.chunk_reader(), index));
+        let mut tar = tar::Builder::new(out);
+        let (mut found, mut written) = (false, 0u64);
+        for e in self.entries(id, a)? {
+            let e = e?;
+            if under(&e.path, &inner).is_none() {
+                if found && walk_order(&e.path, &inner).is_gt() {
+                    break;
+                }
+                continue;
+            }
+            found = true;
+            let mut name = Vec::new();
+            if inner.is_empty() {
+                name.extend_from_slice(a.name.as_bytes());
+                if !e.path.is_empty() {
+                    name.push(b'/');
+                }
+            }
+            name.extend_from_slice(&e.path[if inner.is_empty() { 0 } else { base_len }..]);
+            let name = Path::new(OsStr::from_bytes(&name));
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(e.mode & 0o7777);
+            h.set_uid(u64::from(e.uid));
+            h.set_gid(u64::from(e.gid));
+            h.set_mtime(e.mtime.max(0) as u64);
+            match e.kind {
+                EntryKind::Dir => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    tar.append_data(&mut h, name, io::empty())?;
+                }
+                EntryKind::File => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(e.size);
+                    let mut file = FileReader::new(payload.take().expect("payload reader"), &e);
+                    let appended = tar.append_data(&mut h, name, &mut file);
+                    payload = Some(file.payload);
+                    appended.with_context(|| format!("{}", name.display()))?;
+                }
+                EntryKind::Symlink => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    tar.append_link(&mut h, name, Path::new(OsStr::from_bytes(&e.link_target)))?;
+                }
+                EntryKind::CharDev | EntryKind::BlockDev | EntryKind::Fifo | EntryKind::Socket => continue,
+            }
+            written += 1;
+        }
+        if !found {
+            bail!("{}: no such path in {id}", String::from_utf8_lossy(path));
+        }
+        tar.into_inner()?.flush()?;
+        Ok(written)
     }
 }

@@ -14,7 +14,8 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use model::job::sla;
-use model::{Job, Sla, Task, TaskState, VerifyState};
+use model::prune::KeepRules;
+use model::{BackupGroup, Job, Sla, SnapshotId, Task, TaskState, VerifyState};
 
 use crate::Engine;
 use crate::backup::BackupOptions;
@@ -171,21 +172,34 @@ impl Engine {
     pub fn run_task(&self, id: u64) -> Result<Task> {
         let task = self.task(id)?;
         let job = self.job(task.job.as_deref().unwrap_or_default())?;
-        let log = |line: String| {
+        let log = self.task_log(id);
+        log(format!("backing up {} into {}", job.sources.join(", "), api_group(&job)));
+        let outcome = self.job_steps(&job, wall_now(), &log).map(|(state, snap)| (state, Some(snap)));
+        self.end_task(id, outcome, &log)
+    }
+
+    /// A function that appends a time-stamped line to task `id`'s log.
+    fn task_log(&self, id: u64) -> impl Fn(String) + '_ {
+        move |line: String| {
             tracing::info!(task = id, "{line}");
             let stamped = format!("{} {line}", model::time::format_rfc3339(wall_now()));
             if let Err(e) = self.catalog().and_then(|c| Ok(c.update_task(id, |t| t.log.push(stamped))?)) {
                 tracing::warn!(task = id, "cannot write the task log: {e:#}");
             }
-        };
-        log(format!("backing up {} into {}", job.sources.join(", "), api_group(&job)));
-        let (state, snapshot) = match self.job_steps(&job, wall_now(), &log) {
-            Ok((state, snapshot)) => (state, Some(snapshot)),
-            Err(e) => {
-                log(format!("failed: {e:#}"));
-                (TaskState::Failed, None)
-            }
-        };
+        }
+    }
+
+    /// Record how task `id` ended; returns it.
+    fn end_task(
+        &self,
+        id: u64,
+        outcome: Result<(TaskState, Option<String>)>,
+        log: &dyn Fn(String),
+    ) -> Result<Task> {
+        let (state, snapshot) = outcome.unwrap_or_else(|e| {
+            log(format!("failed: {e:#}"));
+            (TaskState::Failed, None)
+        });
         log(format!("finished: {}", state.as_str()));
         self.catalog()?.update_task(id, |t| {
             t.state = state;
@@ -193,6 +207,69 @@ impl Engine {
             t.snapshot = snapshot;
         })?;
         self.task(id)
+    }
+
+    /// Record a maintenance task (state `running`, waiting for a worker);
+    /// `run_maintenance` does the work.
+    pub fn start_maintenance(&self, what: &Maintenance, trigger: &str, now: i64) -> Result<u64> {
+        let task = Task {
+            id: 0,
+            kind: what.kind().into(),
+            job: None,
+            trigger: trigger.to_owned(),
+            state: TaskState::Running,
+            started: now,
+            finished: None,
+            snapshot: None,
+            log: vec![format!("{} queued: {what}", model::time::format_rfc3339(now))],
+        };
+        Ok(self.catalog()?.start_task(&task)?)
+    }
+
+    /// Do a queued maintenance task; its state tells how it went.
+    pub fn run_maintenance(&self, id: u64, what: &Maintenance) -> Result<Task> {
+        let log = self.task_log(id);
+        let outcome = self.maintenance_steps(what, &log);
+        self.end_task(id, outcome, &log)
+    }
+
+    fn maintenance_steps(
+        &self,
+        what: &Maintenance,
+        log: &dyn Fn(String),
+    ) -> Result<(TaskState, Option<String>)> {
+        match what {
+            Maintenance::Verify(ids) => {
+                let v = self.verify(ids, wall_now(), &Progress::default())?;
+                let mut state = TaskState::Ok;
+                for s in &v.snapshots {
+                    log(format!("{} {}", if s.ok { "ok" } else { "DAMAGED" }, s.id));
+                    if !s.ok {
+                        state = TaskState::Failed;
+                    }
+                }
+                log(format!("verify: {} chunks re-read, {} bad", v.chunks, v.bad.len()));
+                let one = (ids.len() == 1).then(|| ids[0].to_string());
+                Ok((state, one))
+            }
+            Maintenance::Prune { group, keep } => {
+                let decisions = self.prune(group, keep, false)?;
+                for d in &decisions {
+                    log(format!("{} {} ({})", if d.keep { "keep" } else { "removed" }, d.id, d.reason));
+                }
+                let removed = decisions.iter().filter(|d| !d.keep).count();
+                log(format!("prune: kept {}, removed {removed}", decisions.len() - removed));
+                Ok((TaskState::Ok, None))
+            }
+            Maintenance::Gc => {
+                let g = self.gc(&mut |_| {})?;
+                log(format!(
+                    "gc: removed {} chunks ({} bytes); kept {} chunks",
+                    g.removed_chunks, g.removed_bytes, g.kept_chunks
+                ));
+                Ok((TaskState::Ok, None))
+            }
+        }
     }
 
     /// `start_job` and `run_task` in one go (the CLI's `job run`).
@@ -244,6 +321,35 @@ impl Engine {
             }
         }
         Ok((state, report.id.to_string()))
+    }
+}
+
+/// Work the server runs as a task besides backups.
+#[derive(Debug, Clone)]
+pub enum Maintenance {
+    Verify(Vec<SnapshotId>),
+    Prune { group: BackupGroup, keep: KeepRules },
+    Gc,
+}
+
+impl Maintenance {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Maintenance::Verify(_) => "verify",
+            Maintenance::Prune { .. } => "prune",
+            Maintenance::Gc => "gc",
+        }
+    }
+}
+
+impl std::fmt::Display for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Maintenance::Verify(ids) if ids.len() == 1 => write!(f, "verify {}", ids[0]),
+            Maintenance::Verify(ids) => write!(f, "verify {} snapshots", ids.len()),
+            Maintenance::Prune { group, .. } => write!(f, "prune {group}"),
+            Maintenance::Gc => write!(f, "garbage collection"),
+        }
     }
 }
 

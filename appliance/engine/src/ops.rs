@@ -10,6 +10,16 @@ use crate::Engine;
 /// Decides `(keep, reason)` for each of a group's snapshots, aligned.
 pub type Decider<'a> = dyn FnMut(&[SnapshotInfo]) -> Result<Vec<(bool, String)>> + 'a;
 
+/// A request the caller must change (shown to them as is).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// A request that conflicts with the state of the datastore.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// The verdict of prune on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneEntry {
@@ -56,6 +66,30 @@ impl Engine {
         state.protected = protected;
         self.ds.write_state(id, &state)?;
         self.catalog()?.set_protected(id, protected)?;
+        Ok(())
+    }
+
+    /// Replace a snapshot's notes (at most 64 KiB of text).
+    pub fn set_notes(&self, id: &SnapshotId, notes: &str) -> Result<()> {
+        if notes.len() > 64 << 10 {
+            bail!(BadRequest("notes are limited to 64 KiB".into()));
+        }
+        let mut state = self.ds.read_state(id)?;
+        state.notes = notes.to_owned();
+        self.ds.write_state(id, &state)?;
+        self.catalog()?.set_notes(id, notes)?;
+        Ok(())
+    }
+
+    /// Delete one snapshot (its chunks stay until `gc`). A protected
+    /// snapshot is refused; a backup or prune of the group must not run.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        let _lock = self.ds.lock_group(&id.group)?;
+        if self.ds.read_state(id)?.protected {
+            bail!(Refused(format!("snapshot {id} is protected; unprotect it first")));
+        }
+        self.ds.remove_snapshot(id)?;
+        self.catalog()?.remove_snapshot(id)?;
         Ok(())
     }
 

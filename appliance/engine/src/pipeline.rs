@@ -87,7 +87,7 @@ impl<'scope> Pipeline<'scope> {
         level: i32,
         failed: &'scope AtomicBool,
     ) -> Self {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
+        let n = writer.workers().clamp(1, 32);
         let (tx, rx) = bounded::<Job>(2 * n + 2);
         let (done_tx, done_rx) = unbounded::<Done>();
         let (spare_tx, spare) = bounded::<Vec<u8>>(2 * n + 2);

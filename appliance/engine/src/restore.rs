@@ -79,7 +79,7 @@ pub(crate) fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestA
     )
 }
 
-fn under(path: &[u8], base: &[u8]) -> Option<usize> {
+pub(crate) fn under(path: &[u8], base: &[u8]) -> Option<usize> {
     if base.is_empty() {
         return Some(0);
     }

@@ -31,7 +31,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(store: Arc<dyn ChunkRead>, ids: Vec<ChunkId>) -> Self {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        let n = store.parallel_reads().clamp(1, 32);
         let (jobs, job_rx) = bounded::<(usize, ChunkId)>(WINDOW * 2);
         let (res_tx, results) = unbounded::<Fetched>();
         let workers = (0..n)

@@ -15,6 +15,17 @@ use model::SnapshotId;
 /// Reads chunks by id: decompressed and checked against the id.
 pub trait ChunkRead: Send + Sync {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+
+    /// How many chunks to fetch at once: one per core for a local disk;
+    /// more over a network, where each read waits for a round trip.
+    fn parallel_reads(&self) -> usize {
+        cores()
+    }
+}
+
+/// The machine's cores (at least 1).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl ChunkRead for ChunkStore {
@@ -80,6 +91,13 @@ pub trait ChunkSink: Sync {
     /// Write an index file of the snapshot being made.
     fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef>;
     fn counters(&self) -> &WriteCounters;
+
+    /// How many pipeline workers should hash, compress and store at once:
+    /// one per core locally; more when `store` waits on a network, so the
+    /// cores keep compressing while uploads are in flight.
+    fn workers(&self) -> usize {
+        cores()
+    }
 }
 
 impl ChunkSink for Writer {

@@ -277,6 +277,35 @@ pub async fn download(
     Ok(res)
 }
 
+/// `GET …/tar?path=ARCHIVE/dir`: a directory (or a whole archive) as a
+/// tar stream.
+pub async fn download_tar(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Response> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path.clone();
+    // Answer "no such path" as an error status before streaming starts.
+    let (check_id, check_path) = (id.clone(), path.clone());
+    state.engine(move |e| e.list(&check_id, Some(check_path.as_bytes()), false)).await?;
+    let body = Body::from_stream(super::stream::from_writer(move |out| {
+        let engine = state.engine_handle();
+        engine.write_tar(&id, path.as_bytes(), out).map(|_| ())
+    }));
+    let last = q.path.trim_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("snapshot");
+    let disposition = format!("attachment; filename*=UTF-8''{}.tar", super::auth::urlencoding(last));
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
 #[derive(Debug, Serialize)]
 pub struct UserJson {
     pub name: String,
@@ -326,7 +355,9 @@ pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
 pub struct BadInput(pub String);
 
 pub async fn remove_user(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<bool>> {
-    Ok(Json(state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?))
+    let gone = state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?;
+    state.forget_tokens();
+    Ok(Json(gone))
 }
 
 #[derive(Debug, Serialize)]
@@ -403,7 +434,9 @@ pub async fn make_token(state: &AppState, caller: &Caller, t: NewToken) -> AppRe
 }
 
 pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<bool>> {
-    Ok(Json(state.engine(move |e| e.revoke_token(&id)).await?))
+    let gone = state.engine(move |e| e.revoke_token(&id)).await?;
+    state.forget_tokens();
+    Ok(Json(gone))
 }
 
 /// Prometheus text exposition of the datastore's figures.

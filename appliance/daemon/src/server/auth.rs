@@ -117,16 +117,22 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 /// Find the caller from the request's credentials. `Ok(None)`: none were
 /// presented; `Err`: some were, and they are not valid.
 async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, AppError> {
-    if let Some(token) = bearer(headers) {
-        let found = state.engine(move |e| e.authenticate_token(&token, now())).await?;
+    if let Some(text) = bearer(headers) {
+        if let Some(caller) = state.cached_token(&text) {
+            return Ok(Some(caller));
+        }
+        let presented = text.clone();
+        let found = state.engine(move |e| e.authenticate_token(&presented, now())).await?;
         let token = found.ok_or_else(AppError::unauthenticated)?;
-        return Ok(Some(Caller {
+        let caller = Caller {
             principal: format!("token:{}", token.id),
             name: token.owner,
             role: token.role,
             groups: token.groups,
             csrf: None,
-        }));
+        };
+        state.remember_token(&text, &caller);
+        return Ok(Some(caller));
     }
     if let Some(secret) = cookie(headers, SESSION_COOKIE) {
         let found = state.engine(move |e| e.session(&secret, now())).await?;

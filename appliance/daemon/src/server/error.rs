@@ -64,6 +64,12 @@ impl From<anyhow::Error> for AppError {
         {
             return Self::new(StatusCode::CONFLICT, err.to_string());
         }
+        if let Some(bad) = e.downcast_ref::<engine::ops::BadRequest>() {
+            return Self::bad_request(bad.0.clone());
+        }
+        if let Some(refused) = e.downcast_ref::<engine::ops::Refused>() {
+            return Self::new(StatusCode::CONFLICT, refused.0.clone());
+        }
         if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {
             return Self::bad_request(bad.0.clone());
         }

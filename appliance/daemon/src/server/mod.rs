@@ -20,6 +20,7 @@ mod error;
 mod finish;
 mod job_views;
 mod jobs_api;
+mod maint_api;
 mod remote;
 pub mod routes;
 mod scheduler;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Access};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, remote, views};
+use super::{api, finish, job_views, jobs_api, maint_api, remote, views};
 use crate::protocol;
 
 /// Largest request body accepted by default.
@@ -70,6 +70,35 @@ pub fn routes() -> Vec<RouteSpec> {
             post(api::unprotect),
         ),
         r(
+            Method::DELETE,
+            "/api/v1/snapshots/{type}/{id}/{time}",
+            Operate,
+            "Delete a snapshot (not a protected one); its chunks go at the next gc.",
+            delete(maint_api::delete_snapshot),
+        ),
+        r(
+            Method::PUT,
+            "/api/v1/snapshots/{type}/{id}/{time}/notes",
+            Operate,
+            "Replace a snapshot's notes (`{\"notes\": \"…\"}`).",
+            put(maint_api::set_notes),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/snapshots/{type}/{id}/{time}/verify",
+            Operate,
+            "Verify a snapshot as a task; answers its task id.",
+            post(maint_api::verify_snapshot),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/groups/{type}/{id}/prune",
+            Operate,
+            "Prune by keep rules (`{\"keep\": {…}, \"dry_run\": true}` answers the decisions).",
+            post(maint_api::prune_group),
+        ),
+        r(Method::POST, "/api/v1/gc", Operate, "Garbage collection as a task.", post(maint_api::gc)),
+        r(
             Method::GET,
             "/api/v1/snapshots/{type}/{id}/{time}/files",
             Client,
@@ -82,6 +111,13 @@ pub fn routes() -> Vec<RouteSpec> {
             Client,
             "One file's contents (`?path=`).",
             get(api::download),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/snapshots/{type}/{id}/{time}/tar",
+            Client,
+            "A directory or whole archive as a tar stream (`?path=ARCHIVE/dir`).",
+            get(api::download_tar),
         ),
         r(Method::GET, "/api/v1/users", Admin, "Users.", get(api::users)),
         r(Method::POST, "/api/v1/users", Admin, "Create a user or set a password.", post(api::set_user)),
@@ -207,6 +243,27 @@ pub fn routes() -> Vec<RouteSpec> {
             Operate,
             "Protect or unprotect (form).",
             post(views::protect),
+        ),
+        r(
+            Method::POST,
+            "/snapshots/{type}/{id}/{time}/verify",
+            Operate,
+            "Verify now (form); shows the task.",
+            post(maint_api::verify_form),
+        ),
+        r(
+            Method::POST,
+            "/snapshots/{type}/{id}/{time}/delete",
+            Operate,
+            "Delete (form, with confirmation).",
+            post(maint_api::delete_form),
+        ),
+        r(
+            Method::POST,
+            "/snapshots/{type}/{id}/{time}/notes",
+            Operate,
+            "Save notes (form).",
+            post(maint_api::notes_form),
         ),
         r(Method::GET, "/jobs", Read, "Jobs (page).", get(job_views::jobs)),
         r(Method::POST, "/jobs", Operate, "Create a job (form).", post(job_views::create)),

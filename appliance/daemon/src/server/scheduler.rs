@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::Engine;
+use engine::jobs::Maintenance;
 use tokio::sync::Semaphore;
 
 use super::state::now;
@@ -67,6 +68,43 @@ impl Runner {
                 Err(e) => tracing::error!(task = id, job = %name, "job panicked: {e}"),
             }
             me.running.lock().expect("runner lock").remove(&name);
+        });
+        Ok(Some(id))
+    }
+
+    /// Queue a maintenance task (verify, prune, gc) under the same worker
+    /// limit; returns its task id, or `None` when the same work is already
+    /// queued or running.
+    pub async fn start_maintenance(
+        self: &Arc<Self>,
+        what: Maintenance,
+        trigger: &str,
+    ) -> anyhow::Result<Option<u64>> {
+        let key = what.to_string();
+        if !self.running.lock().expect("runner lock").insert(key.clone()) {
+            return Ok(None);
+        }
+        let (engine, w, trig) = (self.engine.clone(), what.clone(), trigger.to_owned());
+        let queued = tokio::task::spawn_blocking(move || engine.start_maintenance(&w, &trig, now())).await?;
+        let id = match queued {
+            Ok(id) => id,
+            Err(e) => {
+                self.running.lock().expect("runner lock").remove(&key);
+                return Err(e);
+            }
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let permit = me.permits.clone().acquire_owned().await;
+            let engine = me.engine.clone();
+            let result = tokio::task::spawn_blocking(move || engine.run_maintenance(id, &what)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(task)) => tracing::info!(task = id, %key, state = task.state.as_str(), "task finished"),
+                Ok(Err(e)) => tracing::error!(task = id, %key, "task could not run: {e:#}"),
+                Err(e) => tracing::error!(task = id, %key, "task panicked: {e}"),
+            }
+            me.running.lock().expect("runner lock").remove(&key);
         });
         Ok(Some(id))
     }

@@ -1,11 +1,13 @@
 //! What every request handler shares: the engine over the datastore and a
 //! few facts about this server.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use engine::Engine;
 
+use super::auth::Caller;
 use super::error::{AppError, AppResult};
 use super::remote::Sessions;
 use super::scheduler::Runner;
@@ -20,6 +22,10 @@ struct Inner {
     engine: Engine,
     runner: Arc<Runner>,
     sessions: Sessions,
+    /// Recently authenticated bearer tokens (blake3 of the token text →
+    /// caller, when checked), so a backup's thousands of chunk uploads do
+    /// not each open the catalog.
+    token_cache: Mutex<HashMap<blake3::Hash, (Caller, Instant)>>,
     /// SHA-256 of the server certificate, `None` when serving plain HTTP.
     fingerprint: Option<String>,
     /// Answers to callers who failed to authenticate wait until this long
@@ -33,6 +39,11 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// How long a checked bearer token is trusted without looking it up again:
+/// a token revoked from another process (the CLI) stops working within
+/// this time; one revoked through this server stops at once.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
 /// The wait before answering an unauthenticated failure.
 pub const AUTH_DELAY: Duration = Duration::from_secs(3);
 
@@ -40,13 +51,44 @@ impl AppState {
     pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
         let runner = Runner::new(engine.clone(), workers);
         Self {
-            inner: Arc::new(Inner { engine, runner, sessions: Sessions::default(), fingerprint, auth_delay }),
+            inner: Arc::new(Inner {
+                engine,
+                runner,
+                sessions: Sessions::default(),
+                token_cache: Mutex::default(),
+                fingerprint,
+                auth_delay,
+            }),
         }
     }
 
     /// Starts job runs under the worker limit.
     pub fn runner(&self) -> &Arc<Runner> {
         &self.inner.runner
+    }
+
+    /// The caller a bearer token was found to be within the last
+    /// `TOKEN_CACHE_TTL`.
+    pub fn cached_token(&self, token: &str) -> Option<Caller> {
+        let cache = self.inner.token_cache.lock().expect("lock");
+        let (caller, at) = cache.get(&blake3::hash(token.as_bytes()))?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| caller.clone())
+    }
+
+    pub fn remember_token(&self, token: &str, caller: &Caller) {
+        let mut cache = self.inner.token_cache.lock().expect("lock");
+        if cache.len() >= 1024 {
+            cache.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            if cache.len() >= 1024 {
+                cache.clear();
+            }
+        }
+        cache.insert(blake3::hash(token.as_bytes()), (caller.clone(), Instant::now()));
+    }
+
+    /// Forget every cached token (after a revocation or a user removal here).
+    pub fn forget_tokens(&self) {
+        self.inner.token_cache.lock().expect("lock").clear();
     }
 
     /// Remote backup and reader sessions.
@@ -66,6 +108,11 @@ impl AppState {
     /// plain HTTP on loopback, where a browser would drop them).
     pub fn secure_cookies(&self) -> bool {
         self.inner.fingerprint.is_some()
+    }
+
+    /// The engine itself, for work already on a blocking thread.
+    pub fn engine_handle(&self) -> &Engine {
+        &self.inner.engine
     }
 
     /// Run one (blocking) engine call off the async workers.

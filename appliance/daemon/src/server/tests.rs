@@ -109,8 +109,14 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/snapshots/{type}/{id}/{time}", "client"),
     ("POST", "/api/v1/snapshots/{type}/{id}/{time}/protect", "operate"),
     ("POST", "/api/v1/snapshots/{type}/{id}/{time}/unprotect", "operate"),
+    ("DELETE", "/api/v1/snapshots/{type}/{id}/{time}", "operate"),
+    ("PUT", "/api/v1/snapshots/{type}/{id}/{time}/notes", "operate"),
+    ("POST", "/api/v1/snapshots/{type}/{id}/{time}/verify", "operate"),
+    ("POST", "/api/v1/groups/{type}/{id}/prune", "operate"),
+    ("POST", "/api/v1/gc", "operate"),
     ("GET", "/api/v1/snapshots/{type}/{id}/{time}/files", "client"),
     ("GET", "/api/v1/snapshots/{type}/{id}/{time}/download", "client"),
+    ("GET", "/api/v1/snapshots/{type}/{id}/{time}/tar", "client"),
     ("GET", "/api/v1/users", "admin"),
     ("POST", "/api/v1/users", "admin"),
     ("DELETE", "/api/v1/users/{name}", "admin"),
@@ -140,6 +146,9 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/groups/{type}/{id}/prune", "read"),
     ("GET", "/snapshots/{type}/{id}/{time}", "client"),
     ("POST", "/snapshots/{type}/{id}/{time}/protect", "operate"),
+    ("POST", "/snapshots/{type}/{id}/{time}/verify", "operate"),
+    ("POST", "/snapshots/{type}/{id}/{time}/delete", "operate"),
+    ("POST", "/snapshots/{type}/{id}/{time}/notes", "operate"),
     ("GET", "/jobs", "read"),
     ("POST", "/jobs", "operate"),
     ("POST", "/jobs/{name}/run", "operate"),
@@ -178,7 +187,13 @@ fn concrete(path: &str, snapshot: &str) -> String {
         .replace("{session}", "nosuchsession")
         .replace("{chunk}", &"0".repeat(64))
         .replace("{file}", "x.didx");
-    if path.contains("/files") || path.contains("/download") { uri + "?path=src/a.txt" } else { uri }
+    if path.contains("/files") || path.contains("/download") {
+        uri + "?path=src/a.txt"
+    } else if path.ends_with("/tar") {
+        uri + "?path=src/sub"
+    } else {
+        uri
+    }
 }
 
 #[tokio::test]
@@ -377,6 +392,28 @@ async fn api_answers_json_and_downloads_exact_bytes() {
 
     let res = call(format!("/api/v1/snapshots/{}/download?path=src/sub", f.snapshot)).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // A directory as a tar stream: the directory and its file, exact bytes.
+    let res = call(format!("/api/v1/snapshots/{}/tar?path=src/sub", f.snapshot)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/x-tar");
+    assert!(res.headers()[header::CONTENT_DISPOSITION].to_str().unwrap().contains("sub.tar"));
+    let tar_bytes = to_bytes(res.into_body(), 4 << 20).await.unwrap();
+    let mut archive = tar::Archive::new(tar_bytes.as_ref());
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        if name == "sub/b.bin" {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            assert!(data == want, "tar member differs");
+        }
+        names.push(name);
+    }
+    assert_eq!(names, ["sub", "sub/b.bin"]);
+    let res = call(format!("/api/v1/snapshots/{}/tar?path=src/nope", f.snapshot)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let res = call(format!("/api/v1/snapshots/{}/files?path=src/nope", f.snapshot)).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let err: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
@@ -408,4 +445,106 @@ async fn api_answers_json_and_downloads_exact_bytes() {
         let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
         assert!(op["summary"].is_string(), "{} {} missing from the OpenAPI document", spec.method, spec.path);
     }
+}
+
+/// Send a JSON request as `token`; returns (status, body as JSON or null).
+async fn call(
+    f: &Fixture,
+    method: Method,
+    uri: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", f.tokens[token]))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = send(&f.state, req).await;
+    let status = res.status();
+    let text = body_text(res).await;
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Wait for task `id` to finish; returns it.
+async fn finished_task(f: &Fixture, id: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, task) =
+            call(f, Method::GET, &format!("/api/v1/tasks/{id}"), "operator", serde_json::json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{task}");
+        if task["state"] != "running" {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "task {id} never finished: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_notes_delete_and_maintenance_tasks() {
+    let f = fixture();
+    let snap = format!("/api/v1/snapshots/{}", f.snapshot);
+    use serde_json::json;
+
+    let (status, body) =
+        call(&f, Method::PUT, &format!("{snap}/notes"), "operator", json!({"notes": "before the upgrade"}))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["notes"], "before the upgrade");
+    let big = "x".repeat(70_000);
+    let (status, _) =
+        call(&f, Method::PUT, &format!("{snap}/notes"), "operator", json!({"notes": big})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "notes over 64 KiB are refused");
+
+    // Verify runs as a task and records its result on the snapshot.
+    let (status, started) = call(&f, Method::POST, &format!("{snap}/verify"), "operator", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let task = finished_task(&f, started["task"].as_u64().unwrap()).await;
+    assert_eq!((task["kind"].as_str(), task["state"].as_str()), (Some("verify"), Some("ok")), "{task}");
+    assert!(
+        task["log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("chunks re-read")),
+        "{task}"
+    );
+    let (_, info) = call(&f, Method::GET, &snap, "auditor", json!({})).await;
+    assert_eq!(info["verify_state"], "ok", "{info}");
+
+    // Prune: a dry run answers the decisions; nothing is removed.
+    let (status, decisions) = call(
+        &f,
+        Method::POST,
+        "/api/v1/groups/host/a/prune",
+        "operator",
+        json!({"keep": {"last": 1}, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{decisions}");
+    assert_eq!(decisions[0]["keep"], true);
+    assert_eq!(decisions[0]["reason"], "keep-last 1");
+
+    // A protected snapshot cannot be deleted; unprotected, it can.
+    call(&f, Method::POST, &format!("{snap}/protect"), "operator", json!({})).await;
+    let (status, body) = call(&f, Method::DELETE, &snap, "operator", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("protected"), "{body}");
+    call(&f, Method::POST, &format!("{snap}/unprotect"), "operator", json!({})).await;
+    let (status, _) = call(&f, Method::DELETE, &snap, "auditor", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "auditors may not delete");
+    let (status, _) = call(&f, Method::DELETE, &snap, "operator", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&f, Method::GET, &snap, "operator", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // gc as a task frees the deleted snapshot's chunks not shared with the other.
+    let (status, started) = call(&f, Method::POST, "/api/v1/gc", "operator", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let task = finished_task(&f, started["task"].as_u64().unwrap()).await;
+    assert_eq!((task["kind"].as_str(), task["state"].as_str()), (Some("gc"), Some("ok")), "{task}");
+    assert!(
+        task["log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("gc: removed")),
+        "{task}"
+    );
+    assert_eq!(f.engine.snapshots(None).unwrap().len(), 1, "the namespaced snapshot stays");
 }

@@ -265,6 +265,11 @@ pub fn group_path(g: &model::BackupGroup) -> String {
     format!("{}/{}", g.kind, g.id)
 }
 
+/// The page of a group.
+pub fn group_page_path(g: &model::BackupGroup) -> String {
+    format!("/groups/{}{}", group_path(g), ns_query(&g.ns.to_string()))
+}
+
 /// The page of a snapshot.
 pub fn snapshot_path(id: &model::SnapshotId) -> String {
     format!("/snapshots/{}/{}{}", group_path(&id.group), id.time_text(), ns_query(&id.group.ns.to_string()))
@@ -335,6 +340,7 @@ pub struct EntryRow {
     mtime: String,
     browse: Option<String>,
     download: Option<String>,
+    tar: Option<String>,
 }
 
 #[derive(Template)]
@@ -352,6 +358,10 @@ struct SnapshotPage {
     verify: &'static str,
     protected: bool,
     protect_action: String,
+    verify_action: String,
+    delete_action: String,
+    notes_action: String,
+    notes: String,
     shown_path: String,
     up_link: Option<String>,
     entries: Vec<EntryRow>,
@@ -391,6 +401,7 @@ pub async fn snapshot(
                 mtime: l.entry.as_ref().map(|e| model::time::format_rfc3339(e.mtime)).unwrap_or_default(),
                 browse: browsable.then(|| format!("{base}{}", with(&l.path))),
                 download: (kind == "file").then(|| format!("{api_base}/download{}", with(&l.path))),
+                tar: browsable.then(|| format!("{api_base}/tar{}", with(&l.path))),
             }
         })
         .collect();
@@ -403,7 +414,7 @@ pub async fn snapshot(
         chrome: Chrome::new(&state, &caller),
         title: sid.to_string(),
         group: sid.group.to_string(),
-        group_link: format!("/groups/{}{}", group_path(&sid.group), ns_query(&ns)),
+        group_link: group_page_path(&sid.group),
         time: sid.time_text(),
         size: output::size(info.size),
         stored: output::size(info.stored),
@@ -412,6 +423,10 @@ pub async fn snapshot(
         verify: info.verify.as_str(),
         protected: info.protected,
         protect_action: format!("{base}/protect{}", ns_query(&ns)),
+        verify_action: format!("{base}/verify{}", ns_query(&ns)),
+        delete_action: format!("{base}/delete{}", ns_query(&ns)),
+        notes_action: format!("{base}/notes{}", ns_query(&ns)),
+        notes: info.notes.clone(),
         shown_path: if trimmed.is_empty() { "/".into() } else { format!("/{trimmed}") },
         up_link,
         entries,
@@ -524,6 +539,7 @@ pub async fn revoke_token(
 ) -> AppResult<Response> {
     let id2 = id.clone();
     let gone = state.engine(move |e| e.revoke_token(&id2)).await?;
+    state.forget_tokens();
     let message = if gone { format!("Token {id} revoked.") } else { format!("Token {id} did not exist.") };
     users_page(&state, &caller, None, Some(message)).await
 }
