@@ -265,16 +265,22 @@ pub async fn download(
     let body = Body::from_stream(super::stream::from_reader(reader));
     let name =
         String::from_utf8_lossy(entry.path.rsplit(|c| *c == b'/').next().unwrap_or(b"file")).into_owned();
+    let mut res = attachment(body, &name, "application/octet-stream");
+    res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(res)
+}
+
+/// A download answer: the body with its type and a file name to save as.
+fn attachment(body: Body, file_name: &str, content_type: &'static str) -> Response {
     let disposition =
-        format!("attachment; filename*=UTF-8''{}", super::auth::urlencoding(&name).replace('/', "%2F"));
+        format!("attachment; filename*=UTF-8''{}", super::auth::urlencoding(file_name).replace('/', "%2F"));
     let mut res = body.into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(res)
+    res
 }
 
 /// `GET …/tar?path=ARCHIVE/dir`: a directory (or a whole archive) as a
@@ -296,14 +302,7 @@ pub async fn download_tar(
         engine.write_tar(&id, path.as_bytes(), out).map(|_| ())
     }));
     let last = q.path.trim_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("snapshot");
-    let disposition = format!("attachment; filename*=UTF-8''{}.tar", super::auth::urlencoding(last));
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(res)
+    Ok(attachment(body, &format!("{last}.tar"), "application/x-tar"))
 }
 
 #[derive(Debug, Serialize)]

@@ -92,24 +92,14 @@ impl Sessions {
 
     fn backup(&self, caller: &Caller, id: &str) -> AppResult<Arc<Upload>> {
         let s = self.backups.lock().expect("lock").get(id).cloned();
-        match s {
-            Some(s) if s.owner == caller.principal => {
-                *s.touched.lock().expect("lock") = Instant::now();
-                Ok(s)
-            }
-            _ => Err(AppError::not_found(format!("no backup session {id}"))),
-        }
+        owned(s, caller, |u| (&u.owner, &u.touched))
+            .ok_or_else(|| AppError::not_found(format!("no backup session {id}")))
     }
 
     fn reader(&self, caller: &Caller, id: &str) -> AppResult<Arc<Reading>> {
         let s = self.readers.lock().expect("lock").get(id).cloned();
-        match s {
-            Some(s) if s.owner == caller.principal => {
-                *s.touched.lock().expect("lock") = Instant::now();
-                Ok(s)
-            }
-            _ => Err(AppError::not_found(format!("no reader session {id}"))),
-        }
+        owned(s, caller, |r| (&r.owner, &r.touched))
+            .ok_or_else(|| AppError::not_found(format!("no reader session {id}")))
     }
 
     fn room(&self) -> AppResult<()> {
@@ -122,6 +112,22 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+/// The session if `caller` opened it, marked as just used; `None` for
+/// anyone else (who must not learn that it exists).
+fn owned<T>(
+    session: Option<Arc<T>>,
+    caller: &Caller,
+    lease: impl Fn(&T) -> (&String, &Mutex<Instant>),
+) -> Option<Arc<T>> {
+    let s = session?;
+    let (owner, touched) = lease(&s);
+    if *owner != caller.principal {
+        return None;
+    }
+    *touched.lock().expect("lock") = Instant::now();
+    Some(s)
 }
 
 fn session_id() -> String {
