@@ -229,7 +229,7 @@ impl Remote {
         let config = s.settings.config()?;
         let prev = s.previous.map(|p| RemoteSnapshot::new(self.clone(), p)).transpose()?;
         if let Some(p) = &prev {
-            sink.known = p.chunk_ids()?;
+            sink.known = p.chunk_ids(&p.id, &p.manifest)?;
         }
         let target = BackupTarget {
             sink: &sink,
@@ -281,19 +281,6 @@ impl RemoteSnapshot {
         let id = SnapshotId::parse(&s.snapshot, &Namespace::root())?;
         s.manifest.check().map_err(|e| anyhow!("the server sent a bad manifest for {id}: {e}"))?;
         Ok(Self { remote, session: s.session, id, manifest: s.manifest, indexes: Mutex::new(HashMap::new()) })
-    }
-
-    /// Every chunk the snapshot's indexes name (fetching the indexes).
-    pub fn chunk_ids(&self) -> Result<HashSet<ChunkId>> {
-        let mut set = HashSet::new();
-        for r in self.manifest.archives.iter().flat_map(|a| &a.indexes) {
-            if r.file.ends_with(".fidx") {
-                set.extend(self.read_fidx(&self.id, r)?.ids);
-            } else {
-                set.extend(self.read_didx(&self.id, r)?.entries.into_iter().map(|(_, c)| c));
-            }
-        }
-        Ok(set)
     }
 }
 

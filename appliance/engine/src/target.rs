@@ -3,6 +3,7 @@
 //! backup pipeline, change detection and restore see only these traits, so
 //! a remote backup chunks, hashes and compresses exactly as a local one.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -49,6 +50,19 @@ pub trait SnapshotRead: Send + Sync {
     fn read_fidx(&self, id: &SnapshotId, r: &IndexRef) -> Result<FixedIndex, StoreError> {
         let bytes = self.read_index_bytes(id, r)?;
         FixedIndex::decode(&bytes).map_err(|e| bad_index(id, r, e.0))
+    }
+
+    /// Every chunk the indexes of snapshot `id` (with `manifest`) name.
+    fn chunk_ids(&self, id: &SnapshotId, manifest: &Manifest) -> Result<HashSet<ChunkId>, StoreError> {
+        let mut set = HashSet::new();
+        for r in manifest.archives.iter().flat_map(|a| &a.indexes) {
+            if r.file.ends_with(".fidx") {
+                set.extend(self.read_fidx(id, r)?.ids);
+            } else {
+                set.extend(self.read_didx(id, r)?.entries.into_iter().map(|(_, c)| c));
+            }
+        }
+        Ok(set)
     }
 }
 

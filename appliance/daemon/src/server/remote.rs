@@ -19,6 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use engine::target::SnapshotRead;
 use engine::{ChunkId, DynamicIndex, FixedIndex, IndexRef, Manifest, Writer, decode_checked};
 use model::{BackupGroup, Namespace, Role, SnapshotId};
 
@@ -139,22 +140,6 @@ fn parse_chunk(text: &str) -> AppResult<ChunkId> {
     ChunkId::from_hex(text).ok_or_else(|| AppError::bad_request(format!("{text:?} is not a chunk id")))
 }
 
-/// Every chunk the indexes of `manifest` name.
-fn chunks_of(e: &engine::Engine, id: &SnapshotId, manifest: &Manifest) -> anyhow::Result<HashSet<ChunkId>> {
-    let ds = e.datastore();
-    let mut set = HashSet::new();
-    for a in &manifest.archives {
-        for r in &a.indexes {
-            if r.file.ends_with(".fidx") {
-                set.extend(ds.read_fidx(id, r)?.ids);
-            } else {
-                set.extend(ds.read_didx(id, r)?.entries.into_iter().map(|(_, c)| c));
-            }
-        }
-    }
-    Ok(set)
-}
-
 /// Open a reader session over a snapshot whose manifest is known.
 fn open_reader(
     state: &AppState,
@@ -193,7 +178,7 @@ pub async fn start_backup(
         .engine(move |e| {
             let (writer, previous) = e.begin_remote_backup(&g, time)?;
             let known = match &previous {
-                Some((id, m)) => chunks_of(e, id, m)?,
+                Some((id, m)) => e.datastore().chunk_ids(id, m)?,
                 None => HashSet::new(),
             };
             Ok((writer, previous, known, StoreSettings::from(e.datastore().config())))
@@ -384,7 +369,7 @@ pub async fn start_reader(
     let (manifest, chunks) = state
         .engine(move |e| {
             let m = e.datastore().read_manifest(&sid)?;
-            let chunks = chunks_of(e, &sid, &m)?;
+            let chunks = e.datastore().chunk_ids(&sid, &m)?;
             Ok((m, chunks))
         })
         .await?;
