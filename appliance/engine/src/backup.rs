@@ -99,20 +99,44 @@ struct Ctx<'a> {
 impl Engine {
     /// Back up `opts.sources` into a new snapshot of `opts.group`.
     pub fn backup(&self, opts: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
-        let id = opts.group.at(opts.time);
+        self.backup_with(&opts.group, opts.time, |target| back_up(target, opts, progress))
+    }
+
+    /// Back up what `source` yields (a source handler's items) into a new
+    /// snapshot of `opts.group`.
+    pub fn backup_items(
+        &self,
+        opts: &crate::items::SourceBackup,
+        source: &mut dyn crate::items::ItemSource,
+        progress: &Progress,
+    ) -> Result<BackupReport> {
+        self.backup_with(&opts.group, opts.time, |target| {
+            crate::items::back_up_items(target, opts, source, progress)
+        })
+    }
+
+    /// Begin a local backup of `group` at `time`, let `run` store its data
+    /// and make its manifest, and commit it.
+    fn backup_with(
+        &self,
+        group: &BackupGroup,
+        time: i64,
+        run: impl FnOnce(&BackupTarget<'_>) -> Result<Manifest>,
+    ) -> Result<BackupReport> {
+        let id = group.at(time);
         if self.ds.snapshot_dir(&id).exists() {
             bail!(filevol::StoreError::SnapshotExists(id.to_string()));
         }
-        let writer = self.ds.begin_backup(&opts.group)?;
+        let writer = self.ds.begin_backup(group)?;
         let target = BackupTarget {
             sink: &writer,
             prev_src: &self.ds,
-            prev: self.latest_manifest(&opts.group)?,
+            prev: self.latest_manifest(group)?,
             config: self.ds.config(),
         };
-        let manifest = back_up(&target, opts, progress)?;
+        let manifest = run(&target)?;
         let (stats, errors) = (manifest.stats.clone(), manifest.errors.clone());
-        let id = writer.commit(&manifest, opts.time)?;
+        let id = writer.commit(&manifest, time)?;
         self.catalog_add(&id)?;
         Ok(BackupReport { id, stats, errors })
     }
@@ -155,7 +179,6 @@ impl Engine {
 /// manifest of the new snapshot, for the caller to commit.
 pub fn back_up(target: &BackupTarget<'_>, opts: &BackupOptions, progress: &Progress) -> Result<Manifest> {
     let start = Instant::now();
-    let id = opts.group.at(opts.time);
     let mut sources = Vec::new();
     for s in &opts.sources {
         let abs = std::path::absolute(s).with_context(|| format!("{}", s.display()))?;
@@ -192,27 +215,50 @@ pub fn back_up(target: &BackupTarget<'_>, opts: &BackupOptions, progress: &Progr
         reused_chunks: c.reused_chunks.load(Ordering::Relaxed),
         duration_ms: start.elapsed().as_millis() as u64,
     };
-    Ok(Manifest {
-        format: filevol::snapshot::MANIFEST_FORMAT.into(),
-        version: filevol::snapshot::MANIFEST_VERSION,
-        ns: opts.group.ns.to_string(),
-        backup_type: opts.group.kind.clone(),
-        backup_id: opts.group.id.clone(),
-        time: id.time_text(),
-        tags: opts.tags.clone(),
+    let builtin =
+        SourceHandler { name: "builtin-fs".into(), version: env!("CARGO_PKG_VERSION").into(), digest: None };
+    Ok(new_manifest(
+        &opts.group,
+        opts.time,
+        &opts.tags,
         archives,
         stats,
-        errors: std::mem::take(&mut cx.errors),
-        source: SourceHandler {
-            name: "builtin-fs".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            digest: None,
-        },
-        created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
-    })
+        std::mem::take(&mut cx.errors),
+        builtin,
+    ))
 }
 
-fn index_ref(writer: &dyn ChunkSink, file: &str, index: &StreamIndex) -> Result<(IndexRef, DynamicIndex)> {
+/// The manifest of a new snapshot of `group` at `time`.
+pub(crate) fn new_manifest(
+    group: &BackupGroup,
+    time: i64,
+    tags: &[String],
+    archives: Vec<ManifestArchive>,
+    stats: ManifestStats,
+    errors: Vec<ManifestError>,
+    source: SourceHandler,
+) -> Manifest {
+    Manifest {
+        format: filevol::snapshot::MANIFEST_FORMAT.into(),
+        version: filevol::snapshot::MANIFEST_VERSION,
+        ns: group.ns.to_string(),
+        backup_type: group.kind.clone(),
+        backup_id: group.id.clone(),
+        time: group.at(time).time_text(),
+        tags: tags.to_vec(),
+        archives,
+        stats,
+        errors,
+        source,
+        created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
+    }
+}
+
+pub(crate) fn index_ref(
+    writer: &dyn ChunkSink,
+    file: &str,
+    index: &StreamIndex,
+) -> Result<(IndexRef, DynamicIndex)> {
     let mut didx = DynamicIndex::default();
     let mut end = 0;
     for (id, len) in &index.chunks {

@@ -11,6 +11,7 @@ mod catalog_sync;
 pub mod download;
 pub mod fsrestore;
 pub mod fswalk;
+pub mod items;
 pub mod jobs;
 pub mod ops;
 mod payload;

@@ -107,7 +107,7 @@ impl Engine {
 
 /// Browses and restores the snapshots of a local datastore or of a server.
 pub struct Reader<'a> {
-    src: &'a dyn SnapshotRead,
+    pub(crate) src: &'a dyn SnapshotRead,
 }
 
 impl<'a> Reader<'a> {
@@ -115,7 +115,7 @@ impl<'a> Reader<'a> {
         Self { src }
     }
 
-    fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
+    pub(crate) fn entries(&self, id: &SnapshotId, a: &ManifestArchive) -> Result<MetaReader<StreamReader>> {
         let meta = self.src.read_didx(id, &a.indexes[0])?;
         Ok(MetaReader::new(StreamReader::new(self.src.chunk_reader(), meta))?)
     }

@@ -27,6 +27,7 @@ mod compile;
 mod retention;
 mod sandbox;
 mod scheduler;
+mod source;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,7 +35,8 @@ use std::time::Duration;
 pub use artifact::MAX_ARTIFACT_BYTES;
 pub use compile::{CompileIn, CompileLimit, CompileLimits, compile_child};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
-pub use sandbox::{Limits, PolicyError};
+pub use sandbox::{Grants, Limits, PolicyError};
+pub use source::{Features, ItemKind, MAX_DATA_STEP, Session as SourceSession, SourceItem, SourceStep};
 pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
 
 use sandbox::Sandbox;
@@ -268,12 +270,7 @@ impl Host {
         let info = match world {
             World::Retention => retention::describe(&self.sandbox, &component, limits)?,
             World::Scheduler => scheduler::describe(&self.sandbox, &component, limits)?,
-            World::Source => {
-                return Err(PolicyError::Invalid(format!(
-                    "{} components are not supported by this build yet",
-                    world.name()
-                )));
-            }
+            World::Source => source::describe(&self.sandbox, &component, limits)?,
         };
         check_info(&info)?;
         let digest = hash.to_hex().to_string();
@@ -307,6 +304,25 @@ impl Host {
     ) -> Result<Vec<RetentionDecision>, PolicyError> {
         policy.expect_world(World::Retention)?;
         retention::decide(&self.sandbox, policy, snapshots, now, params, limits)
+    }
+
+    /// Start a source handler with what `grants` allows: the session
+    /// knows the handler's capabilities and runs its backup or restore.
+    /// `limits` of `None` means [`Host::source_limits`].
+    pub fn source(
+        &self,
+        policy: &Policy,
+        grants: &Grants,
+        limits: Option<&Limits>,
+    ) -> Result<SourceSession, PolicyError> {
+        policy.expect_world(World::Source)?;
+        source::open(&self.sandbox, policy, grants, limits.unwrap_or(&Host::source_limits()))
+    }
+
+    /// A source handler's default budgets: 10 s of CPU per call, 256 MiB
+    /// of memory for the whole session.
+    pub fn source_limits() -> Limits {
+        source::default_limits()
     }
 
     /// Ask a scheduler policy whether `job` runs now, with which tags, and

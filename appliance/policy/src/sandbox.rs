@@ -10,7 +10,12 @@ use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    Deterministic, FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView,
+};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
+use http::uri::Scheme;
 
 use crate::World;
 
@@ -55,6 +60,79 @@ pub struct State {
     table: ResourceTable,
     limits: Budget,
     pub stderr: MemoryOutputPipe,
+    http: WasiHttpCtx,
+    /// The hosts a source guest may reach (none for the other worlds,
+    /// whose linker has no `wasi:http` at all).
+    net: Net,
+}
+
+/// What a source handler may reach, granted by the job that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// A directory the guest sees read-only as `/source`.
+    pub dir: Option<std::path::PathBuf>,
+    /// `host:port` authorities the guest may send HTTP(S) requests to.
+    pub hosts: Vec<String>,
+}
+
+/// Longest a source guest's HTTP request may wait to connect, and for a
+/// response or the next bytes of one (whatever the guest asks for): the
+/// epoch cannot interrupt a guest waiting in the host.
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `wasi:http` hooks: only granted authorities, bounded waits.
+#[derive(Debug, Clone, Default)]
+struct Net {
+    hosts: Vec<String>,
+}
+
+impl WasiHttpHooks for Net {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                )>,
+            > + Send,
+    > {
+        drop(fut);
+        let allowed = request.uri().authority().is_some_and(|a| {
+            let port = a.port_u16().unwrap_or(if request.uri().scheme() == Some(&Scheme::HTTPS) {
+                443
+            } else {
+                80
+            });
+            let wanted = format!("{}:{port}", a.host().to_ascii_lowercase());
+            self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&wanted))
+        });
+        let bounded = |asked: Option<Duration>, cap: Duration| Some(asked.map_or(cap, |d| d.min(cap)));
+        let options = RequestOptions {
+            connect_timeout: bounded(options.and_then(|o| o.connect_timeout), HTTP_CONNECT_TIMEOUT),
+            first_byte_timeout: bounded(options.and_then(|o| o.first_byte_timeout), HTTP_WAIT_TIMEOUT),
+            between_bytes_timeout: bounded(options.and_then(|o| o.between_bytes_timeout), HTTP_WAIT_TIMEOUT),
+        };
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            if !allowed {
+                tracing::warn!(uri = %request.uri(), "source policy: request to a host the job does not grant");
+                return Err(HttpError::HttpRequestDenied);
+            }
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.net }
+    }
 }
 
 /// The memory cap counts every linear memory of the store together (a
@@ -135,7 +213,11 @@ impl HostMonotonicClock for Frozen {
 
 pub struct Sandbox {
     engine: Engine,
+    /// Retention and scheduler guests: the minimal WASI only.
     linker: Linker<State>,
+    /// Source guests: that, plus `wasi:http` outgoing requests (to the
+    /// granted hosts only).
+    source_linker: Linker<State>,
     stop: Arc<AtomicBool>,
 }
 
@@ -188,28 +270,32 @@ pub fn precheck(bytes: &[u8]) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The minimal WASI every guest gets.
+fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // Waiting happens in the host, where the epoch cannot interrupt it:
+    // a guest that sleeps would stall the caller for as long as it asks.
+    // Policies get `now` as an argument and have nothing to wait for, so
+    // both ways to wait on the clock trap instead.
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(name, |_store, (_when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::Error::msg("policies may not sleep or wait on a clock (`now` is an argument)"))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(linker)
+}
+
 impl Sandbox {
     pub fn new() -> Result<Sandbox, PolicyError> {
         let host = |e: wasmtime::Error| PolicyError::Host(format!("{e:#}"));
         let engine = compile_engine()?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(host)?;
-        // Waiting happens in the host, where the epoch cannot interrupt it:
-        // a guest that sleeps would stall the caller for as long as it
-        // asks. Policies get `now` as an argument and have nothing to wait
-        // for, so both ways to wait on the clock trap instead.
-        linker.allow_shadowing(true);
-        let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12").map_err(host)?;
-        for name in ["subscribe-duration", "subscribe-instant"] {
-            clock
-                .func_wrap(name, |_store, (_when,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-                    Err(wasmtime::Error::msg(
-                        "policies may not sleep or wait on a clock (`now` is an argument)",
-                    ))
-                })
-                .map_err(host)?;
-        }
-        linker.allow_shadowing(false);
+        let linker = base_linker(&engine).map_err(host)?;
+        let mut source_linker = base_linker(&engine).map_err(host)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut source_linker).map_err(host)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, stopped) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -221,7 +307,7 @@ impl Sandbox {
                 }
             })
             .map_err(|e| PolicyError::Host(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(Sandbox { engine, linker, stop })
+        Ok(Sandbox { engine, linker, source_linker, stop })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -281,8 +367,21 @@ impl Sandbox {
 
     /// A fresh store for one call, with its budgets set.
     pub fn store(&self, limits: &Limits) -> Store<State> {
+        self.store_with(limits, &Grants::default()).expect("a store without grants cannot fail")
+    }
+
+    /// A fresh store for a source guest: the budgets, and what `grants`
+    /// allows (the directory read-only as `/source`, the hosts through
+    /// `wasi:http`). Use with [`Sandbox::source_linker`].
+    pub fn store_with(&self, limits: &Limits, grants: &Grants) -> Result<Store<State>, PolicyError> {
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let ctx = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        if let Some(dir) = &grants.dir {
+            builder.preopened_dir(dir, "/source", FsPerms::ReadOnly).map_err(|e| {
+                PolicyError::Host(format!("cannot grant the directory {}: {e:#}", dir.display()))
+            })?;
+        }
+        let ctx = builder
             .stdout(MemoryOutputPipe::new(OUTPUT_CAPACITY))
             .stderr(stderr.clone())
             .wall_clock(Frozen)
@@ -313,18 +412,30 @@ impl Sandbox {
                 cap: limits.memory,
             },
             stderr,
+            http: WasiHttpCtx::new(),
+            net: Net { hosts: grants.hosts.clone() },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = limits.cpu.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
-        // One tick more than the budget: the first tick may come at once.
-        store.set_epoch_deadline(ticks + 1);
-        store
+        reset_budget(&mut store, limits);
+        Ok(store)
     }
 
     pub fn linker(&self) -> &Linker<State> {
         &self.linker
     }
+
+    pub fn source_linker(&self) -> &Linker<State> {
+        &self.source_linker
+    }
+}
+
+/// Give the store a fresh CPU budget of `limits.cpu` from now: a store
+/// that lives for many calls (a source handler's) gets it before each.
+pub fn reset_budget(store: &mut Store<State>, limits: &Limits) {
+    let ticks = limits.cpu.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
+    // One tick more than the budget: the first tick may come at once.
+    store.set_epoch_deadline(ticks + 1);
 }
 
 /// A failed `describe` at load time: the component is refused.
