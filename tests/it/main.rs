@@ -23,4 +23,5 @@ mod policy;
 mod prune;
 mod remote;
 mod serve;
+mod source;
 mod verify;

@@ -36,8 +36,8 @@ pub use artifact::MAX_ARTIFACT_BYTES;
 pub use compile::{CompileIn, CompileLimit, CompileLimits, compile_child};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
 pub use sandbox::{Grants, Limits, PolicyError};
-pub use source::{Features, ItemKind, MAX_DATA_STEP, Session as SourceSession, SourceItem, SourceStep};
 pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
+pub use source::{Features, ItemKind, MAX_DATA_STEP, Session as SourceSession, SourceItem, SourceStep};
 
 use sandbox::Sandbox;
 

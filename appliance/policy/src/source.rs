@@ -11,7 +11,9 @@
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use crate::sandbox::{Grants, Limits, PolicyError, Sandbox, State, describe_error, describe_failure, reset_budget};
+use crate::sandbox::{
+    Grants, Limits, PolicyError, Sandbox, State, describe_error, describe_failure, reset_budget,
+};
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
@@ -89,7 +91,11 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub fn describe(sandbox: &Sandbox, component: &Component, limits: &Limits) -> Result<PolicyInfo, PolicyError> {
+pub fn describe(
+    sandbox: &Sandbox,
+    component: &Component,
+    limits: &Limits,
+) -> Result<PolicyInfo, PolicyError> {
     let mut store = sandbox.store(limits);
     let bindings = Source::instantiate(&mut store, component, sandbox.source_linker())
         .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
@@ -98,12 +104,21 @@ pub fn describe(sandbox: &Sandbox, component: &Component, limits: &Limits) -> Re
 }
 
 /// Instantiate the handler with `grants` and ask its capabilities.
-pub fn open(sandbox: &Sandbox, policy: &Policy, grants: &Grants, limits: &Limits) -> Result<Session, PolicyError> {
+pub fn open(
+    sandbox: &Sandbox,
+    policy: &Policy,
+    grants: &Grants,
+    limits: &Limits,
+) -> Result<Session, PolicyError> {
     let label = policy.label();
     let mut store = sandbox.store_with(limits, grants)?;
-    let bindings = Source::instantiate(&mut store, &policy.component, sandbox.source_linker()).map_err(|e| {
-        PolicyError::Call { policy: label.clone(), message: describe_failure(&e, limits, &store.data().stderr) }
-    })?;
+    let bindings =
+        Source::instantiate(&mut store, &policy.component, sandbox.source_linker()).map_err(|e| {
+            PolicyError::Call {
+                policy: label.clone(),
+                message: describe_failure(&e, limits, &store.data().stderr),
+            }
+        })?;
     let mut session = Session {
         store,
         bindings,
@@ -157,7 +172,7 @@ impl Session {
 
     /// The next step, checked: items well-formed, data pieces at most
     /// [`MAX_DATA_STEP`] bytes.
-    pub fn next(&mut self) -> Result<SourceStep, PolicyError> {
+    pub fn next_step(&mut self) -> Result<SourceStep, PolicyError> {
         let step = self.call(|b, s| b.cairn_policy_source_handler().call_next(s))?;
         Ok(match step {
             sh::Step::End => SourceStep::End,

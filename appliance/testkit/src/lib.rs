@@ -5,6 +5,8 @@
 //!   sparse files beyond 4 GiB, devices, xattrs and ACLs, odd names).
 //! - [`compare_trees`] compares two trees by raw name bytes and reports every
 //!   difference as a readable line.
+//! - [`http::ExportServer`] serves an export and keeps uploads, for source
+//!   handlers' tests.
 //! - [`write_random_tree`], [`write_image_file`], [`flip_byte`],
 //!   [`chunk_files`] and [`content_digest`] are small helpers.
 //!
@@ -16,6 +18,7 @@
 
 mod compare;
 mod content;
+pub mod http;
 mod tricky;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use engine::{BackupOptions, DatastoreConfig, Engine, Progress};
 use model::BackupGroup;
 use serde::Serialize;
 
+use super::source::{self, HandlerArgs};
 use super::{Cli, NsArg, now, open};
 use crate::output;
 use crate::progress::Bar;
@@ -26,11 +27,18 @@ With --server, the backup goes to a Cairn server over HTTPS (pinned with --finge
 authorised by a token of role backup-client, operator or admin): reading, chunking, hashing and \
 compressing happen here exactly as for a local backup; the server tells which chunks its newest \
 snapshot of the group holds, only the others are uploaded and checked on arrival, and the \
-snapshot becomes visible on the server only when everything arrived.")]
+snapshot becomes visible on the server only when everything arrived.
+
+With --source NAME, a stored source handler (a `source` policy, see `cairn policy add`) reads the source instead of the file walker: an HTTP export, a database dump. It reaches only what --allow-host and --grant-dir grant, its items become one file archive named after the handler, and the snapshot records which handler (name, version, component digest) made it, so that `cairn restore` hands the items back to the same handler.")]
 pub struct BackupArgs {
     /// Directories, regular files or block devices to back up.
-    #[arg(required = true, value_name = "SOURCE")]
+    #[arg(required_unless_present = "source", conflicts_with = "source", value_name = "SOURCE")]
     sources: Vec<PathBuf>,
+    /// Back up through this stored source handler instead of reading files.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["excludes", "one_file_system"])]
+    source: Option<String>,
+    #[command(flatten)]
+    handler: HandlerArgs,
     /// The backup group, TYPE/ID (e.g. host/web01, vm/100).
     #[arg(long, value_name = "TYPE/ID")]
     group: String,
@@ -86,7 +94,25 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             return Err(anyhow!("invalid tag {t:?}: use up to 64 printable characters without commas"));
         }
     }
+    if a.source.is_none() && !a.handler.is_empty() {
+        return Err(anyhow!(
+            "--param, --allow-host and --grant-dir are for a source handler (--source NAME)"
+        ));
+    }
     let remote = a.remote.connect()?;
+    if let Some(name) = &a.source {
+        if remote.is_some() {
+            return Err(anyhow!(
+                "--source backs up into the local datastore; it cannot be combined with --server"
+            ));
+        }
+        let engine = open(cli)?;
+        let progress = Arc::new(Progress::default());
+        let bar = Bar::start("backup", progress.clone());
+        let report = source::backup(&engine, name, &a.handler, group, a.tags.clone(), time, &progress);
+        bar.done();
+        return print_report(a, report?);
+    }
     let opts = BackupOptions {
         group,
         sources: a.sources.clone(),
@@ -113,7 +139,10 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         None => open(cli).and_then(|engine| engine.backup(&opts, &progress)),
     };
     bar.done();
-    let report = report?;
+    print_report(a, report?)
+}
+
+fn print_report(a: &BackupArgs, report: engine::BackupReport) -> Result<ExitCode> {
     let s = &report.stats;
     for e in &report.errors {
         eprintln!("warning: {}: {}", e.path, e.error);

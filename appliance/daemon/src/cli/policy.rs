@@ -33,12 +33,13 @@ to it for this build; adding another component under the same name replaces the 
         /// Name to use with --policy (default: the name the policy gives itself).
         #[arg(long)]
         name: Option<String>,
-        /// CPU budget per call, in milliseconds.
-        #[arg(long, default_value_t = 1000, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
-        cpu_ms: u64,
-        /// Memory cap per call, in MiB.
-        #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
-        memory_mib: u64,
+        /// CPU budget per call, in milliseconds [default: 1000; source handlers 10000].
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        cpu_ms: Option<u64>,
+        /// Memory cap per call (a source handler's: per backup or restore), in MiB [default: 64;
+        /// source handlers 256].
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+        memory_mib: Option<u64>,
     },
     /// List stored policies.
     List {
@@ -136,8 +137,12 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Add { file, name, cpu_ms, memory_mib } => {
             let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             let host = host()?;
-            let ready = host.load_with_cache(&wasm, None, &budget(*cpu_ms, *memory_mib))?;
+            let ready = host.load_with_cache(&wasm, None, &Limits::default())?;
             let p = &ready.policy;
+            let defaults = match p.world {
+                policy::World::Source => Host::source_limits(),
+                _ => Limits::default(),
+            };
             let record = PolicyRecord {
                 name: name.clone().unwrap_or_else(|| p.info.name.clone()),
                 world: p.world.name().into(),
@@ -149,8 +154,8 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
                 digest: p.digest.clone(),
                 size: wasm.len() as u64,
                 added: now(),
-                cpu_ms: *cpu_ms,
-                memory_mib: *memory_mib,
+                cpu_ms: cpu_ms.unwrap_or(defaults.cpu.as_millis() as u64),
+                memory_mib: memory_mib.unwrap_or((defaults.memory >> 20) as u64),
             };
             ds.save_policy(&record, &wasm)?;
             if let Some(artifact) = &ready.artifact {

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use engine::Progress;
 use engine::restore::EntryKind;
 use engine::restore::{Listed, Reader, RestoreRequest};
 use model::SnapshotId;
 use serde::Serialize;
 
+use super::source::{self, HandlerArgs};
 use super::{Cli, NsArg, open};
 use crate::output;
 use crate::progress::Bar;
@@ -51,14 +52,22 @@ directly into the directory TARGET, an image archive to the file or block device
 several archives each goes to TARGET/ARCHIVE. With --path, that archive, subtree or file is \
 restored as TARGET/<last path component>. Nothing is ever written outside TARGET, whatever the \
 snapshot contains, and existing files are left alone unless --overwrite is given. Owners, modes, \
-times, extended attributes, ACLs, hard links and holes of sparse files are restored.")]
+times, extended attributes, ACLs, hard links and holes of sparse files are restored.
+
+A snapshot made by a source handler (`cairn backup --source`) is restored through the same handler, found among the stored policies by its component digest: its items go back to it in order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is needed. With --raw, or when the handler is gone, restore its items as plain files into TARGET instead.")]
 pub struct RestoreArgs {
     /// The snapshot, TYPE/ID/TIME.
     #[arg(value_name = "SNAPSHOT")]
     snapshot: String,
     /// Directory (or, for an image, file or block device) to restore into.
     #[arg(value_name = "TARGET")]
-    target: PathBuf,
+    target: Option<PathBuf>,
+    /// A snapshot made by a source handler: restore its items as plain files into TARGET,
+    /// not through the handler.
+    #[arg(long)]
+    raw: bool,
+    #[command(flatten)]
+    handler: HandlerArgs,
     /// Only this archive, subtree or file (ARCHIVE/path/inside).
     #[arg(long, value_name = "PATH")]
     path: Option<OsString>,
@@ -181,9 +190,34 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
 
 pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
+    if a.remote.server.is_none() && !a.raw {
+        let engine = open(cli)?;
+        let m = engine.datastore().read_manifest(&id)?;
+        if source::made_by_handler(&m) {
+            if a.path.is_some() {
+                bail!(
+                    "--path restores plain files: add --raw (a source handler takes back the whole snapshot)"
+                );
+            }
+            let progress = Arc::new(Progress::default());
+            progress.total_bytes.store(m.stats.size, std::sync::atomic::Ordering::Relaxed);
+            let bar = Bar::start("restore", progress.clone());
+            let done = source::restore(&engine, &id, &m, &a.handler, &progress);
+            bar.done();
+            done?;
+            println!("restored {id} through the source handler {} {}", m.source.name, m.source.version);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if !a.handler.is_empty() {
+        bail!("--param, --allow-host and --grant-dir are for a restore through a source handler");
+    }
+    let Some(target) = a.target.clone() else {
+        bail!("TARGET is needed: where to restore to");
+    };
     let req = RestoreRequest {
         snapshot: id,
-        target: a.target.clone(),
+        target,
         path: a.path.as_ref().map(|p| p.as_bytes().to_vec()),
         overwrite: a.overwrite,
     };
@@ -216,7 +250,7 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     for (path, err) in &report.failed {
         eprintln!("error: {path}: {err}");
     }
-    println!("restored {} entries, {} to {}", report.files, output::size(report.bytes), a.target.display());
+    println!("restored {} entries, {} to {}", report.files, output::size(report.bytes), req.target.display());
     if report.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -1,0 +1,172 @@
+//! The source host against the `source-http` example built from source and
+//! a local HTTP server: a backup's steps, a restore by upload, and what the
+//! handler may not reach.
+
+use policy::{Grants, Host, Limits, SourceItem, SourceStep, World};
+use testkit::http::ExportServer;
+
+fn export(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+}
+
+fn load(host: &Host) -> policy::Policy {
+    let path = policy_guests::example("source-http");
+    let bytes = std::fs::read(&path).unwrap();
+    host.load(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
+}
+
+fn params(kv: &[(&str, String)]) -> Vec<(String, String)> {
+    kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn grants(server: &ExportServer) -> Grants {
+    Grants { dir: None, hosts: vec![server.authority()] }
+}
+
+#[test]
+fn backup_yields_the_export_and_restore_uploads_it_back() {
+    let data = export(2_500_000);
+    let server = ExportServer::start("/db.dump", data.clone());
+    let host = Host::new().unwrap();
+    let policy = load(&host);
+    assert_eq!(policy.world, World::Source);
+    assert_eq!(policy.info.name, "source-http");
+    assert!(policy.info.params.iter().any(|(k, _)| k == "url"));
+
+    let url = format!("http://{}/db.dump", server.authority());
+    let mut s = host.source(&policy, &grants(&server), None).unwrap();
+    assert!(s.features.full && s.features.restore && !s.features.incremental);
+    s.begin_backup(&params(&[("url", url.clone()), ("authorization", "Bearer t0ken".into())]), None).unwrap();
+    let first = s.next_step().unwrap();
+    let SourceStep::Item(item) = first else { panic!("first step {first:?} is not an item") };
+    assert_eq!(item.path, "db.dump");
+    assert_eq!(item.size, Some(data.len() as u64));
+    let mut got = Vec::new();
+    let mut pieces = Vec::new();
+    loop {
+        match s.next_step().unwrap() {
+            SourceStep::Data(d) => {
+                pieces.push(d.len());
+                got.extend_from_slice(&d);
+            }
+            SourceStep::End => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, data, "the data steps carry the export byte for byte");
+    assert!(pieces.iter().all(|n| *n <= 1 << 20), "pieces of at most 1 MiB: {pieces:?}");
+    assert!(
+        pieces[..pieces.len() - 1].iter().all(|n| *n >= 256 << 10),
+        "pieces of 256 KiB or more: {pieces:?}"
+    );
+    let get = &server.requests()[0];
+    assert_eq!((get.method.as_str(), get.header("authorization")), ("GET", Some("Bearer t0ken")));
+
+    let mut r = host.source(&policy, &grants(&server), None).unwrap();
+    r.begin_restore(&params(&[("url", url)])).unwrap();
+    r.restore_item(&SourceItem { size: None, ..item }).unwrap();
+    for piece in data.chunks(700_000) {
+        r.restore_data(piece).unwrap();
+    }
+    r.finish_restore().unwrap();
+    let put = server.requests().into_iter().find(|q| q.method == "PUT").expect("an upload");
+    assert_eq!(put.path, "/db.dump");
+    assert!(put.body == data, "the upload is the export, byte for byte ({} bytes)", put.body.len());
+}
+
+#[test]
+fn the_handler_reaches_only_granted_hosts() {
+    let server = ExportServer::start("/db.dump", export(1000));
+    let other = ExportServer::start("/db.dump", export(1000));
+    let host = Host::new().unwrap();
+    let policy = load(&host);
+    let url = format!("http://{}/db.dump", server.authority());
+    for g in [Grants::default(), grants(&other)] {
+        let mut s = host.source(&policy, &g, None).unwrap();
+        let err = s.begin_backup(&params(&[("url", url.clone())]), None).unwrap_err().to_string();
+        assert!(err.contains("source-http") && err.contains("does not allow this host"), "{err}");
+    }
+    assert!(server.requests().is_empty(), "no request reached the server");
+}
+
+#[test]
+fn bad_parameters_and_answers_are_clear_errors() {
+    let server = ExportServer::start("/db.dump", export(10));
+    let host = Host::new().unwrap();
+    let policy = load(&host);
+    let cases = [
+        (vec![], "url parameter is required"),
+        (vec![("url", "ftp://x/y".to_owned())], "not an http"),
+        (
+            vec![("url", format!("http://{}/db.dump", server.authority())), ("colour", "red".into())],
+            "unknown parameter",
+        ),
+        (vec![("url", format!("http://{}/missing", server.authority()))], "answered 404"),
+    ];
+    for (p, expect) in cases {
+        let mut s = host.source(&policy, &grants(&server), None).unwrap();
+        let err = s.begin_backup(&params(&p), None).unwrap_err().to_string();
+        assert!(err.contains(expect), "{p:?}: {err} should say {expect:?}");
+    }
+    // A retention call on a source policy is refused by world.
+    let err = host.retention(&policy, &[], 0, &[], &Limits::default()).unwrap_err().to_string();
+    assert!(err.contains("not a retention policy"), "{err}");
+}
+
+/// A case of `policies/source-http/cases/`.
+#[derive(serde::Deserialize)]
+struct Case {
+    serve: String,
+    export_bytes: usize,
+    params: std::collections::BTreeMap<String, String>,
+    expect: Option<Expect>,
+    error: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Expect {
+    path: String,
+    size: u64,
+}
+
+#[test]
+fn source_http_cases() {
+    let host = Host::new().unwrap();
+    let policy = load(&host);
+    let dir = policy_guests::policies_dir().join("source-http/cases");
+    let mut ran = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        let case: Case = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let data = export(case.export_bytes);
+        let server = ExportServer::start(&case.serve, data.clone());
+        let p: Vec<(String, String)> = case
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("{server}", &server.authority())))
+            .collect();
+        let mut s = host.source(&policy, &grants(&server), None).unwrap();
+        let name = path.display();
+        let begun = s.begin_backup(&p, None);
+        match (&case.expect, &case.error) {
+            (Some(want), None) => {
+                begun.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let SourceStep::Item(item) = s.next_step().unwrap() else { panic!("{name}: no item first") };
+                assert_eq!((item.path.as_str(), item.size), (want.path.as_str(), Some(want.size)), "{name}");
+                let mut got = Vec::new();
+                while let SourceStep::Data(d) = s.next_step().unwrap() {
+                    got.extend_from_slice(&d);
+                }
+                assert!(got == data, "{name}: the data is the export");
+            }
+            (None, Some(error)) => {
+                let err = begun.err().unwrap_or_else(|| panic!("{name}: should fail")).to_string();
+                assert!(err.contains(error.as_str()), "{name}: {err} should say {error:?}");
+            }
+            _ => panic!("{name}: a case has either expect or error"),
+        }
+        ran += 1;
+    }
+    assert!(ran >= 5, "only {ran} cases in {}", dir.display());
+}
