@@ -101,6 +101,26 @@ fn a_handler_without_its_grant_makes_no_snapshot() {
     assert!(server.requests().is_empty());
     let snaps = run_json(store.cmd().args(["snapshots", "--json"]));
     assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
+    // A handler that yields a path climbing out of the archive fails the
+    // backup; nothing is visible and the work area is gone.
+    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::test_guest("hostile-source")));
+    let r = run_code(
+        store.cmd().args([
+            "backup",
+            "--source",
+            "hostile-source",
+            "--param",
+            "mode=bad-path",
+            "--group",
+            "app/db",
+        ]),
+        1,
+    );
+    assert!(r.stderr.contains("bad path") && r.stderr.contains("../../etc/cron.d/evil"), "{}", r.stderr);
+    let snaps = run_json(store.cmd().args(["snapshots", "--json"]));
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
+    let writers = std::fs::read_dir(store.ds.join("writers")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(writers, 0, "no backup work area is left behind");
     // Handler flags without a handler are refused.
     let r = run_code(store.cmd().args(["backup", "/tmp", "--group", "a/b", "--allow-host", "x:1"]), 1);
     assert!(r.stderr.contains("--source NAME"), "{}", r.stderr);

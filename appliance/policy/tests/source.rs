@@ -170,3 +170,90 @@ fn source_http_cases() {
     }
     assert!(ran >= 5, "only {ran} cases in {}", dir.display());
 }
+
+fn thread_cpu() -> std::time::Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+    std::time::Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
+
+fn mode(mode: &str, file: &str) -> Vec<(String, String)> {
+    vec![("mode".into(), mode.into()), ("file".into(), file.into())]
+}
+
+/// A handler sees a granted directory read-only as `/source` and nothing
+/// else of the filesystem; it cannot climb out of it or write to it.
+#[test]
+fn a_source_handler_reads_only_its_granted_directory() {
+    let base = std::env::temp_dir().join(format!("cairn-grant-{}", std::process::id()));
+    let granted = base.join("granted");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("secret.txt"), b"granted contents").unwrap();
+    std::fs::write(base.join("outside.txt"), b"not granted").unwrap();
+    let host = Host::new().unwrap();
+    let bytes = std::fs::read(policy_guests::test_guest("hostile-source")).unwrap();
+    let hostile = host.load(&bytes, &Limits::default()).unwrap();
+    let grant = Grants { dir: Some(granted.clone()), hosts: vec![] };
+
+    let mut s = host.source(&hostile, &grant, None).unwrap();
+    s.begin_backup(&mode("read", "/source/secret.txt"), None).unwrap();
+    assert!(matches!(s.next_step().unwrap(), SourceStep::Item(i) if i.path == "copy"));
+    assert_eq!(s.next_step().unwrap(), SourceStep::Data(b"granted contents".to_vec()));
+
+    for (g, file) in [
+        (&grant, "/source/../outside.txt"),
+        (&grant, base.join("outside.txt").to_str().unwrap()),
+        (&Grants::default(), "/source/secret.txt"),
+        (&Grants::default(), "/etc/hostname"),
+    ] {
+        let mut s = host.source(&hostile, g, None).unwrap();
+        s.begin_backup(&mode("read", file), None).unwrap();
+        s.next_step().unwrap();
+        let err = s.next_step().expect_err(file).to_string();
+        assert!(err.contains("hostile-source") && err.contains(&format!("read {file}")), "{err}");
+    }
+    let mut s = host.source(&hostile, &grant, None).unwrap();
+    let err = s.begin_backup(&mode("write", "/source/new.txt"), None).unwrap_err().to_string();
+    assert!(err.contains("write /source/new.txt"), "{err}");
+    assert!(!granted.join("new.txt").exists());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Each misbehaviour is stopped within its budget (plus 50 ms of CPU) with
+/// an error naming the handler; a trapped session refuses further calls.
+#[test]
+fn hostile_source_handlers_are_stopped() {
+    use std::time::{Duration, Instant};
+    let host = Host::new().unwrap();
+    let bytes = std::fs::read(policy_guests::test_guest("hostile-source")).unwrap();
+    let hostile = host.load(&bytes, &Limits::default()).unwrap();
+    let limits = Limits { cpu: Duration::from_millis(300), memory: 32 << 20 };
+    // Warm up: the first call pays one-off costs.
+    let mut s = host.source(&hostile, &Grants::default(), Some(&limits)).unwrap();
+    s.begin_backup(&mode("none", ""), None).unwrap();
+
+    let mut s = host.source(&hostile, &Grants::default(), Some(&limits)).unwrap();
+    s.begin_backup(&mode("loop", ""), None).unwrap();
+    let (started, cpu_before) = (Instant::now(), thread_cpu());
+    let err = s.next_step().unwrap_err().to_string();
+    let (took, cpu) = (started.elapsed(), thread_cpu() - cpu_before);
+    assert!(err.contains("hostile-source 0.1.0") && err.contains("CPU budget"), "{err}");
+    assert!(cpu < limits.cpu + Duration::from_millis(50), "stopped after {cpu:?} of CPU");
+    assert!(took < 2 * limits.cpu + Duration::from_millis(200), "stopped after {took:?}");
+    let again = s.next_step().unwrap_err().to_string();
+    assert!(again.contains("failed earlier"), "{again}");
+
+    let mut s = host.source(&hostile, &Grants::default(), Some(&limits)).unwrap();
+    let err = s.begin_backup(&mode("memory", ""), None).unwrap_err().to_string();
+    assert!(err.contains("memory limit of 32 MiB"), "{err}");
+
+    let mut s = host.source(&hostile, &Grants::default(), Some(&limits)).unwrap();
+    s.begin_backup(&mode("huge-step", ""), None).unwrap();
+    s.next_step().unwrap();
+    let err = s.next_step().unwrap_err().to_string();
+    assert!(err.contains("8388608 bytes of data in one step"), "{err}");
+
+    // A handler that cannot restore says so before it is called.
+    let mut s = host.source(&hostile, &Grants::default(), None).unwrap();
+    let err = s.begin_restore(&[]).unwrap_err().to_string();
+    assert!(err.contains("cannot restore"), "{err}");
+}

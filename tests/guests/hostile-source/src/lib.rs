@@ -1,0 +1,100 @@
+//! A source handler that misbehaves on purpose, or probes its sandbox. The
+//! `mode` parameter picks what `begin-backup` and `next` do; the host must
+//! stop each misbehaviour within its budget and grant nothing it was not
+//! asked to.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "source" });
+
+use std::cell::RefCell;
+
+use cairn::policy::types::Param;
+use exports::cairn::policy::source_handler::{Features, Guest as Handler, Item, ItemKind, Step};
+
+struct Hostile;
+
+thread_local! {
+    /// (mode, file, steps taken).
+    static STATE: RefCell<(String, String, u32)> = const { RefCell::new((String::new(), String::new(), 0)) };
+}
+
+impl Guest for Hostile {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: "hostile-source".into(),
+            version: "0.1.0".into(),
+            description: "misbehaves on purpose".into(),
+            params: vec![
+                Param { key: "mode".into(), value: "read, write, loop, memory, huge-step, bad-path".into() },
+                Param { key: "file".into(), value: "the file `read` and `write` use".into() },
+            ],
+        }
+    }
+}
+
+fn item(path: &str) -> Item {
+    Item { path: path.into(), kind: ItemKind::File, mode: 0o600, mtime: 0, target: String::new(), size: None }
+}
+
+impl Handler for Hostile {
+    fn capabilities() -> Features {
+        Features { full: true, incremental: false, restore: false }
+    }
+
+    fn begin_backup(params: Vec<Param>, _since: Option<i64>) -> Result<(), String> {
+        let get = |k: &str| params.iter().find(|p| p.key == k).map(|p| p.value.clone()).unwrap_or_default();
+        let (mode, file) = (get("mode"), get("file"));
+        match mode.as_str() {
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "write" => std::fs::write(&file, b"written by a source handler").map_err(|e| format!("write {file}: {e}"))?,
+            _ => {}
+        }
+        STATE.with(|s| *s.borrow_mut() = (mode, file, 0));
+        Ok(())
+    }
+
+    fn next() -> Result<Step, String> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.2 += 1;
+            let (mode, file, n) = (s.0.as_str(), s.1.as_str(), s.2);
+            Ok(match (mode, n) {
+                ("read", 1) => Step::Item(item("copy")),
+                ("read", 2) => Step::Data(std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?),
+                ("loop", _) => {
+                    let mut x: u64 = 1;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                }
+                ("huge-step", 1) => Step::Item(item("big")),
+                ("huge-step", _) => Step::Data(vec![1u8; 8 << 20]),
+                ("bad-path", 1) => Step::Item(item("../../etc/cron.d/evil")),
+                _ => Step::End,
+            })
+        })
+    }
+
+    fn begin_restore(_params: Vec<Param>) -> Result<(), String> {
+        Err("cannot restore".into())
+    }
+
+    fn restore_item(_item: Item) -> Result<(), String> {
+        Err("cannot restore".into())
+    }
+
+    fn restore_data(_data: Vec<u8>) -> Result<(), String> {
+        Err("cannot restore".into())
+    }
+
+    fn finish_restore() -> Result<(), String> {
+        Err("cannot restore".into())
+    }
+}
+
+export!(Hostile);
