@@ -20,6 +20,7 @@ mod excludes;
 mod gc;
 mod golden;
 mod policy;
+mod policy_api;
 mod prune;
 mod remote;
 mod serve;

@@ -5,6 +5,7 @@
 
 mod cli;
 mod output;
+mod policies;
 mod progress;
 mod protocol;
 mod remote;

@@ -258,6 +258,11 @@ pub fn precheck(bytes: &[u8]) -> Result<(), PolicyError> {
             crate::MAX_COMPONENT_BYTES >> 20
         )));
     }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(PolicyError::Invalid(
+            "this is not a WebAssembly component (it does not start with \\0asm)".into(),
+        ));
+    }
     if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
         return Err(PolicyError::Invalid(
             "this is a core WebAssembly module, not a component; build for wasm32-wasip2 \

@@ -162,7 +162,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     let result = match &a.policy {
         Some(name) => {
             let params = super::policy::parse_params(&a.params)?;
-            let mut decider = super::policy::retention_decider(&engine, name, params)?;
+            let mut decider = crate::policies::retention_decider(&engine, name, params, super::now())?;
             engine.prune_with(&group, a.dry_run, &mut *decider)?
         }
         None => engine.prune(&group, &rules, a.dry_run)?,

@@ -8,11 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use engine::Engine;
-use engine::PolicyRecord;
-use engine::ops::Decider;
-use model::SnapshotInfo;
-use policy::{CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState};
-use serde::Serialize;
+
+use crate::policies::{self, PolicyJson, parse_every};
+pub use crate::policies::{host, ready};
 
 use super::{Cli, now, open};
 use crate::output;
@@ -91,76 +89,14 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-#[derive(Serialize)]
-struct RecordJson<'a> {
-    name: &'a str,
-    world: &'a str,
-    wit_version: &'a str,
-    policy_name: &'a str,
-    policy_version: &'a str,
-    description: &'a str,
-    params: Vec<ParamJson<'a>>,
-    digest: &'a str,
-    size: u64,
-    added: String,
-    cpu_ms: u64,
-    memory_mib: u64,
-}
-
-#[derive(Serialize)]
-struct ParamJson<'a> {
-    name: &'a str,
-    help: &'a str,
-}
-
-fn record_json(r: &PolicyRecord) -> RecordJson<'_> {
-    RecordJson {
-        name: &r.name,
-        world: &r.world,
-        wit_version: &r.wit_version,
-        policy_name: &r.policy_name,
-        policy_version: &r.policy_version,
-        description: &r.description,
-        params: r.params.iter().map(|(k, v)| ParamJson { name: k, help: v }).collect(),
-        digest: &r.digest,
-        size: r.size,
-        added: model::time::format_rfc3339(r.added),
-        cpu_ms: r.cpu_ms,
-        memory_mib: r.memory_mib,
-    }
-}
-
 pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
     let engine = open(cli)?;
     let ds = engine.datastore();
     match c {
         PolicyCommand::Add { file, name, cpu_ms, memory_mib } => {
             let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let host = host()?;
-            let ready = host.load_with_cache(&wasm, None, &Limits::default())?;
-            let p = &ready.policy;
-            let defaults = match p.world {
-                policy::World::Source => Host::source_limits(),
-                _ => Limits::default(),
-            };
-            let record = PolicyRecord {
-                name: name.clone().unwrap_or_else(|| p.info.name.clone()),
-                world: p.world.name().into(),
-                wit_version: p.wit_version.clone(),
-                policy_name: p.info.name.clone(),
-                policy_version: p.info.version.clone(),
-                description: p.info.description.clone(),
-                params: p.info.params.clone(),
-                digest: p.digest.clone(),
-                size: wasm.len() as u64,
-                added: now(),
-                cpu_ms: cpu_ms.unwrap_or(defaults.cpu.as_millis() as u64),
-                memory_mib: memory_mib.unwrap_or((defaults.memory >> 20) as u64),
-            };
-            ds.save_policy(&record, &wasm)?;
-            if let Some(artifact) = &ready.artifact {
-                cache_artifact(&engine, &record.digest, &host.artifact_tag(), artifact);
-            }
+            let record =
+                policies::add(&engine, &host()?, &wasm, name.as_deref(), *cpu_ms, *memory_mib, now())?;
             println!(
                 "added {} policy {} ({} {}, cairn:policy@{}, blake3 {})",
                 record.world,
@@ -174,7 +110,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::List { json } => {
             let all = ds.list_policies()?;
             if *json {
-                output::json(&all.iter().map(record_json).collect::<Vec<_>>());
+                output::json(&all.iter().map(PolicyJson::from).collect::<Vec<_>>());
             } else {
                 let rows: Vec<Vec<String>> = all
                     .iter()
@@ -194,7 +130,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Show { name, json } => {
             let (r, _) = ds.load_policy(name)?.ok_or_else(|| anyhow!("no policy named {name:?}"))?;
             if *json {
-                output::json(&record_json(&r));
+                output::json(&PolicyJson::from(&r));
             } else {
                 println!("name:         {}", r.name);
                 println!("world:        {} (cairn:policy@{})", r.world, r.wit_version);
@@ -232,74 +168,10 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The budget for one call; values from a stored record are clamped to
-/// what `policy add` accepts, whatever the file says.
-fn budget(cpu_ms: u64, memory_mib: u64) -> Limits {
-    Limits {
-        cpu: std::time::Duration::from_millis(cpu_ms.clamp(10, 60_000)),
-        memory: (memory_mib.clamp(1, 4096) as usize) << 20,
-    }
-}
-
 /// `cairn __compile-policy`: the child process that compiles for
 /// [`host`].
 pub fn compile_child() -> ExitCode {
     policy::compile_child()
-}
-
-/// The policy host of this process. Components compile in a child
-/// process, this binary run as `cairn __compile-policy`, under the policy
-/// crate's default limits (2 GiB of address space, 20 s of CPU, 60 s).
-/// The child is started through `/proc/self/exe`, which names the running
-/// binary even after an upgrade replaced the file on disk, so it is always
-/// this very build (and its artifacts load here).
-pub fn host() -> Result<Host> {
-    let proc_exe = PathBuf::from("/proc/self/exe");
-    let program = if proc_exe.exists() {
-        proc_exe
-    } else {
-        std::env::current_exe().context("cannot find the cairn binary to compile policies with")?
-    };
-    Ok(Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })?)
-}
-
-/// Stored policy `record` (component `wasm`) ready to call, with its
-/// budget: from the compiled artifact cached for this build when it is
-/// usable, otherwise compiled again and the cache rewritten. Trouble with
-/// the cache is logged, never fatal; only the component can fail this.
-pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
-    let ds = engine.datastore();
-    let (name, tag) = (&record.name, host.artifact_tag());
-    let cached = ds.load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
-        tracing::warn!("policy {name}: cannot read its compiled artifact, compiling it again: {e}");
-        None
-    });
-    let limits = budget(record.cpu_ms, record.memory_mib);
-    let ready =
-        host.load_with_cache(wasm, cached.as_deref(), &limits).with_context(|| format!("policy {name}"))?;
-    match &ready.origin {
-        Origin::Cached => tracing::debug!("policy {name}: loaded its compiled artifact"),
-        Origin::Compiled { cache_problem: None } => {
-            tracing::info!("policy {name}: compiled (nothing cached)")
-        }
-        Origin::Compiled { cache_problem: Some(why) } => {
-            tracing::warn!(
-                "policy {name}: its cached compiled artifact is unusable ({why}); compiled it again"
-            )
-        }
-    }
-    if let Some(artifact) = &ready.artifact {
-        cache_artifact(engine, &record.digest, &tag, artifact);
-    }
-    Ok((ready.policy, limits))
-}
-
-/// Write a compiled artifact to the cache; a failure only costs a compile
-/// next time.
-fn cache_artifact(engine: &Engine, digest: &str, tag: &str, artifact: &[u8]) {
-    if let Err(e) = engine.datastore().save_policy_artifact(digest, tag, artifact) {
-        tracing::warn!("cannot cache the compiled policy component {}: {e}", &digest[..12]);
-    }
 }
 
 /// `k=v` pairs from `--param`.
@@ -315,151 +187,40 @@ pub fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// A decider for `Engine::prune_with` that asks retention policy `name`.
-pub fn retention_decider(
-    engine: &Engine,
-    name: &str,
-    params: Vec<(String, String)>,
-) -> Result<Box<Decider<'static>>> {
-    let (record, wasm) =
-        engine.datastore().load_policy(name)?.ok_or_else(|| anyhow!("no policy named {name:?}"))?;
-    if record.world != "retention" {
-        bail!("policy {name} is a {} policy, not a retention policy", record.world);
-    }
-    let host = host()?;
-    let (policy, limits) = ready(engine, &host, &record, &wasm)?;
-    Ok(Box::new(move |infos: &[SnapshotInfo]| {
-        let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
-        let decisions = host.retention(&policy, &snaps, now(), &params, &limits)?;
-        Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
-    }))
-}
-
-fn parse_every(text: &str) -> Result<i64> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: i64 = num.parse().map_err(|_| anyhow!("--every {text:?}: expected a number and m, h, d or w"))?;
-    let unit = match unit {
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => bail!("--every {text:?}: the unit is m, h, d or w"),
-    };
-    if n <= 0 {
-        bail!("--every {text:?}: must be positive");
-    }
-    n.checked_mul(unit)
-        .filter(|s| *s <= 10 * 366 * 86_400)
-        .ok_or_else(|| anyhow!("--every {text:?}: at most ten years"))
-}
-
-#[derive(Serialize)]
-struct SimRemoved {
-    at: String,
-    id: String,
-    reason: String,
-}
-
-#[derive(Serialize)]
-struct SimKept {
-    id: String,
-    reason: String,
-}
-
-#[derive(Serialize)]
-struct SimJson {
-    steps: u64,
-    removed: Vec<SimRemoved>,
-    kept: Vec<SimKept>,
-}
-
-/// Most steps a simulation may take.
-const MAX_STEPS: i64 = 100_000;
-
 fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
     let group = model::BackupGroup::parse(&a.group, &a.ns.get()?)?;
-    let every = parse_every(&a.every)?;
+    let every = parse_every(&a.every).map_err(|e| anyhow!("--{e}"))?;
     let params = parse_params(&a.params)?;
-    let (record, wasm) =
-        engine.datastore().load_policy(&a.name)?.ok_or_else(|| anyhow!("no policy named {:?}", a.name))?;
-    if record.world != "retention" {
-        bail!("policy {} is a {} policy, not a retention policy", a.name, record.world);
-    }
-    let host = host()?;
-    let (policy, limits) = ready(engine, &host, &record, &wasm)?;
-    let infos = engine.snapshots(Some(&group))?;
-    let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
-        bail!("group {group} has no snapshots to simulate with");
-    };
-    let time = |t: &Option<String>, default: i64, what: &str| -> Result<i64> {
-        match t {
-            Some(t) => {
+    let time = |t: &Option<String>, what: &str| -> Result<Option<i64>> {
+        t.as_ref()
+            .map(|t| {
                 model::time::parse_rfc3339(t).ok_or_else(|| anyhow!("--{what} {t:?} is not an RFC 3339 time"))
-            }
-            None => Ok(default),
-        }
+            })
+            .transpose()
     };
-    let (from, to) = (time(&a.from, first.id.time, "from")?, time(&a.to, last.id.time, "to")?);
-    if to < from || (to - from) / every > MAX_STEPS {
-        bail!("--from/--to/--every give no steps or more than {MAX_STEPS}");
-    }
-    let mut alive: Vec<&SnapshotInfo> = Vec::new();
-    let mut next = 0;
-    let (mut removed, mut kept, mut steps) = (Vec::new(), Vec::new(), 0u64);
-    let mut t = from;
-    while t <= to {
-        while next < infos.len() && infos[next].id.time <= t {
-            alive.push(&infos[next]);
-            next += 1;
-        }
-        let snaps: Vec<RetentionSnapshot> = alive.iter().map(|i| to_retention(i)).collect();
-        let decisions = host.retention(&policy, &snaps, t, &params, &limits)?;
-        kept.clear();
-        let mut still = Vec::new();
-        for (info, d) in alive.iter().zip(decisions) {
-            if d.keep {
-                still.push(*info);
-                kept.push(SimKept { id: d.id, reason: d.reason });
-            } else {
-                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: d.id, reason: d.reason });
-            }
-        }
-        alive = still;
-        steps += 1;
-        t += every;
-    }
+    let (from, to) = (time(&a.from, "from")?, time(&a.to, "to")?);
+    let sim = policies::simulate(engine, &host()?, &a.name, &group, from, to, every, &params)?;
     if a.json {
-        output::json(&SimJson { steps, removed, kept });
+        output::json(&sim);
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> =
-        removed.iter().map(|r| vec![r.at.clone(), "remove".into(), r.id.clone(), r.reason.clone()]).collect();
+    let rows: Vec<Vec<String>> = sim
+        .removed
+        .iter()
+        .map(|r| vec![r.at.clone(), "remove".into(), r.id.clone(), r.reason.clone()])
+        .collect();
     if !rows.is_empty() {
         output::table(&["AT", "ACTION", "SNAPSHOT", "REASON"], &rows);
         println!();
     }
     println!(
-        "after {steps} steps, at {}: {} of {} snapshots kept",
-        model::time::format_rfc3339(t - every),
-        kept.len(),
-        infos.len()
+        "after {} steps, at {}: {} of {} snapshots kept",
+        sim.steps,
+        sim.until,
+        sim.kept.len(),
+        sim.snapshots
     );
-    let rows: Vec<Vec<String>> = kept.iter().map(|k| vec![k.id.clone(), k.reason.clone()]).collect();
+    let rows: Vec<Vec<String>> = sim.kept.iter().map(|k| vec![k.id.clone(), k.reason.clone()]).collect();
     output::table(&["SNAPSHOT", "REASON"], &rows);
     Ok(ExitCode::SUCCESS)
-}
-
-fn to_retention(i: &SnapshotInfo) -> RetentionSnapshot {
-    RetentionSnapshot {
-        id: i.id.to_string(),
-        time: i.id.time,
-        tags: i.tags.clone(),
-        size: i.size,
-        protected: i.protected,
-        verify_state: match i.verify {
-            model::VerifyState::None => VerifyState::None,
-            model::VerifyState::Ok => VerifyState::Ok,
-            model::VerifyState::Failed => VerifyState::Failed,
-        },
-    }
 }

@@ -70,6 +70,19 @@ impl From<anyhow::Error> for AppError {
         if let Some(refused) = e.downcast_ref::<engine::ops::Refused>() {
             return Self::new(StatusCode::CONFLICT, refused.0.clone());
         }
+        if let Some(missing) = e.downcast_ref::<crate::policies::NoSuchPolicy>() {
+            return Self::not_found(missing.to_string());
+        }
+        // A component refused, or a policy that failed its call: the
+        // caller's policy, not the server, is at fault.
+        if let Some(
+            err @ (policy::PolicyError::Invalid(_)
+            | policy::PolicyError::CompileLimit(_)
+            | policy::PolicyError::Call { .. }),
+        ) = e.downcast_ref::<policy::PolicyError>()
+        {
+            return Self::bad_request(err.to_string());
+        }
         if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {
             return Self::bad_request(bad.0.clone());
         }

@@ -21,6 +21,7 @@ mod finish;
 mod job_views;
 mod jobs_api;
 mod maint_api;
+mod policy_api;
 mod remote;
 pub mod routes;
 mod scheduler;

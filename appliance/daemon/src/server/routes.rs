@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Access};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, maint_api, remote, views};
+use super::{api, finish, job_views, jobs_api, maint_api, policy_api, remote, views};
 use crate::protocol;
 
 /// Largest request body accepted by default.
@@ -161,6 +161,30 @@ pub fn routes() -> Vec<RouteSpec> {
             get(jobs_api::tasks),
         ),
         r(Method::GET, "/api/v1/tasks/{id}", Read, "One task with its log.", get(jobs_api::task)),
+        r(Method::GET, "/api/v1/policies", Read, "Stored policies.", get(policy_api::list)),
+        r(
+            Method::POST,
+            "/api/v1/policies",
+            Admin,
+            "Add a policy: the body is the component (`?name=&cpu_ms=&memory_mib=`); it is validated \
+             and compiled under bounded resources first.",
+            post(policy_api::upload).layer(DefaultBodyLimit::max(policy_api::MAX_POLICY_BODY)),
+        ),
+        r(Method::GET, "/api/v1/policies/{name}", Read, "One stored policy.", get(policy_api::show)),
+        r(
+            Method::DELETE,
+            "/api/v1/policies/{name}",
+            Admin,
+            "Remove a stored policy.",
+            delete(policy_api::remove),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/policies/{name}/simulate",
+            Operate,
+            "Replay a retention policy over a group's snapshots (`{\"group\", \"every\", \"params\"}`); removes nothing.",
+            post(policy_api::simulate),
+        ),
         r(
             Method::POST,
             "/api/v1/backup",
@@ -274,6 +298,14 @@ pub fn routes() -> Vec<RouteSpec> {
             Read,
             "A task and its log, refreshed while it runs (page).",
             get(job_views::task),
+        ),
+        r(Method::GET, "/policies", Read, "Policies and the prune simulator (page).", get(policy_api::page)),
+        r(
+            Method::POST,
+            "/policies/simulate",
+            Operate,
+            "Simulate a retention policy (form).",
+            post(policy_api::simulate_form),
         ),
         r(Method::GET, "/users", Admin, "Users and tokens (page).", get(views::users)),
         r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),

@@ -2,7 +2,7 @@
 //! few facts about this server.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use engine::Engine;
@@ -31,6 +31,9 @@ struct Inner {
     /// Answers to callers who failed to authenticate wait until this long
     /// after the request arrived.
     auth_delay: Duration,
+    /// The policy host, started at the first policy call (its engine and
+    /// epoch thread cost nothing until then).
+    policy_host: OnceLock<Result<Arc<policy::Host>, String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 token_cache: Mutex::default(),
                 fingerprint,
                 auth_delay,
+                policy_host: OnceLock::new(),
             }),
         }
     }
@@ -126,6 +130,28 @@ impl AppState {
             Ok(result) => result.map_err(AppError::from),
             Err(e) => Err(AppError::from(anyhow::anyhow!("engine call failed: {e}"))),
         }
+    }
+}
+
+impl AppState {
+    /// Run one (blocking) call with the policy host off the async workers;
+    /// components compile in a child process (`cairn __compile-policy`).
+    pub async fn policies<T, F>(&self, call: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine, &policy::Host) -> anyhow::Result<T> + Send + 'static,
+    {
+        let state = self.clone();
+        self.engine(move |e| {
+            let host = state
+                .inner
+                .policy_host
+                .get_or_init(|| crate::policies::host().map(Arc::new).map_err(|e| format!("{e:#}")))
+                .clone()
+                .map_err(|e| anyhow::anyhow!("the policy host cannot start: {e}"))?;
+            call(e, &host)
+        })
+        .await
     }
 }
 

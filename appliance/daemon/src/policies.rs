@@ -1,0 +1,330 @@
+//! Stored policies for both faces of the binary, the CLI and the server:
+//! adding a component, loading one ready to call (through the compiled-
+//! artifact cache; components compile in a child process, this binary run
+//! as `cairn __compile-policy`), pruning with a retention policy and the
+//! prune simulator. Both render what these return.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use engine::Engine;
+use engine::PolicyRecord;
+use engine::ops::{BadRequest, Decider};
+use model::{BackupGroup, SnapshotInfo};
+use policy::{CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState, World};
+use serde::Serialize;
+
+/// A policy name that is not stored.
+#[derive(Debug, thiserror::Error)]
+#[error("no policy named {0:?}")]
+pub struct NoSuchPolicy(pub String);
+
+/// The policy host of this process. Components compile in a child
+/// process, this binary run as `cairn __compile-policy`, under the policy
+/// crate's default limits (2 GiB of address space, 20 s of CPU, 60 s).
+/// The child is started through `/proc/self/exe`, which names the running
+/// binary even after an upgrade replaced the file on disk, so it is always
+/// this very build (and its artifacts load here).
+pub fn host() -> Result<Host> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let program = if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("cannot find the cairn binary to compile policies with")?
+    };
+    Ok(Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })?)
+}
+
+/// The budget for one call; values from a stored record are clamped to
+/// what `policy add` accepts, whatever the file says.
+fn budget(cpu_ms: u64, memory_mib: u64) -> Limits {
+    Limits {
+        cpu: std::time::Duration::from_millis(cpu_ms.clamp(10, 60_000)),
+        memory: (memory_mib.clamp(1, 4096) as usize) << 20,
+    }
+}
+
+/// Validate and compile `wasm` (in the child), store it under `name`
+/// (default: the name the policy gives itself) with its budget (default:
+/// 1 s and 64 MiB per call; a source handler's 10 s per call and 256 MiB
+/// per session), and cache its compiled form.
+pub fn add(
+    engine: &Engine,
+    host: &Host,
+    wasm: &[u8],
+    name: Option<&str>,
+    cpu_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    now: i64,
+) -> Result<PolicyRecord> {
+    let ready = host.load_with_cache(wasm, None, &Limits::default())?;
+    let p = &ready.policy;
+    let defaults = match p.world {
+        World::Source => Host::source_limits(),
+        _ => Limits::default(),
+    };
+    let name = name.map_or_else(|| p.info.name.clone(), str::to_owned);
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!(BadRequest(format!("policy name {name:?}: use up to 64 letters, digits, '-', '_' or '.'")));
+    }
+    let record = PolicyRecord {
+        name,
+        world: p.world.name().into(),
+        wit_version: p.wit_version.clone(),
+        policy_name: p.info.name.clone(),
+        policy_version: p.info.version.clone(),
+        description: p.info.description.clone(),
+        params: p.info.params.clone(),
+        digest: p.digest.clone(),
+        size: wasm.len() as u64,
+        added: now,
+        cpu_ms: cpu_ms.unwrap_or(defaults.cpu.as_millis() as u64).clamp(10, 60_000),
+        memory_mib: memory_mib.unwrap_or((defaults.memory >> 20) as u64).clamp(1, 4096),
+    };
+    engine.datastore().save_policy(&record, wasm)?;
+    if let Some(artifact) = &ready.artifact {
+        cache_artifact(engine, &record.digest, &host.artifact_tag(), artifact);
+    }
+    Ok(record)
+}
+
+/// Stored policy `record` (component `wasm`) ready to call, with its
+/// budget: from the compiled artifact cached for this build when it is
+/// usable, otherwise compiled again and the cache rewritten. Trouble with
+/// the cache is logged, never fatal; only the component can fail this.
+pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
+    let ds = engine.datastore();
+    let (name, tag) = (&record.name, host.artifact_tag());
+    let cached = ds.load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
+        tracing::warn!("policy {name}: cannot read its compiled artifact, compiling it again: {e}");
+        None
+    });
+    let limits = budget(record.cpu_ms, record.memory_mib);
+    let ready =
+        host.load_with_cache(wasm, cached.as_deref(), &limits).with_context(|| format!("policy {name}"))?;
+    match &ready.origin {
+        Origin::Cached => tracing::debug!("policy {name}: loaded its compiled artifact"),
+        Origin::Compiled { cache_problem: None } => {
+            tracing::info!("policy {name}: compiled (nothing cached)")
+        }
+        Origin::Compiled { cache_problem: Some(why) } => {
+            tracing::warn!(
+                "policy {name}: its cached compiled artifact is unusable ({why}); compiled it again"
+            )
+        }
+    }
+    if let Some(artifact) = &ready.artifact {
+        cache_artifact(engine, &record.digest, &tag, artifact);
+    }
+    Ok((ready.policy, limits))
+}
+
+/// Write a compiled artifact to the cache; a failure only costs a compile
+/// next time.
+fn cache_artifact(engine: &Engine, digest: &str, tag: &str, artifact: &[u8]) {
+    if let Err(e) = engine.datastore().save_policy_artifact(digest, tag, artifact) {
+        tracing::warn!("cannot cache the compiled policy component {}: {e}", &digest[..12]);
+    }
+}
+
+/// Stored policy `name` of world `world`, ready to call.
+pub fn load(
+    engine: &Engine,
+    host: &Host,
+    name: &str,
+    world: World,
+) -> Result<(PolicyRecord, Policy, Limits)> {
+    let (record, wasm) =
+        engine.datastore().load_policy(name)?.ok_or_else(|| NoSuchPolicy(name.to_owned()))?;
+    if record.world != world.name() {
+        bail!(BadRequest(format!(
+            "policy {name} is a {} policy, not a {} policy",
+            record.world,
+            world.name()
+        )));
+    }
+    let (policy, limits) = ready(engine, host, &record, &wasm)?;
+    Ok((record, policy, limits))
+}
+
+/// A decider for `Engine::prune_with` that asks retention policy `name`
+/// with `now` as the time.
+pub fn retention_decider(
+    engine: &Engine,
+    name: &str,
+    params: Vec<(String, String)>,
+    now: i64,
+) -> Result<Box<Decider<'static>>> {
+    let host = host()?;
+    let (_, policy, limits) = load(engine, &host, name, World::Retention)?;
+    Ok(Box::new(move |infos: &[SnapshotInfo]| {
+        let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
+        let decisions = host.retention(&policy, &snaps, now, &params, &limits)?;
+        Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
+    }))
+}
+
+pub fn to_retention(i: &SnapshotInfo) -> RetentionSnapshot {
+    RetentionSnapshot {
+        id: i.id.to_string(),
+        time: i.id.time,
+        tags: i.tags.clone(),
+        size: i.size,
+        protected: i.protected,
+        verify_state: match i.verify {
+            model::VerifyState::None => VerifyState::None,
+            model::VerifyState::Ok => VerifyState::Ok,
+            model::VerifyState::Failed => VerifyState::Failed,
+        },
+    }
+}
+
+/// A stored policy as the CLI's `--json` and the API show it.
+#[derive(Debug, Serialize)]
+pub struct PolicyJson {
+    pub name: String,
+    pub world: String,
+    pub wit_version: String,
+    pub policy_name: String,
+    pub policy_version: String,
+    pub description: String,
+    pub params: Vec<ParamJson>,
+    pub digest: String,
+    pub size: u64,
+    pub added: String,
+    pub cpu_ms: u64,
+    pub memory_mib: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParamJson {
+    pub name: String,
+    pub help: String,
+}
+
+impl From<&PolicyRecord> for PolicyJson {
+    fn from(r: &PolicyRecord) -> Self {
+        PolicyJson {
+            name: r.name.clone(),
+            world: r.world.clone(),
+            wit_version: r.wit_version.clone(),
+            policy_name: r.policy_name.clone(),
+            policy_version: r.policy_version.clone(),
+            description: r.description.clone(),
+            params: r.params.iter().map(|(k, v)| ParamJson { name: k.clone(), help: v.clone() }).collect(),
+            digest: r.digest.clone(),
+            size: r.size,
+            added: model::time::format_rfc3339(r.added),
+            cpu_ms: r.cpu_ms,
+            memory_mib: r.memory_mib,
+        }
+    }
+}
+
+/// `30m`, `6h`, `1d`, `1w` in seconds (at most ten years).
+pub fn parse_every(text: &str) -> Result<i64> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = num.parse().map_err(|_| anyhow!("every {text:?}: expected a number and m, h, d or w"))?;
+    let unit = match unit {
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("every {text:?}: the unit is m, h, d or w"),
+    };
+    if n <= 0 {
+        bail!("every {text:?}: must be positive");
+    }
+    n.checked_mul(unit)
+        .filter(|s| *s <= 10 * 366 * 86_400)
+        .ok_or_else(|| anyhow!("every {text:?}: at most ten years"))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SimRemoved {
+    pub at: String,
+    pub id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SimKept {
+    pub id: String,
+    pub reason: String,
+}
+
+/// What the prune simulator found.
+#[derive(Debug, Serialize)]
+pub struct Simulation {
+    pub steps: u64,
+    /// The time of the last step.
+    pub until: String,
+    /// How many snapshots the group has now.
+    pub snapshots: usize,
+    pub removed: Vec<SimRemoved>,
+    pub kept: Vec<SimKept>,
+}
+
+/// Most steps a simulation may take.
+pub const MAX_STEPS: i64 = 100_000;
+
+/// Replay retention policy `name` over `group`'s real snapshots: from
+/// `from` (default: the oldest snapshot's time) to `to` (default: the
+/// newest's) by `every` seconds, the snapshots made by each step join, the
+/// policy decides with `now` at that step, and those it removes leave.
+/// Nothing is removed for real.
+pub fn simulate(
+    engine: &Engine,
+    host: &Host,
+    name: &str,
+    group: &BackupGroup,
+    from: Option<i64>,
+    to: Option<i64>,
+    every: i64,
+    params: &[(String, String)],
+) -> Result<Simulation> {
+    let (_, policy, limits) = load(engine, host, name, World::Retention)?;
+    let infos = engine.snapshots(Some(group))?;
+    let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
+        bail!(BadRequest(format!("group {group} has no snapshots to simulate with")));
+    };
+    let (from, to) = (from.unwrap_or(first.id.time), to.unwrap_or(last.id.time));
+    if every <= 0 || to < from || (to - from) / every > MAX_STEPS {
+        bail!(BadRequest(format!("from, to and every give no steps or more than {MAX_STEPS}")));
+    }
+    let mut alive: Vec<&SnapshotInfo> = Vec::new();
+    let mut next = 0;
+    let (mut removed, mut kept, mut steps) = (Vec::new(), Vec::new(), 0u64);
+    let mut t = from;
+    while t <= to {
+        while next < infos.len() && infos[next].id.time <= t {
+            alive.push(&infos[next]);
+            next += 1;
+        }
+        let snaps: Vec<RetentionSnapshot> = alive.iter().map(|i| to_retention(i)).collect();
+        let decisions = host.retention(&policy, &snaps, t, params, &limits)?;
+        kept.clear();
+        let mut still = Vec::new();
+        for (info, d) in alive.iter().zip(decisions) {
+            if d.keep {
+                still.push(*info);
+                kept.push(SimKept { id: d.id, reason: d.reason });
+            } else {
+                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: d.id, reason: d.reason });
+            }
+        }
+        alive = still;
+        steps += 1;
+        t += every;
+    }
+    Ok(Simulation {
+        steps,
+        until: model::time::format_rfc3339(t - every),
+        snapshots: infos.len(),
+        removed,
+        kept,
+    })
+}
