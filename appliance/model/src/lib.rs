@@ -5,6 +5,7 @@
 //! argument. Nothing here derives `Serialize`: boundary crates convert.
 
 pub mod access;
+pub mod backy;
 pub mod ids;
 pub mod job;
 pub mod prune;

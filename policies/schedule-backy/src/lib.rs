@@ -10,12 +10,9 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "scheduler" });
 
-struct Backy;
+use model::backy::{PastRun, due, parse_interval, spread_of};
 
-struct Interval {
-    tag: String,
-    seconds: i64,
-}
+struct Backy;
 
 impl Guest for Backy {
     fn describe() -> PolicyInfo {
@@ -31,62 +28,28 @@ impl Guest for Backy {
     }
 
     fn decide(job: Job, recent_runs: Vec<Run>, now: i64) -> Result<Schedule, String> {
+        // The same rules as a job's built-in named intervals.
         let mut intervals = Vec::new();
         let mut spread = None;
         for p in &job.params {
             if p.key == "spread" {
                 spread = Some(p.value.parse::<i64>().map_err(|_| format!("spread={:?}: expected seconds", p.value))?);
             } else {
-                intervals.push(Interval { tag: p.key.clone(), seconds: duration(&p.key, &p.value)? });
+                intervals.push(parse_interval(&p.key, &p.value, false)?);
             }
         }
         if intervals.is_empty() {
             return Err("give at least one tagged interval, e.g. daily=1d".into());
         }
-        let spread = spread.unwrap_or_else(|| fnv(&job.name) as i64);
-        let mut due = Vec::new();
-        let mut next = i64::MAX;
-        for iv in &intervals {
-            let offset = spread.rem_euclid(iv.seconds);
-            let last_slot = (now - offset).div_euclid(iv.seconds) * iv.seconds + offset;
-            let last_good = recent_runs
-                .iter()
-                .filter(|r| r.outcome == "ok" && r.tags.contains(&iv.tag))
-                .map(|r| r.time)
-                .max();
-            if last_good.is_none_or(|t| t < last_slot) {
-                due.push(iv.tag.clone());
-            }
-            next = next.min(last_slot + iv.seconds);
+        let runs: Vec<PastRun> =
+            recent_runs.iter().map(|r| PastRun { time: r.time, ok: r.outcome == "ok", tags: r.tags.clone() }).collect();
+        let d = due(&intervals, spread.unwrap_or_else(|| spread_of(&job.name)), &runs, now);
+        if d.tags.is_empty() {
+            return Ok(Schedule { run_now: false, tags: vec![], next_check: d.next, reason: "no tag is due".into() });
         }
-        if due.is_empty() {
-            return Ok(Schedule { run_now: false, tags: vec![], next_check: next, reason: "no tag is due".into() });
-        }
-        let reason = format!("due: {}", due.join(", "));
-        Ok(Schedule { run_now: true, tags: due, next_check: next, reason })
+        let reason = format!("due: {}", d.tags.join(", "));
+        Ok(Schedule { run_now: true, tags: d.tags, next_check: d.next, reason })
     }
-}
-
-fn duration(key: &str, text: &str) -> Result<i64, String> {
-    let bad = || format!("{key}={text:?}: expected an interval such as 1d, 12h, 7d");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let n: i64 = text[..split].parse().map_err(|_| bad())?;
-    let unit = match &text[split..] {
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    if n <= 0 {
-        return Err(bad());
-    }
-    Ok(n * unit)
-}
-
-/// 32-bit FNV-1a: a stable offset per job name.
-fn fnv(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 export!(Backy);
