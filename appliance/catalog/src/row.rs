@@ -10,8 +10,8 @@
 
 use model::prune::KeepRules;
 use model::{
-    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Job, Namespace, Role, Session, SnapshotId,
-    SnapshotInfo, Task, TaskState, User, VerifyState,
+    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Job, JobSource, Namespace, PolicyUse, Role, Session,
+    SnapshotId, SnapshotInfo, Task, TaskState, User, VerifyState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -325,6 +325,46 @@ pub(crate) struct JobRowV1 {
     pub keep: [u32; 6],
     pub verify: bool,
     pub created: i64,
+    /// backy's named intervals, `daily=1d:9 weekly=1w:5` (added later in
+    /// v1: absent in older rows).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub intervals: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<PolicyUseRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<PolicyUseRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<JobSourceRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PolicyUseRow {
+    pub name: String,
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JobSourceRow {
+    pub handler: String,
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub grant_dir: Option<String>,
+}
+
+impl From<&PolicyUse> for PolicyUseRow {
+    fn from(p: &PolicyUse) -> Self {
+        Self { name: p.name.clone(), params: p.params.clone() }
+    }
+}
+
+impl From<PolicyUseRow> for PolicyUse {
+    fn from(p: PolicyUseRow) -> Self {
+        Self { name: p.name, params: p.params }
+    }
 }
 
 impl From<&Job> for JobRowV1 {
@@ -339,6 +379,15 @@ impl From<&Job> for JobRowV1 {
             keep: [k.last, k.hourly, k.daily, k.weekly, k.monthly, k.yearly],
             verify: j.verify,
             created: j.created,
+            intervals: model::backy::format_intervals(&j.intervals),
+            scheduler: j.scheduler.as_ref().map(PolicyUseRow::from),
+            retention: j.retention.as_ref().map(PolicyUseRow::from),
+            source: j.source.as_ref().map(|s| JobSourceRow {
+                handler: s.handler.clone(),
+                params: s.params.clone(),
+                allow_hosts: s.allow_hosts.clone(),
+                grant_dir: s.grant_dir.clone(),
+            }),
         }
     }
 }
@@ -356,6 +405,15 @@ impl TryFrom<JobRowV1> for Job {
             keep: KeepRules { last, hourly, daily, weekly, monthly, yearly },
             verify: r.verify,
             created: r.created,
+            intervals: model::backy::parse_intervals(&r.intervals)?,
+            scheduler: r.scheduler.map(PolicyUse::from),
+            retention: r.retention.map(PolicyUse::from),
+            source: r.source.map(|s| JobSource {
+                handler: s.handler,
+                params: s.params,
+                allow_hosts: s.allow_hosts,
+                grant_dir: s.grant_dir,
+            }),
         })
     }
 }

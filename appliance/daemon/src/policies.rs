@@ -21,7 +21,7 @@ pub struct NoSuchPolicy(pub String);
 
 /// The policy host of this process. Components compile in a child
 /// process, this binary run as `cairn __compile-policy`, under the policy
-/// crate's default limits (2 GiB of address space, 20 s of CPU, 60 s).
+/// crate's default limits (2 GiB of address space, 60 s of CPU, 120 s).
 /// The child is started through `/proc/self/exe`, which names the running
 /// binary even after an upgrade replaced the file on disk, so it is always
 /// this very build (and its artifacts load here).
@@ -268,12 +268,20 @@ pub struct Simulation {
     pub kept: Vec<SimKept>,
 }
 
+/// When a simulation steps: from `from` (default: the oldest snapshot's
+/// time) to `to` (default: the newest's) by `every` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct SimSpan {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub every: i64,
+}
+
 /// Most steps a simulation may take.
 pub const MAX_STEPS: i64 = 100_000;
 
-/// Replay retention policy `name` over `group`'s real snapshots: from
-/// `from` (default: the oldest snapshot's time) to `to` (default: the
-/// newest's) by `every` seconds, the snapshots made by each step join, the
+/// Replay retention policy `name` over `group`'s real snapshots at each
+/// step of `span`: the snapshots made by each step join, the
 /// policy decides with `now` at that step, and those it removes leave.
 /// Nothing is removed for real.
 pub fn simulate(
@@ -281,11 +289,10 @@ pub fn simulate(
     host: &Host,
     name: &str,
     group: &BackupGroup,
-    from: Option<i64>,
-    to: Option<i64>,
-    every: i64,
+    span: SimSpan,
     params: &[(String, String)],
 ) -> Result<Simulation> {
+    let SimSpan { from, to, every } = span;
     let (_, policy, limits) = load(engine, host, name, World::Retention)?;
     let infos = engine.snapshots(Some(group))?;
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
@@ -327,4 +334,91 @@ pub fn simulate(
         removed,
         kept,
     })
+}
+
+/// The policies jobs use, for the engine's job runner: one policy host
+/// for the process, started at the first call.
+#[derive(Debug, Default)]
+pub struct JobHost {
+    host: std::sync::OnceLock<Result<std::sync::Arc<Host>, String>>,
+}
+
+impl JobHost {
+    /// The host (started now if it was not yet).
+    pub fn host(&self) -> Result<std::sync::Arc<Host>> {
+        self.host
+            .get_or_init(|| host().map(std::sync::Arc::new).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow!("the policy host cannot start: {e}"))
+    }
+}
+
+impl engine::jobs::JobPolicies for JobHost {
+    fn schedule(
+        &self,
+        engine: &Engine,
+        job: &model::Job,
+        p: &model::PolicyUse,
+        runs: &[engine::jobs::JobRunInfo],
+        now: i64,
+    ) -> Result<(bool, Vec<String>, String)> {
+        let host = self.host()?;
+        let (_, policy, limits) = load(engine, &host, &p.name, World::Scheduler)?;
+        let sjob = policy::ScheduleJob {
+            name: job.name.clone(),
+            group: format!("{}/{}", job.group.kind, job.group.id),
+            params: p.params.clone(),
+        };
+        let runs: Vec<policy::JobRun> = runs
+            .iter()
+            .map(|r| policy::JobRun {
+                time: r.time,
+                outcome: r.outcome.clone(),
+                tags: r.tags.clone(),
+                duration_seconds: r.duration_seconds,
+            })
+            .collect();
+        let d = host.schedule(&policy, &sjob, &runs, now, &limits)?;
+        Ok((d.run_now, d.tags, d.reason))
+    }
+
+    fn retention(
+        &self,
+        engine: &Engine,
+        p: &model::PolicyUse,
+        snapshots: &[SnapshotInfo],
+        now: i64,
+    ) -> Result<Vec<(bool, String)>> {
+        let host = self.host()?;
+        let (_, policy, limits) = load(engine, &host, &p.name, World::Retention)?;
+        let snaps: Vec<RetentionSnapshot> = snapshots.iter().map(to_retention).collect();
+        let decisions = host.retention(&policy, &snaps, now, &p.params, &limits)?;
+        Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
+    }
+
+    fn source_backup(
+        &self,
+        engine: &Engine,
+        job: &model::Job,
+        source: &model::JobSource,
+        tags: Vec<String>,
+        time: i64,
+    ) -> Result<engine::BackupReport> {
+        let host = self.host()?;
+        let grants = crate::cli::source::grants(
+            &source.allow_hosts,
+            source.grant_dir.as_deref().map(std::path::Path::new),
+        )?;
+        crate::cli::source::backup(
+            engine,
+            &host,
+            &source.handler,
+            &source.params,
+            &grants,
+            job.group.clone(),
+            tags,
+            time,
+            &engine::Progress::default(),
+        )
+    }
 }

@@ -13,12 +13,16 @@
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use model::backy;
 use model::job::sla;
 use model::prune::KeepRules;
-use model::{BackupGroup, Job, Sla, SnapshotId, Task, TaskState, VerifyState};
+use model::{
+    BackupGroup, Job, JobSource, PolicyUse, ScheduleKind, Sla, SnapshotId, SnapshotInfo, Task, TaskState,
+    VerifyState,
+};
 
 use crate::Engine;
-use crate::backup::BackupOptions;
+use crate::backup::{BackupOptions, BackupReport};
 use crate::progress::Progress;
 
 /// A parsed five-field cron schedule.
@@ -60,6 +64,89 @@ impl CronSchedule {
     }
 }
 
+/// What jobs need that the engine cannot do itself: run WebAssembly
+/// policies (the daemon supplies this; the engine does not know wasmtime).
+pub trait JobPolicies: Send + Sync {
+    /// Ask scheduler policy `policy` about `job`: run now or not, with which
+    /// tags, and why.
+    fn schedule(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        policy: &PolicyUse,
+        runs: &[JobRunInfo],
+        now: i64,
+    ) -> Result<(bool, Vec<String>, String)>;
+    /// Ask retention policy `policy` about a group's snapshots: keep or
+    /// not, and why, for each.
+    fn retention(
+        &self,
+        engine: &Engine,
+        policy: &PolicyUse,
+        snapshots: &[SnapshotInfo],
+        now: i64,
+    ) -> Result<Vec<(bool, String)>>;
+    /// Back up `job` through its source handler into a new snapshot.
+    fn source_backup(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        source: &JobSource,
+        tags: Vec<String>,
+        time: i64,
+    ) -> Result<BackupReport>;
+}
+
+/// No policies: jobs that need one fail with a clear error.
+#[derive(Debug, Default)]
+pub struct NoPolicies;
+
+impl JobPolicies for NoPolicies {
+    fn schedule(
+        &self,
+        _: &Engine,
+        job: &Job,
+        p: &PolicyUse,
+        _: &[JobRunInfo],
+        _: i64,
+    ) -> Result<(bool, Vec<String>, String)> {
+        bail!("job {} needs the scheduler policy {}, which this command cannot run", job.name, p.name)
+    }
+    fn retention(
+        &self,
+        _: &Engine,
+        p: &PolicyUse,
+        _: &[SnapshotInfo],
+        _: i64,
+    ) -> Result<Vec<(bool, String)>> {
+        bail!("the retention policy {} cannot run here", p.name)
+    }
+    fn source_backup(
+        &self,
+        _: &Engine,
+        job: &Job,
+        s: &JobSource,
+        _: Vec<String>,
+        _: i64,
+    ) -> Result<BackupReport> {
+        bail!("job {} needs the source handler {}, which this command cannot run", job.name, s.handler)
+    }
+}
+
+/// A past run of a job, for a scheduler policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRunInfo {
+    pub time: i64,
+    /// `ok`, `failed` or `partial`.
+    pub outcome: String,
+    pub tags: Vec<String>,
+    pub duration_seconds: u64,
+}
+
+/// The SLA interval of a job decided by a scheduler policy (it has no
+/// interval of its own to measure).
+pub const POLICY_SLA_INTERVAL: i64 = 86_400;
+
 /// A job with its SLA state, for status pages and `cairn check`.
 #[derive(Debug, Clone)]
 pub struct JobStatus {
@@ -80,9 +167,17 @@ impl Engine {
         if !ok_name {
             bail!("job name {:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'", job.name);
         }
-        CronSchedule::parse(&job.schedule)?;
-        if job.sources.is_empty() {
-            bail!("job {} has no source to back up", job.name);
+        let kind = job.schedule_kind().map_err(|e| anyhow::anyhow!(crate::ops::BadRequest(e)))?;
+        if kind == ScheduleKind::Cron {
+            CronSchedule::parse(&job.schedule)?;
+        }
+        match (&job.source, job.sources.is_empty()) {
+            (None, true) => bail!("job {} has no source to back up", job.name),
+            (Some(_), false) => bail!("job {} has both paths and a source handler; give one", job.name),
+            _ => {}
+        }
+        if job.retention.is_some() && !job.keep.is_empty() {
+            bail!("job {} has both keep rules and a retention policy; give one", job.name);
         }
         Ok(self.catalog()?.put_job(job)?)
     }
@@ -112,25 +207,92 @@ impl Engine {
         Ok(self.catalog()?.fail_running_tasks(now, "interrupted: the server stopped while this task ran")?)
     }
 
-    /// Jobs whose next fire time after their last run has come.
-    pub fn due_jobs(&self, now: i64) -> Result<Vec<Job>> {
+    /// Jobs that are due at `now`: a cron job whose next fire time after
+    /// its last run has come, an interval job with a tag due, a policy job
+    /// its scheduler says to run. A job whose schedule cannot be read (a
+    /// failing scheduler policy, say) is logged and skipped.
+    pub fn due_jobs(&self, now: i64, policies: &dyn JobPolicies) -> Result<Vec<Job>> {
         let mut due = Vec::new();
         for job in self.jobs()? {
-            let last = self.tasks(1, Some(&job.name))?.first().map_or(job.created, |t| t.started);
-            let schedule = CronSchedule::parse(&job.schedule)?;
-            if schedule.next_after(last).is_some_and(|next| next <= now) {
-                due.push(job);
+            match self.run_tags(&job, now, policies) {
+                Ok(Some(_)) => due.push(job),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(job = %job.name, "cannot decide whether the job is due: {e:#}"),
             }
         }
         Ok(due)
+    }
+
+    /// Whether `job` is due at `now`, and if so the tags its run carries
+    /// (besides the job's own).
+    pub fn run_tags(&self, job: &Job, now: i64, policies: &dyn JobPolicies) -> Result<Option<Vec<String>>> {
+        match job.schedule_kind().map_err(anyhow::Error::msg)? {
+            ScheduleKind::Cron => {
+                let last = self.tasks(1, Some(&job.name))?.first().map_or(job.created, |t| t.started);
+                let schedule = CronSchedule::parse(&job.schedule)?;
+                Ok(schedule.next_after(last).is_some_and(|next| next <= now).then(Vec::new))
+            }
+            ScheduleKind::Intervals => {
+                let d = self.interval_due(job, now)?;
+                Ok((!d.tags.is_empty()).then_some(d.tags))
+            }
+            ScheduleKind::Policy => {
+                let policy = job.scheduler.as_ref().expect("a policy job has a scheduler");
+                let (run, tags, _reason) = policies.schedule(self, job, policy, &self.job_runs(job)?, now)?;
+                Ok(run.then_some(tags))
+            }
+        }
+    }
+
+    /// The interval tags due for `job` at `now`: the group's snapshots are
+    /// its good runs (backy's rule).
+    fn interval_due(&self, job: &Job, now: i64) -> Result<backy::Due> {
+        let runs: Vec<backy::PastRun> = self
+            .snapshots(Some(&job.group))?
+            .into_iter()
+            .map(|s| backy::PastRun { time: s.id.time, ok: true, tags: s.tags })
+            .collect();
+        Ok(backy::due(&job.intervals, backy::spread_of(&job.name), &runs, now))
+    }
+
+    /// The job's recent finished runs, newest first, with the tags of the
+    /// snapshots they made.
+    fn job_runs(&self, job: &Job) -> Result<Vec<JobRunInfo>> {
+        let tags: std::collections::HashMap<String, Vec<String>> =
+            self.snapshots(Some(&job.group))?.into_iter().map(|s| (s.id.to_string(), s.tags)).collect();
+        Ok(self
+            .tasks(100, Some(&job.name))?
+            .into_iter()
+            .filter(|t| t.state != TaskState::Running)
+            .map(|t| JobRunInfo {
+                time: t.started,
+                outcome: match t.state {
+                    TaskState::Ok => "ok",
+                    TaskState::Warning => "partial",
+                    _ => "failed",
+                }
+                .into(),
+                tags: t.snapshot.as_ref().and_then(|s| tags.get(s).cloned()).unwrap_or_default(),
+                duration_seconds: t.finished.map_or(0, |f| (f - t.started).max(0) as u64),
+            })
+            .collect())
     }
 
     /// Every job with its SLA state at `now`.
     pub fn job_statuses(&self, now: i64) -> Result<Vec<JobStatus>> {
         let mut out = Vec::new();
         for job in self.jobs()? {
-            let schedule = CronSchedule::parse(&job.schedule)?;
-            let interval = schedule.shortest_interval(now);
+            let (interval, next_run) = match job.schedule_kind().map_err(anyhow::Error::msg)? {
+                ScheduleKind::Cron => {
+                    let schedule = CronSchedule::parse(&job.schedule)?;
+                    (schedule.shortest_interval(now), schedule.next_after(now))
+                }
+                ScheduleKind::Intervals => {
+                    let shortest = job.intervals.iter().map(|i| i.seconds).min().unwrap_or(86_400);
+                    (shortest, Some(self.interval_due(&job, now)?.next))
+                }
+                ScheduleKind::Policy => (POLICY_SLA_INTERVAL, None),
+            };
             let newest_good = self
                 .snapshots(Some(&job.group))?
                 .iter()
@@ -140,7 +302,7 @@ impl Engine {
             out.push(JobStatus {
                 sla: sla(now, newest_good, job.created, interval),
                 newest_good,
-                next_run: schedule.next_after(now),
+                next_run,
                 interval,
                 last_task: self.tasks(1, Some(&job.name))?.into_iter().next(),
                 job,
@@ -169,13 +331,43 @@ impl Engine {
 
     /// Do the work of a queued job task: back up, then prune and verify as
     /// the job says. Returns the finished task; its state tells how it went.
-    pub fn run_task(&self, id: u64) -> Result<Task> {
+    pub fn run_task(&self, id: u64, policies: &dyn JobPolicies) -> Result<Task> {
         let task = self.task(id)?;
         let job = self.job(task.job.as_deref().unwrap_or_default())?;
         let log = self.task_log(id);
-        log(format!("backing up {} into {}", job.sources.join(", "), api_group(&job)));
-        let outcome = self.job_steps(&job, wall_now(), &log).map(|(state, snap)| (state, Some(snap)));
+        let what = match &job.source {
+            Some(s) => format!("source handler {}", s.handler),
+            None => job.sources.join(", "),
+        };
+        log(format!("backing up {what} into {}", api_group(&job)));
+        let outcome =
+            self.job_steps(&job, wall_now(), &log, policies).map(|(state, snap)| (state, Some(snap)));
         self.end_task(id, outcome, &log)
+    }
+
+    /// The tags a run of `job` starting now carries besides the job's own:
+    /// the due interval tags (a manual run when none is due counts for the
+    /// shortest interval), or what its scheduler policy says.
+    fn tags_for_run(&self, job: &Job, now: i64, policies: &dyn JobPolicies) -> Result<Vec<String>> {
+        Ok(match job.schedule_kind().map_err(anyhow::Error::msg)? {
+            ScheduleKind::Cron => Vec::new(),
+            ScheduleKind::Intervals => {
+                let due = self.interval_due(job, now)?.tags;
+                if due.is_empty() {
+                    job.intervals
+                        .iter()
+                        .min_by_key(|i| i.seconds)
+                        .map(|i| vec![i.tag.clone()])
+                        .unwrap_or_default()
+                } else {
+                    due
+                }
+            }
+            ScheduleKind::Policy => {
+                let policy = job.scheduler.as_ref().expect("a policy job has a scheduler");
+                policies.schedule(self, job, policy, &self.job_runs(job)?, now)?.1
+            }
+        })
     }
 
     /// A function that appends a time-stamped line to task `id`'s log.
@@ -273,25 +465,45 @@ impl Engine {
     }
 
     /// `start_job` and `run_task` in one go (the CLI's `job run`).
-    pub fn run_job(&self, name: &str, trigger: &str, now: i64) -> Result<Task> {
+    pub fn run_job(&self, name: &str, trigger: &str, now: i64, policies: &dyn JobPolicies) -> Result<Task> {
         let id = self.start_job(name, trigger, now)?;
-        self.run_task(id)
+        self.run_task(id, policies)
     }
 
-    fn job_steps(&self, job: &Job, now: i64, log: &dyn Fn(String)) -> Result<(TaskState, String)> {
+    fn job_steps(
+        &self,
+        job: &Job,
+        now: i64,
+        log: &dyn Fn(String),
+        policies: &dyn JobPolicies,
+    ) -> Result<(TaskState, String)> {
         // Snapshot ids have whole seconds: two runs within one second (a
         // scheduled run and a "run now") take consecutive seconds.
         let newest = self.snapshots(Some(&job.group))?.iter().map(|s| s.id.time).max();
         let now = newest.map_or(now, |t| now.max(t + 1));
-        let opts = BackupOptions {
-            group: job.group.clone(),
-            sources: job.sources.iter().map(Into::into).collect(),
-            tags: job.tags.clone(),
-            excludes: vec![],
-            one_file_system: false,
-            time: now,
+        let mut tags = job.tags.clone();
+        for t in self.tags_for_run(job, now, policies)? {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        if tags.len() > job.tags.len() {
+            log(format!("tags: {}", tags.join(", ")));
+        }
+        let report = match &job.source {
+            Some(source) => policies.source_backup(self, job, source, tags, now)?,
+            None => {
+                let opts = BackupOptions {
+                    group: job.group.clone(),
+                    sources: job.sources.iter().map(Into::into).collect(),
+                    tags,
+                    excludes: vec![],
+                    one_file_system: false,
+                    time: now,
+                };
+                self.backup(&opts, &Progress::default())?
+            }
         };
-        let report = self.backup(&opts, &Progress::default())?;
         let s = &report.stats;
         log(format!(
             "snapshot {} made: {} files, {} bytes, {} bytes new",
@@ -302,8 +514,32 @@ impl Engine {
             log(format!("skipped {}: {}", e.path, e.error));
             state = TaskState::Warning;
         }
-        if !job.keep.is_empty() {
-            let decisions = self.prune(&job.group, &job.keep, false)?;
+        let decisions =
+            if let Some(policy) = &job.retention {
+                log(format!("prune with the retention policy {}", policy.name));
+                Some(self.prune_with(&job.group, false, &mut |infos| {
+                    policies.retention(self, policy, infos, now)
+                })?)
+            } else if !job.keep.is_empty() {
+                Some(self.prune(&job.group, &job.keep, false)?)
+            } else if job.intervals.iter().any(|i| i.keep > 0) {
+                log("prune by the intervals' keep counts".into());
+                let intervals = job.intervals.clone();
+                Some(self.prune_with(&job.group, false, &mut |infos| {
+                    let tagged: Vec<backy::TaggedSnapshot> = infos
+                        .iter()
+                        .map(|i| backy::TaggedSnapshot {
+                            time: i.id.time,
+                            tags: i.tags.clone(),
+                            protected: i.protected,
+                        })
+                        .collect();
+                    Ok(backy::keep_by_tags(&tagged, &intervals, now))
+                })?)
+            } else {
+                None
+            };
+        if let Some(decisions) = decisions {
             let removed: Vec<String> =
                 decisions.iter().filter(|d| !d.keep).map(|d| d.id.to_string()).collect();
             log(format!("prune: kept {}, removed {}", decisions.len() - removed.len(), removed.len()));

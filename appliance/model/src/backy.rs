@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(due(&iv, 0, std::slice::from_ref(&old), 100 * day + 5).tags, ["daily", "weekly"]);
         // Ran today after the daily slot: nothing due until tomorrow's slot.
         let today = PastRun { time: 100 * day + 10, ok: true, tags: vec!["daily".into(), "weekly".into()] };
-        let d = due(&iv, 0, &[today.clone()], 100 * day + 20);
+        let d = due(&iv, 0, std::slice::from_ref(&today), 100 * day + 20);
         assert!(d.tags.is_empty());
         assert_eq!(d.next, 101 * day);
         // A failed run does not count.

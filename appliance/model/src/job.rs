@@ -3,6 +3,7 @@
 //! overdue.
 
 use crate::BackupGroup;
+use crate::backy::TagInterval;
 use crate::prune::KeepRules;
 
 /// A backup job the server runs on its schedule.
@@ -23,6 +24,61 @@ pub struct Job {
     pub verify: bool,
     /// Unix seconds; runs are scheduled from here on.
     pub created: i64,
+    /// backy's named intervals (`daily=1d:9`) instead of a cron schedule:
+    /// a run carries the tags of the intervals due, and unless `keep` or
+    /// `retention` say otherwise, each tag keeps its count of snapshots.
+    pub intervals: Vec<TagInterval>,
+    /// A scheduler policy that decides when the job runs and with which
+    /// tags, instead of a cron schedule or intervals.
+    pub scheduler: Option<PolicyUse>,
+    /// A retention policy that prunes the group after each run, instead of
+    /// `keep`.
+    pub retention: Option<PolicyUse>,
+    /// A source handler that reads the source, instead of `sources`.
+    pub source: Option<JobSource>,
+}
+
+/// A stored policy and the parameters a job gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyUse {
+    pub name: String,
+    pub params: Vec<(String, String)>,
+}
+
+/// A job's source handler and what it is granted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobSource {
+    pub handler: String,
+    pub params: Vec<(String, String)>,
+    /// `host:port` it may send HTTP(S) requests to.
+    pub allow_hosts: Vec<String>,
+    /// A directory it may read (as `/source`).
+    pub grant_dir: Option<String>,
+}
+
+/// How a job decides to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    Cron,
+    Intervals,
+    Policy,
+}
+
+impl Job {
+    /// Which of the three ways to schedule the job uses; an error unless
+    /// exactly one is set.
+    pub fn schedule_kind(&self) -> Result<ScheduleKind, String> {
+        let set = [!self.schedule.trim().is_empty(), !self.intervals.is_empty(), self.scheduler.is_some()];
+        match set {
+            [true, false, false] => Ok(ScheduleKind::Cron),
+            [false, true, false] => Ok(ScheduleKind::Intervals),
+            [false, false, true] => Ok(ScheduleKind::Policy),
+            _ => Err(format!(
+                "job {} needs exactly one of a cron schedule, named intervals or a scheduler policy",
+                self.name
+            )),
+        }
+    }
 }
 
 /// Where a task stands.

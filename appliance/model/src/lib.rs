@@ -14,5 +14,5 @@ pub mod time;
 
 pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
-pub use job::{Job, Sla, Task, TaskState};
+pub use job::{Job, JobSource, PolicyUse, ScheduleKind, Sla, Task, TaskState};
 pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, SnapshotSummary, VerifyState};

@@ -109,7 +109,10 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         let engine = open(cli)?;
         let progress = Arc::new(Progress::default());
         let bar = Bar::start("backup", progress.clone());
-        let report = source::backup(&engine, name, &a.handler, group, a.tags.clone(), time, &progress);
+        let (params, grants) = (super::policy::parse_params(&a.handler.params)?, a.handler.grants()?);
+        let host = super::policy::host()?;
+        let report =
+            source::backup(&engine, &host, name, &params, &grants, group, a.tags.clone(), time, &progress);
         bar.done();
         return print_report(a, report?);
     }

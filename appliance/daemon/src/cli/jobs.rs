@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use model::{BackupGroup, Job, Namespace, Sla, TaskState};
+use model::{BackupGroup, Job, JobSource, Namespace, PolicyUse, Sla, TaskState};
+
+use super::policy::parse_params;
 
 use super::{Cli, KeepArgs, now, open, open_or_init};
 use crate::output;
@@ -13,7 +15,7 @@ use crate::output;
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Create or replace a job; `cairn serve` runs it on its schedule.
-    Add(JobAddArgs),
+    Add(Box<JobAddArgs>),
     /// List jobs with their SLA state and next run.
     List {
         #[arg(long)]
@@ -30,16 +32,37 @@ pub struct JobAddArgs {
     /// Job name (letters, digits, '-', '_', '.').
     pub name: String,
     /// Paths on this machine to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "source", conflicts_with = "source")]
     pub sources: Vec<String>,
+    /// Back up through this stored source handler instead of paths.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub handler: super::source::HandlerArgs,
     /// Group of the snapshots (TYPE/ID).
     #[arg(long)]
     pub group: String,
     #[arg(long, default_value = "")]
     pub ns: String,
     /// Cron schedule, five fields, UTC (`0 3 * * *`).
-    #[arg(long)]
-    pub schedule: String,
+    #[arg(long, required_unless_present_any = ["intervals", "scheduler"], conflicts_with_all = ["intervals", "scheduler"])]
+    pub schedule: Option<String>,
+    /// backy's named intervals instead of cron: `daily=1d:7 weekly=1w:4` (TAG=INTERVAL:KEEP). A run
+    /// carries the tags that are due; without --keep-* or --retention each tag keeps its count.
+    #[arg(long, value_name = "TAG=INTERVAL:KEEP …", conflicts_with = "scheduler")]
+    pub intervals: Option<String>,
+    /// A stored scheduler policy decides when the job runs and with which tags.
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<String>,
+    /// A parameter for the scheduler policy, KEY=VALUE (repeatable).
+    #[arg(long = "scheduler-param", value_name = "KEY=VALUE", requires = "scheduler")]
+    pub scheduler_params: Vec<String>,
+    /// A stored retention policy prunes the group after each run (instead of --keep-*).
+    #[arg(long, value_name = "NAME")]
+    pub retention: Option<String>,
+    /// A parameter for the retention policy, KEY=VALUE (repeatable).
+    #[arg(long = "retention-param", value_name = "KEY=VALUE", requires = "retention")]
+    pub retention_params: Vec<String>,
     /// Tag for every snapshot; repeat for more.
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -64,12 +87,44 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                     .iter()
                     .map(|s| std::path::absolute(s).map(|p| p.display().to_string()))
                     .collect::<Result<_, _>>()?,
-                schedule: a.schedule.clone(),
+                schedule: a.schedule.clone().unwrap_or_default(),
                 tags: a.tags.clone(),
                 keep: a.keep.rules(),
                 verify: a.verify,
                 created,
+                intervals: model::backy::parse_intervals(a.intervals.as_deref().unwrap_or(""))
+                    .map_err(|e| anyhow::anyhow!("--intervals: {e}"))?,
+                scheduler: a
+                    .scheduler
+                    .as_ref()
+                    .map(|name| -> Result<PolicyUse> {
+                        Ok(PolicyUse { name: name.clone(), params: parse_params(&a.scheduler_params)? })
+                    })
+                    .transpose()?,
+                retention: a
+                    .retention
+                    .as_ref()
+                    .map(|name| -> Result<PolicyUse> {
+                        Ok(PolicyUse { name: name.clone(), params: parse_params(&a.retention_params)? })
+                    })
+                    .transpose()?,
+                source: a
+                    .source
+                    .as_ref()
+                    .map(|handler| -> Result<JobSource> {
+                        a.handler.grants()?;
+                        Ok(JobSource {
+                            handler: handler.clone(),
+                            params: parse_params(&a.handler.params)?,
+                            allow_hosts: a.handler.allow_hosts.clone(),
+                            grant_dir: a.handler.grant_dir.as_ref().map(|d| d.display().to_string()),
+                        })
+                    })
+                    .transpose()?,
             };
+            if a.source.is_none() && !a.handler.is_empty() {
+                bail!("--param, --allow-host and --grant-dir are for a source handler (--source NAME)");
+            }
             engine.put_job(&job)?;
             println!("job {} saved", job.name);
         }
@@ -80,7 +135,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                 let out: Vec<_> = statuses
                     .iter()
                     .map(|s| {
-                        serde_json::json!({"name": s.job.name, "group": s.job.group.to_string(), "schedule": s.job.schedule,
+                        serde_json::json!({"name": s.job.name, "group": s.job.group.to_string(), "schedule": crate::server::describe_schedule(&s.job),
                         "sla": s.sla.as_str(), "newest_good": s.newest_good.map(model::time::format_rfc3339),
                         "next_run": s.next_run.map(model::time::format_rfc3339)})
                     })
@@ -93,7 +148,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                         vec![
                             s.job.name.clone(),
                             s.job.group.to_string(),
-                            s.job.schedule.clone(),
+                            crate::server::describe_schedule(&s.job),
                             s.sla.as_str().into(),
                             t(s.newest_good),
                             t(s.next_run),
@@ -110,7 +165,8 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
             println!("removed job {name}");
         }
         JobCommand::Run { name } => {
-            let task = open(cli)?.run_job(name, "manual (command line)", now())?;
+            let policies = crate::policies::JobHost::default();
+            let task = open(cli)?.run_job(name, "manual (command line)", now(), &policies)?;
             for line in &task.log {
                 println!("{line}");
             }

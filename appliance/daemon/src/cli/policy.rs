@@ -20,8 +20,8 @@ pub enum PolicyCommand {
     /// Validate a WebAssembly component and store it under a name.
     #[command(after_long_help = "\
 The component must target a world of the cairn:policy WIT package (wit/policy.wit) at a version \
-this build runs, and compile in a child process within 2 GiB of address space, 20 s of CPU and \
-60 s; its `describe` must answer within the default budget. The component is stored in the \
+this build runs, and compile in a child process within 2 GiB of address space, 60 s of CPU and \
+120 s; its `describe` must answer within the default budget. The component is stored in the \
 datastore (policies/<blake3>.wasm) with a record naming it, and its compiled form is cached next \
 to it for this build; adding another component under the same name replaces the record.")]
     Add {
@@ -199,7 +199,14 @@ fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {
             .transpose()
     };
     let (from, to) = (time(&a.from, "from")?, time(&a.to, "to")?);
-    let sim = policies::simulate(engine, &host()?, &a.name, &group, from, to, every, &params)?;
+    let sim = policies::simulate(
+        engine,
+        &host()?,
+        &a.name,
+        &group,
+        policies::SimSpan { from, to, every },
+        &params,
+    )?;
     if a.json {
         output::json(&sim);
         return Ok(ExitCode::SUCCESS);

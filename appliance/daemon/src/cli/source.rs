@@ -32,9 +32,16 @@ impl HandlerArgs {
         self.params.is_empty() && self.allow_hosts.is_empty() && self.grant_dir.is_none()
     }
 
-    fn grants(&self) -> Result<Grants> {
+    pub fn grants(&self) -> Result<Grants> {
+        grants(&self.allow_hosts, self.grant_dir.as_deref())
+    }
+}
+
+/// Check `--allow-host` values and the granted directory.
+pub fn grants(allow_hosts: &[String], grant_dir: Option<&std::path::Path>) -> Result<Grants> {
+    {
         let mut hosts = Vec::new();
-        for h in &self.allow_hosts {
+        for h in allow_hosts {
             let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
                 !host.is_empty()
                     && port.parse::<u16>().is_ok_and(|p| p > 0)
@@ -45,59 +52,62 @@ impl HandlerArgs {
             }
             hosts.push(h.to_ascii_lowercase());
         }
-        if let Some(dir) = &self.grant_dir
+        if let Some(dir) = grant_dir
             && !dir.is_dir()
         {
             bail!("--grant-dir {}: not a directory", dir.display());
         }
-        Ok(Grants { dir: self.grant_dir.clone(), hosts })
+        Ok(Grants { dir: grant_dir.map(Into::into), hosts })
     }
 }
 
 /// A stored source policy, ready to start.
-struct Handler {
-    host: Host,
+struct Handler<'h> {
+    host: &'h Host,
     record: PolicyRecord,
     policy: policy::Policy,
     limits: policy::Limits,
 }
 
-impl Handler {
-    fn load(engine: &Engine, record: PolicyRecord, wasm: &[u8]) -> Result<Handler> {
+impl<'h> Handler<'h> {
+    fn load(engine: &Engine, host: &'h Host, record: PolicyRecord, wasm: &[u8]) -> Result<Handler<'h>> {
         if record.world != "source" {
             bail!("policy {} is a {} policy, not a source handler", record.name, record.world);
         }
-        let host = host()?;
-        let (policy, limits) = ready(engine, &host, &record, wasm)?;
+        let (policy, limits) = ready(engine, host, &record, wasm)?;
         Ok(Handler { host, record, policy, limits })
     }
 
-    fn start(&self, args: &HandlerArgs) -> Result<SourceSession> {
-        Ok(self.host.source(&self.policy, &args.grants()?, Some(&self.limits))?)
+    fn start(&self, grants: &Grants) -> Result<SourceSession> {
+        Ok(self.host.source(&self.policy, grants, Some(&self.limits))?)
     }
 }
 
 /// `cairn backup --source NAME`: run the handler's backup into a new
 /// snapshot of `group`.
+#[allow(clippy::too_many_arguments)] // what a backup through a handler is
 pub fn backup(
     engine: &Engine,
+    host: &Host,
     name: &str,
-    args: &HandlerArgs,
+    params: &[(String, String)],
+    grants: &Grants,
     group: BackupGroup,
     tags: Vec<String>,
     time: i64,
     progress: &Progress,
 ) -> Result<BackupReport> {
-    let (record, wasm) =
-        engine.datastore().load_policy(name)?.ok_or_else(|| anyhow!("no policy named {name:?}"))?;
-    let handler = Handler::load(engine, record, &wasm)?;
-    let params = parse_params(&args.params)?;
-    let mut session = handler.start(args)?;
+    let (record, wasm) = engine
+        .datastore()
+        .load_policy(name)?
+        .ok_or_else(|| crate::policies::NoSuchPolicy(name.to_owned()))?;
+    let handler = Handler::load(engine, host, record, &wasm)?;
+    let mut session = handler.start(grants)?;
     if !session.features.full {
         bail!("{} cannot make a full backup (its capabilities say so)", handler.policy.label());
     }
     let since = if session.features.incremental { previous(engine, &group, &handler.record)? } else { None };
-    session.begin_backup(&params, since)?;
+    session.begin_backup(params, since)?;
     let opts = SourceBackup {
         group,
         tags,
@@ -245,9 +255,10 @@ pub fn restore(
         .datastore()
         .load_policy(&record.name)?
         .ok_or_else(|| anyhow!("policy {} disappeared", record.name))?;
-    let handler = Handler::load(engine, record, &wasm)?;
+    let host = host()?;
+    let handler = Handler::load(engine, &host, record, &wasm)?;
     let params = parse_params(&args.params)?;
-    let mut session = handler.start(args)?;
+    let mut session = handler.start(&args.grants()?)?;
     session.begin_restore(&params)?;
     let archive = &m.archives.first().ok_or_else(|| anyhow!("{id} has no archive"))?.name;
     let replayed = engine.replay(id, archive, &mut Upload { session: &mut session }, progress);

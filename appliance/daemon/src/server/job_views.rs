@@ -32,7 +32,7 @@ pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow
         .map(|s| JobRow {
             name: s.job.name.clone(),
             group: s.job.group.to_string(),
-            schedule: s.job.schedule.clone(),
+            schedule: describe_schedule(&s.job),
             sla: s.sla.as_str(),
             newest: t(s.newest_good),
             next: t(s.next_run),
@@ -80,6 +80,9 @@ pub struct JobForm {
     #[serde(default)]
     keep_monthly: String,
     verify: Option<String>,
+    /// backy's named intervals instead of a cron schedule.
+    #[serde(default)]
+    intervals: String,
 }
 
 fn count(field: &str, text: &str) -> AppResult<u32> {
@@ -100,6 +103,10 @@ pub async fn create(
         group: f.group.trim().to_owned(),
         sources: f.sources.lines().map(|l| l.trim().to_owned()).collect(),
         schedule: f.schedule,
+        intervals: f.intervals,
+        scheduler: None,
+        retention: None,
+        source: None,
         tags: f.tags.split([',', ' ']).map(str::to_owned).collect(),
         keep: KeepJson {
             last: count("keep last", &f.keep_last)?,
@@ -168,4 +175,13 @@ pub async fn task(
         log: t.log,
     };
     render(&page)
+}
+
+/// How a job is scheduled, in a few words.
+pub fn describe_schedule(job: &model::Job) -> String {
+    match (&job.scheduler, job.intervals.is_empty()) {
+        (Some(p), _) => format!("policy {}", p.name),
+        (None, false) => model::backy::format_intervals(&job.intervals),
+        (None, true) => job.schedule.clone(),
+    }
 }

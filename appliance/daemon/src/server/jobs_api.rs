@@ -4,7 +4,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use model::prune::KeepRules;
-use model::{Job, Task};
+use std::collections::BTreeMap;
+
+use model::{Job, JobSource, PolicyUse, Task};
 use serde::{Deserialize, Serialize};
 
 use super::api::{bad_input, parse_group};
@@ -20,6 +22,11 @@ pub struct JobJson {
     pub schedule: String,
     pub tags: Vec<String>,
     pub keep: KeepJson,
+    /// backy's named intervals, `daily=1d:9 weekly=1w:5` (empty if none).
+    pub intervals: String,
+    pub scheduler: Option<PolicyUseJson>,
+    pub retention: Option<PolicyUseJson>,
+    pub source: Option<JobSourceJson>,
     pub verify: bool,
     pub sla: &'static str,
     pub newest_good: Option<String>,
@@ -71,6 +78,60 @@ impl From<KeepJson> for KeepRules {
     }
 }
 
+/// A stored policy a job uses, with its parameters.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PolicyUseJson {
+    pub name: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+impl From<&PolicyUse> for PolicyUseJson {
+    fn from(p: &PolicyUse) -> Self {
+        Self { name: p.name.clone(), params: p.params.iter().cloned().collect() }
+    }
+}
+
+impl From<PolicyUseJson> for PolicyUse {
+    fn from(p: PolicyUseJson) -> Self {
+        Self { name: p.name, params: p.params.into_iter().collect() }
+    }
+}
+
+/// A job's source handler and its grants.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobSourceJson {
+    pub handler: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub grant_dir: Option<String>,
+}
+
+impl From<&JobSource> for JobSourceJson {
+    fn from(s: &JobSource) -> Self {
+        Self {
+            handler: s.handler.clone(),
+            params: s.params.iter().cloned().collect(),
+            allow_hosts: s.allow_hosts.clone(),
+            grant_dir: s.grant_dir.clone(),
+        }
+    }
+}
+
+impl From<JobSourceJson> for JobSource {
+    fn from(s: JobSourceJson) -> Self {
+        Self {
+            handler: s.handler,
+            params: s.params.into_iter().collect(),
+            allow_hosts: s.allow_hosts,
+            grant_dir: s.grant_dir,
+        }
+    }
+}
+
 impl From<&engine::jobs::JobStatus> for JobJson {
     fn from(s: &engine::jobs::JobStatus) -> Self {
         let t = model::time::format_rfc3339;
@@ -82,6 +143,10 @@ impl From<&engine::jobs::JobStatus> for JobJson {
             schedule: j.schedule.clone(),
             tags: j.tags.clone(),
             keep: KeepJson::from(&j.keep),
+            intervals: model::backy::format_intervals(&j.intervals),
+            scheduler: j.scheduler.as_ref().map(PolicyUseJson::from),
+            retention: j.retention.as_ref().map(PolicyUseJson::from),
+            source: j.source.as_ref().map(JobSourceJson::from),
             verify: j.verify,
             sla: s.sla.as_str(),
             newest_good: s.newest_good.map(t),
@@ -111,12 +176,24 @@ pub async fn list(
 pub struct NewJob {
     pub name: String,
     pub group: String,
+    /// Paths on the server (or `source`).
+    #[serde(default)]
     pub sources: Vec<String>,
+    /// A cron schedule (or `intervals`, or `scheduler`).
+    #[serde(default)]
     pub schedule: String,
+    #[serde(default)]
+    pub intervals: String,
+    #[serde(default)]
+    pub scheduler: Option<PolicyUseJson>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub keep: KeepJson,
+    #[serde(default)]
+    pub retention: Option<PolicyUseJson>,
+    #[serde(default)]
+    pub source: Option<JobSourceJson>,
     #[serde(default)]
     pub verify: bool,
 }
@@ -132,6 +209,11 @@ impl NewJob {
             keep: self.keep.into(),
             verify: self.verify,
             created,
+            intervals: model::backy::parse_intervals(&self.intervals)
+                .map_err(|e| AppError::bad_request(format!("intervals: {e}")))?,
+            scheduler: self.scheduler.map(PolicyUse::from),
+            retention: self.retention.map(PolicyUse::from),
+            source: self.source.map(JobSource::from),
         })
     }
 }

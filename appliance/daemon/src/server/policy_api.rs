@@ -122,7 +122,9 @@ pub async fn simulate(
     let every = policies::parse_every(&body.every).map_err(|e| AppError::bad_request(format!("{e:#}")))?;
     let params: Vec<(String, String)> = body.params.into_iter().collect();
     let sim = state
-        .policies(move |e, host| policies::simulate(e, host, &name, &group, from, to, every, &params))
+        .policies(move |e, host| {
+            policies::simulate(e, host, &name, &group, policies::SimSpan { from, to, every }, &params)
+        })
         .await?;
     Ok(Json(sim))
 }
@@ -189,7 +191,16 @@ pub async fn simulate_form(
     }
     let name = f.policy.clone();
     let result = state
-        .policies(move |e, host| policies::simulate(e, host, &name, &group, None, None, every, &params))
+        .policies(move |e, host| {
+            policies::simulate(
+                e,
+                host,
+                &name,
+                &group,
+                policies::SimSpan { from: None, to: None, every },
+                &params,
+            )
+        })
         .await?;
     let sim = SimView { policy: f.policy, group: f.group, every: f.every, params: f.params, result };
     policies_page(&state, &caller, Some(sim)).await

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::Engine;
-use engine::jobs::Maintenance;
+use engine::jobs::{JobPolicies, Maintenance};
 use tokio::sync::Semaphore;
 
 use super::state::now;
@@ -18,20 +18,28 @@ use super::state::now;
 /// How often the schedule is looked at.
 pub const TICK: Duration = Duration::from_secs(5);
 
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}
+
 /// Starts job runs under the worker limit.
-#[derive(Debug)]
 pub struct Runner {
     engine: Engine,
+    /// Runs the policies jobs name (scheduler, retention, source).
+    policies: Arc<dyn JobPolicies>,
     workers: u32,
     permits: Arc<Semaphore>,
     running: Mutex<HashSet<String>>,
 }
 
 impl Runner {
-    pub fn new(engine: Engine, workers: usize) -> Arc<Self> {
+    pub fn new(engine: Engine, workers: usize, policies: Arc<dyn JobPolicies>) -> Arc<Self> {
         let workers = workers.clamp(1, 64) as u32;
         Arc::new(Self {
             engine,
+            policies,
             workers,
             permits: Arc::new(Semaphore::new(workers as usize)),
             running: Mutex::new(HashSet::new()),
@@ -57,8 +65,8 @@ impl Runner {
         let name = job.to_owned();
         tokio::spawn(async move {
             let permit = me.permits.clone().acquire_owned().await;
-            let engine = me.engine.clone();
-            let result = tokio::task::spawn_blocking(move || engine.run_task(id)).await;
+            let (engine, policies) = (me.engine.clone(), me.policies.clone());
+            let result = tokio::task::spawn_blocking(move || engine.run_task(id, policies.as_ref())).await;
             drop(permit);
             match result {
                 Ok(Ok(task)) => {
@@ -122,15 +130,16 @@ impl Runner {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let engine = self.engine.clone();
-            let due = match tokio::task::spawn_blocking(move || engine.due_jobs(now())).await {
-                Ok(Ok(due)) => due,
-                Ok(Err(e)) => {
-                    tracing::error!("cannot read the schedule: {e:#}");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+            let (engine, policies) = (self.engine.clone(), self.policies.clone());
+            let due =
+                match tokio::task::spawn_blocking(move || engine.due_jobs(now(), policies.as_ref())).await {
+                    Ok(Ok(due)) => due,
+                    Ok(Err(e)) => {
+                        tracing::error!("cannot read the schedule: {e:#}");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
             for job in due {
                 match self.start(&job.name, "schedule").await {
                     Ok(Some(id)) => tracing::info!(task = id, job = %job.name, "scheduled run started"),

@@ -2,7 +2,7 @@
 //! few facts about this server.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::Engine;
@@ -32,8 +32,8 @@ struct Inner {
     /// after the request arrived.
     auth_delay: Duration,
     /// The policy host, started at the first policy call (its engine and
-    /// epoch thread cost nothing until then).
-    policy_host: OnceLock<Result<Arc<policy::Host>, String>>,
+    /// epoch thread cost nothing until then); jobs use the same.
+    policies: Arc<crate::policies::JobHost>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -52,7 +52,8 @@ pub const AUTH_DELAY: Duration = Duration::from_secs(3);
 
 impl AppState {
     pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
-        let runner = Runner::new(engine.clone(), workers);
+        let policies = Arc::new(crate::policies::JobHost::default());
+        let runner = Runner::new(engine.clone(), workers, policies.clone());
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -61,7 +62,7 @@ impl AppState {
                 token_cache: Mutex::default(),
                 fingerprint,
                 auth_delay,
-                policy_host: OnceLock::new(),
+                policies,
             }),
         }
     }
@@ -143,12 +144,7 @@ impl AppState {
     {
         let state = self.clone();
         self.engine(move |e| {
-            let host = state
-                .inner
-                .policy_host
-                .get_or_init(|| crate::policies::host().map(Arc::new).map_err(|e| format!("{e:#}")))
-                .clone()
-                .map_err(|e| anyhow::anyhow!("the policy host cannot start: {e}"))?;
+            let host = state.inner.policies.host()?;
             call(e, &host)
         })
         .await

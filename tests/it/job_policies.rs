@@ -1,0 +1,140 @@
+//! Jobs beyond cron: backy's named intervals that the server runs by
+//! itself (with their tags), and a job whose source is a handler, whose
+//! schedule is a scheduler policy and whose retention is a retention policy.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::http::ExportServer;
+
+use crate::serve::{Server, pinned_client};
+use crate::support::{Store, run_code, run_json, run_ok};
+
+#[test]
+fn an_interval_job_runs_by_itself_with_every_due_tag() {
+    let store = Store::new();
+    let src = store.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("motd"), b"tagged\n").unwrap();
+    let server = Server::start(&store);
+    let http = pinned_client(&server.fingerprint);
+    let token = run_ok(store.cmd().args(["token", "create", "--name", "ops", "--role", "operator"]));
+    let token = token.trim();
+    // Never run: both intervals are due, so the first run carries both tags.
+    let job = json!({
+        "name": "backy", "group": "host/backy", "sources": [src.display().to_string()],
+        "intervals": "daily=1d:7 weekly=1w:4",
+    });
+    let res = http.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&job).send().unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text());
+    for (bad, why) in [
+        (json!({"name": "b", "group": "host/x", "sources": ["/"], "intervals": "daily=1d"}), "INTERVAL:KEEP"),
+        (json!({"name": "b", "group": "host/x", "sources": ["/"]}), "exactly one of"),
+        (
+            json!({"name": "b", "group": "host/x", "sources": ["/"], "schedule": "* * * * *", "intervals": "d=1d:1"}),
+            "exactly one of",
+        ),
+    ] {
+        let res = http.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&bad).send().unwrap();
+        assert_eq!(res.status(), 400);
+        let text = res.text().unwrap();
+        assert!(text.contains(why), "{text}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let task = loop {
+        let tasks: Value = http
+            .get(server.url("/api/v1/tasks?job=backy"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
+            break t.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished interval task within 60 s: {tasks}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!((task["state"].as_str(), task["trigger"].as_str()), (Some("ok"), Some("schedule")), "{task}");
+    let log = task["log"].to_string();
+    assert!(log.contains("tags: daily, weekly") && log.contains("prune by the intervals"), "{log}");
+    let snaps: Value = http
+        .get(server.url("/api/v1/snapshots?group=host/backy"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(snaps[0]["tags"], json!(["daily", "weekly"]), "{snaps}");
+    // Nothing is due any more: no second scheduled run.
+    std::thread::sleep(Duration::from_secs(7));
+    let tasks: Value =
+        http.get(server.url("/api/v1/tasks?job=backy")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks}");
+    let jobs: Value = http.get(server.url("/api/v1/jobs")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert_eq!(jobs[0]["intervals"], "daily=1d:7 weekly=1w:4");
+    assert_eq!((jobs[0]["sla"].as_str(), jobs[0]["interval_seconds"].as_i64()), (Some("ok"), Some(86_400)));
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let http = ExportServer::start("/dump", data.clone());
+    let store = Store::new();
+    for (example, name) in
+        [("source-http", "source-http"), ("schedule-backy", "backy"), ("retention-gfs", "gfs")]
+    {
+        run_ok(store.cmd().args(["policy", "add", "--name", name]).arg(policy_guests::example(example)));
+    }
+    let url = format!("url=http://{}/dump", http.authority());
+    let allow = http.authority();
+    run_ok(store.cmd().args([
+        "job",
+        "add",
+        "db",
+        "--group",
+        "app/db",
+        "--source",
+        "source-http",
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+        "--scheduler",
+        "backy",
+        "--scheduler-param",
+        "daily=1d",
+        "--retention",
+        "gfs",
+        "--retention-param",
+        "keep-last=1",
+    ]));
+    let jobs = run_json(store.cmd().args(["job", "list", "--json"]));
+    assert_eq!(jobs[0]["schedule"], "policy backy", "{jobs}");
+
+    let first = run_ok(store.cmd().args(["job", "run", "db"]));
+    assert!(first.contains("source handler source-http") && first.contains("tags: daily"), "{first}");
+    assert!(
+        first.contains("prune with the retention policy gfs") && first.contains("finished: ok"),
+        "{first}"
+    );
+    let snaps = run_json(store.cmd().args(["snapshots", "--json"]));
+    assert_eq!(snaps[0]["tags"], json!(["daily"]), "the scheduler policy's tag: {snaps}");
+    let id = snaps[0]["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = run_ok(store.cmd().args(["job", "run", "db"]));
+    assert!(second.contains("removed 1") || second.contains("prune: kept 1, removed 1"), "{second}");
+    let snaps = run_json(store.cmd().args(["snapshots", "--json"]));
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "keep-last=1 left one: {snaps}");
+    assert_ne!(snaps[0]["id"], id.as_str());
+    let raw = store.path("raw");
+    run_ok(store.cmd().args(["restore", "--raw", snaps[0]["id"].as_str().unwrap()]).arg(&raw));
+    assert!(std::fs::read(raw.join("dump")).unwrap() == data);
+
+    // A job naming a policy that is gone fails its run with a clear log.
+    run_ok(store.cmd().args(["policy", "rm", "gfs"]));
+    let r = run_code(store.cmd().args(["job", "run", "db"]), 1);
+    assert!(r.stdout.contains("no policy named \"gfs\""), "{}", r.stdout);
+}
