@@ -30,6 +30,14 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
+# The Python example policies (policies-py/) are built by the tests with
+# componentize-py, pinned: appliance/policy-guests/build.rs names the same.
+componentize_py=0.25.1
+if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componentize_py" ]; then
+  say "pip install componentize-py==$componentize_py"
+  pip install --quiet "componentize-py==$componentize_py"
+fi
+
 # mold links the test binaries several times faster; same flags for every step
 # so that nothing is rebuilt between them.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"

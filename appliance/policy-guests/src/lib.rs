@@ -1,6 +1,7 @@
 //! Where the test suite finds WebAssembly components built from source by
-//! this crate's build script: the example policies of `policies/` and the
-//! hostile guests of `tests/guests/`.
+//! this crate's build script: the example policies of `policies/`, the
+//! hostile guests of `tests/guests/` and the Python examples of
+//! `policies-py/`.
 
 use std::path::PathBuf;
 
@@ -23,4 +24,15 @@ fn component(dir: &str, name: &str) -> PathBuf {
 /// The repository's `policies/` directory (for the examples' `cases/`).
 pub fn policies_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+/// An example policy written in Python, from `policies-py/`, by directory
+/// name (`retention-recent`).
+pub fn python_example(name: &str) -> PathBuf {
+    component(env!("CAIRN_PYTHON_POLICIES_WASM"), name)
+}
+
+/// The repository's `policies-py/` directory (for the examples' `cases/`).
+pub fn python_policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies-py")
 }
