@@ -380,24 +380,12 @@ impl TreeBuilder {
                 }
             }
         }
-        let mut result = Ok(());
-        self.meta.finish(&mut |c| {
-            if result.is_ok() {
-                result = pipe.send(META, Work::Data(c));
-            }
-        });
-        result?;
+        pipe.push(META, &mut self.meta, &[], true)?;
         self.payload.flush(pipe)
     }
 
     fn push_meta(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
-        let mut result = Ok(());
-        self.meta.push(bytes, &mut |c| {
-            if result.is_ok() {
-                result = pipe.send(META, Work::Data(c));
-            }
-        });
-        result
+        pipe.push(META, &mut self.meta, bytes, false)
     }
 
     /// Put a file's data into the payload stream; `false` = skip the entry.

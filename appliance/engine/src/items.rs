@@ -21,10 +21,10 @@ use model::SnapshotId;
 
 use crate::backup::{BackupTarget, index_ref, new_manifest};
 use crate::payload::{PAYLOAD, PayloadBuilder};
-use crate::pipeline::{self, Pipeline, Work};
+use crate::pipeline::{self, Pipeline};
 use crate::prevtree::walk_order;
 use crate::progress::Progress;
-use crate::restore::Reader;
+use crate::restore::{Reader, copy_data};
 use crate::stream::StreamReader;
 
 const META: usize = 0;
@@ -213,13 +213,7 @@ impl Builder {
             }
         }
         self.close_file(pipe)?;
-        let mut result = Ok(());
-        self.meta.finish(&mut |c| {
-            if result.is_ok() {
-                result = pipe.send(META, Work::Data(c));
-            }
-        });
-        result?;
+        pipe.push(META, &mut self.meta, &[], true)?;
         self.payload.flush(pipe)
     }
 
@@ -315,13 +309,7 @@ impl Builder {
     }
 
     fn push_meta(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
-        let mut result = Ok(());
-        self.meta.push(bytes, &mut |c| {
-            if result.is_ok() {
-                result = pipe.send(META, Work::Data(c));
-            }
-        });
-        result
+        pipe.push(META, &mut self.meta, bytes, false)
     }
 }
 
@@ -385,18 +373,7 @@ impl Reader<'_> {
             if kind != ItemKind::File {
                 continue;
             }
-            payload.seek_to(e.payload_offset);
-            let mut left = e.data_len();
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = payload.read_some(&mut buf[..want])?;
-                if n == 0 {
-                    bail!("payload stream ends early");
-                }
-                sink.data(&buf[..n])?;
-                left -= n as u64;
-                progress.add_bytes(n as u64);
-            }
+            copy_data(&mut payload, &e, &mut buf, progress, &mut |data| sink.data(data))?;
             progress.add_file();
         }
         Ok(())

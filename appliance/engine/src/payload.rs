@@ -45,24 +45,12 @@ impl PayloadBuilder {
     pub fn push(&mut self, data: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
         self.run = None;
         self.pos += data.len() as u64;
-        let mut result = Ok(());
-        self.chunker.push(data, &mut |c| {
-            if result.is_ok() {
-                result = pipe.send(PAYLOAD, Work::Data(c));
-            }
-        });
-        result
+        pipe.push(PAYLOAD, &mut self.chunker, data, false)
     }
 
     /// Cut what is pending (a forced chunk boundary).
     pub fn flush(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
-        let mut result = Ok(());
-        self.chunker.finish(&mut |c| {
-            if result.is_ok() {
-                result = pipe.send(PAYLOAD, Work::Data(c));
-            }
-        });
-        result
+        pipe.push(PAYLOAD, &mut self.chunker, &[], true)
     }
 
     /// Take the bytes `[off, off + len)` of the previous payload stream

@@ -16,7 +16,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
-use chunker::{ChunkId, blob::encode_blob_with_id};
+use chunker::{ChunkId, StreamChunker, blob::encode_blob_with_id};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 /// What the reader hands over.
@@ -112,6 +112,28 @@ impl<'scope> Pipeline<'scope> {
         let job = Job { seq: self.seq, stream, work };
         self.seq += 1;
         self.tx.as_ref().expect("open").send(job).map_err(|_| Stopped.into())
+    }
+
+    /// Cut `bytes` into `stream` with `chunker`, queueing each chunk it
+    /// completes; `finish` also cuts what is pending.
+    pub fn push(
+        &mut self,
+        stream: usize,
+        chunker: &mut StreamChunker,
+        bytes: &[u8],
+        finish: bool,
+    ) -> Result<()> {
+        let mut result = Ok(());
+        let mut send = |c| {
+            if result.is_ok() {
+                result = self.send(stream, Work::Data(c));
+            }
+        };
+        chunker.push(bytes, &mut send);
+        if finish {
+            chunker.finish(&mut send);
+        }
+        result
     }
 
     /// An empty buffer of at least `capacity` bytes, recycled from a chunk

@@ -105,6 +105,30 @@ impl Engine {
     }
 }
 
+/// Hand a regular file's data (its `data_len()` bytes from its payload
+/// offset) to `write`, a buffer at a time.
+pub(crate) fn copy_data(
+    payload: &mut StreamReader,
+    e: &Entry,
+    buf: &mut [u8],
+    progress: &Progress,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    payload.seek_to(e.payload_offset);
+    let mut left = e.data_len();
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = payload.read_some(&mut buf[..want])?;
+        if n == 0 {
+            bail!("payload stream ends early");
+        }
+        write(&buf[..n])?;
+        left -= n as u64;
+        progress.add_bytes(n as u64);
+    }
+    Ok(())
+}
+
 /// Browses and restores the snapshots of a local datastore or of a server.
 pub struct Reader<'a> {
     pub(crate) src: &'a dyn SnapshotRead,
@@ -252,21 +276,8 @@ impl<'a> Reader<'a> {
             match restorer.begin(rel, &e).with_context(|| format!("restoring {shown}"))? {
                 Begin::Done => {}
                 Begin::Data(mut sink) => {
-                    payload.seek_to(e.payload_offset);
-                    let mut left = e.data_len();
-                    let copied = (|| -> Result<()> {
-                        while left > 0 {
-                            let want = left.min(buf.len() as u64) as usize;
-                            let n = payload.read_some(&mut buf[..want])?;
-                            if n == 0 {
-                                bail!("payload stream ends early");
-                            }
-                            sink.write(&buf[..n])?;
-                            left -= n as u64;
-                            progress.add_bytes(n as u64);
-                        }
-                        Ok(())
-                    })();
+                    let copied =
+                        copy_data(&mut payload, &e, &mut buf, progress, &mut |data| Ok(sink.write(data)?));
                     match copied {
                         Ok(()) => restorer.finish_file(sink).with_context(|| format!("restoring {shown}"))?,
                         Err(err) => report.failed.push((shown, format!("{err:#}"))),

@@ -119,7 +119,84 @@ fn main() -> ExitCode {
         };
         println!("| {what} | {:.2} ms |", ms(took));
     }
+    python(&child, &dir, &limits);
+    source_throughput(&host);
     ExitCode::SUCCESS
+}
+
+/// The Python example `retention-recent`: upload to ready, cached load,
+/// and decisions (keep-within 7d, keep-last 3).
+fn python(child: &Host, dir: &Path, limits: &Limits) {
+    fs::create_dir_all(dir).expect("bench dir");
+    let bytes = fs::read(policy_guests::python_example("retention-recent")).expect("component");
+    let name = format!("{}.{}.cwasm", blake3::hash(&bytes).to_hex(), child.artifact_tag());
+    let upload = time(1, || {
+        let ready = child.load_with_cache(&bytes, None, limits).expect("load");
+        store(dir, &name, ready.artifact.as_deref().expect("artifact"));
+    });
+    let artifact = fs::read(dir.join(&name)).expect("artifact");
+    println!(
+        "| Python: upload to ready ({} KiB component, {} KiB artifact) | {:.0} ms |",
+        bytes.len() >> 10,
+        artifact.len() >> 10,
+        ms(upload)
+    );
+    let cached = time(9, || child.load_with_cache(&bytes, Some(&artifact), limits).expect("cached load"));
+    println!("| Python: cached load | {:.1} ms |", ms(cached));
+    let policy = child.load_with_cache(&bytes, Some(&artifact), limits).expect("cached").policy;
+    let params = vec![("keep-within".to_owned(), "7d".to_owned()), ("keep-last".to_owned(), "3".to_owned())];
+    for n in [10usize, 1_000, 10_000] {
+        let start = 1_700_000_000i64;
+        let snaps: Vec<RetentionSnapshot> = (0..n)
+            .map(|i| {
+                let time = start + i as i64 * 3_600;
+                RetentionSnapshot {
+                    id: format!("host/bench/{}", model::time::format_rfc3339(time)),
+                    time,
+                    tags: vec![],
+                    size: 1 << 30,
+                    protected: false,
+                    verify_state: VerifyState::Ok,
+                }
+            })
+            .collect();
+        let now = start + n as i64 * 3_600;
+        let took = time(5, || child.retention(&policy, &snaps, now, &params, limits).expect("decide"));
+        println!("| Python: instantiate + decision over {n} snapshots | {:.1} ms |", ms(took));
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// `source-http` against a loopback server: bytes per second from the
+/// server through the guest into the host (data steps only; the engine's
+/// chunking, hashing and compression come after this in a real backup).
+fn source_throughput(host: &Host) {
+    let size = 512usize << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect();
+    let server = testkit::http::ExportServer::start("/export", data);
+    let bytes = fs::read(policy_guests::example("source-http")).expect("component");
+    let policy = host.load(&bytes, &Limits::default()).expect("load");
+    let grants = policy::Grants { dir: None, hosts: vec![server.authority()] };
+    let params = vec![("url".to_owned(), format!("http://{}/export", server.authority()))];
+    let took = time(3, || {
+        let mut s = host.source(&policy, &grants, None).expect("session");
+        s.begin_backup(&params, None).expect("begin");
+        let mut got = 0usize;
+        loop {
+            match s.next_step().expect("step") {
+                policy::SourceStep::Data(d) => got += d.len(),
+                policy::SourceStep::End => break,
+                policy::SourceStep::Item(_) => {}
+            }
+        }
+        assert_eq!(got, size);
+    });
+    println!(
+        "| source-http: {} MiB from a loopback HTTP server through the guest | {:.0} ms, {:.0} MiB/s |",
+        size >> 20,
+        ms(took),
+        (size >> 20) as f64 / took.as_secs_f64()
+    );
 }
 
 fn ms(d: Duration) -> f64 {
