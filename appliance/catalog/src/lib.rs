@@ -31,7 +31,7 @@ pub use schema::SCHEMA_VERSION;
 
 use key::{group_range, snapshot_key};
 use row::{SnapshotIdRowV1, SnapshotRowV1, SnapshotSummaryRowV1};
-use schema::SNAPSHOTS;
+use schema::{META, SNAPSHOTS, SNAPSHOTS_GENERATION_KEY};
 
 /// The catalog file's name inside a datastore directory.
 pub const FILE_NAME: &str = "catalog.redb";
@@ -78,6 +78,7 @@ impl Catalog {
             let mut table = write.open_table(SNAPSHOTS)?;
             insert(&mut table, info)?;
         }
+        bump_generation(&write)?;
         write.commit()?;
         Ok(())
     }
@@ -89,8 +90,20 @@ impl Catalog {
             let mut table = write.open_table(SNAPSHOTS)?;
             table.remove(snapshot_key(id).as_str())?.is_some()
         };
+        bump_generation(&write)?;
         write.commit()?;
         Ok(existed)
+    }
+
+    /// A number that changes whenever a snapshot row does (in this process
+    /// or another): equal numbers mean equal rows.
+    pub fn snapshots_generation(&self) -> Result<u64, CatalogError> {
+        let read = self.db.begin_read()?;
+        match read.open_table(META) {
+            Ok(meta) => Ok(meta.get(SNAPSHOTS_GENERATION_KEY)?.map_or(0, |v| v.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The row of `id`, if the catalog has one.
@@ -189,6 +202,7 @@ impl Catalog {
                 insert(&mut table, info)?;
             }
         }
+        bump_generation(&write)?;
         write.commit()?;
         Ok(())
     }
@@ -223,9 +237,18 @@ impl Catalog {
             change(&mut info);
             insert(&mut table, &info)?;
         }
+        bump_generation(&write)?;
         write.commit()?;
         Ok(())
     }
+}
+
+/// Count one more change of `SNAPSHOTS`, in the transaction that makes it.
+fn bump_generation(write: &redb::WriteTransaction) -> Result<(), CatalogError> {
+    let mut meta = write.open_table(META)?;
+    let now = meta.get(SNAPSHOTS_GENERATION_KEY)?.map_or(0, |v| v.value());
+    meta.insert(SNAPSHOTS_GENERATION_KEY, now.wrapping_add(1))?;
+    Ok(())
 }
 
 /// The rows of `group`'s snapshots, or of all snapshots.

@@ -20,6 +20,10 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// Key in `META` whose value is the schema version.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 
+/// Key in `META` counting the write transactions that changed `SNAPSHOTS`
+/// (absent: 0), so a reader can tell cheaply whether anything changed.
+pub(crate) const SNAPSHOTS_GENERATION_KEY: &str = "snapshots_generation";
+
 /// One row per snapshot: key from `key::snapshot_key`, value a JSON
 /// `row::SnapshotRowV1`.
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots_v1");

@@ -341,3 +341,24 @@ fn pages_and_summaries_read_only_what_they_return() {
     assert_eq!(all.len(), 11);
     assert_eq!(cat.snapshot_summaries(Some(&g)).unwrap().iter().map(|s| s.stored).sum::<u64>(), 50);
 }
+
+#[test]
+fn the_generation_moves_with_every_snapshot_write_and_only_then() {
+    let (_dir, cat) = temp_catalog();
+    let g = group("", "host", "a");
+    let gen0 = cat.snapshots_generation().unwrap();
+    cat.upsert_snapshot(&info(g.at(1))).unwrap();
+    let gen1 = cat.snapshots_generation().unwrap();
+    assert_ne!(gen0, gen1);
+    cat.list_snapshots(None).unwrap();
+    cat.snapshot_summaries(None).unwrap();
+    assert_eq!(cat.snapshots_generation().unwrap(), gen1, "reads change nothing");
+    cat.set_protected(&g.at(1), true).unwrap();
+    let gen2 = cat.snapshots_generation().unwrap();
+    assert_ne!(gen1, gen2);
+    cat.replace_all(&[info(g.at(2))]).unwrap();
+    let gen3 = cat.snapshots_generation().unwrap();
+    assert_ne!(gen2, gen3);
+    cat.remove_snapshot(&g.at(2)).unwrap();
+    assert_ne!(cat.snapshots_generation().unwrap(), gen3);
+}

@@ -41,6 +41,21 @@ impl Engine {
         Ok(self.catalog()?.snapshot_summaries(group)?)
     }
 
+    /// Every snapshot's summary, with the catalog's generation they were
+    /// read at, unless the generation is still `known` (`None`: nothing
+    /// changed since).
+    pub fn snapshot_summaries_since(
+        &self,
+        known: Option<u64>,
+    ) -> Result<(u64, Option<Vec<model::SnapshotSummary>>)> {
+        let cat = self.catalog()?;
+        let generation = cat.snapshots_generation()?;
+        if known == Some(generation) {
+            return Ok((generation, None));
+        }
+        Ok((generation, Some(cat.snapshot_summaries(None)?)))
+    }
+
     /// A page of a group's snapshots and the group's count (see
     /// `Catalog::snapshot_page`).
     pub fn snapshot_page(

@@ -34,6 +34,10 @@ struct Inner {
     /// The policy host, started at the first policy call (its engine and
     /// epoch thread cost nothing until then); jobs use the same.
     policies: Arc<crate::policies::JobHost>,
+    /// Every snapshot's summary as of a catalog generation: the overview,
+    /// status and groups read these on every request, and re-reading
+    /// 10,000 rows each time is most of their cost.
+    summaries: Mutex<Option<(u64, Arc<Vec<model::SnapshotSummary>>)>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +67,7 @@ impl AppState {
                 fingerprint,
                 auth_delay,
                 policies,
+                summaries: Mutex::default(),
             }),
         }
     }
@@ -135,6 +140,23 @@ impl AppState {
 }
 
 impl AppState {
+    /// Every snapshot's summary, read again only when the catalog changed
+    /// (its generation counts every write of a snapshot row, from this
+    /// process or another).
+    pub async fn summaries(&self) -> AppResult<Arc<Vec<model::SnapshotSummary>>> {
+        let cached = self.inner.summaries.lock().expect("lock").clone();
+        let known = cached.as_ref().map(|(g, _)| *g);
+        let (generation, fresh) = self.engine(move |e| e.snapshot_summaries_since(known)).await?;
+        match (fresh, cached) {
+            (None, Some((_, all))) => Ok(all),
+            (fresh, _) => {
+                let all = Arc::new(fresh.unwrap_or_default());
+                *self.inner.summaries.lock().expect("lock") = Some((generation, all.clone()));
+                Ok(all)
+            }
+        }
+    }
+
     /// Run one (blocking) call with the policy host off the async workers;
     /// components compile in a child process (`cairn __compile-policy`).
     pub async fn policies<T, F>(&self, call: F) -> AppResult<T>
