@@ -66,12 +66,34 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
         .json()
         .unwrap();
     assert_eq!(snaps[0]["tags"], json!(["daily", "weekly"]), "{snaps}");
-    // Nothing is due any more: no second scheduled run.
-    std::thread::sleep(Duration::from_secs(7));
+    // A job whose handler is missing fails its run, and is not retried at
+    // every tick; its parameters are hidden from read-only callers.
+    let failing = json!({
+        "name": "broken", "group": "app/broken", "intervals": "daily=1d:7",
+        "source": {"handler": "no-such-handler", "params": {"authorization": "Bearer s3cret"}},
+    });
+    let res = http.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&failing).send().unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text());
+    let auditor = run_ok(store.cmd().args(["token", "create", "--name", "audit", "--role", "auditor"]));
+    let jobs: Value =
+        http.get(server.url("/api/v1/jobs")).bearer_auth(auditor.trim()).send().unwrap().json().unwrap();
+    assert!(!jobs.to_string().contains("s3cret") && jobs.to_string().contains("(hidden)"), "{jobs}");
+    let jobs: Value = http.get(server.url("/api/v1/jobs")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert!(jobs.to_string().contains("Bearer s3cret"), "an operator sees what it set: {jobs}");
+
+    // Nothing is due any more for `backy`: no second scheduled run; the
+    // broken job failed once and waits before it is tried again.
+    std::thread::sleep(Duration::from_secs(12));
     let tasks: Value =
         http.get(server.url("/api/v1/tasks?job=backy")).bearer_auth(token).send().unwrap().json().unwrap();
     assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks}");
+    let tasks: Value =
+        http.get(server.url("/api/v1/tasks?job=broken")).bearer_auth(token).send().unwrap().json().unwrap();
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "one failed run, not one per tick: {tasks}");
+    assert_eq!(tasks[0]["state"], "failed");
+    assert!(tasks[0]["log"].to_string().contains("no policy named"), "{tasks}");
     let jobs: Value = http.get(server.url("/api/v1/jobs")).bearer_auth(token).send().unwrap().json().unwrap();
+    let jobs: Vec<&Value> = jobs.as_array().unwrap().iter().filter(|j| j["name"] == "backy").collect();
     assert_eq!(jobs[0]["intervals"], "daily=1d:7 weekly=1w:4");
     assert_eq!((jobs[0]["sla"].as_str(), jobs[0]["interval_seconds"].as_i64()), (Some("ok"), Some(86_400)));
     let (status, _) = server.stop();

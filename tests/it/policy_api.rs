@@ -72,6 +72,10 @@ fn policies_upload_list_simulate_and_remove_over_https() {
     assert_eq!(res.status(), 403);
     let res = http.post(api("/policies/nope/simulate")).bearer_auth(&admin).json(&body).send().unwrap();
     assert_eq!(res.status(), 404);
+    for bad in ["/policies/.hidden", "/policies/a%20b"] {
+        let res = http.get(api(bad)).bearer_auth(&admin).send().unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
     let bad = json!({"group": "host/pol", "params": {"keep-daily": "many"}});
     let res = http.post(api("/policies/gfs/simulate")).bearer_auth(&admin).json(&bad).send().unwrap();
     assert_eq!(res.status(), 400);

@@ -77,6 +77,10 @@ fn http_export_backs_up_and_restores_through_the_handler_or_raw() {
     run_ok(store.cmd().args(["restore", "--raw", &id]).arg(&raw));
     assert!(std::fs::read(raw.join("app.dump")).unwrap() == data);
 
+    // A TARGET without --raw is refused, not silently ignored.
+    let r = run_code(store.cmd().args(["restore", &id]).arg(store.path("nowhere")), 1);
+    assert!(r.stderr.contains("--raw") && !store.path("nowhere").exists(), "{}", r.stderr);
+
     // Without the handler, a restore says what to do; --raw still works.
     run_ok(store.cmd().args(["policy", "rm", "source-http"]));
     let r = run_code(store.cmd().args(["restore", &id]), 1);

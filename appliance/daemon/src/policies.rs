@@ -19,6 +19,17 @@ use serde::Serialize;
 #[error("no policy named {0:?}")]
 pub struct NoSuchPolicy(pub String);
 
+/// A policy name as the store takes it, or a 400 saying why not.
+pub fn check_name(name: &str) -> Result<()> {
+    if !engine::valid_policy_name(name) {
+        bail!(BadRequest(format!(
+            "policy name {:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
+            name.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
 /// The policy host of this process. Components compile in a child
 /// process, this binary run as `cairn __compile-policy`, under the policy
 /// crate's default limits (2 GiB of address space, 60 s of CPU, 120 s).
@@ -64,12 +75,7 @@ pub fn add(
         _ => Limits::default(),
     };
     let name = name.map_or_else(|| p.info.name.clone(), str::to_owned);
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        bail!(BadRequest(format!("policy name {name:?}: use up to 64 letters, digits, '-', '_' or '.'")));
-    }
+    check_name(&name)?;
     let record = PolicyRecord {
         name,
         world: p.world.name().into(),
@@ -137,6 +143,7 @@ pub fn load(
     name: &str,
     world: World,
 ) -> Result<(PolicyRecord, Policy, Limits)> {
+    check_name(name)?;
     let (record, wasm) =
         engine.datastore().load_policy(name)?.ok_or_else(|| NoSuchPolicy(name.to_owned()))?;
     if record.world != world.name() {
@@ -203,6 +210,13 @@ pub struct PolicyJson {
 pub struct ParamJson {
     pub name: String,
     pub help: String,
+}
+
+impl PolicyJson {
+    /// The first 12 characters of the digest, for pages.
+    pub fn short_digest(&self) -> String {
+        self.digest.chars().take(12).collect()
+    }
 }
 
 impl From<&PolicyRecord> for PolicyJson {
@@ -277,6 +291,9 @@ pub struct SimSpan {
     pub every: i64,
 }
 
+/// Longest a simulation may run.
+pub const MAX_SIMULATION: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most steps a simulation may take.
 pub const MAX_STEPS: i64 = 100_000;
 
@@ -305,8 +322,15 @@ pub fn simulate(
     let mut alive: Vec<&SnapshotInfo> = Vec::new();
     let mut next = 0;
     let (mut removed, mut kept, mut steps) = (Vec::new(), Vec::new(), 0u64);
+    let started = std::time::Instant::now();
     let mut t = from;
     while t <= to {
+        if started.elapsed() > MAX_SIMULATION {
+            bail!(BadRequest(format!(
+                "the simulation ran over {} s after {steps} steps; use a longer step or a shorter span",
+                MAX_SIMULATION.as_secs()
+            )));
+        }
         while next < infos.len() && infos[next].id.time <= t {
             alive.push(&infos[next]);
             next += 1;

@@ -143,6 +143,10 @@ pub struct JobRunInfo {
     pub duration_seconds: u64,
 }
 
+/// Longest wait before an interval job whose last run failed is tried
+/// again (a quarter of its shortest interval, at least a minute).
+pub const RETRY_AFTER_FAILURE: i64 = 15 * 60;
+
 /// The SLA interval of a job decided by a scheduler policy (it has no
 /// interval of its own to measure).
 pub const POLICY_SLA_INTERVAL: i64 = 86_400;
@@ -233,6 +237,16 @@ impl Engine {
                 Ok(schedule.next_after(last).is_some_and(|next| next <= now).then(Vec::new))
             }
             ScheduleKind::Intervals => {
+                // A failed run leaves no snapshot, so its tags stay due:
+                // retry, but not before the back-off has passed.
+                let shortest = job.intervals.iter().map(|i| i.seconds).min().unwrap_or(86_400);
+                let backoff = (shortest / 4).clamp(60, RETRY_AFTER_FAILURE);
+                if let Some(last) = self.tasks(1, Some(&job.name))?.first()
+                    && last.state == TaskState::Failed
+                    && now - last.started < backoff
+                {
+                    return Ok(None);
+                }
                 let d = self.interval_due(job, now)?;
                 Ok((!d.tags.is_empty()).then_some(d.tags))
             }

@@ -34,7 +34,7 @@ pub use chunker::CdcParams;
 pub use chunker::ChunkId;
 pub use filevol::{
     DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, PolicyRecord,
-    SourceHandler, StoreError, WriteCounters, Writer, decode_checked,
+    SourceHandler, StoreError, WriteCounters, Writer, decode_checked, valid_policy_name,
 };
 pub use progress::Progress;
 

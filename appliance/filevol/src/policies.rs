@@ -56,7 +56,9 @@ fn default_memory_mib() -> u64 {
     64
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a stored policy: 1 to 64 letters, digits, `-`,
+/// `_` or `.`, not starting with `.`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))

@@ -121,7 +121,12 @@ impl WasiHttpHooks for Net {
                 tracing::warn!(uri = %request.uri(), "source policy: request to a host the job does not grant");
                 return Err(HttpError::HttpRequestDenied);
             }
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            // The per-step timeouts do not cover the TLS handshake: bound
+            // the whole exchange up to the response head too.
+            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let (res, io) = tokio::time::timeout(HTTP_CONNECT_TIMEOUT + HTTP_WAIT_TIMEOUT, send)
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)??;
             Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }

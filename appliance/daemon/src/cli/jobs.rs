@@ -117,7 +117,12 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                             handler: handler.clone(),
                             params: parse_params(&a.handler.params)?,
                             allow_hosts: a.handler.allow_hosts.clone(),
-                            grant_dir: a.handler.grant_dir.as_ref().map(|d| d.display().to_string()),
+                            grant_dir: a
+                                .handler
+                                .grant_dir
+                                .as_ref()
+                                .map(|d| std::path::absolute(d).map(|p| p.display().to_string()))
+                                .transpose()?,
                         })
                     })
                     .transpose()?,

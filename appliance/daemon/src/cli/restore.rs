@@ -54,7 +54,11 @@ restored as TARGET/<last path component>. Nothing is ever written outside TARGET
 snapshot contains, and existing files are left alone unless --overwrite is given. Owners, modes, \
 times, extended attributes, ACLs, hard links and holes of sparse files are restored.
 
-A snapshot made by a source handler (`cairn backup --source`) is restored through the same handler, found among the stored policies by its component digest: its items go back to it in order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is needed. With --raw, or when the handler is gone, restore its items as plain files into TARGET instead.")]
+A snapshot made by a source handler (`cairn backup --source`) is restored through the same \
+handler, found among the stored policies by its component digest: its items go back to it in \
+order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is given. \
+With --raw (also the way when the handler is gone), its items are restored as plain files into \
+TARGET instead.")]
 pub struct RestoreArgs {
     /// The snapshot, TYPE/ID/TIME.
     #[arg(value_name = "SNAPSHOT")]
@@ -194,9 +198,11 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
         let engine = open(cli)?;
         let m = engine.datastore().read_manifest(&id)?;
         if source::made_by_handler(&m) {
-            if a.path.is_some() {
+            if a.path.is_some() || a.target.is_some() {
                 bail!(
-                    "--path restores plain files: add --raw (a source handler takes back the whole snapshot)"
+                    "{id} was made by the source handler {}: restore it through the handler without \
+                     TARGET or --path, or add --raw to restore its items as plain files into TARGET",
+                    m.source.name
                 );
             }
             let progress = Arc::new(Progress::default());

@@ -106,8 +106,10 @@ pub fn backup(
     if !session.features.full {
         bail!("{} cannot make a full backup (its capabilities say so)", handler.policy.label());
     }
-    let since = if session.features.incremental { previous(engine, &group, &handler.record)? } else { None };
-    session.begin_backup(params, since)?;
+    // Every backup is full: the items of an incremental one would need
+    // merging with the previous snapshot's to make a complete snapshot,
+    // which Cairn does not do yet, so handlers get no `since`.
+    session.begin_backup(params, None)?;
     let opts = SourceBackup {
         group,
         tags,
@@ -123,19 +125,6 @@ pub fn backup(
     let report = engine.backup_items(&opts, &mut steps, progress);
     log_stderr(&handler.record.name, &session);
     report
-}
-
-/// The time of the group's newest snapshot this handler made (the
-/// `since` of an incremental backup).
-fn previous(engine: &Engine, group: &BackupGroup, record: &PolicyRecord) -> Result<Option<i64>> {
-    for info in engine.snapshots(Some(group))?.iter().rev() {
-        if let Ok(m) = engine.datastore().read_manifest(&info.id)
-            && m.source.name == record.policy_name
-        {
-            return Ok(Some(info.id.time));
-        }
-    }
-    Ok(None)
 }
 
 fn log_stderr(name: &str, session: &SourceSession) {
@@ -248,7 +237,7 @@ pub fn restore(
              add that component with `cairn policy add`, or restore its items as plain files with --raw",
             m.source.name,
             m.source.version,
-            &digest[..digest.len().min(16)]
+            digest.chars().take(16).collect::<String>()
         );
     };
     let (record, wasm) = engine

@@ -98,6 +98,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Form(f): Form<JobForm>,
 ) -> AppResult<Response> {
+    let has_intervals = !f.intervals.trim().is_empty();
     let new = NewJob {
         name: f.name.trim().to_owned(),
         group: f.group.trim().to_owned(),
@@ -108,12 +109,18 @@ pub async fn create(
         retention: None,
         source: None,
         tags: f.tags.split([',', ' ']).map(str::to_owned).collect(),
-        keep: KeepJson {
-            last: count("keep last", &f.keep_last)?,
-            daily: count("keep daily", &f.keep_daily)?,
-            weekly: count("keep weekly", &f.keep_weekly)?,
-            monthly: count("keep monthly", &f.keep_monthly)?,
-            ..KeepJson::default()
+        // With named intervals, their counts keep (the keep fields, which
+        // have defaults, are for a cron job).
+        keep: if has_intervals {
+            KeepJson::default()
+        } else {
+            KeepJson {
+                last: count("keep last", &f.keep_last)?,
+                daily: count("keep daily", &f.keep_daily)?,
+                weekly: count("keep weekly", &f.keep_weekly)?,
+                monthly: count("keep monthly", &f.keep_monthly)?,
+                ..KeepJson::default()
+            }
         },
         verify: f.verify.is_some(),
     };

@@ -168,8 +168,22 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Json<Vec<JobJson>>> {
-    Ok(Json(statuses(&state, &caller).await?.iter().map(JobJson::from).collect()))
+    let mut jobs: Vec<JobJson> = statuses(&state, &caller).await?.iter().map(JobJson::from).collect();
+    // Parameters may hold credentials (an Authorization header for a
+    // source handler): only those who may change jobs see their values.
+    if !matches!(caller.role, model::Role::Admin | model::Role::Operator) {
+        for j in &mut jobs {
+            let params = [&mut j.scheduler, &mut j.retention].into_iter().flatten().map(|p| &mut p.params);
+            for p in params.chain(j.source.iter_mut().map(|s| &mut s.params)) {
+                p.values_mut().for_each(|v| *v = HIDDEN.into());
+            }
+        }
+    }
+    Ok(Json(jobs))
 }
+
+/// What read-only callers see instead of a parameter's value.
+pub const HIDDEN: &str = "(hidden)";
 
 /// A job as the API and the job form send it.
 #[derive(Debug, Deserialize)]
@@ -213,7 +227,12 @@ impl NewJob {
                 .map_err(|e| AppError::bad_request(format!("intervals: {e}")))?,
             scheduler: self.scheduler.map(PolicyUse::from),
             retention: self.retention.map(PolicyUse::from),
-            source: self.source.map(JobSource::from),
+            source: match self.source {
+                Some(s) if s.grant_dir.as_ref().is_some_and(|d| !d.starts_with('/')) => {
+                    return Err(AppError::bad_request("source.grant_dir must be an absolute path"));
+                }
+                s => s.map(JobSource::from),
+            },
         })
     }
 }

@@ -62,6 +62,7 @@ pub async fn list(State(state): State<AppState>) -> AppResult<Json<Vec<PolicyJso
 
 /// `GET /api/v1/policies/{name}`.
 pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<PolicyJson>> {
+    policies::check_name(&name)?;
     let record =
         state.engine(move |e| Ok(e.datastore().load_policy(&name)?.ok_or(NoSuchPolicy(name))?.0)).await?;
     Ok(Json(PolicyJson::from(&record)))
@@ -69,6 +70,7 @@ pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Ap
 
 /// `DELETE /api/v1/policies/{name}`.
 pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<StatusCode> {
+    policies::check_name(&name)?;
     state
         .engine(move |e| {
             if !e.datastore().remove_policy(&name)? {
