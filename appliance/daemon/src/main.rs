@@ -10,6 +10,7 @@ mod progress;
 mod protocol;
 mod remote;
 mod server;
+mod sources;
 
 use std::process::ExitCode;
 

@@ -4,7 +4,9 @@
 //! as `cairn __compile-policy`), pruning with a retention policy and the
 //! prune simulator. Both render what these return.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use engine::Engine;
@@ -360,20 +362,53 @@ pub fn simulate(
     })
 }
 
+/// A policy made ready, with the record it was made from.
+type ReadyPolicy = (PolicyRecord, Arc<Policy>, Limits);
+
 /// The policies jobs use, for the engine's job runner: one policy host
 /// for the process, started at the first call.
 #[derive(Debug, Default)]
 pub struct JobHost {
-    host: std::sync::OnceLock<Result<std::sync::Arc<Host>, String>>,
+    host: std::sync::OnceLock<Result<Arc<Host>, String>>,
+    /// Policies made ready, by name, with the record they were made from:
+    /// the scheduler asks a policy-scheduled job every few seconds, and
+    /// reading, hashing and deserializing its component each time would
+    /// be most of the work.
+    ready: Mutex<HashMap<String, ReadyPolicy>>,
 }
 
 impl JobHost {
     /// The host (started now if it was not yet).
-    pub fn host(&self) -> Result<std::sync::Arc<Host>> {
+    pub fn host(&self) -> Result<Arc<Host>> {
         self.host
-            .get_or_init(|| host().map(std::sync::Arc::new).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| host().map(Arc::new).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(|e| anyhow!("the policy host cannot start: {e}"))
+    }
+
+    /// Stored policy `name` of world `world`, ready to call: the one made
+    /// ready before while its record is unchanged, else loaded (see
+    /// [`load`]).
+    fn policy(
+        &self,
+        engine: &Engine,
+        host: &Host,
+        name: &str,
+        world: World,
+    ) -> Result<(Arc<Policy>, Limits)> {
+        check_name(name)?;
+        let record = engine.datastore().list_policies()?.into_iter().find(|r| r.name == name);
+        if let Some(record) = &record
+            && let Some((seen, policy, limits)) = self.ready.lock().expect("lock").get(name)
+            && seen == record
+            && record.world == world.name()
+        {
+            return Ok((policy.clone(), *limits));
+        }
+        let (record, policy, limits) = load(engine, host, name, world)?;
+        let policy = Arc::new(policy);
+        self.ready.lock().expect("lock").insert(name.to_owned(), (record, policy.clone(), limits));
+        Ok((policy, limits))
     }
 }
 
@@ -387,7 +422,7 @@ impl engine::jobs::JobPolicies for JobHost {
         now: i64,
     ) -> Result<(bool, Vec<String>, String)> {
         let host = self.host()?;
-        let (_, policy, limits) = load(engine, &host, &p.name, World::Scheduler)?;
+        let (policy, limits) = self.policy(engine, &host, &p.name, World::Scheduler)?;
         let sjob = policy::ScheduleJob {
             name: job.name.clone(),
             group: format!("{}/{}", job.group.kind, job.group.id),
@@ -414,7 +449,7 @@ impl engine::jobs::JobPolicies for JobHost {
         now: i64,
     ) -> Result<Vec<(bool, String)>> {
         let host = self.host()?;
-        let (_, policy, limits) = load(engine, &host, &p.name, World::Retention)?;
+        let (policy, limits) = self.policy(engine, &host, &p.name, World::Retention)?;
         let snaps: Vec<RetentionSnapshot> = snapshots.iter().map(to_retention).collect();
         let decisions = host.retention(&policy, &snaps, now, &p.params, &limits)?;
         Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
@@ -429,11 +464,11 @@ impl engine::jobs::JobPolicies for JobHost {
         time: i64,
     ) -> Result<engine::BackupReport> {
         let host = self.host()?;
-        let grants = crate::cli::source::grants(
+        let grants = crate::sources::grants(
             &source.allow_hosts,
             source.grant_dir.as_deref().map(std::path::Path::new),
         )?;
-        crate::cli::source::backup(
+        crate::sources::backup(
             engine,
             &host,
             &source.handler,

@@ -94,19 +94,7 @@ fn main() -> ExitCode {
             .collect();
     for n in [0usize, 10, 1_000, 10_000, 100_000] {
         let start = 1_700_000_000i64;
-        let snaps: Vec<RetentionSnapshot> = (0..n)
-            .map(|i| {
-                let time = start + i as i64 * 3_600;
-                RetentionSnapshot {
-                    id: format!("host/bench/{}", model::time::format_rfc3339(time)),
-                    time,
-                    tags: vec!["daily".into()],
-                    size: 1 << 30,
-                    protected: false,
-                    verify_state: VerifyState::Ok,
-                }
-            })
-            .collect();
+        let snaps = hourly(start, n, &["daily"]);
         let runs = if n >= 100_000 { 3 } else { 9 };
         let took = time(runs, || {
             let d = child.retention(&policy, &snaps, start, &params, &limits).expect("decide");
@@ -147,19 +135,7 @@ fn python(child: &Host, dir: &Path, limits: &Limits) {
     let params = vec![("keep-within".to_owned(), "7d".to_owned()), ("keep-last".to_owned(), "3".to_owned())];
     for n in [10usize, 1_000, 10_000] {
         let start = 1_700_000_000i64;
-        let snaps: Vec<RetentionSnapshot> = (0..n)
-            .map(|i| {
-                let time = start + i as i64 * 3_600;
-                RetentionSnapshot {
-                    id: format!("host/bench/{}", model::time::format_rfc3339(time)),
-                    time,
-                    tags: vec![],
-                    size: 1 << 30,
-                    protected: false,
-                    verify_state: VerifyState::Ok,
-                }
-            })
-            .collect();
+        let snaps = hourly(start, n, &[]);
         let now = start + n as i64 * 3_600;
         let took = time(5, || child.retention(&policy, &snaps, now, &params, limits).expect("decide"));
         println!("| Python: instantiate + decision over {n} snapshots | {:.1} ms |", ms(took));
@@ -201,4 +177,21 @@ fn source_throughput(host: &Host) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// `n` snapshots one hour apart from `start`, each tagged `tags`.
+fn hourly(start: i64, n: usize, tags: &[&str]) -> Vec<RetentionSnapshot> {
+    (0..n)
+        .map(|i| {
+            let time = start + i as i64 * 3_600;
+            RetentionSnapshot {
+                id: format!("host/bench/{}", model::time::format_rfc3339(time)),
+                time,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                size: 1 << 30,
+                protected: false,
+                verify_state: VerifyState::Ok,
+            }
+        })
+        .collect()
 }

@@ -110,7 +110,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
         let progress = Arc::new(Progress::default());
         let bar = Bar::start("backup", progress.clone());
         let (params, grants) = (super::policy::parse_params(&a.handler.params)?, a.handler.grants()?);
-        let host = super::policy::host()?;
+        let host = crate::policies::host()?;
         let report =
             source::backup(&engine, &host, name, &params, &grants, group, a.tags.clone(), time, &progress);
         bar.done();

@@ -94,20 +94,8 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                 created,
                 intervals: model::backy::parse_intervals(a.intervals.as_deref().unwrap_or(""))
                     .map_err(|e| anyhow::anyhow!("--intervals: {e}"))?,
-                scheduler: a
-                    .scheduler
-                    .as_ref()
-                    .map(|name| -> Result<PolicyUse> {
-                        Ok(PolicyUse { name: name.clone(), params: parse_params(&a.scheduler_params)? })
-                    })
-                    .transpose()?,
-                retention: a
-                    .retention
-                    .as_ref()
-                    .map(|name| -> Result<PolicyUse> {
-                        Ok(PolicyUse { name: name.clone(), params: parse_params(&a.retention_params)? })
-                    })
-                    .transpose()?,
+                scheduler: policy_use(&a.scheduler, &a.scheduler_params)?,
+                retention: policy_use(&a.retention, &a.retention_params)?,
                 source: a
                     .source
                     .as_ref()
@@ -239,4 +227,9 @@ pub fn check(cli: &Cli, a: &CheckArgs) -> Result<ExitCode> {
         println!("{d}");
     }
     Ok(ExitCode::from(code))
+}
+
+/// `--scheduler NAME` or `--retention NAME` with its `KEY=VALUE` parameters.
+fn policy_use(name: &Option<String>, params: &[String]) -> Result<Option<PolicyUse>> {
+    name.as_ref().map(|name| Ok(PolicyUse { name: name.clone(), params: parse_params(params)? })).transpose()
 }

@@ -7,7 +7,7 @@ mod policy;
 pub mod restore;
 mod server;
 pub mod snapshots;
-pub mod source;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use engine::Engine;
 
+use crate::policies::host;
 use crate::policies::{self, PolicyJson, parse_every};
-pub use crate::policies::{host, ready};
 
 use super::{Cli, now, open};
 use crate::output;
