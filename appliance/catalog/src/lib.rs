@@ -5,7 +5,8 @@
 //!
 //! Code map: `schema` (table definitions, schema version), `key` (ordered
 //! row keys), `row` (serialized rows and their conversions), `open`
-//! (waiting for other holders, schema check), `error`.
+//! (waiting for other holders, schema check), `error`; `access`, `jobs`
+//! and `policies` keep the server's own records.
 //!
 //! Invariant: callers open, do their work and drop quickly — one process
 //! may have the file open at a time and others wait for it.
@@ -17,6 +18,7 @@ mod error;
 mod jobs;
 mod key;
 mod open;
+mod policies;
 mod row;
 mod schema;
 
@@ -27,6 +29,7 @@ use model::{BackupGroup, SnapshotId, SnapshotInfo, SnapshotSummary, VerifyState}
 use redb::{Database, ReadableDatabase, ReadableTable, Table};
 
 pub use error::CatalogError;
+pub use policies::RemovedPolicy;
 pub use schema::SCHEMA_VERSION;
 
 use key::{group_range, snapshot_key};

@@ -10,8 +10,8 @@
 
 use model::prune::KeepRules;
 use model::{
-    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Job, JobSource, Namespace, PolicyUse, Role, Session,
-    SnapshotId, SnapshotInfo, Task, TaskState, User, VerifyState,
+    ApiToken, ArchiveKind, ArchiveSummary, BackupGroup, Job, JobSource, Namespace, PolicyRecord, PolicyUse,
+    Role, Session, SnapshotId, SnapshotInfo, Task, TaskState, User, VerifyState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -461,6 +461,65 @@ impl TryFrom<TaskRowV1> for Task {
             finished: r.finished,
             snapshot: r.snapshot,
             log: r.log,
+        })
+    }
+}
+
+/// One stored policy in `policies_v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PolicyRowV1 {
+    pub name: String,
+    pub world: String,
+    pub wit_version: String,
+    pub policy_name: String,
+    pub policy_version: String,
+    pub description: String,
+    pub params: Vec<(String, String)>,
+    pub digest: String,
+    pub size: u64,
+    pub added: i64,
+    pub cpu_ms: u64,
+    pub memory_mib: u64,
+}
+
+impl From<&PolicyRecord> for PolicyRowV1 {
+    fn from(r: &PolicyRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            world: r.world.clone(),
+            wit_version: r.wit_version.clone(),
+            policy_name: r.policy_name.clone(),
+            policy_version: r.policy_version.clone(),
+            description: r.description.clone(),
+            params: r.params.clone(),
+            digest: r.digest.clone(),
+            size: r.size,
+            added: r.added,
+            cpu_ms: r.cpu_ms,
+            memory_mib: r.memory_mib,
+        }
+    }
+}
+
+impl TryFrom<PolicyRowV1> for PolicyRecord {
+    type Error = String;
+    fn try_from(r: PolicyRowV1) -> Result<Self, String> {
+        if !model::policy::valid_digest(&r.digest) {
+            return Err(format!("policy {:?} names no valid component digest", r.name));
+        }
+        Ok(PolicyRecord {
+            name: r.name,
+            world: r.world,
+            wit_version: r.wit_version,
+            policy_name: r.policy_name,
+            policy_version: r.policy_version,
+            description: r.description,
+            params: r.params,
+            digest: r.digest,
+            size: r.size,
+            added: r.added,
+            cpu_ms: r.cpu_ms,
+            memory_mib: r.memory_mib,
         })
     }
 }

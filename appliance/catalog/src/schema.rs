@@ -48,3 +48,12 @@ pub(crate) const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs
 
 /// Tasks by id (ascending = oldest first); value a JSON `row::TaskRowV1`.
 pub(crate) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks_v1");
+
+/// Stored policies by name; value a JSON `row::PolicyRowV1` naming its
+/// component by digest.
+pub(crate) const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies_v1");
+
+/// Policy components by the blake3 hex of their bytes; value the
+/// component's bytes as uploaded. A component stays while a policy names it.
+pub(crate) const POLICY_COMPONENTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("policy_components_v1");

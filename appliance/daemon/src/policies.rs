@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use engine::Engine;
-use engine::PolicyRecord;
 use engine::ops::{BadRequest, Decider};
+use model::PolicyRecord;
 use model::{BackupGroup, SnapshotInfo};
 use policy::{CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState, World};
 use serde::Serialize;
@@ -23,7 +23,7 @@ pub struct NoSuchPolicy(pub String);
 
 /// A policy name as the store takes it, or a 400 saying why not.
 pub fn check_name(name: &str) -> Result<()> {
-    if !engine::valid_policy_name(name) {
+    if !model::policy::valid_name(name) {
         bail!(BadRequest(format!(
             "policy name {:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
             name.chars().take(80).collect::<String>()
@@ -92,7 +92,7 @@ pub fn add(
         cpu_ms: cpu_ms.unwrap_or(defaults.cpu.as_millis() as u64).clamp(10, 60_000),
         memory_mib: memory_mib.unwrap_or((defaults.memory >> 20) as u64).clamp(1, 4096),
     };
-    engine.datastore().save_policy(&record, wasm)?;
+    engine.save_policy(&record, wasm)?;
     if let Some(artifact) = &ready.artifact {
         cache_artifact(engine, &record.digest, &host.artifact_tag(), artifact);
     }
@@ -146,8 +146,7 @@ pub fn load(
     world: World,
 ) -> Result<(PolicyRecord, Policy, Limits)> {
     check_name(name)?;
-    let (record, wasm) =
-        engine.datastore().load_policy(name)?.ok_or_else(|| NoSuchPolicy(name.to_owned()))?;
+    let (record, wasm) = engine.load_policy(name)?.ok_or_else(|| NoSuchPolicy(name.to_owned()))?;
     if record.world != world.name() {
         bail!(BadRequest(format!(
             "policy {name} is a {} policy, not a {} policy",
@@ -397,7 +396,7 @@ impl JobHost {
         world: World,
     ) -> Result<(Arc<Policy>, Limits)> {
         check_name(name)?;
-        let record = engine.datastore().list_policies()?.into_iter().find(|r| r.name == name);
+        let record = engine.policy(name)?;
         if let Some(record) = &record
             && let Some((seen, policy, limits)) = self.ready.lock().expect("lock").get(name)
             && seen == record

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use engine::items::{self, Item, ItemSink, ItemSource, SourceBackup, Step};
-use engine::{BackupReport, Engine, Manifest, PolicyRecord, Progress};
+use engine::{BackupReport, Engine, Manifest, Progress};
+use model::PolicyRecord;
 use model::{BackupGroup, SnapshotId};
 use policy::{Grants, Host, SourceSession, SourceStep};
 
@@ -70,10 +71,8 @@ pub fn backup(
     time: i64,
     progress: &Progress,
 ) -> Result<BackupReport> {
-    let (record, wasm) = engine
-        .datastore()
-        .load_policy(name)?
-        .ok_or_else(|| crate::policies::NoSuchPolicy(name.to_owned()))?;
+    let (record, wasm) =
+        engine.load_policy(name)?.ok_or_else(|| crate::policies::NoSuchPolicy(name.to_owned()))?;
     let handler = Handler::load(engine, host, record, &wasm)?;
     let mut session = handler.start(grants)?;
     if !session.features.full {
@@ -203,8 +202,7 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<()> {
     let digest = m.source.digest.as_deref().unwrap_or_default();
-    let found =
-        engine.datastore().list_policies()?.into_iter().find(|r| r.world == "source" && r.digest == digest);
+    let found = engine.list_policies()?.into_iter().find(|r| r.world == "source" && r.digest == digest);
     let Some(record) = found else {
         bail!(
             "{id} was made by the source handler {} {} (component blake3 {}), which is not stored here; \
@@ -214,10 +212,8 @@ pub fn restore(
             digest.chars().take(16).collect::<String>()
         );
     };
-    let (record, wasm) = engine
-        .datastore()
-        .load_policy(&record.name)?
-        .ok_or_else(|| anyhow!("policy {} disappeared", record.name))?;
+    let (record, wasm) =
+        engine.load_policy(&record.name)?.ok_or_else(|| anyhow!("policy {} disappeared", record.name))?;
     let host = host()?;
     let handler = Handler::load(engine, &host, record, &wasm)?;
     let mut session = handler.start(grants)?;

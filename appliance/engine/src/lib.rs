@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod ops;
 mod payload;
 mod pipeline;
+mod policies;
 mod prevtree;
 pub mod progress;
 pub mod restore;
@@ -33,8 +34,8 @@ pub use catalog::CatalogError;
 pub use chunker::CdcParams;
 pub use chunker::ChunkId;
 pub use filevol::{
-    DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, PolicyRecord,
-    SourceHandler, StoreError, WriteCounters, Writer, decode_checked, valid_policy_name,
+    DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, SourceHandler,
+    StoreError, WriteCounters, Writer, decode_checked,
 };
 pub use progress::Progress;
 
@@ -49,6 +50,7 @@ impl Engine {
     pub fn open(root: &Path) -> Result<Self> {
         let engine = Self { ds: Datastore::open(root)? };
         engine.reconcile()?;
+        engine.import_legacy_policies()?;
         Ok(engine)
     }
 
@@ -63,6 +65,7 @@ impl Engine {
         let (ds, created) = Datastore::init(root, config)?;
         let engine = Self { ds };
         engine.reconcile()?;
+        engine.import_legacy_policies()?;
         Ok((engine, created))
     }
 

@@ -21,7 +21,6 @@ pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};
-pub use policies::{PolicyRecord, valid_name as valid_policy_name};
 pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
     SourceStat,

@@ -1,68 +1,53 @@
-//! Uploaded policy components, kept in the datastore so that they travel
-//! with it: `policies/<blake3>.wasm` (the component, named by its digest)
-//! and `policies/<name>.json` (a record naming it). Validating a component
-//! is the policy host's job; this module only stores what it accepted.
-//!
-//! Next to a component, the compiled-artifact cache:
-//! `policies/<blake3>.<tag>.cwasm`, the component compiled by the build
-//! whose engine `tag` names (16 hex digits), as the policy host sealed it.
-//! This module stores and returns those bytes as they are; the policy host
+//! The compiled-artifact cache of policy components:
+//! `policies/<blake3>.<tag>.cwasm`, a component compiled by the build whose
+//! engine `tag` names (16 hex digits), as the policy host sealed it. This
+//! module stores and returns those bytes as they are; the policy host
 //! checks them before use and compiles again when they are missing or
 //! unusable, so losing or damaging one costs a compile, nothing more.
+//!
+//! The components themselves and their records are kept in the catalog.
+//! Datastores written before that kept them here (`policies/<name>.json`
+//! and `policies/<blake3>.wasm`); `legacy_policies` reads those so the
+//! engine can move them into the catalog, and `remove_legacy_policy`
+//! removes them once it has.
 
 use std::fs;
 use std::io::Read;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use model::PolicyRecord;
+use model::policy::{DEFAULT_CPU_MS, DEFAULT_MEMORY_MIB, valid_digest, valid_name};
+use serde::Deserialize;
 
 use crate::Datastore;
 use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil::{create_dir_all_durable, write_atomic};
 
-/// What `cairn policy list/show` prints, as stored in `policies/<name>.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyRecord {
-    /// The name operators use (`--policy NAME`).
-    pub name: String,
-    /// `retention`, `scheduler` or `source`.
-    pub world: String,
-    /// The `cairn:policy` WIT version it was built against.
-    pub wit_version: String,
-    /// The policy's own name and version, from its `describe`.
-    pub policy_name: String,
-    pub policy_version: String,
-    pub description: String,
-    /// (parameter, help) pairs from its `describe`.
-    pub params: Vec<(String, String)>,
-    /// blake3 of the component, hex.
-    pub digest: String,
-    pub size: u64,
-    /// When it was added, epoch seconds.
-    pub added: i64,
-    /// CPU budget per call, milliseconds.
+/// A record as `policies/<name>.json` held it.
+#[derive(Deserialize)]
+struct LegacyRecord {
+    name: String,
+    world: String,
+    wit_version: String,
+    policy_name: String,
+    policy_version: String,
+    description: String,
+    params: Vec<(String, String)>,
+    digest: String,
+    size: u64,
+    added: i64,
     #[serde(default = "default_cpu_ms")]
-    pub cpu_ms: u64,
-    /// Memory cap per call, MiB.
+    cpu_ms: u64,
     #[serde(default = "default_memory_mib")]
-    pub memory_mib: u64,
+    memory_mib: u64,
 }
 
 fn default_cpu_ms() -> u64 {
-    1_000
+    DEFAULT_CPU_MS
 }
 
 fn default_memory_mib() -> u64 {
-    64
-}
-
-/// Whether `name` may name a stored policy: 1 to 64 letters, digits, `-`,
-/// `_` or `.`, not starting with `.`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !name.starts_with('.')
+    DEFAULT_MEMORY_MIB
 }
 
 /// Largest compiled artifact read back (the policy host's own limit is
@@ -71,13 +56,6 @@ const MAX_ARTIFACT_BYTES: u64 = 512 << 20;
 
 fn hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn bad(name: &str) -> StoreError {
-    StoreError::Format {
-        path: PathBuf::from(name),
-        detail: "a policy name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'".into(),
-    }
 }
 
 impl Datastore {
@@ -96,23 +74,9 @@ impl Datastore {
         Ok(self.policy_dir().join(format!("{digest}.{tag}.cwasm")))
     }
 
-    /// Store `wasm` under `record.name` (replacing a policy of that name).
-    pub fn save_policy(&self, record: &PolicyRecord, wasm: &[u8]) -> Result<()> {
-        if !valid_name(&record.name) {
-            return Err(bad(&record.name));
-        }
-        let dir = self.policy_dir();
-        create_dir_all_durable(&dir)?;
-        let blob = dir.join(format!("{}.wasm", record.digest));
-        if !blob.exists() {
-            write_atomic(&blob, wasm)?;
-        }
-        let json = serde_json::to_vec_pretty(record).expect("policy record serializes");
-        write_atomic(&dir.join(format!("{}.json", record.name)), &json)
-    }
-
-    /// Every stored policy, by name.
-    pub fn list_policies(&self) -> Result<Vec<PolicyRecord>> {
+    /// Policies kept in `policies/` by an older build, each with its
+    /// component's bytes (checked against the record's digest), by name.
+    pub fn legacy_policies(&self) -> Result<Vec<(PolicyRecord, Vec<u8>)>> {
         let dir = self.policy_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -122,51 +86,56 @@ impl Datastore {
         let mut out = Vec::new();
         for entry in entries {
             let path = entry.at(&dir)?.path();
-            if path.extension().is_some_and(|x| x == "json") {
-                let bytes = fs::read(&path).at(&path)?;
-                let r: PolicyRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Format { path: path.clone(), detail: e.to_string() })?;
-                out.push(r);
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
             }
+            let format = |detail: String| StoreError::Format { path: path.clone(), detail };
+            let bytes = fs::read(&path).at(&path)?;
+            let r: LegacyRecord = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+            if !valid_name(&r.name) || !valid_digest(&r.digest) {
+                return Err(format("not a policy record (bad name or digest)".into()));
+            }
+            let blob = dir.join(format!("{}.wasm", r.digest));
+            let wasm = fs::read(&blob).at(&blob)?;
+            if blake3::hash(&wasm).to_hex().as_str() != r.digest {
+                return Err(format(format!("{} does not match the digest it is named by", blob.display())));
+            }
+            let record = PolicyRecord {
+                name: r.name,
+                world: r.world,
+                wit_version: r.wit_version,
+                policy_name: r.policy_name,
+                policy_version: r.policy_version,
+                description: r.description,
+                params: r.params,
+                digest: r.digest,
+                size: r.size,
+                added: r.added,
+                cpu_ms: r.cpu_ms,
+                memory_mib: r.memory_mib,
+            };
+            out.push((record, wasm));
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(out)
     }
 
-    /// The record and component bytes of policy `name`; `None` if unknown.
-    pub fn load_policy(&self, name: &str) -> Result<Option<(PolicyRecord, Vec<u8>)>> {
-        if !valid_name(name) {
-            return Err(bad(name));
-        }
-        let Some(record) = self.list_policies()?.into_iter().find(|r| r.name == name) else {
-            return Ok(None);
-        };
-        let path = self.policy_dir().join(format!("{}.wasm", record.digest));
-        let wasm = fs::read(&path).at(&path)?;
-        if blake3::hash(&wasm).to_hex().as_str() != record.digest {
-            return Err(StoreError::Format {
-                path,
-                detail: "the component's bytes do not match its digest; add the policy again".into(),
-            });
-        }
-        Ok(Some((record, wasm)))
-    }
-
-    /// Remove policy `name`; its component and the component's compiled
-    /// artifacts go too unless another name uses it. Returns whether it
-    /// existed.
-    pub fn remove_policy(&self, name: &str) -> Result<bool> {
-        let Some((record, _)) = self.load_policy(name)? else { return Ok(false) };
+    /// Remove the files of the policies `legacy_policies` returned once
+    /// they are stored elsewhere: every record first, then the components,
+    /// so an interruption leaves no record without its component. The
+    /// compiled artifacts stay; they are still the cache.
+    pub fn remove_legacy_policies(&self, records: &[PolicyRecord]) -> Result<()> {
         let dir = self.policy_dir();
-        let json = dir.join(format!("{name}.json"));
-        fs::remove_file(&json).at(&json)?;
-        if !self.list_policies()?.iter().any(|r| r.digest == record.digest) {
-            let blob = dir.join(format!("{}.wasm", record.digest));
-            fs::remove_file(&blob).at(&blob)?;
-            self.remove_policy_artifacts(&record.digest)?;
+        let jsons = records.iter().map(|r| dir.join(format!("{}.json", r.name)));
+        let blobs = records.iter().map(|r| dir.join(format!("{}.wasm", r.digest)));
+        for path in jsons.chain(blobs) {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
         }
-        crate::fsutil::fsync_dir(&dir)?;
-        Ok(true)
+        crate::fsutil::fsync_dir(&dir)
     }
 
     /// Cache the compiled artifact of component `digest` for the build
@@ -204,7 +173,7 @@ impl Datastore {
 
     /// Remove every compiled artifact of component `digest`, whichever
     /// build made it.
-    fn remove_policy_artifacts(&self, digest: &str) -> Result<()> {
+    pub fn remove_policy_artifacts(&self, digest: &str) -> Result<()> {
         let dir = self.policy_dir();
         let prefix = format!("{digest}.");
         for entry in fs::read_dir(&dir).at(&dir)? {
@@ -227,57 +196,71 @@ mod tests {
     use super::*;
     use crate::DatastoreConfig;
 
-    fn record(name: &str, wasm: &[u8]) -> PolicyRecord {
-        PolicyRecord {
-            name: name.into(),
-            world: "retention".into(),
-            wit_version: "0.1.0".into(),
-            policy_name: name.into(),
-            policy_version: "1".into(),
-            description: String::new(),
-            params: vec![],
-            digest: blake3::hash(wasm).to_hex().to_string(),
-            size: wasm.len() as u64,
-            added: 0,
-            cpu_ms: 1000,
-            memory_mib: 64,
-        }
+    fn datastore(dir: &tempfile::TempDir) -> Datastore {
+        Datastore::init(&dir.path().join("ds"), DatastoreConfig::default()).expect("init").0
     }
 
     #[test]
-    fn artifacts_are_kept_per_build_and_go_with_their_component() {
+    fn artifacts_are_kept_per_build_and_removed_per_component() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ds, _) = Datastore::init(&dir.path().join("ds"), DatastoreConfig::default()).expect("init");
-        let wasm = b"component bytes";
-        let (a, b) = (record("a", wasm), record("b", wasm));
-        ds.save_policy(&a, wasm).expect("save a");
-        ds.save_policy(&b, wasm).expect("save b");
+        let ds = datastore(&dir);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
         let (old, new) = ("0123456789abcdef", "fedcba9876543210");
-        assert_eq!(ds.load_policy_artifact(&a.digest, new).expect("load"), None);
-        ds.save_policy_artifact(&a.digest, old, b"old build").expect("save");
-        ds.save_policy_artifact(&a.digest, new, b"new build").expect("save");
-        assert_eq!(
-            ds.load_policy_artifact(&a.digest, new).expect("load").as_deref(),
-            Some(&b"new build"[..])
-        );
-        assert_eq!(
-            ds.load_policy_artifact(&a.digest, old).expect("load").as_deref(),
-            Some(&b"old build"[..])
-        );
+        assert_eq!(ds.load_policy_artifact(&a, new).expect("load"), None);
+        ds.save_policy_artifact(&a, old, b"old build").expect("save");
+        ds.save_policy_artifact(&a, new, b"new build").expect("save");
+        ds.save_policy_artifact(&b, new, b"other").expect("save");
+        assert_eq!(ds.load_policy_artifact(&a, new).expect("load").as_deref(), Some(&b"new build"[..]));
+        assert_eq!(ds.load_policy_artifact(&a, old).expect("load").as_deref(), Some(&b"old build"[..]));
         // Names that are not plain hex never become paths.
         assert!(ds.load_policy_artifact("../../etc/passwd", new).is_err());
-        assert!(ds.save_policy_artifact(&a.digest, "../x", b"").is_err());
-        // Records and listings ignore artifacts.
-        assert_eq!(ds.list_policies().expect("list").len(), 2);
+        assert!(ds.save_policy_artifact(&a, "../x", b"").is_err());
+        // Artifacts are no policies.
+        assert!(ds.legacy_policies().expect("legacy").is_empty());
 
-        // Still used by b: the artifacts stay.
-        assert!(ds.remove_policy("a").expect("rm a"));
-        assert!(ds.load_policy_artifact(&b.digest, new).expect("load").is_some());
-        // The last name goes: component and every build's artifact too.
-        assert!(ds.remove_policy("b").expect("rm b"));
-        assert_eq!(ds.load_policy_artifact(&b.digest, new).expect("load"), None);
-        assert_eq!(ds.load_policy_artifact(&b.digest, old).expect("load"), None);
-        let left: Vec<_> = fs::read_dir(ds.policy_dir()).expect("dir").collect();
-        assert!(left.is_empty(), "{left:?}");
+        ds.remove_policy_artifacts(&a).expect("remove");
+        assert_eq!(ds.load_policy_artifact(&a, new).expect("load"), None);
+        assert_eq!(ds.load_policy_artifact(&a, old).expect("load"), None);
+        assert!(ds.load_policy_artifact(&b, new).expect("load").is_some());
+    }
+
+    #[test]
+    fn legacy_policy_files_are_read_checked_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ds = datastore(&dir);
+        let wasm = b"component bytes";
+        let digest = blake3::hash(wasm).to_hex().to_string();
+        let policies = ds.policy_dir();
+        fs::create_dir_all(&policies).expect("mkdir");
+        fs::write(policies.join(format!("{digest}.wasm")), wasm).expect("blob");
+        for name in ["gfs", "tags"] {
+            let json = format!(
+                r#"{{"name":"{name}","world":"retention","wit_version":"0.1.0","policy_name":"p","policy_version":"1",
+                "description":"","params":[["keep-last","n"]],"digest":"{digest}","size":15,"added":7}}"#
+            );
+            fs::write(policies.join(format!("{name}.json")), json).expect("record");
+        }
+        ds.save_policy_artifact(&digest, "0123456789abcdef", b"compiled").expect("artifact");
+        let found = ds.legacy_policies().expect("legacy");
+        assert_eq!(found.len(), 2);
+        let (gfs, bytes) = &found[0];
+        assert_eq!(
+            (gfs.name.as_str(), gfs.cpu_ms, gfs.memory_mib),
+            ("gfs", DEFAULT_CPU_MS, DEFAULT_MEMORY_MIB)
+        );
+        assert_eq!(bytes, wasm);
+
+        // A component that does not match its digest is refused.
+        fs::write(policies.join(format!("{digest}.wasm")), b"other bytes").expect("damage");
+        assert!(ds.legacy_policies().is_err());
+
+        let records: Vec<_> = found.into_iter().map(|(r, _)| r).collect();
+        ds.remove_legacy_policies(&records).expect("remove");
+        assert!(ds.legacy_policies().expect("legacy").is_empty());
+        let left: Vec<_> = fs::read_dir(&policies)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![format!("{digest}.0123456789abcdef.cwasm")]);
     }
 }

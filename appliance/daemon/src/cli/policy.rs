@@ -22,8 +22,9 @@ pub enum PolicyCommand {
 The component must target a world of the cairn:policy WIT package (wit/policy.wit) at a version \
 this build runs, and compile in a child process within 2 GiB of address space, 60 s of CPU and \
 120 s; its `describe` must answer within the default budget. The component is stored in the \
-datastore (policies/<blake3>.wasm) with a record naming it, and its compiled form is cached next \
-to it for this build; adding another component under the same name replaces the record.")]
+catalog by its blake3 digest with a record naming it, and its compiled form is cached in the \
+datastore (policies/<blake3>.<build>.cwasm) for this build; adding another component under the \
+same name replaces the record.")]
     Add {
         /// The component, built for wasm32-wasip2.
         #[arg(value_name = "FILE.wasm")]
@@ -108,7 +109,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
             );
         }
         PolicyCommand::List { json } => {
-            let all = ds.list_policies()?;
+            let all = engine.list_policies()?;
             if *json {
                 output::json(&all.iter().map(PolicyJson::from).collect::<Vec<_>>());
             } else {
@@ -128,7 +129,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
             }
         }
         PolicyCommand::Show { name, json } => {
-            let (r, _) = ds.load_policy(name)?.ok_or_else(|| anyhow!("no policy named {name:?}"))?;
+            let r = engine.policy(name)?.ok_or_else(|| anyhow!("no policy named {name:?}"))?;
             if *json {
                 output::json(&PolicyJson::from(&r));
             } else {
@@ -159,7 +160,7 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
         }
         PolicyCommand::Simulate(a) => return simulate(&engine, a),
         PolicyCommand::Rm { name } => {
-            if !ds.remove_policy(name)? {
+            if !engine.remove_policy(name)? {
                 bail!("no policy named {name:?}");
             }
             println!("removed policy {name}");

@@ -56,15 +56,14 @@ pub async fn upload(
 
 /// `GET /api/v1/policies`.
 pub async fn list(State(state): State<AppState>) -> AppResult<Json<Vec<PolicyJson>>> {
-    let all = state.engine(|e| Ok(e.datastore().list_policies()?)).await?;
+    let all = state.engine(|e| e.list_policies()).await?;
     Ok(Json(all.iter().map(PolicyJson::from).collect()))
 }
 
 /// `GET /api/v1/policies/{name}`.
 pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<PolicyJson>> {
     policies::check_name(&name)?;
-    let record =
-        state.engine(move |e| Ok(e.datastore().load_policy(&name)?.ok_or(NoSuchPolicy(name))?.0)).await?;
+    let record = state.engine(move |e| Ok(e.policy(&name)?.ok_or(NoSuchPolicy(name))?)).await?;
     Ok(Json(PolicyJson::from(&record)))
 }
 
@@ -73,7 +72,7 @@ pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> 
     policies::check_name(&name)?;
     state
         .engine(move |e| {
-            if !e.datastore().remove_policy(&name)? {
+            if !e.remove_policy(&name)? {
                 return Err(NoSuchPolicy(name).into());
             }
             Ok(())
@@ -157,7 +156,7 @@ pub async fn page(
 }
 
 async fn policies_page(state: &AppState, caller: &Caller, sim: Option<SimView>) -> AppResult<Response> {
-    let all = state.engine(|e| Ok(e.datastore().list_policies()?)).await?;
+    let all = state.engine(|e| e.list_policies()).await?;
     render(&PoliciesPage {
         chrome: Chrome::new(state, caller),
         policies: all.iter().map(PolicyJson::from).collect(),

@@ -1,0 +1,69 @@
+//! What the server records about a stored policy component.
+
+/// A stored policy: the name operators use and what the policy host found
+/// in the component when it was added. The component's bytes are kept
+/// apart, by `digest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// The name operators use (`--policy NAME`).
+    pub name: String,
+    /// `retention`, `scheduler` or `source`.
+    pub world: String,
+    /// The `cairn:policy` WIT version it was built against.
+    pub wit_version: String,
+    /// The policy's own name and version, from its `describe`.
+    pub policy_name: String,
+    pub policy_version: String,
+    pub description: String,
+    /// (parameter, help) pairs from its `describe`.
+    pub params: Vec<(String, String)>,
+    /// blake3 of the component, hex.
+    pub digest: String,
+    pub size: u64,
+    /// When it was added, epoch seconds.
+    pub added: i64,
+    /// CPU budget per call, milliseconds.
+    pub cpu_ms: u64,
+    /// Memory cap per call, MiB.
+    pub memory_mib: u64,
+}
+
+/// CPU budget per call of a policy added without one, milliseconds.
+pub const DEFAULT_CPU_MS: u64 = 1_000;
+
+/// Memory cap per call of a policy added without one, MiB.
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+
+/// Whether `name` may name a stored policy: 1 to 64 letters, digits, `-`,
+/// `_` or `.`, not starting with `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.')
+}
+
+/// What is wrong with a name `valid_name` refuses.
+pub const NAME_RULE: &str =
+    "a policy name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'";
+
+/// Whether `digest` is a blake3 digest as records hold it: 64 lower-case
+/// hex digits.
+pub fn valid_digest(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_digests() {
+        assert!(valid_name("gfs") && valid_name("retention-gfs_2.1"));
+        for bad in ["", ".hidden", "a/b", "../x", "sp ace", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert!(valid_digest(&"0a".repeat(32)));
+        assert!(!valid_digest(&"0A".repeat(32)) && !valid_digest("00") && !valid_digest(&"g".repeat(64)));
+    }
+}
