@@ -13,6 +13,11 @@ fn main() {
     let root = manifest.join("../..").canonicalize().expect("repository root");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The Rust examples share the built-in rules with the host through
+    // the `model` crate: a change there must rebuild them.
+    for shared in ["appliance/model/src", "appliance/model/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(shared).display());
+    }
     for (workspace, var) in [("policies", "CAIRN_POLICIES_WASM"), ("tests/guests", "CAIRN_TEST_GUESTS_WASM")]
     {
         let dir = root.join(workspace);

@@ -160,17 +160,63 @@ pub fn decide(items: &[PruneItem], rules: &KeepRules) -> Vec<Decision> {
         .collect()
 }
 
+/// The period a snapshot falls in for one rule, as `decide` compares them:
+/// two snapshots share a period exactly when `period_key` gives both the
+/// same text (checked by a test), without formatting any text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Period {
+    /// keep-last: the snapshot's index.
+    Own(usize),
+    /// Hours, days, Monday-based weeks or months since the epoch, or the
+    /// year.
+    Calendar(i64),
+    /// A time outside the calendar's range is its own period.
+    Outside(i64),
+}
+
+fn period(rule: Rule, time: i64, index: usize) -> Period {
+    if rule == Rule::Last {
+        return Period::Own(index);
+    }
+    if Timestamp::from_second(time).is_err() {
+        return Period::Outside(time);
+    }
+    let days = time.div_euclid(86_400);
+    Period::Calendar(match rule {
+        Rule::Last | Rule::Hourly => time.div_euclid(3_600),
+        Rule::Daily => days,
+        // 1970-01-01 was a Thursday: day -3 began its ISO week.
+        Rule::Weekly => (days + 3).div_euclid(7),
+        Rule::Monthly => {
+            let (y, m) = year_month(days);
+            y * 12 + i64::from(m) - 1
+        }
+        Rule::Yearly => year_month(days).0,
+    })
+}
+
+/// The proleptic Gregorian year and month (1–12) of a day counted from
+/// 1970-01-01 (days in 400-year eras of 146,097 days, years starting on
+/// 1 March so that the leap day comes last).
+fn year_month(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let m = (5 * day_of_year + 2) / 153;
+    let month = if m < 10 { m + 3 } else { m - 9 };
+    (year_of_era + era * 400 + i64::from(month <= 2), month as u32)
+}
+
 /// Apply one rule with count `count` over `order` (newest first), marking
 /// the snapshots it keeps and the older ones of the periods it took.
 fn apply_rule(items: &[PruneItem], order: &[usize], marks: &mut [Option<Mark>], rule: Rule, count: usize) {
-    // keep-last: every snapshot is its own period, even two with equal times
-    let key = |i: usize| match rule {
-        Rule::Last => format!("#{i}"),
-        _ => period_key(rule, items[i].time),
-    };
-    let already: HashSet<String> =
+    let key = |i: usize| period(rule, items[i].time, i);
+    let already: HashSet<Period> =
         order.iter().filter(|&&i| matches!(marks[i], Some(Mark::Keep(_)))).map(|&i| key(i)).collect();
-    let mut taken: HashSet<String> = HashSet::new();
+    let mut taken: HashSet<Period> = HashSet::new();
     for &i in order {
         if marks[i].is_some() {
             continue;
@@ -232,6 +278,33 @@ mod tests {
         assert_eq!(period_key(Rule::Yearly, t("2026-02-28T10:00:00Z")), "2026");
         assert_eq!(period_key(Rule::Last, t("2026-02-28T10:00:00Z")), "2026-02-28T10:00:00Z");
         assert_eq!(period_key(Rule::Daily, i64::MAX), format!("@{}", i64::MAX));
+    }
+
+    #[test]
+    fn periods_group_times_exactly_as_their_keys_do() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let (lo, hi) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+        for round in 0..20_000 {
+            // Pairs near each other (so they often share a period), some at
+            // the calendar's edges and beyond.
+            let a = match round % 4 {
+                0 => rng.random_range(lo..=hi),
+                1 => rng.random_range(-5_000_000_000..5_000_000_000),
+                2 => lo + rng.random_range(-100_000..100_000),
+                _ => hi + rng.random_range(-100_000..100_000),
+            };
+            let b = a.saturating_add(rng.random_range(-40_000_000..40_000_000));
+            for rule in Rule::ALL.into_iter().skip(1) {
+                let same_period = period(rule, a, 0) == period(rule, b, 1);
+                let same_key = period_key(rule, a) == period_key(rule, b);
+                assert_eq!(same_period, same_key, "{rule:?} {a} {b}");
+            }
+        }
+        for days in [-719_468i64, -1, 0, 59, 60, 365, 11_016, 2_932_800, -4_371_500] {
+            let (y, m) = year_month(days);
+            let key = period_key(Rule::Monthly, days * 86_400);
+            assert_eq!(format!("{y:04}-{m:02}"), key, "day {days}");
+        }
     }
 
     #[test]

@@ -113,10 +113,21 @@ fn check_answer(
     snapshots: &[RetentionSnapshot],
     answer: Vec<wit::Decision>,
 ) -> Result<Vec<RetentionDecision>, String> {
-    let index: HashMap<&str, usize> = snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    // Policies usually answer in the order they were asked; the index by
+    // id is built only for one that does not.
+    let mut index: Option<HashMap<&str, usize>> = None;
     let mut out: Vec<Option<RetentionDecision>> = vec![None; snapshots.len()];
-    for d in answer {
-        let Some(&i) = index.get(d.id.as_str()) else {
+    for (n, d) in answer.into_iter().enumerate() {
+        let found = match snapshots.get(n) {
+            Some(s) if s.id == d.id => Some(n),
+            _ => index
+                .get_or_insert_with(|| {
+                    snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect()
+                })
+                .get(d.id.as_str())
+                .copied(),
+        };
+        let Some(i) = found else {
             return Err(format!(
                 "it decided about {:?}, which is not one of the snapshots it was given",
                 clip(&d.id)
