@@ -129,6 +129,12 @@ impl Browser {
         self.call("POST", &format!("/element/{el}/value"), json!({"text": text}));
     }
 
+    /// Choose a file in a file input: WebDriver types its path.
+    fn attach(&self, css: &str, file: &Path) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/value"), json!({"text": file.display().to_string()}));
+    }
+
     fn text(&self, css: &str) -> String {
         let el = self.find(css);
         self.call("GET", &format!("/element/{el}/text"), json!({})).as_str().unwrap_or_default().to_owned()
@@ -160,7 +166,7 @@ impl Drop for Browser {
 }
 
 #[test]
-fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
+fn dashboard_login_job_run_browse_download_chart_and_edit_in_chromium() {
     let store = Store::new();
     let src = store.path("src");
     std::fs::create_dir_all(src.join("docs")).unwrap();
@@ -245,6 +251,31 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
     b.find("#snapshots");
     assert!(!b.text("#snapshots").contains("2026-11-01T03:00:00Z"), "{}", b.text("#snapshots"));
     assert_eq!(store.snapshots().len(), 1);
+
+    // Add a retention policy with the upload form.
+    b.goto(&server.url("/policies"));
+    b.attach("#policy-upload input[name=component]", &policy_guests::example("retention-gfs"));
+    b.fill("#policy-upload input[name=name]", "gfs");
+    b.click("#policy-upload button[type=submit]");
+    assert!(b.text("p.notice").contains("Added policy gfs (retention, "), "{}", b.source());
+    b.screenshot("09-policies");
+
+    // Edit the job on its page: another schedule, the policy instead of
+    // the keep counts; the jobs table shows the change.
+    b.goto(&server.url("/jobs"));
+    b.click("#jobs a[href='/jobs/ui-job']");
+    b.fill("#job-form input[name=schedule]", "15 2 * * *");
+    b.click("#job-policies summary");
+    b.click("#job-form select[name=retention] option[value=gfs]");
+    b.fill("#job-form textarea[name=retention_params]", "keep-daily=3");
+    b.screenshot("10-job");
+    b.click("#job-form button[type=submit]");
+    assert!(b.text("p.notice").contains("Saved job ui-job"));
+    assert!(b.text("#jobs").contains("15 2 * * *"), "{}", b.text("#jobs"));
+    b.click("#jobs a[href='/jobs/ui-job']");
+    let page = b.source();
+    assert!(page.contains("value=\"gfs\" selected"), "{page}");
+    assert!(page.contains("keep-daily=3"), "{page}");
     for name in [
         "01-login",
         "02-jobs",
@@ -254,6 +285,8 @@ fn dashboard_login_job_run_browse_download_and_chart_in_chromium() {
         "06-group",
         "07-users",
         "08-verify-task",
+        "09-policies",
+        "10-job",
     ] {
         assert!(shots.join(format!("{name}.png")).metadata().unwrap().len() > 1000, "{name}");
     }

@@ -158,6 +158,23 @@ pub fn load(
     Ok((record, policy, limits))
 }
 
+/// `KEY=VALUE` parameters for a policy, as `--param` and the dashboard's
+/// forms give them (a value may hold `=` and spaces).
+pub fn parse_params<S: AsRef<str>>(raw: impl IntoIterator<Item = S>) -> Result<Vec<(String, String)>> {
+    raw.into_iter()
+        .map(|p| {
+            let p = p.as_ref();
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| BadRequest(format!("parameter {p:?}: expected KEY=VALUE")))?;
+            if k.is_empty() {
+                bail!(BadRequest(format!("parameter {p:?}: the key is empty")));
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
 /// A decider for `Engine::prune_with` that asks retention policy `name`
 /// with `now` as the time.
 pub fn retention_decider(
@@ -374,6 +391,21 @@ pub struct JobHost {
     /// reading, hashing and deserializing its component each time would
     /// be most of the work.
     ready: Mutex<HashMap<String, ReadyPolicy>>,
+    /// The last "not now" of each policy-scheduled job's scheduler, by job
+    /// name: it is not asked again before the time it gave while nothing
+    /// it was told has changed.
+    waiting: Mutex<HashMap<String, Waiting>>,
+    /// How many times a scheduler policy was asked.
+    asked: std::sync::atomic::AtomicU64,
+}
+
+/// A scheduler's "not now", with what it was told.
+#[derive(Debug)]
+struct Waiting {
+    job: model::Job,
+    policy: Option<PolicyRecord>,
+    runs: Vec<engine::jobs::JobRunInfo>,
+    next_check: i64,
 }
 
 impl JobHost {
@@ -383,6 +415,11 @@ impl JobHost {
             .get_or_init(|| host().map(Arc::new).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(|e| anyhow!("the policy host cannot start: {e}"))
+    }
+
+    /// How many times a scheduler policy was asked about a job.
+    pub fn scheduler_calls(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stored policy `name` of world `world`, ready to call: the one made
@@ -419,7 +456,7 @@ impl engine::jobs::JobPolicies for JobHost {
         p: &model::PolicyUse,
         runs: &[engine::jobs::JobRunInfo],
         now: i64,
-    ) -> Result<(bool, Vec<String>, String)> {
+    ) -> Result<engine::jobs::ScheduleAnswer> {
         let host = self.host()?;
         let (policy, limits) = self.policy(engine, &host, &p.name, World::Scheduler)?;
         let sjob = policy::ScheduleJob {
@@ -436,8 +473,43 @@ impl engine::jobs::JobPolicies for JobHost {
                 duration_seconds: r.duration_seconds,
             })
             .collect();
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let d = host.schedule(&policy, &sjob, &runs, now, &limits)?;
-        Ok((d.run_now, d.tags, d.reason))
+        Ok(engine::jobs::ScheduleAnswer {
+            run: d.run_now,
+            tags: d.tags,
+            reason: d.reason,
+            next_check: d.next_check,
+        })
+    }
+
+    fn due(
+        &self,
+        engine: &Engine,
+        job: &model::Job,
+        p: &model::PolicyUse,
+        runs: &[engine::jobs::JobRunInfo],
+        now: i64,
+    ) -> Result<Option<Vec<String>>> {
+        let policy = engine.policy(&p.name)?;
+        if let Some(w) = self.waiting.lock().expect("lock").get(&job.name)
+            && now < w.next_check
+            && w.job == *job
+            && w.policy == policy
+            && w.runs == runs
+        {
+            return Ok(None);
+        }
+        let a = self.schedule(engine, job, p, runs, now)?;
+        let mut waiting = self.waiting.lock().expect("lock");
+        if a.run {
+            waiting.remove(&job.name);
+            return Ok(Some(a.tags));
+        }
+        tracing::debug!(job = %job.name, next_check = a.next_check, "not due: {}", a.reason);
+        let w = Waiting { job: job.clone(), policy, runs: runs.to_vec(), next_check: a.next_check };
+        waiting.insert(job.name.clone(), w);
+        Ok(None)
     }
 
     fn retention(
@@ -478,5 +550,74 @@ impl engine::jobs::JobPolicies for JobHost {
             time,
             &engine::Progress::default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::jobs::JobPolicies;
+    use model::time::parse_rfc3339;
+    use model::{BackupGroup, Job, Namespace, PolicyUse};
+
+    use super::*;
+
+    fn at(text: &str) -> i64 {
+        parse_rfc3339(text).expect("time")
+    }
+
+    #[test]
+    fn a_scheduler_is_not_asked_again_before_its_time_unless_the_job_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (engine, _) = Engine::init(&dir.path().join("ds"), Default::default()).expect("init");
+        let wasm = std::fs::read(policy_guests::example("schedule-window")).expect("component");
+        add(&engine, &Host::new().expect("host"), &wasm, Some("window"), None, None, 0).expect("add");
+        let window = |w: &str| PolicyUse { name: "window".into(), params: vec![("window".into(), w.into())] };
+        let mut job = Job {
+            name: "web".into(),
+            group: BackupGroup::parse("host/web01", &Namespace::root()).expect("group"),
+            sources: vec!["/srv".into()],
+            schedule: String::new(),
+            tags: vec![],
+            keep: Default::default(),
+            verify: false,
+            created: 0,
+            intervals: vec![],
+            scheduler: Some(window("22:00-04:00")),
+            retention: None,
+            source: None,
+        };
+        let jobs = JobHost::default();
+        let due = |job: &Job, now: &str| {
+            jobs.due(&engine, job, job.scheduler.as_ref().expect("scheduler"), &[], at(now)).expect("due")
+        };
+        // Outside the window: not now, ask again at 22:00.
+        assert_eq!(due(&job, "2026-11-22T12:00:00Z"), None);
+        assert_eq!(jobs.scheduler_calls(), 1);
+        for now in ["2026-11-22T12:00:05Z", "2026-11-22T18:00:00Z", "2026-11-22T21:59:59Z"] {
+            assert_eq!(due(&job, now), None);
+        }
+        assert_eq!(jobs.scheduler_calls(), 1, "not asked again before 22:00");
+        // The time it gave has come: asked, and due.
+        assert_eq!(due(&job, "2026-11-22T22:00:00Z"), Some(vec!["daily".to_owned()]));
+        assert_eq!(jobs.scheduler_calls(), 2);
+
+        // An edited job is asked at once.
+        assert_eq!(due(&job, "2026-11-23T12:00:00Z"), None);
+        assert_eq!(jobs.scheduler_calls(), 3);
+        job.scheduler = Some(window("11:00-13:00"));
+        assert_eq!(due(&job, "2026-11-23T12:00:01Z"), Some(vec!["daily".to_owned()]));
+        assert_eq!(jobs.scheduler_calls(), 4);
+        // A manual run's tags always come from a fresh answer.
+        let answer = jobs
+            .schedule(
+                &engine,
+                &job,
+                job.scheduler.as_ref().expect("scheduler"),
+                &[],
+                at("2026-11-23T12:00:02Z"),
+            )
+            .expect("schedule");
+        assert!(answer.run && answer.next_check > at("2026-11-23T12:00:02Z"), "{answer:?}");
+        assert_eq!(jobs.scheduler_calls(), 5);
     }
 }

@@ -13,7 +13,8 @@ use policy::{Grants, Host, SourceSession, SourceStep};
 
 use crate::policies::{host, ready};
 
-/// Check `--allow-host` values and the granted directory.
+/// Check the hosts a handler may reach (`HOST:PORT`) and the granted
+/// directory.
 pub fn grants(allow_hosts: &[String], grant_dir: Option<&Path>) -> Result<Grants> {
     let mut hosts = Vec::new();
     for h in allow_hosts {
@@ -23,7 +24,7 @@ pub fn grants(allow_hosts: &[String], grant_dir: Option<&Path>) -> Result<Grants
                 && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
         });
         if !ok {
-            bail!("--allow-host {h:?}: expected HOST:PORT, e.g. db.example.com:443 or 127.0.0.1:8080");
+            bail!("allowed host {h:?}: expected HOST:PORT, e.g. db.example.com:443 or 127.0.0.1:8080");
         }
         hosts.push(h.to_ascii_lowercase());
     }

@@ -68,7 +68,7 @@ impl CronSchedule {
 /// policies (the daemon supplies this; the engine does not know wasmtime).
 pub trait JobPolicies: Send + Sync {
     /// Ask scheduler policy `policy` about `job`: run now or not, with which
-    /// tags, and why.
+    /// tags, why, and when to ask again.
     fn schedule(
         &self,
         engine: &Engine,
@@ -76,7 +76,22 @@ pub trait JobPolicies: Send + Sync {
         policy: &PolicyUse,
         runs: &[JobRunInfo],
         now: i64,
-    ) -> Result<(bool, Vec<String>, String)>;
+    ) -> Result<ScheduleAnswer>;
+    /// Whether `job` is due at `now` by its scheduler policy, and the tags
+    /// of its run. An implementation may keep the policy's answer and not
+    /// ask again before the time the policy gave, while the job and its
+    /// runs stay the same; this one always asks.
+    fn due(
+        &self,
+        engine: &Engine,
+        job: &Job,
+        policy: &PolicyUse,
+        runs: &[JobRunInfo],
+        now: i64,
+    ) -> Result<Option<Vec<String>>> {
+        let a = self.schedule(engine, job, policy, runs, now)?;
+        Ok(a.run.then_some(a.tags))
+    }
     /// Ask retention policy `policy` about a group's snapshots: keep or
     /// not, and why, for each.
     fn retention(
@@ -109,7 +124,7 @@ impl JobPolicies for NoPolicies {
         p: &PolicyUse,
         _: &[JobRunInfo],
         _: i64,
-    ) -> Result<(bool, Vec<String>, String)> {
+    ) -> Result<ScheduleAnswer> {
         bail!("job {} needs the scheduler policy {}, which this command cannot run", job.name, p.name)
     }
     fn retention(
@@ -131,6 +146,17 @@ impl JobPolicies for NoPolicies {
     ) -> Result<BackupReport> {
         bail!("job {} needs the source handler {}, which this command cannot run", job.name, s.handler)
     }
+}
+
+/// What a scheduler policy answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleAnswer {
+    pub run: bool,
+    /// The tags a run now carries (besides the job's own).
+    pub tags: Vec<String>,
+    pub reason: String,
+    /// When to ask again, Unix seconds (after the time asked about).
+    pub next_check: i64,
 }
 
 /// A past run of a job, for a scheduler policy.
@@ -252,8 +278,7 @@ impl Engine {
             }
             ScheduleKind::Policy => {
                 let policy = job.scheduler.as_ref().expect("a policy job has a scheduler");
-                let (run, tags, _reason) = policies.schedule(self, job, policy, &self.job_runs(job)?, now)?;
-                Ok(run.then_some(tags))
+                policies.due(self, job, policy, &self.job_runs(job)?, now)
             }
         }
     }
@@ -379,7 +404,7 @@ impl Engine {
             }
             ScheduleKind::Policy => {
                 let policy = job.scheduler.as_ref().expect("a policy job has a scheduler");
-                policies.schedule(self, job, policy, &self.job_runs(job)?, now)?.1
+                policies.schedule(self, job, policy, &self.job_runs(job)?, now)?.tags
             }
         })
     }

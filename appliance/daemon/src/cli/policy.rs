@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use engine::Engine;
 
 use crate::policies::host;
+pub use crate::policies::parse_params;
 use crate::policies::{self, PolicyJson, parse_every};
 
 use super::{Cli, now, open};
@@ -173,19 +174,6 @@ pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
 /// [`host`].
 pub fn compile_child() -> ExitCode {
     policy::compile_child()
-}
-
-/// `k=v` pairs from `--param`.
-pub fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>> {
-    raw.iter()
-        .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("--param {p:?}: expected KEY=VALUE"))?;
-            if k.is_empty() {
-                bail!("--param {p:?}: the key is empty");
-            }
-            Ok((k.to_owned(), v.to_owned()))
-        })
-        .collect()
 }
 
 fn simulate(engine: &Engine, a: &SimulateArgs) -> Result<ExitCode> {

@@ -534,6 +534,12 @@ pub async fn metrics(
             Some((t.finished? - t.started).to_string())
         }),
     );
+    metric(
+        "cairn_scheduler_policy_calls_total",
+        "Times a scheduler policy was asked whether a job runs.",
+        "counter",
+        one(state.scheduler_calls().to_string()),
+    );
     let mut res = out.into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

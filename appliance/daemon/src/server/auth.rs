@@ -9,9 +9,9 @@
 //! Invariant: group-level limits of backup clients are checked with
 //! `Caller::may`, in the handler, for every group it names or lists.
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use model::access::may_access_group;
@@ -31,6 +31,9 @@ pub const CSRF_FIELD: &str = "csrf";
 
 /// Largest form body read while looking for the CSRF field.
 const FORM_LIMIT: usize = 64 << 10;
+
+/// Largest multipart form read while looking for it: the largest upload.
+const MULTIPART_LIMIT: usize = super::policy_api::MAX_POLICY_FORM;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,28 +197,47 @@ pub async fn authorize(
 
 /// Check the CSRF token of a cookie-authenticated, state-changing request:
 /// in the `x-csrf-token` header, or the `csrf` field of a form body (read
-/// and put back).
+/// and put back), URL-encoded or multipart (an upload form).
 async fn check_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
     let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
     if let Some(v) = req.headers().get(CSRF_HEADER) {
         return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
     }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
-        return Err(refused());
-    }
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let boundary = multer::parse_boundary(&content_type).ok();
+    let limit = match &boundary {
+        Some(_) => MULTIPART_LIMIT,
+        None if content_type.starts_with("application/x-www-form-urlencoded") => FORM_LIMIT,
+        None => return Err(refused()),
+    };
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, FORM_LIMIT).await.map_err(|_| AppError::bad_request("form too large"))?;
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-    let ok = fields.iter().any(|(k, v)| k == CSRF_FIELD && v.as_bytes() == expected.as_bytes());
-    if !ok {
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("a form is at most {} KiB", limit >> 10))
+    })?;
+    let token = match boundary {
+        Some(boundary) => multipart_field(bytes.clone(), boundary, CSRF_FIELD).await,
+        None => serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|(k, v)| (k == CSRF_FIELD).then_some(v)),
+    };
+    if token.as_deref() != Some(expected) {
         return Err(refused());
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The first field `name` of a multipart form, as text.
+async fn multipart_field(body: Bytes, boundary: String, name: &str) -> Option<String> {
+    let stream = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// Percent-encode a path for a query parameter.

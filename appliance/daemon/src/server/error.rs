@@ -112,6 +112,13 @@ impl From<IdError> for AppError {
     }
 }
 
+/// A multipart form that could not be read: too large, or malformed.
+impl From<axum::extract::multipart::MultipartError> for AppError {
+    fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        Self::new(e.status(), e.body_text())
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();

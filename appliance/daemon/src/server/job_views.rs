@@ -1,16 +1,24 @@
-//! Dashboard pages for jobs and tasks.
+//! Dashboard pages for jobs and tasks: the jobs table, a job's page, and
+//! one form (`job_form.html`, `JobFormView`) to create or edit a job with
+//! every kind of schedule, retention and source the API takes. A form
+//! becomes the API's `NewJob` and is saved by `jobs_api::save`, which
+//! checks it.
 
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use model::PolicyRecord;
+use model::prune::Rule;
+use policy::World;
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::jobs_api::{self, KeepJson, NewJob};
+use super::jobs_api::{self, HIDDEN, JobSourceJson, KeepJson, NewJob, PolicyUseJson};
+use super::policy_api;
 use super::state::AppState;
-use super::views::{Chrome, render};
+use super::views::{Chrome, Flash, form_number, render, render_flash};
 
 /// A job as its table rows show it.
 pub struct JobRow {
@@ -24,12 +32,10 @@ pub struct JobRow {
     pub last_state: &'static str,
 }
 
-pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow>> {
-    let t = |v: Option<i64>| v.map_or("—".to_owned(), model::time::format_rfc3339);
-    Ok(jobs_api::statuses(state, caller)
-        .await?
-        .iter()
-        .map(|s| JobRow {
+impl From<&engine::jobs::JobStatus> for JobRow {
+    fn from(s: &engine::jobs::JobStatus) -> Self {
+        let t = |v: Option<i64>| v.map_or("—".to_owned(), model::time::format_rfc3339);
+        JobRow {
             name: s.job.name.clone(),
             group: s.job.group.to_string(),
             schedule: describe_schedule(&s.job),
@@ -38,8 +44,249 @@ pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow
             next: t(s.next_run),
             last_task: s.last_task.as_ref().map(|t| t.id),
             last_state: s.last_task.as_ref().map_or("", |t| t.state.as_str()),
+        }
+    }
+}
+
+pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow>> {
+    Ok(jobs_api::statuses(state, caller).await?.iter().map(JobRow::from).collect())
+}
+
+/// The job form as posted, and as it is filled in again: every field is
+/// text (an empty number is 0), lists one item per line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobForm {
+    name: String,
+    group: String,
+    /// Paths on the server (without a source handler).
+    sources: String,
+    /// A cron schedule, or backy's named intervals, or a scheduler policy.
+    schedule: String,
+    intervals: String,
+    tags: String,
+    keep_last: String,
+    keep_hourly: String,
+    keep_daily: String,
+    keep_weekly: String,
+    keep_monthly: String,
+    keep_yearly: String,
+    verify: Option<String>,
+    /// Stored policies by name ("" for none) with their `KEY=VALUE` lines.
+    scheduler: String,
+    scheduler_params: String,
+    retention: String,
+    retention_params: String,
+    source: String,
+    source_params: String,
+    /// `HOST:PORT` lines the source handler may reach.
+    allow_hosts: String,
+    grant_dir: String,
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+fn param_lines(params: &[(String, String)]) -> String {
+    params.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+fn keep_count(field: &str, text: &str) -> AppResult<u32> {
+    Ok(form_number(field, text)?.unwrap_or(0))
+}
+
+impl JobForm {
+    /// A new job: nightly at 03:00 UTC, a week of dailies, four weeklies
+    /// and six monthlies.
+    fn new_job() -> Self {
+        let keep = model::prune::KeepRules { daily: 7, weekly: 4, monthly: 6, ..Default::default() };
+        Self { schedule: "0 3 * * *".into(), ..Self::keeping(&keep) }
+    }
+
+    fn keeping(k: &model::prune::KeepRules) -> Self {
+        Self {
+            keep_last: k.last.to_string(),
+            keep_hourly: k.hourly.to_string(),
+            keep_daily: k.daily.to_string(),
+            keep_weekly: k.weekly.to_string(),
+            keep_monthly: k.monthly.to_string(),
+            keep_yearly: k.yearly.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// An existing job's settings.
+    fn of(j: &model::Job) -> Self {
+        let policy = |p: &Option<model::PolicyUse>| {
+            p.as_ref().map(|p| (p.name.clone(), param_lines(&p.params))).unwrap_or_default()
+        };
+        let (scheduler, scheduler_params) = policy(&j.scheduler);
+        let (retention, retention_params) = policy(&j.retention);
+        let source = j.source.clone().unwrap_or_default();
+        Self {
+            name: j.name.clone(),
+            group: j.group.to_string(),
+            sources: j.sources.join("\n"),
+            schedule: j.schedule.clone(),
+            intervals: model::backy::format_intervals(&j.intervals),
+            tags: j.tags.join(" "),
+            verify: j.verify.then(|| "on".into()),
+            scheduler,
+            scheduler_params,
+            retention,
+            retention_params,
+            source_params: param_lines(&source.params),
+            allow_hosts: source.allow_hosts.join("\n"),
+            grant_dir: source.grant_dir.unwrap_or_default(),
+            source: source.handler,
+            ..Self::keeping(&j.keep)
+        }
+    }
+
+    /// The job as the API takes it, with each policy checked against the
+    /// `stored` ones its select offers.
+    fn to_new_job(&self, stored: &[PolicyRecord]) -> AppResult<NewJob> {
+        let scheduler = policy_use(stored, World::Scheduler, &self.scheduler, &self.scheduler_params)?;
+        let retention = policy_use(stored, World::Retention, &self.retention, &self.retention_params)?;
+        let source = match policy_use(stored, World::Source, &self.source, &self.source_params)? {
+            Some(p) => Some(JobSourceJson {
+                handler: p.name,
+                params: p.params,
+                allow_hosts: lines(&self.allow_hosts),
+                grant_dir: Some(self.grant_dir.trim()).filter(|d| !d.is_empty()).map(str::to_owned),
+            }),
+            None if !lines(&self.allow_hosts).is_empty() || !self.grant_dir.trim().is_empty() => {
+                return Err(AppError::bad_request(
+                    "allowed hosts and a grant dir are for a source handler: choose one, or clear them",
+                ));
+            }
+            None => None,
+        };
+        // Named intervals keep their own counts, and a retention policy
+        // decides alone: the keep fields are for the other jobs.
+        let keep = if self.intervals.trim().is_empty() && retention.is_none() {
+            KeepJson {
+                last: keep_count("keep last", &self.keep_last)?,
+                hourly: keep_count("keep hourly", &self.keep_hourly)?,
+                daily: keep_count("keep daily", &self.keep_daily)?,
+                weekly: keep_count("keep weekly", &self.keep_weekly)?,
+                monthly: keep_count("keep monthly", &self.keep_monthly)?,
+                yearly: keep_count("keep yearly", &self.keep_yearly)?,
+            }
+        } else {
+            KeepJson::default()
+        };
+        Ok(NewJob {
+            name: self.name.trim().to_owned(),
+            group: self.group.trim().to_owned(),
+            sources: lines(&self.sources),
+            schedule: self.schedule.clone(),
+            intervals: self.intervals.clone(),
+            scheduler,
+            retention,
+            source,
+            tags: self.tags.split([',', ' ', '\n']).map(str::to_owned).collect(),
+            keep,
+            verify: self.verify.is_some(),
         })
-        .collect())
+    }
+}
+
+/// The stored policy of `world` that a select chose ("" for none), with
+/// the parameters typed for it.
+fn policy_use(
+    stored: &[PolicyRecord],
+    world: World,
+    name: &str,
+    params: &str,
+) -> AppResult<Option<PolicyUseJson>> {
+    let (name, world) = (name.trim(), world.name());
+    let params = crate::policies::parse_params(lines(params))
+        .map_err(|e| AppError::bad_request(format!("{world} {e:#}")))?;
+    if name.is_empty() {
+        if !params.is_empty() {
+            return Err(AppError::bad_request(format!(
+                "{world} parameters need a {world} policy: choose one, or clear them"
+            )));
+        }
+        return Ok(None);
+    }
+    match stored.iter().find(|r| r.name == name) {
+        None => Err(AppError::bad_request(format!(
+            "no policy named {name:?} is stored; add it on the Policies page, or choose another"
+        ))),
+        Some(r) if r.world != world => {
+            Err(AppError::bad_request(format!("policy {name} is a {} policy, not a {world} policy", r.world)))
+        }
+        Some(_) => Ok(Some(PolicyUseJson { name: name.to_owned(), params: params.into_iter().collect() })),
+    }
+}
+
+/// One choice of a policy select.
+pub struct PolicyOption {
+    name: String,
+    selected: bool,
+    /// Why a chosen name is not a stored policy of the select's world.
+    note: &'static str,
+}
+
+/// The stored policies of `world` for a select, with `chosen` selected
+/// (and offered even when it is not stored, so that it is not lost
+/// silently: saving it is refused with the reason).
+fn options(stored: &[PolicyRecord], world: World, chosen: &str) -> Vec<PolicyOption> {
+    let chosen = chosen.trim();
+    let mut out: Vec<PolicyOption> = stored
+        .iter()
+        .filter(|r| r.world == world.name())
+        .map(|r| PolicyOption { name: r.name.clone(), selected: r.name == chosen, note: "" })
+        .collect();
+    if !chosen.is_empty() && !out.iter().any(|o| o.selected) {
+        let note = if stored.iter().any(|r| r.name == chosen) { " (another world)" } else { " (not stored)" };
+        out.push(PolicyOption { name: chosen.to_owned(), selected: true, note });
+    }
+    out
+}
+
+/// The job form as a page shows it (`job_form.html`, included by the jobs
+/// page to create a job and by a job's page to edit it).
+pub struct JobFormView {
+    action: String,
+    /// Editing a job: its name is the key, shown but not changed.
+    editing: bool,
+    v: JobForm,
+    schedulers: Vec<PolicyOption>,
+    retentions: Vec<PolicyOption>,
+    handlers: Vec<PolicyOption>,
+    /// The policies section starts open: something in it is set.
+    policies_open: bool,
+}
+
+impl JobFormView {
+    async fn new(state: &AppState, v: JobForm, editing: bool) -> AppResult<Self> {
+        let stored = policy_api::stored(state).await?;
+        let policies_open = [
+            &v.scheduler,
+            &v.scheduler_params,
+            &v.retention,
+            &v.retention_params,
+            &v.source,
+            &v.source_params,
+            &v.allow_hosts,
+            &v.grant_dir,
+        ]
+        .iter()
+        .any(|f| !f.trim().is_empty());
+        Ok(Self {
+            action: if editing { format!("/jobs/{}", v.name) } else { "/jobs".into() },
+            editing,
+            schedulers: options(&stored, World::Scheduler, &v.scheduler),
+            retentions: options(&stored, World::Retention, &v.retention),
+            handlers: options(&stored, World::Source, &v.source),
+            policies_open,
+            v,
+        })
+    }
 }
 
 #[derive(Template)]
@@ -47,85 +294,161 @@ pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow
 struct JobsPage {
     chrome: Chrome,
     jobs: Vec<JobRow>,
-    message: Option<String>,
+    flash: Flash,
+    /// The new-job form, for those who may change jobs.
+    form: Option<JobFormView>,
 }
 
-async fn jobs_page(state: &AppState, caller: &Caller, message: Option<String>) -> AppResult<Response> {
-    let jobs = job_rows(state, caller).await?;
-    render(&JobsPage { chrome: Chrome::new(state, caller), jobs, message })
+/// The jobs page; `refill` is a refused new job's values.
+async fn jobs_page(
+    state: &AppState,
+    caller: &Caller,
+    flash: Flash,
+    refill: Option<JobForm>,
+) -> AppResult<Response> {
+    let chrome = Chrome::new(state, caller);
+    let form = if chrome.can_operate {
+        Some(JobFormView::new(state, refill.unwrap_or_else(JobForm::new_job), false).await?)
+    } else {
+        None
+    };
+    let page = JobsPage { chrome, jobs: job_rows(state, caller).await?, flash, form };
+    render_flash(&page, &page.flash)
 }
 
 pub async fn jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    jobs_page(&state, &caller, None).await
+    jobs_page(&state, &caller, Flash::default(), None).await
 }
 
-/// The new-job form: numbers as text (empty means 0), sources one per line.
-#[derive(Debug, Deserialize)]
-pub struct JobForm {
-    name: String,
-    group: String,
-    sources: String,
-    schedule: String,
-    #[serde(default)]
-    tags: String,
-    #[serde(default)]
-    keep_last: String,
-    #[serde(default)]
-    keep_daily: String,
-    #[serde(default)]
-    keep_weekly: String,
-    #[serde(default)]
-    keep_monthly: String,
-    verify: Option<String>,
-    /// backy's named intervals instead of a cron schedule.
-    #[serde(default)]
-    intervals: String,
+/// Save a posted job form through the API's checks.
+async fn save_form(state: &AppState, f: &JobForm) -> AppResult<model::Job> {
+    let stored = policy_api::stored(state).await?;
+    jobs_api::save(state, f.to_new_job(&stored)?).await
 }
 
-fn count(field: &str, text: &str) -> AppResult<u32> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(0);
-    }
-    text.parse().map_err(|_| AppError::bad_request(format!("{field} must be a whole number, not {text:?}")))
-}
-
+/// `POST /jobs`: the new-job form; a refused job is shown again with why.
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Form(f): Form<JobForm>,
 ) -> AppResult<Response> {
-    let has_intervals = !f.intervals.trim().is_empty();
-    let new = NewJob {
-        name: f.name.trim().to_owned(),
-        group: f.group.trim().to_owned(),
-        sources: f.sources.lines().map(|l| l.trim().to_owned()).collect(),
-        schedule: f.schedule,
-        intervals: f.intervals,
-        scheduler: None,
-        retention: None,
-        source: None,
-        tags: f.tags.split([',', ' ']).map(str::to_owned).collect(),
-        // With named intervals, their counts keep (the keep fields, which
-        // have defaults, are for a cron job).
-        keep: if has_intervals {
-            KeepJson::default()
-        } else {
-            KeepJson {
-                last: count("keep last", &f.keep_last)?,
-                daily: count("keep daily", &f.keep_daily)?,
-                weekly: count("keep weekly", &f.keep_weekly)?,
-                monthly: count("keep monthly", &f.keep_monthly)?,
-                ..KeepJson::default()
-            }
-        },
-        verify: f.verify.is_some(),
+    match save_form(&state, &f).await {
+        Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
+        Err(e) => jobs_page(&state, &caller, Flash::refused(e)?, Some(f)).await,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    chrome: Chrome,
+    job: JobRow,
+    flash: Flash,
+    /// The edit form, for those who may change jobs.
+    form: Option<JobFormView>,
+    /// The settings, for those who may only look (parameters hidden).
+    facts: Vec<(&'static str, String)>,
+}
+
+/// A job's page; `refill` is a refused edit's values.
+async fn job_page(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    flash: Flash,
+    refill: Option<JobForm>,
+) -> AppResult<Response> {
+    let status = jobs_api::statuses(state, caller)
+        .await?
+        .into_iter()
+        .find(|s| s.job.name == name)
+        .ok_or_else(|| AppError::not_found(format!("no job named {name}")))?;
+    let chrome = Chrome::new(state, caller);
+    let (form, facts) = if chrome.can_operate {
+        let v = refill.unwrap_or_else(|| JobForm::of(&status.job));
+        (Some(JobFormView::new(state, v, true).await?), Vec::new())
+    } else {
+        (None, facts(&status.job))
     };
-    let job = jobs_api::save(&state, new).await?;
-    jobs_page(&state, &caller, Some(format!("Saved job {}.", job.name))).await
+    let page = JobPage { chrome, job: JobRow::from(&status), flash, form, facts };
+    render_flash(&page, &page.flash)
+}
+
+/// `GET /jobs/{name}`.
+pub async fn job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    job_page(&state, &caller, &name, Flash::default(), None).await
+}
+
+/// `POST /jobs/{name}`: the edit form; the job is replaced (its name is
+/// the one in the path). A refused edit is shown again with why.
+pub async fn edit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Form(mut f): Form<JobForm>,
+) -> AppResult<Response> {
+    jobs_api::job(&state, &caller, &name).await?;
+    f.name.clone_from(&name);
+    match save_form(&state, &f).await {
+        Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
+        Err(e) => job_page(&state, &caller, &name, Flash::refused(e)?, Some(f)).await,
+    }
+}
+
+/// `POST /jobs/{name}/delete`: the job goes, its snapshots stay.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    let job = jobs_api::job(&state, &caller, &name).await?;
+    state.engine(move |e| e.remove_job(&job.name)).await?;
+    let done = Flash::done(format!("Deleted job {name}; its snapshots stay."));
+    jobs_page(&state, &caller, done, None).await
+}
+
+/// A job's settings for those who may not change them: what each policy
+/// is given is hidden, as the API hides it from them.
+fn facts(j: &model::Job) -> Vec<(&'static str, String)> {
+    let with = |name: &str, params: &[(String, String)]| {
+        let hidden: Vec<String> = params.iter().map(|(k, _)| format!("{k}={HIDDEN}")).collect();
+        if hidden.is_empty() { name.to_owned() } else { format!("{name} ({})", hidden.join(" ")) }
+    };
+    let listed = |items: &[String]| if items.is_empty() { "—".to_owned() } else { items.join(", ") };
+    let mut out = Vec::new();
+    match &j.source {
+        Some(s) => {
+            out.push(("Source handler", with(&s.handler, &s.params)));
+            out.push(("Allowed hosts", listed(&s.allow_hosts)));
+            out.push(("Grant dir", s.grant_dir.clone().unwrap_or_else(|| "—".into())));
+        }
+        None => out.push(("Sources", listed(&j.sources))),
+    }
+    if let Some(p) = &j.scheduler {
+        out.push(("Scheduler policy", with(&p.name, &p.params)));
+    }
+    out.push(("Tags", listed(&j.tags)));
+    let counts: Vec<String> = Rule::ALL
+        .iter()
+        .filter(|r| j.keep.count(**r) > 0)
+        .map(|r| format!("{} {}", r.name(), j.keep.count(*r)))
+        .collect();
+    let keep = match &j.retention {
+        Some(p) => format!("retention policy {}", with(&p.name, &p.params)),
+        None if !counts.is_empty() => counts.join(", "),
+        None if !j.intervals.is_empty() => "each interval's count".into(),
+        None => "everything".into(),
+    };
+    out.push(("Keep", keep));
+    out.push(("Verify", if j.verify { "after each backup".into() } else { "no".into() }));
+    out
 }
 
 pub async fn run(
@@ -135,7 +458,10 @@ pub async fn run(
 ) -> AppResult<Response> {
     match jobs_api::start(&state, &caller, &name).await? {
         Some(id) => Ok(Redirect::to(&format!("/tasks/{id}")).into_response()),
-        None => jobs_page(&state, &caller, Some(format!("Job {name} is already running."))).await,
+        None => {
+            let busy = Flash::done(format!("Job {name} is already running."));
+            jobs_page(&state, &caller, busy, None).await
+        }
     }
 }
 

@@ -227,14 +227,19 @@ impl NewJob {
                 .map_err(|e| AppError::bad_request(format!("intervals: {e}")))?,
             scheduler: self.scheduler.map(PolicyUse::from),
             retention: self.retention.map(PolicyUse::from),
-            source: match self.source {
-                Some(s) if s.grant_dir.as_ref().is_some_and(|d| !d.starts_with('/')) => {
-                    return Err(AppError::bad_request("source.grant_dir must be an absolute path"));
-                }
-                s => s.map(JobSource::from),
-            },
+            source: self.source.map(checked_source).transpose()?,
         })
     }
+}
+
+/// A source handler's grants as a job keeps them: hosts as `HOST:PORT`,
+/// an absolute directory.
+fn checked_source(s: JobSourceJson) -> AppResult<JobSource> {
+    if s.grant_dir.as_ref().is_some_and(|d| !d.starts_with('/')) {
+        return Err(AppError::bad_request("source.grant_dir must be an absolute path"));
+    }
+    crate::sources::grants(&s.allow_hosts, None).map_err(|e| AppError::bad_request(format!("{e:#}")))?;
+    Ok(s.into())
 }
 
 /// Create or replace a job (a replaced job keeps its creation time).
@@ -265,14 +270,20 @@ pub struct Started {
     pub already_running: bool,
 }
 
-/// Start a job now; shared with the dashboard's button.
-pub async fn start(state: &AppState, caller: &Caller, name: &str) -> AppResult<Option<u64>> {
+/// Job `name`, if the caller may use its group.
+pub async fn job(state: &AppState, caller: &Caller, name: &str) -> AppResult<Job> {
     let n = name.to_owned();
     let job = state
         .engine(move |e| e.job(&n))
         .await
         .map_err(|_| AppError::not_found(format!("no job named {name}")))?;
     caller.check(&job.group)?;
+    Ok(job)
+}
+
+/// Start a job now; shared with the dashboard's button.
+pub async fn start(state: &AppState, caller: &Caller, name: &str) -> AppResult<Option<u64>> {
+    job(state, caller, name).await?;
     state.runner().start(name, &format!("manual ({})", caller.name)).await.map_err(AppError::from)
 }
 

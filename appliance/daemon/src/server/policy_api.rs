@@ -1,33 +1,58 @@
 //! Policies from the API and the dashboard: upload, list, show, remove,
 //! and the prune simulator. Components compile in a child process under
-//! bounded resources, off the async workers.
+//! bounded resources, off the async workers. The API and the dashboard's
+//! forms share `add` and `remove_stored`.
 
 use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Form, Json};
+use model::PolicyRecord;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
-use super::views::{Chrome, render};
+use super::views::{Chrome, Flash, form_number, render_flash};
 use crate::policies::{self, NoSuchPolicy, PolicyJson, Simulation};
 
 /// Largest upload: the component size limit plus room for nothing else.
 pub const MAX_POLICY_BODY: usize = policy::MAX_COMPONENT_BYTES;
 
-#[derive(Debug, Deserialize)]
+/// Largest upload form: the component and a few short fields.
+pub const MAX_POLICY_FORM: usize = MAX_POLICY_BODY + (64 << 10);
+
+#[derive(Debug, Default, Deserialize)]
 pub struct UploadQuery {
     /// Name to store it under (default: the name the policy gives itself).
     pub name: Option<String>,
     pub cpu_ms: Option<u64>,
     pub memory_mib: Option<u64>,
+}
+
+/// Validate, compile and store a component; the API's upload and the
+/// dashboard's form both add through here.
+async fn add(state: &AppState, wasm: Bytes, q: UploadQuery) -> AppResult<PolicyRecord> {
+    if wasm.is_empty() {
+        return Err(AppError::bad_request(
+            "no component: send a .wasm file built for wasm32-wasip2 (as the body, or the form's file)",
+        ));
+    }
+    if q.cpu_ms.is_some_and(|ms| !(10..=60_000).contains(&ms))
+        || q.memory_mib.is_some_and(|m| !(1..=4096).contains(&m))
+    {
+        return Err(AppError::bad_request("cpu_ms is 10 to 60000, memory_mib 1 to 4096"));
+    }
+    state
+        .policies(move |e, host| {
+            policies::add(e, host, &wasm, q.name.as_deref(), q.cpu_ms, q.memory_mib, now())
+        })
+        .await
 }
 
 /// `POST /api/v1/policies`: the body is the component (`application/wasm`).
@@ -36,28 +61,18 @@ pub async fn upload(
     Query(q): Query<UploadQuery>,
     body: Bytes,
 ) -> AppResult<(StatusCode, Json<PolicyJson>)> {
-    if body.is_empty() {
-        return Err(AppError::bad_request(
-            "send the component (a .wasm file built for wasm32-wasip2) as the body",
-        ));
-    }
-    if q.cpu_ms.is_some_and(|ms| !(10..=60_000).contains(&ms))
-        || q.memory_mib.is_some_and(|m| !(1..=4096).contains(&m))
-    {
-        return Err(AppError::bad_request("cpu_ms is 10 to 60000, memory_mib 1 to 4096"));
-    }
-    let record = state
-        .policies(move |e, host| {
-            policies::add(e, host, &body, q.name.as_deref(), q.cpu_ms, q.memory_mib, now())
-        })
-        .await?;
+    let record = add(&state, body, q).await?;
     Ok((StatusCode::CREATED, Json(PolicyJson::from(&record))))
+}
+
+/// Every stored policy, by name.
+pub async fn stored(state: &AppState) -> AppResult<Vec<PolicyRecord>> {
+    state.engine(|e| e.list_policies()).await
 }
 
 /// `GET /api/v1/policies`.
 pub async fn list(State(state): State<AppState>) -> AppResult<Json<Vec<PolicyJson>>> {
-    let all = state.engine(|e| e.list_policies()).await?;
-    Ok(Json(all.iter().map(PolicyJson::from).collect()))
+    Ok(Json(stored(&state).await?.iter().map(PolicyJson::from).collect()))
 }
 
 /// `GET /api/v1/policies/{name}`.
@@ -67,8 +82,8 @@ pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Ap
     Ok(Json(PolicyJson::from(&record)))
 }
 
-/// `DELETE /api/v1/policies/{name}`.
-pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<StatusCode> {
+/// Remove stored policy `name`.
+async fn remove_stored(state: &AppState, name: String) -> AppResult<()> {
     policies::check_name(&name)?;
     state
         .engine(move |e| {
@@ -77,7 +92,12 @@ pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> 
             }
             Ok(())
         })
-        .await?;
+        .await
+}
+
+/// `DELETE /api/v1/policies/{name}`.
+pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<StatusCode> {
+    remove_stored(&state, name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,6 +157,7 @@ struct PoliciesPage {
     policies: Vec<PolicyJson>,
     /// The simulation asked for on this page, if any.
     sim: Option<SimView>,
+    flash: Flash,
 }
 
 struct SimView {
@@ -147,21 +168,28 @@ struct SimView {
     result: Simulation,
 }
 
-/// `GET /policies`: the stored policies, and the simulator form.
+/// `GET /policies`: the stored policies, the simulator form, and for
+/// admins the upload form.
 pub async fn page(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    policies_page(&state, &caller, None).await
+    policies_page(&state, &caller, None, Flash::default()).await
 }
 
-async fn policies_page(state: &AppState, caller: &Caller, sim: Option<SimView>) -> AppResult<Response> {
-    let all = state.engine(|e| e.list_policies()).await?;
-    render(&PoliciesPage {
+async fn policies_page(
+    state: &AppState,
+    caller: &Caller,
+    sim: Option<SimView>,
+    flash: Flash,
+) -> AppResult<Response> {
+    let page = PoliciesPage {
         chrome: Chrome::new(state, caller),
-        policies: all.iter().map(PolicyJson::from).collect(),
+        policies: stored(state).await?.iter().map(PolicyJson::from).collect(),
         sim,
-    })
+        flash,
+    };
+    render_flash(&page, &page.flash)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -183,13 +211,8 @@ pub async fn simulate_form(
 ) -> AppResult<Response> {
     let group = model::BackupGroup::parse(f.group.trim(), &model::Namespace::root())?;
     let every = policies::parse_every(f.every.trim()).map_err(|e| AppError::bad_request(format!("{e:#}")))?;
-    let mut params = Vec::new();
-    for kv in f.params.split([' ', ',', '\n']).map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| AppError::bad_request(format!("parameter {kv:?}: expected key=value")))?;
-        params.push((k.to_owned(), v.to_owned()));
-    }
+    let params =
+        policies::parse_params(f.params.split([' ', ',', '\n']).map(str::trim).filter(|s| !s.is_empty()))?;
     let name = f.policy.clone();
     let result = state
         .policies(move |e, host| {
@@ -204,5 +227,43 @@ pub async fn simulate_form(
         })
         .await?;
     let sim = SimView { policy: f.policy, group: f.group, every: f.every, params: f.params, result };
-    policies_page(&state, &caller, Some(sim)).await
+    policies_page(&state, &caller, Some(sim), Flash::default()).await
+}
+
+/// The upload form's fields: `component` (the file), `name`, `cpu_ms`,
+/// `memory_mib` (the CSRF field was checked before).
+async fn add_from_form(state: &AppState, mut form: Multipart) -> AppResult<String> {
+    let (mut wasm, mut q) = (Bytes::new(), UploadQuery::default());
+    while let Some(field) = form.next_field().await? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "component" => wasm = field.bytes().await?,
+            "name" => q.name = Some(field.text().await?.trim().to_owned()).filter(|n| !n.is_empty()),
+            "cpu_ms" => q.cpu_ms = form_number("cpu_ms", &field.text().await?)?,
+            "memory_mib" => q.memory_mib = form_number("memory_mib", &field.text().await?)?,
+            _ => {}
+        }
+    }
+    let r = add(state, wasm, q).await?;
+    Ok(format!("Added policy {} ({}, {}).", r.name, r.world, r.policy_version))
+}
+
+/// `POST /policies`: the upload form; the page says what was added, or why not.
+pub async fn upload_form(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    form: Multipart,
+) -> AppResult<Response> {
+    let flash = Flash::outcome(add_from_form(&state, form).await)?;
+    policies_page(&state, &caller, None, flash).await
+}
+
+/// `POST /policies/{name}/remove`: a policy's Remove button.
+pub async fn remove_form(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    let removed = remove_stored(&state, name.clone()).await.map(|()| format!("Removed policy {name}."));
+    policies_page(&state, &caller, None, Flash::outcome(removed)?).await
 }

@@ -291,6 +291,21 @@ pub fn routes() -> Vec<RouteSpec> {
         ),
         r(Method::GET, "/jobs", Read, "Jobs (page).", get(job_views::jobs)),
         r(Method::POST, "/jobs", Operate, "Create a job (form).", post(job_views::create)),
+        r(
+            Method::GET,
+            "/jobs/{name}",
+            Read,
+            "A job: its settings, a form to change them for operators (page).",
+            get(job_views::job),
+        ),
+        r(Method::POST, "/jobs/{name}", Operate, "Save a job's settings (form).", post(job_views::edit)),
+        r(
+            Method::POST,
+            "/jobs/{name}/delete",
+            Operate,
+            "Delete a job; its snapshots stay (form).",
+            post(job_views::delete),
+        ),
         r(Method::POST, "/jobs/{name}/run", Operate, "Run a job now (form).", post(job_views::run)),
         r(
             Method::GET,
@@ -300,6 +315,20 @@ pub fn routes() -> Vec<RouteSpec> {
             get(job_views::task),
         ),
         r(Method::GET, "/policies", Read, "Policies and the prune simulator (page).", get(policy_api::page)),
+        r(
+            Method::POST,
+            "/policies",
+            Admin,
+            "Add a policy (multipart form: the component file, name, cpu_ms, memory_mib).",
+            post(policy_api::upload_form).layer(DefaultBodyLimit::max(policy_api::MAX_POLICY_FORM)),
+        ),
+        r(
+            Method::POST,
+            "/policies/{name}/remove",
+            Admin,
+            "Remove a stored policy (form).",
+            post(policy_api::remove_form),
+        ),
         r(
             Method::POST,
             "/policies/simulate",

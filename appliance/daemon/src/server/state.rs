@@ -157,6 +157,11 @@ impl AppState {
         }
     }
 
+    /// How many times the scheduler asked a scheduler policy about a job.
+    pub fn scheduler_calls(&self) -> u64 {
+        self.inner.policies.scheduler_calls()
+    }
+
     /// Run one (blocking) call with the policy host off the async workers;
     /// components compile in a child process (`cairn __compile-policy`).
     pub async fn policies<T, F>(&self, call: F) -> AppResult<T>

@@ -156,9 +156,14 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/snapshots/{type}/{id}/{time}/notes", "operate"),
     ("GET", "/jobs", "read"),
     ("POST", "/jobs", "operate"),
+    ("GET", "/jobs/{name}", "read"),
+    ("POST", "/jobs/{name}", "operate"),
+    ("POST", "/jobs/{name}/delete", "operate"),
     ("POST", "/jobs/{name}/run", "operate"),
     ("GET", "/tasks/{id}", "read"),
     ("GET", "/policies", "read"),
+    ("POST", "/policies", "admin"),
+    ("POST", "/policies/{name}/remove", "admin"),
     ("POST", "/policies/simulate", "operate"),
     ("GET", "/users", "admin"),
     ("POST", "/users", "admin"),
@@ -554,4 +559,192 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
         "{task}"
     );
     assert_eq!(f.engine.snapshots(None).unwrap().len(), 1, "the namespaced snapshot stays");
+}
+
+/// POST a dashboard form with a session cookie; returns (status, page).
+async fn post_form(f: &Fixture, cookie: &str, uri: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+    let req = Request::post(uri)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(serde_urlencoded::to_string(fields).unwrap()))
+        .unwrap();
+    let res = send(&f.state, req).await;
+    (res.status(), body_text(res).await)
+}
+
+/// GET a page or API route with a session cookie or (`token:NAME`) a token.
+async fn get_as(f: &Fixture, who: &str, uri: &str) -> (StatusCode, String) {
+    let req = match who.strip_prefix("token:") {
+        Some(token) => get(uri).header(header::AUTHORIZATION, format!("Bearer {}", f.tokens[token])),
+        None => get(uri).header(header::COOKIE, who),
+    };
+    let res = send(&f.state, req.body(Body::empty()).unwrap()).await;
+    (res.status(), body_text(res).await)
+}
+
+#[tokio::test]
+async fn jobs_are_created_edited_and_deleted_with_forms() {
+    let f = fixture();
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let src = f._dir.path().join("src").display().to_string();
+    let (status, page) = post_form(
+        &f,
+        &cookie,
+        "/jobs",
+        &[
+            ("csrf", &csrf),
+            ("name", "nightly"),
+            ("group", "host/a"),
+            ("sources", &src),
+            ("schedule", "0 3 * * *"),
+            ("keep_daily", "7"),
+            ("keep_weekly", "4"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Saved job nightly.") && page.contains("href=\"/jobs/nightly\""), "{page}");
+
+    // Its page holds the form, filled in, keyed by the name.
+    let (status, page) = get_as(&f, &cookie, "/jobs/nightly").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for want in [
+        "action=\"/jobs/nightly\"",
+        "name=\"name\" value=\"nightly\" readonly",
+        "name=\"schedule\" value=\"0 3 * * *\"",
+        "name=\"keep_daily\" type=\"number\" min=\"0\" value=\"7\"",
+        "action=\"/jobs/nightly/delete\"",
+        "snapshots stay",
+    ] {
+        assert!(page.contains(want), "{want}: {page}");
+    }
+
+    // Edit: the path names the job, whatever the form says.
+    let (status, page) = post_form(
+        &f,
+        &cookie,
+        "/jobs/nightly",
+        &[
+            ("csrf", &csrf),
+            ("name", "renamed"),
+            ("group", "host/a"),
+            ("sources", &src),
+            ("schedule", "30 4 * * *"),
+            ("tags", "daily offsite"),
+            ("keep_daily", "9"),
+            ("keep_weekly", ""),
+            ("verify", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Saved job nightly.") && page.contains("30 4 * * *"), "{page}");
+    let (_, jobs) = get_as(&f, "token:operator", "/api/v1/jobs").await;
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    let job = &jobs[0];
+    assert_eq!((job["name"].as_str(), job["schedule"].as_str()), (Some("nightly"), Some("30 4 * * *")));
+    assert_eq!((job["keep"]["daily"].as_u64(), job["keep"]["weekly"].as_u64()), (Some(9), Some(0)), "{job}");
+    assert_eq!(job["tags"], serde_json::json!(["daily", "offsite"]));
+    assert_eq!(job["verify"], true);
+
+    // Those who may only look see the settings, not the form.
+    let (status, page) = get_as(&f, "token:auditor", "/jobs/nightly").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("keep-daily 9") && !page.contains("job-form") && !page.contains("/delete"),
+        "{page}"
+    );
+
+    // Delete: the job goes, its group's snapshots stay.
+    let (status, page) = post_form(&f, &cookie, "/jobs/nightly/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Deleted job nightly; its snapshots stay."), "{page}");
+    let (_, jobs) = get_as(&f, "token:operator", "/api/v1/jobs").await;
+    assert_eq!(jobs, "[]");
+    assert_eq!(f.engine.snapshots(None).unwrap().len(), 2);
+    assert_eq!(get_as(&f, &cookie, "/jobs/nightly").await.0, StatusCode::NOT_FOUND);
+    let (status, _) = post_form(&f, &cookie, "/jobs/nightly", &[("csrf", &csrf), ("group", "host/a")]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an edit does not create a job");
+}
+
+#[tokio::test]
+async fn job_forms_say_why_they_are_refused() {
+    let f = fixture();
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let src = f._dir.path().join("src").display().to_string();
+    let base = [("csrf", csrf.as_str()), ("name", "bad"), ("group", "host/a"), ("sources", src.as_str())];
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("scheduler", "nope")], "no policy named &#34;nope&#34; is stored"),
+        (&[("schedule", "0 3 * * *"), ("retention", "gone")], "no policy named &#34;gone&#34; is stored"),
+        (
+            &[("schedule", "0 3 * * *"), ("scheduler_params", "every=6h")],
+            "scheduler parameters need a scheduler policy",
+        ),
+        (&[("schedule", "0 3 * * *"), ("retention_params", "no equals sign")], "retention parameter"),
+        (&[("schedule", "0 3 * * *"), ("intervals", "daily=1d:7")], "exactly one of"),
+        (&[("schedule", "0 3 * * *"), ("allow_hosts", "db:443")], "are for a source handler"),
+        (&[("schedule", "0 3 * * *"), ("keep_daily", "many")], "keep daily must be a whole number"),
+        (&[("schedule", "not cron")], "not cron"),
+    ];
+    for (fields, why) in cases {
+        let form: Vec<(&str, &str)> = base.iter().chain(fields.iter()).copied().collect();
+        let (status, page) = post_form(&f, &cookie, "/jobs", &form).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{fields:?}: {page}");
+        let error = page.split("id=\"form-error\">").nth(1).unwrap_or_else(|| panic!("{fields:?}: {page}"));
+        assert!(error.split('<').next().unwrap().contains(why), "{fields:?}: {page}");
+        // The form is filled in again with what was sent.
+        assert!(page.contains("name=\"name\" value=\"bad\""), "{page}");
+    }
+    assert!(f.engine.jobs().unwrap().is_empty());
+
+    // A refused edit shows the job's page again; the job is unchanged.
+    let ok =
+        [("csrf", csrf.as_str()), ("group", "host/a"), ("sources", src.as_str()), ("schedule", "0 3 * * *")];
+    let (status, _) = post_form(&f, &cookie, "/jobs", &[&ok[..], &[("name", "kept")][..]].concat()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, page) =
+        post_form(&f, &cookie, "/jobs/kept", &[&ok[..], &[("retention", "gone")][..]].concat()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("<h2>Settings</h2>") && page.contains("gone (not stored)"), "{page}");
+    assert_eq!(f.engine.job("kept").unwrap().retention, None);
+}
+
+#[tokio::test]
+async fn the_policy_forms_are_for_admins_and_check_csrf() {
+    let f = fixture();
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let (_, page) = get_as(&f, &cookie, "/policies").await;
+    assert!(
+        page.contains("enctype=\"multipart/form-data\"") && page.contains("id=\"policy-upload\""),
+        "{page}"
+    );
+    let (_, page) = get_as(&f, "token:operator", "/policies").await;
+    assert!(!page.contains("policy-upload"), "only admins see the upload form");
+
+    let boundary = "cairn-test-boundary";
+    let upload = |token: &str| {
+        let mut body = String::new();
+        for (name, value) in [("csrf", token), ("name", "x"), ("component", "not wasm")] {
+            let file = if name == "component" { "; filename=\"x.wasm\"" } else { "" };
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str(&format!("--{boundary}--\r\n"));
+        Request::post("/policies")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    assert_eq!(send(&f.state, upload("forged")).await.status(), StatusCode::FORBIDDEN);
+    let res = send(&f.state, upload(&csrf)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let page = body_text(res).await;
+    assert!(page.contains("not a WebAssembly component") && page.contains("Add a policy"), "{page}");
+
+    let (status, page) = post_form(&f, &cookie, "/policies/nope/remove", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("no policy named") && page.contains("<h1>Policies</h1>"), "{page}");
 }

@@ -48,6 +48,55 @@ pub fn render(t: &impl Template) -> AppResult<Response> {
     Ok(Html(html).into_response())
 }
 
+/// What a form's answer page says (`flash.html`): what was done, or why
+/// the form was refused; a refused form's page answers with the error's
+/// status.
+#[derive(Debug, Default)]
+pub struct Flash {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    status: StatusCode,
+}
+
+impl Flash {
+    pub fn done(notice: impl Into<String>) -> Self {
+        Self { notice: Some(notice.into()), ..Self::default() }
+    }
+
+    /// Why a form was refused. A fault of the server stays an error, for
+    /// the error page and the log.
+    pub fn refused(e: AppError) -> AppResult<Self> {
+        if e.status.is_server_error() {
+            return Err(e);
+        }
+        tracing::info!(status = %e.status, "form refused: {}", e.message);
+        Ok(Self { notice: None, error: Some(e.message), status: e.status })
+    }
+
+    /// The notice of a form that worked, or why it was refused.
+    pub fn outcome(outcome: AppResult<String>) -> AppResult<Self> {
+        outcome.map_or_else(Self::refused, |notice| Ok(Self::done(notice)))
+    }
+}
+
+/// `render` a page that shows `flash`, with its status.
+pub fn render_flash(t: &impl Template, flash: &Flash) -> AppResult<Response> {
+    let mut res = render(t)?;
+    *res.status_mut() = flash.status;
+    Ok(res)
+}
+
+/// A number typed into a form field; empty is `None`.
+pub fn form_number<T: std::str::FromStr>(field: &str, text: &str) -> AppResult<Option<T>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| AppError::bad_request(format!("{field} must be a whole number, not {text:?}")))
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
