@@ -9,31 +9,24 @@ use crate::sandbox::{Limits, PolicyError, Sandbox, describe_error, describe_fail
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../../wit", world: "retention" });
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "retention",
+        additional_derives: [PartialEq, Eq],
+    });
 }
 
 use bindings::Retention;
 /// The `cairn:policy/types` interface, shared by every world's bindings.
 pub use bindings::cairn::policy::types as wit;
 
-/// A snapshot as a retention policy sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionSnapshot {
-    pub id: String,
-    /// Epoch seconds, UTC.
-    pub time: i64,
-    pub tags: Vec<String>,
-    pub size: u64,
-    pub protected: bool,
-    pub verify_state: VerifyState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyState {
-    None,
-    Ok,
-    Failed,
-}
+/// A snapshot as a retention policy sees it (`id`, `time` in epoch
+/// seconds UTC, `tags`, `size`, `protected`, `verify_state`): the WIT
+/// record itself, so a call passes the caller's snapshots to the guest
+/// without copying them first.
+pub use wit::Snapshot as RetentionSnapshot;
+/// `none`, `ok` or `failed`.
+pub use wit::VerifyState;
 
 /// A validated verdict, in the order of the snapshots passed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,27 +71,12 @@ pub fn decide(
     limits: &Limits,
 ) -> Result<Vec<RetentionDecision>, PolicyError> {
     let call_err = |message: String| PolicyError::Call { policy: policy.label(), message };
-    let input: Vec<wit::Snapshot> = snapshots
-        .iter()
-        .map(|s| wit::Snapshot {
-            id: s.id.clone(),
-            time: s.time,
-            tags: s.tags.clone(),
-            size: s.size,
-            protected: s.protected,
-            verify_state: match s.verify_state {
-                VerifyState::None => wit::VerifyState::None,
-                VerifyState::Ok => wit::VerifyState::Ok,
-                VerifyState::Failed => wit::VerifyState::Failed,
-            },
-        })
-        .collect();
     let params: Vec<wit::Param> =
         params.iter().map(|(k, v)| wit::Param { key: k.clone(), value: v.clone() }).collect();
     let mut store = sandbox.store(limits);
     let bindings = Retention::instantiate(&mut store, &policy.component, sandbox.linker())
         .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
-    let answer = match bindings.call_decide(&mut store, &input, now, &params) {
+    let answer = match bindings.call_decide(&mut store, snapshots, now, &params) {
         Ok(Ok(a)) => a,
         Ok(Err(message)) => return Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
         Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
