@@ -13,7 +13,7 @@ pub mod blob;
 mod cdc;
 mod id;
 
-pub use blob::{BlobError, BlobHeader, decode_blob, encode_blob, peek_header};
+pub use blob::{BlobError, BlobHeader, decode_blob, encode_blob, peek_header, verify_blob};
 pub use cdc::{CdcParams, CdcParamsError, StreamChunker};
 pub use id::ChunkId;
 

@@ -35,7 +35,7 @@ pub use chunker::CdcParams;
 pub use chunker::ChunkId;
 pub use filevol::{
     DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, SourceHandler,
-    StoreError, WriteCounters, Writer, decode_checked,
+    StoreError, WriteCounters, Writer, check_blob, decode_checked,
 };
 pub use progress::Progress;
 

@@ -115,10 +115,10 @@ impl Engine {
                 let (bad, total, fatal) = (&bad, &total, &fatal);
                 s.spawn(move || {
                     for id in rx {
-                        match self.ds.chunks().read(&id) {
-                            Ok(data) => {
-                                total.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                                progress.add_bytes(data.len() as u64);
+                        match self.ds.chunks().check(&id) {
+                            Ok(len) => {
+                                total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                                progress.add_bytes(len);
                             }
                             Err(StoreError::ChunkMissing(_)) => {
                                 bad.lock().expect("lock").insert(id, "missing".to_string());

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use chunker::{ChunkId, decode_blob};
+use chunker::{ChunkId, decode_blob, verify_blob};
 
 use crate::error::{IoContext, Result, StoreError};
 
@@ -56,6 +56,12 @@ impl ChunkStore {
     /// Read, decompress and check a chunk against its id.
     pub fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
         decode_checked(id, &self.read_blob(id)?)
+    }
+
+    /// Read a chunk and check it against its id without keeping its
+    /// content; returns its plain length.
+    pub fn check(&self, id: &ChunkId) -> Result<u64> {
+        check_blob(id, &self.read_blob(id)?)
     }
 
     /// Move a corrupt chunk to `quarantine/<hex>.<unix time>`; never deletes.
@@ -110,6 +116,19 @@ impl ChunkStore {
 
 /// Decode a blob that should hold chunk `id`: decompressed and checked
 /// against the id (a blob of another chunk is corrupt too).
+/// `decode_checked` without keeping the content (see
+/// `chunker::verify_blob`); returns the plain length.
+pub fn check_blob(id: &ChunkId, blob: &[u8]) -> Result<u64> {
+    match verify_blob(blob) {
+        Ok(h) if h.id == *id => Ok(u64::from(h.plain_len)),
+        Ok(h) => Err(StoreError::ChunkCorrupt {
+            id: *id,
+            source: chunker::BlobError::Digest { expected: *id, actual: h.id },
+        }),
+        Err(source) => Err(StoreError::ChunkCorrupt { id: *id, source }),
+    }
+}
+
 pub fn decode_checked(id: &ChunkId, blob: &[u8]) -> Result<Vec<u8>> {
     match decode_blob(blob) {
         Ok((got, data)) if got == *id => Ok(data),

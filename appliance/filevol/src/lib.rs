@@ -16,7 +16,7 @@ mod policies;
 pub mod snapshot;
 mod writer;
 
-pub use chunkstore::{ChunkStore, decode_checked};
+pub use chunkstore::{ChunkStore, check_blob, decode_checked};
 pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;

@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine::target::SnapshotRead;
-use engine::{ChunkId, DynamicIndex, FixedIndex, IndexRef, Manifest, Writer, decode_checked};
+use engine::{ChunkId, DynamicIndex, FixedIndex, IndexRef, Manifest, Writer, check_blob};
 use model::{BackupGroup, Namespace, Role, SnapshotId};
 
 use super::auth::Caller;
@@ -228,7 +228,7 @@ pub async fn upload_chunk(
     let upload = state.sessions().backup(&caller, &session)?;
     let id = parse_chunk(&chunk)?;
     with_writer(upload, move |upload, writer| {
-        decode_checked(&id, &body).map_err(|e| AppError::bad_request(format!("chunk {id} rejected: {e}")))?;
+        check_blob(&id, &body).map_err(|e| AppError::bad_request(format!("chunk {id} rejected: {e}")))?;
         if !writer.reference(&id).map_err(anyhow::Error::from)? {
             writer.store(&id, &body).map_err(anyhow::Error::from)?;
         }
