@@ -412,12 +412,13 @@ impl ChunkSink for RemoteBackup {
         Ok(self.known.contains(id) || self.uploaded.lock().expect("lock").contains(id))
     }
 
-    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()> {
+    fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
         let path = format!("/api/v1/backup/{}/chunks/{id}", self.session);
-        self.remote.put_bytes(&path, blob.to_vec(), &format!("uploading chunk {id}"))?;
+        let len = blob.len() as u64;
+        self.remote.put_bytes(&path, blob, &format!("uploading chunk {id}"))?;
         self.uploaded.lock().expect("lock").insert(*id);
         self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.counters.stored_bytes.fetch_add(blob.len() as u64, Ordering::Relaxed);
+        self.counters.stored_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 

@@ -201,7 +201,7 @@ fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlig
             return Ok(id);
         }
         let blob = encode_blob_with_id(data, id, level);
-        writer.store(&id, &blob).with_context(|| format!("storing chunk {id}"))?;
+        writer.store(&id, blob).with_context(|| format!("storing chunk {id}"))?;
         Ok(id)
     })();
     inflight.ids.lock().expect("lock").remove(&id);

@@ -100,8 +100,9 @@ pub trait ChunkSink: Sync {
     /// Whether the target already has chunk `id` for this backup (and
     /// keeps it until the backup ends).
     fn reference(&self, id: &ChunkId) -> Result<bool>;
-    /// Store a new chunk, an encoded blob holding `id`.
-    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()>;
+    /// Store a new chunk, an encoded blob holding `id` (handed over, so a
+    /// sink that sends it need not copy it).
+    fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()>;
     /// Write an index file of the snapshot being made.
     fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef>;
     fn counters(&self) -> &WriteCounters;
@@ -119,8 +120,8 @@ impl ChunkSink for Writer {
         Ok(Writer::reference(self, id)?)
     }
 
-    fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<()> {
-        Writer::store(self, id, blob)?;
+    fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
+        Writer::store(self, id, &blob)?;
         Ok(())
     }
 
