@@ -56,6 +56,17 @@ impl Engine {
         Ok((generation, Some(cat.snapshot_summaries(None)?)))
     }
 
+    /// Every snapshot's full row, unless the catalog's snapshot generation
+    /// is still `known` (see `snapshot_summaries_since`).
+    pub fn snapshots_since(&self, known: Option<u64>) -> Result<(u64, Option<Vec<SnapshotInfo>>)> {
+        let cat = self.catalog()?;
+        let generation = cat.snapshots_generation()?;
+        if known == Some(generation) {
+            return Ok((generation, None));
+        }
+        Ok((generation, Some(cat.list_snapshots(None)?)))
+    }
+
     /// A page of a group's snapshots and the group's count (see
     /// `Catalog::snapshot_page`).
     pub fn snapshot_page(

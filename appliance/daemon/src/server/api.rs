@@ -104,8 +104,12 @@ pub async fn visible_snapshots(
     if let Some(g) = &group {
         caller.check(g)?;
     }
-    let all = state.engine(move |e| e.snapshots(group.as_ref())).await?;
-    Ok(all.into_iter().filter(|s| caller.may(&s.id.group)).collect())
+    let all = state.snapshots().await?;
+    Ok(all
+        .iter()
+        .filter(|s| group.as_ref().is_none_or(|g| s.id.group == *g) && caller.may(&s.id.group))
+        .cloned()
+        .collect())
 }
 
 #[derive(Debug, Serialize)]

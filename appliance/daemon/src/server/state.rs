@@ -37,8 +37,19 @@ struct Inner {
     /// Every snapshot's summary as of a catalog generation: the overview,
     /// status and groups read these on every request, and re-reading
     /// 10,000 rows each time is most of their cost.
-    summaries: Mutex<Option<(u64, Arc<Vec<model::SnapshotSummary>>)>>,
+    summaries: Cached<Vec<model::SnapshotSummary>>,
+    /// Every snapshot's full row as of a catalog generation, for the
+    /// snapshot list.
+    snapshots: Cached<Vec<model::SnapshotInfo>>,
 }
+
+/// A value read from the catalog, with the snapshot generation it is
+/// current for.
+type Cached<T> = Mutex<Option<(u64, Arc<T>)>>;
+
+/// Reads a value from the catalog unless its snapshot generation is still
+/// the one given; answers the generation read at.
+type ReadSince<T> = fn(&Engine, Option<u64>) -> anyhow::Result<(u64, Option<T>)>;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,6 +79,7 @@ impl AppState {
                 auth_delay,
                 policies,
                 summaries: Mutex::default(),
+                snapshots: Mutex::default(),
             }),
         }
     }
@@ -144,14 +156,29 @@ impl AppState {
     /// (its generation counts every write of a snapshot row, from this
     /// process or another).
     pub async fn summaries(&self) -> AppResult<Arc<Vec<model::SnapshotSummary>>> {
-        let cached = self.inner.summaries.lock().expect("lock").clone();
+        self.cached(|s| &s.inner.summaries, Engine::snapshot_summaries_since).await
+    }
+
+    /// Every snapshot's full row, read again only when the catalog changed.
+    pub async fn snapshots(&self) -> AppResult<Arc<Vec<model::SnapshotInfo>>> {
+        self.cached(|s| &s.inner.snapshots, Engine::snapshots_since).await
+    }
+
+    /// The value in `slot` if the catalog's snapshot generation is still
+    /// the one it was read at, else `read` afresh (and kept).
+    async fn cached<T: Default + Send + Sync + 'static>(
+        &self,
+        slot: fn(&AppState) -> &Cached<T>,
+        read: ReadSince<T>,
+    ) -> AppResult<Arc<T>> {
+        let cached = slot(self).lock().expect("lock").clone();
         let known = cached.as_ref().map(|(g, _)| *g);
-        let (generation, fresh) = self.engine(move |e| e.snapshot_summaries_since(known)).await?;
+        let (generation, fresh) = self.engine(move |e| read(e, known)).await?;
         match (fresh, cached) {
             (None, Some((_, all))) => Ok(all),
             (fresh, _) => {
                 let all = Arc::new(fresh.unwrap_or_default());
-                *self.inner.summaries.lock().expect("lock") = Some((generation, all.clone()));
+                *slot(self).lock().expect("lock") = Some((generation, all.clone()));
                 Ok(all)
             }
         }
