@@ -114,4 +114,17 @@ mod tests {
         assert_eq!(none.key, Path::new("/data/server/key.pem"));
         assert!(toml::from_str::<ConfigFile>("listne = \"x\"").is_err(), "unknown keys are refused");
     }
+
+    #[test]
+    fn the_shipped_configuration_reads() {
+        let text = include_str!("../../../systemd/cairn.toml");
+        let file: ConfigFile = toml::from_str(text).expect("appliance/systemd/cairn.toml");
+        let s = file.settings(Path::new("/unused"), None, false).expect("settings");
+        assert_eq!(s.datastore, Path::new("/var/lib/cairn/datastore"));
+        assert_eq!((s.listen.port(), s.workers, s.insecure_http), (DEFAULT_PORT, 2, false));
+        assert!(s.cert.starts_with("/var/lib/cairn") && s.key.starts_with("/var/lib/cairn"));
+        let unit = include_str!("../../../systemd/cairn.service");
+        assert!(unit.contains("ExecStart=/usr/bin/cairn serve --config /etc/cairn/cairn.toml"));
+        assert!(unit.contains("ReadWritePaths=/var/lib/cairn"));
+    }
 }
