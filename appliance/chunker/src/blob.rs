@@ -138,8 +138,9 @@ pub fn peek_header(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
     Ok(BlobHeader { compressed, plain_len, stored_len, id: ChunkId(id) })
 }
 
-/// Decode a blob and check its content against the digest in its header.
-pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
+/// The header and the payload of a whole blob (exactly as long as its
+/// header says).
+fn split(bytes: &[u8]) -> Result<(BlobHeader, &[u8]), BlobError> {
     let h = peek_header(bytes)?;
     let want = HEADER_LEN + h.stored_len as usize;
     if bytes.len() != want {
@@ -149,7 +150,12 @@ pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
             BlobError::Header("trailing bytes after the payload")
         });
     }
-    let payload = &bytes[HEADER_LEN..];
+    Ok((h, &bytes[HEADER_LEN..]))
+}
+
+/// Decode a blob and check its content against the digest in its header.
+pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
+    let (h, payload) = split(bytes)?;
     let plain = if h.compressed {
         let v = zstd::bulk::decompress(payload, h.plain_len as usize)
             .map_err(|e| BlobError::Decompress(e.to_string()))?;
@@ -183,16 +189,7 @@ const VERIFY_PIECE: usize = 128 << 10;
 /// by piece while it is hashed. Accepts and refuses exactly what
 /// `decode_blob` does; returns the header.
 pub fn verify_blob(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
-    let h = peek_header(bytes)?;
-    let want = HEADER_LEN + h.stored_len as usize;
-    if bytes.len() != want {
-        return Err(if bytes.len() < want {
-            BlobError::Truncated { have: bytes.len(), want }
-        } else {
-            BlobError::Header("trailing bytes after the payload")
-        });
-    }
-    let payload = &bytes[HEADER_LEN..];
+    let (h, payload) = split(bytes)?;
     let mut hasher = blake3::Hasher::new();
     if h.compressed {
         let plain = VERIFIER.with(|cell| hash_decompressed(&mut cell.borrow_mut(), payload, &mut hasher))?;

@@ -50,7 +50,7 @@ impl Engine {
     pub fn open(root: &Path) -> Result<Self> {
         let engine = Self { ds: Datastore::open(root)? };
         engine.reconcile()?;
-        engine.import_legacy_policies()?;
+        engine.import_legacy_policies();
         Ok(engine)
     }
 
@@ -65,7 +65,7 @@ impl Engine {
         let (ds, created) = Datastore::init(root, config)?;
         let engine = Self { ds };
         engine.reconcile()?;
-        engine.import_legacy_policies()?;
+        engine.import_legacy_policies();
         Ok((engine, created))
     }
 

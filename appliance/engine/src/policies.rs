@@ -64,7 +64,17 @@ impl Engine {
 
     /// Move policies an older build kept as files in the datastore into
     /// the catalog (a name already in the catalog keeps its entry there).
-    pub(crate) fn import_legacy_policies(&self) -> Result<()> {
+    /// A file that cannot be read or moved stays where it is, with a
+    /// warning: it must not keep the datastore from opening.
+    pub(crate) fn import_legacy_policies(&self) {
+        if let Err(e) = self.try_import_legacy_policies() {
+            tracing::warn!(
+                "policies kept in the datastore's policies/ were not moved into the catalog: {e:#}"
+            );
+        }
+    }
+
+    fn try_import_legacy_policies(&self) -> Result<()> {
         let legacy = self.ds.legacy_policies().context("reading the policies kept in the datastore")?;
         if legacy.is_empty() {
             return Ok(());
@@ -143,6 +153,13 @@ mod tests {
             gfs.digest
         );
         std::fs::write(policies.join("gfs.json"), json).expect("record");
+        std::fs::write(policies.join("broken.json"), "{").expect("damaged record");
+        drop(engine);
+        // A damaged record is left alone and does not keep the datastore
+        // from opening.
+        let engine = Engine::open(&root).expect("open");
+        assert_eq!(engine.load_policy("gfs").expect("load"), None);
+        std::fs::remove_file(policies.join("broken.json")).expect("rm");
         drop(engine);
         let engine = Engine::open(&root).expect("open");
         assert_eq!(engine.load_policy("gfs").expect("load"), Some((gfs, component.to_vec())));
