@@ -25,8 +25,9 @@ pub struct NoSuchPolicy(pub String);
 pub fn check_name(name: &str) -> Result<()> {
     if !model::policy::valid_name(name) {
         bail!(BadRequest(format!(
-            "policy name {:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'",
-            name.chars().take(80).collect::<String>()
+            "policy name {:?}: {}",
+            name.chars().take(80).collect::<String>(),
+            model::policy::NAME_RULE
         )));
     }
     Ok(())

@@ -48,23 +48,28 @@ impl Engine {
         &self,
         known: Option<u64>,
     ) -> Result<(u64, Option<Vec<model::SnapshotSummary>>)> {
-        let cat = self.catalog()?;
-        let generation = cat.snapshots_generation()?;
-        if known == Some(generation) {
-            return Ok((generation, None));
-        }
-        Ok((generation, Some(cat.snapshot_summaries(None)?)))
+        self.read_since(known, |cat| cat.snapshot_summaries(None))
     }
 
     /// Every snapshot's full row, unless the catalog's snapshot generation
     /// is still `known` (see `snapshot_summaries_since`).
     pub fn snapshots_since(&self, known: Option<u64>) -> Result<(u64, Option<Vec<SnapshotInfo>>)> {
+        self.read_since(known, |cat| cat.list_snapshots(None))
+    }
+
+    /// The catalog's snapshot generation, and `read` of it unless that
+    /// generation is still `known`.
+    fn read_since<T>(
+        &self,
+        known: Option<u64>,
+        read: impl FnOnce(&catalog::Catalog) -> Result<T, catalog::CatalogError>,
+    ) -> Result<(u64, Option<T>)> {
         let cat = self.catalog()?;
         let generation = cat.snapshots_generation()?;
         if known == Some(generation) {
             return Ok((generation, None));
         }
-        Ok((generation, Some(cat.list_snapshots(None)?)))
+        Ok((generation, Some(read(&cat)?)))
     }
 
     /// A page of a group's snapshots and the group's count (see

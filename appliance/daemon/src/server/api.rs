@@ -95,12 +95,13 @@ pub async fn status(
     Ok(Json(status_of(&state, &caller).await?))
 }
 
-/// The snapshots a caller may see, of one group or all.
+/// The snapshots a caller may see, of one group or all, as the API lists
+/// them (straight from the cached rows).
 pub async fn visible_snapshots(
     state: &AppState,
     caller: &Caller,
     group: Option<BackupGroup>,
-) -> AppResult<Vec<SnapshotInfo>> {
+) -> AppResult<Vec<SnapshotJson>> {
     if let Some(g) = &group {
         caller.check(g)?;
     }
@@ -108,7 +109,7 @@ pub async fn visible_snapshots(
     Ok(all
         .iter()
         .filter(|s| group.as_ref().is_none_or(|g| s.id.group == *g) && caller.may(&s.id.group))
-        .cloned()
+        .map(SnapshotJson::from)
         .collect())
 }
 
@@ -181,7 +182,8 @@ pub async fn snapshots(
         (Some(g), true) => {
             caller.check(&g)?;
             let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(usize::MAX));
-            state.engine(move |e| e.snapshot_page(&g, false, offset, limit)).await?
+            let (page, total) = state.engine(move |e| e.snapshot_page(&g, false, offset, limit)).await?;
+            (page.iter().map(SnapshotJson::from).collect(), total)
         }
         (None, true) => return Err(AppError::bad_request("offset and limit need a group")),
         (group, false) => {
@@ -190,7 +192,7 @@ pub async fn snapshots(
             (list, n)
         }
     };
-    let mut res = Json(list.iter().map(SnapshotJson::from).collect::<Vec<_>>()).into_response();
+    let mut res = Json(list).into_response();
     res.headers_mut().insert("x-total-count", HeaderValue::from(total));
     Ok(res)
 }

@@ -156,29 +156,29 @@ impl AppState {
     /// (its generation counts every write of a snapshot row, from this
     /// process or another).
     pub async fn summaries(&self) -> AppResult<Arc<Vec<model::SnapshotSummary>>> {
-        self.cached(|s| &s.inner.summaries, Engine::snapshot_summaries_since).await
+        self.cached(&self.inner.summaries, Engine::snapshot_summaries_since).await
     }
 
     /// Every snapshot's full row, read again only when the catalog changed.
     pub async fn snapshots(&self) -> AppResult<Arc<Vec<model::SnapshotInfo>>> {
-        self.cached(|s| &s.inner.snapshots, Engine::snapshots_since).await
+        self.cached(&self.inner.snapshots, Engine::snapshots_since).await
     }
 
     /// The value in `slot` if the catalog's snapshot generation is still
     /// the one it was read at, else `read` afresh (and kept).
     async fn cached<T: Default + Send + Sync + 'static>(
         &self,
-        slot: fn(&AppState) -> &Cached<T>,
+        slot: &Cached<T>,
         read: ReadSince<T>,
     ) -> AppResult<Arc<T>> {
-        let cached = slot(self).lock().expect("lock").clone();
+        let cached = slot.lock().expect("lock").clone();
         let known = cached.as_ref().map(|(g, _)| *g);
         let (generation, fresh) = self.engine(move |e| read(e, known)).await?;
         match (fresh, cached) {
             (None, Some((_, all))) => Ok(all),
             (fresh, _) => {
                 let all = Arc::new(fresh.unwrap_or_default());
-                *slot(self).lock().expect("lock") = Some((generation, all.clone()));
+                *slot.lock().expect("lock") = Some((generation, all.clone()));
                 Ok(all)
             }
         }
