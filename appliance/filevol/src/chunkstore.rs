@@ -114,8 +114,6 @@ impl ChunkStore {
     }
 }
 
-/// Decode a blob that should hold chunk `id`: decompressed and checked
-/// against the id (a blob of another chunk is corrupt too).
 /// `decode_checked` without keeping the content (see
 /// `chunker::verify_blob`); returns the plain length.
 pub fn check_blob(id: &ChunkId, blob: &[u8]) -> Result<u64> {
@@ -129,6 +127,8 @@ pub fn check_blob(id: &ChunkId, blob: &[u8]) -> Result<u64> {
     }
 }
 
+/// Decode a blob that should hold chunk `id`: decompressed and checked
+/// against the id (a blob of another chunk is corrupt too).
 pub fn decode_checked(id: &ChunkId, blob: &[u8]) -> Result<Vec<u8>> {
     match decode_blob(blob) {
         Ok((got, data)) if got == *id => Ok(data),
