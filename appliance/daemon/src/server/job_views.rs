@@ -145,8 +145,9 @@ impl JobForm {
     }
 
     /// The job as the API takes it, with each policy checked against the
-    /// `stored` ones its select offers.
-    fn to_new_job(&self, stored: &[PolicyRecord]) -> AppResult<NewJob> {
+    /// `stored` ones its select offers. `editing`: the form was filled in
+    /// from a stored job, so its keep fields are the job's own.
+    fn to_new_job(&self, stored: &[PolicyRecord], editing: bool) -> AppResult<NewJob> {
         let scheduler = policy_use(stored, World::Scheduler, &self.scheduler, &self.scheduler_params)?;
         let retention = policy_use(stored, World::Retention, &self.retention, &self.retention_params)?;
         let source = match policy_use(stored, World::Source, &self.source, &self.source_params)? {
@@ -163,9 +164,12 @@ impl JobForm {
             }
             None => None,
         };
-        // Named intervals keep their own counts, and a retention policy
-        // decides alone: the keep fields are for the other jobs.
-        let keep = if self.intervals.trim().is_empty() && retention.is_none() {
+        // A new job's keep fields start with defaults, which would override
+        // the counts of named intervals and sit unused beside a retention
+        // policy: such a new job keeps none. A stored job's keep fields show
+        // its own rules (as the API may have set them beside intervals), so
+        // an edit saves what the form shows.
+        let keep = if editing || (self.intervals.trim().is_empty() && retention.is_none()) {
             KeepJson {
                 last: keep_count("keep last", &self.keep_last)?,
                 hourly: keep_count("keep hourly", &self.keep_hourly)?,
@@ -324,9 +328,9 @@ pub async fn jobs(
 }
 
 /// Save a posted job form through the API's checks.
-async fn save_form(state: &AppState, f: &JobForm) -> AppResult<model::Job> {
+async fn save_form(state: &AppState, f: &JobForm, editing: bool) -> AppResult<model::Job> {
     let stored = policy_api::stored(state).await?;
-    jobs_api::save(state, f.to_new_job(&stored)?).await
+    jobs_api::save(state, f.to_new_job(&stored, editing)?).await
 }
 
 /// `POST /jobs`: the new-job form; a refused job is shown again with why.
@@ -335,7 +339,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Form(f): Form<JobForm>,
 ) -> AppResult<Response> {
-    match save_form(&state, &f).await {
+    match save_form(&state, &f, false).await {
         Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
         Err(e) => jobs_page(&state, &caller, Flash::refused(e)?, Some(f)).await,
     }
@@ -396,7 +400,7 @@ pub async fn edit(
 ) -> AppResult<Response> {
     jobs_api::job(&state, &caller, &name).await?;
     f.name.clone_from(&name);
-    match save_form(&state, &f).await {
+    match save_form(&state, &f, true).await {
         Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
         Err(e) => job_page(&state, &caller, &name, Flash::refused(e)?, Some(f)).await,
     }

@@ -668,6 +668,58 @@ async fn jobs_are_created_edited_and_deleted_with_forms() {
     assert_eq!(status, StatusCode::NOT_FOUND, "an edit does not create a job");
 }
 
+/// An edit saves what its form shows: keep rules the API set beside named
+/// intervals survive a save from the dashboard. A new interval job from the
+/// form keeps by its tags' counts, whatever defaults its keep fields held.
+#[tokio::test]
+async fn job_forms_save_what_they_show() {
+    let f = fixture();
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let src = f._dir.path().join("src").display().to_string();
+    let job = serde_json::json!({
+        "name": "tagged", "group": "host/a", "sources": [src],
+        "intervals": "daily=1d:7 weekly=1w:4", "keep": {"last": 3},
+    });
+    let (status, body) = call(&f, Method::POST, "/api/v1/jobs", "operator", job).await;
+    assert!(status.is_success(), "{status}: {body}");
+    let (_, page) = get_as(&f, &cookie, "/jobs/tagged").await;
+    assert!(page.contains("name=\"keep_last\" type=\"number\" min=\"0\" value=\"3\""), "{page}");
+
+    // The form as the browser sends it back, with the daily count changed.
+    let mut fields = vec![("csrf", csrf.as_str()), ("group", "host/a"), ("sources", src.as_str())];
+    fields.extend([("schedule", ""), ("intervals", "daily=1d:9 weekly=1w:4"), ("keep_last", "3")]);
+    fields.extend(
+        ["keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"].map(|k| (k, "0")),
+    );
+    let (status, page) = post_form(&f, &cookie, "/jobs/tagged", &fields).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let saved = f.engine.job("tagged").unwrap();
+    assert_eq!(saved.keep.last, 3, "{saved:?}");
+    assert_eq!(saved.intervals.iter().map(|i| i.keep).collect::<Vec<_>>(), [9, 4]);
+
+    // Zeroed on the form, they are gone: the tags decide.
+    let zeroed: Vec<_> =
+        fields.iter().map(|&(k, v)| if k == "keep_last" { (k, "0") } else { (k, v) }).collect();
+    assert_eq!(post_form(&f, &cookie, "/jobs/tagged", &zeroed).await.0, StatusCode::OK);
+    assert!(f.engine.job("tagged").unwrap().keep.is_empty());
+
+    // A new job from the form, its keep fields still at their defaults.
+    let (_, page) = get_as(&f, &cookie, "/jobs").await;
+    assert!(page.contains("name=\"keep_daily\" type=\"number\" min=\"0\" value=\"7\""), "{page}");
+    let new = [
+        ("csrf", csrf.as_str()),
+        ("name", "fresh"),
+        ("group", "host/b"),
+        ("sources", src.as_str()),
+        ("intervals", "daily=1d:5"),
+        ("keep_daily", "7"),
+        ("keep_weekly", "4"),
+        ("keep_monthly", "6"),
+    ];
+    assert_eq!(post_form(&f, &cookie, "/jobs", &new).await.0, StatusCode::OK);
+    assert!(f.engine.job("fresh").unwrap().keep.is_empty(), "the tags' counts decide");
+}
+
 #[tokio::test]
 async fn job_forms_say_why_they_are_refused() {
     let f = fixture();
