@@ -164,12 +164,12 @@ impl JobForm {
             }
             None => None,
         };
-        // A new job's keep fields start with defaults, which would override
-        // the counts of named intervals and sit unused beside a retention
-        // policy: such a new job keeps none. A stored job's keep fields show
-        // its own rules (as the API may have set them beside intervals), so
-        // an edit saves what the form shows.
-        let keep = if editing || (self.intervals.trim().is_empty() && retention.is_none()) {
+        // A retention policy replaces the keep counts. A new job's keep
+        // fields start with defaults, which would override the counts of
+        // named intervals: a new interval job keeps none. A stored job's
+        // keep fields show its own rules (as the API may have set them
+        // beside intervals), so an edit saves what the form shows.
+        let keep = if retention.is_none() && (editing || self.intervals.trim().is_empty()) {
             KeepJson {
                 last: keep_count("keep last", &self.keep_last)?,
                 hourly: keep_count("keep hourly", &self.keep_hourly)?,
