@@ -157,11 +157,8 @@ fn split(bytes: &[u8]) -> Result<(BlobHeader, &[u8]), BlobError> {
 pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
     let (h, payload) = split(bytes)?;
     let plain = if h.compressed {
-        let v = zstd::bulk::decompress(payload, h.plain_len as usize)
-            .map_err(|e| BlobError::Decompress(e.to_string()))?;
-        if v.len() != h.plain_len as usize {
-            return Err(BlobError::Decompress(format!("{} bytes instead of {}", v.len(), h.plain_len)));
-        }
+        let mut v = vec![0; h.plain_len as usize];
+        decompress_exact(payload, &mut v)?;
         v
     } else {
         payload.to_vec()
@@ -174,39 +171,49 @@ pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
 }
 
 thread_local! {
-    /// One decompression context and output buffer per thread, for
-    /// `verify_blob`: a fresh context per chunk costs an allocation and a
-    /// table set-up each time, a fresh buffer a page fault per 4 KiB.
-    static VERIFIER: std::cell::RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
+    /// One decompression context per thread: a fresh one per chunk costs an
+    /// allocation and a table set-up each time.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// `verify_blob`'s output buffer (a fresh one would cost a page fault
+    /// per 4 KiB of every chunk).
+    static VERIFY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decompress the zstd frames of `payload` into `out`, which they must
+/// fill exactly (zstd refuses output beyond it).
+fn decompress_exact(payload: &[u8], out: &mut [u8]) -> Result<(), BlobError> {
+    let failed = |e: std::io::Error| BlobError::Decompress(e.to_string());
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(failed)?);
+        }
+        let Some(d) = slot.as_mut() else { unreachable!("set above") };
+        let n = d.decompress_to_buffer(payload, out).map_err(failed)?;
+        if n != out.len() {
+            return Err(BlobError::Decompress(format!("{n} bytes instead of {}", out.len())));
+        }
+        Ok(())
+    })
 }
 
 /// Check a blob as `decode_blob` does, without handing out its content: a
 /// plain payload is hashed where it lies, a compressed one is decompressed
-/// into this thread's buffer (exactly `plain_len` bytes long, as
-/// `decode_blob` asks of zstd) and hashed there. Accepts and refuses
-/// exactly what `decode_blob` does; returns the header.
+/// into this thread's buffer (with the same request `decode_blob` makes)
+/// and hashed there. Accepts and refuses exactly what `decode_blob` does;
+/// returns the header.
 pub fn verify_blob(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
     let (h, payload) = split(bytes)?;
     let actual = if h.compressed {
-        VERIFIER.with(|cell| -> Result<ChunkId, BlobError> {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                let d = zstd::bulk::Decompressor::new().map_err(|e| BlobError::Decompress(e.to_string()))?;
-                *slot = Some((d, Vec::new()));
-            }
-            let Some((d, buf)) = slot.as_mut() else { unreachable!("set above") };
+        VERIFY_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
             let want = h.plain_len as usize;
             if buf.len() < want {
                 buf.resize(want, 0);
             }
-            let n = d
-                .decompress_to_buffer(payload, &mut buf[..want])
-                .map_err(|e| BlobError::Decompress(e.to_string()))?;
-            if n != want {
-                return Err(BlobError::Decompress(format!("{n} bytes instead of {want}")));
-            }
-            Ok(ChunkId::of(&buf[..want]))
+            decompress_exact(payload, &mut buf[..want])?;
+            Ok::<_, BlobError>(ChunkId::of(&buf[..want]))
         })?
     } else {
         ChunkId::of(payload)
