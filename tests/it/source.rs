@@ -1,9 +1,13 @@
 //! Source handlers through the CLI: `cairn backup --source` with the
 //! `source-http` example against a local HTTP server, restore through the
 //! handler (an upload back to the server) and `restore --raw`, and what
-//! happens without the grant or without the handler.
+//! happens without the grant or without the handler; the same through a
+//! Cairn server, with the server's handler fetched and run on the client.
 
-use crate::support::{Store, run_code, run_json, run_ok};
+use std::process::Command;
+
+use crate::serve::{Server, pinned_client};
+use crate::support::{Store, cairn, run, run_code, run_json, run_ok};
 use testkit::http::ExportServer;
 
 fn export(len: usize) -> Vec<u8> {
@@ -128,4 +132,125 @@ fn a_handler_without_its_grant_makes_no_snapshot() {
     // Handler flags without a handler are refused.
     let r = run_code(store.cmd().args(["backup", "/tmp", "--group", "a/b", "--allow-host", "x:1"]), 1);
     assert!(r.stderr.contains("--source NAME"), "{}", r.stderr);
+}
+
+/// `cairn COMMAND --server ...` with `token`, keeping no local datastore.
+fn remote(store: &Store, server: &Server, token: &str, command: &str) -> Command {
+    let mut cmd = cairn(&store.path("client-ds"));
+    cmd.arg(command);
+    cmd.args(["--server", &server.url(""), "--token", token, "--fingerprint", &server.fingerprint]);
+    cmd
+}
+
+#[test]
+fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
+    let data = export(3_000_000);
+    let http = ExportServer::start("/exports/app.dump", data.clone());
+    let store = Store::new();
+    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
+    run_ok(store.cmd().args(["policy", "add", "--name", "gfs"]).arg(policy_guests::example("retention-gfs")));
+    let token = run_ok(store.cmd().args([
+        "token",
+        "create",
+        "--name",
+        "app",
+        "--role",
+        "backup-client",
+        "--group",
+        "app/db",
+    ]))
+    .trim()
+    .to_owned();
+    let server = Server::start(&store);
+    let api = pinned_client(&server.fingerprint);
+    let url = format!("url=http://{}/exports/app.dump", http.authority());
+    let allow = http.authority();
+
+    // The client lists the server's source handlers (not its other policies).
+    let listed: serde_json::Value =
+        api.get(server.url("/api/v1/sources")).bearer_auth(&token).send().unwrap().json().unwrap();
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "source-http");
+    let res = api.get(server.url("/api/v1/sources/gfs/component")).bearer_auth(&token).send().unwrap();
+    assert_eq!(res.status(), 404, "a retention policy is not handed out as a source handler");
+
+    let ok_json = |r: crate::support::Run| {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        crate::support::parse_json(&r)
+    };
+    let backup = |time: &str, allow: &str| {
+        run(remote(&store, &server, &token, "backup").args([
+            "--source",
+            "source-http",
+            "--param",
+            &url,
+            "--allow-host",
+            allow,
+            "--group",
+            "app/db",
+            "--time",
+            time,
+            "--json",
+        ]))
+    };
+    let first = ok_json(backup("2026-11-30T02:00:00Z", &allow));
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(id, "app/db/2026-11-30T02:00:00Z");
+    assert_eq!(
+        (first["files"].as_u64(), first["size"].as_u64()),
+        (Some(1), Some(data.len() as u64)),
+        "{first}"
+    );
+    assert!(!store.path("client-ds").exists(), "a remote backup makes no local datastore");
+    assert_eq!(http.requests().iter().filter(|r| r.method == "GET").count(), 1, "the handler ran once, here");
+
+    // The server holds the export: download it through the API.
+    let path = format!("/api/v1/snapshots/{id}/download?path=source-http/app.dump");
+    let got = api.get(server.url(&path)).bearer_auth(&token).send().unwrap().bytes().unwrap();
+    assert!(got.as_ref() == data.as_slice(), "the server's copy is the export ({} bytes)", got.len());
+
+    // Unchanged export, second backup: its data chunks are named, not sent.
+    let second = ok_json(backup("2026-12-01T02:00:00Z", &allow));
+    assert!(second["stored"].as_u64() < Some(1024), "{second}");
+
+    // The client's grants bound the handler: without --allow-host for the
+    // export's host it cannot reach it, and nothing appears on the server.
+    let refused = backup("2026-12-02T02:00:00Z", "127.0.0.1:9");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("does not allow this host"), "{}", refused.stderr);
+    let snaps: serde_json::Value = api
+        .get(server.url("/api/v1/snapshots?group=app/db"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
+
+    // A name the server has no source handler under.
+    let r =
+        run_code(remote(&store, &server, &token, "backup").args(["--source", "gfs", "--group", "app/db"]), 1);
+    assert!(r.stderr.contains("no source handler named \"gfs\""), "{}", r.stderr);
+
+    // Restore through the server: the handler, fetched by the digest the
+    // snapshot records, uploads the export back.
+    let restored = run_ok(remote(&store, &server, &token, "restore").args([
+        &id,
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+    ]));
+    assert!(restored.contains("through the source handler source-http"), "{restored}");
+    let put = http.requests().into_iter().find(|r| r.method == "PUT").expect("the handler uploaded");
+    assert!(put.body == data, "the upload is the export byte for byte ({} bytes)", put.body.len());
+
+    // --raw: the items as plain files; a TARGET without --raw is refused.
+    let raw = store.path("raw");
+    run_ok(remote(&store, &server, &token, "restore").args(["--raw", &id]).arg(&raw));
+    assert!(std::fs::read(raw.join("app.dump")).unwrap() == data);
+    let r = run_code(remote(&store, &server, &token, "restore").arg(&id).arg(store.path("nowhere")), 1);
+    assert!(r.stderr.contains("--raw") && !store.path("nowhere").exists(), "{}", r.stderr);
+    assert!(!store.path("client-ds").exists());
 }

@@ -131,6 +131,15 @@ pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -
     Ok((ready.policy, limits))
 }
 
+/// Like [`ready`] for a component that has no datastore to cache its
+/// compiled form in (a client running a server's source handler).
+pub fn ready_uncached(host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
+    let limits = budget(record.cpu_ms, record.memory_mib);
+    let ready =
+        host.load_with_cache(wasm, None, &limits).with_context(|| format!("policy {}", record.name))?;
+    Ok((ready.policy, limits))
+}
+
 /// Write a compiled artifact to the cache; a failure only costs a compile
 /// next time.
 fn cache_artifact(engine: &Engine, digest: &str, tag: &str, artifact: &[u8]) {
@@ -540,17 +549,14 @@ impl engine::jobs::JobPolicies for JobHost {
             &source.allow_hosts,
             source.grant_dir.as_deref().map(std::path::Path::new),
         )?;
-        crate::sources::backup(
-            engine,
-            &host,
-            &source.handler,
-            &source.params,
-            &grants,
-            job.group.clone(),
-            tags,
+        let run = crate::sources::HandlerRun {
+            params: &source.params,
+            grants: &grants,
+            group: job.group.clone(),
+            tags: &tags,
             time,
-            &engine::Progress::default(),
-        )
+        };
+        crate::sources::backup(engine, &host, &source.handler, &run, &engine::Progress::default())
     }
 }
 

@@ -17,6 +17,16 @@
 //! A restore opens a reader session (`POST /api/v1/reader`, ReaderStart ->
 //! ReaderSession) and reads indexes and chunks of that one snapshot.
 //!
+//! A backup or restore through a source handler that runs on the client
+//! first fetches the handler the server stores:
+//!
+//! ```text
+//! GET    /api/v1/sources                          -> [SourceHandlerInfo]
+//! GET    /api/v1/sources/{name}/component         the component (application/wasm)
+//! ```
+//!
+//! and checks the component against the listed digest before compiling it.
+//!
 //! Invariants: a client learns only the chunks of its group's newest
 //! snapshot (no probing for others); an index may name only those chunks
 //! and the ones uploaded in the same session; nothing is visible until
@@ -103,6 +113,59 @@ pub struct Finished {
     pub snapshot: String,
     /// The manifest as committed (the server's own chunk counts).
     pub manifest: Manifest,
+}
+
+/// A stored source handler as `GET /api/v1/sources` lists it: what a
+/// client needs to fetch its component, check it and run it under the
+/// budget the server's operator gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceHandlerInfo {
+    /// The name it is stored under (`--source NAME`).
+    pub name: String,
+    /// The handler's own name and version, from its `describe`.
+    pub policy_name: String,
+    pub policy_version: String,
+    /// blake3 of the component, hex.
+    pub digest: String,
+    pub size: u64,
+    /// CPU budget per call, milliseconds.
+    pub cpu_ms: u64,
+    /// Memory cap, MiB.
+    pub memory_mib: u64,
+}
+
+impl From<&model::PolicyRecord> for SourceHandlerInfo {
+    fn from(r: &model::PolicyRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            policy_name: r.policy_name.clone(),
+            policy_version: r.policy_version.clone(),
+            digest: r.digest.clone(),
+            size: r.size,
+            cpu_ms: r.cpu_ms,
+            memory_mib: r.memory_mib,
+        }
+    }
+}
+
+impl SourceHandlerInfo {
+    /// The policy record a client loads the fetched component under.
+    pub fn record(&self) -> model::PolicyRecord {
+        model::PolicyRecord {
+            name: self.name.clone(),
+            world: "source".into(),
+            wit_version: String::new(),
+            policy_name: self.policy_name.clone(),
+            policy_version: self.policy_version.clone(),
+            description: String::new(),
+            params: Vec::new(),
+            digest: self.digest.clone(),
+            size: self.size,
+            added: 0,
+            cpu_ms: self.cpu_ms,
+            memory_mib: self.memory_mib,
+        }
+    }
 }
 
 /// Whether `file` is a plain index file name (`www.meta.didx`, `disk.img.fidx`).

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use engine::backup::BackupTarget;
+use engine::items::{ItemSource, SourceBackup};
 use engine::target::{ChunkRead, ChunkSink, SnapshotRead};
 use engine::{BackupOptions, BackupReport, Progress};
 use engine::{ChunkId, IndexRef, Manifest, StoreError, WriteCounters, decode_checked};
@@ -24,7 +25,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::protocol::{BackupSession, BackupStart, Finished, ReaderSession, ReaderStart};
+use crate::protocol::{BackupSession, BackupStart, Finished, ReaderSession, ReaderStart, SourceHandlerInfo};
 
 /// `--server`, `--token`, `--fingerprint`, shared by the commands that can
 /// work against a server.
@@ -223,7 +224,31 @@ impl Remote {
     /// walk, chunking and compression as a local backup; chunks of the
     /// group's previous snapshot are named, the rest uploaded.
     pub fn backup(&self, opts: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
-        let s = self.start_backup(&opts.group, opts.time)?;
+        self.backup_with(&opts.group, opts.time, |target| engine::backup::back_up(target, opts, progress))
+    }
+
+    /// Back up what a source handler running here yields into a new
+    /// snapshot on the server (see [`engine::items::back_up_items`]).
+    pub fn backup_items(
+        &self,
+        opts: &SourceBackup,
+        source: &mut dyn ItemSource,
+        progress: &Progress,
+    ) -> Result<BackupReport> {
+        self.backup_with(&opts.group, opts.time, |target| {
+            engine::items::back_up_items(target, opts, source, progress)
+        })
+    }
+
+    /// Open a backup session for `group` at `time`, let `run` store its
+    /// data and make its manifest, and have the server commit it.
+    fn backup_with(
+        &self,
+        group: &model::BackupGroup,
+        time: i64,
+        run: impl FnOnce(&BackupTarget<'_>) -> Result<Manifest>,
+    ) -> Result<BackupReport> {
+        let s = self.start_backup(group, time)?;
         // From here on, dropping `sink` aborts the session on the server.
         let mut sink = RemoteBackup::new(self.clone(), s.session);
         let config = s.settings.config()?;
@@ -240,10 +265,34 @@ impl Remote {
             prev: prev.as_ref().map(|p| (p.id.clone(), p.manifest.clone())),
             config,
         };
-        let manifest = engine::backup::back_up(&target, opts, progress)?;
+        let manifest = run(&target)?;
         let done = sink.finish(&manifest)?;
         let id = SnapshotId::parse(&done.snapshot, &Namespace::root())?;
         Ok(BackupReport { id, stats: done.manifest.stats, errors: done.manifest.errors })
+    }
+
+    /// The source handlers the server stores.
+    pub fn source_handlers(&self) -> Result<Vec<SourceHandlerInfo>> {
+        let res = self.send(self.request(Method::GET, "/api/v1/sources"), "listing the source handlers")?;
+        res.json().map_err(|e| anyhow!("listing the source handlers: unreadable answer: {e}"))
+    }
+
+    /// The component of source handler `h`, checked against its listed
+    /// digest (it runs here, so it must be the one the server stores).
+    pub fn source_component(&self, h: &SourceHandlerInfo) -> Result<Vec<u8>> {
+        let what = format!("fetching the source handler {}", h.name);
+        let wasm = self.get_bytes(&format!("/api/v1/sources/{}/component", h.name), &what)?;
+        if wasm.len() > policy::MAX_COMPONENT_BYTES {
+            bail!(
+                "{what}: {} bytes, over the {} byte limit for a component",
+                wasm.len(),
+                policy::MAX_COMPONENT_BYTES
+            );
+        }
+        if blake3::hash(&wasm).to_hex().as_str() != h.digest {
+            bail!("{what}: the component does not match the digest the server lists for it");
+        }
+        Ok(wasm)
     }
 
     /// Open a snapshot for reading.

@@ -1,17 +1,21 @@
 //! Backups and restores through a source handler (a stored `source`
 //! policy), for `cairn backup --source`, `cairn restore` of a snapshot a
-//! handler made, and jobs with a source handler.
+//! handler made, and jobs with a source handler. Against a server, the
+//! client fetches the handler the server stores and runs it itself.
 
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use engine::items::{self, Item, ItemSink, ItemSource, SourceBackup, Step};
+use engine::restore::Reader;
 use engine::{BackupReport, Engine, Manifest, Progress};
 use model::PolicyRecord;
 use model::{BackupGroup, SnapshotId};
 use policy::{Grants, Host, SourceSession, SourceStep};
 
-use crate::policies::{host, ready};
+use crate::policies::{host, ready, ready_uncached};
+use crate::protocol::SourceHandlerInfo;
+use crate::remote::{Remote, RemoteSnapshot};
 
 /// Check the hosts a handler may reach (`HOST:PORT`) and the granted
 /// directory.
@@ -36,7 +40,7 @@ pub fn grants(allow_hosts: &[String], grant_dir: Option<&Path>) -> Result<Grants
     Ok(Grants { dir: grant_dir.map(Into::into), hosts })
 }
 
-/// A stored source policy, ready to start.
+/// A source handler's component, ready to start.
 struct Handler<'h> {
     host: &'h Host,
     record: PolicyRecord,
@@ -45,59 +49,127 @@ struct Handler<'h> {
 }
 
 impl<'h> Handler<'h> {
-    fn load(engine: &Engine, host: &'h Host, record: PolicyRecord, wasm: &[u8]) -> Result<Handler<'h>> {
+    /// Compile (or load the compiled form `cache` keeps) `wasm`, the
+    /// component of `record`.
+    fn load(
+        cache: Option<&Engine>,
+        host: &'h Host,
+        record: PolicyRecord,
+        wasm: &[u8],
+    ) -> Result<Handler<'h>> {
         if record.world != "source" {
             bail!("policy {} is a {} policy, not a source handler", record.name, record.world);
         }
-        let (policy, limits) = ready(engine, host, &record, wasm)?;
+        let (policy, limits) = match cache {
+            Some(engine) => ready(engine, host, &record, wasm)?,
+            None => ready_uncached(host, &record, wasm)?,
+        };
         Ok(Handler { host, record, policy, limits })
+    }
+
+    /// The handler `name` the server stores, fetched and checked.
+    fn fetch(
+        remote: &Remote,
+        host: &'h Host,
+        pick: impl Fn(&SourceHandlerInfo) -> bool,
+    ) -> Result<Option<Self>> {
+        let Some(info) = remote.source_handlers()?.into_iter().find(pick) else { return Ok(None) };
+        let wasm = remote.source_component(&info)?;
+        Handler::load(None, host, info.record(), &wasm).map(Some)
     }
 
     fn start(&self, grants: &Grants) -> Result<SourceSession> {
         Ok(self.host.source(&self.policy, grants, Some(&self.limits))?)
     }
+
+    /// Run the handler's backup; `store` makes the snapshot from its steps.
+    fn back_up(
+        &self,
+        run: &HandlerRun<'_>,
+        store: impl FnOnce(&SourceBackup, &mut dyn ItemSource) -> Result<BackupReport>,
+    ) -> Result<BackupReport> {
+        let mut session = self.start(run.grants)?;
+        if !session.features.full {
+            bail!("{} cannot make a full backup (its capabilities say so)", self.policy.label());
+        }
+        // Every backup is full: the items of an incremental one would need
+        // merging with the previous snapshot's to make a complete snapshot,
+        // which Cairn does not do yet, so handlers get no `since`.
+        session.begin_backup(run.params, None)?;
+        let opts = SourceBackup {
+            group: run.group.clone(),
+            tags: run.tags.to_vec(),
+            time: run.time,
+            archive: self.record.policy_name.clone(),
+            handler: engine::SourceHandler {
+                name: self.record.policy_name.clone(),
+                version: self.record.policy_version.clone(),
+                digest: Some(self.record.digest.clone()),
+            },
+        };
+        let mut steps = Steps { session: &mut session, announced: None };
+        let report = store(&opts, &mut steps);
+        log_stderr(&self.record.name, &session);
+        report
+    }
+
+    /// Hand the items `replay` reads back to the handler's restore.
+    fn restore(
+        &self,
+        params: &[(String, String)],
+        grants: &Grants,
+        replay: impl FnOnce(&mut dyn ItemSink) -> Result<()>,
+    ) -> Result<()> {
+        let mut session = self.start(grants)?;
+        session.begin_restore(params)?;
+        let replayed = replay(&mut Upload { session: &mut session });
+        let finished = replayed.and_then(|()| Ok(session.finish_restore()?));
+        log_stderr(&self.record.name, &session);
+        finished
+    }
 }
 
-/// `cairn backup --source NAME`: run the handler's backup into a new
-/// snapshot of `group`.
-#[allow(clippy::too_many_arguments)] // what a backup through a handler is
+/// What one backup through a handler is: the handler's parameters and
+/// grants, and the snapshot to make.
+pub struct HandlerRun<'a> {
+    pub params: &'a [(String, String)],
+    pub grants: &'a Grants,
+    pub group: BackupGroup,
+    pub tags: &'a [String],
+    /// Snapshot time, epoch seconds.
+    pub time: i64,
+}
+
+/// `cairn backup --source NAME` (and a job with a source handler): run the
+/// stored handler's backup into a new snapshot in the local datastore.
 pub fn backup(
     engine: &Engine,
     host: &Host,
     name: &str,
-    params: &[(String, String)],
-    grants: &Grants,
-    group: BackupGroup,
-    tags: Vec<String>,
-    time: i64,
+    run: &HandlerRun<'_>,
     progress: &Progress,
 ) -> Result<BackupReport> {
     let (record, wasm) =
         engine.load_policy(name)?.ok_or_else(|| crate::policies::NoSuchPolicy(name.to_owned()))?;
-    let handler = Handler::load(engine, host, record, &wasm)?;
-    let mut session = handler.start(grants)?;
-    if !session.features.full {
-        bail!("{} cannot make a full backup (its capabilities say so)", handler.policy.label());
-    }
-    // Every backup is full: the items of an incremental one would need
-    // merging with the previous snapshot's to make a complete snapshot,
-    // which Cairn does not do yet, so handlers get no `since`.
-    session.begin_backup(params, None)?;
-    let opts = SourceBackup {
-        group,
-        tags,
-        time,
-        archive: handler.record.policy_name.clone(),
-        handler: engine::SourceHandler {
-            name: handler.record.policy_name.clone(),
-            version: handler.record.policy_version.clone(),
-            digest: Some(handler.record.digest.clone()),
-        },
-    };
-    let mut steps = Steps { session: &mut session, announced: None };
-    let report = engine.backup_items(&opts, &mut steps, progress);
-    log_stderr(&handler.record.name, &session);
-    report
+    let handler = Handler::load(Some(engine), host, record, &wasm)?;
+    handler.back_up(run, |opts, steps| engine.backup_items(opts, steps, progress))
+}
+
+/// `cairn backup --source NAME --server URL`: fetch the handler the server
+/// stores under `name`, run it here, and upload what it reads into a new
+/// snapshot on the server. The handler reaches only what `run.grants`
+/// give it on this machine.
+pub fn backup_remote(
+    remote: &Remote,
+    host: &Host,
+    name: &str,
+    run: &HandlerRun<'_>,
+    progress: &Progress,
+) -> Result<BackupReport> {
+    let handler = Handler::fetch(remote, host, |h| h.name == name)?.ok_or_else(|| {
+        anyhow!("the server has no source handler named {name:?} (its `cairn policy list` shows what it has)")
+    })?;
+    handler.back_up(run, |opts, steps| remote.backup_items(opts, steps, progress))
 }
 
 fn log_stderr(name: &str, session: &SourceSession) {
@@ -204,24 +276,45 @@ pub fn restore(
 ) -> Result<()> {
     let digest = m.source.digest.as_deref().unwrap_or_default();
     let found = engine.list_policies()?.into_iter().find(|r| r.world == "source" && r.digest == digest);
-    let Some(record) = found else {
-        bail!(
-            "{id} was made by the source handler {} {} (component blake3 {}), which is not stored here; \
-             add that component with `cairn policy add`, or restore its items as plain files with --raw",
-            m.source.name,
-            m.source.version,
-            digest.chars().take(16).collect::<String>()
-        );
-    };
+    let Some(record) = found else { bail!(handler_missing(id, m, "here")) };
     let (record, wasm) =
         engine.load_policy(&record.name)?.ok_or_else(|| anyhow!("policy {} disappeared", record.name))?;
     let host = host()?;
-    let handler = Handler::load(engine, &host, record, &wasm)?;
-    let mut session = handler.start(grants)?;
-    session.begin_restore(params)?;
-    let archive = &m.archives.first().ok_or_else(|| anyhow!("{id} has no archive"))?.name;
-    let replayed = engine.replay(id, archive, &mut Upload { session: &mut session }, progress);
-    let finished = replayed.and_then(|()| Ok(session.finish_restore()?));
-    log_stderr(&handler.record.name, &session);
-    finished
+    let handler = Handler::load(Some(engine), &host, record, &wasm)?;
+    let archive = first_archive(id, m)?;
+    handler.restore(params, grants, |sink| engine.replay(id, archive, sink, progress))
+}
+
+/// Restore a snapshot on the server (made by a handler) through the
+/// handler with the very component that made it, fetched from the server
+/// and run here.
+pub fn restore_remote(
+    remote: &Remote,
+    snapshot: &RemoteSnapshot,
+    params: &[(String, String)],
+    grants: &Grants,
+    progress: &Progress,
+) -> Result<()> {
+    let (id, m) = (&snapshot.id, &snapshot.manifest);
+    let digest = m.source.digest.as_deref().unwrap_or_default();
+    let host = host()?;
+    let Some(handler) = Handler::fetch(remote, &host, |h| h.digest == digest)? else {
+        bail!(handler_missing(id, m, "on the server"))
+    };
+    let archive = first_archive(id, m)?;
+    handler.restore(params, grants, |sink| Reader::new(snapshot).replay(id, archive, sink, progress))
+}
+
+fn first_archive<'m>(id: &SnapshotId, m: &'m Manifest) -> Result<&'m str> {
+    Ok(&m.archives.first().ok_or_else(|| anyhow!("{id} has no archive"))?.name)
+}
+
+fn handler_missing(id: &SnapshotId, m: &Manifest, place: &str) -> String {
+    format!(
+        "{id} was made by the source handler {} {} (component blake3 {}), which is not stored {place}; \
+         add that component with `cairn policy add`, or restore its items as plain files with --raw",
+        m.source.name,
+        m.source.version,
+        m.source.digest.as_deref().unwrap_or_default().chars().take(16).collect::<String>()
+    )
 }

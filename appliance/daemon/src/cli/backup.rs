@@ -29,12 +29,13 @@ compressing happen here exactly as for a local backup; the server tells which ch
 snapshot of the group holds, only the others are uploaded and checked on arrival, and the \
 snapshot becomes visible on the server only when everything arrived.
 
-With --source NAME, a stored source handler (a `source` policy, see `cairn policy add`) reads the source instead of the file walker: an HTTP export, a database dump. It reaches only what --allow-host and --grant-dir grant, its items become one file archive named after the handler, and the snapshot records which handler (name, version, component digest) made it, so that `cairn restore` hands the items back to the same handler.")]
+With --source NAME, a stored source handler (a `source` policy, see `cairn policy add`) reads the source instead of the file walker: an HTTP export, a database dump. It reaches only what --allow-host and --grant-dir grant, its items become one file archive named after the handler, and the snapshot records which handler (name, version, component digest) made it, so that `cairn restore` hands the items back to the same handler. With --server as well, the handler is the one the server stores under NAME: it is fetched, checked against the digest the server lists, and run here, with only what this machine's --allow-host and --grant-dir grant; what it reads is uploaded like any other backup.")]
 pub struct BackupArgs {
     /// Directories, regular files or block devices to back up.
     #[arg(required_unless_present = "source", conflicts_with = "source", value_name = "SOURCE")]
     sources: Vec<PathBuf>,
-    /// Back up through this stored source handler instead of reading files.
+    /// Back up through this stored source handler instead of reading files (with --server:
+    /// one the server stores, run here).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["excludes", "one_file_system"])]
     source: Option<String>,
     #[command(flatten)]
@@ -101,19 +102,25 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     }
     let remote = a.remote.connect()?;
     if let Some(name) = &a.source {
-        if remote.is_some() {
-            return Err(anyhow!(
-                "--source backs up into the local datastore; it cannot be combined with --server"
-            ));
-        }
-        let engine = open(cli)?;
-        let progress = Arc::new(Progress::default());
-        let bar = Bar::start("backup", progress.clone());
         let (params, grants) = (super::policy::parse_params(&a.handler.params)?, a.handler.grants()?);
+        let run = source::HandlerRun { params: &params, grants: &grants, group, tags: &a.tags, time };
         let host = crate::policies::host()?;
-        let report =
-            source::backup(&engine, &host, name, &params, &grants, group, a.tags.clone(), time, &progress);
-        bar.done();
+        let progress = Arc::new(Progress::default());
+        let report = match &remote {
+            Some(remote) => {
+                let bar = Bar::start("backup", progress.clone());
+                let report = source::backup_remote(remote, &host, name, &run, &progress);
+                bar.done();
+                report
+            }
+            None => {
+                let engine = open(cli)?;
+                let bar = Bar::start("backup", progress.clone());
+                let report = source::backup(&engine, &host, name, &run, &progress);
+                bar.done();
+                report
+            }
+        };
         return print_report(a, report?);
     }
     let opts = BackupOptions {

@@ -17,7 +17,7 @@ use super::source::{self, HandlerArgs};
 use super::{Cli, NsArg, open};
 use crate::output;
 use crate::progress::Bar;
-use crate::remote::RemoteArgs;
+use crate::remote::{Remote, RemoteArgs, RemoteSnapshot};
 
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
@@ -55,7 +55,8 @@ snapshot contains, and existing files are left alone unless --overwrite is given
 times, extended attributes, ACLs, hard links and holes of sparse files are restored.
 
 A snapshot made by a source handler (`cairn backup --source`) is restored through the same \
-handler, found among the stored policies by its component digest: its items go back to it in \
+handler, found among the stored policies by its component digest (with --server, among the \
+server's; it is fetched, checked and run here): its items go back to it in \
 order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is given. \
 With --raw (also the way when the handler is gone), its items are restored as plain files into \
 TARGET instead.")]
@@ -192,28 +193,52 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Restore `id` through the source handler that made it, if one did;
+/// false when it is an ordinary snapshot.
+fn through_handler(
+    cli: &Cli,
+    a: &RestoreArgs,
+    id: &SnapshotId,
+    remote: Option<(&Remote, &RemoteSnapshot)>,
+) -> Result<bool> {
+    let (engine, m) = match remote {
+        Some((_, s)) => (None, s.manifest.clone()),
+        None => {
+            let engine = open(cli)?;
+            let m = engine.datastore().read_manifest(id)?;
+            (Some(engine), m)
+        }
+    };
+    if !source::made_by_handler(&m) {
+        return Ok(false);
+    }
+    if a.path.is_some() || a.target.is_some() {
+        bail!(
+            "{id} was made by the source handler {}: restore it through the handler without \
+             TARGET or --path, or add --raw to restore its items as plain files into TARGET",
+            m.source.name
+        );
+    }
+    let progress = Arc::new(Progress::default());
+    progress.total_bytes.store(m.stats.size, std::sync::atomic::Ordering::Relaxed);
+    let bar = Bar::start("restore", progress.clone());
+    let done = match (remote, &engine) {
+        (Some((remote, snapshot)), _) => source::restore_remote(remote, snapshot, &a.handler, &progress),
+        (None, Some(engine)) => source::restore(engine, id, &m, &a.handler, &progress),
+        (None, None) => unreachable!("a local restore opened the datastore"),
+    };
+    bar.done();
+    done?;
+    println!("restored {id} through the source handler {} {}", m.source.name, m.source.version);
+    Ok(true)
+}
+
 pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
-    if a.remote.server.is_none() && !a.raw {
-        let engine = open(cli)?;
-        let m = engine.datastore().read_manifest(&id)?;
-        if source::made_by_handler(&m) {
-            if a.path.is_some() || a.target.is_some() {
-                bail!(
-                    "{id} was made by the source handler {}: restore it through the handler without \
-                     TARGET or --path, or add --raw to restore its items as plain files into TARGET",
-                    m.source.name
-                );
-            }
-            let progress = Arc::new(Progress::default());
-            progress.total_bytes.store(m.stats.size, std::sync::atomic::Ordering::Relaxed);
-            let bar = Bar::start("restore", progress.clone());
-            let done = source::restore(&engine, &id, &m, &a.handler, &progress);
-            bar.done();
-            done?;
-            println!("restored {id} through the source handler {} {}", m.source.name, m.source.version);
-            return Ok(ExitCode::SUCCESS);
-        }
+    let remote = a.remote.connect()?;
+    let snapshot = remote.as_ref().map(|r| r.open_snapshot(&id)).transpose()?;
+    if !a.raw && through_handler(cli, a, &id, remote.as_ref().zip(snapshot.as_ref()))? {
+        return Ok(ExitCode::SUCCESS);
     }
     if !a.handler.is_empty() {
         bail!("--param, --allow-host and --grant-dir are for a restore through a source handler");
@@ -229,9 +254,8 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     };
     let progress = Arc::new(Progress::default());
     let set_total = |size: u64| progress.total_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
-    let report = match a.remote.connect()? {
-        Some(remote) => {
-            let snapshot = remote.open_snapshot(&req.snapshot)?;
+    let report = match snapshot {
+        Some(snapshot) => {
             set_total(snapshot.manifest.archives.iter().map(|a| a.size).sum());
             let bar = Bar::start("restore", progress.clone());
             let report = Reader::new(&snapshot).restore(&req, &progress);

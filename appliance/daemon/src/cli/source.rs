@@ -8,7 +8,7 @@ use anyhow::Result;
 use policy::Grants;
 
 use crate::sources::grants;
-pub use crate::sources::{backup, made_by_handler};
+pub use crate::sources::{HandlerRun, backup, backup_remote, made_by_handler};
 
 /// What a source handler gets: its parameters and what it may reach.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -46,4 +46,16 @@ pub fn restore(
 ) -> Result<()> {
     let params = super::policy::parse_params(&args.params)?;
     crate::sources::restore(engine, id, m, &params, &args.grants()?, progress)
+}
+
+/// Restore a snapshot on the server through the handler that made it (see
+/// [`crate::sources::restore_remote`]), with what `args` give it.
+pub fn restore_remote(
+    remote: &crate::remote::Remote,
+    snapshot: &crate::remote::RemoteSnapshot,
+    args: &HandlerArgs,
+    progress: &engine::Progress,
+) -> Result<()> {
+    let params = super::policy::parse_params(&args.params)?;
+    crate::sources::restore_remote(remote, snapshot, &params, &args.grants()?, progress)
 }

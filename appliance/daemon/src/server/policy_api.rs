@@ -9,8 +9,8 @@ use askama::Template;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use model::PolicyRecord;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
 use super::views::{Chrome, Flash, form_number, render_flash};
 use crate::policies::{self, NoSuchPolicy, PolicyJson, Simulation};
+use crate::protocol::SourceHandlerInfo;
 
 /// Largest upload: the component size limit plus room for nothing else.
 pub const MAX_POLICY_BODY: usize = policy::MAX_COMPONENT_BYTES;
@@ -80,6 +81,35 @@ pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Ap
     policies::check_name(&name)?;
     let record = state.engine(move |e| Ok(e.policy(&name)?.ok_or(NoSuchPolicy(name))?)).await?;
     Ok(Json(PolicyJson::from(&record)))
+}
+
+/// `GET /api/v1/sources`: the stored source handlers, for clients that
+/// run one themselves and upload what it reads (see `crate::protocol`).
+pub async fn sources(State(state): State<AppState>) -> AppResult<Json<Vec<SourceHandlerInfo>>> {
+    let all = stored(&state).await?;
+    Ok(Json(all.iter().filter(|r| r.world == "source").map(SourceHandlerInfo::from).collect()))
+}
+
+/// `GET /api/v1/sources/{name}/component`: a source handler's component.
+/// Other policies are not handed out here: only source handlers run on
+/// clients.
+pub async fn source_component(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> AppResult<Response> {
+    policies::check_name(&name)?;
+    let wanted = name.clone();
+    let found = state
+        .engine(move |e| {
+            Ok(e.load_policy(&wanted)?.filter(|(r, _)| r.world == "source").map(|(_, wasm)| wasm))
+        })
+        .await?;
+    let Some(wasm) = found else {
+        return Err(AppError::not_found(format!("no source handler named {name:?}")));
+    };
+    let mut res = wasm.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    Ok(res)
 }
 
 /// Remove stored policy `name`.

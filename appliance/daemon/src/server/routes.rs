@@ -186,6 +186,20 @@ pub fn routes() -> Vec<RouteSpec> {
             post(policy_api::simulate),
         ),
         r(
+            Method::GET,
+            "/api/v1/sources",
+            Client,
+            "Stored source handlers, for clients that run one and upload what it reads.",
+            get(policy_api::sources),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/sources/{name}/component",
+            Client,
+            "A source handler's component (`application/wasm`).",
+            get(policy_api::source_component),
+        ),
+        r(
             Method::POST,
             "/api/v1/backup",
             Client,

@@ -134,6 +134,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/jobs/{name}/run", "operate"),
     ("GET", "/api/v1/tasks", "read"),
     ("GET", "/api/v1/tasks/{id}", "read"),
+    ("GET", "/api/v1/sources", "client"),
+    ("GET", "/api/v1/sources/{name}/component", "client"),
     ("POST", "/api/v1/backup", "client"),
     ("PUT", "/api/v1/backup/{session}/chunks/{chunk}", "client"),
     ("PUT", "/api/v1/backup/{session}/indexes/{file}", "client"),
