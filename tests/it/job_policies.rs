@@ -155,6 +155,30 @@ fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
     run_ok(store.cmd().args(["restore", "--raw", snaps[0]["id"].as_str().unwrap()]).arg(&raw));
     assert!(std::fs::read(raw.join("dump")).unwrap() == data);
 
+    // A job whose handler yields more than the job's size limit fails
+    // its run and keeps nothing.
+    run_ok(store.cmd().args([
+        "job",
+        "add",
+        "db-small",
+        "--group",
+        "app/small",
+        "--source",
+        "source-http",
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+        "--max-size",
+        "100K",
+        "--schedule",
+        "0 3 * * *",
+    ]));
+    let r = run_code(store.cmd().args(["job", "run", "db-small"]), 1);
+    assert!(r.stdout.contains("size limit of 100.0 KiB"), "{}", r.stdout);
+    let snaps = run_json(store.cmd().args(["snapshots", "app/small", "--json"]));
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
+
     // A job naming a policy that is gone fails its run with a clear log.
     run_ok(store.cmd().args(["policy", "rm", "gfs"]));
     let r = run_code(store.cmd().args(["job", "run", "db"]), 1);

@@ -12,30 +12,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use testkit::{build_tricky_tree, write_random_tree};
 
-use crate::serve::{Server, pinned_client};
+use crate::serve::{Server, client, pinned_client, token};
 use crate::support::{Store, assert_same_tree, cairn, parse_json, run, run_code, run_json, u64_of};
-
-/// A `cairn` command that talks to `server` with `token` and keeps no
-/// local datastore (the path it names must stay absent).
-fn client(store: &Store, server: &Server, token: &str, command: &str) -> Command {
-    let mut cmd = cairn(&store.path("client-ds"));
-    cmd.arg(command);
-    cmd.args(["--server", &server.url(""), "--token", token, "--fingerprint", &server.fingerprint]);
-    cmd
-}
 
 /// `cmd ... --json` with the given exit code, as JSON.
 fn json_of(cmd: &mut Command) -> Value {
     parse_json(&run_code(cmd.arg("--json"), 0))
-}
-
-fn token(store: &Store, name: &str, role: &str, group: Option<&str>) -> String {
-    let mut cmd = store.cmd();
-    cmd.args(["token", "create", "--name", name, "--role", role]);
-    if let Some(g) = group {
-        cmd.args(["--group", g]);
-    }
-    crate::support::run_ok(&mut cmd).trim().to_owned()
 }
 
 #[test]

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Store, run_ok};
+use crate::support::{Store, cairn, run_ok};
 
 /// Accepts exactly one certificate, named by its SHA-256 fingerprint.
 #[derive(Debug)]
@@ -369,4 +369,23 @@ fn check_reports_overdue_jobs_with_nagios_exit_codes() {
     assert_eq!(r.code, 3, "{r:?}");
     let r = crate::support::run(store.cmd().arg("check"));
     assert_eq!(r.code, 1, "one job pending, none overdue: {r:?}");
+}
+
+/// A `cairn` command that talks to `server` with `token` and keeps no
+/// local datastore (the path it names must stay absent).
+pub fn client(store: &Store, server: &Server, token: &str, command: &str) -> Command {
+    let mut cmd = cairn(&store.path("client-ds"));
+    cmd.arg(command);
+    cmd.args(["--server", &server.url(""), "--token", token, "--fingerprint", &server.fingerprint]);
+    cmd
+}
+
+/// A new API token (`cairn token create`), its secret.
+pub fn token(store: &Store, name: &str, role: &str, group: Option<&str>) -> String {
+    let mut cmd = store.cmd();
+    cmd.args(["token", "create", "--name", name, "--role", role]);
+    if let Some(g) = group {
+        cmd.args(["--group", g]);
+    }
+    run_ok(&mut cmd).trim().to_owned()
 }

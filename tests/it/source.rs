@@ -4,10 +4,8 @@
 //! happens without the grant or without the handler; the same through a
 //! Cairn server, with the server's handler fetched and run on the client.
 
-use std::process::Command;
-
-use crate::serve::{Server, pinned_client};
-use crate::support::{Store, cairn, run, run_code, run_json, run_ok};
+use crate::serve::{Server, client, pinned_client, token};
+use crate::support::{Store, run, run_code, run_json, run_ok, u64_of};
 use testkit::http::ExportServer;
 
 fn export(len: usize) -> Vec<u8> {
@@ -47,6 +45,31 @@ fn http_export_backs_up_and_restores_through_the_handler_or_raw() {
             "--json",
         ]))
     };
+    // A size limit below the export's size fails the backup: nothing is
+    // kept, no work area is left.
+    let r = run_code(
+        store.cmd().args([
+            "backup",
+            "--source",
+            "source-http",
+            "--param",
+            &url,
+            "--allow-host",
+            &allow,
+            "--max-size",
+            "2M",
+            "--group",
+            "app/db",
+        ]),
+        1,
+    );
+    assert!(
+        r.stderr.contains("size limit of 2.0 MiB") && r.stderr.contains("nothing was kept"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_dir(store.ds.join("writers")).map(|d| d.count()).unwrap_or(0), 0);
+    assert!(!store.ds.join("snapshots/app").exists(), "no snapshot of the group");
     let first = backup("2026-11-30T02:00:00Z");
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(first["files"], 1);
@@ -132,14 +155,11 @@ fn a_handler_without_its_grant_makes_no_snapshot() {
     // Handler flags without a handler are refused.
     let r = run_code(store.cmd().args(["backup", "/tmp", "--group", "a/b", "--allow-host", "x:1"]), 1);
     assert!(r.stderr.contains("--source NAME"), "{}", r.stderr);
-}
-
-/// `cairn COMMAND --server ...` with `token`, keeping no local datastore.
-fn remote(store: &Store, server: &Server, token: &str, command: &str) -> Command {
-    let mut cmd = cairn(&store.path("client-ds"));
-    cmd.arg(command);
-    cmd.args(["--server", &server.url(""), "--token", token, "--fingerprint", &server.fingerprint]);
-    cmd
+    let r = run_code(
+        store.cmd().args(["backup", "--source", "hostile-source", "--max-size", "0", "--group", "a/b"]),
+        2,
+    );
+    assert!(r.stderr.contains("allows nothing"), "{}", r.stderr);
 }
 
 #[test]
@@ -149,18 +169,7 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
     let store = Store::new();
     run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
     run_ok(store.cmd().args(["policy", "add", "--name", "gfs"]).arg(policy_guests::example("retention-gfs")));
-    let token = run_ok(store.cmd().args([
-        "token",
-        "create",
-        "--name",
-        "app",
-        "--role",
-        "backup-client",
-        "--group",
-        "app/db",
-    ]))
-    .trim()
-    .to_owned();
+    let token = token(&store, "app", "backup-client", Some("app/db"));
     let server = Server::start(&store);
     let api = pinned_client(&server.fingerprint);
     let url = format!("url=http://{}/exports/app.dump", http.authority());
@@ -180,7 +189,7 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
         crate::support::parse_json(&r)
     };
     let backup = |time: &str, allow: &str| {
-        run(remote(&store, &server, &token, "backup").args([
+        run(client(&store, &server, &token, "backup").args([
             "--source",
             "source-http",
             "--param",
@@ -203,7 +212,11 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
         "{first}"
     );
     assert!(!store.path("client-ds").exists(), "a remote backup makes no local datastore");
-    assert_eq!(http.requests().iter().filter(|r| r.method == "GET").count(), 1, "the handler ran once, here");
+    assert_eq!(
+        http.requests().iter().filter(|r| r.method == "GET").count(),
+        1,
+        "the handler read the export once"
+    );
 
     // The server holds the export: download it through the API.
     let path = format!("/api/v1/snapshots/{id}/download?path=source-http/app.dump");
@@ -211,8 +224,9 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
     assert!(got.as_ref() == data.as_slice(), "the server's copy is the export ({} bytes)", got.len());
 
     // Unchanged export, second backup: its data chunks are named, not sent.
+    assert!(u64_of(&first, "stored") > 100_000 && u64_of(&first, "new_chunks") >= 1, "{first}");
     let second = ok_json(backup("2026-12-01T02:00:00Z", &allow));
-    assert!(second["stored"].as_u64() < Some(1024), "{second}");
+    assert!(u64_of(&second, "new_chunks") <= 1 && u64_of(&second, "stored") < 1024, "{second}");
 
     // The client's grants bound the handler: without --allow-host for the
     // export's host it cannot reach it, and nothing appears on the server.
@@ -228,14 +242,38 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
         .unwrap();
     assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
 
+    // Over the size limit: the backup fails and nothing appears either.
+    let r = run(client(&store, &server, &token, "backup").args([
+        "--source",
+        "source-http",
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+        "--max-size",
+        "1M",
+        "--group",
+        "app/db",
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("size limit of 1.0 MiB (1048576 bytes)"), "{}", r.stderr);
+    let snaps: serde_json::Value = api
+        .get(server.url("/api/v1/snapshots?group=app/db"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
+
     // A name the server has no source handler under.
     let r =
-        run_code(remote(&store, &server, &token, "backup").args(["--source", "gfs", "--group", "app/db"]), 1);
+        run_code(client(&store, &server, &token, "backup").args(["--source", "gfs", "--group", "app/db"]), 1);
     assert!(r.stderr.contains("no source handler named \"gfs\""), "{}", r.stderr);
 
     // Restore through the server: the handler, fetched by the digest the
     // snapshot records, uploads the export back.
-    let restored = run_ok(remote(&store, &server, &token, "restore").args([
+    let restored = run_ok(client(&store, &server, &token, "restore").args([
         &id,
         "--param",
         &url,
@@ -248,9 +286,9 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
 
     // --raw: the items as plain files; a TARGET without --raw is refused.
     let raw = store.path("raw");
-    run_ok(remote(&store, &server, &token, "restore").args(["--raw", &id]).arg(&raw));
+    run_ok(client(&store, &server, &token, "restore").args(["--raw", &id]).arg(&raw));
     assert!(std::fs::read(raw.join("app.dump")).unwrap() == data);
-    let r = run_code(remote(&store, &server, &token, "restore").arg(&id).arg(store.path("nowhere")), 1);
+    let r = run_code(client(&store, &server, &token, "restore").arg(&id).arg(store.path("nowhere")), 1);
     assert!(r.stderr.contains("--raw") && !store.path("nowhere").exists(), "{}", r.stderr);
     assert!(!store.path("client-ds").exists());
 }

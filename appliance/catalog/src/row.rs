@@ -353,6 +353,8 @@ pub(crate) struct JobSourceRow {
     pub allow_hosts: Vec<String>,
     #[serde(default)]
     pub grant_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 impl From<&PolicyUse> for PolicyUseRow {
@@ -387,6 +389,7 @@ impl From<&Job> for JobRowV1 {
                 params: s.params.clone(),
                 allow_hosts: s.allow_hosts.clone(),
                 grant_dir: s.grant_dir.clone(),
+                max_bytes: s.max_bytes,
             }),
         }
     }
@@ -413,6 +416,7 @@ impl TryFrom<JobRowV1> for Job {
                 params: s.params,
                 allow_hosts: s.allow_hosts,
                 grant_dir: s.grant_dir,
+                max_bytes: s.max_bytes,
             }),
         })
     }

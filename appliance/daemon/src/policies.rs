@@ -100,16 +100,24 @@ pub fn add(
     Ok(record)
 }
 
-/// Stored policy `record` (component `wasm`) ready to call, with its
-/// budget: from the compiled artifact cached for this build when it is
-/// usable, otherwise compiled again and the cache rewritten. Trouble with
-/// the cache is logged, never fatal; only the component can fail this.
-pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
-    let ds = engine.datastore();
+/// Policy `record` (component `wasm`) ready to call, with its budget:
+/// from the compiled artifact `cache`'s datastore keeps for this build
+/// when it is usable, otherwise compiled again and the cache rewritten.
+/// Trouble with the cache is logged, never fatal; only the component can
+/// fail this. Without a cache (a client running a server's source
+/// handler) it is compiled each time.
+pub fn ready(
+    cache: Option<&Engine>,
+    host: &Host,
+    record: &PolicyRecord,
+    wasm: &[u8],
+) -> Result<(Policy, Limits)> {
     let (name, tag) = (&record.name, host.artifact_tag());
-    let cached = ds.load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
-        tracing::warn!("policy {name}: cannot read its compiled artifact, compiling it again: {e}");
-        None
+    let cached = cache.and_then(|engine| {
+        engine.datastore().load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
+            tracing::warn!("policy {name}: cannot read its compiled artifact, compiling it again: {e}");
+            None
+        })
     });
     let limits = budget(record.cpu_ms, record.memory_mib);
     let ready =
@@ -125,18 +133,9 @@ pub fn ready(engine: &Engine, host: &Host, record: &PolicyRecord, wasm: &[u8]) -
             )
         }
     }
-    if let Some(artifact) = &ready.artifact {
+    if let (Some(engine), Some(artifact)) = (cache, &ready.artifact) {
         cache_artifact(engine, &record.digest, &tag, artifact);
     }
-    Ok((ready.policy, limits))
-}
-
-/// Like [`ready`] for a component that has no datastore to cache its
-/// compiled form in (a client running a server's source handler).
-pub fn ready_uncached(host: &Host, record: &PolicyRecord, wasm: &[u8]) -> Result<(Policy, Limits)> {
-    let limits = budget(record.cpu_ms, record.memory_mib);
-    let ready =
-        host.load_with_cache(wasm, None, &limits).with_context(|| format!("policy {}", record.name))?;
     Ok((ready.policy, limits))
 }
 
@@ -164,7 +163,7 @@ pub fn load(
             world.name()
         )));
     }
-    let (policy, limits) = ready(engine, host, &record, &wasm)?;
+    let (policy, limits) = ready(Some(engine), host, &record, &wasm)?;
     Ok((record, policy, limits))
 }
 
@@ -555,6 +554,7 @@ impl engine::jobs::JobPolicies for JobHost {
             group: job.group.clone(),
             tags: &tags,
             time,
+            max_bytes: source.max_bytes,
         };
         crate::sources::backup(engine, &host, &source.handler, &run, &engine::Progress::default())
     }

@@ -278,16 +278,21 @@ impl Remote {
     }
 
     /// The component of source handler `h`, checked against its listed
-    /// digest (it runs here, so it must be the one the server stores).
+    /// digest (it runs here, so it must be the one the server stores);
+    /// never read past the component size limit.
     pub fn source_component(&self, h: &SourceHandlerInfo) -> Result<Vec<u8>> {
+        use std::io::Read;
         let what = format!("fetching the source handler {}", h.name);
-        let wasm = self.get_bytes(&format!("/api/v1/sources/{}/component", h.name), &what)?;
-        if wasm.len() > policy::MAX_COMPONENT_BYTES {
-            bail!(
-                "{what}: {} bytes, over the {} byte limit for a component",
-                wasm.len(),
-                policy::MAX_COMPONENT_BYTES
-            );
+        let limit = policy::MAX_COMPONENT_BYTES as u64;
+        if h.size > limit {
+            bail!("{what}: the server lists {} bytes, over the {limit} byte limit for a component", h.size);
+        }
+        let res =
+            self.send(self.request(Method::GET, &format!("/api/v1/sources/{}/component", h.name)), &what)?;
+        let mut wasm = Vec::with_capacity(h.size as usize);
+        res.take(limit + 1).read_to_end(&mut wasm).map_err(|e| anyhow!("{what}: {e}"))?;
+        if wasm.len() as u64 > limit {
+            bail!("{what}: over the {limit} byte limit for a component");
         }
         if blake3::hash(&wasm).to_hex().as_str() != h.digest {
             bail!("{what}: the component does not match the digest the server lists for it");

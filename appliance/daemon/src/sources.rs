@@ -13,7 +13,7 @@ use model::PolicyRecord;
 use model::{BackupGroup, SnapshotId};
 use policy::{Grants, Host, SourceSession, SourceStep};
 
-use crate::policies::{host, ready, ready_uncached};
+use crate::policies::{host, ready};
 use crate::protocol::SourceHandlerInfo;
 use crate::remote::{Remote, RemoteSnapshot};
 
@@ -60,14 +60,12 @@ impl<'h> Handler<'h> {
         if record.world != "source" {
             bail!("policy {} is a {} policy, not a source handler", record.name, record.world);
         }
-        let (policy, limits) = match cache {
-            Some(engine) => ready(engine, host, &record, wasm)?,
-            None => ready_uncached(host, &record, wasm)?,
-        };
+        let (policy, limits) = ready(cache, host, &record, wasm)?;
         Ok(Handler { host, record, policy, limits })
     }
 
-    /// The handler `name` the server stores, fetched and checked.
+    /// The first source handler the server stores that `pick` accepts,
+    /// fetched and checked against its listed digest.
     fn fetch(
         remote: &Remote,
         host: &'h Host,
@@ -82,34 +80,46 @@ impl<'h> Handler<'h> {
         Ok(self.host.source(&self.policy, grants, Some(&self.limits))?)
     }
 
-    /// Run the handler's backup; `store` makes the snapshot from its steps.
+    /// Start the handler's backup (every backup is full: the items of an
+    /// incremental one would need merging with the previous snapshot's to
+    /// make a complete snapshot, which Cairn does not do yet, so handlers
+    /// get no `since`).
+    fn begin_backup(&self, run: &HandlerRun<'_>) -> Result<SourceSession> {
+        let mut session = self.start(run.grants)?;
+        if !session.features.full {
+            bail!("{} cannot make a full backup (its capabilities say so)", self.policy.label());
+        }
+        session.begin_backup(run.params, None)?;
+        Ok(session)
+    }
+
+    /// Run the handler's backup; `store` makes the snapshot from its
+    /// steps. The handler starts at the first step `store` asks for, so
+    /// only once the target (a local writer, a server's session) is open.
     fn back_up(
         &self,
         run: &HandlerRun<'_>,
         store: impl FnOnce(&SourceBackup, &mut dyn ItemSource) -> Result<BackupReport>,
     ) -> Result<BackupReport> {
-        let mut session = self.start(run.grants)?;
-        if !session.features.full {
-            bail!("{} cannot make a full backup (its capabilities say so)", self.policy.label());
-        }
-        // Every backup is full: the items of an incremental one would need
-        // merging with the previous snapshot's to make a complete snapshot,
-        // which Cairn does not do yet, so handlers get no `since`.
-        session.begin_backup(run.params, None)?;
+        // The snapshot records the handler as the component describes
+        // itself (a fetched one's listing could say otherwise).
+        let info = &self.policy.info;
         let opts = SourceBackup {
             group: run.group.clone(),
             tags: run.tags.to_vec(),
             time: run.time,
-            archive: self.record.policy_name.clone(),
+            archive: info.name.clone(),
             handler: engine::SourceHandler {
-                name: self.record.policy_name.clone(),
-                version: self.record.policy_version.clone(),
-                digest: Some(self.record.digest.clone()),
+                name: info.name.clone(),
+                version: info.version.clone(),
+                digest: Some(self.policy.digest.clone()),
             },
         };
-        let mut steps = Steps { session: &mut session, announced: None };
+        let mut steps = Steps { handler: self, run, session: None, announced: None, total: 0 };
         let report = store(&opts, &mut steps);
-        log_stderr(&self.record.name, &session);
+        if let Some(session) = &steps.session {
+            log_stderr(&self.record.name, session);
+        }
         report
     }
 
@@ -138,6 +148,8 @@ pub struct HandlerRun<'a> {
     pub tags: &'a [String],
     /// Snapshot time, epoch seconds.
     pub time: i64,
+    /// The most data the handler may yield; more fails the backup.
+    pub max_bytes: Option<u64>,
 }
 
 /// `cairn backup --source NAME` (and a job with a source handler): run the
@@ -180,11 +192,17 @@ fn log_stderr(name: &str, session: &SourceSession) {
 }
 
 /// The handler's steps as the engine wants them; checks each file's data
-/// against the size the handler announced for it.
+/// against the size the handler announced for it, and the whole against
+/// the backup's limit.
 struct Steps<'a> {
-    session: &'a mut SourceSession,
+    handler: &'a Handler<'a>,
+    run: &'a HandlerRun<'a>,
+    /// Started at the first step.
+    session: Option<SourceSession>,
     /// The current file: (path, announced size, bytes so far).
     announced: Option<(String, u64, u64)>,
+    /// Data bytes so far.
+    total: u64,
 }
 
 impl Steps<'_> {
@@ -200,12 +218,25 @@ impl Steps<'_> {
 
 impl ItemSource for Steps<'_> {
     fn next(&mut self) -> Result<Step> {
-        Ok(match self.session.next_step()? {
+        let session = match &mut self.session {
+            Some(s) => s,
+            None => self.session.insert(self.handler.begin_backup(self.run)?),
+        };
+        Ok(match session.next_step()? {
             SourceStep::End => {
                 self.check_size()?;
                 Step::End
             }
             SourceStep::Data(d) => {
+                self.total += d.len() as u64;
+                if let Some(max) = self.run.max_bytes.filter(|&max| self.total > max) {
+                    bail!(
+                        "the source handler yielded more than the backup's size limit of {} ({max} bytes); \
+                         nothing was kept. Raise the limit (--max-size, or the job's size limit) if the \
+                         source really is that large",
+                        crate::output::size(max)
+                    );
+                }
                 if let Some((_, _, got)) = &mut self.announced {
                     *got += d.len() as u64;
                 }
@@ -276,7 +307,9 @@ pub fn restore(
 ) -> Result<()> {
     let digest = m.source.digest.as_deref().unwrap_or_default();
     let found = engine.list_policies()?.into_iter().find(|r| r.world == "source" && r.digest == digest);
-    let Some(record) = found else { bail!(handler_missing(id, m, "here")) };
+    let Some(record) = found else {
+        bail!(handler_missing(id, m, "here; add that component with `cairn policy add`"))
+    };
     let (record, wasm) =
         engine.load_policy(&record.name)?.ok_or_else(|| anyhow!("policy {} disappeared", record.name))?;
     let host = host()?;
@@ -299,7 +332,7 @@ pub fn restore_remote(
     let digest = m.source.digest.as_deref().unwrap_or_default();
     let host = host()?;
     let Some(handler) = Handler::fetch(remote, &host, |h| h.digest == digest)? else {
-        bail!(handler_missing(id, m, "on the server"))
+        bail!(handler_missing(id, m, "on the server; its admin can add it with `cairn policy add` there"))
     };
     let archive = first_archive(id, m)?;
     handler.restore(params, grants, |sink| Reader::new(snapshot).replay(id, archive, sink, progress))
@@ -309,10 +342,10 @@ fn first_archive<'m>(id: &SnapshotId, m: &'m Manifest) -> Result<&'m str> {
     Ok(&m.archives.first().ok_or_else(|| anyhow!("{id} has no archive"))?.name)
 }
 
-fn handler_missing(id: &SnapshotId, m: &Manifest, place: &str) -> String {
+fn handler_missing(id: &SnapshotId, m: &Manifest, remedy: &str) -> String {
     format!(
-        "{id} was made by the source handler {} {} (component blake3 {}), which is not stored {place}; \
-         add that component with `cairn policy add`, or restore its items as plain files with --raw",
+        "{id} was made by the source handler {} {} (component blake3 {}), which is not stored {remedy}, \
+         or restore its items as plain files with --raw",
         m.source.name,
         m.source.version,
         m.source.digest.as_deref().unwrap_or_default().chars().take(16).collect::<String>()

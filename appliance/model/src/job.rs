@@ -54,6 +54,8 @@ pub struct JobSource {
     pub allow_hosts: Vec<String>,
     /// A directory it may read (as `/source`).
     pub grant_dir: Option<String>,
+    /// The most data it may yield in one backup; more fails the backup.
+    pub max_bytes: Option<u64>,
 }
 
 /// How a job decides to run.

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod job;
 pub mod policy;
 pub mod prune;
+pub mod size;
 pub mod snapshot;
 pub mod time;
 

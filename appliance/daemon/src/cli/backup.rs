@@ -40,6 +40,10 @@ pub struct BackupArgs {
     source: Option<String>,
     #[command(flatten)]
     handler: HandlerArgs,
+    /// With --source: fail the backup, keeping nothing, when the handler yields more than SIZE
+    /// (bytes, or with a unit K, M, G or T: 50G). Without it there is no limit but free space.
+    #[arg(long, value_name = "SIZE", value_parser = model::size::parse_limit, requires = "source")]
+    max_size: Option<u64>,
     /// The backup group, TYPE/ID (e.g. host/web01, vm/100).
     #[arg(long, value_name = "TYPE/ID")]
     group: String,
@@ -95,32 +99,27 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             return Err(anyhow!("invalid tag {t:?}: use up to 64 printable characters without commas"));
         }
     }
-    if a.source.is_none() && !a.handler.is_empty() {
+    if a.source.is_none() && (!a.handler.is_empty() || a.max_size.is_some()) {
         return Err(anyhow!(
-            "--param, --allow-host and --grant-dir are for a source handler (--source NAME)"
+            "--param, --allow-host, --grant-dir and --max-size are for a source handler (--source NAME)"
         ));
     }
     let remote = a.remote.connect()?;
     if let Some(name) = &a.source {
         let (params, grants) = (super::policy::parse_params(&a.handler.params)?, a.handler.grants()?);
-        let run = source::HandlerRun { params: &params, grants: &grants, group, tags: &a.tags, time };
+        let max_bytes = a.max_size;
+        let run =
+            source::HandlerRun { params: &params, grants: &grants, group, tags: &a.tags, time, max_bytes };
         let host = crate::policies::host()?;
+        let engine = if remote.is_none() { Some(open(cli)?) } else { None };
         let progress = Arc::new(Progress::default());
-        let report = match &remote {
-            Some(remote) => {
-                let bar = Bar::start("backup", progress.clone());
-                let report = source::backup_remote(remote, &host, name, &run, &progress);
-                bar.done();
-                report
-            }
-            None => {
-                let engine = open(cli)?;
-                let bar = Bar::start("backup", progress.clone());
-                let report = source::backup(&engine, &host, name, &run, &progress);
-                bar.done();
-                report
-            }
+        let bar = Bar::start("backup", progress.clone());
+        let report = match (&remote, &engine) {
+            (Some(remote), _) => source::backup_remote(remote, &host, name, &run, &progress),
+            (None, Some(engine)) => source::backup(engine, &host, name, &run, &progress),
+            (None, None) => unreachable!("a local backup opened the datastore"),
         };
+        bar.done();
         return print_report(a, report?);
     }
     let opts = BackupOptions {

@@ -39,6 +39,10 @@ pub struct JobAddArgs {
     pub source: Option<String>,
     #[command(flatten)]
     pub handler: super::source::HandlerArgs,
+    /// With --source: a run fails, keeping nothing, when the handler yields more than SIZE (bytes,
+    /// or with a unit K, M, G or T: 50G).
+    #[arg(long, value_name = "SIZE", value_parser = model::size::parse_limit, requires = "source")]
+    pub max_size: Option<u64>,
     /// Group of the snapshots (TYPE/ID).
     #[arg(long)]
     pub group: String,
@@ -111,6 +115,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                                 .as_ref()
                                 .map(|d| std::path::absolute(d).map(|p| p.display().to_string()))
                                 .transpose()?,
+                            max_bytes: a.max_size,
                         })
                     })
                     .transpose()?,

@@ -201,15 +201,17 @@ fn through_handler(
     id: &SnapshotId,
     remote: Option<(&Remote, &RemoteSnapshot)>,
 ) -> Result<bool> {
-    let (engine, m) = match remote {
-        Some((_, s)) => (None, s.manifest.clone()),
-        None => {
-            let engine = open(cli)?;
-            let m = engine.datastore().read_manifest(id)?;
-            (Some(engine), m)
+    let engine = if remote.is_none() { Some(open(cli)?) } else { None };
+    let local;
+    let m = match (remote, &engine) {
+        (Some((_, s)), _) => &s.manifest,
+        (None, Some(engine)) => {
+            local = engine.datastore().read_manifest(id)?;
+            &local
         }
+        (None, None) => unreachable!("a local restore opened the datastore"),
     };
-    if !source::made_by_handler(&m) {
+    if !source::made_by_handler(m) {
         return Ok(false);
     }
     if a.path.is_some() || a.target.is_some() {
@@ -224,7 +226,7 @@ fn through_handler(
     let bar = Bar::start("restore", progress.clone());
     let done = match (remote, &engine) {
         (Some((remote, snapshot)), _) => source::restore_remote(remote, snapshot, &a.handler, &progress),
-        (None, Some(engine)) => source::restore(engine, id, &m, &a.handler, &progress),
+        (None, Some(engine)) => source::restore(engine, id, m, &a.handler, &progress),
         (None, None) => unreachable!("a local restore opened the datastore"),
     };
     bar.done();

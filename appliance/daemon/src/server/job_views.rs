@@ -82,6 +82,8 @@ pub struct JobForm {
     /// `HOST:PORT` lines the source handler may reach.
     allow_hosts: String,
     grant_dir: String,
+    /// The most a source handler may yield in one run (`50G`; empty: no limit).
+    max_size: String,
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -139,6 +141,7 @@ impl JobForm {
             source_params: param_lines(&source.params),
             allow_hosts: source.allow_hosts.join("\n"),
             grant_dir: source.grant_dir.unwrap_or_default(),
+            max_size: source.max_bytes.map(model::size::format_size).unwrap_or_default(),
             source: source.handler,
             ..Self::keeping(&j.keep)
         }
@@ -150,16 +153,25 @@ impl JobForm {
     fn to_new_job(&self, stored: &[PolicyRecord], editing: bool) -> AppResult<NewJob> {
         let scheduler = policy_use(stored, World::Scheduler, &self.scheduler, &self.scheduler_params)?;
         let retention = policy_use(stored, World::Retention, &self.retention, &self.retention_params)?;
+        let max_bytes = Some(self.max_size.trim())
+            .filter(|s| !s.is_empty())
+            .map(model::size::parse_limit)
+            .transpose()
+            .map_err(AppError::bad_request)?;
         let source = match policy_use(stored, World::Source, &self.source, &self.source_params)? {
             Some(p) => Some(JobSourceJson {
                 handler: p.name,
                 params: p.params,
                 allow_hosts: lines(&self.allow_hosts),
                 grant_dir: Some(self.grant_dir.trim()).filter(|d| !d.is_empty()).map(str::to_owned),
+                max_bytes,
             }),
-            None if !lines(&self.allow_hosts).is_empty() || !self.grant_dir.trim().is_empty() => {
+            None if !lines(&self.allow_hosts).is_empty()
+                || !self.grant_dir.trim().is_empty()
+                || max_bytes.is_some() =>
+            {
                 return Err(AppError::bad_request(
-                    "allowed hosts and a grant dir are for a source handler: choose one, or clear them",
+                    "allowed hosts, a grant dir and a size limit are for a source handler: choose one, or clear them",
                 ));
             }
             None => None,
@@ -278,6 +290,7 @@ impl JobFormView {
             &v.source_params,
             &v.allow_hosts,
             &v.grant_dir,
+            &v.max_size,
         ]
         .iter()
         .any(|f| !f.trim().is_empty());
@@ -432,6 +445,7 @@ fn facts(j: &model::Job) -> Vec<(&'static str, String)> {
             out.push(("Source handler", with(&s.handler, &s.params)));
             out.push(("Allowed hosts", listed(&s.allow_hosts)));
             out.push(("Grant dir", s.grant_dir.clone().unwrap_or_else(|| "—".into())));
+            out.push(("Size limit", s.max_bytes.map_or_else(|| "none".into(), crate::output::size)));
         }
         None => out.push(("Sources", listed(&j.sources))),
     }

@@ -108,6 +108,9 @@ pub struct JobSourceJson {
     pub allow_hosts: Vec<String>,
     #[serde(default)]
     pub grant_dir: Option<String>,
+    /// The most data the handler may yield in one backup, bytes.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 impl From<&JobSource> for JobSourceJson {
@@ -117,6 +120,7 @@ impl From<&JobSource> for JobSourceJson {
             params: s.params.iter().cloned().collect(),
             allow_hosts: s.allow_hosts.clone(),
             grant_dir: s.grant_dir.clone(),
+            max_bytes: s.max_bytes,
         }
     }
 }
@@ -128,6 +132,7 @@ impl From<JobSourceJson> for JobSource {
             params: s.params.into_iter().collect(),
             allow_hosts: s.allow_hosts,
             grant_dir: s.grant_dir,
+            max_bytes: s.max_bytes,
         }
     }
 }
@@ -237,6 +242,9 @@ impl NewJob {
 fn checked_source(s: JobSourceJson) -> AppResult<JobSource> {
     if s.grant_dir.as_ref().is_some_and(|d| !d.starts_with('/')) {
         return Err(AppError::bad_request("source.grant_dir must be an absolute path"));
+    }
+    if s.max_bytes == Some(0) {
+        return Err(AppError::bad_request("source.max_bytes must be at least 1 (or absent: no limit)"));
     }
     crate::sources::grants(&s.allow_hosts, None).map_err(|e| AppError::bad_request(format!("{e:#}")))?;
     Ok(s.into())

@@ -722,6 +722,36 @@ async fn job_forms_save_what_they_show() {
     assert!(f.engine.job("fresh").unwrap().keep.is_empty(), "the tags' counts decide");
 }
 
+/// A source handler's size limit goes through the API, is listed, and is
+/// what the job's page shows: in the form for operators, as a fact for
+/// auditors.
+#[tokio::test]
+async fn a_handler_size_limit_is_kept_and_shown() {
+    let f = fixture();
+    let job = |max: u64| {
+        serde_json::json!({
+            "name": "dump", "group": "app/db", "schedule": "0 3 * * *",
+            "source": {"handler": "source-http", "allow_hosts": ["db:443"], "max_bytes": max},
+        })
+    };
+    let (status, body) = call(&f, Method::POST, "/api/v1/jobs", "operator", job(0)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("max_bytes must be at least 1"), "{body}");
+    let (status, body) = call(&f, Method::POST, "/api/v1/jobs", "operator", job(100 << 10)).await;
+    assert!(status.is_success(), "{status}: {body}");
+    assert_eq!(f.engine.job("dump").unwrap().source.unwrap().max_bytes, Some(100 << 10));
+    let (_, listed) = call(&f, Method::GET, "/api/v1/jobs", "operator", serde_json::json!({})).await;
+    assert_eq!(listed[0]["source"]["max_bytes"], 100 << 10, "{listed}");
+    let (cookie, _) = login(&f, "admin", "admin-password").await;
+    let (_, page) = get_as(&f, &cookie, "/jobs/dump").await;
+    assert!(page.contains("name=\"max_size\" value=\"100K\""), "{page}");
+    f.engine.set_password("audrey", "auditor-password", Role::Auditor, T0).unwrap();
+    let (cookie, _) = login(&f, "audrey", "auditor-password").await;
+    let (_, page) = get_as(&f, &cookie, "/jobs/dump").await;
+    assert!(page.contains("Size limit") && page.contains("100.0 KiB"), "{page}");
+    assert!(!page.contains("name=\"max_size\""), "auditors get no form: {page}");
+}
+
 #[tokio::test]
 async fn job_forms_say_why_they_are_refused() {
     let f = fixture();
@@ -738,6 +768,9 @@ async fn job_forms_say_why_they_are_refused() {
         (&[("schedule", "0 3 * * *"), ("retention_params", "no equals sign")], "retention parameter"),
         (&[("schedule", "0 3 * * *"), ("intervals", "daily=1d:7")], "exactly one of"),
         (&[("schedule", "0 3 * * *"), ("allow_hosts", "db:443")], "are for a source handler"),
+        (&[("schedule", "0 3 * * *"), ("max_size", "50G")], "are for a source handler"),
+        (&[("schedule", "0 3 * * *"), ("max_size", "lots")], "expected a number of bytes"),
+        (&[("schedule", "0 3 * * *"), ("max_size", "0")], "allows nothing"),
         (&[("schedule", "0 3 * * *"), ("keep_daily", "many")], "keep daily must be a whole number"),
         (&[("schedule", "not cron")], "not cron"),
     ];
