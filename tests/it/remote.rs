@@ -166,3 +166,41 @@ fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
 fn no_writers_left(ds: &Path) -> bool {
     std::fs::read_dir(ds.join("writers")).map(|d| d.count() == 0).unwrap_or(true)
 }
+
+/// `cairn serve --insecure-http` on loopback (for development) and a
+/// client with an `http://` URL: a backup and a restore work, no pin asked.
+#[test]
+fn a_loopback_server_over_plain_http_takes_backups_and_restores() {
+    use std::io::{BufRead, BufReader};
+    let store = Store::new();
+    let src = store.path("src");
+    write_random_tree(&src, 12, 2 << 20, 7);
+    let web = token(&store, "web01", "backup-client", Some("host/web01"));
+    let mut child = store
+        .cmd()
+        .args(["serve", "--insecure-http", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(store.log("serve-http.stderr"))
+        .spawn()
+        .expect("start cairn serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split(" on http://").nth(1).map(|a| format!("http://{}", a.trim())))
+        .expect("cairn serve printed its address");
+    std::thread::spawn(move || lines.for_each(drop));
+    let remote = |command: &str| {
+        let mut cmd = cairn(&store.path("client-ds"));
+        cmd.arg(command).args(["--server", &base, "--token", &web]);
+        cmd
+    };
+    let done = json_of(remote("backup").arg(&src).args(["--group", "host/web01"]));
+    let id = done["id"].as_str().unwrap().to_owned();
+    let out = store.path("restored");
+    let r = run(remote("restore").arg(&id).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&src, &out);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -155,7 +155,11 @@ impl Remote {
                 .with_custom_certificate_verifier(verifier)
                 .with_no_client_auth();
             builder = builder.use_preconfigured_tls(config);
-        } else if !base.starts_with("http://") {
+        } else if base.starts_with("http://") {
+            // Plain HTTP still builds a client that could do TLS, which
+            // needs a process-wide provider (an error only says one is set).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        } else {
             bail!("--server {url:?}: use an https:// URL");
         }
         let http = builder.build().context("setting up the HTTP client")?;
@@ -499,5 +503,70 @@ impl ChunkSink for RemoteBackup {
 
     fn workers(&self) -> usize {
         (2 * engine::target::cores()).max(4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers every request with `body` (one per connection).
+    fn answering(body: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body));
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn info(digest: String, size: u64) -> SourceHandlerInfo {
+        SourceHandlerInfo {
+            name: "dump".into(),
+            policy_name: "dump".into(),
+            policy_version: "1.0.0".into(),
+            digest,
+            size,
+            cpu_ms: 1000,
+            memory_mib: 64,
+        }
+    }
+
+    /// The client runs what it fetches, so it takes only the component the
+    /// listing names, and never reads more than a component may be.
+    #[test]
+    fn a_fetched_handler_must_match_its_listed_digest_and_size() {
+        let wasm = b"\0asm the component the server lists".to_vec();
+        let remote = Remote::connect(&answering(b"\0asm something else".to_vec()), "t", None).unwrap();
+        let listed = info(blake3::hash(&wasm).to_hex().to_string(), wasm.len() as u64);
+        let err = remote.source_component(&listed).unwrap_err().to_string();
+        assert!(err.contains("does not match the digest"), "{err}");
+
+        let remote = Remote::connect(&answering(wasm.clone()), "t", None).unwrap();
+        assert_eq!(remote.source_component(&listed).unwrap(), wasm);
+
+        let huge = info(listed.digest.clone(), policy::MAX_COMPONENT_BYTES as u64 + 1);
+        let err = remote.source_component(&huge).unwrap_err().to_string();
+        assert!(err.contains("over the") && err.contains("byte limit"), "{err}");
+
+        let endless = vec![0u8; policy::MAX_COMPONENT_BYTES + 10];
+        let remote = Remote::connect(&answering(endless), "t", None).unwrap();
+        let err = remote.source_component(&listed).unwrap_err().to_string();
+        assert!(err.contains("over the") && err.contains("byte limit"), "{err}");
     }
 }
