@@ -3,7 +3,8 @@
 //! the same functions.
 //!
 //! Schedules are five-field cron expressions (minute hour day month
-//! weekday, UTC), read with the `cron` crate. A job is due when a fire time
+//! weekday, UTC) meaning what crontab(5) says, read with the `cron` crate
+//! after translating the weekday field. A job is due when a fire time
 //! has passed since its last run (or its creation); however many fire
 //! times were missed during downtime, it runs once.
 //!
@@ -25,41 +26,116 @@ use crate::Engine;
 use crate::backup::{BackupOptions, BackupReport};
 use crate::progress::Progress;
 
-/// A parsed five-field cron schedule.
+/// A parsed five-field cron schedule, with the meaning of standard
+/// (Vixie) cron: day-of-week 0 or 7 is Sunday, 1 Monday; when both
+/// day-of-month and day-of-week are restricted, a day matching either
+/// fires. (The `cron` crate counts 1 as Sunday and wants both to match,
+/// so the text is translated before it is handed over.)
 #[derive(Debug, Clone)]
-pub struct CronSchedule(cron::Schedule);
+pub struct CronSchedule(Vec<cron::Schedule>);
+
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// One day-of-week value: 0–7 (0 and 7 are Sunday) or a name; 0–6.
+fn weekday(text: &str) -> Result<u32, String> {
+    if let Some(i) = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(text)) {
+        return Ok(i as u32);
+    }
+    match text.parse::<u32>() {
+        Ok(n @ 0..=7) => Ok(n % 7),
+        _ => Err(format!("day of week {text:?}: use 0-7 (0 and 7 are Sunday) or SUN-SAT")),
+    }
+}
+
+/// A standard day-of-week field (lists, ranges, steps, names) as the list
+/// of day names the `cron` crate reads the same way; `None` for `*`.
+fn weekdays(field: &str) -> Result<Option<String>, String> {
+    if field == "*" || field == "?" {
+        return Ok(None);
+    }
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => match s.parse::<u32>() {
+                Ok(s) if s > 0 => (r, s),
+                _ => return Err(format!("day of week {item:?}: the step must be a whole number from 1")),
+            },
+            None => (item, 1),
+        };
+        let (from, to) = match range {
+            "*" => (0, 6),
+            _ => match range.split_once('-') {
+                Some((a, b)) => {
+                    // A range may end at 7 (Sunday): `5-7` is Friday to Sunday.
+                    let to = if b == "7" { 7 } else { weekday(b)? };
+                    (weekday(a)?, to)
+                }
+                None if step > 1 => (weekday(range)?, 6),
+                None => (weekday(range)?, weekday(range)?),
+            },
+        };
+        if from > to {
+            return Err(format!("day of week {item:?}: a range runs from the lower day to the higher"));
+        }
+        for d in (from..=to).step_by(step as usize) {
+            days[d as usize % 7] = true;
+        }
+    }
+    let names: Vec<&str> = (0..7).filter(|&d| days[d]).map(|d| DAY_NAMES[d]).collect();
+    Ok(Some(names.join(",")))
+}
 
 impl CronSchedule {
     /// Parse `m h dom mon dow`.
     pub fn parse(text: &str) -> Result<Self> {
-        let fields = text.split_whitespace().count();
-        if fields != 5 {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let [minute, hour, dom, month, dow] = fields[..] else {
             bail!(
-                "schedule {text:?} has {fields} fields; write five: minute hour day-of-month month day-of-week"
+                "schedule {text:?} has {} fields; write five: minute hour day-of-month month day-of-week",
+                fields.len()
             );
-        }
-        let schedule = cron::Schedule::from_str(&format!("0 {text}"))
-            .map_err(|e| anyhow::anyhow!("schedule {text:?} is not a valid cron expression: {e}"))?;
-        Ok(Self(schedule))
+        };
+        let invalid = |e: String| anyhow::anyhow!("schedule {text:?} is not a valid cron expression: {e}");
+        let dow = weekdays(dow).map_err(invalid)?;
+        let one = |dom: &str, dow: &str| {
+            cron::Schedule::from_str(&format!("0 {minute} {hour} {dom} {month} {dow}"))
+                .map_err(|e| invalid(e.to_string()))
+        };
+        let schedules = match (dom, dow) {
+            ("*" | "?", None) => vec![one("*", "*")?],
+            ("*" | "?", Some(dow)) => vec![one("*", &dow)?],
+            (dom, None) => vec![one(dom, "*")?],
+            // Both restricted: either one matching is enough.
+            (dom, Some(dow)) => vec![one(dom, "*")?, one("*", &dow)?],
+        };
+        Ok(Self(schedules))
+    }
+
+    /// Fire times strictly after `t`, in order.
+    fn after(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
+        let at = chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        let mut each: Vec<_> =
+            self.0.iter().map(|s| s.after(&at).map(|d| d.timestamp()).peekable()).collect();
+        std::iter::from_fn(move || {
+            let next = each.iter_mut().filter_map(|i| i.peek().copied()).min()?;
+            for i in &mut each {
+                if i.peek() == Some(&next) {
+                    i.next();
+                }
+            }
+            Some(next)
+        })
     }
 
     /// The first fire time strictly after `t` (Unix seconds).
     pub fn next_after(&self, t: i64) -> Option<i64> {
-        let at = chrono::DateTime::from_timestamp(t, 0)?;
-        self.0.after(&at).next().map(|d| d.timestamp())
+        self.after(t).next()
     }
 
     /// The shortest gap between fire times, looked for over the next eight
     /// days (enough for any daily or weekly pattern).
     pub fn shortest_interval(&self, from: i64) -> i64 {
-        let at = chrono::DateTime::from_timestamp(from, 0).unwrap_or_default();
-        let times: Vec<i64> = self
-            .0
-            .after(&at)
-            .take_while(|d| d.timestamp() <= from + 8 * 86_400)
-            .take(20_000)
-            .map(|d| d.timestamp())
-            .collect();
+        let times: Vec<i64> = self.after(from).take_while(|&t| t <= from + 8 * 86_400).take(20_000).collect();
         times.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(7 * 86_400)
     }
 }
@@ -651,5 +727,40 @@ mod tests {
         assert_eq!(weekdays.shortest_interval(1_800_000_000), 86_400);
         assert!(CronSchedule::parse("0 3 * *").unwrap_err().to_string().contains("five"));
         assert!(CronSchedule::parse("61 * * * *").is_err());
+    }
+
+    /// Day-of-week numbers mean what they mean in crontab(5): 0 and 7 are
+    /// Sunday, 1 Monday; a restricted day of month and day of week fire on
+    /// a day that matches either.
+    #[test]
+    fn cron_weekdays_and_days_of_month_mean_what_crontab_says() {
+        let t = |s: &str| model::time::parse_rfc3339(s).unwrap();
+        let next = |expr: &str, from: &str| {
+            let s = CronSchedule::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+            s.next_after(t(from)).map(model::time::format_rfc3339)
+        };
+        // 2026-12-03 is a Thursday.
+        let thu = "2026-12-03T00:00:00Z";
+        assert_eq!(next("0 3 * * 1", thu).as_deref(), Some("2026-12-07T03:00:00Z"), "Monday");
+        assert_eq!(next("0 3 * * 0", thu).as_deref(), Some("2026-12-06T03:00:00Z"), "Sunday");
+        assert_eq!(next("0 3 * * 7", thu).as_deref(), Some("2026-12-06T03:00:00Z"), "Sunday too");
+        assert_eq!(next("0 3 * * mon", thu).as_deref(), Some("2026-12-07T03:00:00Z"));
+        assert_eq!(next("0 3 * * 1-5", thu).as_deref(), Some("2026-12-03T03:00:00Z"));
+        assert_eq!(next("0 3 * * 1-5", "2026-12-04T04:00:00Z").as_deref(), Some("2026-12-07T03:00:00Z"));
+        assert_eq!(next("0 3 * * 5-7", "2026-12-05T04:00:00Z").as_deref(), Some("2026-12-06T03:00:00Z"));
+        assert_eq!(next("0 3 * * */2", "2026-12-03T04:00:00Z").as_deref(), Some("2026-12-05T03:00:00Z"));
+        assert_eq!(next("0 3 * * 2,4", thu).as_deref(), Some("2026-12-03T03:00:00Z"));
+        // The 13th or a Friday.
+        let either = CronSchedule::parse("0 3 13 * 5").unwrap();
+        let fires: Vec<String> = either.after(t(thu)).take(4).map(model::time::format_rfc3339).collect();
+        assert_eq!(
+            fires,
+            ["2026-12-04T03:00:00Z", "2026-12-11T03:00:00Z", "2026-12-13T03:00:00Z", "2026-12-18T03:00:00Z"]
+        );
+        assert_eq!(either.shortest_interval(t("2026-12-10T00:00:00Z")), 2 * 86_400);
+        for bad in ["0 3 * * 8", "0 3 * * 5-1", "0 3 * * funday", "0 3 * * */0"] {
+            let err = CronSchedule::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("day of week"), "{bad}: {err}");
+        }
     }
 }

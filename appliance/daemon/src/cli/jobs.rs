@@ -48,7 +48,7 @@ pub struct JobAddArgs {
     pub group: String,
     #[arg(long, default_value = "")]
     pub ns: String,
-    /// Cron schedule, five fields, UTC (`0 3 * * *`).
+    /// Cron schedule, five fields as in crontab(5), UTC (`0 3 * * *`; weekday 0 or 7 is Sunday).
     #[arg(long, required_unless_present_any = ["intervals", "scheduler"], conflicts_with_all = ["intervals", "scheduler"])]
     pub schedule: Option<String>,
     /// backy's named intervals instead of cron: `daily=1d:7 weekly=1w:4` (TAG=INTERVAL:KEEP). A run
