@@ -12,6 +12,14 @@ use crate::support::{Store, assert_same_tree, cairn, run, run_ok, str_of};
 fn init_is_idempotent_and_refuses_foreign_directories() {
     let store = Store::new();
     run_ok(store.cmd().arg("init"));
+    // Listing or removing users and tokens needs a datastore; a mistyped
+    // path is an error, not a new datastore.
+    let mistyped = store.path("no-such/ds");
+    for args in [&["token", "list"][..], &["user", "list"], &["token", "revoke", "x"], &["user", "rm", "x"]] {
+        let r = run(cairn(&mistyped).args(args));
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(!store.path("no-such").exists(), "{args:?} made {}", mistyped.display());
+    }
     let foreign = store.path("foreign");
     fs::create_dir(&foreign).expect("mkdir");
     fs::write(foreign.join("precious.txt"), "mine").expect("write");
@@ -63,4 +71,10 @@ fn several_sources_namespaces_and_json_keys() {
     }
     assert_eq!(summary["files"], 5);
     assert_eq!(summary["errors"], serde_json::json!([]));
+    // The image first: TARGET, which does not exist yet, is made for it.
+    let img_first = store.backup_with(&[&file, &one], "host/img", time, &[]);
+    let out = store.path("img-first");
+    store.restore(&img_first, &out, &[]);
+    assert_eq!(fs::read(out.join("disk.raw.img")).expect("image restored"), vec![7u8; 9000]);
+    assert_same_tree(&one, &out.join("www"));
 }

@@ -74,6 +74,13 @@ fn corrupt_chunk_is_found_quarantined_and_healed() {
     assert_eq!(r.code, 1, "restore of a damaged snapshot must fail: {r:?}");
     let names: Vec<String> = tree_b.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
     assert!(names.iter().any(|n| r.stderr.contains(n.as_str())), "error names no file: {}", r.stderr);
+    // The files that failed are not left half written; the rest are there.
+    let failed =
+        r.stderr.lines().filter(|l| l.starts_with("error: ") && !l.contains("could not be restored"));
+    let failed = failed.count();
+    assert!(failed >= 1 && r.stderr.contains("were removed"), "{}", r.stderr);
+    let restored = files_under(&store.path("broken")).len();
+    assert_eq!(restored + failed, tree_b.files.len(), "{}", r.stderr);
 
     let healed = store.backup(&b, "host/g2", T2);
     let report = run_json(store.cmd().args(["verify", &healed, "--json"]));

@@ -473,6 +473,25 @@ impl Restorer {
 
     /// Complete a file after all its payload bytes were written: size,
     /// owner, xattrs, mode (after the owner: chown clears setuid), mtime.
+    /// Remove the file a failed copy left half written (it was created
+    /// by this restore, so nothing else is lost), so that no truncated
+    /// file is taken for a restored one. Best effort: a failure is a
+    /// warning.
+    pub fn discard(&mut self, sink: FileSink) {
+        let FileSink { file, rel, shown, .. } = sink;
+        drop(file);
+        let (parent, name) = match rel.iter().rposition(|c| *c == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&[][..], &rel[..]),
+        };
+        let removed = self.open_dir(parent, false).and_then(|dir| {
+            unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", &shown, e))
+        });
+        if let Err(e) = removed {
+            self.warn(format!("{shown}: the partly restored file could not be removed: {e}"));
+        }
+    }
+
     pub fn finish_file(&mut self, sink: FileSink) -> Result<(), RestoreError> {
         let FileSink { file, rel, shown, entry, written, .. } = sink;
         if written != entry.data_len() {

@@ -279,10 +279,17 @@ impl<'a> Reader<'a> {
                     let copied =
                         copy_data(&mut payload, &e, &mut buf, progress, &mut |data| Ok(sink.write(data)?));
                     match copied {
-                        Ok(()) => restorer.finish_file(sink).with_context(|| format!("restoring {shown}"))?,
-                        Err(err) => report.failed.push((shown, format!("{err:#}"))),
+                        Ok(()) => {
+                            restorer.finish_file(sink).with_context(|| format!("restoring {shown}"))?;
+                            report.bytes += e.data_len();
+                        }
+                        Err(err) => {
+                            restorer.discard(sink);
+                            report.failed.push((shown, format!("{err:#}")));
+                            progress.add_file();
+                            continue;
+                        }
                     }
-                    report.bytes += e.data_len();
                 }
             }
             report.files += 1;
@@ -325,6 +332,10 @@ impl<'a> Reader<'a> {
                 );
             }
         }
+        if !device && let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // TARGET itself when a snapshot's archives go to TARGET/ARCHIVE.
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         let mut out = if device {
             OpenOptions::new().write(true).open(target)
         } else if overwrite {
@@ -332,7 +343,14 @@ impl<'a> Reader<'a> {
         } else {
             OpenOptions::new().write(true).create_new(true).open(target)
         }
-        .with_context(|| format!("cannot write {} (use --overwrite to replace a file)", target.display()))?;
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (it exists; use --overwrite to replace it)"
+            } else {
+                ""
+            };
+            anyhow!("cannot write {}{hint}: {e}", target.display())
+        })?;
         let zero = ChunkId::zeros(fidx.chunk_size as usize);
         let mut fetch = Fetcher::new(self.src.chunk_reader(), fidx.ids.clone());
         for i in 0..fetch.len() {

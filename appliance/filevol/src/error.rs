@@ -30,7 +30,9 @@ pub enum StoreError {
     SnapshotExists(String),
     #[error("snapshot {0} not found; list snapshots with `cairn snapshots`")]
     SnapshotNotFound(String),
-    #[error("group {0} is busy: another backup or prune of it is running; retry when it finishes")]
+    #[error(
+        "group {0} is busy: another backup or prune of it is running (on a server, possibly a remote backup whose client stopped; its session ends after `session_idle` seconds without requests); retry when it finishes"
+    )]
     GroupBusy(String),
     #[error("another garbage collection is running on this datastore; retry when it finishes")]
     GcBusy,

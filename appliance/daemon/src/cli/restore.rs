@@ -286,8 +286,15 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     if report.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
+        // Locally a file fails for a damaged chunk; remotely also when the
+        // server cannot be read.
+        let advice = if a.remote.server.is_some() {
+            "check the server and its datastore (`cairn verify` there), then restore them again"
+        } else {
+            "run `cairn verify`"
+        };
         eprintln!(
-            "error: {} files could not be restored (see above); run `cairn verify`",
+            "error: {} files could not be restored and were removed (see above); {advice}",
             report.failed.len()
         );
         Ok(ExitCode::from(1))

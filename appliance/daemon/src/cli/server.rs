@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use engine::access::TokenSpec;
 use model::{Namespace, Role};
 
-use super::{Cli, now, open_or_init};
+use super::{Cli, now, open, open_or_init};
 use crate::output;
 use crate::server::config::ConfigFile;
 
@@ -116,7 +116,9 @@ fn read_password(name: &str) -> Result<String> {
 }
 
 pub fn user(cli: &Cli, c: &UserCommand) -> Result<ExitCode> {
-    let engine = open_or_init(cli)?;
+    // Only setting a password may create the datastore (a first user
+    // before the first `serve`); listing or removing needs one.
+    let engine = if matches!(c, UserCommand::Passwd { .. }) { open_or_init(cli)? } else { open(cli)? };
     match c {
         UserCommand::Passwd { name, role } => {
             let role = parse_role(role)?;
@@ -153,7 +155,7 @@ pub fn user(cli: &Cli, c: &UserCommand) -> Result<ExitCode> {
 }
 
 pub fn token(cli: &Cli, c: &TokenCommand) -> Result<ExitCode> {
-    let engine = open_or_init(cli)?;
+    let engine = if matches!(c, TokenCommand::Create { .. }) { open_or_init(cli)? } else { open(cli)? };
     match c {
         TokenCommand::Create { name, role, groups, ns, owner } => {
             let ns = Namespace::parse(ns)?;
