@@ -35,4 +35,19 @@ fn rebuild_after_deleting_catalog_gives_identical_listing() {
     assert_eq!(store.snapshots(), before);
     run_ok(store.cmd().args(["catalog", "rebuild"]));
     assert_eq!(store.snapshots(), before, "a second rebuild changed the listing");
+
+    // A snapshot whose manifest is cut short is left out, with a warning
+    // naming it; the others are listed; its files stay.
+    let manifest = store.ds.join("snapshots/host/cat/2026-10-02T00:00:00Z/manifest.json");
+    let bytes = fs::read(&manifest).unwrap();
+    fs::write(&manifest, &bytes[..bytes.len() / 2]).unwrap();
+    let r = run(store.cmd().args(["catalog", "rebuild"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("host/cat/2026-10-02T00:00:00Z left out") && r.stderr.contains("damaged"),
+        "{r:?}"
+    );
+    let after = store.snapshots();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(manifest.exists());
 }

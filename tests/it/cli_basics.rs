@@ -20,6 +20,14 @@ fn init_is_idempotent_and_refuses_foreign_directories() {
         assert_eq!(r.code, 1, "{args:?}: {r:?}");
         assert!(!store.path("no-such").exists(), "{args:?} made {}", mistyped.display());
     }
+    // A group without snapshots named to verify or prune is most likely a typo.
+    for args in [&["verify", "host/typo"][..], &["prune", "host/typo", "--keep-last", "1"]] {
+        let r = run(store.cmd().args(args));
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("group host/typo has no snapshots"), "{args:?}: {r:?}");
+    }
+    let r = run(store.cmd().args(["token", "create", "--name", "web\n\u{1b}[31mroot", "--group", "host/a"]));
+    assert!(r.code == 1 && r.stderr.contains("printable"), "a name with control characters: {r:?}");
     let foreign = store.path("foreign");
     fs::create_dir(&foreign).expect("mkdir");
     fs::write(foreign.join("precious.txt"), "mine").expect("write");

@@ -127,8 +127,8 @@ impl Engine {
         if spec.role == Role::BackupClient && spec.groups.is_empty() {
             bail!("a backup-client token needs at least one group it may write to");
         }
-        if spec.name.trim().is_empty() || spec.name.len() > 100 {
-            bail!("a token needs a name of 1 to 100 characters");
+        if spec.name.trim().is_empty() || spec.name.len() > 100 || spec.name.chars().any(char::is_control) {
+            bail!("a token needs a name of 1 to 100 printable characters");
         }
         let id = random_text(8);
         let secret = random_text(32);

@@ -72,13 +72,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Rebuild the catalog from the datastore alone.
-    pub fn rebuild_catalog(&self) -> Result<usize> {
-        let mut infos = Vec::new();
+    /// Rebuild the catalog from the datastore alone: the snapshots listed,
+    /// and those left out because their manifest or state cannot be read
+    /// (with why). One damaged snapshot does not keep the others out; its
+    /// files stay on disk, and `gc` refuses to run while it is unreadable.
+    pub fn rebuild_catalog(&self) -> Result<(usize, Vec<(SnapshotId, String)>)> {
+        let (mut infos, mut left_out) = (Vec::new(), Vec::new());
         for id in self.ds.list_snapshots()? {
-            infos.push(self.info_from_disk(&id).with_context(|| format!("reading snapshot {id}"))?);
+            match self.info_from_disk(&id) {
+                Ok(info) => infos.push(info),
+                Err(e) => left_out.push((id, format!("{e:#}"))),
+            }
         }
         self.catalog()?.replace_all(&infos)?;
-        Ok(infos.len())
+        Ok((infos.len(), left_out))
     }
 }

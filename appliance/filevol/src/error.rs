@@ -16,7 +16,7 @@ pub enum StoreError {
     NotADatastore(PathBuf),
     #[error("no datastore at {0}; create one with `cairn init` (or pass --datastore)")]
     NoDatastore(PathBuf),
-    #[error("{path}: unsupported datastore format: {detail}")]
+    #[error("{path}: damaged or of an unsupported format: {detail}")]
     Format { path: PathBuf, detail: String },
     #[error("chunk {0} is missing from the datastore; run `cairn verify` to find the affected snapshots")]
     ChunkMissing(ChunkId),

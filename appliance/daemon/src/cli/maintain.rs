@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::KeepArgs;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use engine::{CdcParams, DatastoreConfig, Engine, Progress};
 use model::{BackupGroup, GroupOrSnapshot, SnapshotId};
 use serde::Serialize;
@@ -72,7 +72,13 @@ pub fn verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
         None => engine.snapshots(None)?.into_iter().map(|i| i.id).collect(),
         Some(t) => match GroupOrSnapshot::parse(t, &a.ns.get()?)? {
             GroupOrSnapshot::Snapshot(id) => vec![engine.snapshot(&id)?.id],
-            GroupOrSnapshot::Group(g) => engine.snapshots(Some(&g))?.into_iter().map(|i| i.id).collect(),
+            GroupOrSnapshot::Group(g) => {
+                let ids: Vec<SnapshotId> = engine.snapshots(Some(&g))?.into_iter().map(|i| i.id).collect();
+                if ids.is_empty() {
+                    bail!(no_snapshots(&g));
+                }
+                ids
+            }
         },
     };
     let progress = Arc::new(Progress::default());
@@ -155,10 +161,18 @@ struct PruneJson {
     reason: String,
 }
 
+/// A named group without snapshots is most likely a mistyped name.
+fn no_snapshots(group: &BackupGroup) -> String {
+    format!("group {group} has no snapshots (`cairn snapshots` lists the groups that do)")
+}
+
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
     let rules = a.keep.rules();
     let engine = open(cli)?;
+    if engine.snapshots(Some(&group))?.is_empty() {
+        bail!(no_snapshots(&group));
+    }
     let result = match &a.policy {
         Some(name) => {
             let params = super::policy::parse_params(&a.params)?;
@@ -244,8 +258,19 @@ pub fn catalog(cli: &Cli, c: &CatalogCommand) -> Result<ExitCode> {
     match c {
         CatalogCommand::Rebuild => {
             let engine = open_without_catalog(cli)?;
-            let n = engine.rebuild_catalog()?;
+            let (n, left_out) = engine.rebuild_catalog()?;
+            for (id, why) in &left_out {
+                eprintln!("warning: snapshot {id} left out: {why}");
+            }
             println!("catalog rebuilt: {n} snapshots");
+            if !left_out.is_empty() {
+                eprintln!(
+                    "error: {} snapshots could not be read and are not listed (see above); \
+                     their files are untouched",
+                    left_out.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
