@@ -471,8 +471,6 @@ impl Restorer {
         }))
     }
 
-    /// Complete a file after all its payload bytes were written: size,
-    /// owner, xattrs, mode (after the owner: chown clears setuid), mtime.
     /// Remove the file a failed copy left half written (it was created
     /// by this restore, so nothing else is lost), so that no truncated
     /// file is taken for a restored one. Best effort: a failure is a
@@ -492,6 +490,8 @@ impl Restorer {
         }
     }
 
+    /// Complete a file after all its payload bytes were written: size,
+    /// owner, xattrs, mode (after the owner: chown clears setuid), mtime.
     pub fn finish_file(&mut self, sink: FileSink) -> Result<(), RestoreError> {
         let FileSink { file, rel, shown, entry, written, .. } = sink;
         if written != entry.data_len() {

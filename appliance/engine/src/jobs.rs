@@ -36,13 +36,27 @@ pub struct CronSchedule(Vec<cron::Schedule>);
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
-/// One day-of-week value: 0–7 (0 and 7 are Sunday) or a name; 0–6.
+/// The names the `cron` crate took before this translation, which stored
+/// schedules may use: three letters, the whole name, `tues`, `thurs`.
+const DAY_ALIASES: [&[&str]; 7] = [
+    &["sun", "sunday"],
+    &["mon", "monday"],
+    &["tue", "tues", "tuesday"],
+    &["wed", "wednesday"],
+    &["thu", "thurs", "thursday"],
+    &["fri", "friday"],
+    &["sat", "saturday"],
+];
+
+/// One day-of-week value: 0–7 (0 and 7 are Sunday; 7 stays 7, so that a
+/// range may end or start there) or a name (0–6).
 fn weekday(text: &str) -> Result<u32, String> {
-    if let Some(i) = DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(text)) {
+    let lower = text.to_ascii_lowercase();
+    if let Some(i) = DAY_ALIASES.iter().position(|names| names.contains(&lower.as_str())) {
         return Ok(i as u32);
     }
     match text.parse::<u32>() {
-        Ok(n @ 0..=7) => Ok(n % 7),
+        Ok(n @ 0..=7) => Ok(n),
         _ => Err(format!("day of week {text:?}: use 0-7 (0 and 7 are Sunday) or SUN-SAT")),
     }
 }
@@ -62,15 +76,13 @@ fn weekdays(field: &str) -> Result<Option<String>, String> {
             },
             None => (item, 1),
         };
+        // As crontab(5): `5-7` is Friday to Sunday; `N/step` runs from N
+        // to 7.
         let (from, to) = match range {
             "*" => (0, 6),
             _ => match range.split_once('-') {
-                Some((a, b)) => {
-                    // A range may end at 7 (Sunday): `5-7` is Friday to Sunday.
-                    let to = if b == "7" { 7 } else { weekday(b)? };
-                    (weekday(a)?, to)
-                }
-                None if step > 1 => (weekday(range)?, 6),
+                Some((a, b)) => (weekday(a)?, weekday(b)?),
+                None if step > 1 => (weekday(range)?, 7),
                 None => (weekday(range)?, weekday(range)?),
             },
         };
@@ -101,12 +113,14 @@ impl CronSchedule {
             cron::Schedule::from_str(&format!("0 {minute} {hour} {dom} {month} {dow}"))
                 .map_err(|e| invalid(e.to_string()))
         };
-        let schedules = match (dom, dow) {
-            ("*" | "?", None) => vec![one("*", "*")?],
-            ("*" | "?", Some(dow)) => vec![one("*", &dow)?],
-            (dom, None) => vec![one(dom, "*")?],
-            // Both restricted: either one matching is enough.
-            (dom, Some(dow)) => vec![one(dom, "*")?, one("*", &dow)?],
+        // As Vixie cron: a field starting with `*` does not restrict, and
+        // then both must match; when both restrict, either is enough.
+        let unrestricted = |f: &str| f.starts_with('*') || f == "?";
+        let dow_text = dow.as_deref().unwrap_or("*");
+        let schedules = if unrestricted(dom) || unrestricted(fields[4]) {
+            vec![one(dom, dow_text)?]
+        } else {
+            vec![one(dom, "*")?, one("*", dow_text)?]
         };
         Ok(Self(schedules))
     }
@@ -758,6 +772,17 @@ mod tests {
             ["2026-12-04T03:00:00Z", "2026-12-11T03:00:00Z", "2026-12-13T03:00:00Z", "2026-12-18T03:00:00Z"]
         );
         assert_eq!(either.shortest_interval(t("2026-12-10T00:00:00Z")), 2 * 86_400);
+        // Names the cron crate took before, as stored jobs may have them.
+        assert_eq!(next("0 3 * * Monday", thu).as_deref(), Some("2026-12-07T03:00:00Z"));
+        assert_eq!(next("0 3 * * tues-thurs", thu).as_deref(), Some("2026-12-03T03:00:00Z"));
+        assert_eq!(next("0 3 * * 7-7", thu).as_deref(), Some("2026-12-06T03:00:00Z"), "only Sunday");
+        assert_eq!(next("0 3 * * 7/2", thu).as_deref(), Some("2026-12-06T03:00:00Z"));
+        assert_eq!(next("0 3 * * 5/2", thu).as_deref(), Some("2026-12-04T03:00:00Z"), "Fri, Sun");
+        assert_eq!(next("0 3 * * 5/2", "2026-12-04T04:00:00Z").as_deref(), Some("2026-12-06T03:00:00Z"));
+        // A day of month starting with `*` does not restrict: both match
+        // (Mondays on odd days: the 7th and the 21st, not the 14th).
+        assert_eq!(next("0 3 */2 * 1", thu).as_deref(), Some("2026-12-07T03:00:00Z"));
+        assert_eq!(next("0 3 */2 * 1", "2026-12-08T00:00:00Z").as_deref(), Some("2026-12-21T03:00:00Z"));
         for bad in ["0 3 * * 8", "0 3 * * 5-1", "0 3 * * funday", "0 3 * * */0"] {
             let err = CronSchedule::parse(bad).unwrap_err().to_string();
             assert!(err.contains("day of week"), "{bad}: {err}");

@@ -209,6 +209,10 @@ impl<'a> Reader<'a> {
                 self.restore_archive(req, &m.archives[0], b"", &req.target, progress, &mut report)?;
             }
             _ => {
+                // Several archives go to TARGET/ARCHIVE: TARGET is made
+                // here, whichever kind of archive comes first.
+                std::fs::create_dir_all(&req.target)
+                    .with_context(|| format!("cannot create {}", req.target.display()))?;
                 for a in &m.archives {
                     let target = req.target.join(&a.name);
                     self.restore_archive(req, a, b"", &target, progress, &mut report)?;
@@ -331,10 +335,6 @@ impl<'a> Reader<'a> {
                     fidx.size
                 );
             }
-        }
-        if !device && let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // TARGET itself when a snapshot's archives go to TARGET/ARCHIVE.
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let mut out = if device {
             OpenOptions::new().write(true).open(target)
