@@ -188,22 +188,12 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         crate::support::parse_json(&r)
     };
-    let backup = |time: &str, allow: &str| {
-        run(client(&store, &server, &token, "backup").args([
-            "--source",
-            "source-http",
-            "--param",
-            &url,
-            "--allow-host",
-            allow,
-            "--group",
-            "app/db",
-            "--time",
-            time,
-            "--json",
-        ]))
+    let backup = |allow: &str, extra: &[&str]| {
+        let args = ["--source", "source-http", "--param", &url, "--allow-host", allow, "--group", "app/db"];
+        run(client(&store, &server, &token, "backup").args(args).args(extra))
     };
-    let first = ok_json(backup("2026-11-30T02:00:00Z", &allow));
+    let at = |time| ["--time", time, "--json"];
+    let first = ok_json(backup(&allow, &at("2026-11-30T02:00:00Z")));
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(id, "app/db/2026-11-30T02:00:00Z");
     assert_eq!(
@@ -225,46 +215,32 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
 
     // Unchanged export, second backup: its data chunks are named, not sent.
     assert!(u64_of(&first, "stored") > 100_000 && u64_of(&first, "new_chunks") >= 1, "{first}");
-    let second = ok_json(backup("2026-12-01T02:00:00Z", &allow));
+    let second = ok_json(backup(&allow, &at("2026-12-01T02:00:00Z")));
     assert!(u64_of(&second, "new_chunks") <= 1 && u64_of(&second, "stored") < 1024, "{second}");
+
+    let snapshots_on_server = || {
+        let snaps: serde_json::Value = api
+            .get(server.url("/api/v1/snapshots?group=app/db"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        snaps.as_array().map_or(0, Vec::len)
+    };
 
     // The client's grants bound the handler: without --allow-host for the
     // export's host it cannot reach it, and nothing appears on the server.
-    let refused = backup("2026-12-02T02:00:00Z", "127.0.0.1:9");
+    let refused = backup("127.0.0.1:9", &at("2026-12-02T02:00:00Z"));
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("does not allow this host"), "{}", refused.stderr);
-    let snaps: serde_json::Value = api
-        .get(server.url("/api/v1/snapshots?group=app/db"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
+    assert_eq!(snapshots_on_server(), 2);
 
     // Over the size limit: the backup fails and nothing appears either.
-    let r = run(client(&store, &server, &token, "backup").args([
-        "--source",
-        "source-http",
-        "--param",
-        &url,
-        "--allow-host",
-        &allow,
-        "--max-size",
-        "1M",
-        "--group",
-        "app/db",
-    ]));
+    let r = backup(&allow, &["--max-size", "1M"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("size limit of 1.0 MiB (1048576 bytes)"), "{}", r.stderr);
-    let snaps: serde_json::Value = api
-        .get(server.url("/api/v1/snapshots?group=app/db"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(2), "{snaps}");
+    assert_eq!(snapshots_on_server(), 2);
 
     // A name the server has no source handler under.
     let r =
