@@ -112,18 +112,8 @@ fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
     }
     let url = format!("url=http://{}/dump", http.authority());
     let allow = http.authority();
-    run_ok(store.cmd().args([
-        "job",
-        "add",
-        "db",
-        "--group",
-        "app/db",
-        "--source",
-        "source-http",
-        "--param",
-        &url,
-        "--allow-host",
-        &allow,
+    let handler = ["--source", "source-http", "--param", &url, "--allow-host", &allow];
+    run_ok(store.cmd().args(["job", "add", "db", "--group", "app/db"]).args(handler).args([
         "--scheduler",
         "backy",
         "--scheduler-param",
@@ -157,18 +147,7 @@ fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
 
     // A job whose handler yields more than the job's size limit fails
     // its run and keeps nothing.
-    run_ok(store.cmd().args([
-        "job",
-        "add",
-        "db-small",
-        "--group",
-        "app/small",
-        "--source",
-        "source-http",
-        "--param",
-        &url,
-        "--allow-host",
-        &allow,
+    run_ok(store.cmd().args(["job", "add", "db-small", "--group", "app/small"]).args(handler).args([
         "--max-size",
         "100K",
         "--schedule",

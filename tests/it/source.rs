@@ -27,42 +27,20 @@ fn http_export_backs_up_and_restores_through_the_handler_or_raw() {
 
     let url = format!("url=http://{}/exports/app.dump", server.authority());
     let allow = server.authority();
+    let handler = ["--source", "source-http", "--param", &url, "--allow-host", &allow];
     let backup = |time: &str| {
-        run_json(store.cmd().args([
-            "backup",
-            "--source",
-            "source-http",
-            "--param",
-            &url,
-            "--allow-host",
-            &allow,
-            "--group",
-            "app/db",
-            "--time",
-            time,
-            "--tag",
-            "daily",
-            "--json",
-        ]))
+        run_json(
+            store
+                .cmd()
+                .arg("backup")
+                .args(handler)
+                .args(["--group", "app/db", "--time", time, "--tag", "daily", "--json"]),
+        )
     };
     // A size limit below the export's size fails the backup: nothing is
     // kept, no work area is left.
-    let r = run_code(
-        store.cmd().args([
-            "backup",
-            "--source",
-            "source-http",
-            "--param",
-            &url,
-            "--allow-host",
-            &allow,
-            "--max-size",
-            "2M",
-            "--group",
-            "app/db",
-        ]),
-        1,
-    );
+    let r =
+        run_code(store.cmd().arg("backup").args(handler).args(["--max-size", "2M", "--group", "app/db"]), 1);
     assert!(
         r.stderr.contains("size limit of 2.0 MiB") && r.stderr.contains("nothing was kept"),
         "{}",

@@ -106,7 +106,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     }
     let remote = a.remote.connect()?;
     if let Some(name) = &a.source {
-        let (params, grants) = (super::policy::parse_params(&a.handler.params)?, a.handler.grants()?);
+        let (params, grants) = a.handler.parsed()?;
         let max_bytes = a.max_size;
         let run =
             source::HandlerRun { params: &params, grants: &grants, group, tags: &a.tags, time, max_bytes };

@@ -104,10 +104,10 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                     .source
                     .as_ref()
                     .map(|handler| -> Result<JobSource> {
-                        a.handler.grants()?;
+                        let (params, _) = a.handler.parsed()?;
                         Ok(JobSource {
                             handler: handler.clone(),
-                            params: parse_params(&a.handler.params)?,
+                            params,
                             allow_hosts: a.handler.allow_hosts.clone(),
                             grant_dir: a
                                 .handler

@@ -33,6 +33,11 @@ impl HandlerArgs {
     pub fn grants(&self) -> Result<Grants> {
         grants(&self.allow_hosts, self.grant_dir.as_deref())
     }
+
+    /// The parameters as `(KEY, VALUE)` pairs and the grants, both checked.
+    pub fn parsed(&self) -> Result<(Vec<(String, String)>, Grants)> {
+        Ok((super::policy::parse_params(&self.params)?, self.grants()?))
+    }
 }
 
 /// Restore snapshot `id` through the handler that made it (see
@@ -44,8 +49,8 @@ pub fn restore(
     args: &HandlerArgs,
     progress: &engine::Progress,
 ) -> Result<()> {
-    let params = super::policy::parse_params(&args.params)?;
-    crate::sources::restore(engine, id, m, &params, &args.grants()?, progress)
+    let (params, grants) = args.parsed()?;
+    crate::sources::restore(engine, id, m, &params, &grants, progress)
 }
 
 /// Restore a snapshot on the server through the handler that made it (see
@@ -56,6 +61,6 @@ pub fn restore_remote(
     args: &HandlerArgs,
     progress: &engine::Progress,
 ) -> Result<()> {
-    let params = super::policy::parse_params(&args.params)?;
-    crate::sources::restore_remote(remote, snapshot, &params, &args.grants()?, progress)
+    let (params, grants) = args.parsed()?;
+    crate::sources::restore_remote(remote, snapshot, &params, &grants, progress)
 }
