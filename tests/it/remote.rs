@@ -15,6 +15,10 @@ use testkit::{build_tricky_tree, write_random_tree};
 use crate::serve::{Server, client, pinned_client, token};
 use crate::support::{Store, assert_same_tree, cairn, parse_json, run, run_code, run_json, u64_of};
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 /// `cmd ... --json` with the given exit code, as JSON.
 fn json_of(cmd: &mut Command) -> Value {
     parse_json(&run_code(cmd.arg("--json"), 0))
@@ -30,14 +34,12 @@ fn remote_backup_and_restore_over_https_with_a_pinned_fingerprint() {
     let web = token(&store, "web01", "backup-client", Some("host/web01"));
 
     // First backup: everything is uploaded and the snapshot is on the server.
-    let first = json_of(client(&store, &server, &web, "backup").arg(&src).args([
-        "--group",
-        "host/web01",
-        "--time",
-        "2026-12-01T01:00:00Z",
-    ]));
+    // No --time: the server dates the snapshot by its own clock.
+    let before = model::time::format_rfc3339(now_secs() - 1);
+    let first = json_of(client(&store, &server, &web, "backup").arg(&src).args(["--group", "host/web01"]));
     let id1 = first["id"].as_str().unwrap().to_owned();
-    assert_eq!(id1, "host/web01/2026-12-01T01:00:00Z");
+    let time1 = id1.strip_prefix("host/web01/").unwrap();
+    assert!(time1 >= before.as_str(), "{id1} is dated by the server's clock (after {before})");
     assert!(u64_of(&first, "new_chunks") >= 12, "{first}");
     assert!(!store.path("client-ds").exists(), "a remote backup makes no local datastore");
     let on_server = store.snapshot(&id1);
@@ -46,13 +48,17 @@ fn remote_backup_and_restore_over_https_with_a_pinned_fingerprint() {
     // Second backup after changing one small file: the chunks of the
     // previous snapshot are named, not sent; the server counts what it got.
     std::fs::write(src.join("data/changed.txt"), b"one new file\n").unwrap();
-    let second = json_of(client(&store, &server, &web, "backup").arg(&src).args([
+    let second = json_of(client(&store, &server, &web, "backup").arg(&src).args(["--group", "host/web01"]));
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    assert!(id2 > id1, "a second backup, even within the same second, comes after the first: {id2}");
+    // A backup client may not date a snapshot in the past (or the future).
+    let r = run(client(&store, &server, &web, "backup").arg(&src).args([
         "--group",
         "host/web01",
         "--time",
         "2026-12-01T02:00:00Z",
     ]));
-    let id2 = second["id"].as_str().unwrap().to_owned();
+    assert!(r.code != 0 && r.stderr.contains("behind the server's clock"), "{r:?}");
     assert!(u64_of(&second, "new_chunks") <= 3, "only the changed stream's chunks travel: {second}");
     assert!(u64_of(&second, "stored") < 1 << 20, "{second}");
     assert!(u64_of(&second, "reused_chunks") >= 10, "{second}");
@@ -96,7 +102,7 @@ fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
     let web = token(&store, "web01", "backup-client", Some("host/web01"));
     let db = token(&store, "db01", "backup-client", Some("host/db01"));
     let api = |p: &str| server.url(&format!("/api/v1{p}"));
-    let start = json!({"group": "host/web01", "time": 1_764_550_800});
+    let start = json!({"group": "host/web01"});
 
     let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
     assert_eq!(res.status(), 200);

@@ -49,8 +49,11 @@ pub const MAX_MANIFEST_BODY: usize = 16 << 20;
 pub struct BackupStart {
     /// The group, `[ns/NAME/]TYPE/ID`.
     pub group: String,
-    /// Snapshot time, Unix seconds.
-    pub time: i64,
+    /// Snapshot time, Unix seconds; absent: the server dates the snapshot
+    /// (now, or a second after the group's newest). A given time is checked
+    /// against the server's clock (see `docs/security.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<i64>,
 }
 
 /// The datastore's chunking and compression settings, which the client uses.

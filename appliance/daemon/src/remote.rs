@@ -116,6 +116,8 @@ pub struct Remote {
     http: Client,
     base: String,
     token: String,
+    /// Whether the server dates new snapshots (no `--time` given).
+    server_dates: bool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -163,7 +165,7 @@ impl Remote {
             bail!("--server {url:?}: use an https:// URL");
         }
         let http = builder.build().context("setting up the HTTP client")?;
-        Ok(Remote { http, base, token: token.to_owned() })
+        Ok(Remote { http, base, token: token.to_owned(), server_dates: false })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -218,8 +220,15 @@ impl Remote {
         }
     }
 
-    /// Open a backup session for `group` at `time`.
-    pub fn start_backup(&self, group: &model::BackupGroup, time: i64) -> Result<BackupSession> {
+    /// Let the server date the snapshots this client makes (the time a
+    /// backup is given is then only the client's guess).
+    pub fn dated_by_server(mut self, yes: bool) -> Self {
+        self.server_dates = yes;
+        self
+    }
+
+    /// Open a backup session for `group` at `time` (`None`: the server's).
+    pub fn start_backup(&self, group: &model::BackupGroup, time: Option<i64>) -> Result<BackupSession> {
         let start = BackupStart { group: group.to_string(), time };
         self.json(Method::POST, "/api/v1/backup", &start, "opening a backup session")
     }
@@ -252,7 +261,8 @@ impl Remote {
         time: i64,
         run: impl FnOnce(&BackupTarget<'_>) -> Result<Manifest>,
     ) -> Result<BackupReport> {
-        let s = self.start_backup(group, time)?;
+        let s = self.start_backup(group, (!self.server_dates).then_some(time))?;
+        let dated = SnapshotId::parse(&s.snapshot, &Namespace::root())?;
         // From here on, dropping `sink` aborts the session on the server.
         let mut sink = RemoteBackup::new(self.clone(), s.session);
         let config = s.settings.config()?;
@@ -269,7 +279,8 @@ impl Remote {
             prev: prev.as_ref().map(|p| (p.id.clone(), p.manifest.clone())),
             config,
         };
-        let manifest = run(&target)?;
+        let mut manifest = run(&target)?;
+        manifest.time = dated.time_text();
         let done = sink.finish(&manifest)?;
         let id = SnapshotId::parse(&done.snapshot, &Namespace::root())?;
         Ok(BackupReport { id, stats: done.manifest.stats, errors: done.manifest.errors })

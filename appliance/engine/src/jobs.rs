@@ -379,6 +379,9 @@ impl Engine {
         let runs: Vec<backy::PastRun> = self
             .snapshots(Some(&job.group))?
             .into_iter()
+            // A snapshot dated in the future would hold its tags' runs off
+            // until then.
+            .filter(|s| !model::time::from_the_future(s.id.time, now))
             .map(|s| backy::PastRun { time: s.id.time, ok: true, tags: s.tags })
             .collect();
         Ok(backy::due(&job.intervals, backy::spread_of(&job.name), &runs, now))
@@ -422,12 +425,13 @@ impl Engine {
                 }
                 ScheduleKind::Policy => (POLICY_SLA_INTERVAL, None),
             };
-            let newest_good = self
-                .snapshots(Some(&job.group))?
-                .iter()
-                .filter(|s| s.verify != VerifyState::Failed)
-                .map(|s| s.id.time)
-                .max();
+            let newest_good = model::job::newest_fresh(
+                self.snapshots(Some(&job.group))?
+                    .iter()
+                    .filter(|s| s.verify != VerifyState::Failed)
+                    .map(|s| s.id.time),
+                now,
+            );
             out.push(JobStatus {
                 sla: sla(now, newest_good, job.created, interval),
                 newest_good,
@@ -619,6 +623,11 @@ impl Engine {
         if tags.len() > job.tags.len() {
             log(format!("tags: {}", tags.join(", ")));
         }
+        // Saved jobs were checked against the server's rules; the datastore
+        // is checked again here, as a path may have become a link since.
+        let own =
+            crate::job_paths::PathRules { roots: Vec::new(), protected: vec![self.ds.root().to_path_buf()] };
+        own.check_job(job, true).map_err(|e| anyhow::anyhow!(crate::ops::Refused(e.0)))?;
         let report = match &job.source {
             Some(source) => policies.source_backup(self, job, source, tags, now)?,
             None => {

@@ -12,6 +12,7 @@ pub mod download;
 pub mod fsrestore;
 pub mod fswalk;
 pub mod items;
+pub mod job_paths;
 pub mod jobs;
 pub mod ops;
 mod payload;

@@ -3,7 +3,7 @@
 //! backup pipeline, change detection and restore see only these traits, so
 //! a remote backup chunks, hashes and compresses exactly as a local one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -63,6 +63,36 @@ pub trait SnapshotRead: Send + Sync {
             }
         }
         Ok(set)
+    }
+
+    /// Every chunk the indexes of snapshot `id` name, with the plain length
+    /// its indexes give it. A chunk given two different lengths is an error:
+    /// one chunk id has one content.
+    fn chunk_lengths(
+        &self,
+        id: &SnapshotId,
+        manifest: &Manifest,
+    ) -> Result<HashMap<ChunkId, u64>, StoreError> {
+        let mut map = HashMap::new();
+        for r in manifest.archives.iter().flat_map(|a| &a.indexes) {
+            let lengths: Vec<(ChunkId, u64)> = if r.file.ends_with(".fidx") {
+                self.read_fidx(id, r)?.chunk_lengths().collect()
+            } else {
+                self.read_didx(id, r)?.chunk_lengths().collect()
+            };
+            for (chunk, len) in lengths {
+                if let Some(other) = map.insert(chunk, len)
+                    && other != len
+                {
+                    return Err(bad_index(
+                        id,
+                        r,
+                        format!("chunk {chunk} is given {len} bytes here and {other} bytes elsewhere"),
+                    ));
+                }
+            }
+        }
+        Ok(map)
     }
 }
 

@@ -39,15 +39,17 @@ pub struct VerifyReport {
 }
 
 impl Engine {
-    fn snapshot_chunks(&self, id: &SnapshotId) -> Result<Vec<ChunkId>, StoreError> {
+    /// The chunks snapshot `id` references, each with the plain length its
+    /// index gives it.
+    fn snapshot_chunks(&self, id: &SnapshotId) -> Result<Vec<(ChunkId, u64)>, StoreError> {
         let m = self.ds.read_manifest(id)?;
         let mut ids = Vec::new();
         for a in &m.archives {
             for r in &a.indexes {
                 if r.file.ends_with(".fidx") {
-                    ids.extend(self.ds.read_fidx(id, r)?.ids);
+                    ids.extend(self.ds.read_fidx(id, r)?.chunk_lengths());
                 } else {
-                    ids.extend(self.ds.read_didx(id, r)?.entries.into_iter().map(|e| e.1));
+                    ids.extend(self.ds.read_didx(id, r)?.chunk_lengths());
                 }
             }
         }
@@ -60,7 +62,7 @@ impl Engine {
         let mut problems: HashMap<SnapshotId, String> = HashMap::new();
         for id in ids {
             match self.snapshot_chunks(id) {
-                Ok(c) => unique.extend(c),
+                Ok(c) => unique.extend(c.into_iter().map(|(chunk, _)| chunk)),
                 Err(e) => {
                     problems.insert(id.clone(), e.to_string());
                 }
@@ -68,20 +70,32 @@ impl Engine {
         }
         let mut report = VerifyReport { chunks: unique.len() as u64, ..Default::default() };
         progress.total_files.store(unique.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        report.bad = self.check_chunks(unique, now, progress, &mut report.bytes)?;
+        let mut lengths = HashMap::new();
+        report.bad = self.check_chunks(unique, now, progress, &mut report.bytes, &mut lengths)?;
         let cat = self.catalog()?;
         for id in ids {
             let (bad_chunks, problems) = match problems.remove(id) {
                 Some(p) => (Vec::new(), vec![p]),
                 None => {
-                    let mut bad: Vec<ChunkId> = self
-                        .snapshot_chunks(id)?
-                        .into_iter()
-                        .filter(|c| report.bad.contains_key(c))
-                        .collect();
+                    let chunks = self.snapshot_chunks(id)?;
+                    let mut bad: Vec<ChunkId> =
+                        chunks.iter().map(|(c, _)| *c).filter(|c| report.bad.contains_key(c)).collect();
                     bad.sort();
                     bad.dedup();
-                    (bad, Vec::new())
+                    // An index that gives a sound chunk another length than
+                    // it holds would restore wrong data (or none).
+                    let mut problems: Vec<String> = chunks
+                        .iter()
+                        .filter_map(|(c, want)| {
+                            let holds = *lengths.get(c)?;
+                            (holds != *want).then(|| {
+                                format!("an index gives chunk {c} {want} bytes, but it holds {holds}")
+                            })
+                        })
+                        .collect();
+                    problems.sort();
+                    problems.dedup();
+                    (bad, problems)
                 }
             };
             let ok = bad_chunks.is_empty() && problems.is_empty();
@@ -103,20 +117,23 @@ impl Engine {
         now: i64,
         progress: &Progress,
         bytes: &mut u64,
+        lengths: &mut HashMap<ChunkId, u64>,
     ) -> Result<HashMap<ChunkId, String>> {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
         let bad = Mutex::new(HashMap::new());
+        let plain = Mutex::new(HashMap::new());
         let total = std::sync::atomic::AtomicU64::new(0);
         let fatal = Mutex::new(None);
         let (tx, rx) = bounded::<ChunkId>(64);
         std::thread::scope(|s| {
             for _ in 0..n {
                 let rx = rx.clone();
-                let (bad, total, fatal) = (&bad, &total, &fatal);
+                let (bad, total, fatal, plain) = (&bad, &total, &fatal, &plain);
                 s.spawn(move || {
                     for id in rx {
                         match self.ds.chunks().check(&id) {
                             Ok(len) => {
+                                plain.lock().expect("lock").insert(id, len);
                                 total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                                 progress.add_bytes(len);
                             }
@@ -148,6 +165,7 @@ impl Engine {
             return Err(e.into());
         }
         *bytes = total.into_inner();
+        *lengths = plain.into_inner().expect("lock");
         Ok(bad.into_inner().expect("lock"))
     }
 }

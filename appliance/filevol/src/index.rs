@@ -92,6 +92,11 @@ impl DynamicIndex {
         if i == 0 { 0 } else { self.entries[i - 1].0 }
     }
 
+    /// Each chunk with the plain length the index gives it.
+    pub fn chunk_lengths(&self) -> impl Iterator<Item = (ChunkId, u64)> + '_ {
+        self.entries.iter().enumerate().map(|(i, (end, id))| (*id, end - self.start(i)))
+    }
+
     /// Index of the chunk holding stream byte `offset`.
     pub fn chunk_at(&self, offset: u64) -> Option<usize> {
         let i = self.entries.partition_point(|e| e.0 <= offset);
@@ -150,6 +155,11 @@ impl FixedIndex {
         (self.size - start).min(self.chunk_size as u64)
     }
 
+    /// Each chunk with the plain length the index gives it.
+    pub fn chunk_lengths(&self) -> impl Iterator<Item = (ChunkId, u64)> + '_ {
+        self.ids.iter().enumerate().map(|(i, id)| (*id, self.chunk_len(i)))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + 32 * self.ids.len());
         out.extend_from_slice(&FIDX_MAGIC);
@@ -200,6 +210,10 @@ mod tests {
         let bytes = f.encode();
         assert_eq!(FixedIndex::decode(&bytes).unwrap(), f);
         assert_eq!(f.chunk_len(2), 2 << 20);
+        let lens: Vec<u64> = f.chunk_lengths().map(|(_, n)| n).collect();
+        assert_eq!(lens, [4 << 20, 4 << 20, 2 << 20]);
+        let dlens: Vec<(ChunkId, u64)> = d.chunk_lengths().collect();
+        assert_eq!(dlens, [(ChunkId::of(b"a"), 10), (ChunkId::of(b"b"), 15)]);
         let mut bad = bytes.clone();
         bad[8] = 4;
         assert!(FixedIndex::decode(&bad).is_err());

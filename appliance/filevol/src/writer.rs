@@ -188,14 +188,48 @@ impl Writer {
         result
     }
 
-    fn store_via(&self, tmp: &Path, id: &ChunkId, blob: &[u8]) -> Result<u64> {
+    /// Store a chunk blob (already checked against `id`) doing the same work
+    /// whether or not the store has it: the blob is written and synced,
+    /// then renamed into place, or discarded when the chunk is already
+    /// there. So how long it takes does not tell a caller whether the store
+    /// held the chunk. Returns whether it was new; after it returns, the
+    /// chunk stays until this writer ends (as after `reference`).
+    pub fn store_uniformly(&self, id: &ChunkId, blob: &[u8]) -> Result<bool> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.work.join(format!("chunk-{n}"));
+        let result = self.write_tmp(&tmp, blob).and_then(|()| {
+            let _guard = self.chunk_lock()?;
+            self.journal_locked(id)?;
+            if self.ds.chunks().has(id)? {
+                self.known.lock().expect("lock").insert(*id);
+                fs::remove_file(&tmp).at(&tmp)?;
+                return Ok(false);
+            }
+            self.rename_into_store(&tmp, id, blob.len() as u64).map(|_| true)
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_tmp(&self, tmp: &Path, blob: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(tmp).at(tmp)?;
         f.write_all(blob).at(tmp)?;
-        f.sync_data().at(tmp)?;
-        drop(f);
-        let dest = self.ds.chunks().path(id);
+        f.sync_data().at(tmp)
+    }
+
+    fn store_via(&self, tmp: &Path, id: &ChunkId, blob: &[u8]) -> Result<u64> {
+        self.write_tmp(tmp, blob)?;
         let _guard = self.chunk_lock()?;
         self.journal_locked(id)?;
+        self.rename_into_store(tmp, id, blob.len() as u64)
+    }
+
+    /// Rename a synced blob into the store; the caller holds the chunk lock
+    /// and has journaled `id`.
+    fn rename_into_store(&self, tmp: &Path, id: &ChunkId, len: u64) -> Result<u64> {
+        let dest = self.ds.chunks().path(id);
         if let Err(e) = fs::rename(tmp, &dest) {
             if e.kind() != ErrorKind::NotFound {
                 return Err(StoreError::io(&dest, e));
@@ -211,8 +245,8 @@ impl Writer {
         self.touched.lock().expect("lock").insert(dest.parent().expect("parent").to_owned());
         self.known.lock().expect("lock").insert(*id);
         self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
-        self.counters.stored_bytes.fetch_add(blob.len() as u64, Ordering::Relaxed);
-        Ok(blob.len() as u64)
+        self.counters.stored_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(len)
     }
 
     /// Write an index file into the snapshot being built.

@@ -148,6 +148,13 @@ impl Sla {
     }
 }
 
+/// The newest of `times` that counts for a job's SLA at `now`: snapshots
+/// dated beyond `FUTURE_SKEW` in the future are suspicious (a client with a
+/// wrong clock, or a hostile one) and never make a job look fresh.
+pub fn newest_fresh(times: impl IntoIterator<Item = i64>, now: i64) -> Option<i64> {
+    times.into_iter().filter(|t| !crate::time::from_the_future(*t, now)).max()
+}
+
 /// backy's rule: overdue when the newest good snapshot (or, before the
 /// first one, the job's creation) is older than 1.5 × the shortest interval.
 pub fn sla(now: i64, newest_good: Option<i64>, created: i64, interval: i64) -> Sla {
@@ -172,6 +179,12 @@ mod tests {
         assert_eq!(sla(10 * h + h / 2 + 1, Some(9 * h), 0, h), Sla::Overdue);
         assert_eq!(sla(h, None, 0, h), Sla::Pending);
         assert_eq!(sla(2 * h, None, 0, h), Sla::Overdue);
+        // A snapshot dated in 2100 does not keep a job fresh.
+        let year_2100 = crate::time::parse_rfc3339("2100-01-01T00:00:00Z").unwrap();
+        let newest = newest_fresh([9 * h, year_2100], 10 * h);
+        assert_eq!(newest, Some(9 * h));
+        assert_eq!(sla(100 * h, newest, 0, h), Sla::Overdue);
+        assert_eq!(newest_fresh([year_2100], 10 * h), None);
         for s in [TaskState::Running, TaskState::Ok, TaskState::Warning, TaskState::Failed] {
             assert_eq!(TaskState::parse(s.as_str()), Some(s));
         }

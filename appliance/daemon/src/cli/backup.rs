@@ -104,7 +104,8 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
             "--param, --allow-host, --grant-dir and --max-size are for a source handler (--source NAME)"
         ));
     }
-    let remote = a.remote.connect()?;
+    // Without --time, a server dates the snapshot by its own clock.
+    let remote = a.remote.connect()?.map(|r| r.dated_by_server(a.time.is_none()));
     if let Some(name) = &a.source {
         let (params, grants) = a.handler.parsed()?;
         let max_bytes = a.max_size;

@@ -40,7 +40,10 @@ pub fn snapshot_id(kind: &str, id: &str, time: &str, ns: &str) -> AppResult<Snap
 #[derive(Debug, Serialize)]
 pub struct StatusJson {
     pub version: &'static str,
-    pub datastore: String,
+    /// The datastore's path and its file system's size: not for backup
+    /// clients, who see only their own groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
     pub snapshots: usize,
     pub groups: usize,
     /// Logical bytes of every snapshot.
@@ -48,8 +51,10 @@ pub struct StatusJson {
     /// Bytes the snapshots added to the chunk store when made.
     pub stored_bytes: u64,
     pub dedup_factor: f64,
-    pub disk_total_bytes: u64,
-    pub disk_free_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
     pub fingerprint: Option<String>,
 }
 
@@ -64,13 +69,24 @@ pub async fn visible_summaries(state: &AppState, caller: &Caller) -> AppResult<A
 
 /// Datastore figures, shared by the status route, metrics and the overview page.
 pub async fn status_of(state: &AppState, caller: &Caller) -> AppResult<StatusJson> {
-    status_from(state, &visible_summaries(state, caller).await?).await
+    status_from(state, caller, &visible_summaries(state, caller).await?).await
 }
 
-/// Datastore figures from summaries already read.
-pub async fn status_from(state: &AppState, all: &[SnapshotSummary]) -> AppResult<StatusJson> {
-    let ((fs_total, fs_free), root) =
-        state.engine(|e| Ok((e.disk_space()?, e.datastore().root().display().to_string()))).await?;
+/// Datastore figures from summaries already read; the datastore's path and
+/// disk only for callers who see the whole datastore.
+pub async fn status_from(
+    state: &AppState,
+    caller: &Caller,
+    all: &[SnapshotSummary],
+) -> AppResult<StatusJson> {
+    let whole = caller.role != Role::BackupClient;
+    let (disk, root) = if whole {
+        let (disk, root) =
+            state.engine(|e| Ok((e.disk_space()?, e.datastore().root().display().to_string()))).await?;
+        (Some(disk), Some(root))
+    } else {
+        (None, None)
+    };
     let logical: u64 = all.iter().map(|s| s.size).sum();
     let stored: u64 = all.iter().map(|s| s.stored).sum();
     let groups: std::collections::BTreeSet<_> = all.iter().map(|s| &s.id.group).collect();
@@ -82,8 +98,8 @@ pub async fn status_from(state: &AppState, all: &[SnapshotSummary]) -> AppResult
         logical_bytes: logical,
         stored_bytes: stored,
         dedup_factor: if stored == 0 { 1.0 } else { logical as f64 / stored as f64 },
-        disk_total_bytes: fs_total,
-        disk_free_bytes: fs_free,
+        disk_total_bytes: disk.map(|d| d.0),
+        disk_free_bytes: disk.map(|d| d.1),
         fingerprint: state.fingerprint().map(str::to_owned),
     })
 }
@@ -454,7 +470,7 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
     let snaps = visible_summaries(&state, &caller).await?;
-    let st = status_from(&state, &snaps).await?;
+    let st = status_from(&state, &caller, &snaps).await?;
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -487,13 +503,13 @@ pub async fn metrics(
         "cairn_disk_total_bytes",
         "Size of the datastore's file system.",
         "gauge",
-        one(st.disk_total_bytes.to_string()),
+        one(st.disk_total_bytes.unwrap_or(0).to_string()),
     );
     metric(
         "cairn_disk_free_bytes",
         "Free space on the datastore's file system.",
         "gauge",
-        one(st.disk_free_bytes.to_string()),
+        one(st.disk_free_bytes.unwrap_or(0).to_string()),
     );
     let newest: Vec<(String, String)> = groups_of(&snaps)
         .iter()

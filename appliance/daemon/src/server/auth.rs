@@ -32,8 +32,14 @@ pub const CSRF_FIELD: &str = "csrf";
 /// Largest form body read while looking for the CSRF field.
 const FORM_LIMIT: usize = 64 << 10;
 
-/// Largest multipart form read while looking for it: the largest upload.
-const MULTIPART_LIMIT: usize = super::policy_api::MAX_POLICY_FORM;
+/// What the per-route guard knows of its route.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    pub access: Access,
+    /// The largest multipart form the route takes (`None`: it takes none,
+    /// and a multipart body is never read for its CSRF field).
+    pub multipart: Option<usize>,
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +166,11 @@ fn is_page(req: &Request) -> bool {
 
 /// The middleware enforcing a route's `Access`.
 pub async fn authorize(
-    State((state, access)): State<(AppState, Access)>,
+    State((state, guard)): State<(AppState, Guard)>,
     req: Request,
     next: Next,
 ) -> Response {
+    let access = guard.access;
     if access == Access::Public {
         return next.run(req).await;
     }
@@ -183,7 +190,7 @@ pub async fn authorize(
     }
     let req = match &caller.csrf {
         Some(expected) if !matches!(*req.method(), Method::GET | Method::HEAD) => {
-            match check_csrf(req, expected).await {
+            match check_csrf(req, expected, guard.multipart).await {
                 Ok(req) => req,
                 Err(e) => return e.into_response(),
             }
@@ -198,7 +205,7 @@ pub async fn authorize(
 /// Check the CSRF token of a cookie-authenticated, state-changing request:
 /// in the `x-csrf-token` header, or the `csrf` field of a form body (read
 /// and put back), URL-encoded or multipart (an upload form).
-async fn check_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
+async fn check_csrf(req: Request, expected: &str, multipart: Option<usize>) -> Result<Request, AppError> {
     let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
     if let Some(v) = req.headers().get(CSRF_HEADER) {
         return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
@@ -206,10 +213,12 @@ async fn check_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let boundary = multer::parse_boundary(&content_type).ok();
-    let limit = match &boundary {
-        Some(_) => MULTIPART_LIMIT,
-        None if content_type.starts_with("application/x-www-form-urlencoded") => FORM_LIMIT,
-        None => return Err(refused()),
+    let limit = match (&boundary, multipart) {
+        (Some(_), Some(limit)) => limit,
+        // A route that takes no multipart form: never buffer one.
+        (Some(_), None) => return Err(refused()),
+        (None, _) if content_type.starts_with("application/x-www-form-urlencoded") => FORM_LIMIT,
+        (None, _) => return Err(refused()),
     };
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, limit).await.map_err(|_| {

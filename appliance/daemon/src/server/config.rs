@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use super::limits::Limits;
+
 /// The port PBS made familiar for backup servers.
 pub const DEFAULT_PORT: u16 = 8007;
 
@@ -25,7 +27,25 @@ pub struct ConfigFile {
     pub session_idle: Option<u64>,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `[limits]`: sessions, uploads and logins per caller.
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub jobs: JobsConfig,
 }
+
+/// `[jobs]`: what jobs may read on the server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Directories under which operators may name job sources and granted
+    /// directories (admins may name any path). None by default.
+    #[serde(default)]
+    pub source_roots: Vec<PathBuf>,
+}
+
+/// The configuration directory no job may read.
+pub const CONFIG_DIR: &str = "/etc/cairn";
 
 /// `[tls]`: certificate and key files (PEM). Missing files are made on
 /// first start (self-signed); by default they live in the datastore's
@@ -50,6 +70,9 @@ pub struct Settings {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub insecure_http: bool,
+    pub limits: Limits,
+    /// Where jobs may read; the datastore is added by the server.
+    pub job_paths: engine::job_paths::PathRules,
 }
 
 impl ConfigFile {
@@ -78,18 +101,31 @@ impl ConfigFile {
                  passwords and tokens would cross the network in the clear; drop --insecure-http"
             );
         }
+        self.limits.check()?;
         let workers = self.workers.unwrap_or(2);
         if workers == 0 {
             bail!("workers must be at least 1");
         }
+        for root in &self.jobs.source_roots {
+            if !root.is_absolute() {
+                bail!("[jobs] source_roots: {} is not an absolute path", root.display());
+            }
+        }
+        let cert = self.tls.cert.clone().unwrap_or_else(|| server_dir.join("cert.pem"));
+        let key = self.tls.key.clone().unwrap_or_else(|| server_dir.join("key.pem"));
+        let mut protected = vec![PathBuf::from(CONFIG_DIR), datastore.clone()];
+        protected.extend([&cert, &key].iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
+        let job_paths = engine::job_paths::PathRules { roots: self.jobs.source_roots.clone(), protected };
         Ok(Settings {
             listen,
             datastore,
             workers,
             session_idle: std::time::Duration::from_secs(self.session_idle.unwrap_or(1800).max(1)),
-            cert: self.tls.cert.clone().unwrap_or_else(|| server_dir.join("cert.pem")),
-            key: self.tls.key.clone().unwrap_or_else(|| server_dir.join("key.pem")),
+            cert,
+            key,
             insecure_http,
+            limits: self.limits,
+            job_paths,
         })
     }
 }
@@ -113,6 +149,15 @@ mod tests {
         let none = ConfigFile::default().settings(Path::new("/data"), None, false).unwrap();
         assert_eq!(none.key, Path::new("/data/server/key.pem"));
         assert!(toml::from_str::<ConfigFile>("listne = \"x\"").is_err(), "unknown keys are refused");
+        assert_eq!(none.limits, Limits::default());
+        let limited: ConfigFile =
+            toml::from_str("[limits]\nuploads_per_caller = 2\nbackup_sessions_per_caller = 1\n").unwrap();
+        let s = limited.settings(Path::new("/data"), None, false).unwrap();
+        assert_eq!((s.limits.uploads_per_caller, s.limits.backup_sessions_per_caller), (2, 1));
+        assert_eq!(s.limits.reader_sessions, Limits::default().reader_sessions);
+        let zero: ConfigFile = toml::from_str("[limits]\nlogin_queue = 0\n").unwrap();
+        assert!(zero.settings(Path::new("/data"), None, false).is_err());
+        assert!(toml::from_str::<ConfigFile>("[limits]\nsessions = 1\n").is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct AppError {
     pub message: String,
     /// Details for the log only (never shown to the caller).
     pub detail: Option<String>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 /// Attached to an error response for `finish` to render.
@@ -29,7 +31,7 @@ pub struct ErrorBody {
 
 impl AppError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), detail: None }
+        Self { status, message: message.into(), detail: None, retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -102,6 +104,7 @@ impl From<anyhow::Error> for AppError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "internal error".into(),
             detail: Some(text),
+            retry_after: None,
         }
     }
 }
@@ -122,6 +125,9 @@ impl From<axum::extract::multipart::MultipartError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
+        if let Some(s) = self.retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
         res.extensions_mut().insert(ErrorBody { message: self.message, detail: self.detail });
         res
     }

@@ -341,9 +341,9 @@ pub async fn jobs(
 }
 
 /// Save a posted job form through the API's checks.
-async fn save_form(state: &AppState, f: &JobForm, editing: bool) -> AppResult<model::Job> {
+async fn save_form(state: &AppState, caller: &Caller, f: &JobForm, editing: bool) -> AppResult<model::Job> {
     let stored = policy_api::stored(state).await?;
-    jobs_api::save(state, f.to_new_job(&stored, editing)?).await
+    jobs_api::save(state, caller, f.to_new_job(&stored, editing)?).await
 }
 
 /// `POST /jobs`: the new-job form; a refused job is shown again with why.
@@ -352,7 +352,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     Form(f): Form<JobForm>,
 ) -> AppResult<Response> {
-    match save_form(&state, &f, false).await {
+    match save_form(&state, &caller, &f, false).await {
         Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
         Err(e) => jobs_page(&state, &caller, Flash::refused(e)?, Some(f)).await,
     }
@@ -413,7 +413,7 @@ pub async fn edit(
 ) -> AppResult<Response> {
     jobs_api::job(&state, &caller, &name).await?;
     f.name.clone_from(&name);
-    match save_form(&state, &f, true).await {
+    match save_form(&state, &caller, &f, true).await {
         Ok(job) => jobs_page(&state, &caller, Flash::done(format!("Saved job {}.", job.name)), None).await,
         Err(e) => job_page(&state, &caller, &name, Flash::refused(e)?, Some(f)).await,
     }

@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 use model::prune::KeepRules;
 use std::collections::BTreeMap;
 
-use model::{Job, JobSource, PolicyUse, Task};
+use model::{Job, JobSource, PolicyUse, Role, Task};
 use serde::{Deserialize, Serialize};
 
 use super::api::{bad_input, parse_group};
@@ -250,11 +250,14 @@ fn checked_source(s: JobSourceJson) -> AppResult<JobSource> {
     Ok(s.into())
 }
 
-/// Create or replace a job (a replaced job keeps its creation time).
-pub async fn save(state: &AppState, new: NewJob) -> AppResult<Job> {
+/// Create or replace a job (a replaced job keeps its creation time). Its
+/// paths must satisfy the server's rules: admins may name any path but the
+/// server's own data, operators only paths under `[jobs] source_roots`.
+pub async fn save(state: &AppState, caller: &Caller, new: NewJob) -> AppResult<Job> {
     let name = new.name.clone();
     let created = state.engine(move |e| Ok(e.job(&name).map_or(now(), |j| j.created))).await?;
     let job = new.into_job(created)?;
+    state.job_paths().check_job(&job, caller.role == Role::Admin).map_err(|e| AppError::forbidden(e.0))?;
     let saved = job.clone();
     state.engine(move |e| e.put_job(&job).map_err(bad_input)).await?;
     Ok(saved)
@@ -262,9 +265,10 @@ pub async fn save(state: &AppState, new: NewJob) -> AppResult<Job> {
 
 pub async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(new): Json<NewJob>,
 ) -> AppResult<(StatusCode, Json<String>)> {
-    let job = save(&state, new).await?;
+    let job = save(&state, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(job.name)))
 }
 

@@ -18,8 +18,12 @@ mod chart;
 pub mod config;
 mod error;
 mod finish;
+#[cfg(test)]
+mod hardening_tests;
 mod job_views;
 mod jobs_api;
+pub mod limits;
+mod logins;
 mod maint_api;
 mod policy_api;
 mod remote;
@@ -72,7 +76,14 @@ pub fn serve(settings: Settings) -> Result<()> {
     if interrupted > 0 {
         println!("{interrupted} task(s) were cut short by the last stop; marked failed");
     }
-    let state = AppState::new(engine, fingerprint.clone(), state::AUTH_DELAY, settings.workers);
+    let state = AppState::configured(
+        engine,
+        fingerprint.clone(),
+        state::AUTH_DELAY,
+        settings.workers,
+        settings.limits,
+        settings.job_paths.clone(),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-http")

@@ -15,42 +15,53 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine::target::SnapshotRead;
 use engine::{ChunkId, DynamicIndex, FixedIndex, IndexRef, Manifest, Writer, check_blob};
 use model::{BackupGroup, Namespace, Role, SnapshotId};
+use tokio::sync::Semaphore;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::state::AppState;
+use super::limits::Limits;
+use super::state::{AppState, now};
 use crate::protocol::{
-    BackupSession, BackupStart, Finished, ReaderSession, ReaderStart, StoreSettings, index_name_ok,
+    BackupSession, BackupStart, Finished, MAX_CHUNK_BODY, ReaderSession, ReaderStart, StoreSettings,
+    index_name_ok,
 };
 
-/// How many sessions one server keeps open at once.
-const MAX_SESSIONS: usize = 256;
-
-/// The open sessions of a server.
-#[derive(Default)]
+/// The open sessions of a server, and the uploads in flight per caller.
 pub struct Sessions {
-    backups: Mutex<HashMap<String, Arc<Upload>>>,
-    readers: Mutex<HashMap<String, Arc<Reading>>>,
+    limits: Limits,
+    /// Both tables under one lock, so counting and inserting are one step.
+    open: Mutex<Open>,
+    /// Chunk uploads in flight, per principal.
+    uploads: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+#[derive(Default)]
+struct Open {
+    backups: HashMap<String, Arc<Upload>>,
+    readers: HashMap<String, Arc<Reading>>,
 }
 
 /// A backup in progress.
 struct Upload {
     owner: String,
+    /// Backup clients get figures that do not tell what other groups hold.
+    role: Role,
     time: i64,
     group: BackupGroup,
     /// `None` once finished or aborted.
     writer: RwLock<Option<Writer>>,
-    /// Chunks of the group's previous snapshot: what the client may name
-    /// without uploading.
-    known: HashSet<ChunkId>,
-    uploaded: Mutex<HashSet<ChunkId>>,
+    /// Chunks of the group's previous snapshot with their plain lengths:
+    /// what the client may name without uploading.
+    known: HashMap<ChunkId, u64>,
+    /// Chunks uploaded in this session: (plain length, blob size).
+    uploaded: Mutex<HashMap<ChunkId, (u64, u64)>>,
     indexes: Mutex<HashMap<String, IndexRef>>,
     touched: Mutex<Instant>,
 }
@@ -64,54 +75,143 @@ struct Reading {
     touched: Mutex<Instant>,
 }
 
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+/// Why a session could not be opened.
+fn full(what: &str, limit: usize, per_caller: bool) -> AppError {
+    if per_caller {
+        AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this caller already holds {limit} open {what} sessions (the limit per token or user); \
+                 finish or abort one, or wait until idle ones expire"
+            ),
+        )
+    } else {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server holds {limit} open {what} sessions, its limit; retry later"),
+        )
+    }
+}
+
 impl Sessions {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, open: Mutex::default(), uploads: Mutex::default() }
+    }
+
     /// Drop sessions idle for longer than `idle`; returns how many.
     pub fn expire(&self, idle: Duration) -> usize {
         let fresh = |t: &Mutex<Instant>| t.lock().expect("lock").elapsed() < idle;
-        let mut backups = self.backups.lock().expect("lock");
-        let before = backups.len();
-        backups.retain(|id, s| {
+        let mut open = self.open.lock().expect("lock");
+        let before = open.backups.len() + open.readers.len();
+        open.backups.retain(|id, s| {
             let keep = fresh(&s.touched);
             if !keep {
                 tracing::warn!(session = %id, group = %s.group, "backup session idle too long: aborted");
             }
             keep
         });
-        let mut n = before - backups.len();
-        let mut readers = self.readers.lock().expect("lock");
-        let before = readers.len();
-        readers.retain(|_, s| fresh(&s.touched));
-        n += before - readers.len();
-        n
+        open.readers.retain(|_, s| fresh(&s.touched));
+        before - open.backups.len() - open.readers.len()
     }
 
     /// Abort every backup in progress (shutdown).
     pub fn clear(&self) {
-        self.backups.lock().expect("lock").clear();
-        self.readers.lock().expect("lock").clear();
+        let mut open = self.open.lock().expect("lock");
+        open.backups.clear();
+        open.readers.clear();
     }
 
     fn backup(&self, caller: &Caller, id: &str) -> AppResult<Arc<Upload>> {
-        let s = self.backups.lock().expect("lock").get(id).cloned();
+        let s = self.open.lock().expect("lock").backups.get(id).cloned();
         owned(s, caller, |u| (&u.owner, &u.touched))
             .ok_or_else(|| AppError::not_found(format!("no backup session {id}")))
     }
 
     fn reader(&self, caller: &Caller, id: &str) -> AppResult<Arc<Reading>> {
-        let s = self.readers.lock().expect("lock").get(id).cloned();
+        let s = self.open.lock().expect("lock").readers.get(id).cloned();
         owned(s, caller, |r| (&r.owner, &r.touched))
             .ok_or_else(|| AppError::not_found(format!("no reader session {id}")))
     }
 
-    fn room(&self) -> AppResult<()> {
-        let n = self.backups.lock().expect("lock").len() + self.readers.lock().expect("lock").len();
-        if n >= MAX_SESSIONS {
-            return Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many open backup and reader sessions; retry later",
-            ));
+    /// Whether `principal` may open `backups` more backup sessions and
+    /// `readers` more reader sessions, checked against the tables as they
+    /// are under the lock.
+    fn room_in(&self, open: &Open, principal: &str, backups: usize, readers: usize) -> AppResult<()> {
+        let l = &self.limits;
+        if backups > 0 {
+            let mine = open.backups.values().filter(|u| u.owner == principal).count();
+            if mine + backups > l.backup_sessions_per_caller {
+                return Err(full("backup", l.backup_sessions_per_caller, true));
+            }
+            if open.backups.len() + backups > l.backup_sessions {
+                return Err(full("backup", l.backup_sessions, false));
+            }
+        }
+        if readers > 0 {
+            let mine = open.readers.values().filter(|r| r.owner == principal).count();
+            if mine + readers > l.reader_sessions_per_caller {
+                return Err(full("reader", l.reader_sessions_per_caller, true));
+            }
+            if open.readers.len() + readers > l.reader_sessions {
+                return Err(full("reader", l.reader_sessions, false));
+            }
         }
         Ok(())
+    }
+
+    /// A quick check before expensive work; `insert` checks again.
+    fn room(&self, principal: &str, backups: usize, readers: usize) -> AppResult<()> {
+        let open = self.open.lock().expect("lock");
+        self.room_in(&open, principal, backups, readers)
+    }
+
+    /// Count and insert in one step under the lock. On refusal the
+    /// sessions are handed back for the caller to drop off the async
+    /// workers.
+    fn insert(
+        &self,
+        principal: &str,
+        backup: Option<(String, Arc<Upload>)>,
+        reader: Option<(String, Arc<Reading>)>,
+    ) -> Result<(), (AppError, Option<Arc<Upload>>)> {
+        let mut open = self.open.lock().expect("lock");
+        if let Err(e) = self.room_in(&open, principal, backup.is_some() as usize, reader.is_some() as usize) {
+            return Err((e, backup.map(|(_, u)| u)));
+        }
+        if let Some((id, u)) = backup {
+            open.backups.insert(id, u);
+        }
+        if let Some((id, r)) = reader {
+            open.readers.insert(id, r);
+        }
+        Ok(())
+    }
+
+    /// A permit for one chunk upload of `principal`, or 429.
+    fn upload_permit(&self, principal: &str) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self
+            .uploads
+            .lock()
+            .expect("lock")
+            .entry(principal.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.uploads_per_caller)))
+            .clone();
+        sem.try_acquire_owned().map_err(|_| {
+            AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{} chunk uploads of this caller are already in flight (the limit); \
+                     retry when one has finished",
+                    self.limits.uploads_per_caller
+                ),
+            )
+        })
     }
 }
 
@@ -140,24 +240,62 @@ fn parse_chunk(text: &str) -> AppResult<ChunkId> {
     ChunkId::from_hex(text).ok_or_else(|| AppError::bad_request(format!("{text:?} is not a chunk id")))
 }
 
-/// Open a reader session over a snapshot whose manifest is known.
-fn open_reader(
-    state: &AppState,
+/// A reader session over a snapshot whose manifest is known, not yet open.
+fn reader_session(
     caller: &Caller,
     id: SnapshotId,
     manifest: Manifest,
     chunks: HashSet<ChunkId>,
-) -> ReaderSession {
-    let session = session_id();
+) -> (String, Arc<Reading>) {
     let reading = Reading {
         owner: caller.principal.clone(),
-        id: id.clone(),
-        manifest: manifest.clone(),
+        id,
+        manifest,
         chunks,
         touched: Mutex::new(Instant::now()),
     };
-    state.sessions().readers.lock().expect("lock").insert(session.clone(), Arc::new(reading));
-    ReaderSession { session, snapshot: id.to_string(), manifest }
+    (session_id(), Arc::new(reading))
+}
+
+/// Whether a remote backup may be dated `time`, given the server's clock
+/// and the group's newest snapshot. Nobody may date a snapshot ahead of the
+/// server's clock (beyond a small skew): it would outlive every real one
+/// under keep rules and look fresh to SLA checks forever. A backup client
+/// may not date one in the past either, nor before the group's newest
+/// snapshot; admins and operators may, to import old backups.
+pub fn check_time(role: Role, time: i64, now: i64, newest: Option<i64>) -> Result<(), String> {
+    use model::time::{FUTURE_SKEW, format_rfc3339, from_the_future, round_trips};
+    if !round_trips(time) {
+        return Err(format!("{time} is not a valid snapshot time (an RFC 3339 time with a four-digit year)"));
+    }
+    if from_the_future(time, now) {
+        return Err(format!(
+            "snapshot time {} is ahead of the server's clock ({}) by more than {FUTURE_SKEW} s; \
+             check the client's clock",
+            format_rfc3339(time),
+            format_rfc3339(now)
+        ));
+    }
+    if role == Role::BackupClient {
+        if time < now - FUTURE_SKEW {
+            return Err(format!(
+                "snapshot time {} is behind the server's clock ({}) by more than {FUTURE_SKEW} s; \
+                 a backup client cannot date snapshots in the past (drop --time, or ask an operator)",
+                format_rfc3339(time),
+                format_rfc3339(now)
+            ));
+        }
+        if let Some(newest) = newest
+            && time <= newest
+        {
+            return Err(format!(
+                "snapshot time {} is not after the group's newest snapshot ({}); try again in a second",
+                format_rfc3339(time),
+                format_rfc3339(newest)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/backup`: open a backup session for a group.
@@ -171,35 +309,83 @@ pub async fn start_backup(
         return Err(AppError::forbidden("auditors may read but not back up"));
     }
     caller.check(&group)?;
-    state.sessions().room()?;
-    let time = req.time;
+    // The reader for the previous snapshot is counted when both are inserted.
+    state.sessions().room(&caller.principal, 1, 0)?;
+    let (asked, role) = (req.time, caller.role);
     let g = group.clone();
-    let (writer, previous, known, settings) = state
+    let (writer, previous, known, settings, time) = state
         .engine(move |e| {
-            let (writer, previous) = e.begin_remote_backup(&g, time)?;
-            let known = match &previous {
-                Some((id, m)) => e.datastore().chunk_ids(id, m)?,
-                None => HashSet::new(),
+            let newest = || Ok::<_, anyhow::Error>(e.datastore().list_group(&g)?.last().map(|id| id.time));
+            // Undated: now, or a second after the group's newest snapshot.
+            let time = match asked {
+                Some(t) => t,
+                None => newest()?.map_or(now(), |n| now().max(n + 1)),
             };
-            Ok((writer, previous, known, StoreSettings::from(e.datastore().config())))
+            model::time::round_trips(time)
+                .then_some(())
+                .ok_or_else(|| engine::ops::BadRequest(format!("{time} is not a valid snapshot time")))?;
+            let (writer, previous) = e.begin_remote_backup(&g, time)?;
+            // The group is locked now: its newest snapshot cannot change.
+            check_time(role, time, now(), newest()?).map_err(engine::ops::BadRequest)?;
+            let known = match &previous {
+                Some((id, m)) => e.datastore().chunk_lengths(id, m)?,
+                None => HashMap::new(),
+            };
+            Ok((writer, previous, known, StoreSettings::from(e.datastore().config()), time))
         })
         .await?;
-    let previous = previous.map(|(id, m)| open_reader(&state, &caller, id, m, known.clone()));
+    let reader = previous.map(|(id, m)| {
+        let chunks = known.keys().copied().collect();
+        reader_session(&caller, id, m, chunks)
+    });
+    let previous = reader.as_ref().map(|(session, r)| ReaderSession {
+        session: session.clone(),
+        snapshot: r.id.to_string(),
+        manifest: r.manifest.clone(),
+    });
     let session = session_id();
     let snapshot = group.at(time).to_string();
-    tracing::info!(session = %session, snapshot = %snapshot, by = %caller.name, "backup session opened");
     let upload = Upload {
         owner: caller.principal.clone(),
+        role: caller.role,
         time,
         group,
         writer: RwLock::new(Some(writer)),
         known,
-        uploaded: Mutex::new(HashSet::new()),
+        uploaded: Mutex::new(HashMap::new()),
         indexes: Mutex::new(HashMap::new()),
         touched: Mutex::new(Instant::now()),
     };
-    state.sessions().backups.lock().expect("lock").insert(session.clone(), Arc::new(upload));
+    if let Err((e, upload)) =
+        state.sessions().insert(&caller.principal, Some((session.clone(), Arc::new(upload))), reader)
+    {
+        // Dropping the writer removes its work area: off the async workers.
+        tokio::task::spawn_blocking(move || drop(upload)).await.ok();
+        return Err(e);
+    }
+    tracing::info!(session = %session, snapshot = %snapshot, by = %caller.name, "backup session opened");
     Ok(Json(BackupSession { session, snapshot, settings, previous }))
+}
+
+impl Upload {
+    /// What this backup added, as its caller may learn it: the server's own
+    /// counts for admins and operators; for a backup client, every chunk it
+    /// uploaded that the group's previous snapshot did not name, at its
+    /// uploaded size, whether or not another group already held it (the
+    /// true figures would tell a tenant what other tenants store).
+    fn added(&self, writer: &Writer) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &writer.counters;
+        let (true_new, true_stored) = (c.new_chunks.load(Relaxed), c.stored_bytes.load(Relaxed));
+        if self.role != Role::BackupClient {
+            return (true_new, true_stored);
+        }
+        let uploaded = self.uploaded.lock().expect("lock");
+        let fresh = uploaded.iter().filter(|(id, _)| !self.known.contains_key(id));
+        let (n, bytes) = fresh.fold((0, 0), |(n, b), (_, (_, size))| (n + 1, b + size));
+        tracing::info!(group = %self.group, new_chunks = true_new, stored = true_stored, "stored by a backup client's session");
+        (n, bytes)
+    }
 }
 
 /// Run `call` with the session's writer, off the async workers.
@@ -218,21 +404,30 @@ where
 }
 
 /// `PUT /api/v1/backup/{session}/chunks/{id}`: a chunk blob, checked
-/// against its id before it is stored.
+/// against its id before it is stored. The body is read only once the
+/// caller holds one of its upload permits.
 pub async fn upload_chunk(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((session, chunk)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> AppResult<StatusCode> {
     let upload = state.sessions().backup(&caller, &session)?;
     let id = parse_chunk(&chunk)?;
+    let _permit = state.sessions().upload_permit(&caller.principal)?;
+    let body = to_bytes(body, MAX_CHUNK_BODY).await.map_err(|_| {
+        AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a chunk upload is at most {} bytes, or it was cut short", MAX_CHUNK_BODY),
+        )
+    })?;
     with_writer(upload, move |upload, writer| {
-        check_blob(&id, &body).map_err(|e| AppError::bad_request(format!("chunk {id} rejected: {e}")))?;
-        if !writer.reference(&id).map_err(anyhow::Error::from)? {
-            writer.store(&id, &body).map_err(anyhow::Error::from)?;
-        }
-        upload.uploaded.lock().expect("lock").insert(id);
+        let plain =
+            check_blob(&id, &body).map_err(|e| AppError::bad_request(format!("chunk {id} rejected: {e}")))?;
+        // The same work whether or not the store had the chunk, so the
+        // answer's timing does not tell either.
+        writer.store_uniformly(&id, &body).map_err(anyhow::Error::from)?;
+        upload.uploaded.lock().expect("lock").insert(id, (plain, body.len() as u64));
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -244,7 +439,7 @@ pub async fn upload_index(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((session, file)): Path<(String, String)>,
-    body: Bytes,
+    body: axum::body::Bytes,
 ) -> AppResult<Json<IndexRef>> {
     let upload = state.sessions().backup(&caller, &session)?;
     if !index_name_ok(&file) {
@@ -252,27 +447,32 @@ pub async fn upload_index(
     }
     with_writer(upload, move |upload, writer| {
         let bad = |e: engine::IndexError| AppError::bad_request(format!("index {file} rejected: {}", e.0));
-        let (ids, length): (Vec<ChunkId>, u64) = if file.ends_with(".fidx") {
+        let (chunks, length): (Vec<(ChunkId, u64)>, u64) = if file.ends_with(".fidx") {
             let f = FixedIndex::decode(&body).map_err(bad)?;
-            (f.ids, f.size)
+            (f.chunk_lengths().collect(), f.size)
         } else {
             let d = DynamicIndex::decode(&body).map_err(bad)?;
-            let len = d.len_bytes();
-            (d.entries.into_iter().map(|(_, c)| c).collect(), len)
+            (d.chunk_lengths().collect(), d.len_bytes())
         };
         {
             let uploaded = upload.uploaded.lock().expect("lock");
-            for id in &ids {
-                if uploaded.contains(id) {
-                    continue;
-                }
-                if !upload.known.contains(id) {
+            for (id, len) in &chunks {
+                let holds = match (uploaded.get(id), upload.known.get(id)) {
+                    (Some((plain, _)), _) => *plain,
+                    (None, Some(plain)) => *plain,
+                    (None, None) => {
+                        return Err(AppError::bad_request(format!(
+                            "index {file} names chunk {id}, which was neither uploaded in this session nor \
+                             part of the group's previous snapshot"
+                        )));
+                    }
+                };
+                if holds != *len {
                     return Err(AppError::bad_request(format!(
-                        "index {file} names chunk {id}, which was neither uploaded in this session nor \
-                         part of the group's previous snapshot"
+                        "index {file} gives chunk {id} {len} bytes, but it holds {holds}"
                     )));
                 }
-                if !writer.reference(id).map_err(anyhow::Error::from)? {
+                if !uploaded.contains_key(id) && !writer.reference(id).map_err(anyhow::Error::from)? {
                     return Err(AppError::new(
                         StatusCode::CONFLICT,
                         format!(
@@ -286,7 +486,7 @@ pub async fn upload_index(
         if indexes.contains_key(&file) {
             return Err(AppError::new(StatusCode::CONFLICT, format!("index {file} was already uploaded")));
         }
-        let r = writer.write_index(&file, &body, length, ids.len() as u64).map_err(anyhow::Error::from)?;
+        let r = writer.write_index(&file, &body, length, chunks.len() as u64).map_err(anyhow::Error::from)?;
         indexes.insert(file, r.clone());
         Ok(Json(r))
     })
@@ -326,11 +526,10 @@ pub async fn finish_backup(
     }
     let writer = upload.writer.write().expect("lock").take();
     let writer = writer.ok_or_else(|| AppError::not_found("the backup session has ended"))?;
-    // The server's own counts of what this backup added.
-    let c = &writer.counters;
-    manifest.stats.new_chunks = c.new_chunks.load(std::sync::atomic::Ordering::Relaxed);
-    manifest.stats.stored = c.stored_bytes.load(std::sync::atomic::Ordering::Relaxed);
-    state.sessions().backups.lock().expect("lock").remove(&session);
+    let (new_chunks, stored) = upload.added(&writer);
+    manifest.stats.new_chunks = new_chunks;
+    manifest.stats.stored = stored;
+    state.sessions().open.lock().expect("lock").backups.remove(&session);
     let time = upload.time;
     let m = manifest.clone();
     let id = state.engine(move |e| e.commit_backup(writer, &m, time)).await?;
@@ -345,7 +544,7 @@ pub async fn abort_backup(
     Path(session): Path<String>,
 ) -> AppResult<StatusCode> {
     state.sessions().backup(&caller, &session)?;
-    let upload = state.sessions().backups.lock().expect("lock").remove(&session);
+    let upload = state.sessions().open.lock().expect("lock").backups.remove(&session);
     if let Some(upload) = upload {
         // Dropping the writer removes its work area and journal.
         tokio::task::spawn_blocking(move || drop(upload.writer.write().expect("lock").take()))
@@ -364,7 +563,7 @@ pub async fn start_reader(
 ) -> AppResult<Json<ReaderSession>> {
     let id = SnapshotId::parse(&req.snapshot, &Namespace::root())?;
     caller.check(&id.group)?;
-    state.sessions().room()?;
+    state.sessions().room(&caller.principal, 0, 1)?;
     let sid = id.clone();
     let (manifest, chunks) = state
         .engine(move |e| {
@@ -373,7 +572,14 @@ pub async fn start_reader(
             Ok((m, chunks))
         })
         .await?;
-    Ok(Json(open_reader(&state, &caller, id, manifest, chunks)))
+    let (session, reading) = reader_session(&caller, id, manifest, chunks);
+    let answer = ReaderSession {
+        session: session.clone(),
+        snapshot: reading.id.to_string(),
+        manifest: reading.manifest.clone(),
+    };
+    state.sessions().insert(&caller.principal, None, Some((session, reading))).map_err(|(e, _)| e)?;
+    Ok(Json(answer))
 }
 
 fn octets(bytes: Vec<u8>) -> Response {
@@ -425,6 +631,6 @@ pub async fn close_reader(
     Path(session): Path<String>,
 ) -> AppResult<StatusCode> {
     state.sessions().reader(&caller, &session)?;
-    state.sessions().readers.lock().expect("lock").remove(&session);
+    state.sessions().open.lock().expect("lock").readers.remove(&session);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,7 +25,18 @@ pub struct RouteSpec {
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// The largest multipart form the route takes, if it takes one: the
+    /// CSRF check reads a multipart body for its token only up to this, and
+    /// refuses multipart bodies on every other route.
+    pub multipart: Option<usize>,
     handler: MethodRouter<AppState>,
+}
+
+impl RouteSpec {
+    fn multipart(mut self, limit: usize) -> Self {
+        self.multipart = Some(limit);
+        self
+    }
 }
 
 fn r(
@@ -35,7 +46,7 @@ fn r(
     summary: &'static str,
     handler: MethodRouter<AppState>,
 ) -> RouteSpec {
-    RouteSpec { method, path, access, summary, handler }
+    RouteSpec { method, path, access, summary, multipart: None, handler }
 }
 
 /// The route table.
@@ -335,7 +346,8 @@ pub fn routes() -> Vec<RouteSpec> {
             Admin,
             "Add a policy (multipart form: the component file, name, cpu_ms, memory_mib).",
             post(policy_api::upload_form).layer(DefaultBodyLimit::max(policy_api::MAX_POLICY_FORM)),
-        ),
+        )
+        .multipart(policy_api::MAX_POLICY_FORM),
         r(
             Method::POST,
             "/policies/{name}/remove",
@@ -363,7 +375,8 @@ pub fn routes() -> Vec<RouteSpec> {
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in routes() {
-        let guard = from_fn_with_state((state.clone(), spec.access), auth::authorize);
+        let guard = auth::Guard { access: spec.access, multipart: spec.multipart };
+        let guard = from_fn_with_state((state.clone(), guard), auth::authorize);
         router = router.route(spec.path, spec.handler.route_layer(guard));
     }
     router

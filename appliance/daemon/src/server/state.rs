@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::Engine;
+use engine::job_paths::PathRules;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
+use super::limits::Limits;
+use super::logins::Logins;
 use super::remote::Sessions;
 use super::scheduler::Runner;
 
@@ -22,6 +25,10 @@ struct Inner {
     engine: Engine,
     runner: Arc<Runner>,
     sessions: Sessions,
+    /// Password checks in flight and failed logins per address and name.
+    logins: Logins,
+    /// Where jobs may read (`[jobs] source_roots`) and what they never may.
+    job_paths: PathRules,
     /// Recently authenticated bearer tokens (blake3 of the token text →
     /// caller, when checked), so a backup's thousands of chunk uploads do
     /// not each open the catalog.
@@ -66,14 +73,31 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 pub const AUTH_DELAY: Duration = Duration::from_secs(3);
 
 impl AppState {
+    /// A server state with the default limits and no job roots (tests).
+    #[cfg(test)]
     pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
+        Self::configured(engine, fingerprint, auth_delay, workers, Limits::default(), PathRules::default())
+    }
+
+    /// A server state with the given `[limits]` and rules for job paths.
+    pub fn configured(
+        engine: Engine,
+        fingerprint: Option<String>,
+        auth_delay: Duration,
+        workers: usize,
+        limits: Limits,
+        mut job_paths: PathRules,
+    ) -> Self {
+        job_paths.protected.push(engine.datastore().root().to_path_buf());
         let policies = Arc::new(crate::policies::JobHost::default());
         let runner = Runner::new(engine.clone(), workers, policies.clone());
         Self {
             inner: Arc::new(Inner {
                 engine,
                 runner,
-                sessions: Sessions::default(),
+                sessions: Sessions::new(limits),
+                logins: Logins::new(&limits),
+                job_paths,
                 token_cache: Mutex::default(),
                 fingerprint,
                 auth_delay,
@@ -111,6 +135,16 @@ impl AppState {
     /// Forget every cached token (after a revocation or a user removal here).
     pub fn forget_tokens(&self) {
         self.inner.token_cache.lock().expect("lock").clear();
+    }
+
+    /// Where jobs may read.
+    pub fn job_paths(&self) -> &PathRules {
+        &self.inner.job_paths
+    }
+
+    /// Password checks and login back-off.
+    pub fn logins(&self) -> &Logins {
+        &self.inner.logins
     }
 
     /// Remote backup and reader sessions.

@@ -16,17 +16,17 @@ use tower::ServiceExt;
 use super::routes::{app, openapi_document, routes};
 use super::state::AppState;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    engine: Engine,
-    state: AppState,
-    snapshot: String,
-    tokens: BTreeMap<&'static str, String>,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) engine: Engine,
+    pub(super) state: AppState,
+    pub(super) snapshot: String,
+    pub(super) tokens: BTreeMap<&'static str, String>,
 }
 
-const T0: i64 = 1_790_000_000;
+pub(super) const T0: i64 = 1_790_000_000;
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
@@ -63,20 +63,20 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, engine, state, snapshot: report.id.to_string(), tokens }
 }
 
-async fn send(state: &AppState, req: Request<Body>) -> Response {
+pub(super) async fn send(state: &AppState, req: Request<Body>) -> Response {
     app(state.clone()).oneshot(req).await.unwrap()
 }
 
-async fn body_text(res: Response) -> String {
+pub(super) async fn body_text(res: Response) -> String {
     String::from_utf8_lossy(&to_bytes(res.into_body(), 64 << 20).await.unwrap()).into_owned()
 }
 
-fn get(uri: &str) -> axum::http::request::Builder {
+pub(super) fn get(uri: &str) -> axum::http::request::Builder {
     Request::builder().method(Method::GET).uri(uri)
 }
 
 /// Log in through the form; returns (cookie header value, csrf token).
-async fn login(f: &Fixture, user: &str, password: &str) -> (String, String) {
+pub(super) async fn login(f: &Fixture, user: &str, password: &str) -> (String, String) {
     let body = format!("user={user}&password={password}&next=/");
     let req = Request::post("/login")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -462,7 +462,7 @@ async fn api_answers_json_and_downloads_exact_bytes() {
 }
 
 /// Send a JSON request as `token`; returns (status, body as JSON or null).
-async fn call(
+pub(super) async fn call(
     f: &Fixture,
     method: Method,
     uri: &str,
@@ -564,7 +564,12 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
 }
 
 /// POST a dashboard form with a session cookie; returns (status, page).
-async fn post_form(f: &Fixture, cookie: &str, uri: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+pub(super) async fn post_form(
+    f: &Fixture,
+    cookie: &str,
+    uri: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, String) {
     let req = Request::post(uri)
         .header(header::COOKIE, cookie)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -575,7 +580,7 @@ async fn post_form(f: &Fixture, cookie: &str, uri: &str, fields: &[(&str, &str)]
 }
 
 /// GET a page or API route with a session cookie or (`token:NAME`) a token.
-async fn get_as(f: &Fixture, who: &str, uri: &str) -> (StatusCode, String) {
+pub(super) async fn get_as(f: &Fixture, who: &str, uri: &str) -> (StatusCode, String) {
     let req = match who.strip_prefix("token:") {
         Some(token) => get(uri).header(header::AUTHORIZATION, format!("Bearer {}", f.tokens[token])),
         None => get(uri).header(header::COOKIE, who),
@@ -682,7 +687,8 @@ async fn job_forms_save_what_they_show() {
         "name": "tagged", "group": "host/a", "sources": [src],
         "intervals": "daily=1d:7 weekly=1w:4", "keep": {"last": 3},
     });
-    let (status, body) = call(&f, Method::POST, "/api/v1/jobs", "operator", job).await;
+    // An admin: operators may name paths only under `[jobs] source_roots`.
+    let (status, body) = call(&f, Method::POST, "/api/v1/jobs", "admin", job).await;
     assert!(status.is_success(), "{status}: {body}");
     let (_, page) = get_as(&f, &cookie, "/jobs/tagged").await;
     assert!(page.contains("name=\"keep_last\" type=\"number\" min=\"0\" value=\"3\""), "{page}");

@@ -160,10 +160,56 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> AppResult<Response> {
+/// Check a password under the server's login limits: refused (429) while
+/// the address or user name is backing off after failures, or when too
+/// many checks are already waiting; at most `password_checks` at once.
+async fn checked_login(
+    state: &AppState,
+    addr: Option<std::net::IpAddr>,
+    user: &str,
+    password: String,
+) -> AppResult<Option<(String, model::Session)>> {
+    use super::logins::Refusal;
+    let refused = |r: Refusal| match r {
+        Refusal::Wait(s) => {
+            let mut e = AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed logins from this address or for this user; try again in {s} s"),
+            );
+            e.retry_after = Some(s as u64);
+            e
+        }
+        Refusal::Busy => {
+            let mut e = AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the server is busy checking other logins; try again in a few seconds",
+            );
+            e.retry_after = Some(5);
+            e
+        }
+    };
+    if let Some(r) = state.logins().backoff(addr, user, now()) {
+        tracing::warn!(user = %user, addr = ?addr, "login refused: backing off after failures");
+        return Err(refused(r));
+    }
+    let _permit = state.logins().permit().await.map_err(refused)?;
+    let name = user.to_owned();
+    let outcome = state.engine(move |e| e.login(&name, &password, now())).await?;
+    match &outcome {
+        Some(_) => state.logins().succeeded(addr, user),
+        None => state.logins().failed(addr, user, now()),
+    }
+    Ok(outcome)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Form(f): Form<LoginForm>,
+) -> AppResult<Response> {
     let next = local_target(f.next.as_deref());
-    let (user, password) = (f.user.clone(), f.password);
-    let outcome = state.engine(move |e| e.login(&user, &password, now())).await?;
+    let addr = peer.map(|Extension(c)| c.0.ip());
+    let outcome = checked_login(&state, addr, &f.user, f.password).await?;
     let Some((secret, session)) = outcome else {
         tracing::warn!(user = %f.user, "failed login");
         let page = LoginPage {
@@ -214,8 +260,8 @@ struct OverviewPage {
     logical: String,
     stored: String,
     dedup: String,
-    disk_free: String,
-    disk_total: String,
+    /// Free and total space of the datastore's disk (not for backup clients).
+    disk: Option<(String, String)>,
     chart: String,
     groups: Vec<GroupRow>,
     hostname: String,
@@ -239,7 +285,7 @@ pub async fn overview(
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
     let snaps = api::visible_summaries(&state, &caller).await?;
-    let st = api::status_from(&state, &snaps).await?;
+    let st = api::status_from(&state, &caller, &snaps).await?;
     let groups = api::groups_of(&snaps)
         .into_iter()
         .map(|g| GroupRow {
@@ -272,8 +318,7 @@ pub async fn overview(
         logical: output::size(st.logical_bytes),
         stored: output::size(st.stored_bytes),
         dedup: format!("{:.2}×", st.dedup_factor),
-        disk_free: output::size(st.disk_free_bytes),
-        disk_total: output::size(st.disk_total_bytes),
+        disk: st.disk_free_bytes.zip(st.disk_total_bytes).map(|(f, t)| (output::size(f), output::size(t))),
         chart: super::chart::usage_svg(&snaps),
         groups,
         hostname: super::tls::hostname(),
