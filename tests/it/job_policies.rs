@@ -16,7 +16,7 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
     let src = store.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("motd"), b"tagged\n").unwrap();
-    let server = Server::start(&store);
+    let server = Server::start_with(&store, &["--config", &crate::serve::roots_config(&store, &src)]);
     let http = pinned_client(&server.fingerprint);
     let token = run_ok(store.cmd().args(["token", "create", "--name", "ops", "--role", "operator"]));
     let token = token.trim();
@@ -27,11 +27,15 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
     });
     let res = http.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&job).send().unwrap();
     assert_eq!(res.status(), 201, "{:?}", res.text());
+    let src_text = src.display().to_string();
     for (bad, why) in [
-        (json!({"name": "b", "group": "host/x", "sources": ["/"], "intervals": "daily=1d"}), "INTERVAL:KEEP"),
-        (json!({"name": "b", "group": "host/x", "sources": ["/"]}), "exactly one of"),
         (
-            json!({"name": "b", "group": "host/x", "sources": ["/"], "schedule": "* * * * *", "intervals": "d=1d:1"}),
+            json!({"name": "b", "group": "host/x", "sources": [src_text], "intervals": "daily=1d"}),
+            "INTERVAL:KEEP",
+        ),
+        (json!({"name": "b", "group": "host/x", "sources": [src_text]}), "exactly one of"),
+        (
+            json!({"name": "b", "group": "host/x", "sources": [src_text], "schedule": "* * * * *", "intervals": "d=1d:1"}),
             "exactly one of",
         ),
     ] {

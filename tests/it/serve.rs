@@ -99,6 +99,14 @@ pub struct Server {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// A configuration file that lets operators name job paths under `root`
+/// (`[jobs] source_roots`); its path.
+pub fn roots_config(store: &Store, root: &std::path::Path) -> String {
+    let config = store.path("roots.toml");
+    std::fs::write(&config, format!("[jobs]\nsource_roots = [{:?}]\n", root.display().to_string())).unwrap();
+    config.display().to_string()
+}
+
 impl Server {
     pub fn start(store: &Store) -> Server {
         Server::start_with(store, &[])
@@ -243,7 +251,7 @@ fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
     let src = store.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("motd"), b"scheduled\n").unwrap();
-    let server = Server::start(&store);
+    let server = Server::start_with(&store, &["--config", &roots_config(&store, &src)]);
     let client = pinned_client(&server.fingerprint);
     let token = run_ok(store.cmd().args(["token", "create", "--name", "ops", "--role", "operator"]));
     let token = token.trim();
@@ -253,7 +261,9 @@ fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
     });
     let res = client.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&job).send().unwrap();
     assert_eq!(res.status(), 201, "{:?}", res.text());
-    let bad = serde_json::json!({"name": "bad", "group": "host/x", "sources": ["/"], "schedule": "0 3 * *"});
+    let src_text = src.display().to_string();
+    let bad =
+        serde_json::json!({"name": "bad", "group": "host/x", "sources": [src_text], "schedule": "0 3 * *"});
     let res = client.post(server.url("/api/v1/jobs")).bearer_auth(token).json(&bad).send().unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().unwrap().contains("five"), "a bad schedule is explained");

@@ -11,6 +11,7 @@ use filevol::archive::{Entry, EntryKind};
 use model::SnapshotId;
 
 use crate::Engine;
+use crate::ops::{BadRequest, NotFound};
 use crate::prevtree::walk_order;
 use crate::restore::{resolve, under};
 use crate::stream::StreamReader;
@@ -90,7 +91,7 @@ impl Engine {
         let m = self.ds.read_manifest(id)?;
         let (a, inner) = resolve(&m, path)?;
         if a.kind == "image" {
-            bail!("{} is an image archive; restore it with `cairn restore`", a.name);
+            bail!(BadRequest(format!("{} is an image archive; restore it with `cairn restore`", a.name)));
         }
         let shown = String::from_utf8_lossy(path).into_owned();
         for e in self.entries(id, a)? {
@@ -99,14 +100,14 @@ impl Engine {
                 continue;
             }
             if e.kind != EntryKind::File {
-                bail!("{shown} is not a regular file");
+                bail!(BadRequest(format!("{shown} is not a regular file")));
             }
             let index = self.ds.read_didx(id, &a.indexes[1])?;
             let payload = StreamReader::new(self.ds.chunk_reader(), index);
             let reader = FileReader::new(payload, &e);
             return Ok((e, reader));
         }
-        bail!("{shown}: no such file in {id}")
+        bail!(NotFound(format!("{shown}: no such file in {id}")))
     }
 }
 
@@ -122,7 +123,7 @@ impl Engine {
         let m = self.ds.read_manifest(id)?;
         let (a, inner) = resolve(&m, path)?;
         if a.kind == "image" {
-            bail!("{} is an image archive; restore it with `cairn restore`", a.name);
+            bail!(BadRequest(format!("{} is an image archive; restore it with `cairn restore`", a.name)));
         }
         let base_len = inner.iter().rposition(|c| *c == b'/').map_or(0, |i| i + 1);
         let index = self.ds.read_didx(id, &a.indexes[1])?;
@@ -176,7 +177,7 @@ impl Engine {
             written += 1;
         }
         if !found {
-            bail!("{}: no such path in {id}", String::from_utf8_lossy(path));
+            bail!(NotFound(format!("{}: no such path in {id}", String::from_utf8_lossy(path))));
         }
         tar.into_inner()?.flush()?;
         Ok(written)

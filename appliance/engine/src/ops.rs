@@ -20,6 +20,12 @@ pub struct BadRequest(pub String);
 #[error("{0}")]
 pub struct Refused(pub String);
 
+/// Something the caller named (a path, an archive, a file) is not there
+/// (shown to them as is).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 /// The verdict of prune on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneEntry {

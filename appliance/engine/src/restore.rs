@@ -19,6 +19,7 @@ use model::SnapshotId;
 
 use crate::Engine;
 use crate::fsrestore::{Begin, RestoreOptions, Restorer};
+use crate::ops::{BadRequest, NotFound};
 use crate::prevtree::walk_order;
 use crate::progress::Progress;
 use crate::stream::{Fetcher, StreamReader};
@@ -72,11 +73,11 @@ pub(crate) fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestA
         return Ok((only, path.to_vec()));
     }
     let names: Vec<&str> = m.archives.iter().map(|a| a.name.as_str()).collect();
-    bail!(
+    bail!(NotFound(format!(
         "no archive named {:?} in this snapshot; it has: {}",
         String::from_utf8_lossy(first),
         names.join(", ")
-    )
+    )))
 }
 
 pub(crate) fn under(path: &[u8], base: &[u8]) -> Option<usize> {
@@ -177,7 +178,7 @@ impl<'a> Reader<'a> {
             }
         }
         if !found {
-            bail!("{}: no such path in {id}", String::from_utf8_lossy(path));
+            bail!(NotFound(format!("{}: no such path in {id}", String::from_utf8_lossy(path))));
         }
         Ok(out)
     }
@@ -233,7 +234,7 @@ impl<'a> Reader<'a> {
     ) -> Result<()> {
         if a.kind == "image" {
             if !inner.is_empty() {
-                bail!("{} is an image archive; it has no paths inside", a.name);
+                bail!(BadRequest(format!("{} is an image archive; it has no paths inside", a.name)));
             }
             let target = if target.is_dir() { target.join(&a.name) } else { target.to_owned() };
             return self.restore_image(&req.snapshot, a, &target, req.overwrite, progress, report);
@@ -300,7 +301,7 @@ impl<'a> Reader<'a> {
             progress.add_file();
         }
         if !found {
-            bail!("{}: no such path in {}", String::from_utf8_lossy(inner), req.snapshot);
+            bail!(NotFound(format!("{}: no such path in {}", String::from_utf8_lossy(inner), req.snapshot)));
         }
         Ok(())
     }

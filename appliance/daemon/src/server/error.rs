@@ -5,6 +5,9 @@
 //! knows the request id and whether the caller is the API or a browser)
 //! renders it as JSON or as an HTML page, logs it with the request id, and
 //! holds back answers to unauthenticated callers.
+//!
+//! Invariant: the status is chosen by the error's type, never by its text;
+//! an error of no known type is a 500 whose text only the log sees.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -69,6 +72,9 @@ impl From<anyhow::Error> for AppError {
         if let Some(bad) = e.downcast_ref::<engine::ops::BadRequest>() {
             return Self::bad_request(bad.0.clone());
         }
+        if let Some(missing) = e.downcast_ref::<engine::ops::NotFound>() {
+            return Self::not_found(missing.0.clone());
+        }
         if let Some(refused) = e.downcast_ref::<engine::ops::Refused>() {
             return Self::new(StatusCode::CONFLICT, refused.0.clone());
         }
@@ -92,13 +98,23 @@ impl From<anyhow::Error> for AppError {
             return Self::bad_request(id.to_string());
         }
         let text = format!("{e:#}");
-        // Engine messages about a path or archive the caller named.
-        if text.contains("no such path") || text.contains("no such file") || text.contains("no archive named")
+        // Stored data that cannot be read as it should: ours to fix, told
+        // to the caller without its internals.
+        if let Some(
+            StoreError::ChunkMissing(_)
+            | StoreError::ChunkCorrupt { .. }
+            | StoreError::BadIndex { .. }
+            | StoreError::Format { .. },
+        ) = e.downcast_ref::<StoreError>()
         {
-            return Self::not_found(text);
-        }
-        if text.contains("is not a regular file") || text.contains("is an image archive") {
-            return Self::bad_request(text);
+            return Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message:
+                    "the snapshot's stored data is damaged; an operator can find what with `cairn verify`"
+                        .into(),
+                detail: Some(text),
+                retry_after: None,
+            };
         }
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,3 +150,36 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_follows_the_errors_type_never_its_text() {
+        // Text that once picked 400 or 404, from an error of no known type
+        // (a damaged archive's message, say): a 500 that shows none of it.
+        for text in ["entry 3: size on an entry that is not a regular file", "x: no such path in y"] {
+            let e = AppError::from(anyhow::anyhow!("{text}"));
+            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+            assert_eq!(e.message, "internal error");
+            assert_eq!(e.detail.as_deref(), Some(text));
+        }
+        let typed = [
+            (anyhow::anyhow!(engine::ops::NotFound("a: no such path".into())), StatusCode::NOT_FOUND),
+            (anyhow::anyhow!(engine::ops::BadRequest("is an image archive".into())), StatusCode::BAD_REQUEST),
+            (anyhow::anyhow!(engine::ops::Refused("protected".into())), StatusCode::CONFLICT),
+        ];
+        for (e, status) in typed {
+            let text = e.to_string();
+            let e = AppError::from(e.context("reading the snapshot"));
+            assert_eq!((e.status, e.message.as_str()), (status, text.as_str()));
+        }
+        // Damaged stored data: a 500 that says what to do, details logged.
+        let damaged = StoreError::BadIndex { path: "x/y.didx".into(), detail: "bad magic".into() };
+        let e = AppError::from(anyhow::Error::from(damaged).context("listing files"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(e.message.contains("cairn verify") && !e.message.contains("magic"), "{}", e.message);
+        assert!(e.detail.unwrap().contains("bad magic"));
+    }
+}
