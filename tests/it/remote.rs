@@ -104,6 +104,18 @@ fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
     let api = |p: &str| server.url(&format!("/api/v1{p}"));
     let start = json!({"group": "host/web01"});
 
+    // Another tenant's data is on the server first: its chunks are what
+    // web01 must not be able to probe for.
+    let db_src = store.path("db-src");
+    testkit::write_random_tree(&db_src, 4, 1 << 20, 77);
+    json_of(client(&store, &server, &db, "backup").arg(&db_src).args(["--group", "host/db01"]));
+    let db_chunk = testkit::chunk_files(&store.ds).into_iter().next().expect("db01 stored chunks");
+    let db_id = db_chunk.file_name().unwrap().to_str().unwrap().to_owned();
+    let db_blob = std::fs::read(&db_chunk).unwrap();
+    let web_snapshots = || {
+        store.snapshots().into_iter().filter(|s| s["id"].as_str().unwrap().starts_with("host/web01/")).count()
+    };
+
     let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
     assert_eq!(res.status(), 200);
     let session: Value = res.json().unwrap();
@@ -125,20 +137,38 @@ fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
     assert_eq!(put(&id.to_string(), blob, &db).status(), 404);
 
     // An index may only name chunks uploaded here or in the group's
-    // previous snapshot: no way to probe for chunks of other groups.
-    let didx = engine::DynamicIndex { entries: vec![(14, other_id)] }.encode();
-    let res =
-        http.put(api(&format!("/backup/{sid}/indexes/x.didx"))).bearer_auth(&web).body(didx).send().unwrap();
-    assert_eq!(res.status(), 400);
-    let text = res.text().unwrap();
-    assert!(text.contains("neither uploaded"), "{text}");
+    // previous snapshot: no way to probe for chunks of other groups, even
+    // one the server really holds.
+    for chunk in [other_id, engine::ChunkId::from_hex(&db_id).unwrap()] {
+        let didx = engine::DynamicIndex { entries: vec![(14, chunk)] }.encode();
+        let res = http
+            .put(api(&format!("/backup/{sid}/indexes/x.didx")))
+            .bearer_auth(&web)
+            .body(didx)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let text = res.text().unwrap();
+        assert!(text.contains("neither uploaded"), "{chunk}: {text}");
+    }
+    // Uploading a chunk the server holds (db01's) is answered exactly as
+    // one it lacks.
+    let answer = |res: reqwest::blocking::Response| {
+        let content_type = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        (res.status(), content_type, res.bytes().unwrap())
+    };
+    let (fresh_id, fresh_blob) = chunker::blob::encode_blob(b"a chunk nobody has stored yet", 3);
+    let held = answer(put(&db_id, db_blob, &web));
+    let lacked = answer(put(&fresh_id.to_string(), fresh_blob, &web));
+    assert_eq!(held, lacked);
+    assert_eq!(held.0, 204);
 
     // While the session is open the group is busy and nothing is visible.
     let res = http.post(api("/backup")).bearer_auth(&web).json(&start).send().unwrap();
     assert_eq!(res.status(), 409, "{:?}", res.text());
     let listed: Value = http.get(api("/snapshots")).bearer_auth(&web).send().unwrap().json().unwrap();
     assert_eq!(listed, json!([]));
-    assert!(store.snapshots().is_empty());
+    assert_eq!(web_snapshots(), 0);
 
     // The client goes away; after the idle time the session is aborted and
     // the group free again.
@@ -160,7 +190,7 @@ fn unfinished_remote_backups_leave_nothing_and_their_chunks_are_collected() {
     }
     let res = put(&id.to_string(), vec![1, 2, 3], &web);
     assert_eq!(res.status(), 404, "the expired session is gone");
-    assert!(store.snapshots().is_empty());
+    assert_eq!(web_snapshots(), 0);
     assert!(no_writers_left(&store.ds), "aborted sessions leave no journal or work area");
     // The uploaded chunk belongs to no snapshot: gc removes it.
     let gc = run_json(store.cmd().args(["gc", "--json"]));
