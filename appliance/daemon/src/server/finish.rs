@@ -3,7 +3,7 @@
 //! the delay before any unauthenticated failure is answered, and security
 //! headers.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -57,7 +57,7 @@ pub async fn finish(State(state): State<AppState>, req: Request, next: Next) -> 
     }
     if status == StatusCode::UNAUTHORIZED {
         // Make guessing passwords and tokens slow, whatever failed.
-        tokio::time::sleep_until((started + state.auth_delay()).into()).await;
+        tokio::time::sleep_until(started + state.auth_delay()).await;
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);

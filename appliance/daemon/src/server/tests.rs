@@ -260,26 +260,98 @@ async fn every_route_is_guarded_as_the_access_table_says() {
     assert_eq!(send(&f.state, req).await.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn unauthenticated_failures_wait_three_seconds_and_carry_a_request_id() {
+/// Time on the test's (paused) clock that a request took.
+async fn timed(state: &AppState, req: Request<Body>) -> (Response, Duration) {
+    let started = tokio::time::Instant::now();
+    let res = send(state, req).await;
+    (res, started.elapsed())
+}
+
+// The clock is paused: the 3 s delay passes at once, and a request that
+// sets no timer takes no time at all on it, so both sides are exact.
+#[tokio::test(start_paused = true)]
+async fn every_unauthenticated_failure_waits_three_seconds_and_carries_a_request_id() {
     let f = fixture();
     let state = AppState::new(f.engine.clone(), None, super::state::AUTH_DELAY, 2);
-    let started = Instant::now();
-    let req = get("/api/v1/status")
-        .header(header::AUTHORIZATION, "Bearer cairn_00_11")
-        .body(Body::empty())
-        .unwrap();
-    let res = send(&state, req).await;
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert!(started.elapsed() >= Duration::from_secs(3), "answered after {:?}", started.elapsed());
-    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let body: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
-    assert_eq!(body["request_id"], id.as_str());
-    // Authenticated requests are not held back.
-    let started = Instant::now();
-    let ok = get("/healthz").body(Body::empty()).unwrap();
-    assert_eq!(send(&state, ok).await.status(), StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    let failures = [
+        ("a bad bearer token", get("/api/v1/status").header(header::AUTHORIZATION, "Bearer cairn_00_11")),
+        ("no credentials on an API route", get("/api/v1/status")),
+        (
+            "a stale session cookie",
+            get("/api/v1/status").header(header::COOKIE, "cairn_session=0123456789abcdef"),
+        ),
+        (
+            "a wrong password on the login form",
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .method(Method::POST),
+        ),
+    ];
+    for (what, req) in failures {
+        let body = if what.contains("login") {
+            Body::from("user=admin&password=wrong&next=/")
+        } else {
+            Body::empty()
+        };
+        let (res, took) = timed(&state, req.body(body).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert!(took >= super::state::AUTH_DELAY, "{what}: answered after {took:?}");
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let text = body_text(res).await;
+        // API answers carry the id in their JSON; the login form is shown again.
+        assert!(text.contains(&id) || what.contains("login"), "{what}: {text}");
+    }
+    // Authenticated requests to protected routes are not held back.
+    let token = format!("Bearer {}", f.tokens["auditor"]);
+    let (res, took) = timed(
+        &state,
+        get("/api/v1/status").header(header::AUTHORIZATION, token).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(took < super::state::AUTH_DELAY, "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn cookie_borne_api_calls_need_the_csrf_header() {
+    let f = fixture();
+    let (cookie, csrf) = login(&f, "admin", "admin-password").await;
+    let notes = |token: Option<&str>| {
+        let mut req = Request::put(format!("/api/v1/snapshots/{}/notes", f.snapshot))
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        req.body(Body::from(r#"{"notes": "by cookie"}"#)).unwrap()
+    };
+    for (token, want) in [
+        (None, StatusCode::FORBIDDEN),
+        (Some("not-the-token"), StatusCode::FORBIDDEN),
+        (Some(csrf.as_str()), StatusCode::OK),
+    ] {
+        let res = send(&f.state, notes(token)).await;
+        assert_eq!(res.status(), want, "{token:?}: {}", body_text(res).await);
+    }
+    let id = model::SnapshotId::parse(&f.snapshot, &Namespace::root()).unwrap();
+    assert_eq!(f.engine.snapshot(&id).unwrap().notes, "by cookie");
+}
+
+#[tokio::test]
+async fn secrets_are_never_stored_in_the_catalog() {
+    let f = fixture();
+    let (cookie, _) = login(&f, "admin", "admin-password").await;
+    let session = cookie.split_once('=').unwrap().1.to_owned();
+    let catalog = std::fs::read(f.engine.datastore().root().join("catalog.redb")).unwrap();
+    let mut secrets: Vec<String> = f.tokens.values().cloned().collect();
+    // A token's secret part, alone, is not stored either.
+    secrets.extend(f.tokens.values().map(|t| t.rsplit('_').next().unwrap().to_owned()));
+    secrets.extend(["admin-password".to_owned(), session]);
+    for secret in secrets {
+        assert!(secret.len() >= 12, "{secret}");
+        let found = catalog.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "the catalog holds a secret in plain text: {secret}");
+    }
 }
 
 #[tokio::test]
@@ -360,7 +432,13 @@ async fn login_pages_and_forms_work_without_javascript() {
         .unwrap();
     let groups: serde_json::Value =
         serde_json::from_str(&body_text(send(&f.state, req).await).await).unwrap();
-    assert_eq!(groups[0]["group"], "host/a");
+    let names: Vec<&str> = groups.as_array().unwrap().iter().map(|g| g["group"].as_str().unwrap()).collect();
+    assert_eq!(names, ["host/a"], "the new client token sees its group and nothing else: {groups}");
+    let req = get("/api/v1/snapshots?group=vm/101&ns=lab")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.state, req).await.status(), StatusCode::FORBIDDEN, "another group is refused");
     assert!(!page("/users".into()).await.contains(&token), "a token's secret is shown only once");
 
     // Log out: the cookie stops working.
@@ -508,6 +586,8 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
             .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["notes"], "before the upgrade");
+    let (_, info) = call(&f, Method::GET, &snap, "auditor", json!({})).await;
+    assert_eq!(info["notes"], "before the upgrade", "the notes are kept: {info}");
     let big = "x".repeat(70_000);
     let (status, _) =
         call(&f, Method::PUT, &format!("{snap}/notes"), "operator", json!({"notes": big})).await;
@@ -525,7 +605,19 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
     let (_, info) = call(&f, Method::GET, &snap, "auditor", json!({})).await;
     assert_eq!(info["verify_state"], "ok", "{info}");
 
-    // Prune: a dry run answers the decisions; nothing is removed.
+    // Prune: a dry run answers the decisions; nothing is removed. A newer
+    // snapshot makes keep-last 1 remove the older one.
+    let group = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
+    let src = f._dir.path().join("src");
+    let newer = BackupOptions {
+        group: group.clone(),
+        sources: vec![src.clone()],
+        tags: vec![],
+        excludes: vec![],
+        one_file_system: false,
+        time: T0 + 3600,
+    };
+    let newer_id = f.engine.backup(&newer, &Progress::default()).unwrap().id.to_string();
     let (status, decisions) = call(
         &f,
         Method::POST,
@@ -535,8 +627,17 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{decisions}");
-    assert_eq!(decisions[0]["keep"], true);
-    assert_eq!(decisions[0]["reason"], "keep-last 1");
+    let verdicts: Vec<(&str, bool)> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["keep"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(verdicts, [(f.snapshot.as_str(), false), (newer_id.as_str(), true)], "{decisions}");
+    assert_eq!(f.engine.snapshots(Some(&group)).unwrap().len(), 2, "a dry run removes nothing");
+    let (status, _) =
+        call(&f, Method::DELETE, &format!("/api/v1/snapshots/{newer_id}"), "operator", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // A protected snapshot cannot be deleted; unprotected, it can.
     call(&f, Method::POST, &format!("{snap}/protect"), "operator", json!({})).await;
@@ -551,14 +652,28 @@ async fn snapshot_notes_delete_and_maintenance_tasks() {
     let (status, _) = call(&f, Method::GET, &snap, "operator", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // gc as a task frees the deleted snapshot's chunks not shared with the other.
+    // gc as a task frees the chunks of a deleted snapshot that no other
+    // snapshot shares: here, one of data nobody else holds.
+    let unique = f._dir.path().join("unique");
+    std::fs::create_dir_all(&unique).unwrap();
+    std::fs::write(unique.join("only-here"), b"data no other snapshot holds\n".repeat(1000)).unwrap();
+    let lone = BackupGroup::new(Namespace::root(), "host", "lone").unwrap();
+    let opts = BackupOptions { group: lone, sources: vec![unique], time: T0, ..newer };
+    let lone_id = f.engine.backup(&opts, &Progress::default()).unwrap().id.to_string();
+    let chunks_before = testkit::chunk_files(f.engine.datastore().root()).len();
+    let (status, _) =
+        call(&f, Method::DELETE, &format!("/api/v1/snapshots/{lone_id}"), "operator", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, started) = call(&f, Method::POST, "/api/v1/gc", "operator", json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let task = finished_task(&f, started["task"].as_u64().unwrap()).await;
     assert_eq!((task["kind"].as_str(), task["state"].as_str()), (Some("gc"), Some("ok")), "{task}");
+    let freed = chunks_before - testkit::chunk_files(f.engine.datastore().root()).len();
+    assert!(freed >= 1, "gc freed nothing: {task}");
+    let said = format!("gc: removed {freed} chunk");
     assert!(
-        task["log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("gc: removed")),
-        "{task}"
+        task["log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains(&said)),
+        "the log says how many were removed ({said}): {task}"
     );
     assert_eq!(f.engine.snapshots(None).unwrap().len(), 1, "the namespaced snapshot stays");
 }
