@@ -63,6 +63,9 @@ A snapshot made by a source handler (`cairn backup --source`) is restored throug
 handler, found among the stored policies by its component digest (with --server, among the \
 server's; it is fetched, checked and run here): its items go back to it in \
 order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is given. \
+The snapshot's manifest names that handler, and whoever made the snapshot wrote the manifest, \
+so the handler runs only when a job of this datastore made the snapshot (its task says so) or \
+--handler NAME@DIGEST confirms the very handler the snapshot names (always needed with --server). \
 With --raw (also the way when the handler is gone), its items are restored as plain files into \
 TARGET instead.")]
 pub struct RestoreArgs {
@@ -78,6 +81,10 @@ pub struct RestoreArgs {
     raw: bool,
     #[command(flatten)]
     handler: HandlerArgs,
+    /// A snapshot made by a source handler: run the handler it names only if it is this one
+    /// (NAME@DIGEST, as the refusal without it shows).
+    #[arg(long = "handler", value_name = "NAME@DIGEST")]
+    confirm_handler: Option<String>,
     /// Only this archive, subtree or file (ARCHIVE/path/inside).
     #[arg(long, value_name = "PATH")]
     path: Option<OsString>,
@@ -232,12 +239,15 @@ fn through_handler(
             m.source.name
         );
     }
+    let confirm = a.confirm_handler.as_deref();
     let progress = Arc::new(Progress::default());
     progress.total_bytes.store(m.stats.size, std::sync::atomic::Ordering::Relaxed);
     let bar = Bar::start("restore", progress.clone());
     let done = match (remote, &engine) {
-        (Some((remote, snapshot)), _) => source::restore_remote(remote, snapshot, &a.handler, &progress),
-        (None, Some(engine)) => source::restore(engine, id, m, &a.handler, &progress),
+        (Some((remote, snapshot)), _) => {
+            source::restore_remote(remote, snapshot, confirm, &a.handler, &progress)
+        }
+        (None, Some(engine)) => source::restore(engine, id, m, confirm, &a.handler, &progress),
         (None, None) => unreachable!("a local restore opened the datastore"),
     };
     bar.done();
@@ -275,8 +285,8 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     if !a.raw && through_handler(cli, a, &id, remote.as_ref().zip(snapshot.as_ref()))? {
         return Ok(ExitCode::SUCCESS);
     }
-    if !a.handler.is_empty() {
-        bail!("--param, --allow-host and --grant-dir are for a restore through a source handler");
+    if !a.handler.is_empty() || a.confirm_handler.is_some() {
+        bail!("--param, --allow-host, --grant-dir and --handler are for a restore through a source handler");
     }
     let Some(target) = a.target.clone() else {
         bail!("TARGET is needed: where to restore to");
