@@ -86,3 +86,46 @@ fn several_sources_namespaces_and_json_keys() {
     assert_eq!(fs::read(out.join("disk.raw.img")).expect("image restored"), vec![7u8; 9000]);
     assert_same_tree(&one, &out.join("www"));
 }
+
+/// A name from a snapshot never reaches the terminal raw: a file named
+/// with an escape sequence that retitles a terminal (`ESC ] 0 ; … BEL`)
+/// is shown escaped in restore's warnings and errors, in `ls` and in
+/// error messages.
+#[test]
+fn names_from_a_snapshot_are_printed_escaped() {
+    let store = Store::new();
+    let src = store.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let evil = "\x1b]0;owned\x07";
+    fs::write(src.join(format!("{evil}.txt")), b"x").unwrap();
+    // A socket is not restored: its restore makes a warning naming it.
+    let _socket = std::os::unix::net::UnixListener::bind(src.join(evil)).unwrap();
+    let id = store.backup(&src, "host/esc", "2026-05-01T00:00:00Z");
+    let shown = "\\x1b]0;owned\\x07";
+    let clean = |r: &crate::support::Run| {
+        for text in [&r.stdout, &r.stderr] {
+            assert!(!text.contains(['\x1b', '\x07']), "a raw control character was printed: {text:?}");
+        }
+    };
+
+    let out = store.path("out");
+    let r = run(store.cmd().args(["restore", &id]).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains(&format!("{shown}: socket not restored")), "{}", r.stderr);
+    clean(&r);
+    // Again: the file exists, and the error names it.
+    let r = run(store.cmd().args(["restore", &id]).arg(&out));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&format!("{shown}.txt already exists")), "{}", r.stderr);
+    clean(&r);
+    for args in [&["ls", "-R"][..], &["ls", "-l"]] {
+        let r = run(store.cmd().args(args).arg(&id).arg("src"));
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stdout.contains(&format!("src/{shown}.txt")), "{}", r.stdout);
+        clean(&r);
+    }
+    let r = run(store.cmd().args(["ls", &id]).arg(format!("src/{evil}/nope")));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&format!("{shown}/nope: no such path")), "{}", r.stderr);
+    clean(&r);
+}

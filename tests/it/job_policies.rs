@@ -148,6 +148,16 @@ fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
     let raw = store.path("raw");
     run_ok(store.cmd().args(["restore", "--raw", snaps[0]["id"].as_str().unwrap()]).arg(&raw));
     assert!(std::fs::read(raw.join("dump")).unwrap() == data);
+    // A job made this snapshot (its task says so), so the handler it names
+    // is the one the admin configured: it runs without --handler.
+    let restored = run_ok(store.cmd().args(["restore", snaps[0]["id"].as_str().unwrap()]).args([
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+    ]));
+    assert!(restored.contains("through the source handler source-http"), "{restored}");
+    assert!(http.requests().iter().any(|r| r.method == "PUT" && r.body == data), "the handler uploaded");
 
     // A job whose handler yields more than the job's size limit fails
     // its run and keeps nothing.

@@ -64,10 +64,34 @@ fn remote_backup_and_restore_over_https_with_a_pinned_fingerprint() {
     assert!(u64_of(&second, "reused_chunks") >= 10, "{second}");
     run_code(store.cmd().args(["verify", &id2]), 0);
 
-    // Restore over the network: byte for byte, with owners, modes, links.
-    let out = store.path("restored");
-    let r = run(client(&store, &server, &web, "restore").args([&id2]).arg(&out));
+    // Restore over the network: what a client wrote is not trusted with
+    // device nodes or setuid bits by default, and the summary says so.
+    let plain = store.path("restored-plain");
+    let r = run(client(&store, &server, &web, "restore").args([&id2]).arg(&plain));
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("2 device nodes skipped (--keep-devices to restore them)")
+            && r.stdout.contains("1 setuid/setgid bit cleared (--keep-setuid to keep them)"),
+        "{}",
+        r.stdout
+    );
+    let tricky = plain.join("tricky");
+    for dev in ["special/null-like", "special/loop200"] {
+        assert!(std::fs::symlink_metadata(tricky.join(dev)).is_err(), "{dev} was created");
+    }
+    assert!(tricky.join("special/fifo").exists(), "a FIFO is no device: still restored");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(tricky.join("modes/setuid")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o755, "setuid bit cleared, the rest kept");
+    // Asked for: byte for byte, with owners, modes, devices, links.
+    let out = store.path("restored");
+    let r = run(client(&store, &server, &web, "restore")
+        .args([&id2])
+        .arg(&out)
+        .args(["--keep-devices", "--keep-setuid"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("skipped") && !r.stdout.contains("cleared"), "{}", r.stdout);
     assert_same_tree(&src, &out);
     let listed = run_json(client(&store, &server, &web, "ls").args([&id2, "src/data", "--json"]));
     assert!(listed.as_array().unwrap().iter().any(|e| e["path"] == "src/data/changed.txt"), "{listed}");

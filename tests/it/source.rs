@@ -70,8 +70,34 @@ fn http_export_backs_up_and_restores_through_the_handler_or_raw() {
     assert_eq!(manifest["source"]["digest"], list[0]["digest"]);
     run_ok(store.cmd().args(["verify", &id]));
 
+    // The manifest names the handler, and whoever wrote the snapshot wrote
+    // the manifest: no job made this one, so the handler runs only once
+    // the restore names it. A wrong digest is refused too; nothing runs.
+    let confirm = format!("source-http@{}", list[0]["digest"].as_str().unwrap());
+    let r = run_code(store.cmd().args(["restore", &id, "--param", &url, "--allow-host", &allow]), 1);
+    assert!(
+        r.stderr.contains("no job of this datastore made it")
+            && r.stderr.contains(&format!("--handler {confirm}"))
+            && r.stderr.contains("--raw"),
+        "{}",
+        r.stderr
+    );
+    let wrong = format!("source-http@{}", "0".repeat(64));
+    let r = run_code(store.cmd().args(["restore", &id, "--handler", &wrong, "--param", &url]), 1);
+    assert!(r.stderr.contains("does not match"), "{}", r.stderr);
+    assert!(server.requests().iter().all(|r| r.method != "PUT"), "no handler ran");
+
     // Restore through the handler: the server receives the export back.
-    let restored = run_ok(store.cmd().args(["restore", &id, "--param", &url, "--allow-host", &allow]));
+    let restored = run_ok(store.cmd().args([
+        "restore",
+        &id,
+        "--handler",
+        &confirm,
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+    ]));
     assert!(restored.contains("through the source handler source-http"), "{restored}");
     let put = server.requests().into_iter().find(|r| r.method == "PUT").expect("the handler uploaded");
     assert_eq!(put.path, "/exports/app.dump");
@@ -88,7 +114,7 @@ fn http_export_backs_up_and_restores_through_the_handler_or_raw() {
 
     // Without the handler, a restore says what to do; --raw still works.
     run_ok(store.cmd().args(["policy", "rm", "source-http"]));
-    let r = run_code(store.cmd().args(["restore", &id]), 1);
+    let r = run_code(store.cmd().args(["restore", &id, "--handler", &confirm]), 1);
     assert!(r.stderr.contains("not stored here") && r.stderr.contains("--raw"), "{}", r.stderr);
     run_ok(
         store.cmd().args(["restore", "--raw", "--path", "source-http/app.dump", &id]).arg(store.path("one")),
@@ -228,8 +254,15 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
 
     // Restore through the server: the handler, fetched by the digest the
     // snapshot records, uploads the export back.
+    // The client cannot see the server's job records: it needs --handler.
+    let digest = listed[0]["digest"].as_str().unwrap();
+    let r = run_code(client(&store, &server, &token, "restore").args([&id, "--param", &url]), 1);
+    assert!(r.stderr.contains(&format!("--handler source-http@{digest}")), "{}", r.stderr);
+    assert!(http.requests().iter().all(|r| r.method != "PUT"), "no handler ran");
     let restored = run_ok(client(&store, &server, &token, "restore").args([
         &id,
+        "--handler",
+        &format!("source-http@{digest}"),
         "--param",
         &url,
         "--allow-host",

@@ -47,7 +47,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        // Cells may hold tags, names and notes a client wrote.
+        println!("{}", text(out.trim_end()));
     };
     line(header.to_vec());
     for r in rows {
@@ -60,24 +61,25 @@ pub fn json<T: Serialize>(value: &T) {
     println!("{}", serde_json::to_string(value).expect("serializable"));
 }
 
-/// Raw path bytes for display: valid UTF-8 as is, other bytes as `\xNN`,
-/// control characters escaped.
+/// Raw path bytes (or any text from a snapshot) for display, every
+/// control character shown as a visible escape (see
+/// [`engine::restore::escaped`]).
 pub fn path(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\n' => out.push_str("\\n"),
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    engine::restore::escaped(bytes)
+}
+
+/// A message for the terminal whose parts may come from a snapshot or a
+/// server: control characters escaped as in [`path`], except the line
+/// breaks of a message of several lines.
+/// (Backslashes are left alone: the paths in such a message are escaped
+/// already.)
+pub fn text(message: &str) -> String {
+    let mut one = [0u8; 4];
+    let shown = |c: char, one: &mut [u8; 4]| match c {
+        '\n' | '\\' => c.to_string(),
+        c => path(c.encode_utf8(one).as_bytes()),
+    };
+    message.chars().map(|c| shown(c, &mut one)).collect()
 }
 
 #[cfg(test)]
@@ -91,5 +93,6 @@ mod tests {
         assert_eq!(size(3 << 30), "3.0 GiB");
         assert_eq!(duration_ms(65_000), "1m 05s");
         assert_eq!(path(b"caf\xe9\nx"), "caf\\xe9\\nx");
+        assert_eq!(text("a \\x1b b\x1b]0;t\x07\u{9b}\nnext"), "a \\x1b b\\x1b]0;t\\x07\\u{009b}\nnext");
     }
 }

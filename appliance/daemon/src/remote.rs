@@ -25,7 +25,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::protocol::{BackupSession, BackupStart, Finished, ReaderSession, ReaderStart, SourceHandlerInfo};
+use crate::protocol::{
+    BackupSession, BackupStart, Finished, MAX_CHUNK_BODY, MAX_INDEX_BODY, MAX_MANIFEST_BODY, ReaderSession,
+    ReaderStart, SourceHandlerInfo,
+};
 
 /// `--server`, `--token`, `--fingerprint`, shared by the commands that can
 /// work against a server.
@@ -158,6 +161,7 @@ impl Remote {
                 .with_no_client_auth();
             builder = builder.use_preconfigured_tls(config);
         } else if base.starts_with("http://") {
+            plain_http_allowed(&base)?;
             // Plain HTTP still builds a client that could do TLS, which
             // needs a process-wide provider (an error only says one is set).
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -181,7 +185,11 @@ impl Remote {
             return Ok(res);
         }
         let status = res.status();
-        let text = res.text().unwrap_or_default();
+        // An error answer is a short JSON object; read no more than that.
+        let text = match read_capped(res, MAX_ERROR_BODY, what) {
+            Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+            Err(e) => format!("{e:#}"),
+        };
         let (message, id) = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v) => (
                 v["error"].as_str().unwrap_or(&text).to_owned(),
@@ -200,12 +208,13 @@ impl Remote {
         what: &str,
     ) -> Result<T> {
         let res = self.send(self.request(method, path).json(body), what)?;
-        res.json().map_err(|e| anyhow!("{what}: unreadable answer: {e}"))
+        read_json(res, what)
     }
 
-    fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>> {
+    /// GET `path`; the answer may be at most `limit` bytes.
+    fn get_bytes(&self, path: &str, limit: usize, what: &str) -> Result<Vec<u8>> {
         let res = self.send(self.request(Method::GET, path), what)?;
-        Ok(res.bytes().map_err(|e| anyhow!("{what}: {}", error_chain(&e)))?.to_vec())
+        read_capped(res, limit, what)
     }
 
     fn put_bytes(&self, path: &str, body: Vec<u8>, what: &str) -> Result<Response> {
@@ -288,8 +297,8 @@ impl Remote {
 
     /// The source handlers the server stores.
     pub fn source_handlers(&self) -> Result<Vec<SourceHandlerInfo>> {
-        let res = self.send(self.request(Method::GET, "/api/v1/sources"), "listing the source handlers")?;
-        res.json().map_err(|e| anyhow!("listing the source handlers: unreadable answer: {e}"))
+        let what = "listing the source handlers";
+        read_json(self.send(self.request(Method::GET, "/api/v1/sources"), what)?, what)
     }
 
     /// The component of source handler `h`, checked against its listed
@@ -321,6 +330,51 @@ impl Remote {
         let s: ReaderSession = self.json(Method::POST, "/api/v1/reader", &start, "opening the snapshot")?;
         RemoteSnapshot::new(self.clone(), s)
     }
+}
+
+/// The most of an error answer the client reads.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Plain `http://` sends the token in clear text: allowed only to a
+/// loopback address (127.0.0.0/8, ::1, `localhost`), checked before
+/// anything is sent.
+fn plain_http_allowed(url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow!("--server {url:?}: not a URL: {e}"))?;
+    // The URL parser writes IPv4 addresses in dotted form (`127.1` is
+    // `127.0.0.1`) and IPv6 ones in brackets.
+    let host = parsed.host_str().unwrap_or_default();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!(
+            "--server {url:?}: plain http:// would send the token unencrypted; it is allowed only to \
+             this machine (127.0.0.1, ::1, localhost). Use the server's https:// URL with --fingerprint"
+        );
+    }
+    Ok(())
+}
+
+/// Read an answer's body, at most `limit` bytes: reads `limit + 1` at
+/// most and fails beyond, whatever the server announces or keeps sending.
+fn read_capped(res: Response, limit: usize, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        bail!("{what}: the server's answer is over the {limit} byte limit");
+    }
+    let mut body = Vec::new();
+    res.take(limit as u64 + 1).read_to_end(&mut body).map_err(|e| anyhow!("{what}: {}", error_chain(&e)))?;
+    if body.len() > limit {
+        bail!("{what}: the server's answer is over the {limit} byte limit");
+    }
+    Ok(body)
+}
+
+/// A JSON answer, at most [`MAX_MANIFEST_BODY`] bytes (the largest the
+/// protocol has: a manifest).
+fn read_json<T: DeserializeOwned>(res: Response, what: &str) -> Result<T> {
+    let body = read_capped(res, MAX_MANIFEST_BODY, what)?;
+    serde_json::from_slice(&body).map_err(|e| anyhow!("{what}: unreadable answer: {e}"))
 }
 
 /// reqwest's error with its causes (the TLS reason for a refused pin).
@@ -379,7 +433,8 @@ impl SnapshotRead for RemoteSnapshot {
             return Ok(b.clone());
         }
         let path = format!("/api/v1/reader/{}/indexes/{}", self.session, r.file);
-        let bytes = self.remote.get_bytes(&path, &format!("reading index {}", r.file)).map_err(remote_err)?;
+        let what = format!("reading index {}", r.file);
+        let bytes = self.remote.get_bytes(&path, MAX_INDEX_BODY, &what).map_err(remote_err)?;
         if blake3::hash(&bytes).to_hex().as_str() != r.blake3 {
             return Err(StoreError::BadIndex {
                 path: format!("{id}/{}", r.file).into(),
@@ -403,7 +458,8 @@ struct RemoteChunks {
 impl ChunkRead for RemoteChunks {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         let path = format!("/api/v1/reader/{}/chunks/{id}", self.session);
-        let blob = self.remote.get_bytes(&path, &format!("reading chunk {id}")).map_err(remote_err)?;
+        let what = format!("reading chunk {id}");
+        let blob = self.remote.get_bytes(&path, MAX_CHUNK_BODY, &what).map_err(remote_err)?;
         decode_checked(id, &blob)
     }
 
@@ -494,8 +550,7 @@ impl ChunkSink for RemoteBackup {
     fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {
         let path = format!("/api/v1/backup/{}/indexes/{file}", self.session);
         let res = self.remote.put_bytes(&path, bytes.to_vec(), &format!("uploading index {file}"))?;
-        let r: IndexRef =
-            res.json().map_err(|e| anyhow!("uploading index {file}: unreadable answer: {e}"))?;
+        let r: IndexRef = read_json(res, &format!("uploading index {file}"))?;
         let expected = IndexRef {
             file: file.to_owned(),
             blake3: blake3::hash(bytes).to_hex().to_string(),
@@ -523,6 +578,29 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    /// A server whose answers never end: a body without a length, sent
+    /// until the client hangs up.
+    fn endless() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                let piece = [b' '; 64 << 10];
+                if conn.write_all(head.as_bytes()).is_ok() {
+                    while conn.write_all(&piece).is_ok() {}
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
 
     /// A server that answers every request with `body` (one per connection).
     fn answering(body: Vec<u8>) -> String {
@@ -579,5 +657,52 @@ mod tests {
         let remote = Remote::connect(&answering(endless), "t", None).unwrap();
         let err = remote.source_component(&listed).unwrap_err().to_string();
         assert!(err.contains("over the") && err.contains("byte limit"), "{err}");
+    }
+
+    /// Plain HTTP carries the token in clear text: only to this machine,
+    /// refused before anything is sent.
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        for ok in ["http://127.0.0.1:8007", "http://127.9.8.7", "http://[::1]:8007/", "http://LocalHost:1"] {
+            assert!(plain_http_allowed(ok).is_ok(), "{ok}");
+            assert!(Remote::connect(ok, "t", None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:8007",
+            "http://backup.example.com",
+            "http://[::2]:1",
+            "http://localhost.evil.com",
+        ] {
+            let err = Remote::connect(bad, "t", None).unwrap_err().to_string();
+            assert!(err.contains("unencrypted") && err.contains("https://"), "{bad}: {err}");
+        }
+    }
+
+    /// Every answer is read up to the protocol's limit for what it is, and
+    /// no further: an oversized or endless body fails, naming the limit.
+    #[test]
+    fn answers_are_read_up_to_the_protocol_limits() {
+        let over = |limit: usize| {
+            let remote = Remote::connect(&answering(vec![b' '; limit + 1]), "t", None).unwrap();
+            RemoteChunks { remote, session: "s".into() }
+        };
+        let id = ChunkId::of(b"x");
+        let err = over(MAX_CHUNK_BODY).read_chunk(&id).unwrap_err().to_string();
+        assert!(err.contains(&format!("over the {MAX_CHUNK_BODY} byte limit")), "{err}");
+        let remote = over(MAX_INDEX_BODY).remote;
+        let err = remote.get_bytes("/i", MAX_INDEX_BODY, "reading index").unwrap_err().to_string();
+        assert!(err.contains(&format!("over the {MAX_INDEX_BODY} byte limit")), "{err}");
+        let err = over(MAX_MANIFEST_BODY).remote.source_handlers().unwrap_err().to_string();
+        assert!(err.contains(&format!("over the {MAX_MANIFEST_BODY} byte limit")), "{err}");
+
+        let remote = Remote::connect(&endless(), "t", None).unwrap();
+        let err = remote.source_handlers().unwrap_err().to_string();
+        assert!(err.contains("byte limit"), "{err}");
+        let chunks = RemoteChunks { remote: remote.clone(), session: "s".into() };
+        let err = chunks.read_chunk(&id).unwrap_err().to_string();
+        assert!(err.contains("byte limit"), "{err}");
+        let group = model::BackupGroup::new(Namespace::root(), "host", "a").unwrap();
+        let err = remote.start_backup(&group, Some(0)).unwrap_err().to_string();
+        assert!(err.contains("byte limit"), "{err}");
     }
 }

@@ -295,16 +295,74 @@ pub fn made_by_handler(m: &Manifest) -> bool {
     m.source.digest.is_some() && m.source.name != "builtin-fs"
 }
 
+/// What vouches for the handler a snapshot names. A manifest names its
+/// handler's digest, and whoever wrote the snapshot wrote the manifest
+/// (a backup client uploads it to a server), so the name alone must not
+/// make an admin run that component with the admin's own parameters
+/// and grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouch {
+    /// A job of this datastore made the snapshot (its task records it):
+    /// the handler is the one the admin configured.
+    Job(String),
+    /// The person restoring named the handler with `--handler NAME@DIGEST`.
+    Confirmed,
+}
+
+/// `NAME@DIGEST` for the handler `m` names, as `--handler` takes it.
+pub fn handler_label(m: &Manifest) -> String {
+    format!("{}@{}", m.source.name, m.source.digest.as_deref().unwrap_or_default())
+}
+
+/// Decide whether the handler `m` names may run: `confirm` (the value of
+/// `--handler`) must be exactly what the manifest names; without it the
+/// snapshot must have been made by a job (`job`, as the task records
+/// say). A pure function of what it is given.
+pub fn vouch(id: &SnapshotId, m: &Manifest, job: Option<&str>, confirm: Option<&str>) -> Result<Vouch> {
+    let label = handler_label(m);
+    let shown = crate::output::path(label.as_bytes());
+    if let Some(c) = confirm {
+        let matches = c.rsplit_once('@').is_some_and(|(name, digest)| {
+            name == m.source.name
+                && m.source.digest.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(digest))
+        });
+        if !matches {
+            bail!("--handler {c:?} does not match the handler {id} names, {shown}; nothing was run");
+        }
+        return Ok(Vouch::Confirmed);
+    }
+    if let Some(job) = job {
+        return Ok(Vouch::Job(job.to_owned()));
+    }
+    bail!(
+        "{id} names the source handler {shown}, but no job of this datastore made it, so nothing \
+         vouches for that choice: whoever wrote the snapshot chose the handler that would run here with \
+         your parameters and grants. If that is the handler you expect, confirm with --handler {shown}; \
+         or restore the items as plain files with --raw TARGET"
+    )
+}
+
+/// The job whose task recorded making snapshot `id` in this datastore,
+/// if any (tasks are kept up to `catalog::MAX_TASKS`).
+pub fn made_by_job(engine: &Engine, id: &SnapshotId) -> Result<Option<String>> {
+    let id = id.to_string();
+    let tasks = engine.tasks(usize::MAX, None)?;
+    Ok(tasks.into_iter().find(|t| t.snapshot.as_deref() == Some(id.as_str())).and_then(|t| t.job))
+}
+
 /// Restore snapshot `id` (made by a handler, see [`made_by_handler`])
-/// through the stored policy with the very component that made it.
+/// through the stored policy with the very component that made it, once
+/// something vouches for it (see [`vouch`]).
 pub fn restore(
     engine: &Engine,
     id: &SnapshotId,
     m: &Manifest,
+    confirm: Option<&str>,
     params: &[(String, String)],
     grants: &Grants,
     progress: &Progress,
 ) -> Result<()> {
+    vouch(id, m, made_by_job(engine, id)?.as_deref(), confirm)?;
     let digest = m.source.digest.as_deref().unwrap_or_default();
     let found = engine.list_policies()?.into_iter().find(|r| r.world == "source" && r.digest == digest);
     let Some(record) = found else {
@@ -320,15 +378,18 @@ pub fn restore(
 
 /// Restore a snapshot on the server (made by a handler) through the
 /// handler with the very component that made it, fetched from the server
-/// and run here.
+/// and run here. The server's task records are not visible from here, so
+/// only `confirm` (`--handler NAME@DIGEST`) vouches for the handler.
 pub fn restore_remote(
     remote: &Remote,
     snapshot: &RemoteSnapshot,
+    confirm: Option<&str>,
     params: &[(String, String)],
     grants: &Grants,
     progress: &Progress,
 ) -> Result<()> {
     let (id, m) = (&snapshot.id, &snapshot.manifest);
+    vouch(id, m, None, confirm)?;
     let digest = m.source.digest.as_deref().unwrap_or_default();
     let host = host()?;
     let Some(handler) = Handler::fetch(remote, &host, |h| h.digest == digest)? else {
@@ -350,4 +411,61 @@ fn handler_missing(id: &SnapshotId, m: &Manifest, remedy: &str) -> String {
         m.source.version,
         m.source.digest.as_deref().unwrap_or_default().chars().take(16).collect::<String>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, digest: &str) -> Manifest {
+        Manifest {
+            format: "cairn-manifest".into(),
+            version: 1,
+            ns: String::new(),
+            backup_type: "app".into(),
+            backup_id: "db".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            tags: vec![],
+            archives: vec![],
+            stats: filevol::ManifestStats::default(),
+            errors: vec![],
+            source: engine::SourceHandler {
+                name: name.into(),
+                version: "1.0.0".into(),
+                digest: Some(digest.into()),
+            },
+            created_by: "anyone".into(),
+        }
+    }
+
+    #[test]
+    fn a_handler_runs_only_when_a_job_made_the_snapshot_or_the_restore_names_it() {
+        let id = SnapshotId::parse("app/db/2026-01-01T00:00:00Z", &model::Namespace::root()).unwrap();
+        let digest = "ab".repeat(32);
+        let m = manifest("dump", &digest);
+        let label = format!("dump@{digest}");
+        let err = vouch(&id, &m, None, None).unwrap_err().to_string();
+        assert!(err.contains(&format!("--handler {label}")) && err.contains("--raw"), "{err}");
+        assert_eq!(vouch(&id, &m, Some("nightly"), None).unwrap(), Vouch::Job("nightly".into()));
+        assert_eq!(vouch(&id, &m, None, Some(&label)).unwrap(), Vouch::Confirmed);
+        assert_eq!(
+            vouch(&id, &m, None, Some(&label.to_uppercase().replace("DUMP", "dump"))).unwrap(),
+            Vouch::Confirmed
+        );
+        // A confirmation must name exactly what the manifest names, even
+        // when a job made the snapshot.
+        for wrong in [
+            "dump".to_owned(),
+            "other@".to_owned() + &digest,
+            format!("dump@{}", "cd".repeat(32)),
+            format!("dump@{}", &digest[..16]),
+        ] {
+            let err = vouch(&id, &m, Some("nightly"), Some(&wrong)).unwrap_err().to_string();
+            assert!(err.contains("does not match") && err.contains(&label), "{wrong}: {err}");
+        }
+        // A name with control characters is shown escaped.
+        let m = manifest("x\x1b]0;t\x07", &digest);
+        let err = vouch(&id, &m, None, None).unwrap_err().to_string();
+        assert!(!err.contains('\x1b') && err.contains("\\x1b"), "{err}");
+    }
 }

@@ -1,5 +1,11 @@
 //! Reading one file of a snapshot as a byte stream (for downloads), with
-//! the holes of a sparse file read back as zeros.
+//! the holes of a sparse file read back as zeros; a directory as a tar
+//! stream.
+//!
+//! Invariant: a tar stream never holds an entry beneath a symlink or
+//! other non-directory it already holds, nor a path twice, whatever the
+//! snapshot's metadata stream says (an extractor such as Python's
+//! `tarfile` before 3.14 would write through the link); see [`TarPaths`].
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -93,7 +99,7 @@ impl Engine {
         if a.kind == "image" {
             bail!(BadRequest(format!("{} is an image archive; restore it with `cairn restore`", a.name)));
         }
-        let shown = String::from_utf8_lossy(path).into_owned();
+        let shown = filevol::archive::escaped(path);
         for e in self.entries(id, a)? {
             let e = e?;
             if e.path != inner {
@@ -111,15 +117,86 @@ impl Engine {
     }
 }
 
+/// Why the tar writer left an entry out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TarRefusal {
+    #[error("the path is already in the tar stream")]
+    Duplicate,
+    #[error("out of walk order after {after}")]
+    OutOfOrder { after: String },
+    #[error("beneath {ancestor}, which is not a directory")]
+    BeneathNonDirectory { ancestor: String },
+}
+
+/// The paths a tar stream holds so far, as far as a new entry needs
+/// them: entries must come in strict walk order (as every archive
+/// Cairn writes does), so a duplicate or an entry beneath an earlier
+/// non-directory is found by looking at the entries enclosing the last
+/// one. Memory grows with the depth of the tree, not its size.
+#[derive(Debug, Default)]
+pub struct TarPaths {
+    /// The admitted entries that enclose the last one, with it last:
+    /// (path, is a directory).
+    chain: Vec<(Vec<u8>, bool)>,
+    /// The last admitted path.
+    last: Option<Vec<u8>>,
+}
+
+/// Whether `path` is `base` or lies beneath it.
+fn within(path: &[u8], base: &[u8]) -> bool {
+    path == base || (path.len() > base.len() && path.starts_with(base) && path[base.len()] == b'/')
+}
+
+impl TarPaths {
+    /// Admit `path` (a directory when `is_dir`) into the stream, or say
+    /// why it must be left out; a refused entry is not recorded.
+    pub fn admit(&mut self, path: &[u8], is_dir: bool) -> Result<(), TarRefusal> {
+        if let Some(last) = &self.last {
+            match walk_order(last, path) {
+                std::cmp::Ordering::Equal => return Err(TarRefusal::Duplicate),
+                std::cmp::Ordering::Greater => {
+                    return Err(TarRefusal::OutOfOrder { after: filevol::archive::escaped(last) });
+                }
+                std::cmp::Ordering::Less => {}
+            }
+        }
+        while self.chain.last().is_some_and(|(p, _)| !within(path, p)) {
+            self.chain.pop();
+        }
+        if let Some((ancestor, false)) = self.chain.last() {
+            return Err(TarRefusal::BeneathNonDirectory { ancestor: filevol::archive::escaped(ancestor) });
+        }
+        self.chain.push((path.to_vec(), is_dir));
+        self.last = Some(path.to_vec());
+        Ok(())
+    }
+}
+
+/// What [`Engine::write_tar`] wrote and left out.
+#[derive(Debug, Default, Clone)]
+pub struct TarReport {
+    pub written: u64,
+    /// Entries left out by [`TarPaths`]: (path, shown escaped; why), the
+    /// first [`MAX_REFUSALS_KEPT`] of them.
+    pub refused: Vec<(String, TarRefusal)>,
+    /// How many entries were left out in all.
+    pub refused_count: u64,
+}
+
+/// How many refused entries a [`TarReport`] names.
+pub const MAX_REFUSALS_KEPT: usize = 20;
+
 impl Engine {
     /// Write the directory (or file) at `path` (`ARCHIVE[/inner]`) of
     /// snapshot `id` to `out` as a tar stream (GNU format, long names):
     /// directories, regular files (holes read as zeros), symlinks, each
     /// hard-link member as a copy, with modes, owners and mtimes. Device
     /// nodes, fifos and sockets are left out. Names start with the last
-    /// component of `path` (the archive name for a whole archive). Returns
-    /// the number of entries written.
-    pub fn write_tar(&self, id: &SnapshotId, path: &[u8], out: &mut dyn Write) -> Result<u64> {
+    /// component of `path` (the archive name for a whole archive). An
+    /// entry beneath a non-directory already written, a path written
+    /// before or one out of walk order is left out (see [`TarPaths`]) and
+    /// named in the report.
+    pub fn write_tar(&self, id: &SnapshotId, path: &[u8], out: &mut dyn Write) -> Result<TarReport> {
         let m = self.ds.read_manifest(id)?;
         let (a, inner) = resolve(&m, path)?;
         if a.kind == "image" {
@@ -129,7 +206,7 @@ impl Engine {
         let index = self.ds.read_didx(id, &a.indexes[1])?;
         let mut payload = Some(StreamReader::new(self.ds.chunk_reader(), index));
         let mut tar = tar::Builder::new(out);
-        let (mut found, mut written) = (false, 0u64);
+        let (mut found, mut report, mut paths) = (false, TarReport::default(), TarPaths::default());
         for e in self.entries(id, a)? {
             let e = e?;
             if under(&e.path, &inner).is_none() {
@@ -147,6 +224,19 @@ impl Engine {
                 }
             }
             name.extend_from_slice(&e.path[if inner.is_empty() { 0 } else { base_len }..]);
+            if matches!(
+                e.kind,
+                EntryKind::CharDev | EntryKind::BlockDev | EntryKind::Fifo | EntryKind::Socket
+            ) {
+                continue;
+            }
+            if let Err(why) = paths.admit(&name, e.kind == EntryKind::Dir) {
+                report.refused_count += 1;
+                if report.refused.len() < MAX_REFUSALS_KEPT {
+                    report.refused.push((filevol::archive::escaped(&name), why));
+                }
+                continue;
+            }
             let name = Path::new(OsStr::from_bytes(&name));
             let mut h = tar::Header::new_gnu();
             h.set_mode(e.mode & 0o7777);
@@ -174,12 +264,70 @@ impl Engine {
                 }
                 EntryKind::CharDev | EntryKind::BlockDev | EntryKind::Fifo | EntryKind::Socket => continue,
             }
-            written += 1;
+            report.written += 1;
         }
         if !found {
-            bail!(NotFound(format!("{}: no such path in {id}", String::from_utf8_lossy(path))));
+            bail!(NotFound(format!("{}: no such path in {id}", filevol::archive::escaped(path))));
         }
         tar.into_inner()?.flush()?;
-        Ok(written)
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Admit each `(path, is_dir)` in turn; what was refused, and why.
+    fn check(entries: &[(&str, bool)], expect: &[(&str, TarRefusal)]) {
+        let mut paths = TarPaths::default();
+        let refused: Vec<(&str, TarRefusal)> = entries
+            .iter()
+            .filter_map(|(p, dir)| paths.admit(p.as_bytes(), *dir).err().map(|why| (*p, why)))
+            .collect();
+        assert_eq!(refused, expect, "{entries:?}");
+    }
+
+    fn beneath(ancestor: &str) -> TarRefusal {
+        TarRefusal::BeneathNonDirectory { ancestor: ancestor.into() }
+    }
+
+    #[test]
+    fn an_honest_walk_is_admitted_whole() {
+        check(
+            &[("a", true), ("a/b", true), ("a/b/c", false), ("a/b.txt", false), ("a0", false), ("b", false)],
+            &[],
+        );
+        // Parents missing from the stream are no obstacle (tar makes them).
+        check(&[("a", true), ("a/b/c/d", false), ("a/e", false)], &[]);
+    }
+
+    #[test]
+    fn nothing_beneath_a_symlink_or_a_file() {
+        check(&[("x", false), ("x/pwned", false)], &[("x/pwned", beneath("x"))]);
+        check(
+            &[("a", true), ("a/x", false), ("a/x/y/z", true), ("a/y", false)],
+            &[("a/x/y/z", beneath("a/x"))],
+        );
+        // Deeper entries under a refused one are refused too.
+        check(
+            &[("x", false), ("x/d", true), ("x/d/f", false), ("y", false)],
+            &[("x/d", beneath("x")), ("x/d/f", beneath("x"))],
+        );
+    }
+
+    #[test]
+    fn duplicates_and_entries_out_of_order_are_refused() {
+        check(&[("a", true), ("a", false)], &[("a", TarRefusal::Duplicate)]);
+        check(&[("a", true), ("a/f", false), ("a/f", false)], &[("a/f", TarRefusal::Duplicate)]);
+        // Going back would let a path come twice or a child after its
+        // parent was replaced; an honest stream never does.
+        check(
+            &[("x", false), ("y", false), ("x/pwned", false), ("x", true)],
+            &[
+                ("x/pwned", TarRefusal::OutOfOrder { after: "y".into() }),
+                ("x", TarRefusal::OutOfOrder { after: "y".into() }),
+            ],
+        );
     }
 }

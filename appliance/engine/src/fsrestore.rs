@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use filevol::archive::{ArchiveError, Entry, EntryKind, check_entry, validate_path};
+use filevol::archive::{ArchiveError, Entry, EntryKind, check_entry, escaped, validate_path};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
@@ -34,12 +34,29 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat};
 use xattr::FileExt as _;
 
-/// How to restore.
+/// How to restore. The defaults restore everything the archive holds;
+/// a restore of a snapshot someone else wrote (from a server) sets
+/// `skip_devices` and `clear_setuid` unless told otherwise.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RestoreOptions {
     /// Replace existing non-directories at restored paths.
     pub overwrite: bool,
+    /// Create no block or character device nodes (counted in
+    /// [`RestoreStats::devices_skipped`]).
+    pub skip_devices: bool,
+    /// Restore no setuid or setgid bit on a non-directory and no
+    /// `security.capability` attribute (counted in
+    /// [`RestoreStats::setuid_cleared`]). A directory's setgid bit only
+    /// passes its group to new children and is kept.
+    pub clear_setuid: bool,
 }
+
+/// Extended attributes: (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The extended attribute holding a file's capabilities, which grant
+/// privileges as a setuid bit does.
+const CAPABILITY: &[u8] = b"security.capability";
 
 /// What a restore did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,6 +74,11 @@ pub struct RestoreStats {
     /// Things restored incompletely or skipped (sockets, xattrs the target
     /// refuses, device nodes without root); the restore still succeeded.
     pub warnings: Vec<String>,
+    /// Device nodes not created because of [`RestoreOptions::skip_devices`].
+    pub devices_skipped: u64,
+    /// Objects restored without their setuid/setgid bits or capabilities
+    /// because of [`RestoreOptions::clear_setuid`].
+    pub setuid_cleared: u64,
 }
 
 /// Why a restore step failed.
@@ -215,7 +237,7 @@ fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<OwnedFd> {
 impl Restorer {
     /// Restore into `target`, creating it if missing (it may exist).
     pub fn new(target: &Path, opts: RestoreOptions) -> Result<Restorer, RestoreError> {
-        let shown = target.display().to_string();
+        let shown = escaped(target.as_os_str().as_bytes());
         std::fs::create_dir_all(target).map_err(|e| io_error("create", &shown, e))?;
         let root = OpenOptions::new()
             .read(true)
@@ -236,8 +258,10 @@ impl Restorer {
         })
     }
 
+    /// The target path of `rel`, escaped for a terminal (it comes from
+    /// the archive): see [`escaped`].
     fn shown(&self, rel: &[u8]) -> String {
-        self.target.join(OsStr::from_bytes(rel)).display().to_string()
+        escaped(self.target.join(OsStr::from_bytes(rel)).as_os_str().as_bytes())
     }
 
     /// Start restoring `entry` at `rel` (relative to the target; empty = the
@@ -503,8 +527,9 @@ impl Restorer {
             file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
         }
         self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
-        self.set_xattrs(&shown, &entry.xattrs, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
-        fchmod(&file, mode_of(entry.mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
+        let (mode, xattrs) = self.unprivileged(&entry);
+        self.set_xattrs(&shown, &xattrs, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        fchmod(&file, mode_of(mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
         futimens(&file, &TimeSpec::UTIME_OMIT, &mtime_of(&entry))
             .map_err(|e| io_error("set the times of", &shown, e))?;
         if entry.hardlink != 0 {
@@ -522,6 +547,10 @@ impl Restorer {
         rel: &[u8],
         entry: &Entry,
     ) -> Result<(), RestoreError> {
+        if self.opts.skip_devices && matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev) {
+            self.stats.devices_skipped += 1;
+            return Ok(());
+        }
         let kind = match entry.kind {
             EntryKind::CharDev => SFlag::S_IFCHR,
             EntryKind::BlockDev => SFlag::S_IFBLK,
@@ -562,13 +591,32 @@ impl Restorer {
         let (uid, gid) = (Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid)));
         self.chown(fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW), &shown)?;
         let path = self.target.join(OsStr::from_bytes(rel));
-        self.set_xattrs(&shown, &entry.xattrs, |n, v| xattr::set(&path, OsStr::from_bytes(n), v));
+        let (mode, xattrs) = if entry.kind == EntryKind::Symlink {
+            (entry.mode, entry.xattrs.clone())
+        } else {
+            self.unprivileged(entry)
+        };
+        self.set_xattrs(&shown, &xattrs, |n, v| xattr::set(&path, OsStr::from_bytes(n), v));
         if entry.kind != EntryKind::Symlink {
-            fchmodat(dir, name, mode_of(entry.mode), FchmodatFlags::FollowSymlink)
+            fchmodat(dir, name, mode_of(mode), FchmodatFlags::FollowSymlink)
                 .map_err(|e| io_error("set the mode of", &shown, e))?;
         }
         utimensat(dir, name, &TimeSpec::UTIME_OMIT, &mtime_of(entry), UtimensatFlags::NoFollowSymlink)
             .map_err(|e| io_error("set the times of", &shown, e))
+    }
+
+    /// The mode and xattrs to give a non-directory: as archived, or with
+    /// [`RestoreOptions::clear_setuid`] without setuid/setgid bits and
+    /// capabilities (counted once per object).
+    fn unprivileged(&mut self, entry: &Entry) -> (u32, Xattrs) {
+        let privileged =
+            entry.mode & 0o6000 != 0 || entry.xattrs.iter().any(|(n, _)| n.as_slice() == CAPABILITY);
+        if !self.opts.clear_setuid || !privileged {
+            return (entry.mode, entry.xattrs.clone());
+        }
+        self.stats.setuid_cleared += 1;
+        let xattrs = entry.xattrs.iter().filter(|(n, _)| n.as_slice() != CAPABILITY).cloned().collect();
+        (entry.mode & !0o6000, xattrs)
     }
 
     /// A chown result: refused ownership is fine when not running as root.
@@ -594,8 +642,8 @@ impl Restorer {
             match set(name, value) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
-                    let ns = String::from_utf8_lossy(&namespace).into_owned();
-                    let name = String::from_utf8_lossy(name);
+                    let ns = escaped(&namespace);
+                    let name = escaped(name);
                     self.warn(format!(
                         "{shown}: the target filesystem does not support {name}; no '{ns}.' \
                          extended attributes restored from here on"
@@ -603,7 +651,7 @@ impl Restorer {
                     self.xattrs_unsupported.push(namespace);
                 }
                 Err(e) => {
-                    let name = String::from_utf8_lossy(name);
+                    let name = escaped(name);
                     self.warn(format!("{shown}: extended attribute {name} not restored: {e}"));
                 }
             }

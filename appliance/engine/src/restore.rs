@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use chunker::ChunkId;
 use filevol::archive::MetaReader;
-pub use filevol::archive::{Entry, EntryKind};
+pub use filevol::archive::{Entry, EntryKind, escaped};
 use filevol::{Manifest, ManifestArchive};
 use model::SnapshotId;
 
@@ -33,6 +33,11 @@ pub struct RestoreRequest {
     /// `ARCHIVE[/path/inside]`; `None` restores every archive.
     pub path: Option<Vec<u8>>,
     pub overwrite: bool,
+    /// Create no device nodes (see [`RestoreOptions::skip_devices`]).
+    pub skip_devices: bool,
+    /// Drop setuid/setgid bits and capabilities (see
+    /// [`RestoreOptions::clear_setuid`]).
+    pub clear_setuid: bool,
 }
 
 /// What a restore did; `failed` lists files whose data could not be read.
@@ -42,6 +47,11 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub warnings: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Device nodes not created (`skip_devices`).
+    pub devices_skipped: u64,
+    /// Objects restored without setuid/setgid bits or capabilities
+    /// (`clear_setuid`).
+    pub setuid_cleared: u64,
 }
 
 /// An entry as `ls` shows it, with its snapshot-relative path.
@@ -75,7 +85,7 @@ pub(crate) fn resolve<'m>(m: &'m Manifest, path: &[u8]) -> Result<(&'m ManifestA
     let names: Vec<&str> = m.archives.iter().map(|a| a.name.as_str()).collect();
     bail!(NotFound(format!(
         "no archive named {:?} in this snapshot; it has: {}",
-        String::from_utf8_lossy(first),
+        escaped(first),
         names.join(", ")
     )))
 }
@@ -178,7 +188,7 @@ impl<'a> Reader<'a> {
             }
         }
         if !found {
-            bail!(NotFound(format!("{}: no such path in {id}", String::from_utf8_lossy(path))));
+            bail!(NotFound(format!("{}: no such path in {id}", escaped(path))));
         }
         Ok(out)
     }
@@ -239,7 +249,12 @@ impl<'a> Reader<'a> {
             let target = if target.is_dir() { target.join(&a.name) } else { target.to_owned() };
             return self.restore_image(&req.snapshot, a, &target, req.overwrite, progress, report);
         }
-        let mut restorer = Restorer::new(target, RestoreOptions { overwrite: req.overwrite })?;
+        let opts = RestoreOptions {
+            overwrite: req.overwrite,
+            skip_devices: req.skip_devices,
+            clear_setuid: req.clear_setuid,
+        };
+        let mut restorer = Restorer::new(target, opts)?;
         let copied = self.copy_entries(req, a, inner, &mut restorer, progress, report);
         // Even after an error, finish what was restored: symlinks, and the
         // owners, modes and times of the directories made so far.
@@ -247,6 +262,10 @@ impl<'a> Reader<'a> {
         copied?;
         let stats = finished?;
         report.warnings.extend(stats.warnings);
+        // A skipped device node was counted as an entry when it was begun.
+        report.files = report.files.saturating_sub(stats.devices_skipped);
+        report.devices_skipped += stats.devices_skipped;
+        report.setuid_cleared += stats.setuid_cleared;
         Ok(())
     }
 
@@ -277,7 +296,7 @@ impl<'a> Reader<'a> {
             }
             found = true;
             let rel = if inner.is_empty() { &e.path[..] } else { &e.path[base_len..] };
-            let shown = String::from_utf8_lossy(&e.path).into_owned();
+            let shown = escaped(&e.path);
             match restorer.begin(rel, &e).with_context(|| format!("restoring {shown}"))? {
                 Begin::Done => {}
                 Begin::Data(mut sink) => {
@@ -301,7 +320,7 @@ impl<'a> Reader<'a> {
             progress.add_file();
         }
         if !found {
-            bail!(NotFound(format!("{}: no such path in {}", String::from_utf8_lossy(inner), req.snapshot)));
+            bail!(NotFound(format!("{}: no such path in {}", escaped(inner), req.snapshot)));
         }
         Ok(())
     }

@@ -205,8 +205,7 @@ pub fn stream_header() -> [u8; 8] {
 /// component, no NUL, no leading or trailing `/`, at most
 /// [`MAX_PATH_LEN`] bytes. The empty path (the archive root) is valid.
 pub fn validate_path(path: &[u8]) -> Result<(), ArchiveError> {
-    let bad =
-        |reason| Err(ArchiveError::BadPath { path: String::from_utf8_lossy(path).into_owned(), reason });
+    let bad = |reason| Err(ArchiveError::BadPath { path: escaped(path), reason });
     if path.is_empty() {
         return Ok(());
     }
@@ -227,6 +226,42 @@ pub fn validate_path(path: &[u8]) -> Result<(), ArchiveError> {
         }
     }
     Ok(())
+}
+
+/// An archive path (or any bytes from a snapshot) made safe to show on a
+/// terminal or in a log line: valid UTF-8 stays as it is except that `\`
+/// becomes `\\`, `\n`, `\r` and `\t` are written so, other C0 controls
+/// (ESC, BEL, …) and DEL as `\xNN`, C1 controls and the Unicode
+/// direction marks, embeddings, overrides and isolates as `\u{NNNN}`;
+/// bytes that are not UTF-8 as `\xNN`.
+pub fn escaped(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\0'..='\x1f' | '\x7f' => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                '\u{80}'..='\u{9f}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}' => {
+                    let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, ArchiveError> {
@@ -642,6 +677,19 @@ mod tests {
         assert_eq!(&body[40..48], &42u64.to_le_bytes());
         assert_eq!(&body[80..86], &[2, 0, 0, 0, b'a', b'b']);
         assert_eq!(&stream_header(), b"CRNM\x01\0\0\0");
+    }
+
+    #[test]
+    fn escaped_shows_every_control_character_visibly() {
+        assert_eq!(escaped(b"caf\xc3\xa9/x y"), "caf\u{e9}/x y");
+        assert_eq!(escaped(b"\x1b]0;owned\x07"), "\\x1b]0;owned\\x07");
+        assert_eq!(escaped(b"a\nb\tc\rd\\e\x7f"), "a\\nb\\tc\\rd\\\\e\\x7f");
+        assert_eq!(escaped("\u{9b}31m\u{202e}txt".as_bytes()), "\\u{009b}31m\\u{202e}txt");
+        assert_eq!(escaped(b"caf\xe9"), "caf\\xe9");
+        for b in 0..=255u8 {
+            let shown = escaped(&[b]);
+            assert!(!shown.chars().any(|c| c.is_control()), "{b:#x} -> {shown:?}");
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
 fn print_report(a: &BackupArgs, report: engine::BackupReport) -> Result<ExitCode> {
     let s = &report.stats;
     for e in &report.errors {
-        eprintln!("warning: {}: {}", e.path, e.error);
+        eprintln!("warning: {}", output::text(&format!("{}: {}", e.path, e.error)));
     }
     if a.json {
         output::json(&BackupJson {

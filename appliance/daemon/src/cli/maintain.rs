@@ -260,7 +260,7 @@ pub fn catalog(cli: &Cli, c: &CatalogCommand) -> Result<ExitCode> {
             let engine = open_without_catalog(cli)?;
             let (n, left_out) = engine.rebuild_catalog()?;
             for (id, why) in &left_out {
-                eprintln!("warning: snapshot {id} left out: {why}");
+                eprintln!("warning: {}", output::text(&format!("snapshot {id} left out: {why}")));
             }
             println!("catalog rebuilt: {n} snapshots");
             if !left_out.is_empty() {

@@ -54,10 +54,18 @@ restored as TARGET/<last path component>. Nothing is ever written outside TARGET
 snapshot contains, and existing files are left alone unless --overwrite is given. Owners, modes, \
 times, extended attributes, ACLs, hard links and holes of sparse files are restored.
 
+With --server the snapshot was written by a client the server trusts only with its own group, so \
+by default no block or character device node is created and files lose their setuid and setgid \
+bits and file capabilities (the summary counts both); --keep-devices and --keep-setuid restore \
+them as archived. A local restore restores them always.
+
 A snapshot made by a source handler (`cairn backup --source`) is restored through the same \
 handler, found among the stored policies by its component digest (with --server, among the \
 server's; it is fetched, checked and run here): its items go back to it in \
 order, with --param, --allow-host and --grant-dir as for the backup, and no TARGET is given. \
+The snapshot's manifest names that handler, and whoever made the snapshot wrote the manifest, \
+so the handler runs only when a job of this datastore made the snapshot (its task says so) or \
+--handler NAME@DIGEST confirms the very handler the snapshot names (always needed with --server). \
 With --raw (also the way when the handler is gone), its items are restored as plain files into \
 TARGET instead.")]
 pub struct RestoreArgs {
@@ -73,6 +81,10 @@ pub struct RestoreArgs {
     raw: bool,
     #[command(flatten)]
     handler: HandlerArgs,
+    /// A snapshot made by a source handler: run the handler it names only if it is this one
+    /// (NAME@DIGEST, as the refusal without it shows).
+    #[arg(long = "handler", value_name = "NAME@DIGEST")]
+    confirm_handler: Option<String>,
     /// Only this archive, subtree or file (ARCHIVE/path/inside).
     #[arg(long, value_name = "PATH")]
     path: Option<OsString>,
@@ -81,6 +93,12 @@ pub struct RestoreArgs {
     /// Replace existing files in TARGET.
     #[arg(long)]
     overwrite: bool,
+    /// With --server: create the snapshot's block and character device nodes (skipped by default).
+    #[arg(long)]
+    keep_devices: bool,
+    /// With --server: keep setuid/setgid bits and file capabilities (cleared by default).
+    #[arg(long)]
+    keep_setuid: bool,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -221,18 +239,43 @@ fn through_handler(
             m.source.name
         );
     }
+    let confirm = a.confirm_handler.as_deref();
     let progress = Arc::new(Progress::default());
     progress.total_bytes.store(m.stats.size, std::sync::atomic::Ordering::Relaxed);
     let bar = Bar::start("restore", progress.clone());
     let done = match (remote, &engine) {
-        (Some((remote, snapshot)), _) => source::restore_remote(remote, snapshot, &a.handler, &progress),
-        (None, Some(engine)) => source::restore(engine, id, m, &a.handler, &progress),
+        (Some((remote, snapshot)), _) => {
+            source::restore_remote(remote, snapshot, confirm, &a.handler, &progress)
+        }
+        (None, Some(engine)) => source::restore(engine, id, m, confirm, &a.handler, &progress),
         (None, None) => unreachable!("a local restore opened the datastore"),
     };
     bar.done();
     done?;
-    println!("restored {id} through the source handler {} {}", m.source.name, m.source.version);
+    println!(
+        "restored {id} through the source handler {} {}",
+        output::path(m.source.name.as_bytes()),
+        output::path(m.source.version.as_bytes())
+    );
     Ok(true)
+}
+
+/// What a restore from a server left out, for the summary line.
+fn withheld(report: &engine::restore::RestoreReport) -> String {
+    let mut parts = Vec::new();
+    if report.devices_skipped > 0 {
+        parts.push(format!(
+            "{} skipped (--keep-devices to restore them)",
+            output::count(report.devices_skipped, "device node")
+        ));
+    }
+    if report.setuid_cleared > 0 {
+        parts.push(format!(
+            "{} cleared (--keep-setuid to keep them)",
+            output::count(report.setuid_cleared, "setuid/setgid bit")
+        ));
+    }
+    parts.iter().map(|p| format!("; {p}")).collect()
 }
 
 pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
@@ -242,8 +285,8 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     if !a.raw && through_handler(cli, a, &id, remote.as_ref().zip(snapshot.as_ref()))? {
         return Ok(ExitCode::SUCCESS);
     }
-    if !a.handler.is_empty() {
-        bail!("--param, --allow-host and --grant-dir are for a restore through a source handler");
+    if !a.handler.is_empty() || a.confirm_handler.is_some() {
+        bail!("--param, --allow-host, --grant-dir and --handler are for a restore through a source handler");
     }
     let Some(target) = a.target.clone() else {
         bail!("TARGET is needed: where to restore to");
@@ -253,6 +296,10 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
         target,
         path: a.path.as_ref().map(|p| p.as_bytes().to_vec()),
         overwrite: a.overwrite,
+        // What a client wrote to the server is not trusted with device
+        // nodes or privileges unless asked.
+        skip_devices: snapshot.is_some() && !a.keep_devices,
+        clear_setuid: snapshot.is_some() && !a.keep_setuid,
     };
     let progress = Arc::new(Progress::default());
     let set_total = |size: u64| progress.total_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
@@ -277,12 +324,18 @@ pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
     };
     let report = report?;
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", output::text(w));
     }
     for (path, err) in &report.failed {
-        eprintln!("error: {path}: {err}");
+        eprintln!("error: {}", output::text(&format!("{path}: {err}")));
     }
-    println!("restored {} entries, {} to {}", report.files, output::size(report.bytes), req.target.display());
+    println!(
+        "restored {} entries, {} to {}{}",
+        report.files,
+        output::size(report.bytes),
+        output::path(req.target.as_os_str().as_bytes()),
+        withheld(&report)
+    );
     if report.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -46,11 +46,12 @@ pub fn restore(
     engine: &engine::Engine,
     id: &model::SnapshotId,
     m: &engine::Manifest,
+    confirm: Option<&str>,
     args: &HandlerArgs,
     progress: &engine::Progress,
 ) -> Result<()> {
     let (params, grants) = args.parsed()?;
-    crate::sources::restore(engine, id, m, &params, &grants, progress)
+    crate::sources::restore(engine, id, m, confirm, &params, &grants, progress)
 }
 
 /// Restore a snapshot on the server through the handler that made it (see
@@ -58,9 +59,10 @@ pub fn restore(
 pub fn restore_remote(
     remote: &crate::remote::Remote,
     snapshot: &crate::remote::RemoteSnapshot,
+    confirm: Option<&str>,
     args: &HandlerArgs,
     progress: &engine::Progress,
 ) -> Result<()> {
     let (params, grants) = args.parsed()?;
-    crate::sources::restore_remote(remote, snapshot, &params, &grants, progress)
+    crate::sources::restore_remote(remote, snapshot, confirm, &params, &grants, progress)
 }

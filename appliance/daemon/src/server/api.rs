@@ -316,6 +316,7 @@ pub async fn download_tar(
     Extension(caller): Extension<Caller>,
     Path((kind, id, time)): Path<(String, String, String)>,
     Query(q): Query<PathQuery>,
+    request: Option<Extension<super::finish::RequestId>>,
 ) -> AppResult<Response> {
     let id = snapshot_id(&kind, &id, &time, &q.ns)?;
     caller.check(&id.group)?;
@@ -323,9 +324,23 @@ pub async fn download_tar(
     // Answer "no such path" as an error status before streaming starts.
     let (check_id, check_path) = (id.clone(), path.clone());
     state.engine(move |e| e.list(&check_id, Some(check_path.as_bytes()), false)).await?;
+    let request = request.map(|Extension(r)| r.0).unwrap_or_default();
     let body = Body::from_stream(super::stream::from_writer(move |out| {
         let engine = state.engine_handle();
-        engine.write_tar(&id, path.as_bytes(), out).map(|_| ())
+        let report = engine.write_tar(&id, path.as_bytes(), out)?;
+        for (name, why) in &report.refused {
+            tracing::warn!(request = %request, snapshot = %id, "tar download: left out {name}: {why}");
+        }
+        if report.refused_count > 0 {
+            tracing::warn!(
+                request = %request,
+                snapshot = %id,
+                "tar download: left out {} entries that would be written through a non-directory, \
+                 twice or out of order; the snapshot's metadata is damaged or hostile",
+                report.refused_count
+            );
+        }
+        Ok(())
     }));
     let last = q.path.trim_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("snapshot");
     Ok(attachment(body, &format!("{last}.tar"), "application/x-tar"))

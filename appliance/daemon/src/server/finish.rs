@@ -17,11 +17,17 @@ use super::error::ErrorBody;
 use super::state::AppState;
 use super::views;
 
-pub async fn finish(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The request's id, for handlers whose work outlives their answer's
+/// head (a download's log lines).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut raw = [0u8; 6];
     rand::rng().fill_bytes(&mut raw);
     let id = hex::encode(raw);
+    req.extensions_mut().insert(RequestId(id.clone()));
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let api = path.starts_with("/api/") || path == "/metrics" || path == "/healthz";
 

@@ -539,6 +539,106 @@ async fn api_answers_json_and_downloads_exact_bytes() {
     }
 }
 
+/// A snapshot written by hand as a hostile client could upload it: its
+/// archive `evil` holds a symlink `x -> /outside` and then `x/pwned`, a
+/// regular file `z` and then `z/deeper`, and `y` twice; `d/ok` is an
+/// honest file. Returns its id.
+fn hostile_snapshot(f: &Fixture) -> String {
+    use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
+    let (mut meta, mut payload) = (stream_header().to_vec(), Vec::new());
+    let mut add = |path: &[u8], kind: EntryKind, data: &[u8], link: &[u8]| {
+        let e = Entry {
+            path: path.to_vec(),
+            kind,
+            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            mtime: T0,
+            mtime_nsec: 0,
+            ctime: T0,
+            ctime_nsec: 0,
+            ino: 0,
+            size: data.len() as u64,
+            rdev: 0,
+            link_target: link.to_vec(),
+            hardlink: 0,
+            payload_offset: if kind == EntryKind::File { payload.len() as u64 } else { 0 },
+            extents: None,
+            xattrs: Vec::new(),
+        };
+        payload.extend_from_slice(data);
+        encode_entry(&e, &mut meta);
+    };
+    add(b"", EntryKind::Dir, b"", b"");
+    add(b"d", EntryKind::Dir, b"", b"");
+    add(b"d/ok", EntryKind::File, b"honest\n", b"");
+    add(b"x", EntryKind::Symlink, b"", b"/outside");
+    add(b"x/pwned", EntryKind::File, b"pwned\n", b"");
+    add(b"y", EntryKind::File, b"first\n", b"");
+    add(b"y", EntryKind::File, b"second\n", b"");
+    add(b"z", EntryKind::File, b"plain\n", b"");
+    add(b"z/deeper", EntryKind::File, b"deeper\n", b"");
+
+    let group = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
+    let time = T0 + 3600;
+    let (writer, _) = f.engine.begin_remote_backup(&group, time).unwrap();
+    let index = |name: &str, bytes: &[u8]| {
+        let (id, blob) = chunker::encode_blob(bytes, 3);
+        writer.store(&id, &blob).unwrap();
+        let idx = engine::DynamicIndex { entries: vec![(bytes.len() as u64, id)] };
+        writer.write_index(name, &idx.encode(), bytes.len() as u64, 1).unwrap()
+    };
+    let indexes = vec![index("evil.meta.didx", &meta), index("evil.payload.didx", &payload)];
+    let honest = model::SnapshotId::parse(&f.snapshot, &Namespace::root()).unwrap();
+    let mut m = f.engine.datastore().read_manifest(&honest).unwrap();
+    m.time = model::time::format_rfc3339(time);
+    m.archives = vec![filevol::ManifestArchive {
+        name: "evil".into(),
+        kind: "file".into(),
+        size: payload.len() as u64,
+        indexes,
+        source_stat: None,
+        entries: 9,
+    }];
+    f.engine.commit_backup(writer, &m, time).unwrap().to_string()
+}
+
+/// A tar download never holds an entry beneath a symlink or another
+/// non-directory it holds, nor a path twice, whatever the snapshot says:
+/// such entries are left out (and logged), the rest is downloaded.
+#[tokio::test]
+async fn a_tar_download_never_writes_through_a_symlink_or_twice() {
+    let f = fixture();
+    let id = hostile_snapshot(&f);
+    let res = send(
+        &f.state,
+        get(&format!("/api/v1/snapshots/{id}/tar?path=evil"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", f.tokens["client"]))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let mut archive = tar::Archive::new(bytes.as_ref());
+    let mut members = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut data = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut data).unwrap();
+        let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+        members.push((name, entry.header().entry_type(), data, link));
+    }
+    let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(names, ["evil", "evil/d", "evil/d/ok", "evil/x", "evil/y", "evil/z"], "{members:?}");
+    let x = &members[3];
+    assert!(x.1 == tar::EntryType::Symlink && x.3.as_deref() == Some("/outside"), "{x:?}");
+    assert_eq!(members[2].2, "honest\n");
+    assert_eq!(members[4].2, "first\n", "the first of a duplicated path is kept");
+    assert_eq!(members[5].2, "plain\n");
+}
+
 /// Send a JSON request as `token`; returns (status, body as JSON or null).
 pub(super) async fn call(
     f: &Fixture,
