@@ -126,6 +126,17 @@ pub enum TarRefusal {
     OutOfOrder { after: String },
     #[error("beneath {ancestor}, which is not a directory")]
     BeneathNonDirectory { ancestor: String },
+    #[error("not a relative path of plain components")]
+    Malformed,
+}
+
+/// Whether `path` is relative and made of plain components: not empty, no
+/// empty, `.` or `..` component, no NUL (as the archive reader checks;
+/// the tar writer checks again rather than trust it).
+fn plain_path(path: &[u8]) -> bool {
+    !path.is_empty()
+        && !path.contains(&0)
+        && path.split(|b| *b == b'/').all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 /// The paths a tar stream holds so far, as far as a new entry needs
@@ -151,6 +162,9 @@ impl TarPaths {
     /// Admit `path` (a directory when `is_dir`) into the stream, or say
     /// why it must be left out; a refused entry is not recorded.
     pub fn admit(&mut self, path: &[u8], is_dir: bool) -> Result<(), TarRefusal> {
+        if !plain_path(path) {
+            return Err(TarRefusal::Malformed);
+        }
         if let Some(last) = &self.last {
             match walk_order(last, path) {
                 std::cmp::Ordering::Equal => return Err(TarRefusal::Duplicate),
@@ -313,6 +327,30 @@ mod tests {
         check(
             &[("x", false), ("x/d", true), ("x/d/f", false), ("y", false)],
             &[("x/d", beneath("x")), ("x/d/f", beneath("x"))],
+        );
+    }
+
+    #[test]
+    fn malformed_paths_are_refused() {
+        // Found by the tar_paths fuzz target: an empty path admitted as a
+        // file, then "/x" once the empty path had left the chain.
+        check(
+            &[
+                ("", false),
+                ("\0\u{ff}", false),
+                ("/x", false),
+                ("a//b", false),
+                ("./a", false),
+                ("a/..", true),
+            ],
+            &[
+                ("", TarRefusal::Malformed),
+                ("\0\u{ff}", TarRefusal::Malformed),
+                ("/x", TarRefusal::Malformed),
+                ("a//b", TarRefusal::Malformed),
+                ("./a", TarRefusal::Malformed),
+                ("a/..", TarRefusal::Malformed),
+            ],
         );
     }
 
