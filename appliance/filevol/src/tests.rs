@@ -28,6 +28,10 @@ fn put(w: &crate::Writer, data: &[u8]) -> ChunkId {
 }
 
 fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::SnapshotId {
+    try_commit(w, ids, time).unwrap()
+}
+
+fn try_commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> crate::Result<model::SnapshotId> {
     let mut idx = DynamicIndex::default();
     let mut end = 0;
     for (id, len) in ids {
@@ -58,7 +62,17 @@ fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::Snapsho
         source: SourceHandler { name: "test".into(), version: "1".into(), digest: None },
         created_by: "test".into(),
     };
-    w.commit(&m, time).unwrap()
+    w.commit(&m, time)
+}
+
+/// The names in `writers/`, sorted.
+fn writer_files(ds: &Datastore) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(ds.root().join("writers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -93,13 +107,54 @@ fn gc_keeps_chunks_of_a_running_backup_and_frees_an_aborted_one() {
     assert!(ds.chunks().has(&x).unwrap());
     assert_eq!(ds.list_snapshots().unwrap(), vec![id]);
 
+    // A backup that dies as a killed process does: no destructor runs, its
+    // lock goes with it, its journal and work area stay behind.
     let w = ds.begin_backup(&group("b")).unwrap();
-    let y = put(&w, b"written by a backup that was aborted");
-    drop(w);
+    let uuid = w.uuid().to_owned();
+    let y = put(&w, b"written by a backup that was killed");
+    w.die();
+    assert_eq!(writer_files(&ds), [format!("{uuid}.journal"), format!("{uuid}.work")]);
     let stats = ds.collect_garbage(&mut |_| {}).unwrap();
     assert_eq!(stats.removed_chunks, 1);
     assert!(!ds.chunks().has(&y).unwrap());
-    assert!(std::fs::read_dir(ds.root().join("writers")).unwrap().next().is_none(), "no writer leftovers");
+    assert!(writer_files(&ds).is_empty(), "no writer leftovers");
+}
+
+#[test]
+fn a_chunk_stays_once_reference_said_the_store_has_it() {
+    let (_d, ds) = store();
+    // x belongs to a snapshot that is then deleted: garbage, until a
+    // running backup relies on it.
+    let w = ds.begin_backup(&group("a")).unwrap();
+    let x = put(&w, b"shared chunk");
+    let old = commit(w, &[(x, 12)], 1_000);
+    ds.remove_snapshot(&old).unwrap();
+    let w = ds.begin_backup(&group("b")).unwrap();
+    assert!(w.reference(&x).unwrap(), "the store still has it");
+    let stats = ds.collect_garbage(&mut |_| {}).unwrap();
+    assert!(ds.chunks().has(&x).unwrap(), "gc kept what a live writer relies on: {stats:?}");
+    commit(w, &[(x, 12)], 2_000);
+    ds.collect_garbage(&mut |_| {}).unwrap();
+    assert!(ds.chunks().has(&x).unwrap(), "and the committed snapshot keeps it");
+}
+
+#[test]
+fn a_backup_committed_during_gc_leaves_a_committed_journal_for_that_gc() {
+    let (_d, ds) = store();
+    let w = ds.begin_backup(&group("a")).unwrap();
+    let uuid = w.uuid().to_owned();
+    let x = put(&w, b"committed while gc runs");
+    // A gc is running: it holds locks/gc.
+    let gc = crate::fsutil::lock_file(&ds.root().join("locks/gc"), crate::fsutil::LockMode::ExclusiveNow)
+        .unwrap()
+        .expect("no gc running yet");
+    commit(w, &[(x, 23)], 3_000);
+    assert_eq!(writer_files(&ds), [format!("{uuid}.committed")], "the running gc still reads its journal");
+    drop(gc);
+    // The next cleanup, once no gc runs, removes it; the chunk stays.
+    ds.collect_garbage(&mut |_| {}).unwrap();
+    assert!(writer_files(&ds).is_empty());
+    assert!(ds.chunks().has(&x).unwrap());
 }
 
 #[test]
@@ -111,9 +166,13 @@ fn a_group_takes_one_backup_at_a_time_and_snapshots_do_not_collide() {
     let id = commit(w, &[], 10);
     drop(other);
     let w = ds.begin_backup(&group("a")).unwrap();
-    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(w, &[], 10)));
-    assert!(again.is_err(), "second snapshot at the same time is refused");
+    let again = try_commit(w, &[], 10);
+    assert!(
+        matches!(&again, Err(crate::StoreError::SnapshotExists(s)) if *s == id.to_string()),
+        "a second snapshot at the same time is refused as existing: {again:?}"
+    );
     assert_eq!(ds.list_snapshots().unwrap(), vec![id]);
+    assert!(writer_files(&ds).is_empty(), "the refused writer left nothing");
 }
 
 #[test]

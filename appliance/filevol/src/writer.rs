@@ -315,6 +315,13 @@ impl Writer {
     pub fn uuid(&self) -> &str {
         &self.uuid
     }
+
+    /// End as a killed process would: its locks released by the kernel,
+    /// its journal and work area left behind (tests of gc and cleanup).
+    #[cfg(test)]
+    pub(crate) fn die(mut self) {
+        self.committed = true;
+    }
 }
 
 impl Drop for Writer {
