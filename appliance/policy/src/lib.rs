@@ -7,9 +7,12 @@
 //!   thread, default 1 s), a memory cap (default 64 MiB, growth beyond it
 //!   traps), a 512 KiB wasm stack;
 //! - NaN canonicalisation, so float results do not depend on the machine;
-//! - a minimal, deterministic WASI: no environment, arguments, files or
-//!   sockets, a clock frozen at the epoch (`now` is an argument), random
-//!   bytes from a fixed seed, stdout and stderr captured (64 KiB each).
+//! - a minimal WASI: no environment, arguments or sockets, a clock frozen
+//!   at the epoch (`now` is an argument), stdout and stderr captured
+//!   (64 KiB each); retention and scheduler policies get random bytes from
+//!   a fixed seed (they are pure functions), source handlers the operating
+//!   system's, and only a source handler gets files (its granted directory,
+//!   read-only, special files refused) and HTTP (its granted hosts).
 //!
 //! A trap, timeout, malformed answer or error fails that one decision with
 //! an error naming the policy and version; nothing a guest does can crash
@@ -26,6 +29,8 @@
 mod artifact;
 mod cache_key;
 mod compile;
+mod fsguard;
+mod net;
 mod retention;
 mod sandbox;
 mod scheduler;
