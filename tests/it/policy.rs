@@ -180,3 +180,65 @@ fn simulate_replays_retention_over_time() {
     assert_eq!(kept, builtin_kept);
     assert_eq!(store.snapshots().len(), 8, "simulate removed snapshots");
 }
+
+/// The compiled artifact `policy add` cached for `name`'s component.
+fn cached_artifact(store: &Store) -> std::path::PathBuf {
+    let dir = store.ds.join("policies");
+    let found: Vec<_> = std::fs::read_dir(&dir)
+        .expect("policies/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// Whoever can write the datastore cannot plant machine code: the cache
+/// key is outside the datastore (mode 0600), an artifact checksummed
+/// without it (as format version 1 did) or sealed with another key is
+/// not loaded; the policy is compiled again, with a warning, and the
+/// planted file replaced.
+#[test]
+fn a_planted_compiled_policy_is_compiled_again_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = Store::new();
+    group_with_snapshots(&store);
+    add(&store, &policy_guests::example("retention-gfs"), "gfs");
+    let key = store.path("state/cairn/policy-cache.key");
+    let mode = std::fs::metadata(&key).expect("the cache key beside the datastore").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let artifact = cached_artifact(&store);
+    let sealed = std::fs::read(&artifact).expect("artifact");
+    let prune = ["prune", "host/pol", "--policy", "gfs", "--param", "keep-daily=2", "--dry-run", "--json"];
+    let quiet = crate::support::run_code(store.cmd().args(prune), 0);
+    assert!(!quiet.stderr.contains("unusable"), "the good artifact loads: {}", quiet.stderr);
+
+    let mut planted = sealed.clone();
+    let unkeyed = *blake3::hash(&sealed[112..]).as_bytes();
+    planted[80..112].copy_from_slice(&unkeyed);
+    std::fs::write(&artifact, &planted).expect("plant");
+    let r = crate::support::run_code(store.cmd().args(prune), 0);
+    assert!(r.stderr.contains("unusable") && r.stderr.contains("another key"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&artifact).expect("artifact"), sealed, "replaced by a sealed one");
+
+    // Another user's (or installation's) key does not open this one's.
+    let r = crate::support::run_code(store.cmd().env("XDG_STATE_HOME", store.path("other")).args(prune), 0);
+    assert!(r.stderr.contains("sealed with another key"), "{}", r.stderr);
+    assert_ne!(std::fs::read(&artifact).expect("artifact"), sealed, "resealed with the other key");
+    assert!(
+        walk(&store.ds).iter().all(|p| p.extension().is_none_or(|x| x != "key")),
+        "no key inside the datastore"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

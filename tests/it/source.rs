@@ -280,3 +280,34 @@ fn a_client_runs_the_servers_handler_and_uploads_what_it_reads() {
     assert!(r.stderr.contains("--raw") && !store.path("nowhere").exists(), "{}", r.stderr);
     assert!(!store.path("client-ds").exists());
 }
+
+/// A host granted by name that resolves to a loopback address is refused
+/// with a warning that says so and what to grant instead; the same server
+/// granted by its address is reached.
+#[test]
+fn a_host_granted_by_name_that_resolves_to_loopback_is_refused() {
+    let data = export(10_000);
+    let server = ExportServer::start("/exports/app.dump", data);
+    let store = Store::new();
+    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
+    let port = server.authority().rsplit(':').next().unwrap().to_owned();
+    let backup = |authority: &str| {
+        let url = format!("url=http://{authority}/exports/app.dump");
+        let args =
+            ["--source", "source-http", "--param", &url, "--allow-host", authority, "--group", "app/db"];
+        run(store.cmd().arg("backup").args(args))
+    };
+    let by_name = format!("localhost:{port}");
+    let r = backup(&by_name);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("refused to connect to {by_name}"))
+            && r.stderr.contains("a loopback address"),
+        "{}",
+        r.stderr
+    );
+    assert!(server.requests().is_empty(), "no request reached the server");
+    let r = backup(&server.authority());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(server.requests().len(), 1);
+}

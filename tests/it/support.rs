@@ -8,12 +8,21 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// A `cairn` command bound to the datastore `ds`, with the environment
-/// variables that would override the test's choices removed.
+/// variables that would override the test's choices removed, and its state
+/// directory (the policy cache key) `state` beside the datastore.
 pub fn cairn(ds: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    for var in ["CAIRN_DATASTORE", "CAIRN_LOG", "CAIRN_SERVER", "CAIRN_TOKEN", "CAIRN_FINGERPRINT"] {
+    for var in [
+        "CAIRN_DATASTORE",
+        "CAIRN_LOG",
+        "CAIRN_SERVER",
+        "CAIRN_TOKEN",
+        "CAIRN_FINGERPRINT",
+        "STATE_DIRECTORY",
+    ] {
         cmd.env_remove(var);
     }
+    cmd.env("XDG_STATE_HOME", ds.parent().unwrap_or(Path::new("/")).join("state"));
     cmd.arg("--datastore").arg(ds);
     cmd
 }

@@ -3,6 +3,11 @@
 //! artifact cache; components compile in a child process, this binary run
 //! as `cairn __compile-policy`), pruning with a retention policy and the
 //! prune simulator. Both render what these return.
+//!
+//! The cache's artifacts are sealed with a key kept outside the datastore,
+//! in the state directory of the user running Cairn ([`cache_key_path`]):
+//! whoever can write the datastore but not that directory cannot plant
+//! machine code the host runs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +18,7 @@ use engine::Engine;
 use engine::ops::{BadRequest, Decider};
 use model::PolicyRecord;
 use model::{BackupGroup, SnapshotInfo};
-use policy::{CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState, World};
+use policy::{CacheKey, CompileIn, Host, Limits, Origin, Policy, RetentionSnapshot, VerifyState, World};
 use serde::Serialize;
 
 /// A policy name that is not stored.
@@ -38,7 +43,8 @@ pub fn check_name(name: &str) -> Result<()> {
 /// crate's default limits (2 GiB of address space, 60 s of CPU, 120 s).
 /// The child is started through `/proc/self/exe`, which names the running
 /// binary even after an upgrade replaced the file on disk, so it is always
-/// this very build (and its artifacts load here).
+/// this very build (and its artifacts load here). Its cache key is the
+/// one in [`cache_key_path`]; without one it caches nothing.
 pub fn host() -> Result<Host> {
     let proc_exe = PathBuf::from("/proc/self/exe");
     let program = if proc_exe.exists() {
@@ -46,7 +52,64 @@ pub fn host() -> Result<Host> {
     } else {
         std::env::current_exe().context("cannot find the cairn binary to compile policies with")?
     };
-    Ok(Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })?)
+    let host = Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })?;
+    Ok(match cache_key() {
+        Some(key) => host.with_cache_key(key),
+        None => host,
+    })
+}
+
+/// Name of the file that keeps the compiled-policy cache key.
+const CACHE_KEY_FILE: &str = "policy-cache.key";
+
+/// Where the compiled-policy cache key of the user running Cairn lives,
+/// outside any datastore: the service's state directory (systemd's
+/// `$STATE_DIRECTORY`, `/var/lib/cairn` for the unit shipped), else
+/// `$XDG_STATE_HOME/cairn`, else `~/.local/state/cairn`. `None` when none
+/// of these is set to an absolute path.
+pub fn cache_key_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let state = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| v.to_str().and_then(|v| v.split(':').next()).map(PathBuf::from))
+        .filter(|p| p.is_absolute());
+    let dir = state
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("cairn")))
+        .or_else(|| var("HOME").map(|h| h.join(".local/state/cairn")))?;
+    Some(dir.join(CACHE_KEY_FILE))
+}
+
+/// The cache key, made on first use; `None` (and a warning: policies are
+/// then compiled each time they load) when it cannot be had.
+fn cache_key() -> Option<CacheKey> {
+    let Some(path) = cache_key_path() else {
+        tracing::warn!(
+            "compiled policies are not cached: no state directory for the cache key \
+             (set XDG_STATE_HOME or HOME)"
+        );
+        return None;
+    };
+    CacheKey::load_or_create(&path).map_err(|e| tracing::warn!("compiled policies are not cached: {e}")).ok()
+}
+
+/// `engine`'s datastore as the cache, when `host` has a key and the key
+/// is not inside that datastore (where it would protect nothing).
+fn cache_of<'e>(engine: &'e Engine, host: &Host) -> Option<&'e Engine> {
+    if !host.caches() {
+        return None;
+    }
+    let key = cache_key_path()?;
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let (root, key_dir) = (canonical(engine.datastore().root()), canonical(key.parent()?));
+    if key_dir.starts_with(&root) {
+        tracing::warn!(
+            "compiled policies are not cached: the cache key {} is inside the datastore {}, where it \
+             protects nothing; point XDG_STATE_HOME (or the service's StateDirectory) outside it",
+            key.display(),
+            root.display()
+        );
+        return None;
+    }
+    Some(engine)
 }
 
 /// The budget for one call; values from a stored record are clamped to
@@ -94,7 +157,7 @@ pub fn add(
         memory_mib: memory_mib.unwrap_or((defaults.memory >> 20) as u64).clamp(1, 4096),
     };
     engine.save_policy(&record, wasm)?;
-    if let Some(artifact) = &ready.artifact {
+    if let (Some(engine), Some(artifact)) = (cache_of(engine, host), &ready.artifact) {
         cache_artifact(engine, &record.digest, &host.artifact_tag(), artifact);
     }
     Ok(record)
@@ -102,16 +165,18 @@ pub fn add(
 
 /// Policy `record` (component `wasm`) ready to call, with its budget:
 /// from the compiled artifact `cache`'s datastore keeps for this build
-/// when it is usable, otherwise compiled again and the cache rewritten.
-/// Trouble with the cache is logged, never fatal; only the component can
-/// fail this. Without a cache (a client running a server's source
-/// handler) it is compiled each time.
+/// when it is usable (sealed with the host's key), otherwise compiled
+/// again and the cache rewritten. Trouble with the cache is logged, never
+/// fatal; only the component can fail this. Without a cache (a client
+/// running a server's source handler, or no cache key) it is compiled
+/// each time.
 pub fn ready(
     cache: Option<&Engine>,
     host: &Host,
     record: &PolicyRecord,
     wasm: &[u8],
 ) -> Result<(Policy, Limits)> {
+    let cache = cache.and_then(|engine| cache_of(engine, host));
     let (name, tag) = (&record.name, host.artifact_tag());
     let cached = cache.and_then(|engine| {
         engine.datastore().load_policy_artifact(&record.digest, &tag).unwrap_or_else(|e| {
@@ -419,6 +484,15 @@ struct Waiting {
 
 impl JobHost {
     /// The host (started now if it was not yet).
+    /// A job host over `host` instead of this binary's own (tests: a host
+    /// that compiles in this process).
+    #[cfg(test)]
+    pub fn with_host(host: Host) -> Self {
+        let jobs = Self::default();
+        let _ = jobs.host.set(Ok(Arc::new(host)));
+        jobs
+    }
+
     pub fn host(&self) -> Result<Arc<Host>> {
         self.host
             .get_or_init(|| host().map(Arc::new).map_err(|e| format!("{e:#}")))
@@ -593,7 +667,9 @@ mod tests {
             retention: None,
             source: None,
         };
-        let jobs = JobHost::default();
+        // Compiling in this process: the test binary is no `cairn` to run
+        // as the compiler child.
+        let jobs = JobHost::with_host(Host::new().expect("host"));
         let due = |job: &Job, now: &str| {
             jobs.due(&engine, job, job.scheduler.as_ref().expect("scheduler"), &[], at(now)).expect("due")
         };

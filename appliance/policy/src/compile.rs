@@ -4,13 +4,15 @@
 //! the component asks for, and an epoch deadline cannot interrupt it. So
 //! the host can compile in a child process instead ([`CompileIn::Process`]):
 //! the program given (the `cairn` binary itself, `cairn __compile-policy`)
-//! runs [`compile_child`], which reads the component on stdin and writes
-//! a sealed artifact (see `artifact.rs`) on stdout. The parent starts it
+//! runs [`compile_child`], which reads a key made for this one compile and
+//! the component on stdin and writes an artifact sealed with that key (see
+//! `artifact.rs`) on stdout; the child never sees the host's cache key. The parent starts it
 //! with an address-space limit (`RLIMIT_AS`), a CPU limit (`RLIMIT_CPU`)
 //! and no core dumps, kills it after a wall-clock limit, and turns
 //! whichever limit was hit into [`PolicyError::CompileLimit`]. The parent
-//! checks the envelope (this build, this component, intact, not over
-//! [`MAX_ARTIFACT_BYTES`]) before deserializing what the child made.
+//! checks the envelope (this build, this component, the one-compile key's
+//! MAC, not over [`MAX_ARTIFACT_BYTES`]) before deserializing what the
+//! child made.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 
-use crate::artifact::{self, MAX_ARTIFACT_BYTES};
+use crate::artifact::{self, CacheKey, MAX_ARTIFACT_BYTES};
 use crate::sandbox::{self, PolicyError};
 
 /// Where components are compiled.
@@ -106,18 +108,25 @@ const ERROR_MARK: &str = "cairn-compile-error: ";
 /// How much of the child's stderr is kept (the rest is read and dropped).
 const STDERR_KEEP: usize = 64 << 10;
 
-/// The compiler child's side: read a component (at most
-/// [`crate::MAX_COMPONENT_BYTES`]) on stdin, compile it with the policy
-/// engine's configuration, write the sealed artifact on stdout. Exit
+/// The compiler child's side: read a key ([`CacheKey::LEN`] bytes) and a
+/// component (at most [`crate::MAX_COMPONENT_BYTES`]) on stdin, compile it
+/// with the policy engine's configuration, write the artifact sealed with
+/// that key on stdout. Exit
 /// status 0 on success, 2 if the component is invalid, 3 if memory ran
 /// out, 1 otherwise; the reason is on stderr.
 pub fn compile_child() -> ExitCode {
     // No core dump of a process that ran out of its limits (on top of
     // RLIMIT_CORE 0, which a piped core_pattern ignores).
     let _ = nix::sys::prctl::set_dumpable(false);
+    let mut stdin = io::stdin().lock();
+    let mut key = [0u8; CacheKey::LEN];
+    if let Err(e) = stdin.read_exact(&mut key) {
+        return refuse(1, &format!("cannot read the sealing key on stdin: {e}"));
+    }
+    let key = CacheKey::from_bytes(key);
     let mut input = Vec::new();
     let limit = crate::MAX_COMPONENT_BYTES as u64 + 1;
-    if let Err(e) = io::stdin().lock().take(limit).read_to_end(&mut input) {
+    if let Err(e) = stdin.take(limit).read_to_end(&mut input) {
         return refuse(1, &format!("cannot read the component on stdin: {e}"));
     }
     if let Err(e) = sandbox::precheck(&input) {
@@ -132,7 +141,7 @@ pub fn compile_child() -> ExitCode {
         Err(e) if out_of_memory(&e) => return refuse(EXIT_MEMORY, &format!("{e:#}")),
         Err(e) => return refuse(EXIT_INVALID, &format!("{e:#}")),
     };
-    let sealed = artifact::seal(&artifact::fingerprint(&engine), &blake3::hash(&input), &payload);
+    let sealed = artifact::seal(&key, &artifact::fingerprint(&engine), &blake3::hash(&input), &payload);
     let mut out = io::stdout().lock();
     match out.write_all(&sealed).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,8 +173,9 @@ fn out_of_memory(e: &wasmtime::Error) -> bool {
 }
 
 /// Compile `bytes` (whose blake3 is `digest`) in a child process under
-/// `limits`: the component, and the sealed artifact the child made,
-/// checked to be from this build, for this component and intact.
+/// `limits`: the component, and the payload of the artifact the child
+/// made, checked to be from this build, for this component and sealed with
+/// the key given to this child (for the caller to seal with its own).
 pub fn in_child(
     program: &Path,
     args: &[OsString],
@@ -175,16 +185,20 @@ pub fn in_child(
     digest: &blake3::Hash,
     bytes: &[u8],
 ) -> Result<(wasmtime::component::Component, Vec<u8>), PolicyError> {
-    let run = run_child(program, args, limits, bytes)?;
+    let key = CacheKey::generate()
+        .map_err(|e| PolicyError::Host(format!("cannot make a key for the compiler process: {e}")))?;
+    let run = run_child(program, args, limits, key.as_bytes(), bytes)?;
     let sealed = check_exit(run, limits)?;
-    let component = artifact::deserialize(engine, fingerprint, digest, &sealed).map_err(|why| {
+    let unusable = |why| {
         PolicyError::Host(format!(
             "the compiler process {} answered with an unusable artifact: {why} (is that program \
              another build than this one?)",
             program.display()
         ))
-    })?;
-    Ok((component, sealed))
+    };
+    let component = artifact::deserialize(engine, &key, fingerprint, digest, &sealed).map_err(unusable)?;
+    let payload = artifact::open(&sealed, &key, fingerprint, digest).map_err(unusable)?.to_vec();
+    Ok((component, payload))
 }
 
 /// What a finished (or killed) child left.
@@ -207,6 +221,7 @@ fn run_child(
     program: &Path,
     args: &[OsString],
     limits: &CompileLimits,
+    key: &[u8; CacheKey::LEN],
     bytes: &[u8],
 ) -> Result<Run, PolicyError> {
     let memory = lowered(Resource::RLIMIT_AS, limits.memory);
@@ -226,7 +241,7 @@ fn run_child(
             if let Some(mut stdin) = stdin {
                 // A child that stops reading (it died) is reported by its
                 // exit status, not by this write.
-                let _ = stdin.write_all(bytes);
+                let _ = stdin.write_all(key).and_then(|()| stdin.write_all(bytes));
             }
         });
         let out = scope.spawn(move || {

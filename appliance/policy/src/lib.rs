@@ -7,9 +7,12 @@
 //!   thread, default 1 s), a memory cap (default 64 MiB, growth beyond it
 //!   traps), a 512 KiB wasm stack;
 //! - NaN canonicalisation, so float results do not depend on the machine;
-//! - a minimal, deterministic WASI: no environment, arguments, files or
-//!   sockets, a clock frozen at the epoch (`now` is an argument), random
-//!   bytes from a fixed seed, stdout and stderr captured (64 KiB each).
+//! - a minimal WASI: no environment, arguments or sockets, a clock frozen
+//!   at the epoch (`now` is an argument), stdout and stderr captured
+//!   (64 KiB each); retention and scheduler policies get random bytes from
+//!   a fixed seed (they are pure functions), source handlers the operating
+//!   system's, and only a source handler gets files (its granted directory,
+//!   read-only, special files refused) and HTTP (its granted hosts).
 //!
 //! A trap, timeout, malformed answer or error fails that one decision with
 //! an error naming the policy and version; nothing a guest does can crash
@@ -19,11 +22,15 @@
 //! daemon's host compiles in a child process with address-space, CPU and
 //! wall-clock limits (`compile.rs`), and [`Host::load_with_cache`] loads
 //! the compiled artifact a previous load left, sealed with this build's
-//! engine fingerprint and a blake3 of its bytes (`artifact.rs`), so a
-//! stored policy is compiled once per build, not once per use.
+//! engine fingerprint and a MAC made with the host's secret [`CacheKey`]
+//! (`artifact.rs`, `cache_key.rs`), so a stored policy is compiled once
+//! per build, not once per use, and a planted artifact is never run.
 
 mod artifact;
+mod cache_key;
 mod compile;
+mod fsguard;
+mod net;
 mod retention;
 mod sandbox;
 mod scheduler;
@@ -32,7 +39,8 @@ mod source;
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use artifact::MAX_ARTIFACT_BYTES;
+pub use artifact::{CacheKey, MAX_ARTIFACT_BYTES};
+pub use cache_key::CacheKeyError;
 pub use compile::{CompileIn, CompileLimit, CompileLimits, compile_child};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
 pub use sandbox::{Grants, Limits, PolicyError};
@@ -120,7 +128,8 @@ pub enum Origin {
     /// Deserialized from the cached artifact it was given.
     Cached,
     /// Compiled: there was no cached artifact (`None`), or the one given
-    /// could not be used (why: another build, another component, damaged…).
+    /// could not be used (why: another build, another component, damaged,
+    /// not sealed with this host's key…).
     Compiled { cache_problem: Option<String> },
 }
 
@@ -129,8 +138,8 @@ pub enum Origin {
 pub struct Ready {
     pub policy: Policy,
     pub origin: Origin,
-    /// When it was compiled: the sealed artifact to cache for next time
-    /// (under [`Host::artifact_tag`]).
+    /// When it was compiled by a host with a cache key: the sealed
+    /// artifact to cache for next time (under [`Host::artifact_tag`]).
     pub artifact: Option<Vec<u8>>,
 }
 
@@ -142,6 +151,8 @@ pub struct Host {
     compile_limits: CompileLimits,
     /// This build's engine fingerprint (`artifact::fingerprint`).
     fingerprint: [u8; 32],
+    /// What cached artifacts are sealed and checked with; none: no cache.
+    cache_key: Option<CacheKey>,
 }
 
 impl std::fmt::Debug for Host {
@@ -169,7 +180,23 @@ impl Host {
     pub fn with_compiler(compiler: CompileIn) -> Result<Host, PolicyError> {
         let sandbox = Sandbox::new()?;
         let fingerprint = artifact::fingerprint(sandbox.engine());
-        Ok(Host { sandbox, compiler, compile_limits: CompileLimits::default(), fingerprint })
+        Ok(Host { sandbox, compiler, compile_limits: CompileLimits::default(), fingerprint, cache_key: None })
+    }
+
+    /// The same host, sealing the artifacts it hands back and checking the
+    /// ones it is given with `key`. Without a key the host caches nothing:
+    /// [`Host::load_with_cache`] ignores what it is given and hands back no
+    /// artifact. Keep the key where whoever can write the cache cannot
+    /// read it (outside the datastore): with it, anyone can make an
+    /// artifact this host runs as machine code.
+    pub fn with_cache_key(mut self, key: CacheKey) -> Host {
+        self.cache_key = Some(key);
+        self
+    }
+
+    /// Whether this host has a cache key (and so uses cached artifacts).
+    pub fn caches(&self) -> bool {
+        self.cache_key.is_some()
     }
 
     /// The same host, with other limits on the compiler process.
@@ -198,10 +225,11 @@ impl Host {
     }
 
     /// Like [`Host::load`], from the cached artifact `cached` when it is
-    /// one this build sealed for this very component and intact; when it
-    /// is missing or unusable, the component is compiled again and
+    /// one this build sealed with this host's key for this very component;
+    /// when it is missing or unusable, the component is compiled again and
     /// [`Ready::artifact`] holds the artifact to cache instead. A bad cache
-    /// never fails the load: only the component itself can.
+    /// never fails the load: only the component itself can. A host without
+    /// a key ([`Host::with_cache_key`]) never loads `cached`.
     pub fn load_with_cache(
         &self,
         bytes: &[u8],
@@ -211,31 +239,38 @@ impl Host {
         sandbox::precheck(bytes)?;
         let hash = blake3::hash(bytes);
         let mut cache_problem = None;
-        if let Some(cached) = cached {
-            match artifact::deserialize(self.sandbox.engine(), &self.fingerprint, &hash, cached) {
-                Ok(component) => {
-                    let policy = self.ready(component, hash, limits)?;
-                    return Ok(Ready { policy, origin: Origin::Cached, artifact: None });
+        match (cached, &self.cache_key) {
+            (Some(cached), Some(key)) => {
+                match artifact::deserialize(self.sandbox.engine(), key, &self.fingerprint, &hash, cached) {
+                    Ok(component) => {
+                        let policy = self.ready(component, hash, limits)?;
+                        return Ok(Ready { policy, origin: Origin::Cached, artifact: None });
+                    }
+                    Err(why) => cache_problem = Some(why),
                 }
-                Err(why) => cache_problem = Some(why),
             }
+            (Some(_), None) => cache_problem = Some("this host has no cache key to check it with".into()),
+            (None, _) => {}
         }
-        let (component, sealed) = self.compile(bytes, &hash)?;
-        let sealed = match sealed {
-            Some(sealed) => sealed,
-            None => {
-                let payload = component.serialize().map_err(|e| {
-                    PolicyError::Host(format!("cannot serialize the compiled component: {e:#}"))
-                })?;
-                artifact::seal(&self.fingerprint, &hash, &payload)
+        let (component, payload) = self.compile(bytes, &hash)?;
+        let sealed = match &self.cache_key {
+            None => None,
+            Some(key) => {
+                let payload = match payload {
+                    Some(payload) => payload,
+                    None => component.serialize().map_err(|e| {
+                        PolicyError::Host(format!("cannot serialize the compiled component: {e:#}"))
+                    })?,
+                };
+                Some(artifact::seal(key, &self.fingerprint, &hash, &payload))
             }
         };
         let policy = self.ready(component, hash, limits)?;
-        Ok(Ready { policy, origin: Origin::Compiled { cache_problem }, artifact: Some(sealed) })
+        Ok(Ready { policy, origin: Origin::Compiled { cache_problem }, artifact: sealed })
     }
 
-    /// Compile where this host compiles; a child also hands back its
-    /// sealed artifact.
+    /// Compile where this host compiles; a child also hands back the
+    /// serialized component (the payload to seal).
     fn compile(
         &self,
         bytes: &[u8],
@@ -244,7 +279,7 @@ impl Host {
         match &self.compiler {
             CompileIn::ThisProcess => Ok((self.sandbox.compile(bytes)?, None)),
             CompileIn::Process { program, args } => {
-                let (component, sealed) = compile::in_child(
+                let (component, payload) = compile::in_child(
                     program,
                     args,
                     &self.compile_limits,
@@ -253,7 +288,7 @@ impl Host {
                     hash,
                     bytes,
                 )?;
-                Ok((component, Some(sealed)))
+                Ok((component, Some(payload)))
             }
         }
     }

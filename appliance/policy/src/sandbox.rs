@@ -119,18 +119,16 @@ impl WasiHttpHooks for Net {
             between_bytes_timeout: bounded(options.and_then(|o| o.between_bytes_timeout), HTTP_WAIT_TIMEOUT),
         };
         Box::new(async move {
-            use http_body_util::BodyExt;
             if !allowed {
                 tracing::warn!(uri = %request.uri(), "source policy: request to a host the job does not grant");
                 return Err(HttpError::HttpRequestDenied);
             }
-            // The per-step timeouts do not cover the TLS handshake: bound
-            // the whole exchange up to the response head too.
-            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (res, io) = tokio::time::timeout(HTTP_CONNECT_TIMEOUT + HTTP_WAIT_TIMEOUT, send)
+            // The per-step timeouts do not cover the TLS handshake or the
+            // lookup: bound the whole exchange up to the response head too.
+            let send = crate::net::send(request, options);
+            tokio::time::timeout(HTTP_CONNECT_TIMEOUT + HTTP_WAIT_TIMEOUT, send)
                 .await
-                .map_err(|_| HttpError::ConnectionTimeout)??;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+                .map_err(|_| HttpError::ConnectionTimeout)?
         })
     }
 }
@@ -194,6 +192,17 @@ impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
     }
+}
+
+/// Where a store's `wasi:random` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Randomness {
+    /// A fixed seed: retention and scheduler policies are pure functions
+    /// of their arguments.
+    Fixed,
+    /// The operating system's random source (wasmtime-wasi's default): a
+    /// source handler may need unpredictable bytes.
+    Os,
 }
 
 /// A clock stopped at the Unix epoch: policies get `now` as an argument.
@@ -337,6 +346,7 @@ impl Sandbox {
         let linker = base_linker(&engine).map_err(host)?;
         let mut source_linker = base_linker(&engine).map_err(host)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut source_linker).map_err(host)?;
+        crate::fsguard::refuse_special_files(&mut source_linker).map_err(host)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticking, stopped) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -406,15 +416,26 @@ impl Sandbox {
         Ok((world, version))
     }
 
-    /// A fresh store for one call, with its budgets set.
+    /// A fresh store for one call, with its budgets set, and the fixed
+    /// random source of a deterministic policy.
     pub fn store(&self, limits: &Limits) -> Store<State> {
-        self.store_with(limits, &Grants::default()).expect("a store without grants cannot fail")
+        self.build(limits, &Grants::default(), Randomness::Fixed).expect("a store without grants cannot fail")
     }
 
-    /// A fresh store for a source guest: the budgets, and what `grants`
-    /// allows (the directory read-only as `/source`, the hosts through
-    /// `wasi:http`). Use with [`Sandbox::source_linker`].
+    /// A fresh store for a source guest: the budgets, the operating
+    /// system's randomness (a handler may make nonces or temporary names),
+    /// and what `grants` allows (the directory read-only as `/source`, the
+    /// hosts through `wasi:http`). Use with [`Sandbox::source_linker`].
     pub fn store_with(&self, limits: &Limits, grants: &Grants) -> Result<Store<State>, PolicyError> {
+        self.build(limits, grants, Randomness::Os)
+    }
+
+    fn build(
+        &self,
+        limits: &Limits,
+        grants: &Grants,
+        random: Randomness,
+    ) -> Result<Store<State>, PolicyError> {
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let mut builder = WasiCtx::builder();
         if let Some(dir) = &grants.dir {
@@ -422,14 +443,17 @@ impl Sandbox {
                 PolicyError::Host(format!("cannot grant the directory {}: {e:#}", dir.display()))
             })?;
         }
+        if random == Randomness::Fixed {
+            builder
+                .secure_random(Deterministic::new(vec![0x5a, 0x17, 0xc3, 0x08]))
+                .insecure_random(Deterministic::new(vec![0x2b, 0x91]))
+                .insecure_random_seed(0x0123_4567_89ab_cdef);
+        }
         let ctx = builder
             .stdout(MemoryOutputPipe::new(OUTPUT_CAPACITY))
             .stderr(stderr.clone())
             .wall_clock(Frozen)
             .monotonic_clock(Frozen)
-            .secure_random(Deterministic::new(vec![0x5a, 0x17, 0xc3, 0x08]))
-            .insecure_random(Deterministic::new(vec![0x2b, 0x91]))
-            .insecure_random_seed(0x0123_4567_89ab_cdef)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)

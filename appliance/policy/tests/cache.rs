@@ -1,13 +1,25 @@
 //! The compiled-artifact cache: a policy loaded from its cached artifact
 //! decides exactly like one compiled afresh, and an artifact that is
-//! damaged, of another component or of another build is never loaded: the
-//! component is compiled again and a good artifact handed back.
+//! damaged, of another component, of another build, or not sealed with the
+//! host's cache key is never loaded: the component is compiled again and a
+//! good artifact handed back.
 
-use policy::{Host, Limits, Origin, Policy, Ready, RetentionSnapshot, VerifyState};
+use policy::{CacheKey, Host, Limits, Origin, Policy, Ready, RetentionSnapshot, VerifyState};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn component(name: &str) -> Vec<u8> {
     std::fs::read(policy_guests::example(name)).expect("component")
+}
+
+/// The key every host of these tests shares, as processes of one
+/// installation share the key file.
+fn key() -> CacheKey {
+    CacheKey::from_bytes(*b"the cache key of these tests....")
+}
+
+/// A host that caches, with [`key`].
+fn host() -> Host {
+    Host::new().expect("host").with_cache_key(key())
 }
 
 fn compiled(host: &Host, bytes: &[u8]) -> (Policy, Vec<u8>) {
@@ -62,10 +74,10 @@ fn same_decisions(host_a: &Host, a: &Policy, host_b: &Host, b: &Policy) {
 #[test]
 fn a_cached_load_decides_like_a_fresh_compile() {
     let bytes = component("retention-gfs");
-    let fresh_host = Host::new().expect("host");
+    let fresh_host = host();
     let (fresh, artifact) = compiled(&fresh_host, &bytes);
     // Another host stands for another process of the same build.
-    let host = Host::new().expect("host");
+    let host = host();
     assert_eq!(host.artifact_tag(), fresh_host.artifact_tag());
     assert_eq!(host.artifact_tag().len(), 16);
     let ready = host.load_with_cache(&bytes, Some(&artifact), &Limits::default()).expect("cached load");
@@ -83,7 +95,7 @@ fn a_cached_load_decides_like_a_fresh_compile() {
 #[test]
 fn an_unusable_artifact_falls_back_to_compiling() {
     let bytes = component("retention-gfs");
-    let host = Host::new().expect("host");
+    let host = host();
     let (fresh, good) = compiled(&host, &bytes);
     let (_, of_tags) = compiled(&host, &component("retention-tags"));
     let flip = |at: usize| {
@@ -97,7 +109,7 @@ fn an_unusable_artifact_falls_back_to_compiling() {
         ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
         ("extended", [good.as_slice(), b"more"].concat(), "extended"),
         ("a flipped payload byte", flip(good.len() - 100), "corrupt"),
-        ("a flipped recorded checksum", flip(90), "corrupt"),
+        ("a flipped recorded MAC", flip(90), "corrupt"),
         ("another build's fingerprint", flip(8), "another build"),
         ("another component's artifact", of_tags, "another component"),
     ];
@@ -120,7 +132,7 @@ fn an_unusable_artifact_falls_back_to_compiling() {
 /// The cache never hides a bad component: it is refused as before.
 #[test]
 fn a_bad_component_is_refused_whatever_the_cache_holds() {
-    let host = Host::new().expect("host");
+    let host = host();
     let (_, gfs) = compiled(&host, &component("retention-gfs"));
     let err = host
         .load_with_cache(b"\0asm\x01\0\0\0", Some(&gfs), &Limits::default())
@@ -129,4 +141,59 @@ fn a_bad_component_is_refused_whatever_the_cache_holds() {
     assert!(err.contains("core WebAssembly module"), "{err}");
     let err = host.load_with_cache(b"not wasm", None, &Limits::default()).expect_err("garbage").to_string();
     assert!(err.contains("invalid policy component"), "{err}");
+}
+
+/// What whoever can write the cache can make without the key: the
+/// compiled code of another component, relabelled as this one's and
+/// checksummed as format version 1 did (blake3 of the payload, no key), or
+/// an artifact sealed with another key. The old check accepted the first
+/// and ran the other component's code; now neither is loaded: the
+/// component is compiled again, and the artifact handed back to replace
+/// the planted one is sealed with the key.
+#[test]
+fn an_artifact_not_sealed_with_the_key_is_never_loaded() {
+    let (gfs, tags) = (component("retention-gfs"), component("retention-tags"));
+    let host = host();
+    let (_, good) = compiled(&host, &gfs);
+    let (_, of_tags) = compiled(&host, &tags);
+    let payload = &of_tags[112..];
+    let forge = |magic: &[u8]| {
+        let mut a = good[..80].to_vec();
+        a[..8].copy_from_slice(magic);
+        a[72..80].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        a.extend_from_slice(blake3::hash(payload).as_bytes());
+        a.extend_from_slice(payload);
+        a
+    };
+    let other_key = Host::new().expect("host").with_cache_key(CacheKey::from_bytes([9; 32]));
+    let (_, foreign) = compiled(&other_key, &gfs);
+    let cases = [
+        ("tags' code, unkeyed checksum", forge(b"CAIRNPA\x02"), "sealed with another key"),
+        ("tags' code, format version 1", forge(b"CAIRNPA\x01"), "format version 1"),
+        ("sealed with another key", foreign.clone(), "sealed with another key"),
+    ];
+    for (what, planted, why) in cases {
+        let ready = host.load_with_cache(&gfs, Some(&planted), &Limits::default()).expect(what);
+        match &ready.origin {
+            Origin::Compiled { cache_problem: Some(problem) } => {
+                assert!(problem.contains(why), "{what}: {problem}")
+            }
+            other => panic!("{what}: loaded as {other:?}"),
+        }
+        assert_eq!(ready.policy.info.name, "retention-gfs", "{what}: the planted code did not run");
+        let replacement = ready.artifact.expect("an artifact to replace the planted one");
+        assert_ne!(replacement, planted);
+        assert_eq!(
+            host.load_with_cache(&gfs, Some(&replacement), &Limits::default()).expect("reload").origin,
+            Origin::Cached
+        );
+    }
+    // The other host's own artifact is good for it.
+    let theirs = other_key.load_with_cache(&gfs, Some(&foreign), &Limits::default()).expect("load");
+    assert_eq!(theirs.origin, Origin::Cached);
+    // A host without a key neither loads nor hands back artifacts.
+    let keyless = Host::new().expect("host");
+    let ready = keyless.load_with_cache(&gfs, Some(&good), &Limits::default()).expect("load");
+    assert!(matches!(ready.origin, Origin::Compiled { cache_problem: Some(_) }), "{:?}", ready.origin);
+    assert!(ready.artifact.is_none());
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use policy::{CompileIn, CompileLimit, CompileLimits, Host, Limits, Origin, PolicyError};
+use policy::{CacheKey, CompileIn, CompileLimit, CompileLimits, Host, Limits, Origin, PolicyError};
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
@@ -67,12 +67,18 @@ fn main() -> ExitCode {
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// The cache key the hosts of these tests share.
+fn key() -> CacheKey {
+    CacheKey::from_bytes([42; 32])
+}
+
 /// A host whose compiler is this binary, run as `ARG`.
 fn host(arg: &str, limits: CompileLimits) -> Host {
     let program = std::env::current_exe().expect("this test binary");
     Host::with_compiler(CompileIn::Process { program, args: vec![OsString::from(arg)] })
         .expect("host")
         .with_compile_limits(limits)
+        .with_cache_key(key())
 }
 
 fn gfs() -> Vec<u8> {
@@ -93,7 +99,7 @@ fn compiles_in_a_child_like_in_this_process() {
     let ready = child.load_with_cache(&bytes, None, &Limits::default()).expect("compiled in a child");
     assert_eq!(ready.origin, Origin::Compiled { cache_problem: None });
     let artifact = ready.artifact.expect("the child's artifact");
-    let local = Host::new().expect("host");
+    let local = Host::new().expect("host").with_cache_key(key());
     let fresh = local.load(&bytes, &Limits::default()).expect("compiled here");
     assert_eq!((ready.policy.world, &ready.policy.info), (fresh.world, &fresh.info));
     let snaps: Vec<policy::RetentionSnapshot> = (0..200)
@@ -115,7 +121,8 @@ fn compiles_in_a_child_like_in_this_process() {
         child.retention(&ready.policy, &snaps, now, &params, &Limits::default()).expect("decide"),
         local.retention(&fresh, &snaps, now, &params, &Limits::default()).expect("decide")
     );
-    // What the child made is what this build caches: it loads here as is.
+    // What the child made, sealed by its parent with the cache key, is
+    // what this build caches: it loads here as is.
     let cached = local.load_with_cache(&bytes, Some(&artifact), &Limits::default()).expect("cached");
     assert_eq!(cached.origin, Origin::Cached);
 }

@@ -257,3 +257,102 @@ fn hostile_source_handlers_are_stopped() {
     let err = s.begin_restore(&[]).unwrap_err().to_string();
     assert!(err.contains("cannot restore"), "{err}");
 }
+
+/// A FIFO, a socket or a device in the granted directory cannot be opened:
+/// the guest's read fails with an error it sees, instead of blocking the
+/// host in `open` (where no CPU budget can stop it) until someone writes.
+/// (The channel's timeout only keeps a regression from hanging the test
+/// run: it writes to the FIFO to free the blocked open, then fails.)
+#[test]
+fn special_files_in_the_granted_directory_are_refused() {
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    let fifo = granted.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let _socket = UnixListener::bind(granted.join("socket")).unwrap();
+    std::os::unix::fs::symlink("fifo", granted.join("to-fifo")).unwrap();
+    // A device node like /dev/null, where this user may make one (root).
+    let mut special = vec!["fifo", "to-fifo", "socket"];
+    let null = nix::sys::stat::makedev(1, 3);
+    let chr = nix::sys::stat::SFlag::S_IFCHR;
+    if nix::sys::stat::mknod(&granted.join("device"), chr, nix::sys::stat::Mode::S_IRUSR, null).is_ok() {
+        special.push("device");
+    }
+    std::fs::write(granted.join("plain"), b"plain file").unwrap();
+    let bytes = std::fs::read(policy_guests::test_guest("hostile-source")).unwrap();
+    let grant = Grants { dir: Some(granted.clone()), hosts: vec![] };
+
+    let (tx, rx) = mpsc::channel();
+    let read = move |file: &str| {
+        let host = Host::new().unwrap();
+        let hostile = host.load(&bytes, &Limits::default()).unwrap();
+        let mut s = host.source(&hostile, &grant, None).unwrap();
+        s.begin_backup(&mode("read", file), None).unwrap();
+        s.next_step().unwrap();
+        s.next_step().map_err(|e| e.to_string())
+    };
+    let files: Vec<&str> = special.iter().copied().chain(["plain"]).collect();
+    std::thread::spawn(move || {
+        for file in files {
+            let _ = tx.send((file, read(&format!("/source/{file}"))));
+        }
+    });
+    for want in special {
+        let Ok((file, got)) = rx.recv_timeout(std::time::Duration::from_secs(120)) else {
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("opening /source/{want} blocked");
+        };
+        let err = got.expect_err(file);
+        assert!(err.contains(&format!("read /source/{file}")) && err.contains("ermission denied"), "{err}");
+    }
+    let (_, plain) = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("plain");
+    assert_eq!(plain.expect("a regular file still reads"), SourceStep::Data(b"plain file".to_vec()));
+}
+
+/// Source handlers get the operating system's randomness (two sessions
+/// see different bytes); retention and scheduler policies keep their
+/// fixed seed.
+#[test]
+fn source_handlers_get_real_randomness() {
+    let host = Host::new().unwrap();
+    let bytes = std::fs::read(policy_guests::test_guest("hostile-source")).unwrap();
+    let hostile = host.load(&bytes, &Limits::default()).unwrap();
+    let random = || {
+        let mut s = host.source(&hostile, &Grants::default(), None).unwrap();
+        s.begin_backup(&mode("random", ""), None).unwrap();
+        s.next_step().unwrap();
+        match s.next_step().unwrap() {
+            SourceStep::Data(d) => d,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (a, b) = (random(), random());
+    assert_eq!(a.len(), 24);
+    assert_ne!(a[..16], b[..16], "wasi:random/random gives each session its own bytes");
+    assert_ne!(a[16..], b[16..], "so does wasi:random/insecure-seed");
+}
+
+/// A host granted by name is refused when its name resolves to a loopback
+/// (or link-local, private…) address: `localhost:PORT` does not reach the
+/// server that `127.0.0.1:PORT`, an address granted as such, does.
+#[test]
+fn a_host_granted_by_name_that_resolves_to_loopback_is_refused() {
+    let server = ExportServer::start("/db.dump", export(1000));
+    let port = server.authority().rsplit(':').next().unwrap().to_owned();
+    let host = Host::new().unwrap();
+    let policy = load(&host);
+    let by_name = format!("localhost:{port}");
+    let g = Grants { dir: None, hosts: vec![by_name.clone()] };
+    let mut s = host.source(&policy, &g, None).unwrap();
+    let url = format!("http://{by_name}/db.dump");
+    let err = s.begin_backup(&params(&[("url", url)]), None).unwrap_err().to_string();
+    assert!(err.contains("DestinationIpProhibited"), "{err}");
+    assert!(server.requests().is_empty(), "no request reached the server");
+
+    let mut s = host.source(&policy, &grants(&server), None).unwrap();
+    s.begin_backup(&params(&[("url", format!("http://{}/db.dump", server.authority()))]), None).unwrap();
+    assert_eq!(server.requests().len(), 1);
+}

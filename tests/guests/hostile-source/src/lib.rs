@@ -7,6 +7,20 @@ wit_bindgen::generate!({ path: "../../../wit", world: "source" });
 
 use std::cell::RefCell;
 
+/// `wasi:random/random`, which the host serves (the `source` world does not
+/// name it; the standard library uses it without exposing it).
+mod rng {
+    wit_bindgen::generate!({
+        inline: "package wasi:random@0.2.0;
+                 interface random {
+                     get-random-bytes: func(len: u64) -> list<u8>;
+                     get-random-u64: func() -> u64;
+                 }
+                 world rng { import random; }",
+        world: "rng",
+    });
+}
+
 use cairn::policy::types::Param;
 use exports::cairn::policy::source_handler::{Features, Guest as Handler, Item, ItemKind, Step};
 
@@ -24,7 +38,10 @@ impl Guest for Hostile {
             version: "0.1.0".into(),
             description: "misbehaves on purpose".into(),
             params: vec![
-                Param { key: "mode".into(), value: "read, write, loop, memory, huge-step, bad-path".into() },
+                Param {
+                    key: "mode".into(),
+                    value: "read, write, loop, memory, huge-step, bad-path, random".into(),
+                },
                 Param { key: "file".into(), value: "the file `read` and `write` use".into() },
             ],
         }
@@ -75,6 +92,16 @@ impl Handler for Hostile {
                 ("huge-step", 1) => Step::Item(item("big")),
                 ("huge-step", _) => Step::Data(vec![1u8; 8 << 20]),
                 ("bad-path", 1) => Step::Item(item("../../etc/cron.d/evil")),
+                // 16 bytes of `wasi:random`, then 8 of a hash keyed from
+                // `insecure-seed` (the standard library's HashMap keys).
+                ("random", 1) => Step::Item(item("random")),
+                ("random", 2) => {
+                    use std::hash::BuildHasher;
+                    let mut bytes = rng::wasi::random::random::get_random_bytes(16);
+                    let keyed = std::collections::hash_map::RandomState::new().hash_one(0u64);
+                    bytes.extend_from_slice(&keyed.to_le_bytes());
+                    Step::Data(bytes)
+                }
                 _ => Step::End,
             })
         })
