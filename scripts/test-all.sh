@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Install what the test suite needs, then run all of it: formatting, lints,
 # unit tests, the end-to-end suite against the real binary, and a build of
-# every fuzz target. Safe to run repeatedly; needs root (or sudo) for apt.
+# every fuzz target. Safe to run repeatedly; needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
+
+# The suite makes device nodes, files owned by other users, loop devices
+# and tmpfs mounts, and installs Debian packages: it needs root.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test-all.sh needs root (device nodes, file owners, loop devices, tmpfs mounts, apt);" >&2
+  echo "run it as root, e.g. in a throwaway VM or container: sudo ./scripts/test-all.sh" >&2
+  exit 1
+fi
 
 need_pkgs=()
 command -v setfacl >/dev/null || need_pkgs+=(acl)
@@ -17,10 +25,9 @@ command -v mold >/dev/null || need_pkgs+=(mold)
 [ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
 # The example policies and the hostile test guests are built from source
@@ -47,6 +54,9 @@ cargo fmt --all --check
 
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "layering (ARCHITECTURE.md invariants)"
+./scripts/check-layers.sh
 
 say "unit and end-to-end tests"
 mkdir -p target

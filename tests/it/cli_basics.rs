@@ -6,12 +6,23 @@ use std::fs;
 use serde_json::Value;
 use testkit::write_random_tree;
 
-use crate::support::{Store, assert_same_tree, cairn, run, run_ok, str_of};
+use crate::support::{Store, assert_same_tree, cairn, run, run_code, run_ok, str_of};
 
 #[test]
 fn init_is_idempotent_and_refuses_foreign_directories() {
     let store = Store::new();
     run_ok(store.cmd().arg("init"));
+    // Again, over a datastore that holds a snapshot: nothing changes.
+    let src = store.path("src");
+    write_random_tree(&src, 5, 200_000, 9);
+    let id = store.backup(&src, "host/init", "2026-11-01T00:00:00Z");
+    let (chunks, listed) = (testkit::chunk_files(&store.ds), store.snapshots());
+    let config = fs::read(store.ds.join("cairn-datastore.json")).expect("datastore config");
+    run_ok(store.cmd().arg("init"));
+    assert_eq!(testkit::chunk_files(&store.ds), chunks);
+    assert_eq!(store.snapshots(), listed);
+    assert_eq!(fs::read(store.ds.join("cairn-datastore.json")).unwrap(), config);
+    run_code(store.cmd().args(["verify", &id]), 0);
     // Listing or removing users and tokens needs a datastore; a mistyped
     // path is an error, not a new datastore.
     let mistyped = store.path("no-such/ds");

@@ -57,6 +57,8 @@ fn block_device_backup_and_restore_onto_a_device() {
     let target = Loop::attach(&target_file);
     let r = run(store.cmd().args(["restore", &id]).arg(&target.0).args(["--path", &name]));
     assert!(r.code == 1 && r.stderr.contains("--overwrite"), "a device is replaced only on request: {r:?}");
+    let untouched = fs::read(&target.0).expect("read the target device");
+    assert!(untouched.iter().all(|b| *b == 0xff), "the refused restore wrote to the device");
     run_ok(store.cmd().args(["restore", &id]).arg(&target.0).args(["--path", &name, "--overwrite"]));
     drop(target);
     assert!(fs::read(&target_file).expect("read target") == image, "device restore differs from the source");

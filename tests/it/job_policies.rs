@@ -86,8 +86,19 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
     assert!(jobs.to_string().contains("Bearer s3cret"), "an operator sees what it set: {jobs}");
 
     // Nothing is due any more for `backy`: no second scheduled run; the
-    // broken job failed once and waits before it is tried again.
-    std::thread::sleep(Duration::from_secs(12));
+    // broken job failed once and waits before it is tried again. Wait for
+    // the scheduler to have looked twice more, rather than for a time.
+    let ticks = || {
+        let text = http.get(server.url("/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
+        let line =
+            text.lines().find(|l| l.starts_with("cairn_scheduler_ticks_total ")).expect("ticks metric");
+        line.split(' ').nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let (seen, deadline) = (ticks(), std::time::Instant::now() + Duration::from_secs(120));
+    while ticks() < seen + 2 {
+        assert!(std::time::Instant::now() < deadline, "the scheduler stopped looking");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let tasks: Value =
         http.get(server.url("/api/v1/tasks?job=backy")).bearer_auth(token).send().unwrap().json().unwrap();
     assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks}");

@@ -20,6 +20,7 @@ mod excludes;
 mod gc;
 mod golden;
 mod job_policies;
+mod job_runs;
 mod policy;
 mod policy_api;
 mod prune;

@@ -74,13 +74,27 @@ fn corrupt_chunk_is_found_quarantined_and_healed() {
     assert_eq!(r.code, 1, "restore of a damaged snapshot must fail: {r:?}");
     let names: Vec<String> = tree_b.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
     assert!(names.iter().any(|n| r.stderr.contains(n.as_str())), "error names no file: {}", r.stderr);
-    // The files that failed are not left half written; the rest are there.
-    let failed =
-        r.stderr.lines().filter(|l| l.starts_with("error: ") && !l.contains("could not be restored"));
-    let failed = failed.count();
-    assert!(failed >= 1 && r.stderr.contains("were removed"), "{}", r.stderr);
-    let restored = files_under(&store.path("broken")).len();
-    assert_eq!(restored + failed, tree_b.files.len(), "{}", r.stderr);
+    // The files that failed are not left half written: they are absent;
+    // every other file is there, byte for byte.
+    let failed: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") && !l.contains("could not be restored"))
+        .collect();
+    assert!(!failed.is_empty() && r.stderr.contains("were removed"), "{}", r.stderr);
+    let mut absent = 0;
+    for rel in &tree_b.files {
+        let (name, out) = (rel.to_string_lossy(), store.path("broken").join(rel));
+        if failed.iter().any(|l| l.contains(name.as_ref())) {
+            assert!(!out.exists(), "{name} failed and was left behind");
+            absent += 1;
+        } else {
+            let same = std::fs::read(&out).ok() == Some(std::fs::read(b.join(rel)).expect("source"));
+            assert!(same, "{name} was not restored whole: {}", r.stderr);
+        }
+    }
+    assert_eq!(absent, failed.len(), "each error names one file: {}", r.stderr);
+    assert_eq!(files_under(&store.path("broken")).len() + absent, tree_b.files.len());
 
     let healed = store.backup(&b, "host/g2", T2);
     let report = run_json(store.cmd().args(["verify", &healed, "--json"]));

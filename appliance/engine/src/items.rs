@@ -514,7 +514,7 @@ mod tests {
         }
         let group = BackupGroup::new(Namespace::root(), "host", "db").unwrap();
         assert!(
-            engine.datastore().list_group(&group).unwrap_or_default().is_empty(),
+            engine.datastore().list_group(&group).expect("the group lists").is_empty(),
             "no snapshot is visible"
         );
     }

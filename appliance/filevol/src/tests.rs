@@ -96,7 +96,7 @@ fn gc_frees_exactly_unreferenced_chunks() {
 }
 
 #[test]
-fn gc_keeps_chunks_of_a_running_backup_and_frees_an_aborted_one() {
+fn gc_keeps_chunks_of_a_running_backup_and_frees_a_killed_one() {
     let (_d, ds) = store();
     let w = ds.begin_backup(&group("a")).unwrap();
     let x = put(&w, b"written by a backup still running");

@@ -237,8 +237,7 @@ fn hostile_source_handlers_are_stopped() {
     let err = s.next_step().unwrap_err().to_string();
     let (took, cpu) = (started.elapsed(), thread_cpu() - cpu_before);
     assert!(err.contains("hostile-source 0.1.0") && err.contains("CPU budget"), "{err}");
-    assert!(cpu < limits.cpu + Duration::from_millis(50), "stopped after {cpu:?} of CPU");
-    assert!(took < 2 * limits.cpu + Duration::from_millis(200), "stopped after {took:?}");
+    assert!(cpu < limits.cpu + Duration::from_millis(50), "stopped after {cpu:?} of CPU (took {took:?})");
     let again = s.next_step().unwrap_err().to_string();
     assert!(again.contains("failed earlier"), "{again}");
 

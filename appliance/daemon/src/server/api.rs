@@ -572,6 +572,12 @@ pub async fn metrics(
         }),
     );
     metric(
+        "cairn_scheduler_ticks_total",
+        "Times the scheduler looked for due jobs (every 5 s).",
+        "counter",
+        one(state.runner().ticks().to_string()),
+    );
+    metric(
         "cairn_scheduler_policy_calls_total",
         "Times a scheduler policy was asked whether a job runs.",
         "counter",

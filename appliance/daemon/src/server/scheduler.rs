@@ -32,6 +32,9 @@ pub struct Runner {
     workers: u32,
     permits: Arc<Semaphore>,
     running: Mutex<HashSet<String>>,
+    /// Looks at the schedule completed, for `/metrics` (and tests that wait
+    /// for the scheduler instead of sleeping).
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl Runner {
@@ -43,7 +46,13 @@ impl Runner {
             workers,
             permits: Arc::new(Semaphore::new(workers as usize)),
             running: Mutex::new(HashSet::new()),
+            ticks: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many times the schedule loop has looked at the schedule.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queue a run of `job`; returns its task id, or `None` when the job is
@@ -147,6 +156,7 @@ impl Runner {
                     Err(e) => tracing::error!(job = %job.name, "cannot start: {e:#}"),
                 }
             }
+            self.ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The layering invariants of ARCHITECTURE.md, checked on the source and the
+# dependency graph: each line says what must hold, and the check fails
+# naming the file or crate that breaks it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail=0
+broken() { echo "layering: $*" >&2; fail=1; }
+
+# Matches in the non-test code of a crate's src/ (files named tests.rs or
+# *_tests.rs and `#[cfg(test)]` modules at the end of a file are skipped).
+code_matches() {
+  local crate=$1 pattern=$2
+  find "appliance/$crate/src" -name '*.rs' ! -name 'tests.rs' ! -name '*_tests.rs' -print0 |
+    while IFS= read -r -d '' f; do
+      awk '/^#\[cfg\(test\)\]/ { exit } { print FILENAME ":" FNR ": " $0 }' "$f"
+    done | grep -E "$pattern" || true
+}
+
+found=$(code_matches chunker 'std::fs|File::|OpenOptions|std::path')
+[ -z "$found" ] || broken "chunker opens no path, but: $found"
+
+found=$(code_matches filevol 'std::thread|thread::spawn|thread::scope|rayon|crossbeam')
+[ -z "$found" ] || broken "filevol knows no threads, but: $found"
+
+for crate in model chunker filevol catalog engine policy protocol; do
+  # (The policy compiler child reports to its parent on stderr: a protocol,
+  # marked with ERROR_MARK, not talk to a terminal.)
+  found=$(code_matches "$crate" '\b(e?println|e?print|dbg)!' | grep -v ERROR_MARK || true)
+  [ -z "$found" ] || broken "$crate prints nothing (only the binary talks to terminals), but: $found"
+done
+
+# Dependencies: nothing below the binary knows HTTP servers, clap, askama or
+# terminals; nothing below the engine (and not the engine) knows tokio.
+for crate in model chunker filevol catalog engine; do
+  deps=$(cargo tree -q -p "$crate" -e normal --prefix none 2>/dev/null | awk '{print $1}' | sort -u)
+  for banned in tokio axum axum-server clap askama indicatif reqwest hyper; do
+    if grep -qx "$banned" <<<"$deps"; then broken "$crate must not depend on $banned"; fi
+  done
+done
+deps=$(cargo tree -q -p chunker -e normal --prefix none | awk '{print $1}' | sort -u)
+for own in model filevol catalog engine policy protocol daemon; do
+  if grep -qx "$own" <<<"$deps"; then broken "chunker is a leaf crate, but depends on $own"; fi
+done
+
+if [ "$fail" -ne 0 ]; then
+  exit 1
+fi
+echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine"
