@@ -30,6 +30,14 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     req.extensions_mut().insert(RequestId(id.clone()));
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let api = path.starts_with("/api/") || path == "/metrics" || path == "/healthz";
+    // An HTTP/1 request with a body that an error answer may leave unread.
+    let sends_body = req.version() <= axum::http::Version::HTTP_11
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > 0));
 
     let mut res = next.run(req).await;
     let status = res.status();
@@ -67,6 +75,12 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
+    }
+    if sends_body && (status.is_client_error() || status.is_server_error()) {
+        // A refused upload's body may be unread: the connection cannot
+        // carry another request, and the client must not try (it would
+        // get a cut-off answer instead of one).
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res
 }

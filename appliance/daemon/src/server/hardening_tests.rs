@@ -457,3 +457,25 @@ async fn verify_finds_an_index_that_lies_about_a_chunks_length() {
     assert!(verdict.bad_chunks.is_empty(), "the chunk itself is sound: {verdict:?}");
     assert!(verdict.problems.iter().any(|p| p.contains("100 bytes, but it holds 6")), "{verdict:?}");
 }
+
+#[tokio::test]
+async fn a_refused_upload_closes_its_connection() {
+    let f = fixture();
+    let upload = |token: &str| {
+        Request::post("/api/v1/policies?name=x")
+            .header(header::AUTHORIZATION, format!("Bearer {}", f.tokens[token]))
+            .header(header::CONTENT_LENGTH, "3")
+            .body(Body::from("abc"))
+            .unwrap()
+    };
+    // Its body may be unread: the client must not send another request on
+    // that connection (it would be cut off).
+    let res = send(&f.state, upload("auditor")).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers().get(header::CONNECTION).map(|v| v.to_str().unwrap()), Some("close"));
+    // Answers to requests without a body keep the connection.
+    let (status, _) = get_as(&f, "token:auditor", "/api/v1/users").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let res = send(&f.state, super::tests::get("/api/v1/users").body(Body::empty()).unwrap()).await;
+    assert!(res.headers().get(header::CONNECTION).is_none());
+}
