@@ -140,3 +140,29 @@ fn names_from_a_snapshot_are_printed_escaped() {
     assert!(r.stderr.contains(&format!("{shown}/nope: no such path")), "{}", r.stderr);
     clean(&r);
 }
+
+/// Two backups of one group in the same second: without `--time` the
+/// second one waits for the next second; with `--time` a taken second is
+/// still refused.
+#[test]
+fn a_backup_without_time_waits_out_a_taken_second() {
+    let store = Store::new();
+    let src = store.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // This second and the next are taken.
+    for t in [now, now + 1] {
+        store.backup(&src, "host/a", &model::time::format_rfc3339(t));
+    }
+    let at = model::time::format_rfc3339(now);
+    let r = run(store.cmd().args(["backup", "--group", "host/a", "--time", &at]).arg(&src));
+    assert!(r.code != 0 && r.stderr.contains("already exists"), "{r:?}");
+    let id = run_ok(store.cmd().args(["backup", "--group", "host/a"]).arg(&src))
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert_eq!(store.snapshots().len(), 3, "{id}");
+}

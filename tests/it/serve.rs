@@ -400,3 +400,48 @@ pub fn token(store: &Store, name: &str, role: &str, group: Option<&str>) -> Stri
     }
     run_ok(&mut cmd).trim().to_owned()
 }
+
+/// `serve` on a port another program holds fails before it creates
+/// anything: no datastore, no admin user, no certificate.
+#[test]
+fn serve_on_a_busy_port_creates_nothing() {
+    let store = Store::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = busy.local_addr().unwrap().to_string();
+    let fresh = store.path("fresh-ds");
+    let r = crate::support::run(cairn(&fresh).args(["serve", "--listen", &port]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("cannot listen on") && !r.stdout.contains("created"), "{r:?}");
+    assert!(!fresh.exists(), "a datastore was created by a server that could not start");
+    let r = crate::support::run(store.cmd().args(["serve", "--listen", &port]));
+    assert_eq!(r.code, 1, "{r:?}");
+    let users = crate::support::run_json(store.cmd().args(["user", "list", "--json"]));
+    assert_eq!(users, serde_json::json!([]), "an admin user was created by a server that could not start");
+    assert!(!store.ds.join("server").exists(), "a certificate was made");
+}
+
+/// Certificate files named in `[tls]` must exist: a mistyped path is
+/// refused rather than filled with a new self-signed pair.
+#[test]
+fn serve_refuses_tls_files_that_do_not_exist() {
+    let store = Store::new();
+    let (cert, key) = (store.path("tls/cert.pem"), store.path("tls/key.pem"));
+    let config = store.path("cairn.toml");
+    let text =
+        format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert.display().to_string(), key.display().to_string());
+    std::fs::write(&config, &text).unwrap();
+    let fresh = store.path("fresh-ds");
+    let r = crate::support::run(
+        cairn(&fresh).args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("do not exist") && r.stderr.contains("self_signed"), "{r:?}");
+    assert!(!cert.exists() && !key.exists() && !fresh.exists(), "something was created: {r:?}");
+
+    // With self_signed = true, the pair is made there on the first start.
+    std::fs::write(&config, format!("{text}self_signed = true\n")).unwrap();
+    let server = Server::start_with(&store, &["--config", config.to_str().unwrap()]);
+    assert!(cert.exists() && key.exists());
+    let client = pinned_client(&server.fingerprint);
+    assert_eq!(client.get(server.url("/healthz")).send().unwrap().text().unwrap(), "ok\n");
+}

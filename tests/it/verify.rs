@@ -66,6 +66,7 @@ fn corrupt_chunk_is_found_quarantined_and_healed() {
     let text = run_code(store.cmd().arg("verify"), 1);
     let all = format!("{}\n{}", text.stdout, text.stderr);
     assert!(all.lines().any(|l| l.starts_with("DAMAGED") && l.contains(&id_b)), "{all}");
+    assert!(all.contains(&format!("DAMAGED  {id_b} (1 bad chunk)\n")), "one chunk, singular: {all}");
     assert!(!all.lines().any(|l| l.starts_with("DAMAGED") && l.contains(&id_a)), "{all}");
     assert_eq!(store.snapshot(&id_a)["verify_state"], "ok");
     assert_eq!(store.snapshot(&id_b)["verify_state"], "failed");

@@ -37,6 +37,14 @@ pub enum CatalogError {
     )]
     SchemaTooNew { path: PathBuf, found: u64, supported: u64 },
 
+    /// The catalog holds rows with fields this build does not know.
+    #[error(
+        "catalog {} was written by a newer cairn (its rows need reader version {needs}, this cairn \
+         reads version {reads}); upgrade cairn to open it: an older one would drop what it does not know",
+        path.display()
+    )]
+    ReaderTooOld { path: PathBuf, needs: u64, reads: u64 },
+
     /// The catalog has a schema version no migration leads from.
     #[error(
         "catalog {} has schema version {found}, which this cairn cannot migrate; \

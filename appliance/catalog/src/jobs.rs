@@ -6,7 +6,7 @@ use redb::{ReadableDatabase, ReadableTable, TableError};
 
 use crate::row::{JobRowV1, TaskRowV1};
 use crate::schema::{JOBS, TASKS};
-use crate::{Catalog, CatalogError, corrupt};
+use crate::{Catalog, CatalogError, corrupt, raise_min_reader};
 
 /// Most tasks kept; older finished ones are dropped as new ones start.
 pub const MAX_TASKS: u64 = 10_000;
@@ -15,8 +15,16 @@ pub const MAX_TASKS: u64 = 10_000;
 pub const MAX_LOG_LINES: usize = 2_000;
 
 impl Catalog {
+    /// Store `job`; a row with fields newer than reader version 1 raises
+    /// the catalog's minimum reader version in the same transaction.
     pub fn put_job(&self, job: &Job) -> Result<(), CatalogError> {
-        self.put(JOBS, &job.name, &JobRowV1::from(job))
+        let row = JobRowV1::from(job);
+        let bytes = serde_json::to_vec(&row).map_err(|e| corrupt(&job.name, e.to_string()))?;
+        let write = self.db.begin_write()?;
+        write.open_table(JOBS)?.insert(job.name.as_str(), bytes.as_slice())?;
+        raise_min_reader(&write, row.reader_version())?;
+        write.commit()?;
+        Ok(())
     }
 
     pub fn get_job(&self, name: &str) -> Result<Option<Job>, CatalogError> {

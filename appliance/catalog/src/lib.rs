@@ -30,11 +30,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table};
 
 pub use error::CatalogError;
 pub use policies::RemovedPolicy;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{READER_VERSION, SCHEMA_VERSION};
 
 use key::{group_range, snapshot_key};
 use row::{SnapshotIdRowV1, SnapshotRowV1, SnapshotSummaryRowV1};
-use schema::{META, SNAPSHOTS, SNAPSHOTS_GENERATION_KEY};
+use schema::{META, MIN_READER_KEY, SNAPSHOTS, SNAPSHOTS_GENERATION_KEY};
 
 /// The catalog file's name inside a datastore directory.
 pub const FILE_NAME: &str = "catalog.redb";
@@ -246,6 +246,17 @@ impl Catalog {
     }
 }
 
+/// Record that a row needing reader version `needs` was written, in the
+/// transaction that writes it (the key only ever grows).
+pub(crate) fn raise_min_reader(write: &redb::WriteTransaction, needs: u64) -> Result<(), CatalogError> {
+    let mut meta = write.open_table(META)?;
+    let now = meta.get(MIN_READER_KEY)?.map_or(1, |v| v.value());
+    if needs > now {
+        meta.insert(MIN_READER_KEY, needs)?;
+    }
+    Ok(())
+}
+
 /// Count one more change of `SNAPSHOTS`, in the transaction that makes it.
 fn bump_generation(write: &redb::WriteTransaction) -> Result<(), CatalogError> {
     let mut meta = write.open_table(META)?;
@@ -289,5 +300,8 @@ fn decode(key: &str, bytes: &[u8]) -> Result<SnapshotInfo, CatalogError> {
     Ok(info)
 }
 
+/// The golden catalog's generator, shared by the tests, names this crate.
+#[cfg(test)]
+extern crate self as catalog;
 #[cfg(test)]
 mod tests;

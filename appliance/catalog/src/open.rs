@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, TableError};
 
 use crate::CatalogError;
-use crate::schema::{META, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SNAPSHOTS};
+use crate::schema::{META, MIN_READER_KEY, READER_VERSION, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SNAPSHOTS};
 
 /// The first pause between attempts to open a busy catalog.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -47,14 +47,23 @@ pub(crate) fn open_database(path: &Path, max_wait: Duration) -> Result<Database,
     }
 }
 
-/// Make sure `db` holds a schema this build understands, initializing a
-/// new (empty) catalog.
+/// Make sure `db` holds a schema this build understands, with no rows
+/// newer than it reads, initializing a new (empty) catalog.
 pub(crate) fn check_schema(db: &Database, path: &Path) -> Result<(), CatalogError> {
     let read = db.begin_read()?;
     match read.open_table(META) {
         Ok(meta) => {
             if let Some(version) = meta.get(SCHEMA_VERSION_KEY)? {
-                return accept_version(version.value(), path);
+                accept_version(version.value(), path)?;
+                let needs = meta.get(MIN_READER_KEY)?.map_or(1, |v| v.value());
+                if needs > READER_VERSION {
+                    return Err(CatalogError::ReaderTooOld {
+                        path: path.to_owned(),
+                        needs,
+                        reads: READER_VERSION,
+                    });
+                }
+                return Ok(());
             }
         }
         Err(TableError::TableDoesNotExist(_)) => {}

@@ -313,7 +313,9 @@ fn parse_group(text: &str) -> Result<BackupGroup, String> {
     BackupGroup::parse(text, &Namespace::root()).map_err(|e| e.to_string())
 }
 
-/// One job in `jobs_v1`.
+/// One job in `jobs_v1`. Fields are only ever added, optional, with the
+/// reader version that knows them (`reader_version`); a test holds the
+/// field names of each version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct JobRowV1 {
     pub name: String,
@@ -335,6 +337,18 @@ pub(crate) struct JobRowV1 {
     pub retention: Option<PolicyUseRow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<JobSourceRow>,
+}
+
+impl JobRowV1 {
+    /// The oldest reader version that keeps every field this row sets
+    /// (see `schema::READER_VERSION`).
+    pub fn reader_version(&self) -> u64 {
+        let v2 = !self.intervals.is_empty()
+            || self.scheduler.is_some()
+            || self.retention.is_some()
+            || self.source.is_some();
+        if v2 { 2 } else { 1 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

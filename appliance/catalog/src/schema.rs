@@ -1,9 +1,10 @@
 //! Every redb table of the catalog, and the schema version they make up.
 //!
 //! Table names carry the version of their row format (`snapshots_v1`); a
-//! change of a key or row format is a new table name, a new
+//! change of a key or of the meaning of a field is a new table name, a new
 //! `SCHEMA_VERSION` and a frozen migration module that copies the old
-//! table into the new one.
+//! table into the new one. A new optional field is not: it raises
+//! `READER_VERSION` (see there).
 //!
 //! Invariant: no `TableDefinition` exists outside this file.
 //! Invariant: `meta` never changes its name or types; it is how a reader
@@ -19,6 +20,21 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// Key in `META` whose value is the schema version.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// Within one schema version rows only ever gain optional fields ("additive
+/// only"), and each addition is a new reader version: the fields a reader
+/// of that version knows. A build reads and writes rows of `READER_VERSION`
+/// and refuses a catalog whose `MIN_READER_KEY` is newer, since it would
+/// drop the fields it does not know when it writes a row back.
+///
+/// 1: the rows as first written. 2: job rows with `intervals`,
+/// `scheduler`, `retention` and `source` (with `max_bytes`).
+pub const READER_VERSION: u64 = 2;
+
+/// Key in `META` whose value is the oldest reader version that keeps every
+/// field of every row written so far (absent: 1). Raised, never lowered,
+/// in the transaction that writes a row using newer fields.
+pub(crate) const MIN_READER_KEY: &str = "min_reader_version";
 
 /// Key in `META` counting the write transactions that changed `SNAPSHOTS`
 /// (absent: 0), so a reader can tell cheaply whether anything changed.

@@ -362,3 +362,108 @@ fn the_generation_moves_with_every_snapshot_write_and_only_then() {
     cat.remove_snapshot(&g.at(2)).unwrap();
     assert_ne!(cat.snapshots_generation().unwrap(), gen3);
 }
+
+/// The records of the golden catalog, as its generator writes them.
+#[allow(dead_code)]
+#[path = "../examples/golden_catalog.rs"]
+mod golden_catalog;
+
+fn min_reader(path: &Path) -> Option<u64> {
+    let db = Database::create(path).unwrap();
+    let read = db.begin_read().unwrap();
+    read.open_table(META).unwrap().get(crate::schema::MIN_READER_KEY).unwrap().map(|v| v.value())
+}
+
+/// A catalog whose rows need a newer reader is refused with a message
+/// that says to upgrade, instead of being read with fields dropped.
+#[test]
+fn a_catalog_needing_a_newer_reader_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    drop(Catalog::open(&path).unwrap());
+    {
+        let db = Database::create(&path).unwrap();
+        let write = db.begin_write().unwrap();
+        write.open_table(META).unwrap().insert(crate::schema::MIN_READER_KEY, READER_VERSION + 1).unwrap();
+        write.commit().unwrap();
+    }
+    let err = Catalog::open(&path).unwrap_err();
+    assert!(matches!(err, CatalogError::ReaderTooOld { reads: READER_VERSION, .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("written by a newer cairn") && text.contains("upgrade"), "{text}");
+}
+
+/// Writing a job row with the fields of reader version 2 records that in
+/// the catalog; a plain row does not; removing the job lowers nothing.
+#[test]
+fn job_rows_with_newer_fields_raise_the_minimum_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let r = golden_catalog::records();
+    let cat = Catalog::open(&path).unwrap();
+    cat.put_job(&r.plain_job).unwrap();
+    drop(cat);
+    assert_eq!(min_reader(&path).unwrap_or(1), 1);
+    let cat = Catalog::open(&path).unwrap();
+    cat.put_job(&r.full_job).unwrap();
+    assert!(cat.remove_job(&r.full_job.name).unwrap());
+    drop(cat);
+    assert_eq!(min_reader(&path), Some(2));
+    assert_eq!(READER_VERSION, 2, "a new reader version needs a row of it in this test");
+}
+
+/// Job row fields by the reader version that added them. A field added to
+/// `JobRowV1` must be added here under a new `READER_VERSION`, and
+/// `reader_version()` must name it.
+#[test]
+fn job_row_fields_belong_to_a_reader_version() {
+    const V1: &[&str] = &["name", "group", "sources", "schedule", "tags", "keep", "verify", "created"];
+    const V2: &[&str] = &["intervals", "scheduler", "retention", "source"];
+    let keys = |job: &model::Job| {
+        let row = crate::row::JobRowV1::from(job);
+        let value = serde_json::to_value(&row).unwrap();
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        (keys, row.reader_version())
+    };
+    let sorted = |lists: &[&[&str]]| {
+        let mut all: Vec<String> = lists.concat().iter().map(|s| s.to_string()).collect();
+        all.sort();
+        all
+    };
+    let r = golden_catalog::records();
+    assert_eq!(keys(&r.plain_job), (sorted(&[V1]), 1));
+    assert_eq!(keys(&r.full_job), (sorted(&[V1, V2]), 2));
+    // Each field of version 2 alone needs version 2.
+    let plain = r.plain_job.clone();
+    let alone = [
+        model::Job { intervals: r.full_job.intervals.clone(), ..plain.clone() },
+        model::Job { scheduler: r.full_job.scheduler.clone(), ..plain.clone() },
+        model::Job { retention: r.full_job.retention.clone(), ..plain.clone() },
+        model::Job { source: r.full_job.source.clone(), ..plain.clone() },
+    ];
+    for job in &alone {
+        assert_eq!(keys(job).1, 2, "{job:?}");
+    }
+}
+
+/// `tests/data/golden-catalog-v1/catalog.redb`, written by schema version 1
+/// (reader version 2) with `examples/golden_catalog.rs`: every build opens
+/// it and reads back every record.
+#[test]
+fn golden_catalog_v1_reads_every_record() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden-catalog-v1/catalog.redb");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::copy(&fixture, &path).expect("the golden catalog is in tests/data");
+    let want = golden_catalog::records();
+    let cat = Catalog::open(&path).unwrap();
+    assert_eq!(cat.list_users().unwrap(), vec![want.user]);
+    assert_eq!(cat.list_tokens().unwrap(), vec![want.token]);
+    assert_eq!(cat.get_session(&want.session.0).unwrap(), Some(want.session.1));
+    let jobs = cat.list_jobs().unwrap();
+    assert_eq!(jobs, vec![want.full_job, want.plain_job], "jobs by name");
+    assert_eq!(cat.recent_tasks(10, None).unwrap(), vec![want.task]);
+    assert_eq!(cat.list_snapshots(None).unwrap(), vec![want.snapshot]);
+}

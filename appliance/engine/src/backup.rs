@@ -29,6 +29,11 @@ use crate::target::{ChunkSink, SnapshotRead};
 
 const META: usize = 0;
 
+/// `free_backup_time` naps this long between looks at the clock…
+const TIME_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(100);
+/// …at most this many times (3 s: room for a clock step, not a stuck one).
+const TIME_WAIT_STEPS: u32 = 30;
+
 /// What to back up and how.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -113,6 +118,28 @@ impl Engine {
         self.backup_with(&opts.group, opts.time, |target| {
             crate::items::back_up_items(target, opts, source, progress)
         })
+    }
+
+    /// The time for a new snapshot of `group` taken now: `clock()`, unless
+    /// the group already has a snapshot in that second (the previous
+    /// backup finished within it); then `sleep` until `clock()` gives a
+    /// second that is free, in at most `TIME_WAIT_STEPS` naps, after which
+    /// the taken time is returned and the backup fails as before.
+    pub fn free_backup_time(
+        &self,
+        group: &BackupGroup,
+        clock: &dyn Fn() -> i64,
+        sleep: &dyn Fn(std::time::Duration),
+    ) -> i64 {
+        let mut time = clock();
+        for _ in 0..TIME_WAIT_STEPS {
+            if !self.ds.snapshot_dir(&group.at(time)).exists() {
+                break;
+            }
+            sleep(TIME_WAIT_STEP);
+            time = clock().max(time);
+        }
+        time
     }
 
     /// Begin a local backup of `group` at `time`, let `run` store its data
@@ -581,4 +608,55 @@ fn image_archive(name: &str, size: u64, index: IndexRef, stat: SourceStat) -> Ma
 fn is_zero(buf: &[u8]) -> bool {
     let (words, tail) = buf.as_chunks::<8>();
     words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && tail.iter().all(|b| *b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use model::Namespace;
+
+    use super::*;
+
+    /// A backup without a given time whose second is taken waits for the
+    /// next one instead of failing; the clock and the sleep are injected.
+    #[test]
+    fn a_taken_second_is_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), b"a").unwrap();
+        let (engine, _) = Engine::init(&dir.path().join("ds"), DatastoreConfig::default()).unwrap();
+        let group = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
+        let t0 = 1_800_000_000;
+        let opts = BackupOptions {
+            group: group.clone(),
+            sources: vec![src],
+            tags: vec![],
+            excludes: vec![],
+            one_file_system: false,
+            time: t0,
+        };
+        engine.backup(&opts, &Progress::default()).unwrap();
+
+        // The clock stays in t0 for two reads, then moves on.
+        let (reads, sleeps) = (Cell::new(0), Cell::new(0));
+        let clock = || {
+            reads.set(reads.get() + 1);
+            if reads.get() <= 2 { t0 } else { t0 + 1 }
+        };
+        let sleep = |_| sleeps.set(sleeps.get() + 1);
+        let time = engine.free_backup_time(&group, &clock, &sleep);
+        assert_eq!((time, sleeps.get()), (t0 + 1, 2));
+        let second = engine.backup(&BackupOptions { time, ..opts.clone() }, &Progress::default()).unwrap();
+        assert_eq!(second.id, group.at(t0 + 1));
+
+        // A free second is taken at once; a clock that stays in a taken
+        // second is given up on, and the backup fails as before.
+        sleeps.set(0);
+        assert_eq!(engine.free_backup_time(&group, &|| t0 + 2, &sleep), t0 + 2);
+        assert_eq!(sleeps.get(), 0);
+        assert_eq!(engine.free_backup_time(&group, &|| t0 + 1, &sleep), t0 + 1);
+        assert_eq!(sleeps.get(), TIME_WAIT_STEPS);
+    }
 }

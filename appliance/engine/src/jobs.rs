@@ -32,7 +32,10 @@ use crate::progress::Progress;
 /// fires. (The `cron` crate counts 1 as Sunday and wants both to match,
 /// so the text is translated before it is handed over.)
 #[derive(Debug, Clone)]
-pub struct CronSchedule(Vec<cron::Schedule>);
+pub struct CronSchedule(Vec<cron::Schedule>, String);
+
+/// A schedule added to a job must fire within this many years.
+pub const FIRES_WITHIN_YEARS: i64 = 9;
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
@@ -122,7 +125,7 @@ impl CronSchedule {
         } else {
             vec![one(dom, "*")?, one("*", dow_text)?]
         };
-        Ok(Self(schedules))
+        Ok(Self(schedules, text.to_owned()))
     }
 
     /// Fire times strictly after `t`, in order.
@@ -139,6 +142,21 @@ impl CronSchedule {
             }
             Some(next)
         })
+    }
+
+    /// Refuse a schedule that never fires (`0 0 31 2 *`): one with no fire
+    /// time in the `FIRES_WITHIN_YEARS` years after `from`. (Leap days
+    /// fire at least every eight years.)
+    pub fn check_fires(&self, from: i64) -> Result<()> {
+        let limit = from.saturating_add(FIRES_WITHIN_YEARS * 366 * 86_400);
+        match self.next_after(from) {
+            Some(t) if t <= limit => Ok(()),
+            _ => bail!(
+                "schedule {:?} never fires (no such date in the next {FIRES_WITHIN_YEARS} years); \
+                 check the day of month against the month",
+                self.1
+            ),
+        }
     }
 
     /// The first fire time strictly after `t` (Unix seconds).
@@ -281,15 +299,10 @@ pub struct JobStatus {
 impl Engine {
     /// Create or replace a job after checking it.
     pub fn put_job(&self, job: &Job) -> Result<()> {
-        let ok_name = !job.name.is_empty()
-            && job.name.len() <= 64
-            && job.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !ok_name {
-            bail!("job name {:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'", job.name);
-        }
+        check_job_name(&job.name)?;
         let kind = job.schedule_kind().map_err(|e| anyhow::anyhow!(crate::ops::BadRequest(e)))?;
         if kind == ScheduleKind::Cron {
-            CronSchedule::parse(&job.schedule)?;
+            CronSchedule::parse(&job.schedule)?.check_fires(job.created)?;
         }
         match (&job.source, job.sources.is_empty()) {
             (None, true) => bail!("job {} has no source to back up", job.name),
@@ -573,7 +586,7 @@ impl Engine {
                         state = TaskState::Failed;
                     }
                 }
-                log(format!("verify: {} chunks re-read, {} bad", v.chunks, v.bad.len()));
+                log(format!("verify: {} re-read, {} bad", count(v.chunks, "chunk"), v.bad.len()));
                 let one = (ids.len() == 1).then(|| ids[0].to_string());
                 Ok((state, one))
             }
@@ -589,8 +602,10 @@ impl Engine {
             Maintenance::Gc => {
                 let g = self.gc(&mut |_| {})?;
                 log(format!(
-                    "gc: removed {} chunks ({} bytes); kept {} chunks",
-                    g.removed_chunks, g.removed_bytes, g.kept_chunks
+                    "gc: removed {} ({}); kept {}",
+                    count(g.removed_chunks, "chunk"),
+                    count(g.removed_bytes, "byte"),
+                    count(g.kept_chunks, "chunk")
                 ));
                 Ok((TaskState::Ok, None))
             }
@@ -644,8 +659,11 @@ impl Engine {
         };
         let s = &report.stats;
         log(format!(
-            "snapshot {} made: {} files, {} bytes, {} bytes new",
-            report.id, s.files, s.size, s.stored
+            "snapshot {} made: {}, {}, {} new",
+            report.id,
+            count(s.files, "file"),
+            count(s.size, "byte"),
+            count(s.stored, "byte")
         ));
         let mut state = TaskState::Ok;
         for e in &report.errors {
@@ -688,9 +706,13 @@ impl Engine {
         if job.verify {
             let v = self.verify(std::slice::from_ref(&report.id), wall_now(), &Progress::default())?;
             if v.snapshots.iter().all(|s| s.ok) {
-                log(format!("verify: {} chunks re-read and matched", v.chunks));
+                log(format!("verify: {} re-read and matched", count(v.chunks, "chunk")));
             } else {
-                log(format!("verify: snapshot {} is damaged ({} bad chunks)", report.id, v.bad.len()));
+                log(format!(
+                    "verify: snapshot {} is damaged ({})",
+                    report.id,
+                    count(v.bad.len() as u64, "bad chunk")
+                ));
                 state = TaskState::Failed;
             }
         }
@@ -725,6 +747,26 @@ impl std::fmt::Display for Maintenance {
             Maintenance::Gc => write!(f, "garbage collection"),
         }
     }
+}
+
+/// A job name is one URL path segment and one word on a command line:
+/// 1 to 64 letters, digits, `-`, `_` or `.`, and not `.` or `..` (which
+/// browsers and HTTP clients remove from a path).
+fn check_job_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != "..";
+    if !ok {
+        bail!("job name {name:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.', not . or ..");
+    }
+    Ok(())
+}
+
+/// `1 chunk`, `2 chunks`: a count with its noun, for task logs.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn api_group(job: &Job) -> String {
@@ -796,5 +838,55 @@ mod tests {
             let err = CronSchedule::parse(bad).unwrap_err().to_string();
             assert!(err.contains("day of week"), "{bad}: {err}");
         }
+    }
+
+    /// A date that no month has is refused when a job is added; a leap
+    /// day, which comes every four (at most eight) years, is not.
+    #[test]
+    fn schedules_that_never_fire_are_refused() {
+        let from = model::time::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        for never in ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4 *", "0 0 31 6,9,11 *"] {
+            let err = CronSchedule::parse(never).unwrap().check_fires(from).unwrap_err().to_string();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        for fires in ["0 0 29 2 *", "0 0 31 * *", "0 0 31 2 1", "0 0 28 2 *"] {
+            CronSchedule::parse(fires).unwrap().check_fires(from).unwrap_or_else(|e| panic!("{fires}: {e}"));
+        }
+        // 2096 is the last leap year before 2104 (2100 is not one).
+        let late = model::time::parse_rfc3339("2096-03-01T00:00:00Z").unwrap();
+        assert!(CronSchedule::parse("0 0 29 2 *").unwrap().check_fires(late).is_err(), "none before 2104");
+    }
+
+    fn job(name: &str, schedule: &str) -> Job {
+        Job {
+            name: name.into(),
+            group: BackupGroup::new(model::Namespace::root(), "host", "a").unwrap(),
+            sources: vec!["/srv".into()],
+            schedule: schedule.into(),
+            tags: vec![],
+            keep: KeepRules::default(),
+            verify: false,
+            created: 1_800_000_000,
+            intervals: vec![],
+            scheduler: None,
+            retention: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn jobs_with_unusable_names_or_schedules_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::init(&dir.path().join("ds"), crate::DatastoreConfig::default()).unwrap();
+        engine.put_job(&job("web01.etc", "0 3 * * *")).unwrap();
+        engine.put_job(&job("...", "0 3 * * *")).unwrap();
+        for name in [".", "..", "", "a/b", "a\nb", "a b", "ü", &"x".repeat(65)] {
+            let err = engine.put_job(&job(name, "0 3 * * *")).unwrap_err().to_string();
+            assert!(err.contains("is not allowed"), "{name:?}: {err}");
+        }
+        let err = engine.put_job(&job("feb", "0 0 31 2 *")).unwrap_err().to_string();
+        assert!(err.contains("never fires"), "{err}");
+        let names: Vec<String> = engine.jobs().unwrap().into_iter().map(|j| j.name).collect();
+        assert_eq!(names, ["...", "web01.etc"]);
     }
 }

@@ -109,10 +109,14 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
     if let Some(name) = &a.source {
         let (params, grants) = a.handler.parsed()?;
         let max_bytes = a.max_size;
+        let engine = if remote.is_none() { Some(open(cli)?) } else { None };
+        let time = match (&engine, &a.time) {
+            (Some(engine), None) => engine.free_backup_time(&group, &now, &std::thread::sleep),
+            _ => time,
+        };
         let run =
             source::HandlerRun { params: &params, grants: &grants, group, tags: &a.tags, time, max_bytes };
         let host = crate::policies::host()?;
-        let engine = if remote.is_none() { Some(open(cli)?) } else { None };
         let progress = Arc::new(Progress::default());
         let bar = Bar::start("backup", progress.clone());
         let report = match (&remote, &engine) {
@@ -146,7 +150,15 @@ pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
                 engine.backup(&opts, &progress)
             })
         }
-        None => open(cli).and_then(|engine| engine.backup(&opts, &progress)),
+        None => open(cli).and_then(|engine| {
+            // Without --time, a second already taken by the group's last
+            // snapshot is waited out rather than failing.
+            let time = match a.time {
+                Some(_) => opts.time,
+                None => engine.free_backup_time(&opts.group, &now, &std::thread::sleep),
+            };
+            engine.backup(&BackupOptions { time, ..opts.clone() }, &progress)
+        }),
     };
     bar.done();
     print_report(a, report?)

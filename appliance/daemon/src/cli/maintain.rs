@@ -105,7 +105,7 @@ pub fn verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
                 println!("ok       {}", v.id);
             } else {
                 let what = if v.problems.is_empty() {
-                    format!("{} bad chunks", v.bad_chunks.len())
+                    output::count(v.bad_chunks.len() as u64, "bad chunk")
                 } else {
                     v.problems.join("; ")
                 };

@@ -47,14 +47,18 @@ pub struct JobsConfig {
 /// The configuration directory no job may read.
 pub const CONFIG_DIR: &str = "/etc/cairn";
 
-/// `[tls]`: certificate and key files (PEM). Missing files are made on
-/// first start (self-signed); by default they live in the datastore's
-/// `server/` directory.
+/// `[tls]`: certificate and key files (PEM). Without `cert` and `key`, a
+/// self-signed pair is made on first start in the datastore's `server/`
+/// directory. Files named here must exist, unless `self_signed = true`
+/// asks for a pair to be made there when both are missing.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Make a self-signed pair at `cert` and `key` when both are missing.
+    #[serde(default)]
+    pub self_signed: bool,
     /// Serve plain HTTP instead (loopback addresses only).
     #[serde(default)]
     pub insecure_http: bool,
@@ -69,6 +73,9 @@ pub struct Settings {
     pub session_idle: std::time::Duration,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Whether a self-signed pair may be made when `cert` and `key` are
+    /// both missing (they are the defaults, or `self_signed` is set).
+    pub make_cert: bool,
     pub insecure_http: bool,
     pub limits: Limits,
     /// Where jobs may read; the datastore is added by the server.
@@ -102,6 +109,10 @@ impl ConfigFile {
             );
         }
         self.limits.check()?;
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            bail!("[tls] names only one of cert and key; give both, or neither for a self-signed pair");
+        }
         let workers = self.workers.unwrap_or(2);
         if workers == 0 {
             bail!("workers must be at least 1");
@@ -123,6 +134,7 @@ impl ConfigFile {
             session_idle: std::time::Duration::from_secs(self.session_idle.unwrap_or(1800).max(1)),
             cert,
             key,
+            make_cert: tls.cert.is_none() || tls.self_signed,
             insecure_http,
             limits: self.limits,
             job_paths,
@@ -149,6 +161,11 @@ mod tests {
         let none = ConfigFile::default().settings(Path::new("/data"), None, false).unwrap();
         assert_eq!(none.key, Path::new("/data/server/key.pem"));
         assert!(toml::from_str::<ConfigFile>("listne = \"x\"").is_err(), "unknown keys are refused");
+        assert!(none.make_cert, "no [tls] files: a self-signed pair is made");
+        assert!(!s.make_cert, "files named in [tls] must exist");
+        let one: ConfigFile = toml::from_str("[tls]\ncert = \"/c.pem\"\n").unwrap();
+        let err = one.settings(Path::new("/data"), None, false).unwrap_err().to_string();
+        assert!(err.contains("only one of cert and key"), "{err}");
         assert_eq!(none.limits, Limits::default());
         let limited: ConfigFile =
             toml::from_str("[limits]\nuploads_per_caller = 2\nbackup_sessions_per_caller = 1\n").unwrap();
@@ -168,6 +185,7 @@ mod tests {
         assert_eq!(s.datastore, Path::new("/var/lib/cairn/datastore"));
         assert_eq!((s.listen.port(), s.workers, s.insecure_http), (DEFAULT_PORT, 2, false));
         assert!(s.cert.starts_with("/var/lib/cairn") && s.key.starts_with("/var/lib/cairn"));
+        assert!(s.make_cert, "the appliance makes its pair on the first start");
         let unit = include_str!("../../../systemd/cairn.service");
         assert!(unit.contains("ExecStart=/usr/bin/cairn serve --config /etc/cairn/cairn.toml"));
         assert!(unit.contains("ReadWritePaths=/var/lib/cairn"));

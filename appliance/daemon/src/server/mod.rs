@@ -53,7 +53,18 @@ pub use state::AppState;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Run the server until SIGTERM or SIGINT.
+///
+/// The port is bound, and configured certificate files read, before
+/// anything is created: a server that cannot start leaves no datastore,
+/// admin user or certificate behind.
 pub fn serve(settings: Settings) -> Result<()> {
+    let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
+        format!("cannot listen on {}; is another server using the port?", settings.listen)
+    })?;
+    let configured = match settings.insecure_http || settings.make_cert {
+        true => None,
+        false => Some(tls::load_or_create(&settings.cert, &settings.key, false)?.0),
+    };
     let (engine, created) = Engine::init(&settings.datastore, DatastoreConfig::default())?;
     if created {
         println!("created datastore {}", settings.datastore.display());
@@ -64,8 +75,10 @@ pub fn serve(settings: Settings) -> Result<()> {
     }
     let tls = if settings.insecure_http {
         None
+    } else if configured.is_some() {
+        configured
     } else {
-        let (identity, made) = tls::load_or_create(&settings.cert, &settings.key)?;
+        let (identity, made) = tls::load_or_create(&settings.cert, &settings.key, true)?;
         if made {
             println!("made a self-signed certificate {}", settings.cert.display());
         }
@@ -89,17 +102,16 @@ pub fn serve(settings: Settings) -> Result<()> {
         .thread_name("cairn-http")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(settings, state, tls, fingerprint))
+    runtime.block_on(run(settings, listener, state, tls, fingerprint))
 }
 
 async fn run(
     settings: Settings,
+    listener: std::net::TcpListener,
     state: AppState,
     tls: Option<tls::Identity>,
     fp: Option<String>,
 ) -> Result<()> {
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("serving {} on {scheme}://{addr}", settings.datastore.display());

@@ -4,6 +4,8 @@
 //!
 //! Invariant: no route is added to the router except through `routes()`.
 
+use std::sync::OnceLock;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
@@ -368,6 +370,37 @@ pub fn routes() -> Vec<RouteSpec> {
         r(Method::POST, "/tokens/{id}/revoke", Admin, "Revoke a token (form).", post(views::revoke_token)),
         r(Method::GET, "/static/cairn.css", Public, "Style sheet.", get(views::stylesheet)),
     ]
+}
+
+/// Whether `path` (without a query) names a dashboard page: a GET route
+/// behind a login that is not under `/api/` nor `/metrics`. A `{param}` of
+/// the table matches one non-empty segment other than `.` and `..`.
+pub fn is_dashboard_page(path: &str) -> bool {
+    static PAGES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let pages = PAGES.get_or_init(|| {
+        routes()
+            .into_iter()
+            .filter(|s| s.method == Method::GET && s.access != Access::Public)
+            .filter(|s| !s.path.starts_with("/api/") && s.path != "/metrics")
+            .map(|s| s.path)
+            .collect()
+    });
+    let matches = |pattern: &str| {
+        let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') => {
+                    if g.is_empty() || g == "." || g == ".." {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
+    pages.iter().any(|p| matches(p))
 }
 
 /// The whole application: every route behind its access check, the

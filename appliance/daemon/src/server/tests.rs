@@ -454,6 +454,81 @@ async fn login_pages_and_forms_work_without_javascript() {
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A login sends the browser only to a dashboard page of this server:
+/// whatever a browser could turn into another host, whatever cannot be a
+/// header, and every API or unknown path go to `/`.
+#[test]
+fn login_targets_are_dashboard_pages_only() {
+    use super::views::local_target;
+    let snap = "/snapshots/host/a/2026-01-02T03:04:05Z";
+    let with_query = format!("{snap}?path=src%2Fsub%20dir&ns=lab");
+    for good in ["/", "/jobs?x=1", "/groups/host/a?ns=lab", "/groups/vm/101/prune?daily=1", "/tasks/7", snap]
+    {
+        assert_eq!(local_target(Some(good)), good);
+    }
+    assert_eq!(local_target(Some(&with_query)), with_query);
+    for bad in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/jobs\r\nSet-Cookie: a=b",
+        "//evil.example",
+        "/\\evil.example",
+        "/jobs?next=\\evil",
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/%5Cevil.example",
+        "/%5cevil.example",
+        "/%2F%2Fevil.example",
+        "/%2f/evil.example",
+        "/jobs/%2e%2e",
+        "/jobs/..",
+        "/jobs/ x",
+        "/jobs/\u{a0}",
+        "/api/v1/tokens",
+        "/api/v1/status",
+        "/metrics",
+        "/healthz",
+        "/login",
+        "/static/cairn.css",
+        "/nope",
+        "/jobs/",
+        "https://evil.example/",
+        "evil.example",
+        "",
+    ] {
+        assert_eq!(local_target(Some(bad)), "/", "{bad:?}");
+    }
+    assert_eq!(local_target(None), "/");
+}
+
+/// The login form and its answer: a newline or tab in `next` never breaks
+/// the answer (it used to be a 500 after the session was made).
+#[tokio::test]
+async fn login_with_a_hostile_next_goes_home() {
+    let f = fixture();
+    let post = |next: &'static str| {
+        let state = f.state.clone();
+        async move {
+            let req = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("user=admin&password=admin-password&next={next}")))
+                .unwrap();
+            let res = send(&state, req).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next}");
+            assert!(res.headers().get(header::SET_COOKIE).is_some(), "{next}");
+            res.headers()[header::LOCATION].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(post("%2F%0A%2Fevil.example").await, "/");
+    assert_eq!(post("%2F%09%2Fevil.example").await, "/");
+    assert_eq!(post("%2F%2Fevil.example").await, "/");
+    assert_eq!(post("%2Fapi%2Fv1%2Ftokens").await, "/");
+    assert_eq!(post("%2Fjobs%3Fx%3D1").await, "/jobs?x=1");
+    let form = send(&f.state, get("/login?next=%2F%0A%2Fevil").body(Body::empty()).unwrap()).await;
+    assert_eq!(form.status(), StatusCode::OK);
+    assert!(body_text(form).await.contains("name=\"next\" value=\"/\""), "the form carries /");
+}
+
 #[tokio::test]
 async fn api_answers_json_and_downloads_exact_bytes() {
     let f = fixture();

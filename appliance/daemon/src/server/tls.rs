@@ -1,5 +1,5 @@
 //! The server certificate: loaded from PEM files, or made self-signed on
-//! first start; and its SHA-256 fingerprint, which clients pin.
+//! first start when none is configured; and its SHA-256 fingerprint, which clients pin.
 
 use std::fs;
 use std::io::Write;
@@ -18,12 +18,20 @@ pub struct Identity {
     pub cert_der: Vec<u8>,
 }
 
-/// Load the identity at `cert`/`key`, making a self-signed one if neither
-/// file exists. Returns it and whether it was just made.
-pub fn load_or_create(cert: &Path, key: &Path) -> Result<(Identity, bool)> {
+/// Load the identity at `cert`/`key`; if neither file exists, make a
+/// self-signed one when `make` allows it, else refuse (a mistyped path must
+/// not quietly become a certificate no client expects). Returns it and
+/// whether it was just made.
+pub fn load_or_create(cert: &Path, key: &Path, make: bool) -> Result<(Identity, bool)> {
     match (cert.exists(), key.exists()) {
         (true, true) => Ok((load(cert, key)?, false)),
-        (false, false) => Ok((create(cert, key)?, true)),
+        (false, false) if make => Ok((create(cert, key)?, true)),
+        (false, false) => bail!(
+            "the certificate {} and key {} named in [tls] do not exist; correct the paths, \
+             or set self_signed = true under [tls] to have a self-signed pair made there",
+            cert.display(),
+            key.display()
+        ),
         _ => bail!(
             "only one of {} and {} exists; provide both, or remove the other to have a new pair made",
             cert.display(),
@@ -96,15 +104,18 @@ mod tests {
     fn a_made_identity_is_kept_and_reloaded_with_the_same_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("s/cert.pem"), dir.path().join("s/key.pem"));
-        let (made, new) = load_or_create(&cert, &key).unwrap();
+        let err = load_or_create(&cert, &key, false).unwrap_err().to_string();
+        assert!(err.contains("do not exist") && err.contains("self_signed"), "{err}");
+        assert!(!cert.exists() && !key.exists() && !dir.path().join("s").exists(), "nothing made");
+        let (made, new) = load_or_create(&cert, &key, true).unwrap();
         assert!(new);
-        let (again, new) = load_or_create(&cert, &key).unwrap();
+        let (again, new) = load_or_create(&cert, &key, false).unwrap();
         assert!(!new);
         assert_eq!(fingerprint(&made.cert_der), fingerprint(&again.cert_der));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_file(&key).unwrap();
-        assert!(load_or_create(&cert, &key).unwrap_err().to_string().contains("only one of"));
+        assert!(load_or_create(&cert, &key, true).unwrap_err().to_string().contains("only one of"));
         let fp = fingerprint(&made.cert_der);
         assert_eq!((fp.len(), fp.matches(':').count()), (95, 31), "{fp}");
     }

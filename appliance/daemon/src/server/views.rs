@@ -136,12 +136,28 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local paths: never redirect a login to another site.
-fn local_target(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
-        _ => "/".to_owned(),
+/// Where a login may send the browser: a dashboard page of this server,
+/// else `/`. Never another site, and never a header that cannot be sent.
+pub(super) fn local_target(next: Option<&str>) -> String {
+    next.filter(|n| is_dashboard_target(n)).map_or_else(|| "/".to_owned(), str::to_owned)
+}
+
+/// `next` is a path that starts with exactly one `/`, holds only visible
+/// ASCII (no whitespace or control character a browser would strip, no
+/// backslash), whose path part has no percent-escape of `/`, `\`, `.`, a
+/// space or a control character, and names a GET page of the route table.
+/// The query may hold escapes: a browser never decodes them into the path.
+fn is_dashboard_target(next: &str) -> bool {
+    let visible = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if !visible || !next.starts_with('/') || next.starts_with("//") {
+        return false;
     }
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    let escapes_ok = path.split('%').skip(1).all(|rest| {
+        let escaped = rest.get(..2).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        escaped.is_none_or(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'.'))
+    });
+    escapes_ok && super::routes::is_dashboard_page(path)
 }
 
 pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> AppResult<Response> {
