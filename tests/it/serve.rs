@@ -431,12 +431,26 @@ fn serve_refuses_tls_files_that_do_not_exist() {
         format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert.display().to_string(), key.display().to_string());
     std::fs::write(&config, &text).unwrap();
     let fresh = store.path("fresh-ds");
-    let r = crate::support::run(
-        cairn(&fresh).args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config),
-    );
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("do not exist") && r.stderr.contains("self_signed"), "{r:?}");
-    assert!(!cert.exists() && !key.exists() && !fresh.exists(), "something was created: {r:?}");
+    let mut child = cairn(&fresh)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cairn serve");
+    // A server that starts anyway is stopped at its first line of service.
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        if line.contains(" on https://") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with [tls] files that do not exist: {line}");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("do not exist") && stderr.contains("self_signed"), "{stderr}");
+    assert!(!cert.exists() && !key.exists() && !fresh.exists(), "something was created: {stderr}");
 
     // With self_signed = true, the pair is made there on the first start.
     std::fs::write(&config, format!("{text}self_signed = true\n")).unwrap();
