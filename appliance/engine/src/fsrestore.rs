@@ -235,15 +235,26 @@ fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<OwnedFd> {
 }
 
 impl Restorer {
-    /// Restore into `target`, creating it if missing (it may exist).
+    /// Restore into `target`, creating it if missing (it may exist). A
+    /// target that is itself a symlink is refused: whoever could plant it
+    /// (in `/tmp`, say) would choose where the restore writes.
     pub fn new(target: &Path, opts: RestoreOptions) -> Result<Restorer, RestoreError> {
         let shown = escaped(target.as_os_str().as_bytes());
         std::fs::create_dir_all(target).map_err(|e| io_error("create", &shown, e))?;
         let root = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(target)
-            .map_err(|e| io_error("open", &shown, e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) if target.is_symlink() => io_error(
+                    "open",
+                    &shown,
+                    std::io::Error::other(
+                        "the target is a symlink; restore into the directory it points to, named itself",
+                    ),
+                ),
+                _ => io_error("open", &shown, e),
+            })?;
         Ok(Restorer {
             target: target.to_owned(),
             root: root.into(),

@@ -614,18 +614,22 @@ async fn api_answers_json_and_downloads_exact_bytes() {
     }
 }
 
-/// A snapshot written by hand as a hostile client could upload it: its
-/// archive `evil` holds a symlink `x -> /outside` and then `x/pwned`, a
-/// regular file `z` and then `z/deeper`, and `y` twice; `d/ok` is an
-/// honest file. Returns its id.
-fn hostile_snapshot(f: &Fixture) -> String {
+/// A snapshot of group host/a at `time` written by hand, as a hostile
+/// client could upload it: one file archive `archive` whose entries are
+/// `(path, kind, data, symlink target)`, in the order given. Returns its id.
+fn written_by_hand(
+    f: &Fixture,
+    time: i64,
+    archive: &str,
+    entries: &[(&[u8], filevol::archive::EntryKind, &[u8], &[u8])],
+) -> String {
     use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
     let (mut meta, mut payload) = (stream_header().to_vec(), Vec::new());
-    let mut add = |path: &[u8], kind: EntryKind, data: &[u8], link: &[u8]| {
+    for (path, kind, data, link) in entries {
         let e = Entry {
             path: path.to_vec(),
-            kind,
-            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            kind: *kind,
+            mode: if *kind == EntryKind::Dir { 0o755 } else { 0o644 },
             uid: 0,
             gid: 0,
             mtime: T0,
@@ -637,45 +641,130 @@ fn hostile_snapshot(f: &Fixture) -> String {
             rdev: 0,
             link_target: link.to_vec(),
             hardlink: 0,
-            payload_offset: if kind == EntryKind::File { payload.len() as u64 } else { 0 },
+            payload_offset: if *kind == EntryKind::File { payload.len() as u64 } else { 0 },
             extents: None,
             xattrs: Vec::new(),
         };
         payload.extend_from_slice(data);
         encode_entry(&e, &mut meta);
-    };
-    add(b"", EntryKind::Dir, b"", b"");
-    add(b"d", EntryKind::Dir, b"", b"");
-    add(b"d/ok", EntryKind::File, b"honest\n", b"");
-    add(b"x", EntryKind::Symlink, b"", b"/outside");
-    add(b"x/pwned", EntryKind::File, b"pwned\n", b"");
-    add(b"y", EntryKind::File, b"first\n", b"");
-    add(b"y", EntryKind::File, b"second\n", b"");
-    add(b"z", EntryKind::File, b"plain\n", b"");
-    add(b"z/deeper", EntryKind::File, b"deeper\n", b"");
-
+    }
     let group = BackupGroup::new(Namespace::root(), "host", "a").unwrap();
-    let time = T0 + 3600;
     let (writer, _) = f.engine.begin_remote_backup(&group, time).unwrap();
-    let index = |name: &str, bytes: &[u8]| {
+    let index = |name: String, bytes: &[u8]| {
         let (id, blob) = chunker::encode_blob(bytes, 3);
         writer.store(&id, &blob).unwrap();
         let idx = engine::DynamicIndex { entries: vec![(bytes.len() as u64, id)] };
-        writer.write_index(name, &idx.encode(), bytes.len() as u64, 1).unwrap()
+        writer.write_index(&name, &idx.encode(), bytes.len() as u64, 1).unwrap()
     };
-    let indexes = vec![index("evil.meta.didx", &meta), index("evil.payload.didx", &payload)];
+    let indexes = vec![
+        index(format!("{archive}.meta.didx"), &meta),
+        index(format!("{archive}.payload.didx"), &payload),
+    ];
     let honest = model::SnapshotId::parse(&f.snapshot, &Namespace::root()).unwrap();
     let mut m = f.engine.datastore().read_manifest(&honest).unwrap();
     m.time = model::time::format_rfc3339(time);
     m.archives = vec![filevol::ManifestArchive {
-        name: "evil".into(),
+        name: archive.into(),
         kind: "file".into(),
         size: payload.len() as u64,
         indexes,
         source_stat: None,
-        entries: 9,
+        entries: entries.len() as u64,
     }];
     f.engine.commit_backup(writer, &m, time).unwrap().to_string()
+}
+
+/// A snapshot written by hand as a hostile client could upload it: its
+/// archive `evil` holds a symlink `x -> /outside` and then `x/pwned`, a
+/// regular file `z` and then `z/deeper`, and `y` twice; `d/ok` is an
+/// honest file. Returns its id.
+fn hostile_snapshot(f: &Fixture) -> String {
+    use filevol::archive::EntryKind::{Dir, File, Symlink};
+    written_by_hand(
+        f,
+        T0 + 3600,
+        "evil",
+        &[
+            (b"", Dir, b"", b""),
+            (b"d", Dir, b"", b""),
+            (b"d/ok", File, b"honest\n", b""),
+            (b"x", Symlink, b"", b"/outside"),
+            (b"x/pwned", File, b"pwned\n", b""),
+            (b"y", File, b"first\n", b""),
+            (b"y", File, b"second\n", b""),
+            (b"z", File, b"plain\n", b""),
+            (b"z/deeper", File, b"deeper\n", b""),
+        ],
+    )
+}
+
+/// Restore never writes outside its target, whatever a snapshot says: a
+/// symlink to a directory outside followed by a file beneath it, names
+/// with `..` or a leading `/`, and a target that is itself a symlink to a
+/// directory outside. (A hard link cannot point outside: the format links
+/// names of one archive by group number, never by path.)
+#[test]
+fn restore_never_writes_outside_its_target() {
+    use filevol::archive::EntryKind::{Dir, File, Symlink};
+    let f = fixture();
+    let jail = tempfile::tempdir().unwrap();
+    let outside = jail.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let outside_text = outside.display().to_string();
+    let absolute = format!("{outside_text}/pwned");
+    let restore = |id: &str, target: &std::path::Path| {
+        let req = engine::restore::RestoreRequest {
+            snapshot: model::SnapshotId::parse(id, &Namespace::root()).unwrap(),
+            target: target.to_owned(),
+            path: None,
+            overwrite: false,
+            skip_devices: false,
+            clear_setuid: false,
+        };
+        f.engine.restore(&req, &Progress::default())
+    };
+    let untouched = || {
+        let left: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "the restore wrote outside its target: {left:?}");
+    };
+    let cases: [(&str, &[(&[u8], filevol::archive::EntryKind, &[u8], &[u8])]); 4] = [
+        (
+            "through-a-link",
+            &[
+                (b"", Dir, b"", b""),
+                (b"x", Symlink, b"", outside_text.as_bytes()),
+                (b"x/pwned", File, b"pwned", b""),
+            ],
+        ),
+        ("dot-dot", &[(b"", Dir, b"", b""), (b"../../outside/pwned", File, b"pwned", b"")]),
+        (
+            "dot-dot-inside",
+            &[(b"", Dir, b"", b""), (b"a", Dir, b"", b""), (b"a/../../outside/pwned", File, b"pwned", b"")],
+        ),
+        ("absolute", &[(b"", Dir, b"", b""), (absolute.as_bytes(), File, b"pwned", b"")]),
+    ];
+    for (n, (name, entries)) in cases.iter().enumerate() {
+        let id = written_by_hand(&f, T0 + 7200 + n as i64, name, entries);
+        let target = jail.path().join(format!("target-{name}"));
+        let result = restore(&id, &target);
+        untouched();
+        if let Ok(report) = &result {
+            // Restored at all: the link is a link inside the target, and
+            // the file beneath it was refused.
+            assert!(!report.warnings.is_empty() || !report.failed.is_empty(), "{name}: {report:?}");
+        }
+    }
+    // The target itself a symlink to a directory outside: refused.
+    let honest =
+        written_by_hand(&f, T0 + 9000, "honest", &[(b"", Dir, b"", b""), (b"f", File, b"data", b"")]);
+    let link = jail.path().join("target-link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let err = restore(&honest, &link).expect_err("a target that is a symlink is refused");
+    untouched();
+    assert!(format!("{err:#}").contains("symlink") || format!("{err:#}").contains("link"), "{err:#}");
+    // An honest restore of the same snapshot into a real directory works.
+    restore(&honest, &jail.path().join("real")).unwrap();
+    assert_eq!(std::fs::read(jail.path().join("real/f")).unwrap(), b"data");
 }
 
 /// A tar download never holds an entry beneath a symlink or another
