@@ -614,15 +614,13 @@ async fn api_answers_json_and_downloads_exact_bytes() {
     }
 }
 
+/// An archive entry written by hand: (path, kind, data, symlink target).
+type HandEntry<'a> = (&'a [u8], filevol::archive::EntryKind, &'a [u8], &'a [u8]);
+
 /// A snapshot of group host/a at `time` written by hand, as a hostile
 /// client could upload it: one file archive `archive` whose entries are
 /// `(path, kind, data, symlink target)`, in the order given. Returns its id.
-fn written_by_hand(
-    f: &Fixture,
-    time: i64,
-    archive: &str,
-    entries: &[(&[u8], filevol::archive::EntryKind, &[u8], &[u8])],
-) -> String {
+fn written_by_hand(f: &Fixture, time: i64, archive: &str, entries: &[HandEntry<'_>]) -> String {
     use filevol::archive::{Entry, EntryKind, encode_entry, stream_header};
     let (mut meta, mut payload) = (stream_header().to_vec(), Vec::new());
     for (path, kind, data, link) in entries {
@@ -727,7 +725,7 @@ fn restore_never_writes_outside_its_target() {
         let left: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(left.is_empty(), "the restore wrote outside its target: {left:?}");
     };
-    let cases: [(&str, &[(&[u8], filevol::archive::EntryKind, &[u8], &[u8])]); 4] = [
+    let cases: [(&str, &[HandEntry<'_>]); 4] = [
         (
             "through-a-link",
             &[
