@@ -35,6 +35,15 @@ fn delays(full: Duration) -> Vec<Duration> {
     (0..KILLS).map(|k| first + (last - first).mul_f64(f64::from(k) / f64::from(KILLS - 1))).collect()
 }
 
+/// What `writers/` holds (journals and work areas of backups).
+fn writers(store: &Store) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store.ds.join("writers"))
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn ids(store: &Store) -> BTreeSet<String> {
     store.snapshots().iter().map(|s| str_of(s, "id").to_owned()).collect()
 }
@@ -54,6 +63,7 @@ fn kill_9_during_backup_leaves_a_consistent_store() {
     let tree = write_random_tree(&src, 150, 184 * MIB, 60);
     let full = full_backup_duration(&src);
     let mut last = String::new();
+    let mut killed_mid_way = 0;
     for (round, delay) in (0u32..).zip(delays(full)) {
         // New content in fresh/ gives every round chunks to write.
         write_random_tree(&src.join("fresh"), 16, 16 * MIB, 1000 + u64::from(round));
@@ -87,10 +97,17 @@ fn kill_9_during_backup_leaves_a_consistent_store() {
             after == with_it || (after == before && !finished),
             "round {round}: kill after {delay:?} (finished by itself: {finished}): {after:?}, before {before:?}"
         );
+        if after == before && !writers(&store).is_empty() {
+            // Killed mid-way (after it began writing, before its commit):
+            // its journal and work area are all it left.
+            killed_mid_way += 1;
+        }
         run_code(store.cmd().args(["verify", "--all"]), 0);
         last = store.backup(&src, GROUP, &time(2 * round + 2));
         run_ok(store.cmd().arg("gc"));
+        assert_eq!(writers(&store), Vec::<String>::new(), "round {round}: gc left a dead backup's files");
     }
+    assert!(killed_mid_way >= 1, "no round killed a backup mid-way: the test proved nothing");
     run_code(store.cmd().args(["verify", "--all"]), 0);
     let out = store.path("out");
     store.restore(&last, &out, &[]);
