@@ -15,6 +15,7 @@ use crate::error::{IoContext, Result, StoreError};
 
 /// fsync a directory so renames and creations inside it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
+    crate::fault::point(dir, "directory sync")?;
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 

@@ -9,6 +9,7 @@ pub mod archive;
 mod chunkstore;
 mod datastore;
 mod error;
+mod fault;
 pub mod fsutil;
 mod gc;
 pub mod index;

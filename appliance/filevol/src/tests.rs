@@ -38,8 +38,8 @@ fn try_commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> crate::Res
         end += len;
         idx.entries.push((end, *id));
     }
-    let meta = w.write_index("data.meta.didx", &DynamicIndex::default().encode(), 0, 0).unwrap();
-    let r = w.write_index("data.payload.didx", &idx.encode(), end, ids.len() as u64).unwrap();
+    let meta = w.write_index("data.meta.didx", &DynamicIndex::default().encode(), 0, 0)?;
+    let r = w.write_index("data.payload.didx", &idx.encode(), end, ids.len() as u64)?;
     let g = w.group().clone();
     let m = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -216,4 +216,69 @@ fn manifests_with_unsafe_archive_names_or_wrong_indexes_are_refused() {
         std::fs::read_to_string(&path).unwrap().replace("\"name\": \"data\"", "\"name\": \"../../evil\"");
     std::fs::write(&path, text).unwrap();
     assert!(ds.read_manifest(&id).is_err());
+}
+
+/// Every chunk of every visible snapshot reads back whole.
+fn all_visible_whole(ds: &Datastore) -> Vec<model::SnapshotId> {
+    let visible = ds.list_snapshots().unwrap();
+    for id in &visible {
+        let m = ds.read_manifest(id).unwrap_or_else(|e| panic!("{id}: {e}"));
+        for r in m.archives.iter().flat_map(|a| &a.indexes) {
+            let idx = ds.read_didx(id, r).unwrap_or_else(|e| panic!("{id}/{}: {e}", r.file));
+            for (_, chunk) in idx.entries {
+                ds.chunks().check(&chunk).unwrap_or_else(|e| panic!("{id}: chunk {chunk}: {e}"));
+            }
+        }
+    }
+    visible
+}
+
+/// Fault injection (see `fault.rs`): a backup whose N-th durable step
+/// (write, sync, rename, directory sync) fails, for every N until one
+/// passes them all, never leaves a snapshot that is visible but not whole;
+/// it fails with the I/O error, the earlier snapshot stays whole, and
+/// cleanup and gc leave nothing behind.
+#[test]
+fn a_failed_durable_step_never_leaves_a_partial_snapshot() {
+    let mut n = 1;
+    loop {
+        let (_d, ds) = store();
+        let w = ds.begin_backup(&group("a")).unwrap();
+        let a = put(&w, b"a chunk of the first snapshot");
+        let first = commit(w, &[(a, 29)], 1_000);
+
+        let w = ds.begin_backup(&group("a")).unwrap();
+        crate::fault::arm(n);
+        let result = (move || {
+            let mut ids = Vec::new();
+            for data in [&b"new chunk one"[..], b"new chunk two", b"a chunk of the first snapshot"] {
+                let (id, blob) = encode_blob(data, 3);
+                if !w.reference(&id)? {
+                    w.store(&id, &blob)?;
+                }
+                ids.push((id, data.len() as u64));
+            }
+            try_commit(w, &ids, 2_000)
+        })();
+        let passed = crate::fault::disarm();
+        let visible = all_visible_whole(&ds);
+        match &result {
+            Ok(id) => assert_eq!(visible, vec![first.clone(), id.clone()], "step {n}"),
+            Err(e) => {
+                assert!(e.to_string().contains("injected fault"), "step {n}: {e}");
+                // Failing after the snapshot was renamed into place (syncing
+                // its directory) leaves it visible: it must then be whole.
+                assert!(visible.first() == Some(&first) && visible.len() <= 2, "step {n}: {visible:?}");
+            }
+        }
+        ds.collect_garbage(&mut |_| {}).unwrap();
+        assert_eq!(all_visible_whole(&ds), visible, "step {n}: gc changed what is visible");
+        assert!(writer_files(&ds).is_empty(), "step {n}: leftovers {:?}", writer_files(&ds));
+        if passed < n {
+            assert!(result.is_ok(), "no fault was injected, yet the backup failed");
+            assert!(n > 10, "only {} durable steps were exercised", n - 1);
+            break;
+        }
+        n += 1;
+    }
 }

@@ -215,7 +215,9 @@ impl Writer {
 
     fn write_tmp(&self, tmp: &Path, blob: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(tmp).at(tmp)?;
+        crate::fault::point(tmp, "chunk write")?;
         f.write_all(blob).at(tmp)?;
+        crate::fault::point(tmp, "chunk sync")?;
         f.sync_data().at(tmp)
     }
 
@@ -230,6 +232,7 @@ impl Writer {
     /// and has journaled `id`.
     fn rename_into_store(&self, tmp: &Path, id: &ChunkId, len: u64) -> Result<u64> {
         let dest = self.ds.chunks().path(id);
+        crate::fault::point(&dest, "chunk rename")?;
         if let Err(e) = fs::rename(tmp, &dest) {
             if e.kind() != ErrorKind::NotFound {
                 return Err(StoreError::io(&dest, e));
@@ -253,7 +256,9 @@ impl Writer {
     pub fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {
         let path = self.work.join("snapshot").join(file);
         let mut f = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
+        crate::fault::point(&path, "index write")?;
         f.write_all(bytes).at(&path)?;
+        crate::fault::point(&path, "index sync")?;
         f.sync_all().at(&path)?;
         Ok(IndexRef {
             file: file.to_owned(),
@@ -278,7 +283,9 @@ impl Writer {
         let write = |name: &str, bytes: Vec<u8>| -> Result<()> {
             let p = snap.join(name);
             let mut f = OpenOptions::new().write(true).create_new(true).open(&p).at(&p)?;
+            crate::fault::point(&p, "manifest write")?;
             f.write_all(&bytes).at(&p)?;
+            crate::fault::point(&p, "manifest sync")?;
             f.sync_all().at(&p)
         };
         write(MANIFEST_FILE, serde_json::to_vec_pretty(manifest).expect("manifest serializes"))?;
@@ -287,6 +294,7 @@ impl Writer {
         fsync_dir(&snap)?;
         let parent = final_dir.parent().expect("snapshot dir has a parent");
         create_dir_all_durable(parent)?;
+        crate::fault::point(&final_dir, "snapshot rename")?;
         match fs::rename(&snap, &final_dir) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOTEMPTY) | Some(nix::libc::EEXIST)) => {
