@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
+#[cfg(test)]
+use crate::error::StoreError;
 
 #[cfg(test)]
 thread_local! {
