@@ -112,10 +112,16 @@ fn gc_never_frees_a_chunk_a_running_backup_references() {
         .expect("start backup");
     run_ok(store.cmd().args(["prune", "host/old", "--keep-last", "1"]));
     let started = Instant::now();
+    let mut during = 0;
     while child.try_wait().expect("poll").is_none() {
         run_ok(store.cmd().arg("gc"));
+        // Counted only when the backup was still alive after gc finished.
+        if child.try_wait().expect("poll").is_none() {
+            during += 1;
+        }
         assert!(started.elapsed() < Duration::from_secs(300), "backup does not finish");
     }
+    assert!(during >= 1, "no gc ran while the backup was alive: the test proved nothing");
     let read = |name: &str| std::fs::read_to_string(store.path(name)).expect("log");
     assert!(child.wait().expect("status").success(), "backup failed: {}", read("new.err"));
     let id = read("new.out").lines().last().expect("id").trim().to_owned();
