@@ -26,55 +26,80 @@ fn stalling_server() -> (String, Arc<Mutex<Vec<std::net::TcpStream>>>) {
     (authority, held)
 }
 
+/// A server with a job `stuck` whose source handler reads from a server
+/// that never answers, and an operator token.
+struct Stuck {
+    server: Server,
+    ops: String,
+    held: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Stuck {
+    fn start(store: &Store) -> Stuck {
+        run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
+        let (authority, held) = stalling_server();
+        let server = Server::start(store);
+        let ops = token(store, "ops", "operator", None);
+        let job = json!({
+            "name": "stuck", "group": "app/stuck", "schedule": "0 3 1 1 *",
+            "source": {"handler": "source-http", "params": {"url": format!("http://{authority}/export")},
+                       "allow_hosts": [authority]},
+        });
+        let http = pinned_client(&server.fingerprint);
+        let res = http.post(server.url("/api/v1/jobs")).bearer_auth(&ops).json(&job).send().unwrap();
+        assert_eq!(res.status(), 201, "{:?}", res.text());
+        Stuck { server, ops, held }
+    }
+
+    /// `POST /api/v1/jobs/stuck/run`.
+    fn run(&self) -> Value {
+        let http = pinned_client(&self.server.fingerprint);
+        let res = http.post(self.server.url("/api/v1/jobs/stuck/run")).bearer_auth(&self.ops).send().unwrap();
+        assert!(res.status().is_success(), "{:?}", res.text());
+        res.json().unwrap()
+    }
+
+    /// Wait until the job's handler has reached the server that holds it.
+    fn wait_held(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.held.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the job's handler never connected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Task `id` as a server started on `store` answers it.
+fn task_on(store: &Store, ops: &str, id: u64) -> Value {
+    let server = Server::start(store);
+    let http = pinned_client(&server.fingerprint);
+    let res = http.get(server.url(&format!("/api/v1/tasks/{id}"))).bearer_auth(ops).send().unwrap();
+    res.json().unwrap()
+}
+
+fn stuck(s: &Value) -> bool {
+    s["id"].as_str().unwrap().starts_with("app/stuck/")
+}
+
 #[test]
 fn a_job_runs_once_at_a_time_and_a_run_cut_short_fails_on_the_next_start() {
     let store = Store::new();
-    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
-    let (authority, held) = stalling_server();
-    let server = Server::start(&store);
-    let http = pinned_client(&server.fingerprint);
-    let ops = token(&store, "ops", "operator", None);
-    let job = json!({
-        "name": "stuck", "group": "app/stuck", "schedule": "0 3 1 1 *",
-        "source": {"handler": "source-http", "params": {"url": format!("http://{authority}/export")},
-                   "allow_hosts": [authority]},
-    });
-    let res = http.post(server.url("/api/v1/jobs")).bearer_auth(&ops).json(&job).send().unwrap();
-    assert_eq!(res.status(), 201, "{:?}", res.text());
-
-    let run = || -> Value {
-        let res = http.post(server.url("/api/v1/jobs/stuck/run")).bearer_auth(&ops).send().unwrap();
-        assert!(res.status().is_success(), "{:?}", res.text());
-        res.json().unwrap()
-    };
-    let first = run();
+    let job = Stuck::start(&store);
+    let first = job.run();
     let task = first["task"].as_u64().unwrap_or_else(|| panic!("a task: {first}"));
-    // The handler has reached the HTTP server, which holds it there.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while held.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the job's handler never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let second = run();
+    job.wait_held();
+    let second = job.run();
     assert_eq!((second["task"].clone(), second["already_running"].clone()), (Value::Null, json!(true)));
-    let task_of = |server: &Server| -> Value {
-        let http = pinned_client(&server.fingerprint);
-        let res = http.get(server.url(&format!("/api/v1/tasks/{task}"))).bearer_auth(&ops).send().unwrap();
-        res.json().unwrap()
-    };
-    assert_eq!(task_of(&server)["state"], "running");
 
     // The server dies mid-run (SIGKILL, as a power cut would end it).
+    let Stuck { server, ops, .. } = job;
     drop(server);
-    let stuck = |s: &Value| s["id"].as_str().unwrap().starts_with("app/stuck/");
     assert!(!store.snapshots().iter().any(stuck), "a run cut short is not a snapshot");
 
     // On the next start its task is failed, not left running forever.
-    let server = Server::start(&store);
-    let t = task_of(&server);
+    let t = task_on(&store, &ops, task);
     assert_eq!(t["state"], "failed", "{t}");
     assert!(!store.snapshots().iter().any(stuck));
-    drop(server);
     // Its leftovers go at the next gc.
     run_ok(store.cmd().arg("gc"));
     let writers = store.ds.join("writers");
@@ -89,45 +114,23 @@ fn a_job_runs_once_at_a_time_and_a_run_cut_short_fails_on_the_next_start() {
 #[test]
 fn sigterm_during_a_run_leaves_no_partial_snapshot() {
     let store = Store::new();
-    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
-    let (authority, held) = stalling_server();
-    let server = Server::start(&store);
-    let http = pinned_client(&server.fingerprint);
-    let ops = token(&store, "ops", "operator", None);
-    let job = json!({
-        "name": "stuck", "group": "app/stuck", "schedule": "0 3 1 1 *",
-        "source": {"handler": "source-http", "params": {"url": format!("http://{authority}/export")},
-                   "allow_hosts": [authority]},
-    });
-    let res = http.post(server.url("/api/v1/jobs")).bearer_auth(&ops).json(&job).send().unwrap();
-    assert_eq!(res.status(), 201, "{:?}", res.text());
-    let started: Value =
-        http.post(server.url("/api/v1/jobs/stuck/run")).bearer_auth(&ops).send().unwrap().json().unwrap();
+    let job = Stuck::start(&store);
+    let started = job.run();
     let task = started["task"].as_u64().unwrap_or_else(|| panic!("a task: {started}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while held.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the job's handler never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    job.wait_held();
     // SIGTERM; meanwhile the source goes away, so the run ends (failing)
     // within the grace period instead of being cut short after 30 s.
-    let closer = {
-        let held = held.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            held.lock().unwrap().clear();
-        })
-    };
+    let Stuck { server, ops, held } = job;
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        held.lock().unwrap().clear();
+    });
     let (status, _) = server.stop();
     closer.join().unwrap();
     assert!(status.success(), "{status}");
-    let stuck = |s: &Value| s["id"].as_str().unwrap().starts_with("app/stuck/");
     assert!(!store.snapshots().iter().any(stuck), "a run cut short is not a snapshot");
     // The task is failed, never left running.
-    let server = Server::start(&store);
-    let http = pinned_client(&server.fingerprint);
-    let url = server.url(&format!("/api/v1/tasks/{task}"));
-    let t: Value = http.get(url).bearer_auth(&ops).send().unwrap().json().unwrap();
+    let t = task_on(&store, &ops, task);
     assert_eq!(t["state"], "failed", "{t}");
     assert!(!store.snapshots().iter().any(stuck));
 }
