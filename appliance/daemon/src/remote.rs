@@ -579,9 +579,9 @@ mod tests {
 
     use super::*;
 
-    /// A server whose answers never end: a body without a length, sent
-    /// until the client hangs up.
-    fn endless() -> String {
+    /// A server on loopback that reads each request's head and lets
+    /// `answer` write to the connection (one request per connection).
+    fn serving(answer: impl Fn(&mut std::net::TcpStream) + Send + 'static) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -592,36 +592,33 @@ mod tests {
                 while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
                     line.clear();
                 }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
-                let piece = [b' '; 64 << 10];
-                if conn.write_all(head.as_bytes()).is_ok() {
-                    while conn.write_all(&piece).is_ok() {}
-                }
+                answer(&mut conn);
             }
         });
         format!("http://{addr}")
     }
 
+    /// A server whose answers never end: a body without a length, sent
+    /// until the client hangs up.
+    fn endless() -> String {
+        serving(|conn| {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+            let piece = [b' '; 64 << 10];
+            if conn.write_all(head.as_bytes()).is_ok() {
+                while conn.write_all(&piece).is_ok() {}
+            }
+        })
+    }
+
     /// A server that answers every request with `body` (one per connection).
     fn answering(body: Vec<u8>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    line.clear();
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body));
-            }
-        });
-        format!("http://{addr}")
+        serving(move |conn| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(&body));
+        })
     }
 
     fn info(digest: String, size: u64) -> SourceHandlerInfo {
