@@ -33,7 +33,7 @@ done
 
 # Dependencies: nothing below the binary knows HTTP servers, clap, askama or
 # terminals; nothing below the engine (and not the engine) knows tokio.
-for crate in model chunker filevol catalog engine; do
+for crate in model chunker filevol catalog engine protocol; do
   deps=$(cargo tree -q -p "$crate" -e normal --prefix none 2>/dev/null | awk '{print $1}' | sort -u)
   for banned in tokio axum axum-server clap askama indicatif reqwest hyper; do
     if grep -qx "$banned" <<<"$deps"; then broken "$crate must not depend on $banned"; fi

@@ -3,12 +3,9 @@
 
 use serde::Serialize;
 
-/// `1.5 GiB`, `312 KiB`, `17 B`.
-/// `1 chunk`, `3 chunks`.
-pub fn count(n: u64, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
-}
+pub use model::words::count;
 
+/// `1.5 GiB`, `312 KiB`, `17 B`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;

@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use model::backy;
 use model::job::sla;
 use model::prune::KeepRules;
+use model::words::count;
 use model::{
     BackupGroup, Job, JobSource, PolicyUse, ScheduleKind, Sla, SnapshotId, SnapshotInfo, Task, TaskState,
     VerifyState,
@@ -32,7 +33,7 @@ use crate::progress::Progress;
 /// fires. (The `cron` crate counts 1 as Sunday and wants both to match,
 /// so the text is translated before it is handed over.)
 #[derive(Debug, Clone)]
-pub struct CronSchedule(Vec<cron::Schedule>, String);
+pub struct CronSchedule(Vec<cron::Schedule>);
 
 /// A schedule added to a job must fire within this many years.
 pub const FIRES_WITHIN_YEARS: i64 = 9;
@@ -125,7 +126,7 @@ impl CronSchedule {
         } else {
             vec![one(dom, "*")?, one("*", dow_text)?]
         };
-        Ok(Self(schedules, text.to_owned()))
+        Ok(Self(schedules))
     }
 
     /// Fire times strictly after `t`, in order.
@@ -152,9 +153,8 @@ impl CronSchedule {
         match self.next_after(from) {
             Some(t) if t <= limit => Ok(()),
             _ => bail!(
-                "schedule {:?} never fires (no such date in the next {FIRES_WITHIN_YEARS} years); \
-                 check the day of month against the month",
-                self.1
+                "it never fires (no such date in the next {FIRES_WITHIN_YEARS} years); \
+                 check the day of month against the month"
             ),
         }
     }
@@ -302,7 +302,9 @@ impl Engine {
         check_job_name(&job.name)?;
         let kind = job.schedule_kind().map_err(|e| anyhow::anyhow!(crate::ops::BadRequest(e)))?;
         if kind == ScheduleKind::Cron {
-            CronSchedule::parse(&job.schedule)?.check_fires(job.created)?;
+            CronSchedule::parse(&job.schedule)?
+                .check_fires(job.created)
+                .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", job.schedule))?;
         }
         match (&job.source, job.sources.is_empty()) {
             (None, true) => bail!("job {} has no source to back up", job.name),
@@ -762,11 +764,6 @@ fn check_job_name(name: &str) -> Result<()> {
         bail!("job name {name:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.', not . or ..");
     }
     Ok(())
-}
-
-/// `1 chunk`, `2 chunks`: a count with its noun, for task logs.
-fn count(n: u64, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn api_group(job: &Job) -> String {

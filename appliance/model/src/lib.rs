@@ -13,6 +13,7 @@ pub mod prune;
 pub mod size;
 pub mod snapshot;
 pub mod time;
+pub mod words;
 
 pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};

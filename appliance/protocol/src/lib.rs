@@ -33,7 +33,8 @@
 //! `finish` commits, and an abandoned session leaves only collectable
 //! chunks.
 
-use engine::{CdcParams, DatastoreConfig, Manifest};
+use chunker::CdcParams;
+use filevol::{DatastoreConfig, Manifest};
 use serde::{Deserialize, Serialize};
 
 /// Largest chunk blob accepted (a 16 MiB chunk stored uncompressed, plus

@@ -78,7 +78,7 @@ pub struct Settings {
     pub make_cert: bool,
     pub insecure_http: bool,
     pub limits: Limits,
-    /// Where jobs may read; the datastore is added by the server.
+    /// Where jobs may read; the datastore is added by `AppState::configured`.
     pub job_paths: engine::job_paths::PathRules,
 }
 
@@ -124,7 +124,8 @@ impl ConfigFile {
         }
         let cert = self.tls.cert.clone().unwrap_or_else(|| server_dir.join("cert.pem"));
         let key = self.tls.key.clone().unwrap_or_else(|| server_dir.join("key.pem"));
-        let mut protected = vec![PathBuf::from(CONFIG_DIR), datastore.clone()];
+        // (The datastore is added by the server, whatever its settings.)
+        let mut protected = vec![PathBuf::from(CONFIG_DIR)];
         protected.extend([&cert, &key].iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
         let job_paths = engine::job_paths::PathRules { roots: self.jobs.source_roots.clone(), protected };
         Ok(Settings {

@@ -99,6 +99,29 @@ fn full(what: &str, limit: usize, per_caller: bool) -> AppError {
     }
 }
 
+/// Whether `more` sessions of one kind fit beside those open (`owners`,
+/// one per session) for `principal`, under (per caller, total).
+fn room_for<'a>(
+    what: &str,
+    owners: impl ExactSizeIterator<Item = &'a str>,
+    principal: &str,
+    more: usize,
+    (per_caller, total): (usize, usize),
+) -> AppResult<()> {
+    if more == 0 {
+        return Ok(());
+    }
+    let open = owners.len();
+    let mine = owners.filter(|o| *o == principal).count();
+    if mine + more > per_caller {
+        return Err(full(what, per_caller, true));
+    }
+    if open + more > total {
+        return Err(full(what, total, false));
+    }
+    Ok(())
+}
+
 impl Sessions {
     pub fn new(limits: Limits) -> Self {
         Self { limits, open: Mutex::default(), uploads: Mutex::default() }
@@ -144,25 +167,10 @@ impl Sessions {
     /// are under the lock.
     fn room_in(&self, open: &Open, principal: &str, backups: usize, readers: usize) -> AppResult<()> {
         let l = &self.limits;
-        if backups > 0 {
-            let mine = open.backups.values().filter(|u| u.owner == principal).count();
-            if mine + backups > l.backup_sessions_per_caller {
-                return Err(full("backup", l.backup_sessions_per_caller, true));
-            }
-            if open.backups.len() + backups > l.backup_sessions {
-                return Err(full("backup", l.backup_sessions, false));
-            }
-        }
-        if readers > 0 {
-            let mine = open.readers.values().filter(|r| r.owner == principal).count();
-            if mine + readers > l.reader_sessions_per_caller {
-                return Err(full("reader", l.reader_sessions_per_caller, true));
-            }
-            if open.readers.len() + readers > l.reader_sessions {
-                return Err(full("reader", l.reader_sessions, false));
-            }
-        }
-        Ok(())
+        let owners = open.backups.values().map(|u| u.owner.as_str());
+        room_for("backup", owners, principal, backups, (l.backup_sessions_per_caller, l.backup_sessions))?;
+        let owners = open.readers.values().map(|r| r.owner.as_str());
+        room_for("reader", owners, principal, readers, (l.reader_sessions_per_caller, l.reader_sessions))
     }
 
     /// A quick check before expensive work; `insert` checks again.
