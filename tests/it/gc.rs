@@ -1,6 +1,8 @@
 //! Garbage collection frees what prune released and nothing else, and is
 //! safe to run again and again while a large backup is writing.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use testkit::{chunk_files, write_random_tree};
@@ -84,8 +86,10 @@ fn gc_during_a_large_backup_loses_nothing() {
 }
 
 /// A backup that reuses chunks only an older snapshot of another group
-/// holds, while that snapshot is pruned and gc runs in a loop: the chunks
-/// the backup references must survive (or be written again).
+/// holds: the backup is stopped (SIGSTOP) once its journal names those
+/// chunks, the older snapshot is pruned and gc runs while the backup is
+/// certainly alive and mid-way; every chunk it referenced must still be
+/// there, and the snapshot it then finishes must restore whole.
 #[test]
 fn gc_never_frees_a_chunk_a_running_backup_references() {
     let store = Store::new();
@@ -93,13 +97,14 @@ fn gc_never_frees_a_chunk_a_running_backup_references() {
     write_random_tree(&shared, 30, 24 * MIB, 80);
     std::fs::create_dir_all(&empty).expect("mkdir");
     store.backup(&shared, "host/old", "2026-08-01T00:00:00Z");
+    let old_chunks = chunk_files(&store.ds);
     store.backup(&empty, "host/old", "2026-08-02T00:00:00Z");
 
-    // The new group's tree: a large unique part first (walk order is by
-    // name), then a copy of the shared data, deduplicated against host/old.
+    // The new group's tree: a copy of the shared data first (walk order is
+    // by name), deduplicated against host/old, then a large unique part.
     let new = store.path("new");
-    write_random_tree(&new.join("a-unique"), 60, 160 * MIB, 81);
-    copy_dir(&shared, &new.join("z-shared"));
+    copy_dir(&shared, &new.join("a-shared"));
+    write_random_tree(&new.join("z-unique"), 60, 200 * MIB, 81);
 
     let mut child = store
         .cmd()
@@ -110,18 +115,31 @@ fn gc_never_frees_a_chunk_a_running_backup_references() {
         .stderr(store.log("new.err"))
         .spawn()
         .expect("start backup");
-    run_ok(store.cmd().args(["prune", "host/old", "--keep-last", "1"]));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Wait until the journal names most of the old chunks (all of the
+    // shared payload but the last, which also holds new bytes).
     let started = Instant::now();
-    let mut during = 0;
-    while child.try_wait().expect("poll").is_none() {
-        run_ok(store.cmd().arg("gc"));
-        // Counted only when the backup was still alive after gc finished.
-        if child.try_wait().expect("poll").is_none() {
-            during += 1;
+    let referenced = loop {
+        let named: BTreeSet<_> =
+            journaled(&store.ds).into_iter().filter(|p| old_chunks.contains(p)).collect();
+        if named.len() * 10 >= old_chunks.len() * 8 {
+            break named;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "backup does not finish");
-    }
-    assert!(during >= 1, "no gc ran while the backup was alive: the test proved nothing");
+        assert!(child.try_wait().expect("poll").is_none(), "the backup ended before it was stopped");
+        assert!(started.elapsed() < Duration::from_secs(120), "the journal never named the old chunks");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    stop_outside_the_chunk_lock(&store.ds, pid);
+    assert!(child.try_wait().expect("poll").is_none(), "the backup ended before it was stopped");
+
+    run_ok(store.cmd().args(["prune", "host/old", "--keep-last", "1"]));
+    let report = run_json(store.cmd().args(["gc", "--json"]));
+    let missing: Vec<_> = referenced.iter().filter(|p| !p.exists()).collect();
+    assert!(missing.is_empty(), "gc freed {} chunks a running backup referenced: {report}", missing.len());
+    assert!(u64_of(&report, "removed_chunks") > 0, "gc swept nothing, so it proved nothing: {report}");
+    assert!(child.try_wait().expect("poll").is_none(), "the backup died while stopped");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("continue the backup");
+
     let read = |name: &str| std::fs::read_to_string(store.path(name)).expect("log");
     assert!(child.wait().expect("status").success(), "backup failed: {}", read("new.err"));
     let id = read("new.out").lines().last().expect("id").trim().to_owned();
@@ -130,6 +148,65 @@ fn gc_never_frees_a_chunk_a_running_backup_references() {
     let out = store.path("out");
     store.restore(&id, &out, &[]);
     assert_same_tree(&new, &out);
+}
+
+/// The chunk files the live journals under `writers/` name.
+fn journaled(ds: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(ds.join("writers")).expect("writers/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "journal") {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            for id in bytes.chunks_exact(32) {
+                let hex = hex::encode(id);
+                out.insert(ds.join("chunks").join(&hex[0..2]).join(&hex[2..4]).join(&hex));
+            }
+        }
+    }
+    out
+}
+
+/// Stop `pid` at a moment it holds no lock on `locks/chunks` (else gc
+/// would wait for it for ever).
+fn stop_outside_the_chunk_lock(ds: &Path, pid: nix::unistd::Pid) {
+    use nix::sys::signal::{Signal, kill};
+    let lock = std::fs::File::open(ds.join("locks/chunks")).expect("locks/chunks");
+    for _ in 0..1000 {
+        kill(pid, Signal::SIGSTOP).expect("stop the backup");
+        wait_stopped(pid);
+        match nix::fcntl::Flock::lock(
+            lock.try_clone().expect("dup"),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(held) => {
+                drop(held);
+                return;
+            }
+            Err(_) => {
+                kill(pid, Signal::SIGCONT).expect("continue the backup");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    panic!("the backup always held the chunk lock");
+}
+
+/// Wait until every thread of `pid` has stopped.
+fn wait_stopped(pid: nix::unistd::Pid) {
+    let started = Instant::now();
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    loop {
+        let all = std::fs::read_dir(&tasks).expect("tasks").all(|t| {
+            let stat = std::fs::read_to_string(t.expect("task").path().join("stat")).unwrap_or_default();
+            // The state follows the command name in parentheses.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+        if all {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the backup did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

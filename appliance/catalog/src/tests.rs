@@ -187,16 +187,28 @@ fn a_second_open_waits_for_the_first_to_close() {
         Err(CatalogError::Busy { .. })
     ));
 
+    // The waiter's log says when it found the catalog busy: the first is
+    // dropped only after that, so the second open has certainly waited.
     let (opened_tx, opened_rx) = mpsc::channel();
+    let (log_tx, log_rx) = mpsc::channel::<String>();
     let waiter = {
         let path = path.clone();
         thread::spawn(move || {
-            let cat = Catalog::open(&path).unwrap();
+            let logs = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || LineSender(log_tx.clone()))
+                .finish();
+            let cat = tracing::subscriber::with_default(logs, || Catalog::open(&path).unwrap());
             opened_tx.send(Instant::now()).unwrap();
             cat.snapshot_ids().unwrap()
         })
     };
-    thread::sleep(Duration::from_millis(300));
+    loop {
+        let line = log_rx.recv_timeout(Duration::from_secs(30)).expect("the second open never found it busy");
+        if line.contains("catalog busy, waiting") {
+            break;
+        }
+    }
     assert!(opened_rx.try_recv().is_err(), "second open did not wait for the first");
     first.upsert_snapshot(&full_info()).unwrap();
     let released = Instant::now();
@@ -204,6 +216,20 @@ fn a_second_open_waits_for_the_first_to_close() {
     let opened = opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(opened >= released);
     assert_eq!(waiter.join().unwrap(), vec![full_info().id]);
+}
+
+/// A log writer that sends what it is given to a channel.
+struct LineSender(mpsc::Sender<String>);
+
+impl std::io::Write for LineSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

@@ -712,3 +712,135 @@ impl Restorer {
             .map_err(|e| io_error("set the times of", &shown, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    fn entry(path: &[u8], kind: EntryKind, mode: u32) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind,
+            mode,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            mtime: 1_700_000_000,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            ino: 0,
+            size: 0,
+            rdev: 0,
+            link_target: Vec::new(),
+            hardlink: 0,
+            payload_offset: 0,
+            extents: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn file(path: &[u8], data: &[u8]) -> Entry {
+        Entry { size: data.len() as u64, ..entry(path, EntryKind::File, 0o644) }
+    }
+
+    fn symlink(path: &[u8], to: &[u8]) -> Entry {
+        Entry { link_target: to.to_vec(), ..entry(path, EntryKind::Symlink, 0o777) }
+    }
+
+    /// Restore one entry (writing `data` when it is a file).
+    fn put(r: &mut Restorer, e: &Entry, data: &[u8]) -> Result<(), RestoreError> {
+        match r.begin(&e.path, e)? {
+            Begin::Done => Ok(()),
+            Begin::Data(mut sink) => {
+                sink.write(data)?;
+                r.finish_file(sink)
+            }
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Every directory the restore makes is 0700 and the restoring user's
+    /// until `finish`, however open the archive says it was: no other
+    /// user can swap a path component in it while the restore works.
+    #[test]
+    fn directories_stay_0700_until_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        let open = entry(b"open", EntryKind::Dir, 0o1777);
+        let inner = entry(b"open/inner", EntryKind::Dir, 0o755);
+        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &open, b"").unwrap();
+        put(&mut r, &inner, b"").unwrap();
+        put(&mut r, &file(b"open/inner/f", b"abc"), b"abc").unwrap();
+        for dir in ["open", "open/inner"] {
+            let path = target.join(dir);
+            assert_eq!(mode(&path), 0o700, "{dir} during the restore");
+            assert_eq!(std::fs::metadata(&path).unwrap().uid(), nix::unistd::geteuid().as_raw());
+        }
+        let stats = r.finish().unwrap();
+        assert_eq!(mode(&target.join("open")), 0o1777);
+        assert_eq!(mode(&target.join("open/inner")), 0o755);
+        let mtime = std::fs::metadata(target.join("open/inner")).unwrap().mtime();
+        assert_eq!(mtime, 1_700_000_000, "directory times are set after their children");
+        assert_eq!((stats.dirs, stats.files), (3, 1), "{stats:?}");
+    }
+
+    /// Symlinks appear only in `finish`, after every other entry, so no
+    /// entry is ever written through one, even one the archive lists first
+    /// and points outside the target.
+    #[test]
+    fn symlinks_are_made_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, outside) = (tmp.path().join("t"), tmp.path().join("outside"));
+        std::fs::create_dir(&outside).unwrap();
+        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &symlink(b"away", outside.as_os_str().as_bytes()), b"").unwrap();
+        put(&mut r, &symlink(b"near", b"d/f"), b"").unwrap();
+        assert!(std::fs::symlink_metadata(target.join("away")).is_err(), "a symlink made before the end");
+        put(&mut r, &entry(b"d", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &file(b"d/f", b"inside"), b"inside").unwrap();
+        // The archive's next entry lies beneath the symlink: it becomes a
+        // real directory inside the target, and the symlink loses.
+        put(&mut r, &file(b"away/pwned", b"pwned"), b"pwned").unwrap();
+        assert!(std::fs::symlink_metadata(target.join("near")).is_err(), "a symlink made before the end");
+        let stats = r.finish().unwrap();
+
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "written outside the target");
+        assert_eq!(std::fs::read(target.join("away/pwned")).unwrap(), b"pwned");
+        assert!(std::fs::symlink_metadata(target.join("away")).unwrap().is_dir());
+        assert!(stats.warnings.iter().any(|w| w.contains("symlink not restored")), "{stats:?}");
+        assert_eq!(std::fs::read_link(target.join("near")).unwrap(), Path::new("d/f"));
+        assert_eq!(std::fs::read(target.join("near")).unwrap(), b"inside");
+        assert_eq!(stats.symlinks, 1, "{stats:?}");
+    }
+
+    /// A hard link in the archive names a group, never a path: a member
+    /// links only to the first member restored in this target, and a
+    /// group whose first member was never restored gets a file of its own.
+    #[test]
+    fn hard_links_stay_inside_the_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        let first = Entry { hardlink: 7, ..file(b"a", b"same") };
+        let second = Entry { hardlink: 7, ..file(b"b", b"same") };
+        let lonely = Entry { hardlink: 9, ..file(b"c", b"own") };
+        put(&mut r, &first, b"same").unwrap();
+        put(&mut r, &second, b"same").unwrap();
+        put(&mut r, &lonely, b"own").unwrap();
+        let stats = r.finish().unwrap();
+        let ino = |n: &str| std::fs::metadata(target.join(n)).unwrap().ino();
+        assert_eq!(ino("a"), ino("b"));
+        assert_eq!(std::fs::metadata(target.join("c")).unwrap().nlink(), 1);
+        assert_eq!(std::fs::read(target.join("c")).unwrap(), b"own");
+        assert_eq!((stats.files, stats.links), (2, 1), "{stats:?}");
+    }
+}
