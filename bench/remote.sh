@@ -28,7 +28,7 @@ say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 [[ -f $KERNEL_TARBALL ]] || { echo "needs $KERNEL_TARBALL: apt-get install linux-source-6.1" >&2; exit 2; }
 
 say "building cairn (release)"
-(cd "$ROOT" && cargo build --release --quiet -p daemon)
+(cd "$ROOT" && cargo build --release --quiet -p cairn)
 CAIRN=$ROOT/target/release/cairn
 
 mkdir -p "$WORK/corpus"

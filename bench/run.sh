@@ -203,9 +203,9 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
 CAIRN=""
 build_cairn() {
-    say "building cairn (cargo build --release -p daemon)"
-    (cd "$ROOT" && cargo build --release -p daemon) ||
-        die "cargo build --release -p daemon failed"
+    say "building cairn (cargo build --release -p cairn)"
+    (cd "$ROOT" && cargo build --release -p cairn) ||
+        die "cargo build --release -p cairn failed"
     CAIRN=${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn
     [[ -x $CAIRN ]] || die "$CAIRN was not built"
     local help

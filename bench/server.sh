@@ -22,7 +22,7 @@ PORT=${CAIRN_BENCH_PORT:-18417}
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 say "building cairn (release)"
-(cd "$ROOT" && cargo build --release --quiet -p daemon)
+(cd "$ROOT" && cargo build --release --quiet -p cairn)
 CAIRN=$ROOT/target/release/cairn
 
 rm -rf "$WORK"; mkdir -p "$WORK/src/etc"

@@ -24,7 +24,7 @@ found=$(code_matches chunker 'std::fs|File::|OpenOptions|std::path')
 found=$(code_matches filevol 'std::thread|thread::spawn|thread::scope|rayon|crossbeam')
 [ -z "$found" ] || broken "filevol knows no threads, but: $found"
 
-for crate in model chunker filevol catalog engine policy protocol; do
+for crate in model chunker filevol catalog engine policy protocol dto jobhost client; do
   # (The policy compiler child reports to its parent on stderr: a protocol,
   # marked with ERROR_MARK, not talk to a terminal.)
   found=$(code_matches "$crate" '\b(e?println|e?print|dbg)!' | grep -v ERROR_MARK || true)
@@ -40,11 +40,30 @@ for crate in model chunker filevol catalog engine protocol; do
   done
 done
 deps=$(cargo tree -q -p chunker -e normal --prefix none | awk '{print $1}' | sort -u)
-for own in model filevol catalog engine policy protocol daemon; do
+for own in model filevol catalog engine policy protocol dto jobhost client server cairn; do
   if grep -qx "$own" <<<"$deps"; then broken "chunker is a leaf crate, but depends on $own"; fi
 done
+
+# The crates by role (ARCHITECTURE.md): the server never uses the CLI or
+# the client; the client never uses the server, the policy glue or
+# wasmtime; the policy glue and the JSON types know neither HTTP nor the
+# command line. Checked on the resolved dependency graph.
+crate_deps() { cargo tree -q -p "$1" -e normal --prefix none 2>/dev/null | awk '{print $1}' | sort -u; }
+refuse() {
+  local crate=$1; shift
+  local deps; deps=$(crate_deps "$crate")
+  [ -n "$deps" ] || { broken "cargo tree -p $crate gave nothing"; return; }
+  for banned in "$@"; do
+    if grep -qx "$banned" <<<"$deps"; then broken "$crate must not depend on $banned"; fi
+  done
+}
+refuse server cairn client clap indicatif reqwest
+refuse client server cairn jobhost policy wasmtime axum askama clap
+refuse jobhost server cairn client axum askama clap reqwest
+refuse dto server cairn client jobhost policy axum clap reqwest tokio
+refuse protocol server cairn client jobhost policy engine axum clap reqwest tokio
 
 if [ "$fail" -ne 0 ]; then
   exit 1
 fi
-echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine"
+echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine, the server uses neither the CLI nor the client"

@@ -2,7 +2,7 @@
 //! datastore and source trees in temporary directories and drives the real
 //! CLI, checking exit codes, JSON output and restored trees byte for byte.
 //!
-//! Run with `cargo test -p daemon --test it`. Needs root (devices, owners)
+//! Run with `cargo test -p cairn --test it`. Needs root (devices, owners)
 //! and the `setfacl` (Debian `acl`) and `setpriv` (util-linux) commands.
 
 mod support;

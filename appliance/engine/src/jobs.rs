@@ -488,8 +488,9 @@ impl Engine {
             None => job.sources.join(", "),
         };
         log(format!("backing up {what} into {}", api_group(&job)));
-        let outcome =
-            self.job_steps(&job, wall_now(), &log, policies).map(|(state, snap)| (state, Some(snap)));
+        let outcome = self
+            .job_steps(&job, crate::clock::now(), &log, policies)
+            .map(|(state, snap)| (state, Some(snap)));
         self.end_task(id, outcome, &log)
     }
 
@@ -522,7 +523,7 @@ impl Engine {
     fn task_log(&self, id: u64) -> impl Fn(String) + '_ {
         move |line: String| {
             tracing::info!(task = id, "{line}");
-            let stamped = format!("{} {line}", model::time::format_rfc3339(wall_now()));
+            let stamped = format!("{} {line}", model::time::format_rfc3339(crate::clock::now()));
             if let Err(e) = self.catalog().and_then(|c| Ok(c.update_task(id, |t| t.log.push(stamped))?)) {
                 tracing::warn!(task = id, "cannot write the task log: {e:#}");
             }
@@ -543,7 +544,7 @@ impl Engine {
         log(format!("finished: {}", state.as_str()));
         self.catalog()?.update_task(id, |t| {
             t.state = state;
-            t.finished = Some(wall_now());
+            t.finished = Some(crate::clock::now());
             t.snapshot = snapshot;
         })?;
         self.task(id)
@@ -580,7 +581,7 @@ impl Engine {
     ) -> Result<(TaskState, Option<String>)> {
         match what {
             Maintenance::Verify(ids) => {
-                let v = self.verify(ids, wall_now(), &Progress::default())?;
+                let v = self.verify(ids, crate::clock::now(), &Progress::default())?;
                 let mut state = TaskState::Ok;
                 for s in &v.snapshots {
                     log(format!("{} {}", if s.ok { "ok" } else { "DAMAGED" }, s.id));
@@ -706,7 +707,8 @@ impl Engine {
             }
         }
         if job.verify {
-            let v = self.verify(std::slice::from_ref(&report.id), wall_now(), &Progress::default())?;
+            let v =
+                self.verify(std::slice::from_ref(&report.id), crate::clock::now(), &Progress::default())?;
             if v.snapshots.iter().all(|s| s.ok) {
                 log(format!("verify: {} re-read and matched", count(v.chunks, "chunk")));
             } else {
@@ -768,10 +770,6 @@ fn check_job_name(name: &str) -> Result<()> {
 
 fn api_group(job: &Job) -> String {
     if job.group.ns.is_root() { job.group.to_string() } else { format!("{}/{}", job.group.ns, job.group) }
-}
-
-fn wall_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -228,41 +228,7 @@ pub fn validate_path(path: &[u8]) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// An archive path (or any bytes from a snapshot) made safe to show on a
-/// terminal or in a log line: valid UTF-8 stays as it is except that `\`
-/// becomes `\\`, `\n`, `\r` and `\t` are written so, other C0 controls
-/// (ESC, BEL, …) and DEL as `\xNN`, C1 controls and the Unicode
-/// direction marks, embeddings, overrides and isolates as `\u{NNNN}`;
-/// bytes that are not UTF-8 as `\xNN`.
-pub fn escaped(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\0'..='\x1f' | '\x7f' => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                '\u{80}'..='\u{9f}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}' => {
-                    let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
-}
+pub use model::human::escaped;
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, ArchiveError> {
     Err(ArchiveError::Invalid(msg.into()))

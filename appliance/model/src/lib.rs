@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod backy;
+pub mod human;
 pub mod ids;
 pub mod job;
 pub mod policy;

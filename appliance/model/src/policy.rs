@@ -1,5 +1,9 @@
 //! What the server records about a stored policy component.
 
+/// Largest policy component accepted: by the policy host, the server's
+/// upload and a client fetching a source handler.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
 /// A stored policy: the name operators use and what the policy host found
 /// in the component when it was added. The component's bytes are kept
 /// apart, by `digest`.

@@ -165,7 +165,7 @@ impl std::fmt::Debug for Host {
 }
 
 /// Largest component accepted.
-pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+pub use model::policy::MAX_COMPONENT_BYTES;
 
 impl Host {
     /// A host that compiles on the calling thread: for tests, benchmarks

@@ -179,3 +179,12 @@ pub fn index_name_ok(file: &str) -> bool {
         && file.starts_with(|c: char| c.is_ascii_alphanumeric())
         && file.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
+
+/// SHA-256 of a DER certificate as colon-separated lowercase hex pairs
+/// (`aa:bb:…`): how the server prints its certificate and the form a
+/// client pins (`--fingerprint`).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(der);
+    digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

@@ -1,0 +1,594 @@
+//! JSON handlers of `/api/v1`: each extracts, makes one engine call and
+//! returns a DTO.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use engine::access::TokenSpec;
+use model::{BackupGroup, Namespace, Role, SnapshotId, SnapshotInfo, SnapshotSummary};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::error::{AppError, AppResult};
+use super::state::{AppState, now};
+use dto::ListedJson;
+use dto::SnapshotJson;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `?ns=a/b` on routes that name a group or snapshot.
+#[derive(Debug, Default, Deserialize)]
+pub struct NsQuery {
+    #[serde(default)]
+    pub ns: String,
+}
+
+/// A snapshot named by the path `{type}/{id}/{time}` and `?ns=`.
+pub fn snapshot_id(kind: &str, id: &str, time: &str, ns: &str) -> AppResult<SnapshotId> {
+    let ns = Namespace::parse(ns)?;
+    Ok(SnapshotId::parse(&format!("{kind}/{id}/{time}"), &ns)?)
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub version: &'static str,
+    /// The datastore's path and its file system's size: not for backup
+    /// clients, who see only their own groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datastore: Option<String>,
+    pub snapshots: usize,
+    pub groups: usize,
+    /// Logical bytes of every snapshot.
+    pub logical_bytes: u64,
+    /// Bytes the snapshots added to the chunk store when made.
+    pub stored_bytes: u64,
+    pub dedup_factor: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    pub fingerprint: Option<String>,
+}
+
+/// Summaries of the snapshots a caller may see.
+pub async fn visible_summaries(state: &AppState, caller: &Caller) -> AppResult<Arc<Vec<SnapshotSummary>>> {
+    let all = state.summaries().await?;
+    if caller.role != Role::BackupClient {
+        return Ok(all);
+    }
+    Ok(Arc::new(all.iter().filter(|s| caller.may(&s.id.group)).cloned().collect()))
+}
+
+/// Datastore figures, shared by the status route, metrics and the overview page.
+pub async fn status_of(state: &AppState, caller: &Caller) -> AppResult<StatusJson> {
+    status_from(state, caller, &visible_summaries(state, caller).await?).await
+}
+
+/// Datastore figures from summaries already read; the datastore's path and
+/// disk only for callers who see the whole datastore.
+pub async fn status_from(
+    state: &AppState,
+    caller: &Caller,
+    all: &[SnapshotSummary],
+) -> AppResult<StatusJson> {
+    let whole = caller.role != Role::BackupClient;
+    let (disk, root) = if whole {
+        let (disk, root) =
+            state.engine(|e| Ok((e.disk_space()?, e.datastore().root().display().to_string()))).await?;
+        (Some(disk), Some(root))
+    } else {
+        (None, None)
+    };
+    let logical: u64 = all.iter().map(|s| s.size).sum();
+    let stored: u64 = all.iter().map(|s| s.stored).sum();
+    let groups: std::collections::BTreeSet<_> = all.iter().map(|s| &s.id.group).collect();
+    Ok(StatusJson {
+        version: env!("CARGO_PKG_VERSION"),
+        datastore: root,
+        snapshots: all.len(),
+        groups: groups.len(),
+        logical_bytes: logical,
+        stored_bytes: stored,
+        dedup_factor: if stored == 0 { 1.0 } else { logical as f64 / stored as f64 },
+        disk_total_bytes: disk.map(|d| d.0),
+        disk_free_bytes: disk.map(|d| d.1),
+        fingerprint: state.fingerprint().map(str::to_owned),
+    })
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<StatusJson>> {
+    Ok(Json(status_of(&state, &caller).await?))
+}
+
+/// The snapshots a caller may see, of one group or all, as the API lists
+/// them (straight from the cached rows).
+pub async fn visible_snapshots(
+    state: &AppState,
+    caller: &Caller,
+    group: Option<BackupGroup>,
+) -> AppResult<Vec<SnapshotJson>> {
+    if let Some(g) = &group {
+        caller.check(g)?;
+    }
+    let all = state.snapshots().await?;
+    Ok(all
+        .iter()
+        .filter(|s| group.as_ref().is_none_or(|g| s.id.group == *g) && caller.may(&s.id.group))
+        .map(SnapshotJson::from)
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupJson {
+    pub ns: String,
+    /// `[ns/NAME/]TYPE/ID`.
+    pub group: String,
+    /// `TYPE/ID`: the group in API and page paths (with `?ns=`).
+    pub path: String,
+    pub snapshots: usize,
+    pub last: String,
+    pub last_verify: &'static str,
+    pub size: u64,
+    pub stored: u64,
+}
+
+/// Groups with their snapshot counts, from a list of snapshots (sorted by group).
+pub fn groups_of(snaps: &[SnapshotSummary]) -> Vec<GroupJson> {
+    let mut out: BTreeMap<(String, String), GroupJson> = BTreeMap::new();
+    for s in snaps {
+        let key = (s.id.group.ns.to_string(), s.id.group.to_string());
+        let g = out.entry(key.clone()).or_insert_with(|| GroupJson {
+            path: format!("{}/{}", s.id.group.kind, s.id.group.id),
+            ns: key.0,
+            group: key.1,
+            snapshots: 0,
+            last: String::new(),
+            last_verify: "none",
+            size: 0,
+            stored: 0,
+        });
+        g.snapshots += 1;
+        g.last = s.id.time_text();
+        g.last_verify = s.verify.as_str();
+        g.size = s.size;
+        g.stored += s.stored;
+    }
+    out.into_values().collect()
+}
+
+pub async fn groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<Vec<GroupJson>>> {
+    Ok(Json(groups_of(&visible_summaries(&state, &caller).await?)))
+}
+
+/// `?group=TYPE/ID&ns=&offset=&limit=` (paging needs a group; the total
+/// comes back in `x-total-count`).
+#[derive(Debug, Deserialize)]
+pub struct SnapshotsQuery {
+    pub group: Option<String>,
+    #[serde(default)]
+    pub ns: String,
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
+}
+
+pub async fn snapshots(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SnapshotsQuery>,
+) -> AppResult<Response> {
+    let group = match &q.group {
+        Some(g) => Some(BackupGroup::parse(g, &Namespace::parse(&q.ns)?)?),
+        None => None,
+    };
+    let (list, total) = match (group, q.offset.is_some() || q.limit.is_some()) {
+        (Some(g), true) => {
+            caller.check(&g)?;
+            let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(usize::MAX));
+            let (page, total) = state.engine(move |e| e.snapshot_page(&g, false, offset, limit)).await?;
+            (page.iter().map(SnapshotJson::from).collect(), total)
+        }
+        (None, true) => return Err(AppError::bad_request("offset and limit need a group")),
+        (group, false) => {
+            let list = visible_snapshots(&state, &caller, group).await?;
+            let n = list.len();
+            (list, n)
+        }
+    };
+    let mut res = Json(list).into_response();
+    res.headers_mut().insert("x-total-count", HeaderValue::from(total));
+    Ok(res)
+}
+
+/// Look up one snapshot the caller may see.
+async fn one(state: &AppState, caller: &Caller, id: SnapshotId) -> AppResult<SnapshotInfo> {
+    caller.check(&id.group)?;
+    state.engine(move |e| e.snapshot(&id)).await
+}
+
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    Ok(Json(SnapshotJson::from(&one(&state, &caller, id).await?)))
+}
+
+async fn set_protected(state: AppState, id: SnapshotId, protected: bool) -> AppResult<Json<SnapshotJson>> {
+    let info = state
+        .engine(move |e| {
+            e.set_protected(&id, protected)?;
+            e.snapshot(&id)
+        })
+        .await?;
+    Ok(Json(SnapshotJson::from(&info)))
+}
+
+pub async fn protect(
+    State(state): State<AppState>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    set_protected(state, snapshot_id(&kind, &id, &time, &q.ns)?, true).await
+}
+
+pub async fn unprotect(
+    State(state): State<AppState>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<NsQuery>,
+) -> AppResult<Json<SnapshotJson>> {
+    set_protected(state, snapshot_id(&kind, &id, &time, &q.ns)?, false).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    #[serde(default)]
+    pub ns: String,
+    #[serde(default)]
+    pub path: String,
+}
+
+pub async fn files(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Json<Vec<ListedJson>>> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path;
+    let items = state.engine(move |e| e.list(&id, Some(path.as_bytes()), false)).await?;
+    Ok(Json(items.iter().map(ListedJson::new).collect()))
+}
+
+/// Stream one file of a snapshot.
+pub async fn download(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+) -> AppResult<Response> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path.clone();
+    let (entry, reader) = state.engine(move |e| e.open_file(&id, path.as_bytes())).await?;
+    let size = reader.size();
+    let body = Body::from_stream(super::stream::from_reader(reader));
+    let name =
+        String::from_utf8_lossy(entry.path.rsplit(|c| *c == b'/').next().unwrap_or(b"file")).into_owned();
+    let mut res = attachment(body, &name, "application/octet-stream");
+    res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(res)
+}
+
+/// A download answer: the body with its type and a file name to save as.
+fn attachment(body: Body, file_name: &str, content_type: &'static str) -> Response {
+    let disposition =
+        format!("attachment; filename*=UTF-8''{}", super::auth::urlencoding(file_name).replace('/', "%2F"));
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    res
+}
+
+/// `GET …/tar?path=ARCHIVE/dir`: a directory (or a whole archive) as a
+/// tar stream.
+pub async fn download_tar(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kind, id, time)): Path<(String, String, String)>,
+    Query(q): Query<PathQuery>,
+    request: Option<Extension<super::finish::RequestId>>,
+) -> AppResult<Response> {
+    let id = snapshot_id(&kind, &id, &time, &q.ns)?;
+    caller.check(&id.group)?;
+    let path = q.path.clone();
+    // Answer "no such path" as an error status before streaming starts.
+    let (check_id, check_path) = (id.clone(), path.clone());
+    state.engine(move |e| e.list(&check_id, Some(check_path.as_bytes()), false)).await?;
+    let request = request.map(|Extension(r)| r.0).unwrap_or_default();
+    let body = Body::from_stream(super::stream::from_writer(move |out| {
+        let engine = state.engine_handle();
+        let report = engine.write_tar(&id, path.as_bytes(), out)?;
+        for (name, why) in &report.refused {
+            tracing::warn!(request = %request, snapshot = %id, "tar download: left out {name}: {why}");
+        }
+        if report.refused_count > 0 {
+            tracing::warn!(
+                request = %request,
+                snapshot = %id,
+                "tar download: left out {} entries that would be written through a non-directory, \
+                 twice or out of order; the snapshot's metadata is damaged or hostile",
+                report.refused_count
+            );
+        }
+        Ok(())
+    }));
+    let last = q.path.trim_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("snapshot");
+    Ok(attachment(body, &format!("{last}.tar"), "application/x-tar"))
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserJson {
+    pub name: String,
+    pub role: &'static str,
+    pub created: String,
+}
+
+impl From<&model::User> for UserJson {
+    fn from(u: &model::User) -> Self {
+        Self { name: u.name.clone(), role: u.role.as_str(), created: model::time::format_rfc3339(u.created) }
+    }
+}
+
+pub async fn users(State(state): State<AppState>) -> AppResult<Json<Vec<UserJson>>> {
+    let users = state.engine(|e| e.users()).await?;
+    Ok(Json(users.iter().map(UserJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    pub role: String,
+}
+
+pub fn parse_role(text: &str) -> AppResult<Role> {
+    Role::parse(text).ok_or_else(|| {
+        AppError::bad_request(format!("unknown role {text:?}: use admin, operator, auditor or backup-client"))
+    })
+}
+
+pub async fn set_user(State(state): State<AppState>, Json(u): Json<NewUser>) -> AppResult<Json<UserJson>> {
+    let role = parse_role(&u.role)?;
+    let user =
+        state.engine(move |e| e.set_password(&u.name, &u.password, role, now()).map_err(bad_input)).await?;
+    Ok(Json(UserJson::from(&user)))
+}
+
+/// Mark an engine refusal (a bad name, a short password) as the caller's mistake.
+pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(BadInput(format!("{e:#}")))
+}
+
+/// An engine refusal caused by what the caller sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+pub async fn remove_user(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<bool>> {
+    let gone = state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?;
+    state.forget_tokens();
+    Ok(Json(gone))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub role: &'static str,
+    pub groups: Vec<String>,
+    pub created: String,
+    pub expires: Option<String>,
+    /// The full token: present only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<&model::ApiToken> for TokenJson {
+    fn from(t: &model::ApiToken) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            owner: t.owner.clone(),
+            role: t.role.as_str(),
+            groups: t.groups.iter().map(ToString::to_string).collect(),
+            created: model::time::format_rfc3339(t.created),
+            expires: t.expires.map(model::time::format_rfc3339),
+            token: None,
+        }
+    }
+}
+
+/// Parse a group as the API takes it: `[ns/NAME/]TYPE/ID`.
+pub fn parse_group(text: &str) -> AppResult<BackupGroup> {
+    Ok(BackupGroup::parse(text, &Namespace::root())?)
+}
+
+pub async fn tokens(State(state): State<AppState>) -> AppResult<Json<Vec<TokenJson>>> {
+    let tokens = state.engine(|e| e.tokens()).await?;
+    Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(t): Json<NewToken>,
+) -> AppResult<Json<TokenJson>> {
+    Ok(Json(make_token(&state, &caller, t).await?))
+}
+
+/// Shared by the API and the users page.
+pub async fn make_token(state: &AppState, caller: &Caller, t: NewToken) -> AppResult<TokenJson> {
+    let spec = TokenSpec {
+        name: t.name,
+        owner: caller.name.clone(),
+        role: parse_role(&t.role)?,
+        groups: t
+            .groups
+            .iter()
+            .filter(|g| !g.trim().is_empty())
+            .map(|g| parse_group(g))
+            .collect::<Result<_, _>>()?,
+        expires: None,
+    };
+    let (text, token) = state.engine(move |e| e.create_token(&spec, now()).map_err(bad_input)).await?;
+    Ok(TokenJson { token: Some(text), ..TokenJson::from(&token) })
+}
+
+pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> AppResult<Json<bool>> {
+    let gone = state.engine(move |e| e.revoke_token(&id)).await?;
+    state.forget_tokens();
+    Ok(Json(gone))
+}
+
+/// Prometheus text exposition of the datastore's figures.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    let snaps = visible_summaries(&state, &caller).await?;
+    let st = status_from(&state, &caller, &snaps).await?;
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric("cairn_snapshots", "Snapshots in the datastore.", "gauge", one(st.snapshots.to_string()));
+    metric("cairn_groups", "Backup groups in the datastore.", "gauge", one(st.groups.to_string()));
+    metric(
+        "cairn_logical_bytes",
+        "Logical bytes of all snapshots.",
+        "gauge",
+        one(st.logical_bytes.to_string()),
+    );
+    metric(
+        "cairn_stored_bytes",
+        "Chunk bytes the snapshots added when made.",
+        "gauge",
+        one(st.stored_bytes.to_string()),
+    );
+    metric(
+        "cairn_dedup_factor",
+        "Logical bytes per stored byte.",
+        "gauge",
+        one(format!("{:.4}", st.dedup_factor)),
+    );
+    metric(
+        "cairn_disk_total_bytes",
+        "Size of the datastore's file system.",
+        "gauge",
+        one(st.disk_total_bytes.unwrap_or(0).to_string()),
+    );
+    metric(
+        "cairn_disk_free_bytes",
+        "Free space on the datastore's file system.",
+        "gauge",
+        one(st.disk_free_bytes.unwrap_or(0).to_string()),
+    );
+    let newest: Vec<(String, String)> = groups_of(&snaps)
+        .iter()
+        .map(|g| {
+            let t = model::time::parse_rfc3339(&g.last).unwrap_or(0);
+            (
+                format!("{{ns=\"{}\",group=\"{}\"}}", escape_label(&g.ns), escape_label(&g.group)),
+                t.to_string(),
+            )
+        })
+        .collect();
+    metric(
+        "cairn_group_last_snapshot_seconds",
+        "Time of the newest snapshot of each group.",
+        "gauge",
+        newest,
+    );
+    let jobs = super::jobs_api::statuses(&state, &caller).await?;
+    let job_label = |j: &model::Job| format!("{{job=\"{}\"}}", escape_label(&j.name));
+    let per_job = |f: &dyn Fn(&engine::jobs::JobStatus) -> Option<String>| {
+        jobs.iter().filter_map(|s| f(s).map(|v| (job_label(&s.job), v))).collect::<Vec<_>>()
+    };
+    metric(
+        "cairn_job_overdue",
+        "1 when the job's newest good snapshot is older than 1.5 times its shortest interval.",
+        "gauge",
+        per_job(&|s| Some(u8::from(s.sla == model::Sla::Overdue).to_string())),
+    );
+    metric(
+        "cairn_job_last_success",
+        "1 when the job's last finished run succeeded (ok or warning), 0 when it failed.",
+        "gauge",
+        per_job(&|s| {
+            let t = s.last_task.as_ref().filter(|t| t.finished.is_some())?;
+            Some(u8::from(t.state != model::TaskState::Failed).to_string())
+        }),
+    );
+    metric(
+        "cairn_job_last_duration_seconds",
+        "Duration of the job's last finished run.",
+        "gauge",
+        per_job(&|s| {
+            let t = s.last_task.as_ref()?;
+            Some((t.finished? - t.started).to_string())
+        }),
+    );
+    metric(
+        "cairn_scheduler_ticks_total",
+        "Times the scheduler looked for due jobs (every 5 s).",
+        "counter",
+        one(state.runner().ticks().to_string()),
+    );
+    metric(
+        "cairn_scheduler_policy_calls_total",
+        "Times a scheduler policy was asked whether a job runs.",
+        "counter",
+        one(state.scheduler_calls().to_string()),
+    );
+    let mut res = out.into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(res)
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
