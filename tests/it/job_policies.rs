@@ -139,7 +139,7 @@ fn a_job_with_a_source_handler_scheduler_policy_and_retention_policy() {
         "keep-last=1",
     ]));
     let jobs = run_json(store.cmd().args(["job", "list", "--json"]));
-    assert_eq!(jobs[0]["schedule"], "policy backy", "{jobs}");
+    assert_eq!(jobs[0]["schedule_text"], "policy backy", "{jobs}");
 
     let first = run_ok(store.cmd().args(["job", "run", "db"]));
     assert!(first.contains("source handler source-http") && first.contains("tags: daily"), "{first}");

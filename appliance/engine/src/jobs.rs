@@ -298,21 +298,19 @@ pub struct JobStatus {
 
 impl Engine {
     /// Create or replace a job after checking it.
+    /// Store a job after every check: the job's own (`Job::check`) and
+    /// that its cron schedule fires. The CLI, the API and the dashboard's
+    /// form all save jobs here, so they refuse the same jobs. (A job may
+    /// name a policy that is not stored yet, or no longer: its runs fail
+    /// until it is; the dashboard's form offers only stored ones.)
     pub fn put_job(&self, job: &Job) -> Result<()> {
+        let bad = |e: String| anyhow::anyhow!(crate::ops::BadRequest(e));
         check_job_name(&job.name)?;
-        let kind = job.schedule_kind().map_err(|e| anyhow::anyhow!(crate::ops::BadRequest(e)))?;
-        if kind == ScheduleKind::Cron {
+        job.check().map_err(bad)?;
+        if job.schedule_kind().map_err(bad)? == ScheduleKind::Cron {
             CronSchedule::parse(&job.schedule)?
                 .check_fires(job.created)
                 .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", job.schedule))?;
-        }
-        match (&job.source, job.sources.is_empty()) {
-            (None, true) => bail!("job {} has no source to back up", job.name),
-            (Some(_), false) => bail!("job {} has both paths and a source handler; give one", job.name),
-            _ => {}
-        }
-        if job.retention.is_some() && !job.keep.is_empty() {
-            bail!("job {} has both keep rules and a retention policy; give one", job.name);
         }
         Ok(self.catalog()?.put_job(job)?)
     }
@@ -883,5 +881,46 @@ mod tests {
         assert!(err.contains("never fires"), "{err}");
         let names: Vec<String> = engine.jobs().unwrap().into_iter().map(|j| j.name).collect();
         assert_eq!(names, ["...", "web01.etc"]);
+    }
+
+    /// `put_job` is the one place a job is checked: what the API refused
+    /// before it reached the engine (a relative grant directory, a zero
+    /// size limit, a malformed allowed host) is refused here too, so a job
+    /// made by the CLI or a future caller cannot skip it.
+    #[test]
+    fn put_job_refuses_bad_source_grants_whoever_calls_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::init(&dir.path().join("ds"), crate::DatastoreConfig::default()).unwrap();
+        let handled =
+            |source: model::JobSource| Job { sources: vec![], source: Some(source), ..job("h", "0 3 * * *") };
+        let good = model::JobSource {
+            handler: "http".into(),
+            params: vec![],
+            allow_hosts: vec!["db.example.com:443".into()],
+            grant_dir: Some("/srv/dump".into()),
+            max_bytes: Some(1 << 30),
+        };
+        engine.put_job(&handled(good.clone())).unwrap();
+        let cases = [
+            (model::JobSource { grant_dir: Some("srv".into()), ..good.clone() }, "absolute path"),
+            (model::JobSource { max_bytes: Some(0), ..good.clone() }, "at least 1"),
+            (model::JobSource { allow_hosts: vec!["db.example.com".into()], ..good.clone() }, "HOST:PORT"),
+            (model::JobSource { allow_hosts: vec!["db:0".into()], ..good.clone() }, "HOST:PORT"),
+        ];
+        for (source, says) in cases {
+            let err = engine.put_job(&Job { name: "bad".into(), ..handled(source) }).unwrap_err();
+            assert!(err.downcast_ref::<crate::ops::BadRequest>().is_some(), "{err:#}");
+            assert!(err.to_string().contains(says), "{says}: {err:#}");
+        }
+        let both = Job { sources: vec!["/srv".into()], ..handled(good) };
+        assert!(
+            engine
+                .put_job(&Job { name: "both".into(), ..both })
+                .unwrap_err()
+                .to_string()
+                .contains("give one")
+        );
+        let names: Vec<String> = engine.jobs().unwrap().into_iter().map(|j| j.name).collect();
+        assert_eq!(names, ["h"]);
     }
 }

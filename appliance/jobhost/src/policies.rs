@@ -235,18 +235,7 @@ pub fn load(
 /// `KEY=VALUE` parameters for a policy, as `--param` and the dashboard's
 /// forms give them (a value may hold `=` and spaces).
 pub fn parse_params<S: AsRef<str>>(raw: impl IntoIterator<Item = S>) -> Result<Vec<(String, String)>> {
-    raw.into_iter()
-        .map(|p| {
-            let p = p.as_ref();
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| BadRequest(format!("parameter {p:?}: expected KEY=VALUE")))?;
-            if k.is_empty() {
-                bail!(BadRequest(format!("parameter {p:?}: the key is empty")));
-            }
-            Ok((k.to_owned(), v.to_owned()))
-        })
-        .collect()
+    model::policy::parse_params(raw).map_err(|e| anyhow!(BadRequest(e)))
 }
 
 /// A decider for `Engine::prune_with` that asks retention policy `name`

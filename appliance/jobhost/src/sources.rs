@@ -18,18 +18,11 @@ use crate::policies::{host, ready};
 /// Check the hosts a handler may reach (`HOST:PORT`) and the granted
 /// directory.
 pub fn grants(allow_hosts: &[String], grant_dir: Option<&Path>) -> Result<Grants> {
-    let mut hosts = Vec::new();
-    for h in allow_hosts {
-        let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty()
-                && port.parse::<u16>().is_ok_and(|p| p > 0)
-                && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
-        });
-        if !ok {
-            bail!("allowed host {h:?}: expected HOST:PORT, e.g. db.example.com:443 or 127.0.0.1:8080");
-        }
-        hosts.push(h.to_ascii_lowercase());
-    }
+    let hosts = allow_hosts
+        .iter()
+        .map(|h| model::job::check_allow_host(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
     if let Some(dir) = grant_dir
         && !dir.is_dir()
     {

@@ -81,6 +81,72 @@ impl Job {
             )),
         }
     }
+
+    /// How the job is scheduled, in a few words: the cron schedule, the
+    /// named intervals, or `policy NAME`.
+    pub fn describe_schedule(&self) -> String {
+        match (&self.scheduler, self.intervals.is_empty()) {
+            (Some(p), _) => format!("policy {}", p.name),
+            (None, false) => crate::backy::format_intervals(&self.intervals),
+            (None, true) => self.schedule.clone(),
+        }
+    }
+
+    /// What can be checked of a job without a datastore: exactly one way
+    /// to schedule it, paths or a source handler (not both), keep rules or
+    /// a retention policy (not both), and a source handler's grants. The
+    /// engine's `put_job` adds the checks that need the datastore (the
+    /// cron schedule fires, the policies are stored); the CLI and the API
+    /// both go through it.
+    pub fn check(&self) -> Result<(), String> {
+        self.schedule_kind()?;
+        match (&self.source, self.sources.is_empty()) {
+            (None, true) => return Err(format!("job {} has no source to back up", self.name)),
+            (Some(_), false) => {
+                return Err(format!("job {} has both paths and a source handler; give one", self.name));
+            }
+            (None, false) => {}
+            (Some(s), true) => s.check()?,
+        }
+        if self.retention.is_some() && !self.keep.is_empty() {
+            return Err(format!("job {} has both keep rules and a retention policy; give one", self.name));
+        }
+        Ok(())
+    }
+}
+
+impl JobSource {
+    /// A source handler's grants as a job keeps them: hosts as
+    /// `HOST:PORT`, an absolute directory, a size limit of at least a byte.
+    pub fn check(&self) -> Result<(), String> {
+        if self.grant_dir.as_ref().is_some_and(|d| !d.starts_with('/')) {
+            return Err("source.grant_dir must be an absolute path".into());
+        }
+        if self.max_bytes == Some(0) {
+            return Err("source.max_bytes must be at least 1 (or absent: no limit)".into());
+        }
+        for h in &self.allow_hosts {
+            check_allow_host(h)?;
+        }
+        Ok(())
+    }
+}
+
+/// A host a source handler may reach: `HOST:PORT` (a name, an IPv4
+/// address or a bracketed IPv6 address, and a port from 1). Returns it in
+/// lower case.
+pub fn check_allow_host(h: &str) -> Result<String, String> {
+    let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+    });
+    if !ok {
+        return Err(format!(
+            "allowed host {h:?}: expected HOST:PORT, e.g. db.example.com:443 or 127.0.0.1:8080"
+        ));
+    }
+    Ok(h.to_ascii_lowercase())
 }
 
 /// Where a task stands.

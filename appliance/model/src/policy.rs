@@ -57,6 +57,23 @@ pub fn valid_digest(digest: &str) -> bool {
     digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Policy parameters as operators type them, `KEY=VALUE` each (the value
+/// may hold `=`; the key may not be empty).
+pub fn parse_params<S: AsRef<str>>(
+    raw: impl IntoIterator<Item = S>,
+) -> Result<Vec<(String, String)>, String> {
+    raw.into_iter()
+        .map(|p| {
+            let p = p.as_ref();
+            let (k, v) = p.split_once('=').ok_or_else(|| format!("parameter {p:?}: expected KEY=VALUE"))?;
+            if k.is_empty() {
+                return Err(format!("parameter {p:?}: the key is empty"));
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
-use dto::ListedJson;
-use dto::SnapshotJson;
+use dto::{ListedJson, SnapshotJson, TokenJson, UserJson};
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -346,19 +345,6 @@ pub async fn download_tar(
     Ok(attachment(body, &format!("{last}.tar"), "application/x-tar"))
 }
 
-#[derive(Debug, Serialize)]
-pub struct UserJson {
-    pub name: String,
-    pub role: &'static str,
-    pub created: String,
-}
-
-impl From<&model::User> for UserJson {
-    fn from(u: &model::User) -> Self {
-        Self { name: u.name.clone(), role: u.role.as_str(), created: model::time::format_rfc3339(u.created) }
-    }
-}
-
 pub async fn users(State(state): State<AppState>) -> AppResult<Json<Vec<UserJson>>> {
     let users = state.engine(|e| e.users()).await?;
     Ok(Json(users.iter().map(UserJson::from).collect()))
@@ -398,35 +384,6 @@ pub async fn remove_user(State(state): State<AppState>, Path(name): Path<String>
     let gone = state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?;
     state.forget_tokens();
     Ok(Json(gone))
-}
-
-#[derive(Debug, Serialize)]
-pub struct TokenJson {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub role: &'static str,
-    pub groups: Vec<String>,
-    pub created: String,
-    pub expires: Option<String>,
-    /// The full token: present only in the answer that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl From<&model::ApiToken> for TokenJson {
-    fn from(t: &model::ApiToken) -> Self {
-        Self {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            owner: t.owner.clone(),
-            role: t.role.as_str(),
-            groups: t.groups.iter().map(ToString::to_string).collect(),
-            created: model::time::format_rfc3339(t.created),
-            expires: t.expires.map(model::time::format_rfc3339),
-            token: None,
-        }
-    }
 }
 
 /// Parse a group as the API takes it: `[ns/NAME/]TYPE/ID`.

@@ -11,14 +11,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use model::PolicyRecord;
 use model::prune::Rule;
 use policy::World;
-use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::jobs_api::{self, HIDDEN, JobSourceJson, KeepJson, NewJob, PolicyUseJson};
+use dto::{HIDDEN, JobForm};
+
+use super::jobs_api;
 use super::policy_api;
 use super::state::AppState;
-use super::views::{Chrome, Flash, form_number, render, render_flash};
+use super::views::{Chrome, Flash, render, render_flash};
 
 /// A job as its table rows show it.
 pub struct JobRow {
@@ -38,7 +39,7 @@ impl From<&engine::jobs::JobStatus> for JobRow {
         JobRow {
             name: s.job.name.clone(),
             group: s.job.group.to_string(),
-            schedule: describe_schedule(&s.job),
+            schedule: s.job.describe_schedule(),
             sla: s.sla.as_str(),
             newest: t(s.newest_good),
             next: t(s.next_run),
@@ -50,193 +51,6 @@ impl From<&engine::jobs::JobStatus> for JobRow {
 
 pub async fn job_rows(state: &AppState, caller: &Caller) -> AppResult<Vec<JobRow>> {
     Ok(jobs_api::statuses(state, caller).await?.iter().map(JobRow::from).collect())
-}
-
-/// The job form as posted, and as it is filled in again: every field is
-/// text (an empty number is 0), lists one item per line.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct JobForm {
-    name: String,
-    group: String,
-    /// Paths on the server (without a source handler).
-    sources: String,
-    /// A cron schedule, or backy's named intervals, or a scheduler policy.
-    schedule: String,
-    intervals: String,
-    tags: String,
-    keep_last: String,
-    keep_hourly: String,
-    keep_daily: String,
-    keep_weekly: String,
-    keep_monthly: String,
-    keep_yearly: String,
-    verify: Option<String>,
-    /// Stored policies by name ("" for none) with their `KEY=VALUE` lines.
-    scheduler: String,
-    scheduler_params: String,
-    retention: String,
-    retention_params: String,
-    source: String,
-    source_params: String,
-    /// `HOST:PORT` lines the source handler may reach.
-    allow_hosts: String,
-    grant_dir: String,
-    /// The most a source handler may yield in one run (`50G`; empty: no limit).
-    max_size: String,
-}
-
-fn lines(text: &str) -> Vec<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
-}
-
-fn param_lines(params: &[(String, String)]) -> String {
-    params.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
-}
-
-fn keep_count(field: &str, text: &str) -> AppResult<u32> {
-    Ok(form_number(field, text)?.unwrap_or(0))
-}
-
-impl JobForm {
-    /// A new job: nightly at 03:00 UTC, a week of dailies, four weeklies
-    /// and six monthlies.
-    fn new_job() -> Self {
-        let keep = model::prune::KeepRules { daily: 7, weekly: 4, monthly: 6, ..Default::default() };
-        Self { schedule: "0 3 * * *".into(), ..Self::keeping(&keep) }
-    }
-
-    fn keeping(k: &model::prune::KeepRules) -> Self {
-        Self {
-            keep_last: k.last.to_string(),
-            keep_hourly: k.hourly.to_string(),
-            keep_daily: k.daily.to_string(),
-            keep_weekly: k.weekly.to_string(),
-            keep_monthly: k.monthly.to_string(),
-            keep_yearly: k.yearly.to_string(),
-            ..Self::default()
-        }
-    }
-
-    /// An existing job's settings.
-    fn of(j: &model::Job) -> Self {
-        let policy = |p: &Option<model::PolicyUse>| {
-            p.as_ref().map(|p| (p.name.clone(), param_lines(&p.params))).unwrap_or_default()
-        };
-        let (scheduler, scheduler_params) = policy(&j.scheduler);
-        let (retention, retention_params) = policy(&j.retention);
-        let source = j.source.clone().unwrap_or_default();
-        Self {
-            name: j.name.clone(),
-            group: j.group.to_string(),
-            sources: j.sources.join("\n"),
-            schedule: j.schedule.clone(),
-            intervals: model::backy::format_intervals(&j.intervals),
-            tags: j.tags.join(" "),
-            verify: j.verify.then(|| "on".into()),
-            scheduler,
-            scheduler_params,
-            retention,
-            retention_params,
-            source_params: param_lines(&source.params),
-            allow_hosts: source.allow_hosts.join("\n"),
-            grant_dir: source.grant_dir.unwrap_or_default(),
-            max_size: source.max_bytes.map(model::size::format_size).unwrap_or_default(),
-            source: source.handler,
-            ..Self::keeping(&j.keep)
-        }
-    }
-
-    /// The job as the API takes it, with each policy checked against the
-    /// `stored` ones its select offers. `editing`: the form was filled in
-    /// from a stored job, so its keep fields are the job's own.
-    fn to_new_job(&self, stored: &[PolicyRecord], editing: bool) -> AppResult<NewJob> {
-        let scheduler = policy_use(stored, World::Scheduler, &self.scheduler, &self.scheduler_params)?;
-        let retention = policy_use(stored, World::Retention, &self.retention, &self.retention_params)?;
-        let max_bytes = Some(self.max_size.trim())
-            .filter(|s| !s.is_empty())
-            .map(model::size::parse_limit)
-            .transpose()
-            .map_err(AppError::bad_request)?;
-        let source = match policy_use(stored, World::Source, &self.source, &self.source_params)? {
-            Some(p) => Some(JobSourceJson {
-                handler: p.name,
-                params: p.params,
-                allow_hosts: lines(&self.allow_hosts),
-                grant_dir: Some(self.grant_dir.trim()).filter(|d| !d.is_empty()).map(str::to_owned),
-                max_bytes,
-            }),
-            None if !lines(&self.allow_hosts).is_empty()
-                || !self.grant_dir.trim().is_empty()
-                || max_bytes.is_some() =>
-            {
-                return Err(AppError::bad_request(
-                    "allowed hosts, a grant dir and a size limit are for a source handler: choose one, or clear them",
-                ));
-            }
-            None => None,
-        };
-        // A retention policy replaces the keep counts. A new job's keep
-        // fields start with defaults, which would override the counts of
-        // named intervals: a new interval job keeps none. A stored job's
-        // keep fields show its own rules (as the API may have set them
-        // beside intervals), so an edit saves what the form shows.
-        let keep = if retention.is_none() && (editing || self.intervals.trim().is_empty()) {
-            KeepJson {
-                last: keep_count("keep last", &self.keep_last)?,
-                hourly: keep_count("keep hourly", &self.keep_hourly)?,
-                daily: keep_count("keep daily", &self.keep_daily)?,
-                weekly: keep_count("keep weekly", &self.keep_weekly)?,
-                monthly: keep_count("keep monthly", &self.keep_monthly)?,
-                yearly: keep_count("keep yearly", &self.keep_yearly)?,
-            }
-        } else {
-            KeepJson::default()
-        };
-        Ok(NewJob {
-            name: self.name.trim().to_owned(),
-            group: self.group.trim().to_owned(),
-            sources: lines(&self.sources),
-            schedule: self.schedule.clone(),
-            intervals: self.intervals.clone(),
-            scheduler,
-            retention,
-            source,
-            tags: self.tags.split([',', ' ', '\n']).map(str::to_owned).collect(),
-            keep,
-            verify: self.verify.is_some(),
-        })
-    }
-}
-
-/// The stored policy of `world` that a select chose ("" for none), with
-/// the parameters typed for it.
-fn policy_use(
-    stored: &[PolicyRecord],
-    world: World,
-    name: &str,
-    params: &str,
-) -> AppResult<Option<PolicyUseJson>> {
-    let (name, world) = (name.trim(), world.name());
-    let params = jobhost::policies::parse_params(lines(params))
-        .map_err(|e| AppError::bad_request(format!("{world} {e:#}")))?;
-    if name.is_empty() {
-        if !params.is_empty() {
-            return Err(AppError::bad_request(format!(
-                "{world} parameters need a {world} policy: choose one, or clear them"
-            )));
-        }
-        return Ok(None);
-    }
-    match stored.iter().find(|r| r.name == name) {
-        None => Err(AppError::bad_request(format!(
-            "no policy named {name:?} is stored; add it on the Policies page, or choose another"
-        ))),
-        Some(r) if r.world != world => {
-            Err(AppError::bad_request(format!("policy {name} is a {} policy, not a {world} policy", r.world)))
-        }
-        Some(_) => Ok(Some(PolicyUseJson { name: name.to_owned(), params: params.into_iter().collect() })),
-    }
 }
 
 /// One choice of a policy select.
@@ -343,7 +157,31 @@ pub async fn jobs(
 /// Save a posted job form through the API's checks.
 async fn save_form(state: &AppState, caller: &Caller, f: &JobForm, editing: bool) -> AppResult<model::Job> {
     let stored = policy_api::stored(state).await?;
-    jobs_api::save(state, caller, f.to_new_job(&stored, editing)?).await
+    let new = f.to_new_job(editing).map_err(AppError::bad_request)?;
+    let uses = [
+        (new.scheduler.as_ref().map(|p| &p.name), World::Scheduler),
+        (new.retention.as_ref().map(|p| &p.name), World::Retention),
+        (new.source.as_ref().map(|s| &s.handler), World::Source),
+    ];
+    for (name, world) in uses {
+        let Some(name) = name else { continue };
+        match stored.iter().find(|r| &r.name == name) {
+            None => {
+                return Err(AppError::bad_request(format!(
+                    "no policy named {name:?} is stored; add it on the Policies page, or choose another"
+                )));
+            }
+            Some(r) if r.world != world.name() => {
+                return Err(AppError::bad_request(format!(
+                    "policy {name} is a {} policy, not a {} policy",
+                    r.world,
+                    world.name()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    jobs_api::save(state, caller, new).await
 }
 
 /// `POST /jobs`: the new-job form; a refused job is shown again with why.
@@ -526,13 +364,4 @@ pub async fn task(
         log: t.log,
     };
     render(&page)
-}
-
-/// How a job is scheduled, in a few words.
-pub fn describe_schedule(job: &model::Job) -> String {
-    match (&job.scheduler, job.intervals.is_empty()) {
-        (Some(p), _) => format!("policy {}", p.name),
-        (None, false) => model::backy::format_intervals(&job.intervals),
-        (None, true) => job.schedule.clone(),
-    }
 }

@@ -45,7 +45,6 @@ use anyhow::{Context, Result};
 use engine::{DatastoreConfig, Engine};
 
 use config::Settings;
-pub use job_views::describe_schedule;
 pub use routes::app;
 pub use state::AppState;
 

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::api::{NsQuery, snapshot_id};
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::jobs_api::{KeepJson, Started};
 use super::state::AppState;
 use super::views::{group_page_path, snapshot_path};
 use dto::SnapshotJson;
+use dto::{KeepJson, Started};
 
 /// Queue `what` as a task started by `caller`.
 pub async fn start(state: &AppState, caller: &Caller, what: Maintenance) -> AppResult<Started> {

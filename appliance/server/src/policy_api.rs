@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
-use super::views::{Chrome, Flash, form_number, render_flash};
+use super::views::{Chrome, Flash, render_flash};
 use dto::PolicyJson;
 use jobhost::policies::{self, NoSuchPolicy, Simulation};
 use protocol::SourceHandlerInfo;
@@ -270,8 +270,13 @@ async fn add_from_form(state: &AppState, mut form: Multipart) -> AppResult<Strin
         match name.as_str() {
             "component" => wasm = field.bytes().await?,
             "name" => q.name = Some(field.text().await?.trim().to_owned()).filter(|n| !n.is_empty()),
-            "cpu_ms" => q.cpu_ms = form_number("cpu_ms", &field.text().await?)?,
-            "memory_mib" => q.memory_mib = form_number("memory_mib", &field.text().await?)?,
+            "cpu_ms" => {
+                q.cpu_ms = dto::form_number("cpu_ms", &field.text().await?).map_err(AppError::bad_request)?
+            }
+            "memory_mib" => {
+                q.memory_mib =
+                    dto::form_number("memory_mib", &field.text().await?).map_err(AppError::bad_request)?
+            }
             _ => {}
         }
     }

@@ -86,17 +86,6 @@ pub fn render_flash(t: &impl Template, flash: &Flash) -> AppResult<Response> {
     Ok(res)
 }
 
-/// A number typed into a form field; empty is `None`.
-pub fn form_number<T: std::str::FromStr>(field: &str, text: &str) -> AppResult<Option<T>> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| AppError::bad_request(format!("{field} must be a whole number, not {text:?}")))
-}
-
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -570,8 +559,8 @@ pub struct RoleOption {
 #[template(path = "users.html")]
 struct UsersPage {
     chrome: Chrome,
-    users: Vec<api::UserJson>,
-    tokens: Vec<api::TokenJson>,
+    users: Vec<dto::UserJson>,
+    tokens: Vec<dto::TokenJson>,
     roles: Vec<RoleOption>,
     new_token: Option<String>,
     message: Option<String>,
@@ -587,8 +576,8 @@ async fn users_page(
     let tokens = state.engine(|e| e.tokens()).await?;
     let page = UsersPage {
         chrome: Chrome::new(state, caller),
-        users: users.iter().map(api::UserJson::from).collect(),
-        tokens: tokens.iter().map(api::TokenJson::from).collect(),
+        users: users.iter().map(dto::UserJson::from).collect(),
+        tokens: tokens.iter().map(dto::TokenJson::from).collect(),
         roles: Role::ALL
             .iter()
             .map(|r| RoleOption { name: r.as_str(), client: *r == Role::BackupClient })

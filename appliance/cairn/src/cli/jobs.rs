@@ -130,15 +130,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
             let statuses = open(cli)?.job_statuses(now())?;
             let t = |v: Option<i64>| v.map_or("-".to_owned(), model::time::format_rfc3339);
             if *json {
-                let out: Vec<_> = statuses
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!({"name": s.job.name, "group": s.job.group.to_string(), "schedule": server::describe_schedule(&s.job),
-                        "sla": s.sla.as_str(), "newest_good": s.newest_good.map(model::time::format_rfc3339),
-                        "next_run": s.next_run.map(model::time::format_rfc3339)})
-                    })
-                    .collect();
-                output::json(&out);
+                output::json(&statuses.iter().map(dto::JobJson::from).collect::<Vec<_>>());
             } else {
                 let rows: Vec<Vec<String>> = statuses
                     .iter()
@@ -146,7 +138,7 @@ pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
                         vec![
                             s.job.name.clone(),
                             s.job.group.to_string(),
-                            server::describe_schedule(&s.job),
+                            s.job.describe_schedule(),
                             s.sla.as_str().into(),
                             t(s.newest_good),
                             t(s.next_run),

@@ -129,11 +129,7 @@ pub fn user(cli: &Cli, c: &UserCommand) -> Result<ExitCode> {
         UserCommand::List { json } => {
             let users = engine.users()?;
             if *json {
-                let out: Vec<_> = users
-                    .iter()
-                    .map(|u| serde_json::json!({"name": u.name, "role": u.role.as_str(), "created": model::time::format_rfc3339(u.created)}))
-                    .collect();
-                output::json(&out);
+                output::json(&users.iter().map(dto::UserJson::from).collect::<Vec<_>>());
             } else {
                 let rows: Vec<Vec<String>> = users
                     .iter()
@@ -177,11 +173,7 @@ pub fn token(cli: &Cli, c: &TokenCommand) -> Result<ExitCode> {
             let group_list =
                 |t: &model::ApiToken| t.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",");
             if *json {
-                let out: Vec<_> = tokens
-                    .iter()
-                    .map(|t| serde_json::json!({"id": t.id, "name": t.name, "owner": t.owner, "role": t.role.as_str(), "groups": group_list(t)}))
-                    .collect();
-                output::json(&out);
+                output::json(&tokens.iter().map(dto::TokenJson::from).collect::<Vec<_>>());
             } else {
                 let rows: Vec<Vec<String>> = tokens
                     .iter()
