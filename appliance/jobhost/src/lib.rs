@@ -8,7 +8,8 @@
 //! Invariant: this crate neither parses arguments nor speaks HTTP; it
 //! returns what the CLI and the server render.
 
+pub mod job_host;
 pub mod policies;
 pub mod sources;
 
-pub use policies::JobHost;
+pub use job_host::JobHost;

@@ -15,25 +15,13 @@ use model::{BackupGroup, Namespace, Role, SnapshotId, SnapshotInfo, SnapshotSumm
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::error::{AppError, AppResult};
+use super::error::{AppError, AppResult, bad_input};
+use super::input::{NsQuery, PathQuery, parse_group, parse_role, snapshot_id};
 use super::state::{AppState, now};
 use dto::{ListedJson, SnapshotJson, TokenJson, UserJson};
 
 pub async fn healthz() -> &'static str {
     "ok\n"
-}
-
-/// `?ns=a/b` on routes that name a group or snapshot.
-#[derive(Debug, Default, Deserialize)]
-pub struct NsQuery {
-    #[serde(default)]
-    pub ns: String,
-}
-
-/// A snapshot named by the path `{type}/{id}/{time}` and `?ns=`.
-pub fn snapshot_id(kind: &str, id: &str, time: &str, ns: &str) -> AppResult<SnapshotId> {
-    let ns = Namespace::parse(ns)?;
-    Ok(SnapshotId::parse(&format!("{kind}/{id}/{time}"), &ns)?)
 }
 
 #[derive(Debug, Serialize)]
@@ -254,14 +242,6 @@ pub async fn unprotect(
     set_protected(state, snapshot_id(&kind, &id, &time, &q.ns)?, false).await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PathQuery {
-    #[serde(default)]
-    pub ns: String,
-    #[serde(default)]
-    pub path: String,
-}
-
 pub async fn files(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -298,7 +278,7 @@ pub async fn download(
 /// A download answer: the body with its type and a file name to save as.
 fn attachment(body: Body, file_name: &str, content_type: &'static str) -> Response {
     let disposition =
-        format!("attachment; filename*=UTF-8''{}", super::auth::urlencoding(file_name).replace('/', "%2F"));
+        format!("attachment; filename*=UTF-8''{}", super::input::urlencoding(file_name).replace('/', "%2F"));
     let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -357,12 +337,6 @@ pub struct NewUser {
     pub role: String,
 }
 
-pub fn parse_role(text: &str) -> AppResult<Role> {
-    Role::parse(text).ok_or_else(|| {
-        AppError::bad_request(format!("unknown role {text:?}: use admin, operator, auditor or backup-client"))
-    })
-}
-
 pub async fn set_user(State(state): State<AppState>, Json(u): Json<NewUser>) -> AppResult<Json<UserJson>> {
     let role = parse_role(&u.role)?;
     let user =
@@ -370,25 +344,10 @@ pub async fn set_user(State(state): State<AppState>, Json(u): Json<NewUser>) -> 
     Ok(Json(UserJson::from(&user)))
 }
 
-/// Mark an engine refusal (a bad name, a short password) as the caller's mistake.
-pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
-    anyhow::Error::new(BadInput(format!("{e:#}")))
-}
-
-/// An engine refusal caused by what the caller sent.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
 pub async fn remove_user(State(state): State<AppState>, Path(name): Path<String>) -> AppResult<Json<bool>> {
     let gone = state.engine(move |e| e.remove_user(&name, now()).map_err(bad_input)).await?;
     state.forget_tokens();
     Ok(Json(gone))
-}
-
-/// Parse a group as the API takes it: `[ns/NAME/]TYPE/ID`.
-pub fn parse_group(text: &str) -> AppResult<BackupGroup> {
-    Ok(BackupGroup::parse(text, &Namespace::root())?)
 }
 
 pub async fn tokens(State(state): State<AppState>) -> AppResult<Json<Vec<TokenJson>>> {

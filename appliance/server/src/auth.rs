@@ -14,10 +14,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use model::access::may_access_group;
-use model::{BackupGroup, Role};
+
+use model::Role;
 
 use super::error::AppError;
+use super::input::urlencoding;
 use super::state::{AppState, now};
 
 /// Name of the session cookie.
@@ -77,34 +78,7 @@ impl Access {
     }
 }
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    /// Who exactly: `token:ID` or `user:NAME` (remote sessions belong to it).
-    pub principal: String,
-    pub role: Role,
-    /// The groups a backup-client token may use.
-    pub groups: Vec<BackupGroup>,
-    /// CSRF token of the session, `None` for token callers.
-    pub csrf: Option<String>,
-}
-
-impl Caller {
-    /// Whether this caller may read or write `group`.
-    pub fn may(&self, group: &BackupGroup) -> bool {
-        may_access_group(self.role, &self.groups, group)
-    }
-
-    /// `may`, as an error for handlers.
-    pub fn check(&self, group: &BackupGroup) -> Result<(), AppError> {
-        if self.may(group) {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(format!("this token may not use group {group}")))
-        }
-    }
-}
+pub use crate::caller::Caller;
 
 /// A cookie's value from the `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -247,19 +221,6 @@ async fn multipart_field(body: Bytes, boundary: String, name: &str) -> Option<St
         }
     }
     None
-}
-
-/// Percent-encode a path for a query parameter.
-pub fn urlencoding(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

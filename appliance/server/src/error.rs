@@ -91,7 +91,7 @@ impl From<anyhow::Error> for AppError {
         {
             return Self::bad_request(err.to_string());
         }
-        if let Some(bad) = e.downcast_ref::<super::api::BadInput>() {
+        if let Some(bad) = e.downcast_ref::<BadInput>() {
             return Self::bad_request(bad.0.clone());
         }
         if let Some(id) = e.downcast_ref::<IdError>() {
@@ -150,6 +150,16 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// Mark an engine refusal (a bad name, a short password) as the caller's mistake.
+pub fn bad_input(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(BadInput(format!("{e:#}")))
+}
+
+/// An engine refusal caused by what the caller sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
 
 #[cfg(test)]
 mod tests {

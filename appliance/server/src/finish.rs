@@ -14,8 +14,8 @@ use rand::RngCore;
 use serde_json::json;
 
 use super::error::ErrorBody;
+use super::page;
 use super::state::AppState;
-use super::views;
 
 /// The request's id, for handlers whose work outlives their answer's
 /// head (a download's log lines).
@@ -52,7 +52,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         let mut rendered = if api {
             (status, Json(json!({"error": err.message, "request_id": id}))).into_response()
         } else {
-            views::error_page(status, &err.message, &id)
+            page::error_page(status, &err.message, &id)
         };
         rendered.headers_mut().extend(
             res.headers()

@@ -17,9 +17,9 @@ use super::error::{AppError, AppResult};
 use dto::{HIDDEN, JobForm};
 
 use super::jobs_api;
+use super::page::{Chrome, Flash, render, render_flash};
 use super::policy_api;
 use super::state::AppState;
-use super::views::{Chrome, Flash, render, render_flash};
 
 /// A job as its table rows show it.
 pub struct JobRow {
@@ -360,7 +360,7 @@ pub async fn task(
             .snapshot
             .as_deref()
             .and_then(|s| model::SnapshotId::parse(s, &model::Namespace::root()).ok())
-            .map(|id| super::views::snapshot_path(&id)),
+            .map(|id| super::page::snapshot_path(&id)),
         log: t.log,
     };
     render(&page)

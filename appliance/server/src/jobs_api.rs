@@ -7,8 +7,8 @@ pub use dto::{HIDDEN, JobJson, NewJob, Started, TaskJson};
 use model::{Job, Role};
 use serde::Deserialize;
 
-use super::api::bad_input;
 use super::auth::Caller;
+use super::error::bad_input;
 use super::error::{AppError, AppResult};
 use super::state::{AppState, now};
 

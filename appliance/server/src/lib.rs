@@ -14,21 +14,25 @@
 
 mod api;
 pub mod auth;
+mod caller;
 mod chart;
 pub mod config;
 mod error;
 mod finish;
 #[cfg(test)]
 mod hardening_tests;
+mod input;
 mod job_views;
 mod jobs_api;
 pub mod limits;
 mod logins;
 mod maint_api;
+mod page;
 mod policy_api;
 mod remote;
 pub mod routes;
 mod scheduler;
+mod sessions;
 pub mod state;
 mod stream;
 #[cfg(test)]

@@ -10,11 +10,11 @@ use engine::jobs::Maintenance;
 use model::prune::KeepRules;
 use serde::{Deserialize, Serialize};
 
-use super::api::{NsQuery, snapshot_id};
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
+use super::input::{NsQuery, snapshot_id};
+use super::page::{group_page_path, snapshot_path};
 use super::state::AppState;
-use super::views::{group_page_path, snapshot_path};
 use dto::SnapshotJson;
 use dto::{KeepJson, Started};
 

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
+use super::page::{Chrome, Flash, render_flash};
 use super::state::{AppState, now};
-use super::views::{Chrome, Flash, render_flash};
 use dto::PolicyJson;
 use jobhost::policies::{self, NoSuchPolicy, Simulation};
 use protocol::SourceHandlerInfo;

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Extension;
 use axum::Json;
@@ -22,11 +22,10 @@ use axum::response::{IntoResponse, Response};
 use engine::target::SnapshotRead;
 use engine::{ChunkId, DynamicIndex, FixedIndex, IndexRef, Manifest, Writer, check_blob};
 use model::{BackupGroup, Namespace, Role, SnapshotId};
-use tokio::sync::Semaphore;
 
-use super::auth::Caller;
+use super::caller::Caller;
 use super::error::{AppError, AppResult};
-use super::limits::Limits;
+use super::sessions::{Reading, Upload, session_id};
 use super::state::{AppState, now};
 use protocol::{
     BackupSession, BackupStart, Finished, MAX_CHUNK_BODY, ReaderSession, ReaderStart, StoreSettings,
@@ -34,216 +33,6 @@ use protocol::{
 };
 
 /// The open sessions of a server, and the uploads in flight per caller.
-pub struct Sessions {
-    limits: Limits,
-    /// Both tables under one lock, so counting and inserting are one step.
-    open: Mutex<Open>,
-    /// Chunk uploads in flight, per principal.
-    uploads: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-#[derive(Default)]
-struct Open {
-    backups: HashMap<String, Arc<Upload>>,
-    readers: HashMap<String, Arc<Reading>>,
-}
-
-/// A backup in progress.
-struct Upload {
-    owner: String,
-    /// Backup clients get figures that do not tell what other groups hold.
-    role: Role,
-    time: i64,
-    group: BackupGroup,
-    /// `None` once finished or aborted.
-    writer: RwLock<Option<Writer>>,
-    /// Chunks of the group's previous snapshot with their plain lengths:
-    /// what the client may name without uploading.
-    known: HashMap<ChunkId, u64>,
-    /// Chunks uploaded in this session: (plain length, blob size).
-    uploaded: Mutex<HashMap<ChunkId, (u64, u64)>>,
-    indexes: Mutex<HashMap<String, IndexRef>>,
-    touched: Mutex<Instant>,
-}
-
-/// A snapshot opened for reading.
-struct Reading {
-    owner: String,
-    id: SnapshotId,
-    manifest: Manifest,
-    chunks: HashSet<ChunkId>,
-    touched: Mutex<Instant>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::new(Limits::default())
-    }
-}
-
-/// Why a session could not be opened.
-fn full(what: &str, limit: usize, per_caller: bool) -> AppError {
-    if per_caller {
-        AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "this caller already holds {limit} open {what} sessions (the limit per token or user); \
-                 finish or abort one, or wait until idle ones expire"
-            ),
-        )
-    } else {
-        AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the server holds {limit} open {what} sessions, its limit; retry later"),
-        )
-    }
-}
-
-/// Whether `more` sessions of one kind fit beside those open (`owners`,
-/// one per session) for `principal`, under (per caller, total).
-fn room_for<'a>(
-    what: &str,
-    owners: impl ExactSizeIterator<Item = &'a str>,
-    principal: &str,
-    more: usize,
-    (per_caller, total): (usize, usize),
-) -> AppResult<()> {
-    if more == 0 {
-        return Ok(());
-    }
-    let open = owners.len();
-    let mine = owners.filter(|o| *o == principal).count();
-    if mine + more > per_caller {
-        return Err(full(what, per_caller, true));
-    }
-    if open + more > total {
-        return Err(full(what, total, false));
-    }
-    Ok(())
-}
-
-impl Sessions {
-    pub fn new(limits: Limits) -> Self {
-        Self { limits, open: Mutex::default(), uploads: Mutex::default() }
-    }
-
-    /// Drop sessions idle for longer than `idle`; returns how many.
-    pub fn expire(&self, idle: Duration) -> usize {
-        let fresh = |t: &Mutex<Instant>| t.lock().expect("lock").elapsed() < idle;
-        let mut open = self.open.lock().expect("lock");
-        let before = open.backups.len() + open.readers.len();
-        open.backups.retain(|id, s| {
-            let keep = fresh(&s.touched);
-            if !keep {
-                tracing::warn!(session = %id, group = %s.group, "backup session idle too long: aborted");
-            }
-            keep
-        });
-        open.readers.retain(|_, s| fresh(&s.touched));
-        before - open.backups.len() - open.readers.len()
-    }
-
-    /// Abort every backup in progress (shutdown).
-    pub fn clear(&self) {
-        let mut open = self.open.lock().expect("lock");
-        open.backups.clear();
-        open.readers.clear();
-    }
-
-    fn backup(&self, caller: &Caller, id: &str) -> AppResult<Arc<Upload>> {
-        let s = self.open.lock().expect("lock").backups.get(id).cloned();
-        owned(s, caller, |u| (&u.owner, &u.touched))
-            .ok_or_else(|| AppError::not_found(format!("no backup session {id}")))
-    }
-
-    fn reader(&self, caller: &Caller, id: &str) -> AppResult<Arc<Reading>> {
-        let s = self.open.lock().expect("lock").readers.get(id).cloned();
-        owned(s, caller, |r| (&r.owner, &r.touched))
-            .ok_or_else(|| AppError::not_found(format!("no reader session {id}")))
-    }
-
-    /// Whether `principal` may open `backups` more backup sessions and
-    /// `readers` more reader sessions, checked against the tables as they
-    /// are under the lock.
-    fn room_in(&self, open: &Open, principal: &str, backups: usize, readers: usize) -> AppResult<()> {
-        let l = &self.limits;
-        let owners = open.backups.values().map(|u| u.owner.as_str());
-        room_for("backup", owners, principal, backups, (l.backup_sessions_per_caller, l.backup_sessions))?;
-        let owners = open.readers.values().map(|r| r.owner.as_str());
-        room_for("reader", owners, principal, readers, (l.reader_sessions_per_caller, l.reader_sessions))
-    }
-
-    /// A quick check before expensive work; `insert` checks again.
-    fn room(&self, principal: &str, backups: usize, readers: usize) -> AppResult<()> {
-        let open = self.open.lock().expect("lock");
-        self.room_in(&open, principal, backups, readers)
-    }
-
-    /// Count and insert in one step under the lock. On refusal the
-    /// sessions are handed back for the caller to drop off the async
-    /// workers.
-    fn insert(
-        &self,
-        principal: &str,
-        backup: Option<(String, Arc<Upload>)>,
-        reader: Option<(String, Arc<Reading>)>,
-    ) -> Result<(), (AppError, Option<Arc<Upload>>)> {
-        let mut open = self.open.lock().expect("lock");
-        if let Err(e) = self.room_in(&open, principal, backup.is_some() as usize, reader.is_some() as usize) {
-            return Err((e, backup.map(|(_, u)| u)));
-        }
-        if let Some((id, u)) = backup {
-            open.backups.insert(id, u);
-        }
-        if let Some((id, r)) = reader {
-            open.readers.insert(id, r);
-        }
-        Ok(())
-    }
-
-    /// A permit for one chunk upload of `principal`, or 429.
-    fn upload_permit(&self, principal: &str) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
-        let sem = self
-            .uploads
-            .lock()
-            .expect("lock")
-            .entry(principal.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.uploads_per_caller)))
-            .clone();
-        sem.try_acquire_owned().map_err(|_| {
-            AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "{} chunk uploads of this caller are already in flight (the limit); \
-                     retry when one has finished",
-                    self.limits.uploads_per_caller
-                ),
-            )
-        })
-    }
-}
-
-/// The session if `caller` opened it, marked as just used; `None` for
-/// anyone else (who must not learn that it exists).
-fn owned<T>(
-    session: Option<Arc<T>>,
-    caller: &Caller,
-    lease: impl Fn(&T) -> (&String, &Mutex<Instant>),
-) -> Option<Arc<T>> {
-    let s = session?;
-    let (owner, touched) = lease(&s);
-    if *owner != caller.principal {
-        return None;
-    }
-    *touched.lock().expect("lock") = Instant::now();
-    Some(s)
-}
-
-fn session_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}
-
 fn parse_chunk(text: &str) -> AppResult<ChunkId> {
     ChunkId::from_hex(text).ok_or_else(|| AppError::bad_request(format!("{text:?} is not a chunk id")))
 }
@@ -373,27 +162,6 @@ pub async fn start_backup(
     }
     tracing::info!(session = %session, snapshot = %snapshot, by = %caller.name, "backup session opened");
     Ok(Json(BackupSession { session, snapshot, settings, previous }))
-}
-
-impl Upload {
-    /// What this backup added, as its caller may learn it: the server's own
-    /// counts for admins and operators; for a backup client, every chunk it
-    /// uploaded that the group's previous snapshot did not name, at its
-    /// uploaded size, whether or not another group already held it (the
-    /// true figures would tell a tenant what other tenants store).
-    fn added(&self, writer: &Writer) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &writer.counters;
-        let (true_new, true_stored) = (c.new_chunks.load(Relaxed), c.stored_bytes.load(Relaxed));
-        if self.role != Role::BackupClient {
-            return (true_new, true_stored);
-        }
-        let uploaded = self.uploaded.lock().expect("lock");
-        let fresh = uploaded.iter().filter(|(id, _)| !self.known.contains_key(id));
-        let (n, bytes) = fresh.fold((0, 0), |(n, b), (_, (_, size))| (n + 1, b + size));
-        tracing::info!(group = %self.group, new_chunks = true_new, stored = true_stored, "stored by a backup client's session");
-        (n, bytes)
-    }
 }
 
 /// Run `call` with the session's writer, off the async workers.

@@ -6,14 +6,15 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use super::auth::{self, Access};
+use super::page::{self, DashboardPages};
 use super::state::AppState;
 use super::{api, finish, job_views, jobs_api, maint_api, policy_api, remote, views};
 
@@ -367,7 +368,7 @@ pub fn routes() -> Vec<RouteSpec> {
         r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),
         r(Method::POST, "/tokens", Admin, "Create a token (form).", post(views::create_token)),
         r(Method::POST, "/tokens/{id}/revoke", Admin, "Revoke a token (form).", post(views::revoke_token)),
-        r(Method::GET, "/static/cairn.css", Public, "Style sheet.", get(views::stylesheet)),
+        r(Method::GET, "/static/cairn.css", Public, "Style sheet.", get(page::stylesheet)),
     ]
 }
 
@@ -412,7 +413,8 @@ pub fn app(state: AppState) -> Router {
         router = router.route(spec.path, spec.handler.route_layer(guard));
     }
     router
-        .fallback(views::not_found)
+        .fallback(page::not_found)
+        .layer(Extension(DashboardPages(is_dashboard_page)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), finish::finish))
         .layer(from_fn(finish::security_headers))

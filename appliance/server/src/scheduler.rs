@@ -13,7 +13,7 @@ use engine::Engine;
 use engine::jobs::{JobPolicies, Maintenance};
 use tokio::sync::Semaphore;
 
-use super::state::now;
+use engine::clock::now;
 
 /// How often the schedule is looked at.
 pub const TICK: Duration = Duration::from_secs(5);

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use engine::Engine;
 use engine::job_paths::PathRules;
 
-use super::auth::Caller;
+use super::caller::Caller;
 use super::error::{AppError, AppResult};
 use super::limits::Limits;
 use super::logins::Logins;
-use super::remote::Sessions;
 use super::scheduler::Runner;
+use super::sessions::Sessions;
 
 /// Cloned into every handler (an `Arc` inside).
 #[derive(Clone)]
@@ -40,7 +40,7 @@ struct Inner {
     auth_delay: Duration,
     /// The policy host, started at the first policy call (its engine and
     /// epoch thread cost nothing until then); jobs use the same.
-    policies: Arc<jobhost::policies::JobHost>,
+    policies: Arc<jobhost::JobHost>,
     /// Every snapshot's summary as of a catalog generation: the overview,
     /// status and groups read these on every request, and re-reading
     /// 10,000 rows each time is most of their cost.
@@ -89,7 +89,7 @@ impl AppState {
         mut job_paths: PathRules,
     ) -> Self {
         job_paths.protected.push(engine.datastore().root().to_path_buf());
-        let policies = Arc::new(jobhost::policies::JobHost::default());
+        let policies = Arc::new(jobhost::JobHost::default());
         let runner = Runner::new(engine.clone(), workers, policies.clone());
         Self {
             inner: Arc::new(Inner {

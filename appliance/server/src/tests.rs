@@ -459,7 +459,9 @@ async fn login_pages_and_forms_work_without_javascript() {
 /// header, and every API or unknown path go to `/`.
 #[test]
 fn login_targets_are_dashboard_pages_only() {
-    use super::views::local_target;
+    use super::views::local_target as target;
+    let local_target =
+        |next: Option<&str>| target(next, super::page::DashboardPages(super::routes::is_dashboard_page));
     let snap = "/snapshots/host/a/2026-01-02T03:04:05Z";
     let with_query = format!("{snap}?path=src%2Fsub%20dir&ns=lab");
     for good in ["/", "/jobs?x=1", "/groups/host/a?ns=lab", "/groups/vm/101/prune?daily=1", "/tasks/7", snap]

@@ -5,112 +5,17 @@ use askama::Template;
 use axum::Extension;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use model::{Role, SnapshotInfo};
 use serde::Deserialize;
 
-use super::api::{self, NsQuery, PathQuery, snapshot_id};
-use super::auth::{Caller, SESSION_COOKIE, cookie, urlencoding};
+use super::api;
+use super::auth::{Caller, SESSION_COOKIE, cookie};
 use super::error::{AppError, AppResult};
+use super::input::{NsQuery, PathQuery, parse_role, snapshot_id, urlencoding};
+use super::page::{Chrome, DashboardPages, group_page_path, group_path, ns_query, render, snapshot_path};
 use super::state::{AppState, now};
 use model::human;
-
-/// What the page frame shows: who is logged in, the CSRF token for its
-/// forms, the certificate fingerprint.
-pub struct Chrome {
-    pub user: String,
-    pub role: &'static str,
-    pub csrf: String,
-    pub is_admin: bool,
-    pub can_operate: bool,
-    pub is_client: bool,
-    pub fingerprint: Option<String>,
-    pub version: &'static str,
-}
-
-impl Chrome {
-    pub fn new(state: &AppState, caller: &Caller) -> Self {
-        Self {
-            user: caller.name.clone(),
-            role: caller.role.as_str(),
-            csrf: caller.csrf.clone().unwrap_or_default(),
-            is_admin: caller.role == Role::Admin,
-            can_operate: matches!(caller.role, Role::Admin | Role::Operator),
-            is_client: caller.role == Role::BackupClient,
-            fingerprint: state.fingerprint().map(str::to_owned),
-            version: env!("CARGO_PKG_VERSION"),
-        }
-    }
-}
-
-pub fn render(t: &impl Template) -> AppResult<Response> {
-    let html = t.render().map_err(|e| AppError::from(anyhow::anyhow!("rendering a page: {e}")))?;
-    Ok(Html(html).into_response())
-}
-
-/// What a form's answer page says (`flash.html`): what was done, or why
-/// the form was refused; a refused form's page answers with the error's
-/// status.
-#[derive(Debug, Default)]
-pub struct Flash {
-    pub notice: Option<String>,
-    pub error: Option<String>,
-    status: StatusCode,
-}
-
-impl Flash {
-    pub fn done(notice: impl Into<String>) -> Self {
-        Self { notice: Some(notice.into()), ..Self::default() }
-    }
-
-    /// Why a form was refused. A fault of the server stays an error, for
-    /// the error page and the log.
-    pub fn refused(e: AppError) -> AppResult<Self> {
-        if e.status.is_server_error() {
-            return Err(e);
-        }
-        tracing::info!(status = %e.status, "form refused: {}", e.message);
-        Ok(Self { notice: None, error: Some(e.message), status: e.status })
-    }
-
-    /// The notice of a form that worked, or why it was refused.
-    pub fn outcome(outcome: AppResult<String>) -> AppResult<Self> {
-        outcome.map_or_else(Self::refused, |notice| Ok(Self::done(notice)))
-    }
-}
-
-/// `render` a page that shows `flash`, with its status.
-pub fn render_flash(t: &impl Template, flash: &Flash) -> AppResult<Response> {
-    let mut res = render(t)?;
-    *res.status_mut() = flash.status;
-    Ok(res)
-}
-
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    status: String,
-    message: &'a str,
-    request_id: &'a str,
-}
-
-/// The page for an error, rendered by `finish`.
-pub fn error_page(status: StatusCode, message: &str, request_id: &str) -> Response {
-    let page = ErrorPage { status: status.to_string(), message, request_id };
-    let html = page.render().unwrap_or_else(|_| format!("{status}: request {request_id}"));
-    (status, Html(html)).into_response()
-}
-
-pub async fn not_found() -> AppError {
-    AppError::not_found("no such page or API route")
-}
-
-pub async fn stylesheet() -> Response {
-    let mut res = include_str!("../../../web/static/cairn.css").into_response();
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
-    res
-}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -127,8 +32,8 @@ pub struct NextQuery {
 
 /// Where a login may send the browser: a dashboard page of this server,
 /// else `/`. Never another site, and never a header that cannot be sent.
-pub(super) fn local_target(next: Option<&str>) -> String {
-    next.filter(|n| is_dashboard_target(n)).map_or_else(|| "/".to_owned(), str::to_owned)
+pub(super) fn local_target(next: Option<&str>, pages: DashboardPages) -> String {
+    next.filter(|n| is_dashboard_target(n, pages)).map_or_else(|| "/".to_owned(), str::to_owned)
 }
 
 /// `next` is a path that starts with exactly one `/`, holds only visible
@@ -136,7 +41,7 @@ pub(super) fn local_target(next: Option<&str>) -> String {
 /// backslash), whose path part has no percent-escape of `/`, `\`, `.`, a
 /// space or a control character, and names a GET page of the route table.
 /// The query may hold escapes: a browser never decodes them into the path.
-fn is_dashboard_target(next: &str) -> bool {
+fn is_dashboard_target(next: &str, DashboardPages(is_page): DashboardPages) -> bool {
     let visible = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     if !visible || !next.starts_with('/') || next.starts_with("//") {
         return false;
@@ -146,13 +51,17 @@ fn is_dashboard_target(next: &str) -> bool {
         let escaped = rest.get(..2).and_then(|hex| u8::from_str_radix(hex, 16).ok());
         escaped.is_none_or(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'.'))
     });
-    escapes_ok && super::routes::is_dashboard_page(path)
+    escapes_ok && is_page(path)
 }
 
-pub async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> AppResult<Response> {
+pub async fn login_form(
+    State(state): State<AppState>,
+    Extension(pages): Extension<DashboardPages>,
+    Query(q): Query<NextQuery>,
+) -> AppResult<Response> {
     let page = LoginPage {
         error: None,
-        next: local_target(q.next.as_deref()),
+        next: local_target(q.next.as_deref(), pages),
         fingerprint: state.fingerprint().map(str::to_owned),
     };
     render(&page)
@@ -209,10 +118,11 @@ async fn checked_login(
 
 pub async fn login(
     State(state): State<AppState>,
+    Extension(pages): Extension<DashboardPages>,
     peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Form(f): Form<LoginForm>,
 ) -> AppResult<Response> {
-    let next = local_target(f.next.as_deref());
+    let next = local_target(f.next.as_deref(), pages);
     let addr = peer.map(|Extension(c)| c.0.ip());
     let outcome = checked_login(&state, addr, &f.user, f.password).await?;
     let Some((secret, session)) = outcome else {
@@ -279,10 +189,6 @@ pub struct TaskRow {
     job: String,
     started: String,
     state: &'static str,
-}
-
-fn ns_query(ns: &str) -> String {
-    if ns.is_empty() { String::new() } else { format!("?ns={}", urlencoding(ns)) }
 }
 
 pub async fn overview(
@@ -356,22 +262,6 @@ struct GroupPage {
     last: usize,
     newer: Option<String>,
     older: Option<String>,
-}
-
-/// `TYPE/ID` of a group, as page and API paths name it (the namespace
-/// goes in `?ns=`).
-pub fn group_path(g: &model::BackupGroup) -> String {
-    format!("{}/{}", g.kind, g.id)
-}
-
-/// The page of a group.
-pub fn group_page_path(g: &model::BackupGroup) -> String {
-    format!("/groups/{}{}", group_path(g), ns_query(&g.ns.to_string()))
-}
-
-/// The page of a snapshot.
-pub fn snapshot_path(id: &model::SnapshotId) -> String {
-    format!("/snapshots/{}/{}{}", group_path(&id.group), id.time_text(), ns_query(&id.group.ns.to_string()))
 }
 
 fn snapshot_link(s: &SnapshotInfo) -> String {
@@ -607,9 +497,11 @@ pub async fn set_user(
     Extension(caller): Extension<Caller>,
     Form(f): Form<UserForm>,
 ) -> AppResult<Response> {
-    let role = api::parse_role(&f.role)?;
+    let role = parse_role(&f.role)?;
     let name = f.name.clone();
-    state.engine(move |e| e.set_password(&f.name, &f.password, role, now()).map_err(api::bad_input)).await?;
+    state
+        .engine(move |e| e.set_password(&f.name, &f.password, role, now()).map_err(super::error::bad_input))
+        .await?;
     users_page(&state, &caller, None, Some(format!("Saved user {name}."))).await
 }
 

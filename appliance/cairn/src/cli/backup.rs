@@ -9,9 +9,9 @@ use engine::{BackupOptions, DatastoreConfig, Engine, Progress};
 use model::BackupGroup;
 use serde::Serialize;
 
+use super::common::{Global, NsArg, now, open};
 use super::remote::RemoteArgs;
 use super::source::{self, HandlerArgs};
-use super::{Cli, NsArg, now, open};
 use crate::output;
 use crate::progress::Bar;
 
@@ -86,7 +86,7 @@ struct ErrorJson {
     error: String,
 }
 
-pub fn run(cli: &Cli, a: &BackupArgs) -> Result<ExitCode> {
+pub fn run(cli: &Global, a: &BackupArgs) -> Result<ExitCode> {
     let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
     let time = match &a.time {
         Some(t) => {

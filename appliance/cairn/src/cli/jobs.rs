@@ -9,7 +9,7 @@ use model::{BackupGroup, Job, JobSource, Namespace, PolicyUse, Sla, TaskState};
 
 use super::policy::parse_params;
 
-use super::{Cli, KeepArgs, now, open, open_or_init};
+use super::common::{Global, KeepArgs, now, open, open_or_init};
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -77,7 +77,7 @@ pub struct JobAddArgs {
     pub verify: bool,
 }
 
-pub fn run(cli: &Cli, c: &JobCommand) -> Result<ExitCode> {
+pub fn run(cli: &Global, c: &JobCommand) -> Result<ExitCode> {
     match c {
         JobCommand::Add(a) => {
             let engine = open_or_init(cli)?;
@@ -184,7 +184,7 @@ pub struct CheckArgs {
 }
 
 /// Nagios plugin semantics; any error is UNKNOWN (3), not a plain failure.
-pub fn check(cli: &Cli, a: &CheckArgs) -> Result<ExitCode> {
+pub fn check(cli: &Global, a: &CheckArgs) -> Result<ExitCode> {
     let statuses = match open(cli).and_then(|e| e.job_statuses(now())) {
         Ok(s) => s,
         Err(e) => {

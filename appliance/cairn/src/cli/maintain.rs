@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::KeepArgs;
+use super::common::KeepArgs;
 use anyhow::{Result, bail};
 use engine::{CdcParams, DatastoreConfig, Engine, Progress};
 use model::{BackupGroup, GroupOrSnapshot, SnapshotId};
 use serde::Serialize;
 
-use super::{Cli, NsArg, now, open};
+use super::common::{Global, NsArg, now, open};
 use crate::output;
 use crate::progress::Bar;
 
@@ -29,7 +29,7 @@ pub struct InitArgs {
     zstd_level: i32,
 }
 
-pub fn init(cli: &Cli, a: &InitArgs) -> Result<ExitCode> {
+pub fn init(cli: &Global, a: &InitArgs) -> Result<ExitCode> {
     let cdc =
         CdcParams { min: a.chunk_min << 10, avg: a.chunk_avg << 10, max: a.chunk_max << 10 }.validate()?;
     let (_, created) = Engine::init(&cli.datastore, DatastoreConfig { cdc, zstd_level: a.zstd_level })?;
@@ -66,7 +66,7 @@ struct VerdictJson {
     problems: Vec<String>,
 }
 
-pub fn verify(cli: &Cli, a: &VerifyArgs) -> Result<ExitCode> {
+pub fn verify(cli: &Global, a: &VerifyArgs) -> Result<ExitCode> {
     let engine = open(cli)?;
     let ids: Vec<SnapshotId> = match &a.target {
         None => engine.snapshots(None)?.into_iter().map(|i| i.id).collect(),
@@ -166,7 +166,7 @@ fn no_snapshots(group: &BackupGroup) -> String {
     format!("group {group} has no snapshots (`cairn snapshots` lists the groups that do)")
 }
 
-pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
+pub fn prune(cli: &Global, a: &PruneArgs) -> Result<ExitCode> {
     let group = BackupGroup::parse(&a.group, &a.ns.get()?)?;
     let rules = a.keep.rules();
     let engine = open(cli)?;
@@ -220,7 +220,7 @@ struct GcJson {
     kept_bytes: u64,
 }
 
-pub fn gc(cli: &Cli, a: &GcArgs) -> Result<ExitCode> {
+pub fn gc(cli: &Global, a: &GcArgs) -> Result<ExitCode> {
     let engine = open(cli)?;
     let progress = Arc::new(Progress::default());
     progress.total_bytes.store(256, std::sync::atomic::Ordering::Relaxed);
@@ -255,7 +255,7 @@ pub enum CatalogCommand {
     Rebuild,
 }
 
-pub fn catalog(cli: &Cli, c: &CatalogCommand) -> Result<ExitCode> {
+pub fn catalog(cli: &Global, c: &CatalogCommand) -> Result<ExitCode> {
     match c {
         CatalogCommand::Rebuild => {
             let engine = open_without_catalog(cli)?;
@@ -278,6 +278,6 @@ pub fn catalog(cli: &Cli, c: &CatalogCommand) -> Result<ExitCode> {
 }
 
 /// Open without reconciling first (the catalog may be missing or damaged).
-fn open_without_catalog(cli: &Cli) -> Result<Engine> {
+fn open_without_catalog(cli: &Global) -> Result<Engine> {
     Engine::open_raw(&cli.datastore)
 }

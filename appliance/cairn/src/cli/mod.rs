@@ -1,6 +1,7 @@
 //! Command-line definition and dispatch.
 
 mod backup;
+mod common;
 mod jobs;
 mod maintain;
 mod policy;
@@ -15,10 +16,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use engine::Engine;
-use model::Namespace;
 
-pub use engine::clock::now;
+use common::Global;
 
 const ABOUT: &str = "Cairn keeps deduplicated, verified backups of directory trees and disk images \
 in a local datastore: content-defined chunks named by their blake3 digest, compressed with zstd, \
@@ -104,88 +103,29 @@ pub enum Command {
     CompilePolicy,
 }
 
-/// `--keep-*` shared by `prune` and `job add` (PBS semantics).
-#[derive(Debug, clap::Args)]
-pub struct KeepArgs {
-    /// Keep the N newest snapshots.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_last: u32,
-    /// Keep the newest snapshot of each of the last N hours.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_hourly: u32,
-    /// Keep the newest snapshot of each of the last N days.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_daily: u32,
-    /// Keep the newest snapshot of each of the last N ISO weeks.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_weekly: u32,
-    /// Keep the newest snapshot of each of the last N months.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_monthly: u32,
-    /// Keep the newest snapshot of each of the last N years.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub keep_yearly: u32,
-}
-
-impl KeepArgs {
-    pub fn rules(&self) -> model::prune::KeepRules {
-        model::prune::KeepRules {
-            last: self.keep_last,
-            hourly: self.keep_hourly,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            yearly: self.keep_yearly,
-        }
-    }
-}
-
-/// `--ns` shared by commands that name groups or snapshots.
-#[derive(Debug, clap::Args)]
-pub struct NsArg {
-    /// Namespace (levels separated by '/'); references may also carry an `ns/NAME/` prefix.
-    #[arg(long, value_name = "NAMESPACE", default_value = "")]
-    pub ns: String,
-}
-
-impl NsArg {
-    pub fn get(&self) -> Result<Namespace> {
-        Ok(Namespace::parse(&self.ns)?)
-    }
-}
-
-pub fn open(cli: &Cli) -> Result<Engine> {
-    Engine::open(&cli.datastore)
-}
-
-/// Open the datastore, creating it if missing (for commands that set a
-/// new server up).
-pub fn open_or_init(cli: &Cli) -> Result<Engine> {
-    Ok(Engine::init(&cli.datastore, engine::DatastoreConfig::default())?.0)
-}
-
-pub fn run(mut cli: Cli) -> Result<ExitCode> {
+pub fn run(cli: Cli) -> Result<ExitCode> {
     // Every later path is relative to the datastore root; make it absolute once.
-    cli.datastore = std::path::absolute(&cli.datastore)
+    let datastore = std::path::absolute(&cli.datastore)
         .with_context(|| format!("invalid datastore path {}", cli.datastore.display()))?;
+    let g = &Global { datastore };
     match &cli.command {
-        Command::Init(a) => maintain::init(&cli, a),
-        Command::Backup(a) => backup::run(&cli, a),
-        Command::Snapshots(a) => snapshots::list(&cli, a),
-        Command::Ls(a) => restore::ls(&cli, a),
-        Command::Restore(a) => restore::restore(&cli, a),
-        Command::Verify(a) => maintain::verify(&cli, a),
-        Command::Prune(a) => maintain::prune(&cli, a),
-        Command::Protect(a) => snapshots::protect(&cli, a, true),
-        Command::Unprotect(a) => snapshots::protect(&cli, a, false),
-        Command::Gc(a) => maintain::gc(&cli, a),
-        Command::Catalog(c) => maintain::catalog(&cli, c),
-        Command::Policy(c) => policy::run(&cli, c),
-        Command::Serve(a) => server::serve(&cli, a),
-        Command::User(c) => server::user(&cli, c),
-        Command::Token(c) => server::token(&cli, c),
-        Command::Job(c) => jobs::run(&cli, c),
-        Command::Check(a) => jobs::check(&cli, a),
+        Command::Init(a) => maintain::init(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => snapshots::list(g, a),
+        Command::Ls(a) => restore::ls(g, a),
+        Command::Restore(a) => restore::restore(g, a),
+        Command::Verify(a) => maintain::verify(g, a),
+        Command::Prune(a) => maintain::prune(g, a),
+        Command::Protect(a) => snapshots::protect(g, a, true),
+        Command::Unprotect(a) => snapshots::protect(g, a, false),
+        Command::Gc(a) => maintain::gc(g, a),
+        Command::Catalog(c) => maintain::catalog(g, c),
+        Command::Policy(c) => policy::run(g, c),
+        Command::Serve(a) => server::serve(g, a),
+        Command::User(c) => server::user(g, c),
+        Command::Token(c) => server::token(g, c),
+        Command::Job(c) => jobs::run(g, c),
+        Command::Check(a) => jobs::check(g, a),
         Command::CompilePolicy => Ok(policy::compile_child()),
     }
 }

@@ -14,7 +14,7 @@ use jobhost::policies::host;
 pub use jobhost::policies::parse_params;
 use jobhost::policies::{self, parse_every};
 
-use super::{Cli, now, open};
+use super::common::{Global, now, open};
 use crate::output;
 
 #[derive(Debug, clap::Subcommand)]
@@ -74,7 +74,7 @@ pub struct SimulateArgs {
     /// The group, TYPE/ID.
     group: String,
     #[command(flatten)]
-    ns: super::NsArg,
+    ns: super::common::NsArg,
     /// First step, RFC 3339 (default: the oldest snapshot's time).
     #[arg(long, value_name = "TIME")]
     from: Option<String>,
@@ -92,7 +92,7 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-pub fn run(cli: &Cli, c: &PolicyCommand) -> Result<ExitCode> {
+pub fn run(cli: &Global, c: &PolicyCommand) -> Result<ExitCode> {
     let engine = open(cli)?;
     let ds = engine.datastore();
     match c {

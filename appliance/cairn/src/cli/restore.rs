@@ -13,9 +13,9 @@ use engine::restore::EntryKind;
 use engine::restore::{Listed, Reader, RestoreRequest};
 use model::SnapshotId;
 
+use super::common::{Global, NsArg, open};
 use super::remote::RemoteArgs;
 use super::source::{self, HandlerArgs};
-use super::{Cli, NsArg, open};
 use crate::output;
 use crate::progress::Bar;
 use client::{Remote, RemoteSnapshot};
@@ -114,7 +114,7 @@ fn shown_path(l: &Listed) -> String {
     p
 }
 
-pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
+pub fn ls(cli: &Global, a: &LsArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
     let path = a.path.as_ref().map(|p| p.as_bytes());
     let items = match a.remote.connect()? {
@@ -147,7 +147,7 @@ pub fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
 /// Restore `id` through the source handler that made it, if one did;
 /// false when it is an ordinary snapshot.
 fn through_handler(
-    cli: &Cli,
+    cli: &Global,
     a: &RestoreArgs,
     id: &SnapshotId,
     remote: Option<(&Remote, &RemoteSnapshot)>,
@@ -211,7 +211,7 @@ fn withheld(report: &engine::restore::RestoreReport) -> String {
     parts.iter().map(|p| format!("; {p}")).collect()
 }
 
-pub fn restore(cli: &Cli, a: &RestoreArgs) -> Result<ExitCode> {
+pub fn restore(cli: &Global, a: &RestoreArgs) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
     let remote = a.remote.connect()?;
     let snapshot = remote.as_ref().map(|r| r.open_snapshot(&id)).transpose()?;

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use engine::access::TokenSpec;
 use model::{Namespace, Role};
 
-use super::{Cli, now, open, open_or_init};
+use super::common::{Global, now, open, open_or_init};
 use crate::output;
 use server::config::ConfigFile;
 
@@ -38,7 +38,7 @@ pub struct ServeArgs {
     pub insecure_http: bool,
 }
 
-pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<ExitCode> {
+pub fn serve(cli: &Global, a: &ServeArgs) -> Result<ExitCode> {
     let file = match &a.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
@@ -115,7 +115,7 @@ fn read_password(name: &str) -> Result<String> {
     }
 }
 
-pub fn user(cli: &Cli, c: &UserCommand) -> Result<ExitCode> {
+pub fn user(cli: &Global, c: &UserCommand) -> Result<ExitCode> {
     // Only setting a password may create the datastore (a first user
     // before the first `serve`); listing or removing needs one.
     let engine = if matches!(c, UserCommand::Passwd { .. }) { open_or_init(cli)? } else { open(cli)? };
@@ -150,7 +150,7 @@ pub fn user(cli: &Cli, c: &UserCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn token(cli: &Cli, c: &TokenCommand) -> Result<ExitCode> {
+pub fn token(cli: &Global, c: &TokenCommand) -> Result<ExitCode> {
     let engine = if matches!(c, TokenCommand::Create { .. }) { open_or_init(cli)? } else { open(cli)? };
     match c {
         TokenCommand::Create { name, role, groups, ns, owner } => {

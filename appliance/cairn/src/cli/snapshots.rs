@@ -6,7 +6,7 @@ use anyhow::Result;
 use dto::SnapshotJson;
 use model::{BackupGroup, SnapshotId};
 
-use super::{Cli, NsArg, open};
+use super::common::{Global, NsArg, open};
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub struct ProtectArgs {
     ns: NsArg,
 }
 
-pub fn list(cli: &Cli, a: &SnapshotsArgs) -> Result<ExitCode> {
+pub fn list(cli: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
     let ns = a.ns.get()?;
     let group = a.group.as_deref().map(|g| BackupGroup::parse(g, &ns)).transpose()?;
     let engine = open(cli)?;
@@ -84,7 +84,7 @@ pub fn list(cli: &Cli, a: &SnapshotsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn protect(cli: &Cli, a: &ProtectArgs, protected: bool) -> Result<ExitCode> {
+pub fn protect(cli: &Global, a: &ProtectArgs, protected: bool) -> Result<ExitCode> {
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
     let engine = open(cli)?;
     engine.set_protected(&id, protected)?;
