@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::World;
+use crate::error::PolicyError;
 
 /// How often the ticker advances the engine's epoch; the CPU budget is
 /// counted in these ticks.
@@ -38,24 +39,6 @@ pub struct Limits {
     pub cpu: Duration,
     /// Most linear memory the guest may hold, in bytes.
     pub memory: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The component was refused at load time.
-    #[error("invalid policy component: {0}")]
-    Invalid(String),
-    /// One call failed: trap, timeout, memory, malformed answer or an
-    /// error the policy returned.
-    #[error("{policy} failed: {message}")]
-    Call { policy: String, message: String },
-    /// Compiling the component in the compiler child process went over one
-    /// of that process's limits; the component is refused.
-    #[error("invalid policy component: compiling it went over {0}")]
-    CompileLimit(crate::compile::CompileLimit),
-    /// The host itself could not start.
-    #[error("policy host: {0}")]
-    Host(String),
 }
 
 /// Per-call store data.

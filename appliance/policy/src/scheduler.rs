@@ -3,7 +3,8 @@
 
 use wasmtime::component::Component;
 
-use crate::sandbox::{Limits, PolicyError, Sandbox, describe_error, describe_failure};
+use crate::error::PolicyError;
+use crate::sandbox::{Limits, Sandbox, describe_error, describe_failure};
 use crate::{Policy, PolicyInfo};
 
 mod bindings {

@@ -11,9 +11,8 @@
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use crate::sandbox::{
-    Grants, Limits, PolicyError, Sandbox, State, describe_error, describe_failure, reset_budget,
-};
+use crate::error::PolicyError;
+use crate::sandbox::{Grants, Limits, Sandbox, State, describe_error, describe_failure, reset_budget};
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
