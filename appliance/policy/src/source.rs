@@ -12,7 +12,7 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use crate::error::PolicyError;
-use crate::sandbox::{Grants, Limits, Sandbox, State, describe_error, describe_failure, reset_budget};
+use crate::sandbox::{Grants, Limits, Sandbox, State, describe_failure, reset_budget};
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
@@ -95,11 +95,11 @@ pub fn describe(
     component: &Component,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
-    let mut store = sandbox.store(limits);
-    let bindings = Source::instantiate(&mut store, component, sandbox.source_linker())
-        .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
-    let info = bindings.call_describe(&mut store);
-    info.map(PolicyInfo::from).map_err(|e| describe_error(&e, limits, &store))
+    sandbox.describe(
+        limits,
+        |store| Source::instantiate(store, component, sandbox.source_linker()),
+        |bindings, store| bindings.call_describe(store),
+    )
 }
 
 /// Instantiate the handler with `grants` and ask its capabilities.
