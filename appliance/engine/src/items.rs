@@ -42,12 +42,8 @@ pub struct Item {
     pub target: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    File,
-    Directory,
-    Symlink,
-}
+/// A file, a directory or a symbolic link (the shared `model` type).
+pub use model::ItemKind;
 
 /// One step of a source backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

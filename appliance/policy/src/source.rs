@@ -35,12 +35,8 @@ pub struct Features {
     pub restore: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    File,
-    Directory,
-    Symlink,
-}
+/// A file, a directory or a symbolic link (the shared `model` type).
+pub use model::ItemKind;
 
 /// One item a handler yields (or is handed back on restore).
 #[derive(Debug, Clone, PartialEq, Eq)]
