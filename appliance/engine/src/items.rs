@@ -19,7 +19,7 @@ use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_heade
 use filevol::{Manifest, ManifestArchive, ManifestStats, SourceHandler};
 use model::SnapshotId;
 
-use crate::backup::{BackupTarget, index_ref, new_manifest};
+use crate::new_snapshot::{BackupTarget, index_ref, new_manifest};
 use crate::payload::{PAYLOAD, PayloadBuilder};
 use crate::pipeline::{self, Pipeline};
 use crate::prevtree::walk_order;

@@ -14,6 +14,7 @@ pub mod fswalk;
 pub mod items;
 pub mod job_paths;
 pub mod jobs;
+mod new_snapshot;
 pub mod ops;
 mod payload;
 mod pipeline;
