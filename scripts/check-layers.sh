@@ -44,7 +44,15 @@ for own in model filevol catalog engine policy protocol daemon; do
   if grep -qx "$own" <<<"$deps"; then broken "chunker is a leaf crate, but depends on $own"; fi
 done
 
+# No module circles inside a crate (scripts/check-modules.py). The daemon
+# still has some (cli and server, policies and sources) and is being split;
+# it joins the check once they are gone.
+if ! modules=$(python3 scripts/check-modules.py --skip daemon); then
+  broken "module circles inside a crate:
+$modules"
+fi
+
 if [ "$fail" -ne 0 ]; then
   exit 1
 fi
-echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine"
+echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine, no module circles (but in the daemon)"
