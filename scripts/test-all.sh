@@ -55,6 +55,16 @@ cargo fmt --all --check
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# The example policies and the hostile test guests are workspaces of their
+# own, built for wasm32-wasip2 (appliance/policy-guests/build.rs): the same
+# formatting, and their lints for the target they are built for.
+for guests in policies tests/guests; do
+  say "cargo fmt --check, cargo clippy ($guests/, wasm32-wasip2)"
+  cargo fmt --all --check --manifest-path "$guests/Cargo.toml"
+  cargo clippy --locked --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" \
+    --target-dir target/wasm-lint --all-targets --quiet -- -D warnings
+done
+
 say "layering (ARCHITECTURE.md invariants)"
 ./scripts/check-layers.sh
 
