@@ -63,7 +63,13 @@ refuse jobhost server cairn client axum askama clap reqwest
 refuse dto server cairn client jobhost policy axum clap reqwest tokio
 refuse protocol server cairn client jobhost policy engine axum clap reqwest tokio
 
+# No module circles inside a crate (scripts/check-modules.py).
+if ! modules=$(python3 scripts/check-modules.py); then
+  broken "module circles inside a crate:
+$modules"
+fi
+
 if [ "$fail" -ne 0 ]; then
   exit 1
 fi
-echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine, the server uses neither the CLI nor the client"
+echo "layering: chunker opens no path, filevol knows no threads, libraries print nothing, no HTTP/CLI/tokio below the engine, the server uses neither the CLI nor the client, no module circles"

@@ -167,6 +167,9 @@ impl Drop for Browser {
 
 #[test]
 fn dashboard_login_job_run_browse_download_chart_and_edit_in_chromium() {
+    if !testkit::needs(testkit::Need::Browser) {
+        return;
+    }
     let store = Store::new();
     let src = store.path("src");
     std::fs::create_dir_all(src.join("docs")).unwrap();

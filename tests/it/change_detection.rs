@@ -36,6 +36,9 @@ fn backup(ds: &Path, sources: &[&Path], time: &str) -> serde_json::Value {
 
 #[test]
 fn unchanged_files_and_images_are_not_read_again() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let (tmp, ds) = nobody_store();
 
     let mnt = tmp.path().join("strict");

@@ -17,6 +17,9 @@ const T1: &str = "2026-11-22T03:00:00Z";
 
 #[test]
 fn tricky_tree_roundtrip_partial_and_single_file() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     let src = store.path("src/www");
     let info = build_tricky_tree(&src);

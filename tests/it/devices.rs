@@ -35,6 +35,9 @@ impl Drop for Loop {
 
 #[test]
 fn block_device_backup_and_restore_onto_a_device() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     // 20 MiB: 9 MiB of random data, then zeros (whole zero chunks), then a tail.
     let mut image = vec![0u8; 20 * MIB];
@@ -76,6 +79,9 @@ fn block_device_backup_and_restore_onto_a_device() {
 
 #[test]
 fn one_file_system_stops_at_mount_points() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     let src = store.path("src");
     fs::create_dir_all(src.join("local")).expect("mkdir");

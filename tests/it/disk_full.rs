@@ -9,6 +9,9 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn disk_full_fails_the_backup_cleanly() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     let mount = store.path("small-disk");
     let _tmpfs = Tmpfs::mount(&mount, 24);

@@ -35,6 +35,9 @@ fn exclude_glob_leaves_matching_files_out() {
 /// tree holding a root-owned file with mode 0.
 #[test]
 fn unreadable_file_is_skipped_with_exit_3() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let (tmp, ds) = nobody_store();
 
     let src = tmp.path().join("src");

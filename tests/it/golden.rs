@@ -38,6 +38,9 @@ fn expected(name: &str) -> Value {
 
 #[test]
 fn golden_v1_datastore_reads_verifies_and_restores() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     fs::remove_dir_all(&store.ds).expect("drop the empty store");
     copy_tree(&fixture().join("datastore"), &store.ds);

@@ -2,8 +2,12 @@
 //! datastore and source trees in temporary directories and drives the real
 //! CLI, checking exit codes, JSON output and restored trees byte for byte.
 //!
-//! Run with `cargo test -p cairn --test it`. Needs root (devices, owners)
-//! and the `setfacl` (Debian `acl`) and `setpriv` (util-linux) commands.
+//! Run with `cargo test -p cairn --test it`. The tests that need root
+//! (devices, owners, mounts; they also use `setfacl` from Debian's `acl`,
+//! `getfattr` from `attr` and `setpriv` from util-linux), Chromium or
+//! componentize-py run only when `CAIRN_TEST_ROOT=1`, `CAIRN_TEST_BROWSER=1`,
+//! `CAIRN_TEST_PYTHON=1` or `CAIRN_TEST_ALL=1` asks for them
+//! (`testkit::needs`); otherwise they say they are skipped and pass.
 
 mod support;
 

@@ -24,6 +24,9 @@ fn decisions(v: &Value) -> Vec<(String, bool, String)> {
 
 #[test]
 fn a_python_policy_prunes_real_snapshots() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let store = Store::new();
     let src = store.path("empty");
     std::fs::create_dir_all(&src).expect("mkdir");

@@ -26,6 +26,9 @@ fn json_of(cmd: &mut Command) -> Value {
 
 #[test]
 fn remote_backup_and_restore_over_https_with_a_pinned_fingerprint() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
     let store = Store::new();
     let src = store.path("src");
     write_random_tree(&src.join("data"), 60, 12 << 20, 41);

@@ -14,18 +14,23 @@ use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
 use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
 use filevol::{
-    DatastoreConfig, DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError,
-    ManifestStats, SourceHandler, SourceStat, Writer,
+    DatastoreConfig, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats,
+    SourceHandler, SourceStat, Writer,
 };
 use model::{BackupGroup, SnapshotId};
 
 use crate::Engine;
 use crate::fswalk::{WalkItem, WalkOptions, Walker, open_data};
+use crate::new_snapshot::{index_ref, new_manifest};
 use crate::payload::PayloadBuilder;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
 use crate::target::{ChunkSink, SnapshotRead};
+
+/// Where a backup goes (defined with the other parts every kind of
+/// backup shares).
+pub use crate::new_snapshot::BackupTarget;
 
 const META: usize = 0;
 
@@ -80,15 +85,6 @@ pub fn archive_names(sources: &[(PathBuf, bool)]) -> Vec<String> {
         names.push(name);
     }
     names
-}
-
-/// Where a backup goes: the chunk sink, the previous snapshot of the group
-/// (for change detection and dedup) and the datastore's settings.
-pub struct BackupTarget<'a> {
-    pub sink: &'a dyn ChunkSink,
-    pub prev_src: &'a dyn SnapshotRead,
-    pub prev: Option<(SnapshotId, Manifest)>,
-    pub config: DatastoreConfig,
 }
 
 struct Ctx<'a> {
@@ -253,47 +249,6 @@ pub fn back_up(target: &BackupTarget<'_>, opts: &BackupOptions, progress: &Progr
         std::mem::take(&mut cx.errors),
         builtin,
     ))
-}
-
-/// The manifest of a new snapshot of `group` at `time`.
-pub(crate) fn new_manifest(
-    group: &BackupGroup,
-    time: i64,
-    tags: &[String],
-    archives: Vec<ManifestArchive>,
-    stats: ManifestStats,
-    errors: Vec<ManifestError>,
-    source: SourceHandler,
-) -> Manifest {
-    Manifest {
-        format: filevol::snapshot::MANIFEST_FORMAT.into(),
-        version: filevol::snapshot::MANIFEST_VERSION,
-        ns: group.ns.to_string(),
-        backup_type: group.kind.clone(),
-        backup_id: group.id.clone(),
-        time: group.at(time).time_text(),
-        tags: tags.to_vec(),
-        archives,
-        stats,
-        errors,
-        source,
-        created_by: concat!("cairn ", env!("CARGO_PKG_VERSION")).into(),
-    }
-}
-
-pub(crate) fn index_ref(
-    writer: &dyn ChunkSink,
-    file: &str,
-    index: &StreamIndex,
-) -> Result<(IndexRef, DynamicIndex)> {
-    let mut didx = DynamicIndex::default();
-    let mut end = 0;
-    for (id, len) in &index.chunks {
-        end += len;
-        didx.entries.push((end, *id));
-    }
-    let r = writer.write_index(file, &didx.encode(), end, didx.entries.len() as u64)?;
-    Ok((r, didx))
 }
 
 impl Ctx<'_> {

@@ -19,7 +19,7 @@ use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_heade
 use filevol::{Manifest, ManifestArchive, ManifestStats, SourceHandler};
 use model::SnapshotId;
 
-use crate::backup::{BackupTarget, index_ref, new_manifest};
+use crate::new_snapshot::{BackupTarget, index_ref, new_manifest};
 use crate::payload::{PAYLOAD, PayloadBuilder};
 use crate::pipeline::{self, Pipeline};
 use crate::prevtree::walk_order;
@@ -42,12 +42,8 @@ pub struct Item {
     pub target: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    File,
-    Directory,
-    Symlink,
-}
+/// A file, a directory or a symbolic link (the shared `model` type).
+pub use model::ItemKind;
 
 /// One step of a source backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub mod fswalk;
 pub mod items;
 pub mod job_paths;
 pub mod jobs;
+mod new_snapshot;
 pub mod ops;
 mod payload;
 mod pipeline;

@@ -8,6 +8,7 @@ pub mod access;
 pub mod backy;
 pub mod human;
 pub mod ids;
+pub mod item;
 pub mod job;
 pub mod policy;
 pub mod prune;
@@ -18,6 +19,7 @@ pub mod words;
 
 pub use access::{ApiToken, Role, Session, User};
 pub use ids::{BackupGroup, GroupOrSnapshot, IdError, Namespace, SnapshotId};
+pub use item::ItemKind;
 pub use job::{Job, JobSource, PolicyUse, ScheduleKind, Sla, Task, TaskState};
 pub use policy::PolicyRecord;
 pub use snapshot::{ArchiveKind, ArchiveSummary, SnapshotInfo, SnapshotSummary, VerifyState};

@@ -27,9 +27,18 @@ pub fn policies_dir() -> PathBuf {
 }
 
 /// An example policy written in Python, from `policies-py/`, by directory
-/// name (`retention-recent`).
+/// name (`retention-recent`). Built only when `CAIRN_TEST_PYTHON=1` or
+/// `CAIRN_TEST_ALL=1` was set for the build (tests that use it check
+/// `testkit::needs(Need::Python)` first).
 pub fn python_example(name: &str) -> PathBuf {
-    component(env!("CAIRN_PYTHON_POLICIES_WASM"), name)
+    let dir = env!("CAIRN_PYTHON_POLICIES_WASM");
+    let path = PathBuf::from(dir).join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "no component {} (the Python examples are built only with CAIRN_TEST_PYTHON=1 or CAIRN_TEST_ALL=1)",
+        path.display()
+    );
+    path
 }
 
 /// The repository's `policies-py/` directory (for the examples' `cases/`).

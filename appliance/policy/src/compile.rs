@@ -25,7 +25,8 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 
 use crate::artifact::{self, CacheKey, MAX_ARTIFACT_BYTES};
-use crate::sandbox::{self, PolicyError};
+use crate::error::{CompileLimit, PolicyError};
+use crate::sandbox;
 
 /// Where components are compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,39 +63,6 @@ impl Default for CompileLimits {
 impl CompileLimits {
     fn cpu_seconds(&self) -> u64 {
         self.cpu.as_secs() + u64::from(self.cpu.subsec_nanos() > 0)
-    }
-}
-
-/// The limit a compiler child process went over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompileLimit {
-    /// Its address space, bytes (`RLIMIT_AS`).
-    Memory(u64),
-    /// Its CPU time, seconds (`RLIMIT_CPU`).
-    Cpu(u64),
-    /// The wall clock: the parent killed it.
-    WallClock(Duration),
-    /// The largest compiled artifact accepted, bytes.
-    Output(usize),
-}
-
-impl std::fmt::Display for CompileLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CompileLimit::Memory(bytes) => {
-                write!(f, "its memory limit of {} MiB (address space, RLIMIT_AS)", bytes >> 20)
-            }
-            CompileLimit::Cpu(secs) => write!(f, "its CPU limit of {secs} s (RLIMIT_CPU)"),
-            CompileLimit::WallClock(d) if d.subsec_nanos() == 0 => {
-                write!(f, "its wall-clock limit of {} s and was killed", d.as_secs())
-            }
-            CompileLimit::WallClock(d) => {
-                write!(f, "its wall-clock limit of {} ms and was killed", d.as_millis())
-            }
-            CompileLimit::Output(bytes) => {
-                write!(f, "the {} MiB limit on a compiled artifact", bytes >> 20)
-            }
-        }
     }
 }
 

@@ -10,12 +10,11 @@
 //! granted directory and wins the race).
 
 use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
     Descriptor, DescriptorFlags, DescriptorType, ErrorCode, Host, HostDescriptor, OpenFlags, PathFlags,
 };
-
-use crate::sandbox::State;
 
 /// The `wasi:filesystem/types` version whose `open-at` is replaced (the
 /// one wasmtime-wasi serves; guests built for an earlier 0.2 match it).
@@ -26,8 +25,9 @@ fn openable(ty: DescriptorType) -> bool {
     matches!(ty, DescriptorType::RegularFile | DescriptorType::Directory)
 }
 
-/// Replace `open-at` in `linker` with one that refuses special files.
-pub fn refuse_special_files(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+/// Replace `open-at` in `linker` with one that refuses special files (any
+/// store whose data is a WASI view: the sandbox's source linker).
+pub fn refuse_special_files<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance(TYPES)?.func_wrap(
         "[method]descriptor.open-at",

@@ -29,6 +29,7 @@
 mod artifact;
 mod cache_key;
 mod compile;
+mod error;
 mod fsguard;
 mod net;
 mod retention;
@@ -41,9 +42,10 @@ use std::time::Duration;
 
 pub use artifact::{CacheKey, MAX_ARTIFACT_BYTES};
 pub use cache_key::CacheKeyError;
-pub use compile::{CompileIn, CompileLimit, CompileLimits, compile_child};
+pub use compile::{CompileIn, CompileLimits, compile_child};
+pub use error::{CompileLimit, PolicyError};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
-pub use sandbox::{Grants, Limits, PolicyError};
+pub use sandbox::{Grants, Limits};
 pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
 pub use source::{Features, ItemKind, MAX_DATA_STEP, Session as SourceSession, SourceItem, SourceStep};
 

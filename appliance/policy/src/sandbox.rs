@@ -21,7 +21,8 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::World;
+use crate::error::PolicyError;
+use crate::{PolicyInfo, World};
 
 /// How often the ticker advances the engine's epoch; the CPU budget is
 /// counted in these ticks.
@@ -38,24 +39,6 @@ pub struct Limits {
     pub cpu: Duration,
     /// Most linear memory the guest may hold, in bytes.
     pub memory: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The component was refused at load time.
-    #[error("invalid policy component: {0}")]
-    Invalid(String),
-    /// One call failed: trap, timeout, memory, malformed answer or an
-    /// error the policy returned.
-    #[error("{policy} failed: {message}")]
-    Call { policy: String, message: String },
-    /// Compiling the component in the compiler child process went over one
-    /// of that process's limits; the component is refused.
-    #[error("invalid policy component: compiling it went over {0}")]
-    CompileLimit(crate::compile::CompileLimit),
-    /// The host itself could not start.
-    #[error("policy host: {0}")]
-    Host(String),
 }
 
 /// Per-call store data.
@@ -430,6 +413,23 @@ impl Sandbox {
         self.build(limits, grants, Randomness::Os)
     }
 
+    /// Instantiate a component in a fresh store under `limits` and call
+    /// its `describe` export. Every world's bindings are another type with
+    /// the same two steps: `instantiate` (with the world's linker) and
+    /// `call` (its `call_describe`). A failure refuses the component.
+    pub fn describe<B, I: Into<PolicyInfo>>(
+        &self,
+        limits: &Limits,
+        instantiate: impl FnOnce(&mut Store<State>) -> wasmtime::Result<B>,
+        call: impl FnOnce(&B, &mut Store<State>) -> wasmtime::Result<I>,
+    ) -> Result<PolicyInfo, PolicyError> {
+        let mut store = self.store(limits);
+        let bindings = instantiate(&mut store)
+            .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
+        let info = call(&bindings, &mut store);
+        info.map(Into::into).map_err(|e| describe_error(&e, limits, &store))
+    }
+
     fn build(
         &self,
         limits: &Limits,
@@ -504,7 +504,7 @@ pub fn reset_budget(store: &mut Store<State>, limits: &Limits) {
 }
 
 /// A failed `describe` at load time: the component is refused.
-pub fn describe_error(err: &wasmtime::Error, limits: &Limits, store: &Store<State>) -> PolicyError {
+fn describe_error(err: &wasmtime::Error, limits: &Limits, store: &Store<State>) -> PolicyError {
     PolicyError::Invalid(format!("describe: {}", describe_failure(err, limits, &store.data().stderr)))
 }
 

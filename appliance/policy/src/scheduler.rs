@@ -3,7 +3,8 @@
 
 use wasmtime::component::Component;
 
-use crate::sandbox::{Limits, PolicyError, Sandbox, describe_error, describe_failure};
+use crate::error::PolicyError;
+use crate::sandbox::{Limits, Sandbox, describe_failure};
 use crate::{Policy, PolicyInfo};
 
 mod bindings {
@@ -54,11 +55,11 @@ pub fn describe(
     component: &Component,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
-    let mut store = sandbox.store(limits);
-    let bindings = Scheduler::instantiate(&mut store, component, sandbox.linker())
-        .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
-    let info = bindings.call_describe(&mut store);
-    info.map(PolicyInfo::from).map_err(|e| describe_error(&e, limits, &store))
+    sandbox.describe(
+        limits,
+        |store| Scheduler::instantiate(store, component, sandbox.linker()),
+        |bindings, store| bindings.call_describe(store),
+    )
 }
 
 pub fn decide(

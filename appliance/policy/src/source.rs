@@ -11,9 +11,8 @@
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use crate::sandbox::{
-    Grants, Limits, PolicyError, Sandbox, State, describe_error, describe_failure, reset_budget,
-};
+use crate::error::PolicyError;
+use crate::sandbox::{Grants, Limits, Sandbox, State, describe_failure, reset_budget};
 use crate::{Policy, PolicyInfo, clip};
 
 mod bindings {
@@ -36,12 +35,8 @@ pub struct Features {
     pub restore: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    File,
-    Directory,
-    Symlink,
-}
+/// A file, a directory or a symbolic link (the shared `model` type).
+pub use model::ItemKind;
 
 /// One item a handler yields (or is handed back on restore).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +91,11 @@ pub fn describe(
     component: &Component,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
-    let mut store = sandbox.store(limits);
-    let bindings = Source::instantiate(&mut store, component, sandbox.source_linker())
-        .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
-    let info = bindings.call_describe(&mut store);
-    info.map(PolicyInfo::from).map_err(|e| describe_error(&e, limits, &store))
+    sandbox.describe(
+        limits,
+        |store| Source::instantiate(store, component, sandbox.source_linker()),
+        |bindings, store| bindings.call_describe(store),
+    )
 }
 
 /// Instantiate the handler with `grants` and ask its capabilities.

@@ -7,6 +7,9 @@
 //!   difference as a readable line.
 //! - [`http::ExportServer`] serves an export and keeps uploads, for source
 //!   handlers' tests.
+//! - [`needs`] says whether a test that needs root, Chromium or
+//!   componentize-py runs (`CAIRN_TEST_ROOT`, `CAIRN_TEST_BROWSER`,
+//!   `CAIRN_TEST_PYTHON`, or `CAIRN_TEST_ALL` for all three).
 //! - [`write_random_tree`], [`write_image_file`], [`flip_byte`],
 //!   [`chunk_files`] and [`content_digest`] are small helpers.
 //!
@@ -19,6 +22,7 @@
 mod compare;
 mod content;
 pub mod http;
+mod needs;
 mod tricky;
 
 #[cfg(test)]
@@ -26,4 +30,5 @@ mod compare_tests;
 
 pub use compare::compare_trees;
 pub use content::{RandomTree, chunk_files, content_digest, flip_byte, write_image_file, write_random_tree};
+pub use needs::{ALL_VAR, Need, needs};
 pub use tricky::{TreeInfo, build_tricky_tree};

@@ -55,7 +55,8 @@ pub struct TreeInfo {
 /// numbers and ctimes).
 ///
 /// Panics with a message when a case cannot be made, including when the
-/// `setfacl` command (Debian package `acl`) is missing.
+/// `setfacl` command (Debian package `acl`) is missing. Needs root: a test
+/// that calls it checks [`crate::needs`]`(Need::Root)` first.
 pub fn build_tricky_tree(root: &Path) -> TreeInfo {
     let b = Builder { root: root.to_path_buf() };
     b.dir("");

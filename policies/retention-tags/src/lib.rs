@@ -28,7 +28,8 @@ impl Guest for Tags {
 
     fn decide(snapshots: Vec<Snapshot>, now: i64, params: Vec<Param>) -> Result<Vec<Decision>, String> {
         // The same rules as a job's built-in tag retention.
-        let rules = params.iter().map(|p| parse_interval(&p.key, &p.value, true)).collect::<Result<Vec<_>, _>>()?;
+        let rules =
+            params.iter().map(|p| parse_interval(&p.key, &p.value, true)).collect::<Result<Vec<_>, _>>()?;
         if rules.is_empty() {
             return Err("give at least one schedule tag, e.g. --param daily=1d:9".into());
         }

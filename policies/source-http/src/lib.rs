@@ -56,7 +56,9 @@ fn parse_url(url: &str) -> Result<Url, String> {
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(format!("{url:?} has no host, or has credentials in it (use the authorization parameter)"));
+        return Err(format!(
+            "{url:?} has no host, or has credentials in it (use the authorization parameter)"
+        ));
     }
     Ok(Url { https, authority: authority.to_owned(), path: path.to_owned() })
 }
@@ -74,7 +76,10 @@ fn params(list: &[Param]) -> Result<Params, String> {
     let get = |k: &str| list.iter().find(|p| p.key == k).map(|p| p.value.clone());
     for p in list {
         if !["url", "name", "restore-url", "restore-method", "authorization"].contains(&p.key.as_str()) {
-            return Err(format!("unknown parameter {:?} (url, name, restore-url, restore-method, authorization)", p.key));
+            return Err(format!(
+                "unknown parameter {:?} (url, name, restore-url, restore-method, authorization)",
+                p.key
+            ));
         }
     }
     let url_text = get("url").ok_or("the url parameter is required (--param url=http://host:port/path)")?;
@@ -112,7 +117,8 @@ fn request(method: &Method, url: &Url, authorization: &Option<String>) -> Result
     let req = OutgoingRequest::new(fields);
     let bad = |what: &str| format!("the host refused the request's {what}");
     req.set_method(method).map_err(|()| bad("method"))?;
-    req.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http })).map_err(|()| bad("scheme"))?;
+    req.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http }))
+        .map_err(|()| bad("scheme"))?;
     req.set_authority(Some(&url.authority)).map_err(|()| bad("host"))?;
     req.set_path_with_query(Some(&url.path)).map_err(|()| bad("path"))?;
     Ok(req)
@@ -129,7 +135,9 @@ fn wait(future: &FutureIncomingResponse, what: &str) -> Result<IncomingResponse,
 
 fn describe(e: &ErrorCode) -> String {
     match e {
-        ErrorCode::HttpRequestDenied => "the job does not allow this host (grant it with --allow-host)".into(),
+        ErrorCode::HttpRequestDenied => {
+            "the job does not allow this host (grant it with --allow-host)".into()
+        }
         ErrorCode::ConnectionRefused => "connection refused".into(),
         other => format!("{other:?}"),
     }
@@ -146,9 +154,18 @@ struct Download {
 enum State {
     Idle,
     /// Begun: the item is next, then its data.
-    Item { item: Item, download: Download },
-    Data { download: Download },
-    Restoring { params: Params, upload: Option<Upload>, files: u32 },
+    Item {
+        item: Item,
+        download: Download,
+    },
+    Data {
+        download: Download,
+    },
+    Restoring {
+        params: Params,
+        upload: Option<Upload>,
+        files: u32,
+    },
 }
 
 /// Restore: the request being sent, fields in drop order.
@@ -189,7 +206,8 @@ impl Handler for SourceHttp {
     fn begin_backup(list: Vec<Param>, _since: Option<i64>) -> Result<(), String> {
         let p = params(&list)?;
         let req = request(&Method::Get, &p.url, &p.authorization)?;
-        let future = outgoing_handler::handle(req, None).map_err(|e| format!("GET {}: {}", p.url_text, describe(&e)))?;
+        let future = outgoing_handler::handle(req, None)
+            .map_err(|e| format!("GET {}: {}", p.url_text, describe(&e)))?;
         let response = wait(&future, &format!("GET {}", p.url_text))?;
         let status = response.status();
         if !(200..300).contains(&status) {
@@ -202,7 +220,8 @@ impl Handler for SourceHttp {
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
         let body = response.consume().map_err(|()| "the response has no body".to_owned())?;
         let stream = body.stream().map_err(|()| "the response body cannot be read".to_owned())?;
-        let item = Item { path: p.name, kind: ItemKind::File, mode: 0o644, mtime: 0, target: String::new(), size };
+        let item =
+            Item { path: p.name, kind: ItemKind::File, mode: 0o644, mtime: 0, target: String::new(), size };
         let download = Download { stream, _body: body, _response: response };
         STATE.with(|s| *s.borrow_mut() = State::Item { item, download });
         Ok(())

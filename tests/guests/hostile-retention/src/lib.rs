@@ -35,13 +35,21 @@ impl Guest for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
-            "recursion" => Ok(vec![Decision { id: String::new(), keep: deep(std::hint::black_box(0)) > 0, reason: String::new() }]),
+            "recursion" => Ok(vec![Decision {
+                id: String::new(),
+                keep: deep(std::hint::black_box(0)) > 0,
+                reason: String::new(),
+            }]),
             "huge" => Ok((0..5_000_000)
                 .map(|i| Decision { id: format!("not/a/snapshot-{i}"), keep: true, reason: "x".repeat(100) })
                 .collect()),
             "unknown-id" => {
                 let mut a = answer(true);
-                a.push(Decision { id: "host/other/2026-01-01T00:00:00Z".into(), keep: false, reason: "?".into() });
+                a.push(Decision {
+                    id: "host/other/2026-01-01T00:00:00Z".into(),
+                    keep: false,
+                    reason: "?".into(),
+                });
                 Ok(a)
             }
             "repeat-id" => {

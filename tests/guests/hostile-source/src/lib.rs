@@ -68,7 +68,8 @@ impl Handler for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
-            "write" => std::fs::write(&file, b"written by a source handler").map_err(|e| format!("write {file}: {e}"))?,
+            "write" => std::fs::write(&file, b"written by a source handler")
+                .map_err(|e| format!("write {file}: {e}"))?,
             _ => {}
         }
         STATE.with(|s| *s.borrow_mut() = (mode, file, 0));

@@ -74,6 +74,9 @@ struct Expect {
 
 #[test]
 fn retention_recent_describes_itself() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let (_, p) = loaded();
     assert_eq!((p.world, p.wit_version.as_str()), (World::Retention, "0.1.0"));
     assert_eq!((p.info.name.as_str(), p.info.version.as_str()), ("retention-recent", "0.1.0"));
@@ -87,6 +90,9 @@ fn retention_recent_describes_itself() {
 
 #[test]
 fn retention_recent_passes_its_cases() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let (host, p) = loaded();
     let cases = policy_guests::python_policies_dir().join("retention-recent/cases");
     let mut ran = 0;
@@ -169,6 +175,9 @@ fn random_duration(rng: &mut StdRng) -> (String, i64) {
 /// sets and parameters.
 #[test]
 fn retention_recent_agrees_with_a_plain_statement_of_its_rule() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let (host, p) = loaded();
     let mut rng = StdRng::seed_from_u64(2027);
     let now = 1_790_000_000i64;
@@ -227,6 +236,9 @@ fn retention_recent_agrees_with_a_plain_statement_of_its_rule() {
 /// a message that says what is wrong; the host still works afterwards.
 #[test]
 fn retention_recent_refuses_bad_parameters() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let (host, p) = loaded();
     let snaps = [snap("host/x/2026-11-20T03:00:00Z", false)];
     let now = time("2026-11-22T00:00:00Z");
@@ -254,6 +266,9 @@ fn retention_recent_refuses_bad_parameters() {
 /// the budget counts wall time, and other tests share the cores).
 #[test]
 fn retention_recent_fits_in_16_mib() {
+    if !testkit::needs(testkit::Need::Python) {
+        return;
+    }
     let (host, p) = loaded();
     let now = 1_790_000_000i64;
     let snaps: Vec<RetentionSnapshot> = (0..1000)
