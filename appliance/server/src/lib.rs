@@ -2,11 +2,15 @@
 //! certificate made on first start unless files are configured), the JSON
 //! API under `/api/v1` and the dashboard on the same port.
 //!
-//! Code map: `config` (TOML file, resolved settings), `tls` (certificate,
-//! fingerprint), `routes` (the route table and `app()`), `auth` (callers,
-//! roles, CSRF), `finish` (request ids, the one error rendering, the
-//! unauthenticated delay), `api` (JSON handlers), `views` (askama pages),
-//! `chart` (SVG), `stream` (blocking readers as bodies), `state`.
+//! Code map (ARCHITECTURE.md says more): `config` (TOML file, resolved
+//! settings), `tls` (certificate), `routes` (the route table and `app()`),
+//! `auth` (access levels, the per-route guard, CSRF), `caller`, `input`
+//! (what requests carry, parsed), `error`, `finish` (request ids, the one
+//! error rendering, the unauthenticated delay), `state`, `limits`,
+//! `logins`, `sessions` and `remote` (the remote protocol), JSON handlers
+//! in `api`, `jobs_api`, `maint_api`, `policy_api`; pages in `page` (the
+//! frame), `views`, `job_views`; `chart` (SVG), `stream` (blocking readers
+//! as bodies), `scheduler`.
 //!
 //! Invariant: handlers extract, make engine calls through
 //! `AppState::engine` (off the async workers) and render; no backup logic

@@ -1,7 +1,7 @@
-//! `cairn policy add|list|show|rm`, running a retention policy for
-//! `cairn prune --policy`, and loading stored policies through the
-//! compiled-artifact cache (components compile in a child process, this
-//! binary run as `cairn __compile-policy`).
+//! `cairn policy add|list|show|rm|simulate` and the hidden
+//! `cairn __compile-policy` (this binary as the policy host's compiler
+//! child). Loading, caching and running policies is `jobhost::policies`'
+//! work; this module parses arguments and renders what it returns.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
