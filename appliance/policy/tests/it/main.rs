@@ -4,6 +4,7 @@
 //! has its own `main`.
 
 mod cache;
+mod cases;
 mod python;
 mod retention;
 mod scheduler;

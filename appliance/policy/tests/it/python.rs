@@ -4,12 +4,11 @@
 //! with a plain Rust statement of its rule on random snapshot sets.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::cases::{self, snap};
 use policy::{Host, Limits, RetentionSnapshot, VerifyState, World};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde::Deserialize;
 
 /// The budget the example states in its README and description: a call
 /// (a fresh CPython instance, then `decide`) needs about 13 MiB and a few
@@ -36,42 +35,6 @@ fn time(t: &str) -> i64 {
     model::time::parse_rfc3339(t).unwrap_or_else(|| panic!("bad time {t}"))
 }
 
-fn snap(id: &str, protected: bool) -> RetentionSnapshot {
-    RetentionSnapshot {
-        id: id.into(),
-        time: time(id.rsplit('/').next().expect("id ends in a time")),
-        tags: vec![],
-        size: 0,
-        protected,
-        verify_state: VerifyState::None,
-    }
-}
-
-#[derive(Deserialize)]
-struct Case {
-    now: String,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    snapshots: Vec<CaseSnapshot>,
-    #[serde(default)]
-    expect: Vec<Expect>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CaseSnapshot {
-    id: String,
-    #[serde(default)]
-    protected: bool,
-}
-
-#[derive(Deserialize, Debug, PartialEq)]
-struct Expect {
-    id: String,
-    keep: bool,
-    reason: String,
-}
-
 #[test]
 fn retention_recent_describes_itself() {
     if !testkit::needs(testkit::Need::Python) {
@@ -95,30 +58,8 @@ fn retention_recent_passes_its_cases() {
     }
     let (host, p) = loaded();
     let cases = policy_guests::python_policies_dir().join("retention-recent/cases");
-    let mut ran = 0;
-    for entry in std::fs::read_dir(&cases).expect("cases dir") {
-        run_case(host, p, &entry.expect("entry").path());
-        ran += 1;
-    }
+    let ran = cases::run_all(host, p, &cases, &limits(), "it returned an error");
     assert!(ran >= 4, "only {ran} cases in {}", cases.display());
-}
-
-fn run_case(host: &Host, p: &policy::Policy, path: &Path) {
-    let case: Case = serde_json::from_slice(&std::fs::read(path).expect("read case")).expect("case json");
-    let snaps: Vec<_> = case.snapshots.iter().map(|s| snap(&s.id, s.protected)).collect();
-    let params: Vec<(String, String)> = case.params.into_iter().collect();
-    match (host.retention(p, &snaps, time(&case.now), &params, &limits()), case.error) {
-        (Ok(d), None) => {
-            let got: Vec<Expect> =
-                d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
-            assert_eq!(got, case.expect, "{}", path.display());
-        }
-        (Err(e), Some(want)) => {
-            let e = e.to_string();
-            assert!(e.contains("it returned an error") && e.contains(&want), "{}: {e}", path.display());
-        }
-        (got, want) => panic!("{}: got {got:?}, wanted error {want:?}", path.display()),
-    }
 }
 
 /// The rule, stated plainly: protected stays; younger than `within`

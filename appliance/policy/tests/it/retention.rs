@@ -5,52 +5,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::cases::{self, snap};
 use policy::{Host, Limits, PolicyError, RetentionSnapshot, VerifyState, World};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde::Deserialize;
 
 fn load(host: &Host, path: &Path) -> policy::Policy {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     host.load(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
-}
-
-fn snap(id: &str, protected: bool) -> RetentionSnapshot {
-    let time = id.rsplit('/').next().and_then(model::time::parse_rfc3339).expect("id ends in a time");
-    RetentionSnapshot {
-        id: id.into(),
-        time,
-        tags: vec![],
-        size: 0,
-        protected,
-        verify_state: VerifyState::None,
-    }
-}
-
-#[derive(Deserialize)]
-struct Case {
-    now: String,
-    #[serde(default)]
-    params: std::collections::BTreeMap<String, String>,
-    snapshots: Vec<CaseSnapshot>,
-    #[serde(default)]
-    expect: Vec<Expect>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CaseSnapshot {
-    id: String,
-    #[serde(default)]
-    protected: bool,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-#[derive(Deserialize, Debug, PartialEq)]
-struct Expect {
-    id: String,
-    keep: bool,
-    reason: String,
 }
 
 #[test]
@@ -72,32 +33,8 @@ fn retention_examples_pass_their_cases() {
         let p = load(&host, &policy_guests::example(example));
         assert_eq!((p.world, p.info.name.as_str()), (World::Retention, example));
         let cases = policy_guests::policies_dir().join(example).join("cases");
-        let mut ran = 0;
-        for entry in std::fs::read_dir(&cases).expect("cases dir") {
-            run_case(&host, &p, &entry.expect("entry").path());
-            ran += 1;
-        }
+        let ran = cases::run_all(&host, &p, &cases, &Limits::default(), "");
         assert!(ran >= 3, "only {ran} cases in {}", cases.display());
-    }
-}
-
-fn run_case(host: &Host, p: &policy::Policy, path: &Path) {
-    let case: Case = serde_json::from_slice(&std::fs::read(path).expect("read case")).expect("case json");
-    let snaps: Vec<_> = case
-        .snapshots
-        .iter()
-        .map(|s| RetentionSnapshot { tags: s.tags.clone(), ..snap(&s.id, s.protected) })
-        .collect();
-    let params: Vec<(String, String)> = case.params.into_iter().collect();
-    let now = model::time::parse_rfc3339(&case.now).expect("now");
-    match (host.retention(p, &snaps, now, &params, &Limits::default()), case.error) {
-        (Ok(d), None) => {
-            let got: Vec<Expect> =
-                d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
-            assert_eq!(got, case.expect, "{}", path.display());
-        }
-        (Err(e), Some(want)) => assert!(e.to_string().contains(&want), "{}: {e}", path.display()),
-        (got, want) => panic!("{}: got {got:?}, wanted error {want:?}", path.display()),
     }
 }
 
