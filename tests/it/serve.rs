@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Store, cairn, run_ok};
+use crate::support::{Store, cairn, run_json, run_ok};
 
 /// Accepts exactly one certificate, named by its SHA-256 fingerprint.
 #[derive(Debug)]
@@ -458,4 +458,45 @@ fn serve_refuses_tls_files_that_do_not_exist() {
     assert!(cert.exists() && key.exists());
     let client = pinned_client(&server.fingerprint);
     assert_eq!(client.get(server.url("/healthz")).send().unwrap().text().unwrap(), "ok\n");
+}
+
+/// The CLI's `--json` and the API print the same JSON types (the `dto`
+/// crate), so they cannot drift: the same tokens (groups as an array, with
+/// created and expires), users, jobs and snapshots, field for field.
+#[test]
+fn the_cli_and_the_api_print_the_same_json() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 64 << 10, 7);
+    store.backup(&src, "host/a", "2026-03-01T00:00:00Z");
+    let server = Server::start_with(&store, &["--config", &roots_config(&store, &src)]);
+    let http = pinned_client(&server.fingerprint);
+    let admin = token(&store, "admin-t", "admin", None);
+    token(&store, "client-t", "backup-client", Some("host/a"));
+    let src_text = src.display().to_string();
+    run_ok(
+        store
+            .cmd()
+            .args(["job", "add", "nightly", "--group", "host/a", "--schedule", "0 3 * * *"])
+            .arg(&src_text),
+    );
+    let cases: [(&[&str], &str); 4] = [
+        (&["token", "list", "--json"], "/api/v1/tokens"),
+        (&["user", "list", "--json"], "/api/v1/users"),
+        (&["job", "list", "--json"], "/api/v1/jobs"),
+        (&["snapshots", "--json"], "/api/v1/snapshots"),
+    ];
+    for (args, path) in cases {
+        let cli = run_json(store.cmd().args(args));
+        let res = http.get(server.url(path)).bearer_auth(&admin).send().unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let api: serde_json::Value = res.json().unwrap();
+        assert_eq!(cli, api, "`cairn {}` and GET {path} differ", args.join(" "));
+        assert!(cli.as_array().is_some_and(|a| !a.is_empty()), "{path}: {cli}");
+    }
+    let tokens = run_json(store.cmd().args(["token", "list", "--json"]));
+    let client = tokens.as_array().unwrap().iter().find(|t| t["name"] == "client-t").expect("client token");
+    assert_eq!(client["groups"], serde_json::json!(["host/a"]), "{client}");
+    assert!(client["created"].is_string() && client.get("expires").is_some(), "{client}");
+    assert!(client.get("token").is_none(), "a listing never shows a token's secret: {client}");
 }
