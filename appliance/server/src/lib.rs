@@ -9,7 +9,7 @@
 //! error rendering, the unauthenticated delay), `state`, `limits`,
 //! `logins`, `sessions` and `remote` (the remote protocol), JSON handlers
 //! in `api`, `jobs_api`, `maint_api`, `policy_api`; pages in `page` (the
-//! frame), `views`, `job_views`; `chart` (SVG), `stream` (blocking readers
+//! frame), `views`, `job_views`; `metrics`; `chart` (SVG), `stream` (blocking readers
 //! as bodies), `scheduler`.
 //!
 //! Invariant: handlers extract, make engine calls through
@@ -31,6 +31,7 @@ mod jobs_api;
 pub mod limits;
 mod logins;
 mod maint_api;
+mod metrics;
 mod page;
 mod policy_api;
 mod remote;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::auth::{self, Access};
 use super::page::{self, DashboardPages};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, maint_api, policy_api, remote, views};
+use super::{api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, views};
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -56,7 +56,7 @@ pub fn routes() -> Vec<RouteSpec> {
     use Access::*;
     vec![
         r(Method::GET, "/healthz", Public, "Liveness: answers `ok`.", get(api::healthz)),
-        r(Method::GET, "/metrics", Read, "Prometheus metrics.", get(api::metrics)),
+        r(Method::GET, "/metrics", Read, "Prometheus metrics.", get(metrics::metrics)),
         r(Method::GET, "/api/v1/openapi.json", Public, "This document.", get(openapi)),
         r(Method::GET, "/api/v1/status", Client, "Datastore status and usage.", get(api::status)),
         r(Method::GET, "/api/v1/groups", Client, "Backup groups with snapshot counts.", get(api::groups)),
