@@ -851,19 +851,11 @@ mod tests {
     }
 
     fn job(name: &str, schedule: &str) -> Job {
+        let group = BackupGroup::new(model::Namespace::root(), "host", "a").unwrap();
         Job {
-            name: name.into(),
-            group: BackupGroup::new(model::Namespace::root(), "host", "a").unwrap(),
             sources: vec!["/srv".into()],
             schedule: schedule.into(),
-            tags: vec![],
-            keep: KeepRules::default(),
-            verify: false,
-            created: 1_800_000_000,
-            intervals: vec![],
-            scheduler: None,
-            retention: None,
-            source: None,
+            ..Job::new(name, group, 1_800_000_000)
         }
     }
 

@@ -214,19 +214,11 @@ mod tests {
         let wasm = std::fs::read(policy_guests::example("schedule-window")).expect("component");
         add(&engine, &Host::new().expect("host"), &wasm, Some("window"), None, None, 0).expect("add");
         let window = |w: &str| PolicyUse { name: "window".into(), params: vec![("window".into(), w.into())] };
+        let group = BackupGroup::parse("host/web01", &Namespace::root()).expect("group");
         let mut job = Job {
-            name: "web".into(),
-            group: BackupGroup::parse("host/web01", &Namespace::root()).expect("group"),
             sources: vec!["/srv".into()],
-            schedule: String::new(),
-            tags: vec![],
-            keep: Default::default(),
-            verify: false,
-            created: 0,
-            intervals: vec![],
             scheduler: Some(window("22:00-04:00")),
-            retention: None,
-            source: None,
+            ..Job::new("web", group, 0)
         };
         // Compiling in this process: the test binary is no `cairn` to run
         // as the compiler child.

@@ -67,6 +67,27 @@ pub enum ScheduleKind {
 }
 
 impl Job {
+    /// A job of `group` named `name`, created at `created`, with every
+    /// other setting empty (no source, no schedule, keep everything):
+    /// callers set what they have with `Job { sources, .., ..Job::new(..) }`,
+    /// so a new field needs a default here and nowhere else.
+    pub fn new(name: impl Into<String>, group: BackupGroup, created: i64) -> Job {
+        Job {
+            name: name.into(),
+            group,
+            sources: Vec::new(),
+            schedule: String::new(),
+            tags: Vec::new(),
+            keep: KeepRules::default(),
+            verify: false,
+            created,
+            intervals: Vec::new(),
+            scheduler: None,
+            retention: None,
+            source: None,
+        }
+    }
+
     /// Which of the three ways to schedule the job uses; an error unless
     /// exactly one is set.
     pub fn schedule_kind(&self) -> Result<ScheduleKind, String> {

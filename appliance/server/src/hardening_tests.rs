@@ -154,18 +154,9 @@ async fn a_snapshot_from_the_future_never_makes_a_job_look_fresh() {
     let f = fixture();
     let group = model::BackupGroup::new(Namespace::root(), "host", "a").unwrap();
     let job = model::Job {
-        name: "nightly".into(),
-        group: group.clone(),
         sources: vec!["/nonexistent".into()],
         schedule: "0 3 * * *".into(),
-        tags: vec![],
-        keep: Default::default(),
-        verify: false,
-        created: T0,
-        intervals: vec![],
-        scheduler: None,
-        retention: None,
-        source: None,
+        ..model::Job::new("nightly", group.clone(), T0)
     };
     f.engine.put_job(&job).unwrap();
     let statuses = |at| f.engine.job_statuses(at).unwrap().remove(0);

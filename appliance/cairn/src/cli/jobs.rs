@@ -84,8 +84,6 @@ pub fn run(cli: &Global, c: &JobCommand) -> Result<ExitCode> {
             let group = BackupGroup::parse(&a.group, &Namespace::parse(&a.ns)?)?;
             let created = engine.job(&a.name).map_or(now(), |j| j.created);
             let job = Job {
-                name: a.name.clone(),
-                group,
                 sources: a
                     .sources
                     .iter()
@@ -95,7 +93,6 @@ pub fn run(cli: &Global, c: &JobCommand) -> Result<ExitCode> {
                 tags: a.tags.clone(),
                 keep: a.keep.rules(),
                 verify: a.verify,
-                created,
                 intervals: model::backy::parse_intervals(a.intervals.as_deref().unwrap_or(""))
                     .map_err(|e| anyhow::anyhow!("--intervals: {e}"))?,
                 scheduler: policy_use(&a.scheduler, &a.scheduler_params)?,
@@ -119,6 +116,7 @@ pub fn run(cli: &Global, c: &JobCommand) -> Result<ExitCode> {
                         })
                     })
                     .transpose()?,
+                ..Job::new(a.name.clone(), group, created)
             };
             if a.source.is_none() && !a.handler.is_empty() {
                 bail!("--param, --allow-host and --grant-dir are for a source handler (--source NAME)");
