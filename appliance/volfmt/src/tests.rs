@@ -1,0 +1,158 @@
+//! Round trips through the writer and the reader, and damaged volumes.
+
+use crate::label::SessionEnd;
+use crate::reader::{Event, VolumeReader};
+use crate::writer::VolumeWriter;
+use crate::{SessionLabel, VolError, VolumeLabel};
+
+const BLOCK: usize = 64 << 10;
+
+fn volume_label() -> VolumeLabel {
+    VolumeLabel {
+        label_time_us: 1_700_000_000_000_000,
+        write_time_us: 1_700_000_000_000_000,
+        volume_name: "Vol1".into(),
+        prev_volume_name: String::new(),
+        pool_name: "Default".into(),
+        pool_type: "Backup".into(),
+        media_type: "File".into(),
+        host_name: "host".into(),
+        label_prog: "cairn".into(),
+        prog_version: "0.1.0".into(),
+        prog_date: String::new(),
+    }
+}
+
+fn session(end: Option<SessionEnd>) -> SessionLabel {
+    SessionLabel {
+        job_id: 1,
+        write_time_us: 1_700_000_000_000_000,
+        pool_name: "Default".into(),
+        pool_type: "Backup".into(),
+        job_name: "cairn".into(),
+        client_name: "host-a".into(),
+        job: "host-a.2023-11-14_22.13.20_01".into(),
+        fileset_name: "cairn".into(),
+        job_type: b'B',
+        job_level: b'F',
+        fileset_md5: String::new(),
+        end,
+    }
+}
+
+/// A volume: a label, one session with a small record, one of 150,000
+/// bytes (three blocks) and one of exactly the room left in a block.
+type Records = Vec<(i32, i32, Vec<u8>)>;
+
+fn sample() -> (Vec<u8>, Records) {
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let records = vec![(1, 1, b"1 3 /a\0".to_vec()), (1, 2, big), (2, 2, vec![]), (2, 28, vec![9; 64_000])];
+    let mut w = VolumeWriter::create(Vec::new(), &volume_label(), BLOCK).unwrap();
+    w.begin_session(1, 1_700_000_000, &session(None)).unwrap();
+    for (fi, st, data) in &records {
+        w.record(*fi, *st, data).unwrap();
+    }
+    let end = SessionEnd { job_files: 2, job_bytes: 150_000, job_status: b'T', ..Default::default() };
+    w.end_session(&session(Some(end))).unwrap();
+    (w.finish().unwrap(), records)
+}
+
+fn events(bytes: &[u8]) -> Vec<Result<Event, String>> {
+    let mut r = VolumeReader::new(bytes);
+    let mut out = Vec::new();
+    loop {
+        match r.next_event() {
+            Ok(Some(e)) => out.push(Ok(e)),
+            Ok(None) => return out,
+            Err(e) => out.push(Err(e.to_string())),
+        }
+        assert!(out.len() < 1000, "the reader does not end");
+    }
+}
+
+#[test]
+fn a_volume_reads_back_as_written() {
+    let (bytes, records) = sample();
+    let got = events(&bytes);
+    let Ok(Event::Volume(v)) = &got[0] else { panic!("{:?}", got[0]) };
+    assert_eq!(*v, volume_label());
+    let Ok(Event::SessionStart { session_id: 1, session_time: 1_700_000_000, label }) = &got[1] else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(*label, session(None));
+    for (i, (fi, st, data)) in records.iter().enumerate() {
+        let Ok(Event::Record { session_id: 1, record, .. }) = &got[2 + i] else { panic!("{:?}", got[2 + i]) };
+        assert_eq!((record.file_index, record.stream, &record.data), (*fi, *st, data));
+    }
+    let Ok(Event::SessionEnd { label, .. }) = &got[6] else { panic!("{:?}", got[6]) };
+    assert_eq!(label.end.unwrap().job_files, 2);
+    assert_eq!(got.len(), 7);
+}
+
+#[test]
+fn blocks_are_numbered_sealed_and_no_longer_than_asked() {
+    let (bytes, _) = sample();
+    let mut pos = 0;
+    let mut number = 0;
+    while pos < bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        assert!((24..=BLOCK).contains(&len), "block {number}: {len}");
+        assert_eq!(&bytes[pos + 12..pos + 16], b"BB02");
+        assert_eq!(u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()), number);
+        let crc = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&bytes[pos + 4..pos + len]));
+        pos += len;
+        number += 1;
+    }
+    assert_eq!(pos, bytes.len(), "no bytes after the last block");
+    assert!(number >= 5, "the big record spans blocks: {number} blocks");
+}
+
+#[test]
+fn a_flipped_bit_is_found_in_its_block_and_the_rest_is_read() {
+    let (mut bytes, records) = sample();
+    let first = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let second = u32::from_be_bytes(bytes[first + 4..first + 8].try_into().unwrap()) as usize;
+    // A bit in block 2 (the second piece of the big record).
+    bytes[first + second + 100] ^= 0x10;
+    let got = events(&bytes);
+    let bad: Vec<_> = got.iter().filter_map(|e| e.as_ref().err()).collect();
+    assert!(bad.iter().any(|e| e.contains("block 2") && e.contains("checksum")), "{bad:?}");
+    // The small first record and the records after the damage are there.
+    let fine: Vec<_> = got
+        .iter()
+        .filter_map(|e| match e {
+            Ok(Event::Record { record, .. }) => Some((record.file_index, record.stream)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        fine.contains(&(1, 1)) && fine.contains(&(2, 28)),
+        "{fine:?} {:?}",
+        got.iter().map(|e| e.as_ref().map(|_| ()).map_err(Clone::clone)).collect::<Vec<_>>()
+    );
+    assert!(!fine.contains(&(1, 2)), "the damaged record is never given out: {fine:?}");
+    assert_eq!(records.len(), 4);
+}
+
+#[test]
+fn a_truncated_volume_says_where_it_ends() {
+    let (bytes, _) = sample();
+    for cut in [10, 30, bytes.len() / 2, bytes.len() - 1] {
+        let got = events(&bytes[..cut]);
+        assert!(got.iter().any(Result::is_err), "cut at {cut}: {got:?}");
+    }
+    assert!(matches!(
+        VolumeReader::new(&b"garbage that is not a volume"[..]).next_event(),
+        Err(VolError::BadBlock { .. })
+    ));
+}
+
+#[test]
+fn block_sizes_outside_the_limits_are_refused() {
+    for size in [0, 1024, (4 << 20) + 1] {
+        assert!(VolumeWriter::create(Vec::new(), &volume_label(), size).is_err(), "{size}");
+    }
+    let long = VolumeLabel { volume_name: "x".repeat(200), ..volume_label() };
+    assert!(VolumeWriter::create(Vec::new(), &long, BLOCK).is_err());
+}

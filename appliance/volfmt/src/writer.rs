@@ -1,0 +1,166 @@
+//! Writing a volume: the volume label in block 0, then sessions of
+//! records, each record split across blocks as needed, each block sealed
+//! with its checksum and written whole.
+
+use std::io::Write;
+
+use crate::block::{BLOCK_HEADER, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, seal};
+use crate::label::{EOS_LABEL, SOS_LABEL, SessionLabel, VOL_LABEL, VolumeLabel};
+use crate::record::{RECORD_HEADER, RecordHeader};
+use crate::{Result, VolError};
+
+/// A volume being written to `out` (a file or a tape).
+pub struct VolumeWriter<W: Write> {
+    out: W,
+    block_size: usize,
+    block: Vec<u8>,
+    number: u32,
+    session: (u32, u32),
+    /// Bytes written to `out` so far.
+    written: u64,
+}
+
+impl<W: Write> std::fmt::Debug for VolumeWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeWriter").field("block", &self.number).field("written", &self.written).finish()
+    }
+}
+
+/// Check a block size: within what Cairn writes.
+pub fn check_block_size(size: usize) -> Result<()> {
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&size) {
+        return Err(VolError::Invalid(format!(
+            "block size {size}: must be {} KiB to {} MiB",
+            MIN_BLOCK_SIZE >> 10,
+            MAX_BLOCK_SIZE >> 20
+        )));
+    }
+    Ok(())
+}
+
+impl<W: Write> VolumeWriter<W> {
+    /// Start a new volume on `out`: block 0 holds its label.
+    pub fn create(out: W, label: &VolumeLabel, block_size: usize) -> Result<Self> {
+        check_block_size(block_size)?;
+        let mut w = VolumeWriter {
+            out,
+            block_size,
+            block: Vec::with_capacity(block_size),
+            number: 0,
+            session: (0, 0),
+            written: 0,
+        };
+        w.block.resize(BLOCK_HEADER, 0);
+        w.label(VOL_LABEL, 0, &label.encode()?)?;
+        w.flush()?;
+        Ok(w)
+    }
+
+    /// Go on writing a volume after its last block (number `next_block`
+    /// is the first written).
+    pub fn append(out: W, next_block: u32, block_size: usize) -> Result<Self> {
+        check_block_size(block_size)?;
+        let mut block = Vec::with_capacity(block_size);
+        block.resize(BLOCK_HEADER, 0);
+        Ok(VolumeWriter { out, block_size, block, number: next_block, session: (0, 0), written: 0 })
+    }
+
+    /// Bytes written to the output so far (whole blocks).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The number the next block written gets.
+    pub fn next_block(&self) -> u32 {
+        self.number
+    }
+
+    fn room(&self) -> usize {
+        self.block_size - self.block.len()
+    }
+
+    /// Seal and write the block being filled, if it holds any record.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.block.len() == BLOCK_HEADER {
+            return Ok(());
+        }
+        seal(&mut self.block, self.number, self.session.0, self.session.1);
+        self.out.write_all(&self.block)?;
+        self.written += self.block.len() as u64;
+        self.number =
+            self.number.checked_add(1).ok_or_else(|| VolError::Invalid("too many blocks".into()))?;
+        self.block.truncate(BLOCK_HEADER);
+        self.block[..BLOCK_HEADER].fill(0);
+        Ok(())
+    }
+
+    /// A label record, whole in one block.
+    fn label(&mut self, file_index: i32, stream: i32, data: &[u8]) -> Result<()> {
+        if self.room() < RECORD_HEADER + data.len() {
+            self.flush()?;
+        }
+        if self.room() < RECORD_HEADER + data.len() {
+            return Err(VolError::Invalid(format!(
+                "a label of {} bytes does not fit in a block",
+                data.len()
+            )));
+        }
+        let size = u32::try_from(data.len()).expect("a label fits in u32");
+        self.block.extend_from_slice(&RecordHeader { file_index, stream, size }.encode());
+        self.block.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Start session `id` (its records carry `id` and `time` in their
+    /// blocks' headers) with its start label.
+    pub fn begin_session(&mut self, id: u32, time: u32, label: &SessionLabel) -> Result<()> {
+        self.flush()?;
+        self.session = (id, time);
+        let stream = i32::try_from(label.job_id).map_err(|_| VolError::Invalid("job id too large".into()))?;
+        self.label(SOS_LABEL, stream, &label.encode()?)
+    }
+
+    /// End the session with its end label (which says how many files and
+    /// bytes it holds) and write out its last block.
+    pub fn end_session(&mut self, label: &SessionLabel) -> Result<()> {
+        if label.end.is_none() {
+            return Err(VolError::Invalid("a session end label needs its counts".into()));
+        }
+        let stream = i32::try_from(label.job_id).map_err(|_| VolError::Invalid("job id too large".into()))?;
+        self.label(EOS_LABEL, stream, &label.encode()?)?;
+        self.flush()
+    }
+
+    /// One record of the session: `data` goes in as many blocks as it
+    /// takes.
+    pub fn record(&mut self, file_index: i32, stream: i32, data: &[u8]) -> Result<()> {
+        if file_index <= 0 || stream <= 0 {
+            return Err(VolError::Invalid(format!("record ({file_index}, {stream}): both must be positive")));
+        }
+        let mut rest = data;
+        let mut first = true;
+        loop {
+            if self.room() < RECORD_HEADER {
+                self.flush()?;
+            }
+            let n = rest.len().min(self.room() - RECORD_HEADER);
+            let size = u32::try_from(rest.len()).map_err(|_| VolError::Invalid("record too large".into()))?;
+            let stream = if first { stream } else { -stream };
+            self.block.extend_from_slice(&RecordHeader { file_index, stream, size }.encode());
+            self.block.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            first = false;
+            if rest.is_empty() {
+                return Ok(());
+            }
+            self.flush()?;
+        }
+    }
+
+    /// Write out the last block and give the output back.
+    pub fn finish(mut self) -> Result<W> {
+        self.flush()?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
