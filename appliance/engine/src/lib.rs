@@ -26,6 +26,7 @@ pub mod restore;
 mod stream;
 pub mod target;
 pub mod verify;
+pub mod volume;
 
 use std::path::Path;
 

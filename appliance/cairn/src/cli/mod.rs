@@ -10,6 +10,7 @@ mod restore;
 mod server;
 mod snapshots;
 mod source;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +99,9 @@ pub enum Command {
     Job(jobs::JobCommand),
     /// Report the jobs' SLA state with Nagios exit codes (0 ok, 1 warning, 2 critical, 3 unknown).
     Check(jobs::CheckArgs),
+    /// Volumes in Bacula's format (tapes and files): write snapshots into one, list it.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Internal: the policy host's compiler process (a component on stdin, its artifact on stdout).
     #[command(name = "__compile-policy", hide = true)]
     CompilePolicy,
@@ -126,6 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(c) => server::token(g, c),
         Command::Job(c) => jobs::run(g, c),
         Command::Check(a) => jobs::check(g, a),
+        Command::Volume(c) => volume::run(g, c),
         Command::CompilePolicy => Ok(policy::compile_child()),
     }
 }

@@ -1,0 +1,143 @@
+//! `cairn volume write|ls`: snapshots in Bacula-readable volume files,
+//! and what a volume holds, with no server and no catalog.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Subcommand;
+use engine::Progress;
+use engine::volume::{VolumeOptions, list_volumes};
+use model::SnapshotId;
+
+use super::common::{Global, NsArg, open};
+use crate::output;
+use crate::progress::Bar;
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Write snapshots into a volume file, one session each (a new labelled
+    /// volume if FILE does not exist, else after its last session). Bacula's
+    /// `bls` and `bextract` read the volume too.
+    Write(WriteArgs),
+    /// List the sessions of volume files (given in order when a session spans
+    /// them): snapshot, time, files, bytes.
+    Ls(LsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WriteArgs {
+    /// Snapshots to write, TYPE/ID/TIME (repeatable).
+    #[arg(value_name = "SNAPSHOT", required = true)]
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    ns: NsArg,
+    /// The volume file.
+    #[arg(long, value_name = "FILE")]
+    to: PathBuf,
+    /// The volume's name in its label (default: the file's name; Bacula's
+    /// tools find a volume by it, so keep them equal).
+    #[arg(long, value_name = "NAME")]
+    label: Option<String>,
+    /// Block size (64K to 4M).
+    #[arg(long, value_name = "SIZE", default_value = "256K", value_parser = model::size::parse_size)]
+    block_size: u64,
+    /// Print a JSON summary object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Volume files, in order.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    /// Also list each session's files.
+    #[arg(long)]
+    files_too: bool,
+    /// Print a JSON array of sessions.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, c: &VolumeCommand) -> Result<ExitCode> {
+    match c {
+        VolumeCommand::Write(a) => write(g, a),
+        VolumeCommand::Ls(a) => ls(a),
+    }
+}
+
+fn write(g: &Global, a: &WriteArgs) -> Result<ExitCode> {
+    let engine = open(g)?;
+    let ns = a.ns.get()?;
+    let ids = a.snapshots.iter().map(|s| SnapshotId::parse(s, &ns)).collect::<Result<Vec<_>, _>>()?;
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let opts = VolumeOptions {
+        label: a.label.clone(),
+        block_size: usize::try_from(a.block_size)?,
+        host,
+        program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start("writing", progress.clone());
+    let report = engine.write_volume(&ids, &a.to, &opts, &progress);
+    bar.done();
+    let report = report?;
+    if a.json {
+        output::json(&report);
+    } else {
+        for s in &report.sessions {
+            println!(
+                "session {} of {}: {} ({}, {})",
+                s.session,
+                report.volume,
+                s.snapshot,
+                output::count(s.files, "file"),
+                output::size(s.bytes)
+            );
+        }
+        println!("{}: {}", a.to.display(), output::size(report.volume_bytes));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls(a: &LsArgs) -> Result<ExitCode> {
+    let sessions = list_volumes(&a.files, a.files_too)?;
+    if a.json {
+        output::json(&sessions);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.volume.clone(),
+                s.session.to_string(),
+                s.time.clone(),
+                s.files.map_or_else(|| format!("{} (cut short)", s.files_seen), |f| f.to_string()),
+                s.bytes.map_or_else(|| "-".into(), output::size),
+                if s.snapshot.is_empty() { s.job.clone() } else { s.snapshot.clone() },
+            ]
+        })
+        .collect();
+    output::table(&["VOLUME", "SESSION", "TIME", "FILES", "BYTES", "SNAPSHOT"], &rows);
+    if a.files_too {
+        for s in &sessions {
+            println!("\nsession {} ({}):", s.session, s.snapshot);
+            for e in &s.entries {
+                let link = if e.link.is_empty() { String::new() } else { format!(" -> {}", e.link) };
+                println!(
+                    "{:<8} {:>5o} {:>12} {} {}{}",
+                    e.kind,
+                    e.mode,
+                    e.size,
+                    e.mtime,
+                    output::text(&e.name),
+                    output::text(&link)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
