@@ -23,11 +23,41 @@ command -v mold >/dev/null || need_pkgs+=(mold)
 # The dashboard's browser test drives headless Chromium over WebDriver.
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
+# The volume tests read Cairn's volumes back with Bacula's own tools, bls and
+# bextract (testkit's `bacula`), from Debian's bacula-sd, which puts them in
+# /usr/sbin: look there too when root's PATH lacks it.
+on_sbin_path() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null; }
+if ! { on_sbin_path bls && on_sbin_path bextract; }; then
+  need_pkgs+=(bacula-sd)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # bacula-sd's package starts and enables its storage daemon on install; the
+  # tests want only its tools, which run on a configuration of their own, not
+  # a daemon listening on port 9103. A policy-rc.d that refuses every start
+  # (exit 101) keeps invoke-rc.d and deb-systemd-invoke from starting it; it
+  # is ours only for the install and removed after (one already there, as in
+  # most containers, is left as it is). Then, on a host run by systemd, the
+  # unit is disabled so that it does not start at the next boot either: only
+  # when this run installed it, never a bacula-sd someone set up.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\n# scripts/test-all.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+  fi
   apt-get update -qq
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if [[ " ${need_pkgs[*]} " == *" bacula-sd "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now bacula-sd.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # The example policies and the hostile test guests are built from source

@@ -7,9 +7,12 @@
 //!   difference as a readable line.
 //! - [`http::ExportServer`] serves an export and keeps uploads, for source
 //!   handlers' tests.
-//! - [`needs`] says whether a test that needs root, Chromium or
-//!   componentize-py runs (`CAIRN_TEST_ROOT`, `CAIRN_TEST_BROWSER`,
-//!   `CAIRN_TEST_PYTHON`, or `CAIRN_TEST_ALL` for all three).
+//! - [`bacula::Bacula`] runs Bacula's `bls` and `bextract` on volumes, to
+//!   check them against Bacula's own reading.
+//! - [`needs`] says whether a test that needs root, Chromium,
+//!   componentize-py or Bacula's tools runs (`CAIRN_TEST_ROOT`,
+//!   `CAIRN_TEST_BROWSER`, `CAIRN_TEST_PYTHON`, `CAIRN_TEST_BACULA`, or
+//!   `CAIRN_TEST_ALL` for all four).
 //! - [`write_random_tree`], [`write_image_file`], [`flip_byte`],
 //!   [`chunk_files`] and [`content_digest`] are small helpers.
 //!
@@ -19,6 +22,7 @@
 //! Invariant: testkit never links a Cairn crate; it sees the appliance only
 //! through the filesystem, as a user would.
 
+pub mod bacula;
 mod compare;
 mod content;
 pub mod http;

@@ -1,7 +1,8 @@
 //! Tests that need more than `cargo test`: root (device nodes, files owned
 //! by other users, loop devices, mounts, `setpriv`), Chromium (the
-//! dashboard's browser test) or componentize-py (the Python example
-//! policies). Each runs only when its variable asks for it, so that a plain
+//! dashboard's browser test), componentize-py (the Python example
+//! policies) or Bacula's `bls` and `bextract` (volumes read back by
+//! Bacula). Each runs only when its variable asks for it, so that a plain
 //! `cargo test --workspace` passes for a contributor without them;
 //! `scripts/test-all.sh` sets `CAIRN_TEST_ALL=1`, which asks for all.
 //!
@@ -23,6 +24,9 @@ pub enum Need {
     /// componentize-py (and the Python example policies it builds):
     /// `CAIRN_TEST_PYTHON=1`.
     Python,
+    /// Bacula's `bls` and `bextract` (Debian's bacula-sd), see
+    /// [`crate::bacula`]: `CAIRN_TEST_BACULA=1`.
+    Bacula,
 }
 
 /// Asks for every [`Need`] at once.
@@ -35,6 +39,7 @@ impl Need {
             Need::Root => "CAIRN_TEST_ROOT",
             Need::Browser => "CAIRN_TEST_BROWSER",
             Need::Python => "CAIRN_TEST_PYTHON",
+            Need::Bacula => "CAIRN_TEST_BACULA",
         }
     }
 
@@ -43,6 +48,7 @@ impl Need {
             Need::Root => "root",
             Need::Browser => "Chromium",
             Need::Python => "componentize-py",
+            Need::Bacula => "Bacula's bls and bextract",
         }
     }
 
