@@ -33,3 +33,4 @@ mod remote;
 mod serve;
 mod source;
 mod verify;
+mod volume;

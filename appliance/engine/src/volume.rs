@@ -23,7 +23,10 @@ use filevol::{Manifest, ManifestArchive};
 use model::SnapshotId;
 use serde::Serialize;
 use volfmt::label::SessionEnd;
-use volfmt::stream::{CAIRN, CAIRN_DIGEST, CAIRN_MAGIC, CAIRN_SNAPSHOT, FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES};
+use volfmt::stream::{
+    ACL_LINUX_ACCESS, ACL_LINUX_DEFAULT, CAIRN, CAIRN_DIGEST, CAIRN_MAGIC, CAIRN_SNAPSHOT, FILE_DATA,
+    SPARSE_DATA, UNIX_ATTRIBUTES, XATTR_LINUX,
+};
 use volfmt::{Attributes, Event, FileType, SessionLabel, Stat, VolumeLabel, VolumeReader, VolumeWriter};
 
 use crate::Engine;
@@ -102,6 +105,16 @@ fn read_existing(path: &Path) -> Result<Existing> {
     Ok(Existing { name, label_time, next_block, sessions, len })
 }
 
+/// The job id of session `session`: twice its number. Bacula's `bls`
+/// takes a label whose job id is 1 or 5 (modulo 2048) for a file's
+/// attributes and lists it as a file; an even id never is.
+fn job_id(session: u32) -> Result<u32> {
+    session
+        .checked_mul(2)
+        .filter(|j| *j < 10_000_000)
+        .ok_or_else(|| anyhow!("too many sessions in one volume"))
+}
+
 /// A Bacula client name for a snapshot's group: `TYPE-ID`, a namespace
 /// before it as `ns-A-B-`.
 fn client_name(id: &SnapshotId) -> String {
@@ -152,7 +165,7 @@ impl Engine {
                     write_time_us: now * 1_000_000,
                     volume_name: name.clone(),
                     prev_volume_name: String::new(),
-                    pool_name: "Default".into(),
+                    pool_name: "cairn".into(),
                     pool_type: "Backup".into(),
                     media_type: "File".into(),
                     host_name: opts.host.clone(),
@@ -160,7 +173,8 @@ impl Engine {
                     prog_version: opts.program_version.clone(),
                     prog_date: String::new(),
                 };
-                let w = VolumeWriter::create(BufWriter::with_capacity(4 << 20, file), &label, opts.block_size);
+                let w =
+                    VolumeWriter::create(BufWriter::with_capacity(4 << 20, file), &label, opts.block_size);
                 let w = match w {
                     Ok(w) => w,
                     Err(e) => {
@@ -213,11 +227,15 @@ impl Engine {
         let m = self.ds.read_manifest(id)?;
         let time = model::time::parse_rfc3339(&m.time).unwrap_or_default();
         let client = client_name(id);
-        let stamp = model::time::format_rfc3339(time).replace('T', "_").replace(':', ".").trim_end_matches('Z').to_owned();
+        let stamp = model::time::format_rfc3339(time)
+            .replace('T', "_")
+            .replace(':', ".")
+            .trim_end_matches('Z')
+            .to_owned();
         let mut label = SessionLabel {
-            job_id: session,
+            job_id: job_id(session)?,
             write_time_us: time * 1_000_000,
-            pool_name: "Default".into(),
+            pool_name: "cairn".into(),
             pool_type: "Backup".into(),
             job_name: "cairn".into(),
             client_name: client.clone(),
@@ -228,11 +246,12 @@ impl Engine {
             fileset_md5: String::new(),
             end: None,
         };
+        let start_block = w.next_block();
         w.begin_session(session, volume_time, &label)?;
         let mut s = SessionWriter { w, fi: 0, files: 0, bytes: 0, extras: Some(extras(id, &m)?), progress };
         for a in &m.archives {
             if a.kind == "image" {
-                s.image(&reader, id, a)?;
+                s.image(&reader, id, a, time)?;
             } else {
                 s.archive(&reader, id, a)?;
             }
@@ -242,6 +261,9 @@ impl Engine {
         label.end = Some(SessionEnd {
             job_files: u32::try_from(files)?,
             job_bytes: bytes,
+            start_block,
+            // The end label's block: the one being filled now.
+            end_block: w.next_block(),
             job_status: b'T',
             ..SessionEnd::default()
         });
@@ -306,6 +328,38 @@ fn stat_of(e: &Entry, nlink: i64, link_fi: i64, data_stream: i32) -> Stat {
         data_stream: i64::from(data_stream),
         ..Stat::default()
     }
+}
+
+/// What starts each attribute in Bacula's xattr stream.
+const XATTR_MAGIC: u32 = 0x5C5884;
+
+/// A POSIX ACL as Linux keeps it in `system.posix_acl_*` (little-endian:
+/// version 2, then (tag u16, permissions u16, id u32) per entry) in the
+/// long text form `acl_to_text` gives (`user::rw-`, `user:1000:r--`, …),
+/// ids as numbers. `None` for a value that is not such an ACL.
+pub fn acl_text(value: &[u8]) -> Option<String> {
+    let (head, entries) = value.split_at_checked(4)?;
+    if u32::from_le_bytes(head.try_into().ok()?) != 2 || entries.len() % 8 != 0 {
+        return None;
+    }
+    let mut out = String::new();
+    for e in entries.chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u16::from_le_bytes([e[2], e[3]]);
+        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let who = match tag {
+            0x01 => "user:".to_owned(),
+            0x02 => format!("user:{id}"),
+            0x04 => "group:".to_owned(),
+            0x08 => format!("group:{id}"),
+            0x10 => "mask:".to_owned(),
+            0x20 => "other:".to_owned(),
+            _ => return None,
+        };
+        let bit = |b: u16, c: char| if perm & b != 0 { c } else { '-' };
+        out.push_str(&format!("{who}:{}{}{}\n", bit(4, 'r'), bit(2, 'w'), bit(1, 'x')));
+    }
+    Some(out)
 }
 
 /// `/ARCHIVE/PATH` (`/ARCHIVE` for the archive's root).
@@ -381,10 +435,18 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
                 EntryKind::File => self.file(&a.name, &e, &mut payload, &mut buf, &mut links)?,
                 EntryKind::Symlink | EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
                     let fi = self.next_fi()?;
-                    let file_type = if e.kind == EntryKind::Symlink { FileType::Symlink } else { FileType::Special };
+                    let file_type =
+                        if e.kind == EntryKind::Symlink { FileType::Symlink } else { FileType::Special };
                     let link = if e.kind == EntryKind::Symlink { e.link_target.clone() } else { Vec::new() };
                     let stat = stat_of(&e, 1, 0, 0);
-                    self.attributes(Attributes { file_index: fi, file_type, name: volume_name(&a.name, &e.path), stat, link })?;
+                    self.attributes(Attributes {
+                        file_index: fi,
+                        file_type,
+                        name: volume_name(&a.name, &e.path),
+                        stat,
+                        link,
+                    })?;
+                    self.xattrs(fi, &e)?;
                 }
             }
             self.put_extras_after_first()?;
@@ -404,7 +466,14 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         let mut name = volume_name(archive, &d.path);
         name.push(b'/');
         let stat = stat_of(d, 2, 0, 0);
-        self.attributes(Attributes { file_index: fi, file_type: FileType::Directory, name, stat, link: Vec::new() })?;
+        self.attributes(Attributes {
+            file_index: fi,
+            file_type: FileType::Directory,
+            name,
+            stat,
+            link: Vec::new(),
+        })?;
+        self.xattrs(fi, d)?;
         self.put_extras_after_first()
     }
 
@@ -421,7 +490,13 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         if e.hardlink != 0 {
             if let Some((first, first_fi)) = links.get(&e.hardlink) {
                 let stat = stat_of(e, 2, i64::from(*first_fi), FILE_DATA);
-                let a = Attributes { file_index: fi, file_type: FileType::LinkSaved, name, stat, link: first.clone() };
+                let a = Attributes {
+                    file_index: fi,
+                    file_type: FileType::LinkSaved,
+                    name,
+                    stat,
+                    link: first.clone(),
+                };
                 return self.attributes(a);
             }
             links.insert(e.hardlink, (name.clone(), fi));
@@ -470,10 +545,42 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             })?;
         }
         self.bytes += e.data_len();
-        self.digest(fi, hash.finalize())
+        self.digest(fi, hash.finalize())?;
+        self.xattrs(fi, e)
     }
 
-    fn image(&mut self, reader: &Reader<'_>, id: &SnapshotId, a: &ManifestArchive) -> Result<()> {
+    /// A file's POSIX ACLs in Bacula's ACL streams (as `acl_to_text`
+    /// text) and its other extended attributes in its xattr stream.
+    fn xattrs(&mut self, fi: i32, e: &Entry) -> Result<()> {
+        let mut other = Vec::new();
+        let mut acls = Vec::new();
+        for (name, value) in &e.xattrs {
+            match name.as_slice() {
+                b"system.posix_acl_access" => acls.push((ACL_LINUX_ACCESS, value)),
+                b"system.posix_acl_default" => acls.push((ACL_LINUX_DEFAULT, value)),
+                _ => {
+                    for part in [&XATTR_MAGIC.to_be_bytes()[..], &(name.len() as u32).to_be_bytes(), name] {
+                        other.extend_from_slice(part);
+                    }
+                    other.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                    other.extend_from_slice(value);
+                }
+            }
+        }
+        acls.sort_by_key(|(stream, _)| std::cmp::Reverse(*stream));
+        for (stream, value) in acls {
+            if let Some(text) = acl_text(value) {
+                self.w.record(fi, stream, text.as_bytes())?;
+            }
+        }
+        if !other.is_empty() {
+            self.w.record(fi, XATTR_LINUX, &other)?;
+        }
+        Ok(())
+    }
+
+    /// An image archive as one sparse file, dated `time` (the snapshot's).
+    fn image(&mut self, reader: &Reader<'_>, id: &SnapshotId, a: &ManifestArchive, time: i64) -> Result<()> {
         let fidx = reader.src.read_fidx(id, &a.indexes[0])?;
         let fi = self.next_fi()?;
         let size = fidx.size as i64;
@@ -483,6 +590,9 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             size,
             blksize: 4096,
             blocks: (size + 511) / 512,
+            atime: time,
+            mtime: time,
+            ctime: time,
             data_stream: i64::from(SPARSE_DATA),
             ..Stat::default()
         };
@@ -513,6 +623,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
                 }
                 let off = start + (j * DATA_PIECE) as u64;
                 self.sparse_piece(fi, off, piece, &mut hash)?;
+                self.bytes += piece.len() as u64;
                 end = off + piece.len() as u64;
             }
             self.progress.add_bytes(len);
@@ -520,7 +631,6 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         if end < fidx.size {
             self.sparse_piece(fi, fidx.size - 1, &[0], &mut hash)?;
         }
-        self.bytes += fidx.size;
         self.digest(fi, hash.finalize())?;
         self.put_extras_after_first()
     }

@@ -24,7 +24,30 @@ const BLOCK_SLACK_BYTES: u64 = 1 << 20;
 /// line per difference, naming the path relative to the roots; empty when the
 /// trees are equal.
 pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
-    let mut cmp = Comparer { a, b, diffs: Vec::new(), inodes_a: HashMap::new(), inodes_b: HashMap::new() };
+    compare_trees_with(a, b, Fidelity::FULL)
+}
+
+/// What a comparison holds a copy to.
+#[derive(Debug, Clone, Copy)]
+pub struct Fidelity {
+    /// mtimes to the nanosecond (else to the second).
+    pub nanoseconds: bool,
+    /// Extended attributes and ACLs.
+    pub xattrs: bool,
+}
+
+impl Fidelity {
+    /// Everything Cairn restores.
+    pub const FULL: Fidelity = Fidelity { nanoseconds: true, xattrs: true };
+    /// What a restore by Bacula's `bextract` keeps: times to the second,
+    /// no extended attributes or ACLs.
+    pub const BACULA: Fidelity = Fidelity { nanoseconds: false, xattrs: false };
+}
+
+/// [`compare_trees`], holding the copy only to `fidelity`.
+pub fn compare_trees_with(a: &Path, b: &Path, fidelity: Fidelity) -> Vec<String> {
+    let mut cmp =
+        Comparer { a, b, fidelity, diffs: Vec::new(), inodes_a: HashMap::new(), inodes_b: HashMap::new() };
     cmp.entry(&[]);
     cmp.check_links();
     cmp.diffs
@@ -33,6 +56,7 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
 struct Comparer<'p> {
     a: &'p Path,
     b: &'p Path,
+    fidelity: Fidelity,
     diffs: Vec<String>,
     /// Non-directory name → (dev, ino), per tree.
     inodes_a: HashMap<Vec<u8>, (u64, u64)>,
@@ -81,7 +105,9 @@ impl Comparer<'_> {
             return self.diff(rel, format!("type {} != {}", kind(&ma), kind(&mb)));
         }
         self.metadata(rel, &ma, &mb);
-        self.xattrs(rel, &pa, &pb);
+        if self.fidelity.xattrs {
+            self.xattrs(rel, &pa, &pb);
+        }
         let ft = ma.file_type();
         if ft.is_dir() {
             return self.children(rel, &pa, &pb);
@@ -107,7 +133,8 @@ impl Comparer<'_> {
         if (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
             self.diff(rel, format!("owner {}:{} != {}:{}", ma.uid(), ma.gid(), mb.uid(), mb.gid()));
         }
-        if (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
+        let nsec = |m: &Metadata| if self.fidelity.nanoseconds { m.mtime_nsec() } else { 0 };
+        if (ma.mtime(), nsec(ma)) != (mb.mtime(), nsec(mb)) {
             let (sa, na, sb, nb) = (ma.mtime(), ma.mtime_nsec(), mb.mtime(), mb.mtime_nsec());
             self.diff(rel, format!("mtime {sa}.{na:09} != {sb}.{nb:09}"));
         }

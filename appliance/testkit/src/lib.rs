@@ -32,7 +32,7 @@ mod tricky;
 #[cfg(test)]
 mod compare_tests;
 
-pub use compare::compare_trees;
+pub use compare::{Fidelity, compare_trees, compare_trees_with};
 pub use content::{RandomTree, chunk_files, content_digest, flip_byte, write_image_file, write_random_tree};
 pub use needs::{ALL_VAR, Need, needs};
 pub use tricky::{TreeInfo, build_tricky_tree};

@@ -1,0 +1,119 @@
+//! `cairn volume`: snapshots written into volume files in Bacula's
+//! format, read back by Bacula's own tools (`bls`, `bextract` from
+//! Debian's `bacula-sd`) as the oracle, and by `cairn volume ls`.
+
+use std::path::Path;
+
+use testkit::Need;
+use testkit::bacula::Bacula;
+
+use crate::support::{Store, run_json};
+
+/// A file of `len` bytes: random data with runs of zeros between.
+fn disk_image(path: &Path, len: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).expect("image");
+    f.set_len(len).expect("size");
+    for (i, at) in [0u64, 3 << 20, len - 70_000].into_iter().enumerate() {
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        let data: Vec<u8> =
+            (0..150_000u32).map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8).collect();
+        f.write_all(&data[..data.len().min((len - at) as usize)]).expect("write");
+    }
+}
+
+/// A volume holding a snapshot of the tricky tree (hard links, sparse
+/// files, odd names, ACLs and xattrs, FIFOs, device nodes, owners) and an
+/// image: `bls -j` lists one session per snapshot with its file count,
+/// `bextract` restores every file with its bytes, type, mode, owner and
+/// mtime (to the second), and the image with its bytes and holes.
+#[test]
+fn bacula_lists_and_restores_a_volume_of_a_tricky_tree_and_an_image() {
+    if !testkit::needs(Need::Root) || !testkit::needs(Need::Bacula) {
+        return;
+    }
+    let store = Store::new();
+    let tree = store.path("tree");
+    let info = testkit::build_tricky_tree(&tree);
+    let tree_id = store.backup(&tree, "host/tricky", "2026-03-01T00:00:00Z");
+    let image = store.path("disk.img");
+    disk_image(&image, 12 << 20);
+    let image_id = store.backup(&image, "vm/100", "2026-03-02T00:00:00Z");
+
+    let vols = store.path("vols");
+    std::fs::create_dir_all(&vols).unwrap();
+    let report = run_json(
+        store.cmd().args(["volume", "write", &tree_id, &image_id, "--json", "--to"]).arg(vols.join("Vol1")),
+    );
+    assert_eq!(report["volume"], "Vol1", "{report}");
+
+    let listed = run_json(store.cmd().args(["volume", "ls", "--json"]).arg(vols.join("Vol1")));
+    let listed = listed.as_array().expect("sessions");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        (listed[0]["snapshot"].as_str(), listed[1]["snapshot"].as_str()),
+        (Some(tree_id.as_str()), Some(image_id.as_str()))
+    );
+    // Every entry of the tree is one file of the session (the archive's
+    // root included).
+    assert_eq!(listed[0]["files"].as_u64(), Some(info.entries as u64 + 1), "{:?}", listed[0]);
+
+    let bacula = Bacula::new(&vols, 4 << 20);
+    let sessions = bacula.sessions("Vol1").expect("bls -j");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions[0].files, info.entries as u64 + 1, "{sessions:?}");
+    assert_eq!((sessions[1].files, sessions[0].status, sessions[1].status), (1, 'T', 'T'), "{sessions:?}");
+
+    let out = store.path("bextract");
+    let said = bacula.extract("Vol1", &out).expect("bextract");
+    let archive = tree.file_name().unwrap();
+    let diffs = testkit::compare_trees_with(&tree, &out.join(archive), testkit::Fidelity::BACULA);
+    assert!(
+        diffs.is_empty(),
+        "bextract restored the tree with {} differences:\n{}\n{said}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    let restored = out.join("disk.img");
+    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&image).unwrap(), "the image's bytes");
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&restored).unwrap().blocks() * 512;
+    assert!(blocks < 4 << 20, "the image's zero regions came back as holes ({blocks} bytes allocated)");
+}
+
+/// Appending to a volume adds sessions after the last; a volume file is
+/// never left with part of a session: a write that fails leaves it as it
+/// was.
+#[test]
+fn a_volume_takes_more_sessions_and_a_failed_write_leaves_it_whole() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 5, 200 << 10, 3);
+    let first = store.backup(&src, "host/a", "2026-03-01T00:00:00Z");
+    let second = store.backup(&src, "host/a", "2026-03-02T00:00:00Z");
+    let vol = store.path("Vol7");
+    crate::support::run_ok(store.cmd().args(["volume", "write", &first, "--to"]).arg(&vol));
+    let before = std::fs::read(&vol).unwrap();
+    crate::support::run_ok(store.cmd().args(["volume", "write", &second, "--to"]).arg(&vol));
+    let listed = run_json(store.cmd().args(["volume", "ls", "--json"]).arg(&vol));
+    let ids: Vec<_> =
+        listed.as_array().unwrap().iter().map(|s| s["snapshot"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, [first.clone(), second.clone()]);
+    let grown = std::fs::read(&vol).unwrap();
+    assert!(grown.starts_with(&before), "appending rewrote the volume's start");
+
+    // A snapshot that does not exist after a good one: nothing is added.
+    let r = crate::support::run(
+        store.cmd().args(["volume", "write", &first, "host/a/2030-01-01T00:00:00Z", "--to"]).arg(&vol),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(std::fs::read(&vol).unwrap(), grown, "a failed write changed the volume");
+    let r = crate::support::run(
+        store
+            .cmd()
+            .args(["volume", "write", "host/a/2030-01-01T00:00:00Z", "--to"])
+            .arg(store.path("VolNew")),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!store.path("VolNew").exists(), "a failed write left a new volume behind");
+}
