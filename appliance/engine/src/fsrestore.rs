@@ -49,6 +49,10 @@ pub struct RestoreOptions {
     /// [`RestoreStats::setuid_cleared`]). A directory's setgid bit only
     /// passes its group to new children and is kept.
     pub clear_setuid: bool,
+    /// Directories come after their contents (as in a volume): a missing
+    /// parent is made (0700, the restoring user's) without a warning, and
+    /// takes its metadata when its own entry arrives.
+    pub parents_later: bool,
 }
 
 /// Extended attributes: (name, value).
@@ -357,10 +361,13 @@ impl Restorer {
             cur = match open_dir_at(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
-                    mkdirat(&cur, comp, mode_of(0o755))
+                    let mode = if self.opts.parents_later { 0o700 } else { 0o755 };
+                    mkdirat(&cur, comp, mode_of(mode))
                         .map_err(|e| io_error("create", &self.shown(here), e))?;
                     let shown = self.shown(here);
-                    self.warn(format!("{shown}: directory missing from the archive; created it"));
+                    if !self.opts.parents_later {
+                        self.warn(format!("{shown}: directory missing from the archive; created it"));
+                    }
                     open_dir_at(&cur, comp).map_err(|e| io_error("open", &shown, e))?
                 }
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {

@@ -27,6 +27,7 @@ mod stream;
 pub mod target;
 pub mod verify;
 pub mod volume;
+pub mod volume_extract;
 
 use std::path::Path;
 

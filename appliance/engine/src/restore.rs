@@ -253,6 +253,7 @@ impl<'a> Reader<'a> {
             overwrite: req.overwrite,
             skip_devices: req.skip_devices,
             clear_setuid: req.clear_setuid,
+            ..RestoreOptions::default()
         };
         let mut restorer = Restorer::new(target, opts)?;
         let copied = self.copy_entries(req, a, inner, &mut restorer, progress, report);

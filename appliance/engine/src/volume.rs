@@ -24,8 +24,8 @@ use model::SnapshotId;
 use serde::Serialize;
 use volfmt::label::SessionEnd;
 use volfmt::stream::{
-    ACL_LINUX_ACCESS, ACL_LINUX_DEFAULT, CAIRN, CAIRN_DIGEST, CAIRN_MAGIC, CAIRN_SNAPSHOT, FILE_DATA,
-    SPARSE_DATA, UNIX_ATTRIBUTES, XATTR_LINUX,
+    ACL_LINUX_ACCESS, ACL_LINUX_DEFAULT, CAIRN, CAIRN_DIGEST, CAIRN_ENTRY, CAIRN_MAGIC, CAIRN_SNAPSHOT,
+    FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES, XATTR_LINUX,
 };
 use volfmt::{Attributes, Event, FileType, SessionLabel, Stat, VolumeLabel, VolumeReader, VolumeWriter};
 
@@ -383,6 +383,19 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         Ok(())
     }
 
+    /// Cairn's own record of an archive entry (every field, nanoseconds,
+    /// xattrs, extents), right after its attribute record.
+    fn entry(&mut self, fi: i32, archive: &str, e: &Entry) -> Result<()> {
+        let mut rec = CAIRN_MAGIC.to_vec();
+        rec.push(CAIRN_ENTRY);
+        let name = archive.as_bytes();
+        rec.extend_from_slice(&u16::try_from(name.len())?.to_be_bytes());
+        rec.extend_from_slice(name);
+        filevol::archive::encode_entry(e, &mut rec);
+        self.w.record(fi, CAIRN, &rec)?;
+        Ok(())
+    }
+
     fn next_fi(&mut self) -> Result<i32> {
         self.fi = self.fi.checked_add(1).ok_or_else(|| anyhow!("too many files for one session"))?;
         Ok(self.fi)
@@ -446,6 +459,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
                         stat,
                         link,
                     })?;
+                    self.entry(fi, &a.name, &e)?;
                     self.xattrs(fi, &e)?;
                 }
             }
@@ -473,6 +487,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             stat,
             link: Vec::new(),
         })?;
+        self.entry(fi, archive, d)?;
         self.xattrs(fi, d)?;
         self.put_extras_after_first()
     }
@@ -497,7 +512,8 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
                     stat,
                     link: first.clone(),
                 };
-                return self.attributes(a);
+                self.attributes(a)?;
+                return self.entry(fi, archive, e);
             }
             links.insert(e.hardlink, (name.clone(), fi));
         }
@@ -507,8 +523,9 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         let file_type = if e.size == 0 { FileType::RegularEmpty } else { FileType::Regular };
         let stat = stat_of(e, nlink, 0, data_stream);
         self.attributes(Attributes { file_index: fi, file_type, name, stat, link: Vec::new() })?;
+        self.entry(fi, archive, e)?;
         if e.size == 0 {
-            return Ok(());
+            return self.xattrs(fi, e);
         }
         let mut hash = blake3::Hasher::new();
         if let Some(extents) = &e.extents {
@@ -654,6 +671,8 @@ pub struct SessionInfo {
     pub bytes: Option<u64>,
     /// Attribute records seen.
     pub files_seen: u64,
+    /// The snapshot's archives: (name, kind), from Cairn's record.
+    pub archives: Vec<(String, String)>,
     /// `name`s of the files, with `--files`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<VolumeEntry>,
@@ -690,16 +709,25 @@ fn kind_of(a: &Attributes) -> &'static str {
 }
 
 /// The sessions of the volume files `paths` (in order), with their files
-/// when `files`. Any damage is an error naming the volume and block.
-pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<Vec<SessionInfo>> {
+/// when `files`, and the damage found (one line per damaged block, naming
+/// the volume): what can be read is listed all the same.
+pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<SessionInfo>, Vec<String>)> {
     let mut out: Vec<SessionInfo> = Vec::new();
+    let mut damage = Vec::new();
     for path in paths {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut r = VolumeReader::new(std::io::BufReader::with_capacity(1 << 20, f));
         let mut volume = String::new();
         let mut current: Option<usize> = None;
-        let at = |e: volfmt::VolError| anyhow!("{}: {e}", path.display());
-        while let Some(e) = r.next_event().map_err(at)? {
+        loop {
+            let e = match r.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    damage.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
             match e {
                 Event::Volume(v) => volume = v.volume_name,
                 Event::SessionStart { session_id, label, .. } => {
@@ -713,6 +741,7 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<Vec<Ses
                         files: None,
                         bytes: None,
                         files_seen: 0,
+                        archives: Vec::new(),
                         entries: Vec::new(),
                     });
                     current = Some(out.len() - 1);
@@ -728,7 +757,10 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<Vec<Ses
                     if record.stream == UNIX_ATTRIBUTES {
                         out[i].files_seen += 1;
                         if files {
-                            let a = Attributes::decode(&record.data).map_err(at)?;
+                            let Ok(a) = Attributes::decode(&record.data) else {
+                                damage.push(format!("{}: an unreadable attribute record", path.display()));
+                                continue;
+                            };
                             out[i].entries.push(VolumeEntry {
                                 file_index: a.file_index,
                                 kind: kind_of(&a),
@@ -746,10 +778,17 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<Vec<Ses
                         #[derive(serde::Deserialize)]
                         struct Snap {
                             snapshot: String,
+                            manifest: Manifest,
                         }
                         let body = &record.data[CAIRN_MAGIC.len() + 1..];
                         if let Ok(s) = serde_json::from_slice::<Snap>(body) {
                             out[i].snapshot = s.snapshot;
+                            out[i].archives = s
+                                .manifest
+                                .archives
+                                .iter()
+                                .map(|a| (a.name.clone(), a.kind.clone()))
+                                .collect();
                         }
                     }
                 }
@@ -757,5 +796,5 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<Vec<Ses
             }
         }
     }
-    Ok(out)
+    Ok((out, damage))
 }

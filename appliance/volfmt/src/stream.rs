@@ -24,6 +24,9 @@ pub const CAIRN_MAGIC: &[u8; 6] = b"CAIRN\x01";
 pub const CAIRN_DIGEST: u8 = 1;
 /// A Cairn record's kind: the session's snapshot (manifest JSON).
 pub const CAIRN_SNAPSHOT: u8 = 2;
+/// A Cairn record's kind: the file's entry as Cairn's archive keeps it
+/// (all its metadata), right after its attribute record.
+pub const CAIRN_ENTRY: u8 = 3;
 
 /// Bacula's tools read only the low 11 bits of a stream number; the
 /// others are flags Cairn never sets.

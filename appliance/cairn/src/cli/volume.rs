@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use engine::Progress;
 use engine::volume::{VolumeOptions, list_volumes};
+use engine::volume_extract::{ExtractOptions, extract_volumes};
 use model::SnapshotId;
 
 use super::common::{Global, NsArg, open};
@@ -24,6 +25,28 @@ pub enum VolumeCommand {
     /// List the sessions of volume files (given in order when a session spans
     /// them): snapshot, time, files, bytes.
     Ls(LsArgs),
+    /// Restore a session of volume files into TARGET with no datastore, as
+    /// `cairn restore` would (never outside TARGET, nothing replaced unless
+    /// --overwrite), checking every file against its digest. Damage is reported
+    /// with the files it hit; the rest is restored (exit status 1).
+    Extract(ExtractArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExtractArgs {
+    /// Volume files, in order, then the target directory.
+    #[arg(value_name = "FILE... TARGET", required = true, num_args = 2..)]
+    paths: Vec<PathBuf>,
+    /// The session to restore, by its place in `cairn volume ls` (from 1);
+    /// needed when the volumes hold several.
+    #[arg(long, value_name = "N")]
+    session: Option<usize>,
+    /// Replace existing files in TARGET.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print a JSON summary object as the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +88,36 @@ pub fn run(g: &Global, c: &VolumeCommand) -> Result<ExitCode> {
     match c {
         VolumeCommand::Write(a) => write(g, a),
         VolumeCommand::Ls(a) => ls(a),
+        VolumeCommand::Extract(a) => extract(a),
     }
+}
+
+fn extract(a: &ExtractArgs) -> Result<ExitCode> {
+    let (target, files) = a.paths.split_last().expect("clap asks for two paths at least");
+    let opts = ExtractOptions { session: a.session, overwrite: a.overwrite };
+    let report = extract_volumes(files, target, &opts)?;
+    for d in &report.damage {
+        eprintln!("damaged: {}", output::text(d));
+    }
+    for (name, why) in &report.failed {
+        eprintln!("not restored: {}: {why}", output::text(name));
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {}", output::text(w));
+    }
+    if a.json {
+        output::json(&report);
+    } else {
+        println!(
+            "{}: {} restored ({}) into {}",
+            report.snapshot,
+            output::count(report.files, "file"),
+            output::size(report.bytes),
+            target.display()
+        );
+    }
+    let whole = report.damage.is_empty() && report.failed.is_empty();
+    Ok(if whole { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn write(g: &Global, a: &WriteArgs) -> Result<ExitCode> {
@@ -103,10 +155,14 @@ fn write(g: &Global, a: &WriteArgs) -> Result<ExitCode> {
 }
 
 fn ls(a: &LsArgs) -> Result<ExitCode> {
-    let sessions = list_volumes(&a.files, a.files_too)?;
+    let (sessions, damage) = list_volumes(&a.files, a.files_too)?;
+    for d in &damage {
+        eprintln!("damaged: {}", output::text(d));
+    }
+    let code = if damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     if a.json {
         output::json(&sessions);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let rows: Vec<Vec<String>> = sessions
         .iter()
@@ -139,5 +195,5 @@ fn ls(a: &LsArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

@@ -1,0 +1,309 @@
+//! Restoring a snapshot from volume files with no datastore and no
+//! catalog: Cairn's own records in the volume give every entry's full
+//! metadata, the files' data comes from Bacula's data streams and is
+//! checked against each file's digest, and the restore goes through the
+//! same `Restorer` as `cairn restore` (never outside the target). A
+//! damaged block is reported with the file it hit; everything else is
+//! still restored.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use filevol::archive::{Entry, decode_entry, escaped};
+use serde::Serialize;
+use volfmt::stream::{
+    CAIRN, CAIRN_DIGEST, CAIRN_ENTRY, CAIRN_MAGIC, FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES,
+};
+use volfmt::{Attributes, Event, VolumeReader};
+
+use crate::fsrestore::{Begin, FileSink, RestoreOptions, Restorer};
+use crate::volume::{SessionInfo, list_volumes};
+
+/// Which session to restore, and how.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// The session's number in the listing of the volumes (from 1); the
+    /// only one when `None`.
+    pub session: Option<usize>,
+    pub overwrite: bool,
+}
+
+/// What an extract did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExtractReport {
+    pub snapshot: String,
+    /// Files (of any kind) restored, and their data bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Files not restored: (name, why).
+    pub failed: Vec<(String, String)>,
+    /// Damage found in the volumes, with what it hit.
+    pub damage: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The file being restored.
+struct Current {
+    name: String,
+    archive: Option<String>,
+    sink: Option<FileSink>,
+    image: Option<File>,
+    hash: blake3::Hasher,
+    /// The file's data records were checked against its digest.
+    checked: bool,
+    has_data: bool,
+}
+
+struct Extract<'t> {
+    target: &'t Path,
+    /// Archives as a subdirectory each (several in the snapshot).
+    per_archive: bool,
+    opts: &'t ExtractOptions,
+    restorers: HashMap<String, Restorer>,
+    current: Option<Current>,
+    report: ExtractReport,
+}
+
+/// An archive name from a volume: one safe path component.
+fn archive_name(name: &str) -> Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("the volume names an archive {:?}, which is not one path component", escaped(name.as_bytes()));
+    }
+    Ok(name)
+}
+
+impl Extract<'_> {
+    fn archive_target(&self, archive: &str) -> PathBuf {
+        if self.per_archive { self.target.join(archive) } else { self.target.to_owned() }
+    }
+
+    fn restorer(&mut self, archive: &str) -> Result<&mut Restorer> {
+        if !self.restorers.contains_key(archive) {
+            let opts = RestoreOptions {
+                overwrite: self.opts.overwrite,
+                parents_later: true,
+                ..RestoreOptions::default()
+            };
+            let r = Restorer::new(&self.archive_target(archive), opts)?;
+            self.restorers.insert(archive.to_owned(), r);
+        }
+        Ok(self.restorers.get_mut(archive).expect("just made"))
+    }
+
+    fn fail(&mut self, name: &str, why: String) {
+        self.report.failed.push((name.to_owned(), why));
+    }
+
+    /// Complete the current file: kept only when its data was whole and
+    /// matched its digest.
+    fn finish_current(&mut self) -> Result<()> {
+        let Some(c) = self.current.take() else { return Ok(()) };
+        let whole = !c.has_data || c.checked;
+        if let Some(sink) = c.sink {
+            let archive = c.archive.clone().expect("a sink has an archive");
+            let r = self.restorer(&archive)?;
+            if whole && sink.remaining() == 0 {
+                r.finish_file(sink)?;
+            } else {
+                r.discard(sink);
+                let why = if whole {
+                    "its data is incomplete"
+                } else {
+                    "its data does not match its digest or was not all read"
+                };
+                self.fail(&c.name, why.into());
+                return Ok(());
+            }
+        }
+        if c.image.is_some() && !whole {
+            self.fail(&c.name, "its data does not match its digest or was not all read".into());
+            return Ok(());
+        }
+        self.report.files += 1;
+        Ok(())
+    }
+
+    fn record(&mut self, r: volfmt::Record) -> Result<()> {
+        match r.stream {
+            UNIX_ATTRIBUTES => {
+                self.finish_current()?;
+                let a = Attributes::decode(&r.data)?;
+                let name = String::from_utf8_lossy(&a.name).into_owned();
+                self.current = Some(Current {
+                    name,
+                    archive: None,
+                    sink: None,
+                    image: None,
+                    hash: blake3::Hasher::new(),
+                    checked: false,
+                    has_data: false,
+                });
+            }
+            CAIRN if r.data.starts_with(CAIRN_MAGIC) => self.cairn(&r.data[CAIRN_MAGIC.len()..])?,
+            FILE_DATA | SPARSE_DATA => self.data(r.stream, &r.data)?,
+            _ => {} // ACLs and xattrs: the entry holds them
+        }
+        Ok(())
+    }
+
+    fn cairn(&mut self, body: &[u8]) -> Result<()> {
+        let Some((&kind, rest)) = body.split_first() else { return Ok(()) };
+        let Some(c) = self.current.as_mut() else { return Ok(()) };
+        match kind {
+            CAIRN_ENTRY => {
+                let (len, rest) = rest.split_at_checked(2).ok_or_else(|| anyhow!("a short entry record"))?;
+                let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                let (archive, entry) =
+                    rest.split_at_checked(len).ok_or_else(|| anyhow!("a short entry record"))?;
+                let archive = archive_name(std::str::from_utf8(archive)?)?.to_owned();
+                let body = entry.get(4..).ok_or_else(|| anyhow!("a short entry record"))?;
+                let e: Entry = decode_entry(body)?;
+                c.archive = Some(archive.clone());
+                let name = c.name.clone();
+                let begun = self.restorer(&archive)?.begin(&e.path, &e);
+                match begun {
+                    Ok(Begin::Data(sink)) => self.current.as_mut().expect("current").sink = Some(sink),
+                    Ok(Begin::Done) => {}
+                    Err(err) => {
+                        self.current = None;
+                        self.fail(&name, format!("{err}"));
+                    }
+                }
+            }
+            CAIRN_DIGEST => {
+                let want = rest.get(..32).ok_or_else(|| anyhow!("a short digest record"))?;
+                let got = c.hash.finalize();
+                c.checked = got.as_bytes()[..] == *want;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, stream: i32, payload: &[u8]) -> Result<()> {
+        let Some(c) = self.current.as_mut() else { return Ok(()) };
+        c.has_data = true;
+        c.hash.update(payload);
+        if c.archive.is_none() && c.image.is_none() {
+            // No entry record: an image archive, `/ARCHIVE` in the volume.
+            let archive = archive_name(c.name.trim_start_matches('/'))?.to_owned();
+            // An image is always TARGET/ARCHIVE.
+            let path = self.target.join(&archive);
+            std::fs::create_dir_all(self.target)?;
+            let mut o = OpenOptions::new();
+            o.write(true);
+            if self.opts.overwrite {
+                o.create(true).truncate(true)
+            } else {
+                o.create_new(true)
+            };
+            let f = o.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let c = self.current.as_mut().expect("current");
+            c.image = Some(f);
+        }
+        let c = self.current.as_mut().expect("current");
+        let (offset, data) = if stream == SPARSE_DATA {
+            let (off, data) =
+                payload.split_at_checked(8).ok_or_else(|| anyhow!("a sparse piece without its offset"))?;
+            (Some(u64::from_be_bytes(off.try_into().expect("8 bytes"))), data)
+        } else {
+            (None, payload)
+        };
+        if let Some(img) = &c.image {
+            let at = offset.unwrap_or(0);
+            img.write_all_at(data, at)?;
+            self.report.bytes += data.len() as u64;
+        } else if let Some(sink) = c.sink.as_mut() {
+            // The piece that only tells a sparse file's length is not data.
+            if sink.remaining() > 0 {
+                sink.write(data)?;
+                self.report.bytes += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Restore one session of the volume files `paths` (given in order) into
+/// `target`. Damage and files that could not be restored are in the
+/// report; an `Err` only when nothing could be done.
+pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) -> Result<ExtractReport> {
+    let (sessions, _) = list_volumes(paths, false)?;
+    let sessions: Vec<SessionInfo> = sessions;
+    let wanted = match (opts.session, sessions.len()) {
+        (Some(n), len) if n >= 1 && n <= len => n,
+        (Some(n), len) => bail!("there is no session {n}: the volumes hold {len}"),
+        (None, 1) => 1,
+        (None, 0) => bail!("the volumes hold no session that can be read"),
+        (None, n) => {
+            bail!("the volumes hold {n} sessions: choose one with --session (see `cairn volume ls`)")
+        }
+    };
+    let info = &sessions[wanted - 1];
+    let mut x = Extract {
+        target,
+        per_archive: info.archives.len() > 1,
+        opts,
+        restorers: HashMap::new(),
+        current: None,
+        report: ExtractReport { snapshot: info.snapshot.clone(), ..ExtractReport::default() },
+    };
+    std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
+    let mut seen = 0usize;
+    let mut inside = false;
+    'volumes: for path in paths {
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut r = VolumeReader::new(BufReader::with_capacity(1 << 20, f));
+        loop {
+            match r.next_event() {
+                Ok(None) => break,
+                Ok(Some(Event::SessionStart { .. })) => {
+                    seen += 1;
+                    inside = seen == wanted;
+                }
+                Ok(Some(Event::SessionEnd { .. })) if inside => {
+                    x.finish_current()?;
+                    break 'volumes;
+                }
+                Ok(Some(Event::Record { record, .. })) if inside => {
+                    if let Err(e) = x.record(record) {
+                        let name = x.current.take().map(|c| c.name).unwrap_or_default();
+                        x.fail(&name, format!("{e:#}"));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    if inside {
+                        let hit = x.current.as_ref().map(|c| c.name.clone());
+                        let what = match &hit {
+                            Some(name) => format!(
+                                "{}: {e} (it hit {name}; files whose records were all in that block are not restored)",
+                                path.display()
+                            ),
+                            None => format!("{}: {e}", path.display()),
+                        };
+                        x.report.damage.push(what);
+                        if let Some(c) = x.current.take() {
+                            if let (Some(sink), Some(archive)) = (c.sink, c.archive) {
+                                x.restorer(&archive)?.discard(sink);
+                            }
+                            x.fail(&c.name, "a damaged block held part of it".into());
+                        }
+                    } else {
+                        x.report.damage.push(format!("{}: {e}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    x.finish_current()?;
+    for (_, r) in x.restorers.drain() {
+        let stats = r.finish()?;
+        x.report.warnings.extend(stats.warnings);
+    }
+    Ok(x.report)
+}
