@@ -36,6 +36,7 @@ seed() {
     index) find tests/data -name '*.?idx' -type f -exec cp -n {} "$dir/" \; ;;
     meta_stream) ;; # the stream is inside chunks; the target builds its own seeds
     manifest) find tests/data -name '*.json' -type f -exec cp -n {} "$dir/" \; ;;
+    volume) cp -n tests/data/golden-volume-v1/Vol1 "$dir/" ;;
   esac
 }
 

@@ -108,3 +108,44 @@ fn collect_digests(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) 
         }
     }
 }
+
+/// The golden volume `tests/data/golden-volume-v1/Vol1` (volume format
+/// version 1, written from the golden datastore's snapshot by
+/// `tests/data/make-golden-volume-v1.sh`): every later build lists it and
+/// extracts from it, with no datastore, exactly what a restore of the
+/// golden datastore gives.
+#[test]
+fn golden_volume_v1_lists_and_extracts_as_the_datastore_restores() {
+    if !testkit::needs(testkit::Need::Root) {
+        return;
+    }
+    let volume = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden-volume-v1/Vol1");
+    let store = Store::new();
+    let listed = run_json(store.cmd().args(["volume", "ls", "--json"]).arg(&volume));
+    assert_eq!(listed[0]["snapshot"], SNAP, "{listed}");
+    assert_eq!(
+        (listed[0]["files"].as_u64(), listed.as_array().map(Vec::len)),
+        (Some(12), Some(1)),
+        "{listed}"
+    );
+
+    let from_volume = store.path("from-volume");
+    run_ok(store.cmd().args(["volume", "extract"]).arg(&volume).arg(&from_volume));
+    fs::remove_dir_all(&store.ds).expect("drop the empty store");
+    copy_tree(&fixture().join("datastore"), &store.ds);
+    let from_datastore = store.path("from-datastore");
+    run_ok(store.cmd().args(["restore", SNAP]).arg(&from_datastore));
+    // The file archive whole; the image archive's bytes (an image has no
+    // times of its own: both are dated when they are written).
+    crate::support::assert_same_tree(&from_datastore.join("www"), &from_volume.join("www"));
+    assert_eq!(
+        fs::read(from_volume.join("disk.img")).unwrap(),
+        fs::read(from_datastore.join("disk.img")).unwrap()
+    );
+    let names = |d: &Path| {
+        let mut n: Vec<_> = fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&from_volume), names(&from_datastore));
+}
