@@ -673,6 +673,9 @@ pub struct SessionInfo {
     pub files_seen: u64,
     /// The snapshot's archives: (name, kind), from Cairn's record.
     pub archives: Vec<(String, String)>,
+    /// The snapshot's manifest, from Cairn's record.
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
     /// `name`s of the files, with `--files`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<VolumeEntry>,
@@ -742,6 +745,7 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<Se
                         bytes: None,
                         files_seen: 0,
                         archives: Vec::new(),
+                        manifest: None,
                         entries: Vec::new(),
                     });
                     current = Some(out.len() - 1);
@@ -789,6 +793,7 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<Se
                                 .iter()
                                 .map(|a| (a.name.clone(), a.kind.clone()))
                                 .collect();
+                            out[i].manifest = Some(s.manifest);
                         }
                     }
                 }

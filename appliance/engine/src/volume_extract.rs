@@ -30,6 +30,8 @@ pub struct ExtractOptions {
     /// only one when `None`.
     pub session: Option<usize>,
     pub overwrite: bool,
+    /// Each archive in TARGET/ARCHIVE even when the snapshot has one.
+    pub per_archive: bool,
 }
 
 /// What an extract did.
@@ -246,7 +248,7 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
     let info = &sessions[wanted - 1];
     let mut x = Extract {
         target,
-        per_archive: info.archives.len() > 1,
+        per_archive: opts.per_archive || info.archives.len() > 1,
         opts,
         restorers: HashMap::new(),
         current: None,
@@ -306,4 +308,109 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
         x.report.warnings.extend(stats.warnings);
     }
     Ok(x.report)
+}
+
+/// What `scan` put back into a datastore.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    pub session: usize,
+    pub snapshot: String,
+    /// `added`, or `present` when the datastore already held it.
+    pub state: &'static str,
+    pub files: u64,
+}
+
+impl crate::Engine {
+    /// Put the sessions of volume files back into this datastore as the
+    /// snapshots they hold (same group, namespace, time, tags and archive
+    /// names), chunked and deduplicated as a backup would be: each session
+    /// is extracted (digests checked) into a work directory inside the
+    /// datastore and backed up from there. `session`: only that one.
+    pub fn scan_volumes(
+        &self,
+        paths: &[PathBuf],
+        session: Option<usize>,
+        progress: &crate::Progress,
+    ) -> Result<Vec<ScanReport>> {
+        let (sessions, damage) = list_volumes(paths, false)?;
+        if !damage.is_empty() {
+            bail!(
+                "the volumes are damaged ({}); `cairn volume extract` restores what is whole",
+                damage.join("; ")
+            );
+        }
+        let mut out = Vec::new();
+        for (i, info) in sessions.iter().enumerate() {
+            let n = i + 1;
+            if session.is_some_and(|s| s != n) {
+                continue;
+            }
+            if info.snapshot.is_empty() {
+                bail!("session {n} holds no Cairn snapshot record; it was not written by Cairn");
+            }
+            let id = model::SnapshotId::parse(&info.snapshot, &model::Namespace::root())?;
+            if self.datastore().read_manifest(&id).is_ok() {
+                out.push(ScanReport {
+                    session: n,
+                    snapshot: info.snapshot.clone(),
+                    state: "present",
+                    files: 0,
+                });
+                continue;
+            }
+            let manifest =
+                info.manifest.as_ref().ok_or_else(|| anyhow!("session {n}: no snapshot record"))?;
+            let work = tempfile_dir(self.datastore().root())?;
+            let opts = ExtractOptions { session: Some(n), overwrite: false, per_archive: true };
+            let report = extract_volumes(paths, work.path(), &opts)?;
+            if !report.failed.is_empty() || !report.damage.is_empty() {
+                bail!("session {n}: {} files could not be read back; nothing was added", report.failed.len());
+            }
+            let group = model::BackupGroup::new(
+                model::Namespace::parse(&manifest.ns)?,
+                &manifest.backup_type,
+                &manifest.backup_id,
+            )?;
+            let time = model::time::parse_rfc3339(&manifest.time)
+                .ok_or_else(|| anyhow!("session {n}: bad snapshot time {:?}", manifest.time))?;
+            let backup = crate::BackupOptions {
+                group,
+                sources: manifest.archives.iter().map(|a| work.path().join(&a.name)).collect(),
+                tags: manifest.tags.clone(),
+                excludes: Vec::new(),
+                one_file_system: false,
+                time,
+            };
+            let made = self.backup(&backup, progress)?;
+            out.push(ScanReport {
+                session: n,
+                snapshot: made.id.to_string(),
+                state: "added",
+                files: report.files,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A work directory inside the datastore (same file system), removed when
+/// dropped.
+fn tempfile_dir(root: &Path) -> Result<WorkDir> {
+    let path = root.join("writers").join(format!("scan-{}-{}", std::process::id(), crate::clock::now()));
+    std::fs::create_dir_all(&path)?;
+    Ok(WorkDir(path))
+}
+
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

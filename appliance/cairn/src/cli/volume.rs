@@ -30,6 +30,24 @@ pub enum VolumeCommand {
     /// --overwrite), checking every file against its digest. Damage is reported
     /// with the files it hit; the rest is restored (exit status 1).
     Extract(ExtractArgs),
+    /// Put the sessions of volume files back into the datastore (--datastore)
+    /// as the snapshots they hold (same group, time, tags and archives),
+    /// chunked and deduplicated as a backup would be: a datastore and its
+    /// catalog rebuilt from volumes alone.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Volume files, in order.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    /// Only this session (its place in `cairn volume ls`, from 1).
+    #[arg(long, value_name = "N")]
+    session: Option<usize>,
+    /// Print a JSON array of what was done.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,12 +107,13 @@ pub fn run(g: &Global, c: &VolumeCommand) -> Result<ExitCode> {
         VolumeCommand::Write(a) => write(g, a),
         VolumeCommand::Ls(a) => ls(a),
         VolumeCommand::Extract(a) => extract(a),
+        VolumeCommand::Scan(a) => scan(g, a),
     }
 }
 
 fn extract(a: &ExtractArgs) -> Result<ExitCode> {
     let (target, files) = a.paths.split_last().expect("clap asks for two paths at least");
-    let opts = ExtractOptions { session: a.session, overwrite: a.overwrite };
+    let opts = ExtractOptions { session: a.session, overwrite: a.overwrite, per_archive: false };
     let report = extract_volumes(files, target, &opts)?;
     for d in &report.damage {
         eprintln!("damaged: {}", output::text(d));
@@ -196,4 +215,29 @@ fn ls(a: &LsArgs) -> Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+fn scan(g: &Global, a: &ScanArgs) -> Result<ExitCode> {
+    let engine = super::common::open_or_init(g)?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start("scanning", progress.clone());
+    let done = engine.scan_volumes(&a.files, a.session, &progress);
+    bar.done();
+    let done = done?;
+    if a.json {
+        output::json(&done);
+    } else {
+        for s in &done {
+            match s.state {
+                "added" => println!(
+                    "session {}: {} added ({})",
+                    s.session,
+                    s.snapshot,
+                    output::count(s.files, "file")
+                ),
+                _ => println!("session {}: {} is already in the datastore", s.session, s.snapshot),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
