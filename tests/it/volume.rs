@@ -271,3 +271,59 @@ fn a_datastore_is_rebuilt_from_volumes_alone() {
     let again = run_json(cairn(&fresh).args(["volume", "scan", "--json"]).arg(&vol));
     assert!(again.as_array().unwrap().iter().all(|s| s["state"] == "present"), "{again}");
 }
+
+/// With `--max-size`, a session that does not fit goes on in `FILE.2`,
+/// `FILE.3`, …: listed and extracted whole from the set, and a set with a
+/// volume missing is reported as such.
+#[test]
+fn a_session_spans_volume_files_and_reads_back_whole() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 16, 3 << 20, 31);
+    let id = store.backup(&src, "host/span", "2026-03-01T00:00:00Z");
+    let vols = store.path("vols");
+    std::fs::create_dir_all(&vols).unwrap();
+    let vol = vols.join("Span");
+    let report = run_json(
+        store
+            .cmd()
+            .args(["volume", "write", &id, "--block-size", "64K", "--max-size", "1M", "--json", "--to"])
+            .arg(&vol),
+    );
+    let more = report["continued_in"].as_array().expect("continued").len();
+    assert!(more >= 2, "{report}");
+    let mut set = vec![vol.clone()];
+    set.extend((2..=more + 1).map(|n| vols.join(format!("Span.{n}"))));
+    for f in &set {
+        assert!(std::fs::metadata(f).unwrap().len() <= 1 << 20, "{} over its limit", f.display());
+    }
+    let listed = run_json(store.cmd().args(["volume", "ls", "--json"]).args(&set));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["snapshot"], id.as_str());
+    let out = store.path("out");
+    crate::support::run_ok(store.cmd().args(["volume", "extract"]).args(&set).arg(&out));
+    assert_eq!(walk_files(&out), walk_files(&src));
+    for rel in walk_files(&src) {
+        assert_eq!(
+            std::fs::read(out.join(&rel)).unwrap(),
+            std::fs::read(src.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    // The set without its last volume: what it holds is restored, the
+    // cut is reported.
+    let short = &set[..set.len() - 1];
+    let partial = store.path("partial");
+    let r = crate::support::run(store.cmd().args(["volume", "extract"]).args(short).arg(&partial));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("damaged:") && r.stderr.contains("missing"), "{r:?}");
+    for rel in walk_files(&partial) {
+        assert_eq!(
+            std::fs::read(partial.join(&rel)).unwrap(),
+            std::fs::read(src.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+}

@@ -47,6 +47,9 @@ pub struct VolumeOptions {
     /// Recorded in the volume label.
     pub host: String,
     pub program_version: String,
+    /// Bytes a volume file may hold: a full one ends cleanly and the
+    /// session goes on in `FILE.2`, `FILE.3`, … labelled `NAME.2`, ….
+    pub max_size: Option<u64>,
 }
 
 /// What a write added to a volume.
@@ -56,6 +59,9 @@ pub struct VolumeReport {
     pub sessions: Vec<SessionReport>,
     /// Bytes of the volume file after the write.
     pub volume_bytes: u64,
+    /// Further volume files a full one went on in, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub continued_in: Vec<String>,
 }
 
 /// One session: a snapshot.
@@ -186,19 +192,59 @@ impl Engine {
             }
         };
         let mut sessions = Vec::new();
+        let made: std::rc::Rc<std::cell::RefCell<Vec<std::path::PathBuf>>> = std::rc::Rc::default();
         let result = (|| {
+            if let Some(max) = opts.max_size {
+                let (made, base, host, version) =
+                    (made.clone(), path.to_owned(), opts.host.clone(), opts.program_version.clone());
+                let mut prev = name.clone();
+                let first = name.clone();
+                w.span(
+                    max,
+                    Box::new(move |n| {
+                        let next = std::path::PathBuf::from(format!("{}.{n}", base.display()));
+                        let file = OpenOptions::new().write(true).create_new(true).open(&next)?;
+                        made.borrow_mut().push(next);
+                        let now = crate::clock::now() * 1_000_000;
+                        let label = VolumeLabel {
+                            label_time_us: now,
+                            write_time_us: now,
+                            volume_name: format!("{first}.{n}"),
+                            prev_volume_name: prev.clone(),
+                            pool_name: "cairn".into(),
+                            pool_type: "Backup".into(),
+                            media_type: "File".into(),
+                            host_name: host.clone(),
+                            label_prog: "cairn".into(),
+                            prog_version: version.clone(),
+                            prog_date: String::new(),
+                        };
+                        prev = label.volume_name.clone();
+                        Ok((BufWriter::with_capacity(4 << 20, file), label))
+                    }),
+                )?;
+            }
             for (n, id) in ids.iter().enumerate() {
                 let session = first_session + n as u32;
                 sessions.push(self.write_session(&mut w, id, session, label_time, progress)?);
             }
-            let out = w.finish()?;
-            let file = out.into_inner().map_err(|e| anyhow!("writing the volume: {}", e.error()))?;
-            file.sync_all()?;
-            Ok(file.metadata()?.len())
+            let mut first_len = 0;
+            for (i, out) in w.finish_all()?.into_iter().enumerate() {
+                let file = out.into_inner().map_err(|e| anyhow!("writing the volume: {}", e.error()))?;
+                file.sync_all()?;
+                if i == 0 {
+                    first_len = file.metadata()?.len();
+                }
+            }
+            Ok(first_len)
         })();
+        let continued_in: Vec<String> = made.borrow().iter().map(|p| p.display().to_string()).collect();
         match result {
-            Ok(volume_bytes) => Ok(VolumeReport { volume: name, sessions, volume_bytes }),
+            Ok(volume_bytes) => Ok(VolumeReport { volume: name, sessions, volume_bytes, continued_in }),
             Err(e) => {
+                for p in made.borrow().iter() {
+                    let _ = std::fs::remove_file(p);
+                }
                 // Leave the file as it was before this write.
                 match old_len {
                     Some(len) => {
@@ -711,26 +757,86 @@ fn kind_of(a: &Attributes) -> &'static str {
     }
 }
 
+/// The volume files of a set read in order as one stream of events: a
+/// session (and a record) cut at the end of one volume goes on in the
+/// next.
+pub(crate) struct VolumeSet<'p> {
+    paths: &'p [std::path::PathBuf],
+    /// The volume being read (an index into `paths`).
+    current: usize,
+    reader: Option<VolumeReader<std::io::BufReader<File>>>,
+}
+
+impl<'p> VolumeSet<'p> {
+    pub(crate) fn new(paths: &'p [std::path::PathBuf]) -> Self {
+        VolumeSet { paths, current: 0, reader: None }
+    }
+
+    fn open(&self, i: usize) -> Result<std::io::BufReader<File>> {
+        let path = &self.paths[i];
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, f))
+    }
+
+    /// The path of the volume being read.
+    pub(crate) fn path(&self) -> &Path {
+        &self.paths[self.current]
+    }
+
+    /// The next event (or the damage found instead); `None` after the
+    /// last volume.
+    pub(crate) fn next_event(&mut self) -> Result<Option<Result<Event, volfmt::VolError>>> {
+        loop {
+            let Some(r) = self.reader.as_mut() else {
+                if self.paths.is_empty() {
+                    return Ok(None);
+                }
+                self.reader = Some(VolumeReader::new(self.open(0)?));
+                continue;
+            };
+            match r.next_event() {
+                Ok(Some(e)) => return Ok(Some(Ok(e))),
+                Err(e) => return Ok(Some(Err(e))),
+                Ok(None) if self.current + 1 < self.paths.len() => {
+                    let input = self.open(self.current + 1)?;
+                    self.current += 1;
+                    self.reader.as_mut().expect("a reader").next_volume(input);
+                }
+                Ok(None) => return Ok(None),
+            }
+        }
+    }
+
+    /// Damage at the end of the set: a record the last volume cut off.
+    pub(crate) fn unfinished(&self) -> Option<String> {
+        let missing = self.reader.as_ref()?.unfinished()?;
+        Some(format!(
+            "{}: the volumes end {missing} bytes before a record's end (a further volume of the set is missing)",
+            self.path().display()
+        ))
+    }
+}
+
 /// The sessions of the volume files `paths` (in order), with their files
 /// when `files`, and the damage found (one line per damaged block, naming
 /// the volume): what can be read is listed all the same.
 pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<SessionInfo>, Vec<String>)> {
     let mut out: Vec<SessionInfo> = Vec::new();
     let mut damage = Vec::new();
-    for path in paths {
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut r = VolumeReader::new(std::io::BufReader::with_capacity(1 << 20, f));
-        let mut volume = String::new();
-        let mut current: Option<usize> = None;
+    let mut set = VolumeSet::new(paths);
+    let mut volume = String::new();
+    let mut current: Option<usize> = None;
+    {
         loop {
-            let e = match r.next_event() {
-                Ok(Some(e)) => e,
-                Ok(None) => break,
-                Err(e) => {
-                    damage.push(format!("{}: {e}", path.display()));
+            let e = match set.next_event()? {
+                Some(Ok(e)) => e,
+                None => break,
+                Some(Err(e)) => {
+                    damage.push(format!("{}: {e}", set.path().display()));
                     continue;
                 }
             };
+            let path = set.path().to_owned();
             match e {
                 Event::Volume(v) => volume = v.volume_name,
                 Event::SessionStart { session_id, label, .. } => {
@@ -801,5 +907,6 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<Se
             }
         }
     }
+    damage.extend(set.unfinished());
     Ok((out, damage))
 }

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -18,10 +17,10 @@ use serde::Serialize;
 use volfmt::stream::{
     CAIRN, CAIRN_DIGEST, CAIRN_ENTRY, CAIRN_MAGIC, FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES,
 };
-use volfmt::{Attributes, Event, VolumeReader};
+use volfmt::{Attributes, Event};
 
 use crate::fsrestore::{Begin, FileSink, RestoreOptions, Restorer};
-use crate::volume::{SessionInfo, list_volumes};
+use crate::volume::{SessionInfo, VolumeSet, list_volumes};
 
 /// Which session to restore, and how.
 #[derive(Debug, Clone, Default)]
@@ -257,27 +256,27 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
     std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
     let mut seen = 0usize;
     let mut inside = false;
-    'volumes: for path in paths {
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut r = VolumeReader::new(BufReader::with_capacity(1 << 20, f));
+    let mut set = VolumeSet::new(paths);
+    'volumes: {
         loop {
-            match r.next_event() {
-                Ok(None) => break,
-                Ok(Some(Event::SessionStart { .. })) => {
+            let Some(event) = set.next_event()? else { break };
+            let path = set.path().to_owned();
+            match event {
+                Ok(Event::SessionStart { .. }) => {
                     seen += 1;
                     inside = seen == wanted;
                 }
-                Ok(Some(Event::SessionEnd { .. })) if inside => {
+                Ok(Event::SessionEnd { .. }) if inside => {
                     x.finish_current()?;
                     break 'volumes;
                 }
-                Ok(Some(Event::Record { record, .. })) if inside => {
+                Ok(Event::Record { record, .. }) if inside => {
                     if let Err(e) = x.record(record) {
                         let name = x.current.take().map(|c| c.name).unwrap_or_default();
                         x.fail(&name, format!("{e:#}"));
                     }
                 }
-                Ok(Some(_)) => {}
+                Ok(_) => {}
                 Err(e) => {
                     if inside {
                         let hit = x.current.as_ref().map(|c| c.name.clone());
@@ -301,6 +300,9 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
                 }
             }
         }
+    }
+    if inside && let Some(cut) = set.unfinished() {
+        x.report.damage.push(cut);
     }
     x.finish_current()?;
     for (_, r) in x.restorers.drain() {

@@ -99,6 +99,20 @@ impl<R: Read> VolumeReader<R> {
         self.blocks_read
     }
 
+    /// Go on with the next volume of a set: a record the last one cut off
+    /// continues at its start.
+    pub fn next_volume(&mut self, input: R) {
+        self.input = input;
+        self.blocks_read = 0;
+        self.done = false;
+    }
+
+    /// Bytes of a record the volumes read so far ended in the middle of
+    /// (a session that goes on in a volume not read), or `None`.
+    pub fn unfinished(&self) -> Option<usize> {
+        self.pending.as_ref().map(|p| p.missing)
+    }
+
     /// The next event; `None` at the end of the volume. An error names
     /// the damaged block; calling again goes on after it (when its length
     /// could be read) or ends the volume.
@@ -119,13 +133,9 @@ impl<R: Read> VolumeReader<R> {
         let mut head = [0u8; BLOCK_HEADER];
         let got = read_full(&mut self.input, &mut head)?;
         if got == 0 {
+            // A record cut here may go on in the next volume (see
+            // `next_volume`); `unfinished` says whether one is.
             self.done = true;
-            if let Some(p) = self.pending.take() {
-                return Err(VolError::BadRecord {
-                    block: p.first_block,
-                    reason: format!("the volume ends {} bytes before a record's end", p.missing),
-                });
-            }
             return Ok(());
         }
         if got < BLOCK_HEADER {
@@ -198,6 +208,20 @@ impl<R: Read> VolumeReader<R> {
                     }
                     p.data.extend_from_slice(bytes);
                     p.missing -= here;
+                } else if r.file_index < 0 && here == r.size as usize {
+                    // A label is whole in its block and belongs to no
+                    // record in progress (a new volume's label may come
+                    // between the pieces of a record that spans volumes).
+                    let label = Pending {
+                        session,
+                        file_index: r.file_index,
+                        stream: r.stream,
+                        first_block: at,
+                        data: bytes.to_vec(),
+                        missing: 0,
+                    };
+                    self.events.push_back(event(label, at)?);
+                    continue;
                 } else {
                     self.lost = false;
                     if self.pending.is_some() {

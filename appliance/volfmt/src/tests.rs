@@ -156,3 +156,55 @@ fn block_sizes_outside_the_limits_are_refused() {
     let long = VolumeLabel { volume_name: "x".repeat(200), ..volume_label() };
     assert!(VolumeWriter::create(Vec::new(), &long, BLOCK).is_err());
 }
+
+#[test]
+fn a_session_spans_volumes_and_reads_back_whole() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let labels: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = labels.clone();
+    let mut w = VolumeWriter::create(Vec::new(), &volume_label(), BLOCK).unwrap();
+    w.span(
+        4 * BLOCK as u64,
+        Box::new(move |n| {
+            let name = format!("Vol1.{n}");
+            seen.borrow_mut().push(name.clone());
+            Ok((
+                Vec::new(),
+                VolumeLabel { volume_name: name, prev_volume_name: "Vol1".into(), ..volume_label() },
+            ))
+        }),
+    )
+    .unwrap();
+    w.begin_session(1, 7, &session(None)).unwrap();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    w.record(1, 2, &big).unwrap();
+    w.record(2, 2, b"after").unwrap();
+    w.end_session(&session(Some(SessionEnd { job_files: 2, ..Default::default() }))).unwrap();
+    let outs = w.finish_all().unwrap();
+    assert!(outs.len() >= 4, "{} volumes", outs.len());
+    assert_eq!(labels.borrow().len(), outs.len() - 1);
+    assert!(outs.iter().all(|o| o.len() as u64 <= 4 * BLOCK as u64), "a volume over its limit");
+
+    let mut r = VolumeReader::new(&outs[0][..]);
+    let mut records = Vec::new();
+    let mut volumes = Vec::new();
+    let mut next = 1;
+    loop {
+        match r.next_event().unwrap() {
+            Some(Event::Record { record, .. }) => records.push(record),
+            Some(Event::Volume(v)) => volumes.push(v.volume_name),
+            Some(_) => {}
+            None if next < outs.len() => {
+                r.next_volume(&outs[next][..]);
+                next += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(r.unfinished(), None);
+    assert_eq!(volumes[0], "Vol1");
+    assert_eq!(volumes[1..], labels.borrow()[..]);
+    assert_eq!((records[0].data.len(), &records[1].data[..]), (big.len(), &b"after"[..]));
+    assert_eq!(records[0].data, big);
+}

@@ -9,9 +9,19 @@ use crate::label::{EOS_LABEL, SOS_LABEL, SessionLabel, VOL_LABEL, VolumeLabel};
 use crate::record::{RECORD_HEADER, RecordHeader};
 use crate::{Result, VolError};
 
+/// Makes volume number `n` (from 2) when the one being written is full:
+/// its output and label.
+pub type NextVolume<W> = Box<dyn FnMut(u32) -> Result<(W, VolumeLabel)>>;
+
 /// A volume being written to `out` (a file or a tape).
 pub struct VolumeWriter<W: Write> {
     out: W,
+    /// Bytes a volume may hold, and how to start the next one.
+    limit: Option<(u64, NextVolume<W>)>,
+    /// How many volumes this writer has written to.
+    volumes: u32,
+    /// The outputs of full volumes, in order.
+    full: Vec<W>,
     block_size: usize,
     block: Vec<u8>,
     number: u32,
@@ -44,6 +54,9 @@ impl<W: Write> VolumeWriter<W> {
         check_block_size(block_size)?;
         let mut w = VolumeWriter {
             out,
+            limit: None,
+            volumes: 1,
+            full: Vec::new(),
             block_size,
             block: Vec::with_capacity(block_size),
             number: 0,
@@ -62,12 +75,59 @@ impl<W: Write> VolumeWriter<W> {
         check_block_size(block_size)?;
         let mut block = Vec::with_capacity(block_size);
         block.resize(BLOCK_HEADER, 0);
-        Ok(VolumeWriter { out, block_size, block, number: next_block, session: (0, 0), written: 0 })
+        Ok(VolumeWriter {
+            out,
+            limit: None,
+            volumes: 1,
+            full: Vec::new(),
+            block_size,
+            block,
+            number: next_block,
+            session: (0, 0),
+            written: 0,
+        })
     }
 
-    /// Bytes written to the output so far (whole blocks).
+    /// Bytes written to the current output so far (whole blocks).
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Let each volume hold at most `max_bytes` (at least four blocks):
+    /// when the next block would not fit, the volume ends there and the
+    /// session goes on in the volume `next` makes, after its label (a
+    /// record cut at the end of one volume continues at the start of the
+    /// next, as between blocks).
+    pub fn span(&mut self, max_bytes: u64, next: NextVolume<W>) -> Result<()> {
+        if max_bytes < 4 * self.block_size as u64 {
+            return Err(VolError::Invalid(format!(
+                "a volume of at most {max_bytes} bytes cannot hold four blocks of {}",
+                self.block_size
+            )));
+        }
+        self.limit = Some((max_bytes, next));
+        Ok(())
+    }
+
+    /// Start the next volume: its label in its block 0.
+    fn next_volume(&mut self) -> Result<()> {
+        let Some((_, next)) = self.limit.as_mut() else { return Ok(()) };
+        self.out.flush()?;
+        let (out, label) = next(self.volumes + 1)?;
+        let old = std::mem::replace(&mut self.out, out);
+        self.full.push(old);
+        self.volumes += 1;
+        self.written = 0;
+        let data = label.encode()?;
+        let mut block = vec![0u8; BLOCK_HEADER];
+        let size = u32::try_from(data.len()).expect("a label fits in u32");
+        block.extend_from_slice(&RecordHeader { file_index: VOL_LABEL, stream: 0, size }.encode());
+        block.extend_from_slice(&data);
+        seal(&mut block, 0, 0, 0);
+        self.out.write_all(&block)?;
+        self.written += block.len() as u64;
+        self.number = 1;
+        Ok(())
     }
 
     /// The number the next block written gets.
@@ -83,6 +143,11 @@ impl<W: Write> VolumeWriter<W> {
     pub fn flush(&mut self) -> Result<()> {
         if self.block.len() == BLOCK_HEADER {
             return Ok(());
+        }
+        if let Some((max, _)) = &self.limit
+            && self.written + self.block.len() as u64 > *max
+        {
+            self.next_volume()?;
         }
         seal(&mut self.block, self.number, self.session.0, self.session.1);
         self.out.write_all(&self.block)?;
@@ -158,9 +223,16 @@ impl<W: Write> VolumeWriter<W> {
     }
 
     /// Write out the last block and give the output back.
-    pub fn finish(mut self) -> Result<W> {
+    pub fn finish(self) -> Result<W> {
+        Ok(self.finish_all()?.pop().expect("one output at least"))
+    }
+
+    /// Write out the last block and give every output back, in order (more
+    /// than one when the session spanned volumes).
+    pub fn finish_all(mut self) -> Result<Vec<W>> {
         self.flush()?;
         self.out.flush()?;
-        Ok(self.out)
+        self.full.push(self.out);
+        Ok(self.full)
     }
 }

@@ -84,6 +84,10 @@ pub struct WriteArgs {
     /// Block size (64K to 4M).
     #[arg(long, value_name = "SIZE", default_value = "256K", value_parser = model::size::parse_size)]
     block_size: u64,
+    /// Close a volume file before it grows past SIZE (e.g. 50G) and go on in
+    /// FILE.2, FILE.3, … (labelled NAME.2, NAME.3, …), as on cartridges.
+    #[arg(long, value_name = "SIZE", value_parser = model::size::parse_size)]
+    max_size: Option<u64>,
     /// Print a JSON summary object as the last line.
     #[arg(long)]
     json: bool,
@@ -149,6 +153,7 @@ fn write(g: &Global, a: &WriteArgs) -> Result<ExitCode> {
         block_size: usize::try_from(a.block_size)?,
         host,
         program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+        max_size: a.max_size,
     };
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("writing", progress.clone());
@@ -169,6 +174,9 @@ fn write(g: &Global, a: &WriteArgs) -> Result<ExitCode> {
             );
         }
         println!("{}: {}", a.to.display(), output::size(report.volume_bytes));
+        for next in &report.continued_in {
+            println!("continued in {next}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
