@@ -311,6 +311,14 @@ fn a_session_spans_volume_files_and_reads_back_whole() {
             rel.display()
         );
     }
+    // One file of it, by --path: it alone, by its last name.
+    let one = walk_files(&src).pop().unwrap();
+    let picked = store.path("picked");
+    let path = format!("src/{}", one.display());
+    crate::support::run_ok(store.cmd().args(["volume", "extract", "--path", &path]).args(&set).arg(&picked));
+    let name = std::path::PathBuf::from(one.file_name().unwrap());
+    assert_eq!(walk_files(&picked), std::slice::from_ref(&name));
+    assert_eq!(std::fs::read(picked.join(&name)).unwrap(), std::fs::read(src.join(&one)).unwrap());
     // The set without its last volume: what it holds is restored, the
     // cut is reported.
     let short = &set[..set.len() - 1];

@@ -31,6 +31,10 @@ pub struct ExtractOptions {
     pub overwrite: bool,
     /// Each archive in TARGET/ARCHIVE even when the snapshot has one.
     pub per_archive: bool,
+    /// Only this path: `ARCHIVE/PATH`, or `PATH` in a snapshot of one
+    /// archive; it lands in TARGET by its last name, as `cairn restore`
+    /// puts a path.
+    pub path: Option<String>,
 }
 
 /// What an extract did.
@@ -57,6 +61,8 @@ struct Current {
     /// The file's data records were checked against its digest.
     checked: bool,
     has_data: bool,
+    /// Not asked for (outside `--path`): read past.
+    skip: bool,
 }
 
 struct Extract<'t> {
@@ -67,6 +73,8 @@ struct Extract<'t> {
     restorers: HashMap<String, Restorer>,
     current: Option<Current>,
     report: ExtractReport,
+    /// `--path` resolved: the archive and the path in it (empty: all of it).
+    only: Option<(String, Vec<u8>)>,
 }
 
 /// An archive name from a volume: one safe path component.
@@ -103,6 +111,9 @@ impl Extract<'_> {
     /// matched its digest.
     fn finish_current(&mut self) -> Result<()> {
         let Some(c) = self.current.take() else { return Ok(()) };
+        if c.skip {
+            return Ok(());
+        }
         let whole = !c.has_data || c.checked;
         if let Some(sink) = c.sink {
             let archive = c.archive.clone().expect("a sink has an archive");
@@ -142,6 +153,7 @@ impl Extract<'_> {
                     hash: blake3::Hasher::new(),
                     checked: false,
                     has_data: false,
+                    skip: false,
                 });
             }
             CAIRN if r.data.starts_with(CAIRN_MAGIC) => self.cairn(&r.data[CAIRN_MAGIC.len()..])?,
@@ -165,7 +177,25 @@ impl Extract<'_> {
                 let e: Entry = decode_entry(body)?;
                 c.archive = Some(archive.clone());
                 let name = c.name.clone();
-                let begun = self.restorer(&archive)?.begin(&e.path, &e);
+                let rel = match &self.only {
+                    None => e.path.clone(),
+                    Some((a, _)) if *a != archive => {
+                        c.skip = true;
+                        return Ok(());
+                    }
+                    Some((_, inner)) if inner.is_empty() => e.path.clone(),
+                    Some((_, inner)) => {
+                        let under = e.path == *inner
+                            || (e.path.starts_with(inner) && e.path.get(inner.len()) == Some(&b'/'));
+                        if !under {
+                            c.skip = true;
+                            return Ok(());
+                        }
+                        let base = inner.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+                        e.path[base..].to_vec()
+                    }
+                };
+                let begun = self.restorer(&archive)?.begin(&rel, &e);
                 match begun {
                     Ok(Begin::Data(sink)) => self.current.as_mut().expect("current").sink = Some(sink),
                     Ok(Begin::Done) => {}
@@ -187,6 +217,17 @@ impl Extract<'_> {
 
     fn data(&mut self, stream: i32, payload: &[u8]) -> Result<()> {
         let Some(c) = self.current.as_mut() else { return Ok(()) };
+        if c.skip {
+            return Ok(());
+        }
+        if c.archive.is_none() && c.image.is_none() {
+            let name = c.name.trim_start_matches('/');
+            if self.only.as_ref().is_some_and(|(a, inner)| a != name || !inner.is_empty()) {
+                c.skip = true;
+                return Ok(());
+            }
+        }
+        let c = self.current.as_mut().expect("current");
         c.has_data = true;
         c.hash.update(payload);
         if c.archive.is_none() && c.image.is_none() {
@@ -245,9 +286,25 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
         }
     };
     let info = &sessions[wanted - 1];
+    let only = match &opts.path {
+        None => None,
+        Some(p) => {
+            let p = p.trim_matches('/');
+            let (first, rest) = p.split_once('/').unwrap_or((p, ""));
+            match info.archives.iter().find(|(a, _)| a == first) {
+                Some((a, _)) => Some((a.clone(), rest.as_bytes().to_vec())),
+                None if info.archives.len() == 1 => Some((info.archives[0].0.clone(), p.as_bytes().to_vec())),
+                None => bail!(
+                    "--path {p}: name the archive first ({})",
+                    info.archives.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    };
     let mut x = Extract {
         target,
-        per_archive: opts.per_archive || info.archives.len() > 1,
+        only,
+        per_archive: opts.path.is_none() && (opts.per_archive || info.archives.len() > 1),
         opts,
         restorers: HashMap::new(),
         current: None,
@@ -363,7 +420,7 @@ impl crate::Engine {
             let manifest =
                 info.manifest.as_ref().ok_or_else(|| anyhow!("session {n}: no snapshot record"))?;
             let work = tempfile_dir(self.datastore().root())?;
-            let opts = ExtractOptions { session: Some(n), overwrite: false, per_archive: true };
+            let opts = ExtractOptions { session: Some(n), overwrite: false, per_archive: true, path: None };
             let report = extract_volumes(paths, work.path(), &opts)?;
             if !report.failed.is_empty() || !report.damage.is_empty() {
                 bail!("session {n}: {} files could not be read back; nothing was added", report.failed.len());

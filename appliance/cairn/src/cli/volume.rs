@@ -59,6 +59,10 @@ pub struct ExtractArgs {
     /// needed when the volumes hold several.
     #[arg(long, value_name = "N")]
     session: Option<usize>,
+    /// Only this path: ARCHIVE/PATH (or PATH when the snapshot has one archive);
+    /// it lands in TARGET by its last name.
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
     /// Replace existing files in TARGET.
     #[arg(long)]
     overwrite: bool,
@@ -117,7 +121,12 @@ pub fn run(g: &Global, c: &VolumeCommand) -> Result<ExitCode> {
 
 fn extract(a: &ExtractArgs) -> Result<ExitCode> {
     let (target, files) = a.paths.split_last().expect("clap asks for two paths at least");
-    let opts = ExtractOptions { session: a.session, overwrite: a.overwrite, per_archive: false };
+    let opts = ExtractOptions {
+        session: a.session,
+        overwrite: a.overwrite,
+        per_archive: false,
+        path: a.path.clone(),
+    };
     let report = extract_volumes(files, target, &opts)?;
     for d in &report.damage {
         eprintln!("damaged: {}", output::text(d));
