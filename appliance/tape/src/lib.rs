@@ -15,6 +15,7 @@
 
 pub mod changer;
 pub mod drive;
+pub mod linux;
 pub mod scsi;
 
 pub use changer::{Changer, Element, ElementKind, Inventory};

@@ -2,7 +2,7 @@
 //! (SMC), with the common parts of SPC: command descriptor blocks (CDBs)
 //! to send, and parsers for what comes back.
 //!
-//! Pure: no I/O here. The Linux backends (the `linux` module) send these
+//! Pure: no I/O here. The Linux backends ([`crate::linux`]) send these
 //! CDBs with `SG_IO` and hand the bytes to these parsers; the tests feed
 //! them recorded responses.
 //!
@@ -21,6 +21,8 @@ mod mode;
 mod position;
 mod sense;
 mod sense_text;
+#[cfg(test)]
+pub(crate) mod testdata;
 
 pub use attribute::{Attribute, MAM_BARCODE, MAM_MEDIUM_TYPE, MediumKind, medium_kind, parse_attributes};
 pub use cdb::{
