@@ -26,7 +26,7 @@ pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
     SourceStat,
 };
-pub use writer::{WriteCounters, Writer};
+pub use writer::{WorkArea, WriteCounters, Writer};
 
 #[cfg(test)]
 mod tests;

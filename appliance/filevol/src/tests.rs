@@ -282,3 +282,32 @@ fn a_failed_durable_step_never_leaves_a_partial_snapshot() {
         n += 1;
     }
 }
+
+#[test]
+fn a_work_area_goes_with_its_owner_and_with_a_dead_one() {
+    let (_d, ds) = store();
+    let a = ds.work_area().unwrap();
+    std::fs::write(a.path().join("f"), b"x").unwrap();
+    ds.cleanup_dead_writers().unwrap();
+    assert!(a.path().join("f").exists(), "a live owner's area stays");
+    assert_eq!(writer_files(&ds).len(), 2);
+    drop(a);
+    assert!(writer_files(&ds).is_empty(), "dropped, it is gone");
+
+    // An owner killed with -9: no destructor, its lock released by the
+    // kernel. Its area is what a new area (lock free) and files look like.
+    let a = ds.work_area().unwrap();
+    let (dir, lock) = (a.path().to_owned(), a.path().with_extension("area-lock"));
+    std::mem::forget(a);
+    let held = writer_files(&ds);
+    assert_eq!(held.len(), 2);
+    ds.cleanup_dead_writers().unwrap();
+    assert_eq!(writer_files(&ds), held, "the lock is still held by this process");
+    // Release the lock as the kernel does when its process dies: the
+    // lock's open file is gone; a new file at the same path is unlocked.
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::write(dir.join("left"), b"y").unwrap();
+    ds.collect_garbage(&mut |_| {}).unwrap();
+    assert!(writer_files(&ds).is_empty(), "gc removes a dead owner's area: {:?}", writer_files(&ds));
+}

@@ -102,6 +102,21 @@ impl Datastore {
         lock_file(&path, LockMode::ExclusiveNow)?.ok_or_else(|| StoreError::GroupBusy(group.to_string()))
     }
 
+    /// A scratch directory inside the datastore (same file system as its
+    /// chunks), for work such as putting a volume's session back: removed
+    /// when the `WorkArea` is dropped, and by the next writer or gc when
+    /// its process died (its lock is free).
+    pub fn work_area(&self) -> Result<WorkArea> {
+        let writers = self.dir("writers");
+        let uuid = uuid::Uuid::new_v4();
+        let lock_path = writers.join(format!("{uuid}.area-lock"));
+        let lock = lock_file(&lock_path, LockMode::ExclusiveNow)?
+            .ok_or_else(|| StoreError::io(&lock_path, std::io::Error::other("a new lock file is taken")))?;
+        let dir = writers.join(format!("{uuid}.area"));
+        fs::create_dir(&dir).at(&dir)?;
+        Ok(WorkArea { dir, lock_path, _lock: lock })
+    }
+
     /// Remove journals and work areas of writers that died (kill -9, power
     /// loss): their lock is free. Their chunks become garbage for `gc`.
     pub fn cleanup_dead_writers(&self) -> Result<()> {
@@ -118,6 +133,15 @@ impl Datastore {
                 }
             } else if name.ends_with(".committed") && gc_idle.is_some() {
                 remove_if_exists(&path)?;
+            } else if let Some(uuid) = name.strip_suffix(".area-lock") {
+                if let Some(_dead) = lock_file(&path, LockMode::ExclusiveNow)? {
+                    remove_dir_if_exists(&writers.join(format!("{uuid}.area")))?;
+                    remove_if_exists(&path)?;
+                }
+            } else if let Some(uuid) = name.strip_suffix(".area")
+                && !writers.join(format!("{uuid}.area-lock")).exists()
+            {
+                remove_dir_if_exists(&path)?;
             } else if let Some(uuid) = name.strip_suffix(".work")
                 && !writers.join(format!("{uuid}.journal")).exists()
                 && !writers.join(format!("{uuid}.journal.new")).exists()
@@ -126,6 +150,27 @@ impl Datastore {
             }
         }
         Ok(())
+    }
+}
+
+/// A scratch directory of a live process (see `Datastore::work_area`).
+#[derive(Debug)]
+pub struct WorkArea {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl WorkArea {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for WorkArea {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
     }
 }
 
