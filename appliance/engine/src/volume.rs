@@ -220,7 +220,11 @@ impl Engine {
                             prog_date: String::new(),
                         };
                         prev = label.volume_name.clone();
-                        Ok((BufWriter::with_capacity(4 << 20, file), label))
+                        Ok(volfmt::writer::NewVolume {
+                            out: BufWriter::with_capacity(4 << 20, file),
+                            label,
+                            record: None,
+                        })
                     }),
                 )?;
             }
@@ -261,7 +265,7 @@ impl Engine {
         }
     }
 
-    fn write_session<W: std::io::Write>(
+    pub(crate) fn write_session<W: std::io::Write>(
         &self,
         w: &mut VolumeWriter<W>,
         id: &SnapshotId,
@@ -757,52 +761,81 @@ fn kind_of(a: &Attributes) -> &'static str {
     }
 }
 
-/// The volume files of a set read in order as one stream of events: a
-/// session (and a record) cut at the end of one volume goes on in the
-/// next.
-pub(crate) struct VolumeSet<'p> {
-    paths: &'p [std::path::PathBuf],
-    /// The volume being read (an index into `paths`).
-    current: usize,
-    reader: Option<VolumeReader<std::io::BufReader<File>>>,
+/// One volume of a set, opened for reading.
+pub(crate) type VolumeInput = Box<dyn std::io::Read>;
+
+/// Where the volumes of a set come from, in order: files, or cartridges
+/// in a drive.
+pub(crate) trait VolumeSource {
+    /// Volume `i` (from 0) and a name for it in messages; `None` after
+    /// the last.
+    fn open(&mut self, i: usize) -> Result<Option<(String, VolumeInput)>>;
 }
 
-impl<'p> VolumeSet<'p> {
-    pub(crate) fn new(paths: &'p [std::path::PathBuf]) -> Self {
-        VolumeSet { paths, current: 0, reader: None }
-    }
+/// Volume files, in the order given.
+struct VolumeFiles<'p>(&'p [std::path::PathBuf]);
 
-    fn open(&self, i: usize) -> Result<std::io::BufReader<File>> {
-        let path = &self.paths[i];
+impl VolumeSource for VolumeFiles<'_> {
+    fn open(&mut self, i: usize) -> Result<Option<(String, VolumeInput)>> {
+        let Some(path) = self.0.get(i) else { return Ok(None) };
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(std::io::BufReader::with_capacity(1 << 20, f))
+        Ok(Some((path.display().to_string(), Box::new(std::io::BufReader::with_capacity(1 << 20, f)))))
+    }
+}
+
+/// The volumes of a set read in order as one stream of events: a session
+/// (and a record) cut at the end of one volume goes on in the next.
+pub(crate) struct VolumeSet<'s> {
+    source: Box<dyn VolumeSource + 's>,
+    /// The volume being read, and its name.
+    current: usize,
+    name: String,
+    reader: Option<VolumeReader<VolumeInput>>,
+    ended: bool,
+}
+
+impl<'s> VolumeSet<'s> {
+    pub(crate) fn new(paths: &'s [std::path::PathBuf]) -> Self {
+        Self::from_source(Box::new(VolumeFiles(paths)))
     }
 
-    /// The path of the volume being read.
-    pub(crate) fn path(&self) -> &Path {
-        &self.paths[self.current]
+    pub(crate) fn from_source(source: Box<dyn VolumeSource + 's>) -> Self {
+        VolumeSet { source, current: 0, name: String::new(), reader: None, ended: false }
+    }
+
+    /// The name of the volume being read.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The next event (or the damage found instead); `None` after the
     /// last volume.
     pub(crate) fn next_event(&mut self) -> Result<Option<Result<Event, volfmt::VolError>>> {
         loop {
+            if self.ended {
+                return Ok(None);
+            }
             let Some(r) = self.reader.as_mut() else {
-                if self.paths.is_empty() {
-                    return Ok(None);
+                match self.source.open(0)? {
+                    Some((name, input)) => {
+                        self.name = name;
+                        self.reader = Some(VolumeReader::new(input));
+                    }
+                    None => self.ended = true,
                 }
-                self.reader = Some(VolumeReader::new(self.open(0)?));
                 continue;
             };
             match r.next_event() {
                 Ok(Some(e)) => return Ok(Some(Ok(e))),
                 Err(e) => return Ok(Some(Err(e))),
-                Ok(None) if self.current + 1 < self.paths.len() => {
-                    let input = self.open(self.current + 1)?;
-                    self.current += 1;
-                    self.reader.as_mut().expect("a reader").next_volume(input);
-                }
-                Ok(None) => return Ok(None),
+                Ok(None) => match self.source.open(self.current + 1)? {
+                    Some((name, input)) => {
+                        self.current += 1;
+                        self.name = name;
+                        self.reader.as_mut().expect("a reader").next_volume(input);
+                    }
+                    None => self.ended = true,
+                },
             }
         }
     }
@@ -812,7 +845,7 @@ impl<'p> VolumeSet<'p> {
         let missing = self.reader.as_ref()?.unfinished()?;
         Some(format!(
             "{}: the volumes end {missing} bytes before a record's end (a further volume of the set is missing)",
-            self.path().display()
+            self.name
         ))
     }
 }
@@ -821,9 +854,13 @@ impl<'p> VolumeSet<'p> {
 /// when `files`, and the damage found (one line per damaged block, naming
 /// the volume): what can be read is listed all the same.
 pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<SessionInfo>, Vec<String>)> {
+    list_sessions(VolumeSet::new(paths), files)
+}
+
+/// The sessions of a set of volumes, as `list_volumes`.
+pub(crate) fn list_sessions(mut set: VolumeSet<'_>, files: bool) -> Result<(Vec<SessionInfo>, Vec<String>)> {
     let mut out: Vec<SessionInfo> = Vec::new();
     let mut damage = Vec::new();
-    let mut set = VolumeSet::new(paths);
     let mut volume = String::new();
     let mut current: Option<usize> = None;
     {
@@ -832,11 +869,11 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<Se
                 Some(Ok(e)) => e,
                 None => break,
                 Some(Err(e)) => {
-                    damage.push(format!("{}: {e}", set.path().display()));
+                    damage.push(format!("{}: {e}", set.name()));
                     continue;
                 }
             };
-            let path = set.path().to_owned();
+            let path = set.name().to_owned();
             match e {
                 Event::Volume(v) => volume = v.volume_name,
                 Event::SessionStart { session_id, label, .. } => {
@@ -868,7 +905,7 @@ pub fn list_volumes(paths: &[std::path::PathBuf], files: bool) -> Result<(Vec<Se
                         out[i].files_seen += 1;
                         if files {
                             let Ok(a) = Attributes::decode(&record.data) else {
-                                damage.push(format!("{}: an unreadable attribute record", path.display()));
+                                damage.push(format!("{path}: an unreadable attribute record"));
                                 continue;
                             };
                             out[i].entries.push(VolumeEntry {

@@ -12,10 +12,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use filevol::Manifest;
 use filevol::archive::{Entry, decode_entry, escaped};
 use serde::Serialize;
 use volfmt::stream::{
-    CAIRN, CAIRN_DIGEST, CAIRN_ENTRY, CAIRN_MAGIC, FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES,
+    CAIRN, CAIRN_DIGEST, CAIRN_ENTRY, CAIRN_MAGIC, CAIRN_SNAPSHOT, FILE_DATA, SPARSE_DATA, UNIX_ATTRIBUTES,
 };
 use volfmt::{Attributes, Event};
 
@@ -49,6 +50,9 @@ pub struct ExtractReport {
     /// Damage found in the volumes, with what it hit.
     pub damage: Vec<String>,
     pub warnings: Vec<String>,
+    /// The snapshot's manifest, from Cairn's record in the session.
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
 }
 
 /// The file being restored.
@@ -165,6 +169,14 @@ impl Extract<'_> {
 
     fn cairn(&mut self, body: &[u8]) -> Result<()> {
         let Some((&kind, rest)) = body.split_first() else { return Ok(()) };
+        if kind == CAIRN_SNAPSHOT {
+            #[derive(serde::Deserialize)]
+            struct Snap {
+                manifest: Manifest,
+            }
+            self.report.manifest = serde_json::from_slice::<Snap>(rest).ok().map(|s| s.manifest);
+            return Ok(());
+        }
         let Some(c) = self.current.as_mut() else { return Ok(()) };
         match kind {
             CAIRN_ENTRY => {
@@ -286,17 +298,31 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
         }
     };
     let info = &sessions[wanted - 1];
+    extract_session(VolumeSet::new(paths), wanted, &info.snapshot, &info.archives, target, opts)
+}
+
+/// Restore session `wanted` (counted from 1 in the order `set` holds
+/// them) of `set`, which holds `snapshot` with `archives` (name, kind),
+/// into `target`.
+pub(crate) fn extract_session(
+    mut set: VolumeSet<'_>,
+    wanted: usize,
+    snapshot: &str,
+    archives: &[(String, String)],
+    target: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractReport> {
     let only = match &opts.path {
         None => None,
         Some(p) => {
             let p = p.trim_matches('/');
             let (first, rest) = p.split_once('/').unwrap_or((p, ""));
-            match info.archives.iter().find(|(a, _)| a == first) {
+            match archives.iter().find(|(a, _)| a == first) {
                 Some((a, _)) => Some((a.clone(), rest.as_bytes().to_vec())),
-                None if info.archives.len() == 1 => Some((info.archives[0].0.clone(), p.as_bytes().to_vec())),
+                None if archives.len() == 1 => Some((archives[0].0.clone(), p.as_bytes().to_vec())),
                 None => bail!(
                     "--path {p}: name the archive first ({})",
-                    info.archives.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(", ")
+                    archives.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             }
         }
@@ -304,20 +330,19 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
     let mut x = Extract {
         target,
         only,
-        per_archive: opts.path.is_none() && (opts.per_archive || info.archives.len() > 1),
+        per_archive: opts.path.is_none() && (opts.per_archive || archives.len() > 1),
         opts,
         restorers: HashMap::new(),
         current: None,
-        report: ExtractReport { snapshot: info.snapshot.clone(), ..ExtractReport::default() },
+        report: ExtractReport { snapshot: snapshot.to_owned(), ..ExtractReport::default() },
     };
     std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
     let mut seen = 0usize;
     let mut inside = false;
-    let mut set = VolumeSet::new(paths);
     'volumes: {
         loop {
             let Some(event) = set.next_event()? else { break };
-            let path = set.path().to_owned();
+            let path = set.name().to_owned();
             match event {
                 Ok(Event::SessionStart { .. }) => {
                     seen += 1;
@@ -339,10 +364,9 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
                         let hit = x.current.as_ref().map(|c| c.name.clone());
                         let what = match &hit {
                             Some(name) => format!(
-                                "{}: {e} (it hit {name}; files whose records were all in that block are not restored)",
-                                path.display()
+                                "{path}: {e} (it hit {name}; files whose records were all in that block are not restored)"
                             ),
-                            None => format!("{}: {e}", path.display()),
+                            None => format!("{path}: {e}"),
                         };
                         x.report.damage.push(what);
                         if let Some(c) = x.current.take() {
@@ -352,7 +376,7 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
                             x.fail(&c.name, "a damaged block held part of it".into());
                         }
                     } else {
-                        x.report.damage.push(format!("{}: {e}", path.display()));
+                        x.report.damage.push(format!("{path}: {e}"));
                     }
                 }
             }
@@ -407,69 +431,72 @@ impl crate::Engine {
             if info.snapshot.is_empty() {
                 bail!("session {n} holds no Cairn snapshot record; it was not written by Cairn");
             }
-            let id = model::SnapshotId::parse(&info.snapshot, &model::Namespace::root())?;
-            if self.datastore().read_manifest(&id).is_ok() {
-                out.push(ScanReport {
-                    session: n,
-                    snapshot: info.snapshot.clone(),
-                    state: "present",
-                    files: 0,
-                });
-                continue;
-            }
             let manifest =
                 info.manifest.as_ref().ok_or_else(|| anyhow!("session {n}: no snapshot record"))?;
-            let work = tempfile_dir(self.datastore().root())?;
-            let opts = ExtractOptions { session: Some(n), overwrite: false, per_archive: true, path: None };
-            let report = extract_volumes(paths, work.path(), &opts)?;
-            if !report.failed.is_empty() || !report.damage.is_empty() {
-                bail!("session {n}: {} files could not be read back; nothing was added", report.failed.len());
-            }
-            let group = model::BackupGroup::new(
-                model::Namespace::parse(&manifest.ns)?,
-                &manifest.backup_type,
-                &manifest.backup_id,
-            )?;
-            let time = model::time::parse_rfc3339(&manifest.time)
-                .ok_or_else(|| anyhow!("session {n}: bad snapshot time {:?}", manifest.time))?;
-            let backup = crate::BackupOptions {
-                group,
-                sources: manifest.archives.iter().map(|a| work.path().join(&a.name)).collect(),
-                tags: manifest.tags.clone(),
-                excludes: Vec::new(),
-                one_file_system: false,
-                time,
-            };
-            let made = self.backup(&backup, progress)?;
-            out.push(ScanReport {
-                session: n,
-                snapshot: made.id.to_string(),
-                state: "added",
-                files: report.files,
-            });
+            let (state, files) = self
+                .put_back(
+                    &info.snapshot,
+                    Some(manifest),
+                    |work| {
+                        let opts = ExtractOptions {
+                            session: Some(n),
+                            overwrite: false,
+                            per_archive: true,
+                            path: None,
+                        };
+                        extract_volumes(paths, work, &opts)
+                    },
+                    progress,
+                )
+                .with_context(|| format!("session {n}"))?;
+            out.push(ScanReport { session: n, snapshot: info.snapshot.clone(), state, files });
         }
         Ok(out)
     }
-}
 
-/// A work directory inside the datastore (same file system), removed when
-/// dropped.
-fn tempfile_dir(root: &Path) -> Result<WorkDir> {
-    let path = root.join("writers").join(format!("scan-{}-{}", std::process::id(), crate::clock::now()));
-    std::fs::create_dir_all(&path)?;
-    Ok(WorkDir(path))
-}
-
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    /// Put `snapshot` (whose manifest is `manifest`) back into this
+    /// datastore, unless it holds it already: `extract` restores it into a
+    /// work area (each archive in its own directory), which is then backed
+    /// up as the same group, time and tags. Returns `added` or `present`,
+    /// and the files extracted.
+    pub(crate) fn put_back(
+        &self,
+        snapshot: &str,
+        manifest: Option<&Manifest>,
+        extract: impl FnOnce(&Path) -> Result<ExtractReport>,
+        progress: &crate::Progress,
+    ) -> Result<(&'static str, u64)> {
+        let id = model::SnapshotId::parse(snapshot, &model::Namespace::root())?;
+        if self.datastore().read_manifest(&id).is_ok() {
+            return Ok(("present", 0));
+        }
+        let work = self.datastore().work_area()?;
+        let report = extract(work.path())?;
+        if !report.failed.is_empty() || !report.damage.is_empty() {
+            bail!("{} files could not be read back; nothing was added", report.failed.len());
+        }
+        let manifest = manifest
+            .or(report.manifest.as_ref())
+            .ok_or_else(|| anyhow!("the session holds no snapshot record"))?;
+        let group = model::BackupGroup::new(
+            model::Namespace::parse(&manifest.ns)?,
+            &manifest.backup_type,
+            &manifest.backup_id,
+        )?;
+        let time = model::time::parse_rfc3339(&manifest.time)
+            .ok_or_else(|| anyhow!("bad snapshot time {:?}", manifest.time))?;
+        let backup = crate::BackupOptions {
+            group,
+            sources: manifest.archives.iter().map(|a| work.path().join(&a.name)).collect(),
+            tags: manifest.tags.clone(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            time,
+        };
+        let made = self.backup(&backup, progress)?;
+        if made.id != id {
+            bail!("the snapshot came back as {}, not {snapshot}", made.id);
+        }
+        Ok(("added", report.files))
     }
 }

@@ -94,6 +94,16 @@ impl<R: Read> VolumeReader<R> {
         }
     }
 
+    /// The input being read.
+    pub fn get_ref(&self) -> &R {
+        &self.input
+    }
+
+    /// The input, given back.
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
     /// Blocks read so far (the next block's position in the volume).
     pub fn blocks_read(&self) -> u64 {
         self.blocks_read
@@ -221,6 +231,13 @@ impl<R: Read> VolumeReader<R> {
                         missing: 0,
                     };
                     self.events.push_back(event(label, at)?);
+                    continue;
+                } else if session == (0, 0) && r.file_index > 0 && r.stream > 0 && here == r.size as usize {
+                    // A record outside any session (a cartridge's media
+                    // label in block 0), whole in its block: like a label,
+                    // it belongs to no record in progress.
+                    let record = Record { file_index: r.file_index, stream: r.stream, data: bytes.to_vec() };
+                    self.events.push_back(Event::Record { session_id: 0, block: at, record });
                     continue;
                 } else {
                     self.lost = false;

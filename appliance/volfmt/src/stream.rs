@@ -27,6 +27,9 @@ pub const CAIRN_SNAPSHOT: u8 = 2;
 /// A Cairn record's kind: the file's entry as Cairn's archive keeps it
 /// (all its metadata), right after its attribute record.
 pub const CAIRN_ENTRY: u8 = 3;
+/// A Cairn record kind: a cartridge's media label (JSON: its media set,
+/// pool and place in the set), in block 0 after the volume label.
+pub const CAIRN_MEDIA: u8 = 4;
 
 /// Bacula's tools read only the low 11 bits of a stream number; the
 /// others are flags Cairn never sets.

@@ -169,10 +169,15 @@ fn a_session_spans_volumes_and_reads_back_whole() {
         Box::new(move |n| {
             let name = format!("Vol1.{n}");
             seen.borrow_mut().push(name.clone());
-            Ok((
-                Vec::new(),
-                VolumeLabel { volume_name: name, prev_volume_name: "Vol1".into(), ..volume_label() },
-            ))
+            Ok(crate::writer::NewVolume {
+                out: Vec::new(),
+                label: VolumeLabel {
+                    volume_name: name.clone(),
+                    prev_volume_name: "Vol1".into(),
+                    ..volume_label()
+                },
+                record: Some(format!("media {name}").into_bytes()),
+            })
         }),
     )
     .unwrap();
@@ -189,9 +194,14 @@ fn a_session_spans_volumes_and_reads_back_whole() {
     let mut r = VolumeReader::new(&outs[0][..]);
     let mut records = Vec::new();
     let mut volumes = Vec::new();
+    let mut media = Vec::new();
     let mut next = 1;
     loop {
         match r.next_event().unwrap() {
+            Some(Event::Record { session_id: 0, record, .. }) => {
+                assert_eq!((record.file_index, record.stream), (1, crate::stream::CAIRN));
+                media.push(String::from_utf8(record.data).unwrap());
+            }
             Some(Event::Record { record, .. }) => records.push(record),
             Some(Event::Volume(v)) => volumes.push(v.volume_name),
             Some(_) => {}
@@ -205,6 +215,9 @@ fn a_session_spans_volumes_and_reads_back_whole() {
     assert_eq!(r.unfinished(), None);
     assert_eq!(volumes[0], "Vol1");
     assert_eq!(volumes[1..], labels.borrow()[..]);
+    // The record each next volume's block 0 carries after its label.
+    let want: Vec<String> = labels.borrow().iter().map(|n| format!("media {n}")).collect();
+    assert_eq!(media, want);
     assert_eq!((records[0].data.len(), &records[1].data[..]), (big.len(), &b"after"[..]));
     assert_eq!(records[0].data, big);
 }

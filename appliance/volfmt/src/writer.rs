@@ -9,15 +9,26 @@ use crate::label::{EOS_LABEL, SOS_LABEL, SessionLabel, VOL_LABEL, VolumeLabel};
 use crate::record::{RECORD_HEADER, RecordHeader};
 use crate::{Result, VolError};
 
-/// Makes volume number `n` (from 2) when the one being written is full:
-/// its output and label.
-pub type NextVolume<W> = Box<dyn FnMut(u32) -> Result<(W, VolumeLabel)>>;
+/// A volume to go on in: its output, its label, and the record (if any)
+/// that follows the label in block 0 (see [`VolumeWriter::create_with`]).
+pub struct NewVolume<W> {
+    pub out: W,
+    pub label: VolumeLabel,
+    pub record: Option<Vec<u8>>,
+}
+
+/// Makes volume number `n` (from 2) when the one being written is full.
+pub type NextVolume<W> = Box<dyn FnMut(u32) -> Result<NewVolume<W>>>;
+
+/// Says whether the volume on `W` is full before a block of `len` bytes
+/// is written, given the bytes written to it so far.
+pub type IsFull<W> = Box<dyn FnMut(&W, u64, usize) -> bool>;
 
 /// A volume being written to `out` (a file or a tape).
 pub struct VolumeWriter<W: Write> {
     out: W,
-    /// Bytes a volume may hold, and how to start the next one.
-    limit: Option<(u64, NextVolume<W>)>,
+    /// When a volume is full, and how to start the next one.
+    limit: Option<(IsFull<W>, NextVolume<W>)>,
     /// How many volumes this writer has written to.
     volumes: u32,
     /// The outputs of full volumes, in order.
@@ -51,6 +62,19 @@ pub fn check_block_size(size: usize) -> Result<()> {
 impl<W: Write> VolumeWriter<W> {
     /// Start a new volume on `out`: block 0 holds its label.
     pub fn create(out: W, label: &VolumeLabel, block_size: usize) -> Result<Self> {
+        Self::create_with(out, label, None, block_size)
+    }
+
+    /// Start a new volume on `out` whose block 0 holds its label and then
+    /// `record`, in stream [`crate::stream::CAIRN`] with file index 1 and
+    /// no session (Cairn's media label on a cartridge: Bacula's tools
+    /// read past it).
+    pub fn create_with(
+        out: W,
+        label: &VolumeLabel,
+        record: Option<&[u8]>,
+        block_size: usize,
+    ) -> Result<Self> {
         check_block_size(block_size)?;
         let mut w = VolumeWriter {
             out,
@@ -65,6 +89,12 @@ impl<W: Write> VolumeWriter<W> {
         };
         w.block.resize(BLOCK_HEADER, 0);
         w.label(VOL_LABEL, 0, &label.encode()?)?;
+        if let Some(r) = record {
+            if w.room() < RECORD_HEADER + r.len() {
+                return Err(VolError::Invalid("a media record does not fit in block 0".into()));
+            }
+            w.label(1, crate::stream::CAIRN, r)?;
+        }
         w.flush()?;
         Ok(w)
     }
@@ -105,15 +135,22 @@ impl<W: Write> VolumeWriter<W> {
                 self.block_size
             )));
         }
-        self.limit = Some((max_bytes, next));
+        self.limit = Some((Box::new(move |_, written, len| written + len as u64 > max_bytes), next));
         Ok(())
+    }
+
+    /// Let `full` say when a volume is full (a tape drive's early
+    /// warning): the session goes on in the volume `next` makes, as with
+    /// [`span`](Self::span).
+    pub fn span_when(&mut self, full: IsFull<W>, next: NextVolume<W>) {
+        self.limit = Some((full, next));
     }
 
     /// Start the next volume: its label in its block 0.
     fn next_volume(&mut self) -> Result<()> {
         let Some((_, next)) = self.limit.as_mut() else { return Ok(()) };
         self.out.flush()?;
-        let (out, label) = next(self.volumes + 1)?;
+        let NewVolume { out, label, record } = next(self.volumes + 1)?;
         let old = std::mem::replace(&mut self.out, out);
         self.full.push(old);
         self.volumes += 1;
@@ -123,6 +160,17 @@ impl<W: Write> VolumeWriter<W> {
         let size = u32::try_from(data.len()).expect("a label fits in u32");
         block.extend_from_slice(&RecordHeader { file_index: VOL_LABEL, stream: 0, size }.encode());
         block.extend_from_slice(&data);
+        if let Some(r) = record {
+            let size = u32::try_from(r.len())
+                .ok()
+                .filter(|_| block.len() + RECORD_HEADER + r.len() <= self.block_size);
+            let size =
+                size.ok_or_else(|| VolError::Invalid("a media record does not fit in block 0".into()))?;
+            block.extend_from_slice(
+                &RecordHeader { file_index: 1, stream: crate::stream::CAIRN, size }.encode(),
+            );
+            block.extend_from_slice(&r);
+        }
         seal(&mut block, 0, 0, 0);
         self.out.write_all(&block)?;
         self.written += block.len() as u64;
@@ -144,8 +192,9 @@ impl<W: Write> VolumeWriter<W> {
         if self.block.len() == BLOCK_HEADER {
             return Ok(());
         }
-        if let Some((max, _)) = &self.limit
-            && self.written + self.block.len() as u64 > *max
+        let len = self.block.len();
+        if let Some((full, _)) = self.limit.as_mut()
+            && full(&self.out, self.written, len)
         {
             self.next_volume()?;
         }
