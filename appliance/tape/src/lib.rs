@@ -15,11 +15,14 @@
 
 pub mod changer;
 pub mod drive;
+pub mod library;
 pub mod linux;
 pub mod scsi;
+pub mod virt;
 
 pub use changer::{Changer, Element, ElementKind, Inventory};
 pub use drive::{Drive, DriveStatus, ReadOutcome, WriteOutcome};
+pub use library::{Library, LibraryConfig};
 
 /// What can go wrong with a drive, a changer or a library.
 #[derive(Debug, thiserror::Error)]
