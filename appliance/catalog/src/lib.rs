@@ -6,7 +6,8 @@
 //! Code map: `schema` (table definitions, schema version), `key` (ordered
 //! row keys), `row` (serialized rows and their conversions), `open`
 //! (waiting for other holders, schema check), `error`; `access`, `jobs`
-//! and `policies` keep the server's own records.
+//! and `policies` keep the server's own records, `tape` the media catalog
+//! (its rows beside it).
 //!
 //! Invariant: callers open, do their work and drop quickly — one process
 //! may have the file open at a time and others wait for it.
@@ -21,6 +22,7 @@ mod open;
 mod policies;
 mod row;
 mod schema;
+mod tape;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +33,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table};
 pub use error::CatalogError;
 pub use policies::RemovedPolicy;
 pub use schema::{READER_VERSION, SCHEMA_VERSION};
+pub use tape::TapeChange;
 
 use key::{group_range, snapshot_key};
 use row::{SnapshotIdRowV1, SnapshotRowV1, SnapshotSummaryRowV1};

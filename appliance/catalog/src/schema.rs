@@ -73,3 +73,19 @@ pub(crate) const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// component's bytes as uploaded. A component stays while a policy names it.
 pub(crate) const POLICY_COMPONENTS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("policy_components_v1");
+
+/// Tape media pools by name; value a JSON `tape::PoolRowV1`. The tape
+/// tables came after schema 1 was first written: a reader that does not
+/// know them never opens them, so they need no new schema version.
+pub(crate) const TAPE_POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("tape_pools_v1");
+
+/// Cartridges by barcode; value a JSON `tape::MediumRowV1`.
+pub(crate) const TAPE_MEDIA: TableDefinition<&str, &[u8]> = TableDefinition::new("tape_media_v1");
+
+/// Media sets by id; value a JSON `tape::MediaSetRowV1`.
+pub(crate) const TAPE_SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("tape_sets_v1");
+
+/// Snapshots on tape: key `SET\0SESSION` (the session zero-padded to ten
+/// digits, so a set's copies sort in the order written); value a JSON
+/// `tape::TapeCopyRowV1`.
+pub(crate) const TAPE_COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("tape_copies_v1");

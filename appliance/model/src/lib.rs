@@ -14,6 +14,7 @@ pub mod policy;
 pub mod prune;
 pub mod size;
 pub mod snapshot;
+pub mod tape;
 pub mod time;
 pub mod words;
 
