@@ -32,5 +32,6 @@ mod python_policy;
 mod remote;
 mod serve;
 mod source;
+mod tape;
 mod verify;
 mod volume;

@@ -24,6 +24,7 @@ mod prevtree;
 pub mod progress;
 pub mod restore;
 mod stream;
+pub mod tape;
 pub mod target;
 pub mod verify;
 pub mod volume;

@@ -10,6 +10,7 @@ mod restore;
 mod server;
 mod snapshots;
 mod source;
+mod tape;
 mod volume;
 
 use std::path::PathBuf;
@@ -102,6 +103,8 @@ pub enum Command {
     /// Volumes in Bacula's format (tapes and files): write snapshots into one, list it.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Tape libraries and media pools: write snapshots to cartridges, read them back.
+    Tape(tape::TapeArgs),
     /// Internal: the policy host's compiler process (a component on stdin, its artifact on stdout).
     #[command(name = "__compile-policy", hide = true)]
     CompilePolicy,
@@ -131,6 +134,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Job(c) => jobs::run(g, c),
         Command::Check(a) => jobs::check(g, a),
         Command::Volume(c) => volume::run(g, c),
+        Command::Tape(a) => tape::run(g, a),
         Command::CompilePolicy => Ok(policy::compile_child()),
     }
 }

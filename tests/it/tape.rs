@@ -1,0 +1,361 @@
+//! `cairn tape` on a virtual library: snapshots written to pools of
+//! file-backed cartridges, spanning cartridges, read back by `cairn tape
+//! restore`, by `cairn volume extract` and by Bacula's `bextract` given
+//! the cartridge files in order; WORM and cleaning cartridges, a label
+//! destroyed mid-set, just-in-time drives, and the media catalog rebuilt
+//! from the cartridges.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use testkit::Need;
+
+use crate::support::{Store, run, run_json, run_ok};
+
+/// A virtual library of 2 MiB cartridges (1 MiB before the early
+/// warning) in the store's directory.
+fn library(store: &Store, extra: &[&str]) -> PathBuf {
+    let lib = store.path("library");
+    run_ok(
+        store
+            .cmd()
+            .args(["tape", "library", "create"])
+            .arg(&lib)
+            .args(["--drives", "2", "--slots", "10", "--capacity", "2M"])
+            .args(extra),
+    );
+    lib
+}
+
+fn tape(store: &Store, lib: &Path) -> std::process::Command {
+    let mut c = store.cmd();
+    c.arg("tape").arg("--library").arg(lib);
+    c
+}
+
+fn pool(store: &Store, name: &str, extra: &[&str]) {
+    run_ok(store.cmd().args(["tape", "pool", "add", name]).args(extra));
+}
+
+fn media(store: &Store) -> Value {
+    run_json(store.cmd().args(["tape", "media", "--json"]))
+}
+
+/// Regular files under `root`, relative, with their bytes.
+fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().to_owned(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn same_files(a: &Path, b: &Path, what: &str) {
+    let (fa, fb) = (files(a), files(b));
+    assert!(!fa.is_empty(), "{what}: the source has files");
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fb.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        "{what}: the same names"
+    );
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{what}: {} differs", name.display());
+    }
+}
+
+/// A snapshot larger than a cartridge spans several: it comes back byte
+/// for byte from `cairn tape restore`, from `cairn volume extract` and
+/// Bacula's `bextract` given the cartridge files in order, and into a new
+/// datastore whose media catalog was rebuilt from the cartridges alone.
+#[test]
+fn a_session_spans_cartridges_and_reads_back_whole_every_way() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 12, 3 << 20, 41);
+    let id = store.backup(&src, "host/big", "2026-04-01T00:00:00Z");
+    let lib = library(&store, &[]);
+    pool(&store, "weekly", &[]);
+
+    let r = run_json(tape(&store, &lib).args([
+        "backup",
+        &id,
+        "--pool",
+        "weekly",
+        "--block-size",
+        "64K",
+        "--json",
+    ]));
+    let parts = r["sessions"][0]["parts"].as_array().expect("parts").clone();
+    assert!(parts.len() >= 3, "3 MiB of random data spans cartridges of 1 MiB to the warning: {r}");
+    assert_eq!(parts[0], serde_json::json!(["CRN001L9", 1]), "after the label's file: {r}");
+    for p in &parts[1..] {
+        assert_eq!(p[1], 1, "a continuation starts after its cartridge's label: {r}");
+    }
+    let barcodes: Vec<String> = parts.iter().map(|p| p[0].as_str().unwrap().to_owned()).collect();
+    assert_eq!(r["media"].as_array().unwrap().len(), barcodes.len(), "{r}");
+
+    // Every cartridge but the last is full; each names the one before.
+    let m = media(&store);
+    for (i, b) in barcodes.iter().enumerate() {
+        let row = m["media"].as_array().unwrap().iter().find(|x| x["barcode"] == b.as_str()).expect("a row");
+        let want = if i + 1 < barcodes.len() { "full" } else { "writable" };
+        assert_eq!(row["state"], want, "{b}: {m}");
+        assert_eq!(row["seq"], i as u64 + 1, "{b}: {m}");
+    }
+
+    let out = store.path("out-tape");
+    let done = run_json(tape(&store, &lib).args(["restore", &id, "--json"]).arg(&out));
+    assert_eq!(done["media"].as_array().unwrap().len(), barcodes.len(), "{done}");
+    same_files(&src, &out, "cairn tape restore");
+
+    // The cartridge files are volume files: cairn volume reads them in order.
+    let carts: Vec<PathBuf> = barcodes.iter().map(|b| lib.join("cartridges").join(b)).collect();
+    let out = store.path("out-volume");
+    let r = run(store.cmd().args(["volume", "extract"]).args(&carts).arg(&out));
+    assert_eq!(r.code, 0, "{r:?}");
+    same_files(&src, &out, "cairn volume extract");
+
+    if testkit::needs(Need::Bacula) {
+        let bacula = testkit::bacula::Bacula::new(&lib.join("cartridges"), 1 << 20);
+        let out = store.path("out-bacula");
+        let said = bacula.extract(&barcodes.join("|"), &out).expect("bextract");
+        same_files(&src, &out.join("src"), &format!("bextract\n{said}"));
+    }
+
+    // Disaster recovery: a new datastore, the media catalog rebuilt from
+    // the cartridges, the snapshot put back from tape.
+    let store2 = Store::new();
+    run_ok(store2.cmd().arg("init"));
+    let scan = run_json(tape(&store2, &lib).args(["scan", "--json"]));
+    assert_eq!(scan["copies"], 1, "{scan}");
+    let back = run_json(tape(&store2, &lib).args(["restore", &id, "--json"]));
+    assert_eq!(back["state"], "added", "{back}");
+    let out = store2.path("out");
+    store2.restore(&id, &out, &[]);
+    same_files(&src, &out, "restored from tape into a new datastore");
+    run_ok(store2.cmd().args(["verify", &id]));
+}
+
+/// The media catalog (pools, cartridges, media sets, which snapshot is
+/// where) rebuilt by `cairn tape scan` equals the one lost.
+#[test]
+fn the_media_catalog_rebuilt_from_the_cartridges_equals_the_one_lost() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 6, 1536 << 10, 7);
+    let a = store.backup(&src, "host/a", "2026-04-01T00:00:00Z");
+    std::fs::write(src.join("more"), vec![7u8; 300 << 10]).unwrap();
+    let b = store.backup(&src, "host/a", "2026-04-02T00:00:00Z");
+    let small = store.path("small");
+    testkit::write_random_tree(&small, 3, 100 << 10, 8);
+    let c = store.backup(&small, "host/c", "2026-04-03T00:00:00Z");
+    let lib = library(&store, &["--worm", "2"]);
+    pool(&store, "cont", &[]);
+    pool(&store, "sets", &["--allocation", "new-set", "--retention", "30d"]);
+    pool(&store, "vault", &["--worm"]);
+    run_ok(tape(&store, &lib).args(["backup", &a, "--pool", "cont", "--block-size", "64K"]));
+    run_ok(tape(&store, &lib).args(["backup", &c, "--pool", "cont"]));
+    run_ok(tape(&store, &lib).args(["backup", &b, &c, "--pool", "sets", "--block-size", "128K"]));
+    run_ok(tape(&store, &lib).args(["backup", &c, "--pool", "vault"]));
+    let before = media(&store);
+    assert_eq!(before["copies"].as_array().unwrap().len(), 5, "{before}");
+    assert_eq!(before["sets"].as_array().unwrap().len(), 3, "{before}");
+
+    // The catalog is lost (the datastore rebuilds its snapshot rows, not
+    // the media catalog).
+    std::fs::remove_file(store.ds.join("catalog.redb")).unwrap();
+    let empty = media(&store);
+    assert_eq!(empty["media"], serde_json::json!([]), "{empty}");
+    assert_eq!(empty["pools"], serde_json::json!([]), "{empty}");
+
+    run_ok(tape(&store, &lib).arg("scan"));
+    let after = media(&store);
+    for key in ["pools", "media", "sets", "copies"] {
+        assert_eq!(after[key], before[key], "{key} after the scan:\n{after}\nbefore:\n{before}");
+    }
+}
+
+/// A cartridge whose label was destroyed is marked in error when the job
+/// comes to append to it, and the job goes on on a blank cartridge in
+/// the same media set; a cartridge written elsewhere is never overwritten.
+#[test]
+fn a_destroyed_label_mid_set_is_marked_and_the_job_goes_on() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 200 << 10, 3);
+    let a = store.backup(&src, "host/a", "2026-04-01T00:00:00Z");
+    std::fs::write(src.join("new"), b"new file").unwrap();
+    let b = store.backup(&src, "host/a", "2026-04-02T00:00:00Z");
+    let lib = library(&store, &[]);
+    pool(&store, "p", &[]);
+    run_ok(tape(&store, &lib).args(["backup", &a, "--pool", "p"]));
+    let first = lib.join("cartridges/CRN001L9");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&first, &bytes).unwrap();
+
+    let r = run(tape(&store, &lib).args(["backup", &b, "--pool", "p", "--json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("CRN001L9") && r.stderr.contains("label cannot be read"), "{r:?}");
+    let m = media(&store);
+    let row = |b: &str| m["media"].as_array().unwrap().iter().find(|x| x["barcode"] == b).cloned().expect(b);
+    assert_eq!(row("CRN001L9")["state"], "error", "{m}");
+    assert_eq!(row("CRN002L9")["state"], "writable", "{m}");
+    assert_eq!(row("CRN002L9")["set"], row("CRN001L9")["set"], "the same media set: {m}");
+    assert_eq!(std::fs::read(&first).unwrap(), bytes, "the damaged cartridge was not written");
+    let out = store.path("out");
+    run_ok(tape(&store, &lib).args(["restore", &b]).arg(&out));
+    same_files(&src, &out, "the snapshot written after the error");
+
+    // A cartridge holding someone else's volume is passed over, untouched.
+    let foreign = lib.join("cartridges/CRN003L9");
+    run_ok(
+        store.cmd().args(["volume", "write", &a, "--label", "CRN003L9", "--to"]).arg(store.path("elsewhere")),
+    );
+    std::fs::copy(store.path("elsewhere"), &foreign).unwrap();
+    let index: Vec<u8> = {
+        let len = std::fs::metadata(&foreign).unwrap().len();
+        let blocks = len / (256 << 10) + 1;
+        let mut idx = Vec::new();
+        let mut left = len;
+        for _ in 0..blocks {
+            let n = left.min(256 << 10) as u32;
+            if n > 0 {
+                idx.extend(n.to_le_bytes());
+            }
+            left -= u64::from(n);
+        }
+        idx
+    };
+    std::fs::write(lib.join("cartridges/CRN003L9.index"), &index).unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+    run_ok(tape(&store, &lib).args(["label", "CRN004L9", "--pool", "p"]));
+    let c = store.backup(&src, "host/a", "2026-04-03T00:00:00Z");
+    run_ok(tape(&store, &lib).args(["backup", &c, "--pool", "p"]));
+    assert_eq!(std::fs::read(&foreign).unwrap(), before, "a foreign cartridge was written");
+    let r = run(tape(&store, &lib).args(["label", "CRN003L9", "--pool", "p"]));
+    assert_eq!(r.code, 1, "{r:?}");
+}
+
+/// A WORM cartridge is never written again: not relabelled, and not
+/// recycled when its set expires, while a plain cartridge of an expired
+/// set is; a cleaning cartridge is never chosen.
+#[test]
+fn worm_and_cleaning_cartridges_are_never_reused() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 100 << 10, 5);
+    let lib = store.path("library");
+    run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "1",
+        "--slots",
+        "4",
+        "--capacity",
+        "1M",
+        "--cartridges",
+        "3",
+        "--worm",
+        "1",
+        "--cleaning",
+        "1",
+    ]));
+    pool(&store, "plain", &["--allocation", "new-set", "--retention", "0"]);
+    pool(&store, "worm", &["--allocation", "new-set", "--retention", "0", "--worm"]);
+    let ids: Vec<String> =
+        (1..=3).map(|d| store.backup(&src, "host/w", &format!("2026-04-0{d}T00:00:00Z"))).collect();
+
+    // The WORM pool takes the WORM cartridge, and never again once full.
+    let r = run_json(tape(&store, &lib).args(["backup", &ids[0], "--pool", "worm", "--json"]));
+    assert_eq!(r["media"], serde_json::json!(["CRN003LZ"]), "{r}");
+    let worm = std::fs::read(lib.join("cartridges/CRN003LZ")).unwrap();
+    let r = run(tape(&store, &lib).args(["backup", &ids[1], "--pool", "worm"]));
+    assert_eq!(r.code, 1, "its set expired, yet a WORM cartridge is not recycled: {r:?}");
+    assert!(r.stderr.contains("no cartridge"), "{r:?}");
+    assert!(!r.stderr.contains("CLN001L1"), "the cleaning cartridge was never tried: {r:?}");
+    let r = run(tape(&store, &lib).args(["label", "CRN003LZ", "--pool", "worm"]));
+    assert_eq!(r.code, 1, "relabelling a WORM cartridge: {r:?}");
+    assert_eq!(std::fs::read(lib.join("cartridges/CRN003LZ")).unwrap(), worm, "the WORM cartridge changed");
+
+    // A plain pool with a zero retention recycles its own expired set.
+    let r = run_json(tape(&store, &lib).args(["backup", &ids[0], "--pool", "plain", "--json"]));
+    assert_eq!(r["media"], serde_json::json!(["CRN001L9"]), "{r}");
+    let r = run_json(tape(&store, &lib).args(["backup", &ids[1], "--pool", "plain", "--json"]));
+    assert_eq!(
+        r["media"],
+        serde_json::json!(["CRN001L9"]),
+        "the expired set's cartridge is written again: {r}"
+    );
+    let m = media(&store);
+    let copies: Vec<&str> = m["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["pool"] == "plain")
+        .map(|c| c["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(copies, [ids[1].as_str()], "the overwritten copy is gone from the catalog: {m}");
+    let inv = run_json(tape(&store, &lib).args(["inventory", "--json"]));
+    let cln =
+        inv.as_array().unwrap().iter().find(|e| e["barcode"] == "CLN001L1").expect("the cleaning cartridge");
+    assert_eq!((cln["kind"].as_str(), cln["state"].as_str()), (Some("slot"), Some("cleaning")), "{inv}");
+}
+
+/// Drives are reserved just in time: a job with nothing to write never
+/// opens one, a job takes the drive that is free, and waits while none is.
+#[test]
+fn drives_are_reserved_just_in_time() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 100 << 10, 9);
+    let a = store.backup(&src, "host/j", "2026-04-01T00:00:00Z");
+    let lib = library(&store, &[]);
+    pool(&store, "p", &[]);
+    run_ok(tape(&store, &lib).args(["backup", &a, "--pool", "p"]));
+
+    // Both drives held elsewhere: a job with nothing to write (its snapshot
+    // is in the pool already) still finishes, touching no drive.
+    let vlib = tape::Library::open(&lib).unwrap();
+    let v = vlib.as_virtual().unwrap();
+    let d0 = v.drive(0).unwrap();
+    let d1 = v.drive(1).unwrap();
+    let r = run_json(tape(&store, &lib).args(["backup", &a, "--pool", "p", "--json"]));
+    assert_eq!(
+        (r["sessions"].as_array().unwrap().len(), r["drives"].clone()),
+        (0, serde_json::json!([])),
+        "{r}"
+    );
+
+    // Drive 0 held: the job takes drive 1.
+    drop(d1);
+    let b = store.backup(&src, "host/j", "2026-04-02T00:00:00Z");
+    let r = run_json(tape(&store, &lib).args(["backup", &b, "--pool", "p", "--json"]));
+    assert_eq!(r["drives"], serde_json::json!([1]), "{r}");
+
+    // Every drive held: the job waits until one comes free.
+    let d1 = v.drive(1).unwrap();
+    let c = store.backup(&src, "host/j", "2026-04-03T00:00:00Z");
+    let mut child = tape(&store, &lib)
+        .args(["backup", &c, "--pool", "p", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the job waits for a drive");
+    drop(d0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["drives"], serde_json::json!([0]), "{r}");
+    assert!(r["drive_wait_secs"].as_f64().unwrap() >= 1.0, "{r}");
+    drop(d1);
+}
