@@ -166,8 +166,9 @@ impl VirtualLibrary {
         fs::create_dir_all(dir.join("cartridges"))?;
         let config =
             VirtualConfig { drives: opts.drives, slots: opts.slots, import_export: opts.import_export };
-        let text = toml::to_string(&crate::library::LibraryConfig::Virtual(config.clone()))
-            .map_err(|e| invalid(e.to_string()))?;
+        // `library.toml`: the kind, then the shape (see `library`).
+        let shape = toml::to_string(&config).map_err(|e| invalid(e.to_string()))?;
+        let text = format!("kind = \"virtual\"\n{shape}");
         replace_file(&dir.join("library.toml"), text.as_bytes())?;
         let lib = VirtualLibrary { dir: dir.to_owned(), config };
         let mut state = State::default();

@@ -4,7 +4,7 @@
 //! byte with READ ONLY (bit 7) and FORMAT (bits 1-0), a 2-byte length, and
 //! the value.
 
-use super::{Bytes, ascii_field};
+use super::bytes::{Bytes, ascii_field};
 use crate::Result;
 
 /// MAM attribute MEDIUM TYPE (1 byte, binary).

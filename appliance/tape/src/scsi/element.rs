@@ -10,7 +10,9 @@
 //! page header says so, then (with DVCID, SMC-3) an identification
 //! descriptor, then vendor bytes up to the descriptor length.
 
-use super::{Bytes, ModeForm, asc_text, ascii_field, mode_page};
+use super::bytes::{Bytes, ascii_field};
+use super::mode::{ModeForm, mode_page};
+use super::sense_text::asc_text;
 use crate::Result;
 use crate::changer::{Element, ElementKind, Inventory};
 

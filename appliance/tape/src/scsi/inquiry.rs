@@ -1,7 +1,7 @@
 //! INQUIRY data (SPC-4 6.6): the standard data (device type, vendor,
 //! product, revision) and the unit serial number VPD page (80h).
 
-use super::{Bytes, ascii_field};
+use super::bytes::{Bytes, ascii_field};
 use crate::Result;
 
 /// Standard INQUIRY data.

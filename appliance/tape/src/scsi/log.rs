@@ -5,7 +5,7 @@
 //! control byte, a length, and the value (here one byte whose bit 0 is the
 //! flag).
 
-use super::Bytes;
+use super::bytes::Bytes;
 use crate::Result;
 use crate::drive::TapeAlert;
 

@@ -14,7 +14,7 @@
 //! without the page can still be asked for the cartridge memory's MEDIUM
 //! TYPE attribute (0408h, see [`super::medium_kind`]).
 
-use super::Bytes;
+use super::bytes::Bytes;
 use crate::Result;
 
 /// Which MODE SENSE a response answers: 6 (4-byte header) or 10 (8-byte

@@ -3,7 +3,8 @@
 //! partition), and whether it is at the beginning (BOP), the end (EOP) or
 //! past the early warning (BPEW) of the partition.
 
-use super::{Bytes, PositionForm};
+use super::bytes::Bytes;
+use super::cdb::PositionForm;
 use crate::Result;
 
 /// A parsed READ POSITION response; a field the drive marked unknown is

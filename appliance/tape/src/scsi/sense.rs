@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use super::{Bytes, asc_text};
+use super::bytes::Bytes;
+use super::sense_text::asc_text;
 use crate::Result;
 
 /// The sense key: the class of the condition.
