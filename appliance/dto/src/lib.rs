@@ -11,9 +11,11 @@ pub mod job;
 pub mod job_form;
 pub mod policy;
 pub mod snapshot;
+pub mod tape;
 
 pub use access::{TokenJson, UserJson};
 pub use job::{HIDDEN, JobJson, JobSourceJson, KeepJson, NewJob, PolicyUseJson, Started, TaskJson};
 pub use job_form::{JobForm, form_number};
 pub use policy::{ParamJson, PolicyJson};
 pub use snapshot::{ListedJson, SnapshotJson, kind_name};
+pub use tape::{MediaCatalogJson, MediaSetJson, MediumJson, PoolJson, TapeCopyJson};

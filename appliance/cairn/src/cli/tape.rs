@@ -408,7 +408,7 @@ fn pool(g: &Global, c: &PoolCommand) -> Result<ExitCode> {
         PoolCommand::List(j) => {
             let pools = engine.media_catalog()?.pools;
             if j.json {
-                output::json(&pools.iter().map(dto_pool).collect::<Vec<_>>());
+                output::json(&pools.iter().map(dto::PoolJson::from).collect::<Vec<_>>());
             } else {
                 let rows: Vec<Vec<String>> = pools
                     .iter()
@@ -432,15 +432,6 @@ fn pool(g: &Global, c: &PoolCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn dto_pool(p: &MediaPool) -> serde_json::Value {
-    serde_json::json!({
-        "name": p.name,
-        "allocation": p.allocation.as_str(),
-        "retention_secs": p.retention,
-        "worm": p.worm,
-    })
 }
 
 fn inventory(g: &Global, a: &TapeArgs, json: bool) -> Result<ExitCode> {
@@ -476,43 +467,7 @@ fn inventory(g: &Global, a: &TapeArgs, json: bool) -> Result<ExitCode> {
 fn media(g: &Global, json: bool) -> Result<ExitCode> {
     let mc = open(g)?.media_catalog()?;
     if json {
-        let media: Vec<_> = mc
-            .media
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "barcode": m.barcode, "state": m.state.as_str(), "set": m.set, "seq": m.seq,
-                    "worm": m.worm, "labelled": m.labelled, "written": m.written, "bytes": m.bytes,
-                    "files": m.files, "reason": m.reason,
-                })
-            })
-            .collect();
-        let sets: Vec<_> = mc
-            .sets
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id, "pool": s.pool, "created": s.created, "closed": s.closed,
-                    "media": s.media, "sessions": s.sessions,
-                })
-            })
-            .collect();
-        let copies: Vec<_> = mc
-            .copies
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "snapshot": c.snapshot.to_string(), "set": c.set, "pool": c.pool, "session": c.session,
-                    "written": c.written, "files": c.files, "bytes": c.bytes,
-                    "parts": c.parts.iter().map(|p| serde_json::json!({"barcode": p.barcode, "file": p.file})).collect::<Vec<_>>(),
-                    "archives": c.archives.iter().map(|(n, k)| serde_json::json!({"name": n, "kind": k})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        output::json(&serde_json::json!({
-            "pools": mc.pools.iter().map(dto_pool).collect::<Vec<_>>(),
-            "media": media, "sets": sets, "copies": copies,
-        }));
+        output::json(&dto::MediaCatalogJson::from(&mc));
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = mc
