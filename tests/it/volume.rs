@@ -216,7 +216,7 @@ fn walk_files(root: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// `cairn volume scan` rebuilds a datastore and its catalog from volumes
-/// alone: the same snapshot ids and tags, `verify` passes, a restore
+/// alone: the same snapshot ids, tags and notes, `verify` passes, a restore
 /// equals the source, and scanning again adds nothing.
 #[test]
 fn a_datastore_is_rebuilt_from_volumes_alone() {
@@ -237,6 +237,7 @@ fn a_datastore_is_rebuilt_from_volumes_alone() {
     let image = store.path("disk.img");
     disk_image(&image, 9 << 20);
     let image_id = store.backup(&image, "vm/7", "2026-03-02T00:00:00Z");
+    crate::support::run_ok(store.cmd().args(["notes", &tree_id, "--set", "kept for the audit"]));
     let vol = store.path("Vol6");
     crate::support::run_ok(store.cmd().args(["volume", "write", &tree_id, &image_id, "--to"]).arg(&vol));
 
@@ -253,6 +254,8 @@ fn a_datastore_is_rebuilt_from_volumes_alone() {
     let snaps = run_json(cairn(&fresh).args(["snapshots", "--json"]));
     assert_eq!(snaps[0]["id"], tree_id.as_str());
     assert_eq!(snaps[0]["tags"], serde_json::json!(["weekly"]));
+    assert_eq!(snaps[0]["notes"], "kept for the audit", "{snaps}");
+    assert_eq!(crate::support::run_ok(cairn(&fresh).args(["notes", &tree_id])).trim(), "kept for the audit");
     crate::support::run_code(cairn(&fresh).args(["verify", "--all"]), 0);
     let out = store.path("out");
     crate::support::run_ok(cairn(&fresh).args(["restore", &tree_id]).arg(&out));

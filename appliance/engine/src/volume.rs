@@ -298,7 +298,14 @@ impl Engine {
         };
         let start_block = w.next_block();
         w.begin_session(session, volume_time, &label)?;
-        let mut s = SessionWriter { w, fi: 0, files: 0, bytes: 0, extras: Some(extras(id, &m)?), progress };
+        let mut s = SessionWriter {
+            w,
+            fi: 0,
+            files: 0,
+            bytes: 0,
+            extras: Some(extras(id, &m, &self.ds.read_state(id)?.notes)?),
+            progress,
+        };
         for a in &m.archives {
             if a.kind == "image" {
                 s.image(&reader, id, a, time)?;
@@ -324,15 +331,17 @@ impl Engine {
 
 /// The session's Cairn record: the snapshot, so `cairn volume` can give
 /// it back as the datastore had it.
-fn extras(id: &SnapshotId, m: &Manifest) -> Result<Vec<u8>> {
+fn extras(id: &SnapshotId, m: &Manifest, notes: &str) -> Result<Vec<u8>> {
     #[derive(Serialize)]
     struct Extras<'a> {
         snapshot: String,
         manifest: &'a Manifest,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        notes: &'a str,
     }
     let mut out = CAIRN_MAGIC.to_vec();
     out.push(CAIRN_SNAPSHOT);
-    serde_json::to_writer(&mut out, &Extras { snapshot: id.to_string(), manifest: m })?;
+    serde_json::to_writer(&mut out, &Extras { snapshot: id.to_string(), manifest: m, notes })?;
     Ok(out)
 }
 

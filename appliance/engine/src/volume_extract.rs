@@ -50,9 +50,12 @@ pub struct ExtractReport {
     /// Damage found in the volumes, with what it hit.
     pub damage: Vec<String>,
     pub warnings: Vec<String>,
-    /// The snapshot's manifest, from Cairn's record in the session.
+    /// The snapshot's manifest and notes, from Cairn's record in the
+    /// session.
     #[serde(skip)]
     pub manifest: Option<Manifest>,
+    #[serde(skip)]
+    pub notes: String,
 }
 
 /// The file being restored.
@@ -173,8 +176,13 @@ impl Extract<'_> {
             #[derive(serde::Deserialize)]
             struct Snap {
                 manifest: Manifest,
+                #[serde(default)]
+                notes: String,
             }
-            self.report.manifest = serde_json::from_slice::<Snap>(rest).ok().map(|s| s.manifest);
+            if let Ok(s) = serde_json::from_slice::<Snap>(rest) {
+                self.report.manifest = Some(s.manifest);
+                self.report.notes = s.notes;
+            }
             return Ok(());
         }
         let Some(c) = self.current.as_mut() else { return Ok(()) };
@@ -496,6 +504,9 @@ impl crate::Engine {
         let made = self.backup(&backup, progress)?;
         if made.id != id {
             bail!("the snapshot came back as {}, not {snapshot}", made.id);
+        }
+        if !report.notes.is_empty() {
+            self.set_notes(&id, &report.notes)?;
         }
         Ok(("added", report.files))
     }

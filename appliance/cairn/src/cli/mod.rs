@@ -79,6 +79,8 @@ pub enum Command {
     Protect(snapshots::ProtectArgs),
     /// Remove the protection of a snapshot.
     Unprotect(snapshots::ProtectArgs),
+    /// Show a snapshot's notes, or replace them (--set).
+    Notes(snapshots::NotesArgs),
     /// Free every chunk no snapshot references (safe during backups).
     Gc(maintain::GcArgs),
     /// Catalog maintenance.
@@ -125,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune(a) => maintain::prune(g, a),
         Command::Protect(a) => snapshots::protect(g, a, true),
         Command::Unprotect(a) => snapshots::protect(g, a, false),
+        Command::Notes(a) => snapshots::notes(g, a),
         Command::Gc(a) => maintain::gc(g, a),
         Command::Catalog(c) => maintain::catalog(g, c),
         Command::Policy(c) => policy::run(g, c),

@@ -30,6 +30,18 @@ pub struct ProtectArgs {
     ns: NsArg,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct NotesArgs {
+    /// The snapshot, TYPE/ID/TIME.
+    #[arg(value_name = "SNAPSHOT")]
+    snapshot: String,
+    #[command(flatten)]
+    ns: NsArg,
+    /// Replace the notes with TEXT (at most 64 KiB; "" clears them).
+    #[arg(long, value_name = "TEXT")]
+    set: Option<String>,
+}
+
 pub fn list(cli: &Global, a: &SnapshotsArgs) -> Result<ExitCode> {
     let ns = a.ns.get()?;
     let group = a.group.as_deref().map(|g| BackupGroup::parse(g, &ns)).transpose()?;
@@ -89,5 +101,19 @@ pub fn protect(cli: &Global, a: &ProtectArgs, protected: bool) -> Result<ExitCod
     let engine = open(cli)?;
     engine.set_protected(&id, protected)?;
     println!("{id} {}", if protected { "protected" } else { "no longer protected" });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a snapshot's notes, or replace them.
+pub fn notes(cli: &Global, a: &NotesArgs) -> Result<ExitCode> {
+    let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
+    let engine = open(cli)?;
+    if let Some(text) = &a.set {
+        engine.set_notes(&id, text)?;
+    }
+    let notes = engine.snapshot(&id)?.notes;
+    if !notes.is_empty() {
+        println!("{}", crate::output::text(&notes));
+    }
     Ok(ExitCode::SUCCESS)
 }
