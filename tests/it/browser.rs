@@ -298,6 +298,88 @@ fn dashboard_login_job_run_browse_download_chart_and_edit_in_chromium() {
     assert!(status.success());
 }
 
+/// The Tape page in a real browser: the library (drives, slots, barcodes),
+/// a pool added with its form, a group written to it as a task with its
+/// log, the media set and the snapshot on tape, and a restore from tape
+/// back into the datastore.
+#[test]
+fn tape_library_pool_backup_and_restore_in_chromium() {
+    if !testkit::needs(testkit::Need::Browser) {
+        return;
+    }
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 4, 400 << 10, 31);
+    let id = store.backup(&src, "host/tape", "2026-11-02T03:00:00Z");
+    let lib = store.path("library");
+    crate::support::run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "2",
+        "--slots",
+        "6",
+        "--capacity",
+        "64M",
+        "--cleaning",
+        "1",
+    ]));
+    let server = Server::start_with(&store, &["--tape-library", &lib.display().to_string()]);
+    let downloads = store.path("downloads");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let b = Browser::start(&downloads, shots.clone());
+    b.goto(&server.url("/login"));
+    b.fill("input[name=user]", "admin");
+    b.fill("input[name=password]", &server.password);
+    b.click("button[type=submit]");
+    b.find("#snapshot-count");
+
+    b.click("header nav a[href='/tape']");
+    let library = b.text("#library");
+    for want in ["drive", "slot", "import-export", "CRN001L9", "CLN001L1", "cleaning", "unknown"] {
+        assert!(library.contains(want), "{want} on the library page: {library}");
+    }
+    b.fill("#pool-form input[name=name]", "offsite");
+    b.click("#pool-form select[name=allocation] option[value=new-set]");
+    b.fill("#pool-form input[name=retention]", "4w");
+    b.click("#pool-form button[type=submit]");
+    assert!(b.text("p.notice").contains("Saved pool offsite"), "{}", b.source());
+    assert!(b.text("#pools").contains("4w"), "{}", b.text("#pools"));
+    b.screenshot("11-tape-library");
+
+    b.click("#tape-backup button[type=submit]");
+    wait_for_task(&b);
+    let log = b.text("#task-log");
+    assert!(log.contains(&format!("{id}: session 1")) && log.contains("CRN001L9 file 1"), "{log}");
+    b.screenshot("12-tape-task");
+
+    b.goto(&server.url("/tape"));
+    assert!(b.text("#media-sets").contains("offsite"), "{}", b.text("#media-sets"));
+    assert!(b.text("#tape-copies").contains(&id), "{}", b.text("#tape-copies"));
+    assert!(b.text("#library").contains("writable") || b.text("#library").contains("full"));
+    b.screenshot("13-tape-media");
+
+    // The snapshot is lost from the datastore; the page puts it back.
+    b.goto(&server.url(&format!("/snapshots/{id}")));
+    b.click("input[name=confirm]");
+    b.click("#delete");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store.snapshots().is_empty() {
+        assert!(Instant::now() < deadline, "the snapshot was not deleted: {}", b.source());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.goto(&server.url("/tape"));
+    b.click("#tape-copies form.restore button[type=submit]");
+    wait_for_task(&b);
+    assert!(b.text("#task-log").contains("is back in the datastore"), "{}", b.text("#task-log"));
+    b.screenshot("14-tape-restore");
+    assert_eq!(store.snapshots().len(), 1);
+    for name in ["11-tape-library", "12-tape-task", "13-tape-media", "14-tape-restore"] {
+        assert!(shots.join(format!("{name}.png")).metadata().unwrap().len() > 1000, "{name}");
+    }
+    drop(b);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
 /// On a task page: wait until the task is `ok` (the page refreshes itself
 /// while it runs); a failed task fails the test with its log.
 fn wait_for_task(b: &Browser) {

@@ -359,3 +359,79 @@ fn drives_are_reserved_just_in_time() {
     assert!(r["drive_wait_secs"].as_f64().unwrap() >= 1.0, "{r}");
     drop(d1);
 }
+
+/// Tape jobs over the API run as tasks with logs, under the access levels
+/// of the route table: an auditor reads the library, only an admin adds a
+/// pool, an operator writes a group to it and puts a snapshot back into the
+/// datastore from tape, a backup client sees nothing of the library.
+#[test]
+fn tape_jobs_over_the_api_run_as_tasks_with_logs() {
+    use crate::serve::{Server, pinned_client, token};
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 4, 300 << 10, 12);
+    let id = store.backup(&src, "host/api", "2026-05-01T00:00:00Z");
+    let lib = library(&store, &[]);
+    let server = Server::start_with(&store, &["--tape-library", &lib.display().to_string()]);
+    let client = pinned_client(&server.fingerprint);
+    let admin = token(&store, "adm", "admin", None);
+    let operator = token(&store, "ops", "operator", None);
+    let auditor = token(&store, "aud", "auditor", None);
+    let backup_client = token(&store, "bc", "backup-client", Some("host/api"));
+
+    let get = |t: &str, path: &str| client.get(server.url(path)).bearer_auth(t).send().unwrap();
+    let post = |t: &str, path: &str, body: Value| {
+        client.post(server.url(path)).bearer_auth(t).json(&body).send().unwrap()
+    };
+    assert_eq!(get(&backup_client, "/api/v1/tape").status(), 403);
+    let pool = serde_json::json!({"name": "api", "allocation": "continue"});
+    assert_eq!(post(&operator, "/api/v1/tape/pools", pool.clone()).status(), 403, "only an admin adds pools");
+    assert_eq!(post(&admin, "/api/v1/tape/pools", pool).status(), 201);
+    let bad =
+        post(&operator, "/api/v1/tape/backup", serde_json::json!({"pool": "nope", "groups": ["host/api"]}));
+    assert_eq!(bad.status(), 400);
+
+    let wait = |task: u64| -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let t: Value = get(&auditor, &format!("/api/v1/tasks/{task}")).json().unwrap();
+            if t["state"] != "running" {
+                return t;
+            }
+            assert!(std::time::Instant::now() < deadline, "{t}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let started =
+        post(&operator, "/api/v1/tape/backup", serde_json::json!({"pool": "api", "groups": ["host/api"]}));
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().unwrap();
+    let task = wait(started["task"].as_u64().expect("a task id"));
+    assert_eq!(task["state"], "ok", "{task}");
+    let log = task["log"].to_string();
+    assert!(log.contains(&format!("{id}: session 1")) && log.contains("CRN001L9 file 1"), "{task}");
+
+    let shown: Value = get(&auditor, "/api/v1/tape").json().unwrap();
+    let drives: Vec<&Value> =
+        shown["elements"].as_array().unwrap().iter().filter(|e| e["kind"] == "drive").collect();
+    assert_eq!(drives.len(), 2, "{shown}");
+    assert_eq!(shown["copies"][0]["snapshot"], id.as_str(), "{shown}");
+    assert_eq!(shown["pools"][0]["name"], "api", "{shown}");
+
+    // The snapshot is lost from the datastore; the operator puts it back
+    // from tape.
+    let gone =
+        client.delete(server.url(&format!("/api/v1/snapshots/{id}"))).bearer_auth(&operator).send().unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(post(&auditor, "/api/v1/tape/restore", serde_json::json!({"snapshot": id})).status(), 403);
+    let started: Value =
+        post(&operator, "/api/v1/tape/restore", serde_json::json!({"snapshot": id})).json().unwrap();
+    let task = wait(started["task"].as_u64().expect("a task id"));
+    assert_eq!(task["state"], "ok", "{task}");
+    assert!(task["log"].to_string().contains("is back in the datastore"), "{task}");
+    let out = store.path("out");
+    store.restore(&id, &out, &[]);
+    same_files(&src, &out, "put back from tape over the API");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

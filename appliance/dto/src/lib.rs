@@ -18,4 +18,4 @@ pub use job::{HIDDEN, JobJson, JobSourceJson, KeepJson, NewJob, PolicyUseJson, S
 pub use job_form::{JobForm, form_number};
 pub use policy::{ParamJson, PolicyJson};
 pub use snapshot::{ListedJson, SnapshotJson, kind_name};
-pub use tape::{MediaCatalogJson, MediaSetJson, MediumJson, PoolJson, TapeCopyJson};
+pub use tape::{MediaCatalogJson, MediaSetJson, MediumJson, PoolJson, TapeCopyJson, TapeLibraryJson};

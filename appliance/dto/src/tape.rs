@@ -148,3 +148,15 @@ impl From<&engine::tape::MediaCatalog> for MediaCatalogJson {
         }
     }
 }
+
+/// A library: what is in each element, and the media catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct TapeLibraryJson {
+    /// The library's description (a virtual library's directory or a
+    /// `library.toml`).
+    pub library: String,
+    /// Drives, slots and import/export slots with their cartridges.
+    pub elements: Vec<engine::tape::InventoryRow>,
+    #[serde(flatten)]
+    pub catalog: MediaCatalogJson,
+}

@@ -600,6 +600,66 @@ impl Engine {
                 log(format!("prune: kept {}, removed {removed}", decisions.len() - removed));
                 Ok((TaskState::Ok, None))
             }
+            Maintenance::TapeBackup { library, pool, ids } => {
+                let lib = tape::Library::open(library)?;
+                let host =
+                    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+                let opts = crate::tape::TapeBackupOptions {
+                    pool: pool.clone(),
+                    block_size: volfmt::DEFAULT_BLOCK_SIZE,
+                    host,
+                    program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+                };
+                let r = self.tape_backup(&lib, ids, &opts, &Progress::default())?;
+                for (b, why) in &r.rejected {
+                    log(format!("passed over {b}: {why}"));
+                }
+                for s in &r.skipped {
+                    log(format!("{s}: already in pool {pool}"));
+                }
+                for s in &r.sessions {
+                    let parts: Vec<String> = s.parts.iter().map(|(b, f)| format!("{b} file {f}")).collect();
+                    log(format!(
+                        "{}: session {} ({}, {}) on {}",
+                        s.snapshot,
+                        s.session,
+                        count(s.files, "file"),
+                        count(s.bytes, "byte"),
+                        parts.join(", ")
+                    ));
+                }
+                if r.sessions.is_empty() {
+                    log("nothing to write: no drive was used".into());
+                } else {
+                    log(format!(
+                        "tape backup: {} written to {}; drive {} held {:.1} s, busy {:.1} s",
+                        count(r.bytes, "byte"),
+                        r.media.join(", "),
+                        r.drives.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                        r.drive_held_secs,
+                        r.drive_busy_secs
+                    ));
+                }
+                let one = (r.sessions.len() == 1).then(|| r.sessions[0].snapshot.clone());
+                Ok((TaskState::Ok, one))
+            }
+            Maintenance::TapeRestore { library, id, pool } => {
+                let lib = tape::Library::open(library)?;
+                let opts = crate::volume_extract::ExtractOptions::default();
+                let r = self.tape_restore(&lib, id, pool.as_deref(), None, &opts, &Progress::default())?;
+                log(format!(
+                    "tape restore: {} {} from {} ({})",
+                    r.snapshot,
+                    if r.state == Some("present") {
+                        "is in the datastore already"
+                    } else {
+                        "is back in the datastore"
+                    },
+                    r.media.join(", "),
+                    count(r.files, "file")
+                ));
+                Ok((TaskState::Ok, Some(r.snapshot)))
+            }
             Maintenance::Gc => {
                 let g = self.gc(&mut |_| {})?;
                 log(format!(
@@ -726,8 +786,23 @@ impl Engine {
 #[derive(Debug, Clone)]
 pub enum Maintenance {
     Verify(Vec<SnapshotId>),
-    Prune { group: BackupGroup, keep: KeepRules },
+    Prune {
+        group: BackupGroup,
+        keep: KeepRules,
+    },
     Gc,
+    /// Write snapshots to a tape pool (those it holds already are skipped).
+    TapeBackup {
+        library: std::path::PathBuf,
+        pool: String,
+        ids: Vec<SnapshotId>,
+    },
+    /// Put a snapshot back into the datastore from tape.
+    TapeRestore {
+        library: std::path::PathBuf,
+        id: SnapshotId,
+        pool: Option<String>,
+    },
 }
 
 impl Maintenance {
@@ -736,6 +811,8 @@ impl Maintenance {
             Maintenance::Verify(_) => "verify",
             Maintenance::Prune { .. } => "prune",
             Maintenance::Gc => "gc",
+            Maintenance::TapeBackup { .. } => "tape-backup",
+            Maintenance::TapeRestore { .. } => "tape-restore",
         }
     }
 }
@@ -747,6 +824,13 @@ impl std::fmt::Display for Maintenance {
             Maintenance::Verify(ids) => write!(f, "verify {} snapshots", ids.len()),
             Maintenance::Prune { group, .. } => write!(f, "prune {group}"),
             Maintenance::Gc => write!(f, "garbage collection"),
+            Maintenance::TapeBackup { pool, ids, .. } if ids.len() == 1 => {
+                write!(f, "tape backup of {} to pool {pool}", ids[0])
+            }
+            Maintenance::TapeBackup { pool, ids, .. } => {
+                write!(f, "tape backup of {} snapshots to pool {pool}", ids.len())
+            }
+            Maintenance::TapeRestore { id, .. } => write!(f, "tape restore of {id}"),
         }
     }
 }

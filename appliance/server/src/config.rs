@@ -32,6 +32,18 @@ pub struct ConfigFile {
     pub limits: Limits,
     #[serde(default)]
     pub jobs: JobsConfig,
+    #[serde(default)]
+    pub tape: TapeConfig,
+}
+
+/// `[tape]`: the tape library the server writes to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapeConfig {
+    /// A virtual library's directory, or a `library.toml` describing a
+    /// real one (`cairn tape library create`, docs/formats.md). None by
+    /// default: the Tape page then says how to set one up.
+    pub library: Option<PathBuf>,
 }
 
 /// `[jobs]`: what jobs may read on the server.
@@ -80,6 +92,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Where jobs may read; the datastore is added by `AppState::configured`.
     pub job_paths: engine::job_paths::PathRules,
+    /// The tape library, if any.
+    pub tape_library: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -139,6 +153,7 @@ impl ConfigFile {
             insecure_http,
             limits: self.limits,
             job_paths,
+            tape_library: self.tape.library.clone(),
         })
     }
 }

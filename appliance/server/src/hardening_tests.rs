@@ -21,7 +21,8 @@ use engine::job_paths::PathRules;
 /// The fixture's server with other limits and job roots.
 fn configured(f: &mut Fixture, limits: Limits, roots: Vec<std::path::PathBuf>) {
     let rules = PathRules { roots, protected: vec![] };
-    f.state = AppState::configured(f.engine.clone(), Some("aa:bb".into()), Duration::ZERO, 2, limits, rules);
+    f.state =
+        AppState::configured(f.engine.clone(), Some("aa:bb".into()), Duration::ZERO, 2, limits, rules, None);
 }
 
 /// `POST /api/v1/backup` as `token`; the answer.

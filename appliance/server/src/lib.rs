@@ -40,6 +40,7 @@ mod scheduler;
 mod sessions;
 pub mod state;
 mod stream;
+mod tape_api;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -104,6 +105,7 @@ pub fn serve(settings: Settings) -> Result<()> {
         settings.workers,
         settings.limits,
         settings.job_paths.clone(),
+        settings.tape_library.clone(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

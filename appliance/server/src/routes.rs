@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::auth::{self, Access};
 use super::page::{self, DashboardPages};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, views};
+use super::{api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views};
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -174,6 +174,36 @@ pub fn routes() -> Vec<RouteSpec> {
             get(jobs_api::tasks),
         ),
         r(Method::GET, "/api/v1/tasks/{id}", Read, "One task with its log.", get(jobs_api::task)),
+        r(
+            Method::GET,
+            "/api/v1/tape",
+            Read,
+            "The tape library: drives, slots and import/export slots with their cartridges, pools, media sets, \
+             and which snapshot is on which cartridges.",
+            get(tape_api::show),
+        ),
+        r(Method::GET, "/api/v1/tape/pools", Read, "Media pools.", get(tape_api::pools)),
+        r(
+            Method::POST,
+            "/api/v1/tape/pools",
+            Admin,
+            "Add or change a media pool (`{\"name\", \"allocation\", \"retention_secs\", \"worm\"}`).",
+            post(tape_api::put_pool),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/tape/backup",
+            Operate,
+            "Write snapshots to a pool as a task (`{\"pool\", \"groups\", \"snapshots\", \"latest\"}`); answers its task id.",
+            post(tape_api::backup),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/tape/restore",
+            Operate,
+            "Put a snapshot back into the datastore from tape, as a task (`{\"snapshot\", \"pool\"}`).",
+            post(tape_api::restore),
+        ),
         r(Method::GET, "/api/v1/policies", Read, "Stored policies.", get(policy_api::list)),
         r(
             Method::POST,
@@ -316,6 +346,28 @@ pub fn routes() -> Vec<RouteSpec> {
             "Save notes (form).",
             post(maint_api::notes_form),
         ),
+        r(
+            Method::GET,
+            "/tape",
+            Read,
+            "The tape library, pools, media sets and snapshots on tape (page).",
+            get(tape_api::page),
+        ),
+        r(
+            Method::POST,
+            "/tape/backup",
+            Operate,
+            "Write a group to a pool (form); shows the task.",
+            post(tape_api::backup_form),
+        ),
+        r(
+            Method::POST,
+            "/tape/restore",
+            Operate,
+            "Put a snapshot back from tape (form); shows the task.",
+            post(tape_api::restore_form),
+        ),
+        r(Method::POST, "/tape/pools", Admin, "Add or change a pool (form).", post(tape_api::pool_form)),
         r(Method::GET, "/jobs", Read, "Jobs (page).", get(job_views::jobs)),
         r(Method::POST, "/jobs", Operate, "Create a job (form).", post(job_views::create)),
         r(

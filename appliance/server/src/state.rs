@@ -29,6 +29,8 @@ struct Inner {
     logins: Logins,
     /// Where jobs may read (`[jobs] source_roots`) and what they never may.
     job_paths: PathRules,
+    /// The tape library (`[tape] library`), if any.
+    tape_library: Option<std::path::PathBuf>,
     /// Recently authenticated bearer tokens (blake3 of the token text →
     /// caller, when checked), so a backup's thousands of chunk uploads do
     /// not each open the catalog.
@@ -76,7 +78,15 @@ impl AppState {
     /// A server state with the default limits and no job roots (tests).
     #[cfg(test)]
     pub fn new(engine: Engine, fingerprint: Option<String>, auth_delay: Duration, workers: usize) -> Self {
-        Self::configured(engine, fingerprint, auth_delay, workers, Limits::default(), PathRules::default())
+        Self::configured(
+            engine,
+            fingerprint,
+            auth_delay,
+            workers,
+            Limits::default(),
+            PathRules::default(),
+            None,
+        )
     }
 
     /// A server state with the given `[limits]` and rules for job paths.
@@ -87,6 +97,7 @@ impl AppState {
         workers: usize,
         limits: Limits,
         mut job_paths: PathRules,
+        tape_library: Option<std::path::PathBuf>,
     ) -> Self {
         job_paths.protected.push(engine.datastore().root().to_path_buf());
         let policies = Arc::new(jobhost::JobHost::default());
@@ -98,6 +109,7 @@ impl AppState {
                 sessions: Sessions::new(limits),
                 logins: Logins::new(&limits),
                 job_paths,
+                tape_library,
                 token_cache: Mutex::default(),
                 fingerprint,
                 auth_delay,
@@ -140,6 +152,11 @@ impl AppState {
     /// Where jobs may read.
     pub fn job_paths(&self) -> &PathRules {
         &self.inner.job_paths
+    }
+
+    /// The tape library, if the server has one.
+    pub fn tape_library(&self) -> Option<&std::path::Path> {
+        self.inner.tape_library.as_deref()
     }
 
     /// Password checks and login back-off.

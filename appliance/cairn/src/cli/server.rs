@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Serve plain HTTP instead of HTTPS; only allowed on a loopback address.
     #[arg(long)]
     pub insecure_http: bool,
+    /// The tape library (as `[tape] library` in the configuration).
+    #[arg(long, env = "CAIRN_TAPE_LIBRARY", value_name = "PATH")]
+    pub tape_library: Option<PathBuf>,
 }
 
 pub fn serve(cli: &Global, a: &ServeArgs) -> Result<ExitCode> {
@@ -43,7 +46,10 @@ pub fn serve(cli: &Global, a: &ServeArgs) -> Result<ExitCode> {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
     };
-    let settings = file.settings(&cli.datastore, a.listen, a.insecure_http)?;
+    let mut settings = file.settings(&cli.datastore, a.listen, a.insecure_http)?;
+    if let Some(lib) = &a.tape_library {
+        settings.tape_library = Some(std::path::absolute(lib)?);
+    }
     server::serve(settings)?;
     Ok(ExitCode::SUCCESS)
 }
