@@ -435,3 +435,114 @@ fn tape_jobs_over_the_api_run_as_tasks_with_logs() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+/// Two jobs writing to one pool at once share the mounted cartridge:
+/// their sessions are interleaved block by block (as Bacula's storage
+/// daemon interleaves jobs on a volume), and each is listed and restored
+/// whole afterwards, by `cairn tape restore` and by Bacula's tools.
+#[test]
+fn two_jobs_append_to_one_mounted_volume_at_once() {
+    use crate::serve::{Server, pinned_client, token};
+    let store = Store::new();
+    let (a_src, b_src) = (store.path("a"), store.path("b"));
+    testkit::write_random_tree(&a_src, 8, 32 << 20, 51);
+    testkit::write_random_tree(&b_src, 8, 32 << 20, 52);
+    let a = store.backup(&a_src, "host/a", "2026-06-01T00:00:00Z");
+    let b = store.backup(&b_src, "host/b", "2026-06-01T00:00:00Z");
+    let lib = store.path("library");
+    run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "2",
+        "--slots",
+        "4",
+        "--capacity",
+        "1G",
+    ]));
+    pool(&store, "shared", &[]);
+    let server = Server::start_with(&store, &["--tape-library", &lib.display().to_string()]);
+    let client = pinned_client(&server.fingerprint);
+    let operator = token(&store, "ops", "operator", None);
+    let post = |group: &str| -> u64 {
+        let r: Value = client
+            .post(server.url("/api/v1/tape/backup"))
+            .bearer_auth(&operator)
+            .json(&serde_json::json!({"pool": "shared", "groups": [group]}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        r["task"].as_u64().unwrap_or_else(|| panic!("{r}"))
+    };
+    // Both drives are busy elsewhere while the two jobs start: the first
+    // waits for a drive with its first blocks ready, the second joins it
+    // meanwhile; once a drive is free both write at once.
+    let vlib = tape::Library::open(&lib).unwrap();
+    let held = [vlib.as_virtual().unwrap().drive(0).unwrap(), vlib.as_virtual().unwrap().drive(1).unwrap()];
+    let (ta, tb) = (post("host/a"), post("host/b"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let wait = |task: u64| -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let t: Value = client
+                .get(server.url(&format!("/api/v1/tasks/{task}")))
+                .bearer_auth(&operator)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if t["state"] != "running" {
+                return t;
+            }
+            assert!(std::time::Instant::now() < deadline, "{t}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let (ra, rb) = (wait(ta), wait(tb));
+    assert_eq!((ra["state"].as_str(), rb["state"].as_str()), (Some("ok"), Some("ok")), "{ra}\n{rb}");
+    let (_, printed) = server.stop();
+    let _ = printed;
+
+    // One cartridge, one drive: the second job's session went onto the
+    // first one's cartridge, its blocks between the other's.
+    let m = media(&store);
+    let copies = m["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "{m}");
+    assert!(copies.iter().all(|c| c["parts"][0]["barcode"] == "CRN001L9"), "{m}");
+    let data = std::fs::read(lib.join("cartridges/CRN001L9")).unwrap();
+    let mut sessions = Vec::new();
+    let mut at = 0;
+    while at + 24 <= data.len() {
+        let len = u32::from_be_bytes(data[at + 4..at + 8].try_into().unwrap()) as usize;
+        let session = u32::from_be_bytes(data[at + 16..at + 20].try_into().unwrap());
+        if session != 0 {
+            sessions.push(session);
+        }
+        at += len;
+    }
+    let switches = sessions.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(switches >= 3, "the sessions' blocks interleave ({switches} switches): {sessions:?}");
+
+    for (id, src) in [(&a, &a_src), (&b, &b_src)] {
+        let out = store.path(&format!("out-{}", id.replace('/', "-")));
+        run_ok(tape(&store, &lib).args(["restore", id]).arg(&out));
+        same_files(src, &out, &format!("{id} restored from the interleaved volume"));
+    }
+    if testkit::needs(Need::Bacula) {
+        let bacula = testkit::bacula::Bacula::new(&lib.join("cartridges"), 1 << 20);
+        let listed = bacula.sessions("CRN001L9").expect("bls -j");
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        // Bacula restores one job of such a volume through a bootstrap
+        // file naming its session.
+        for (session, src) in listed.iter().zip([&a_src, &b_src]) {
+            let out = store.path(&format!("out-bacula-{}", session.session_id));
+            let said = bacula.extract_session("CRN001L9", session, &out).expect("bextract -b");
+            let name = src.file_name().unwrap();
+            same_files(
+                src,
+                &out.join(name),
+                &format!("bextract -b of session {}\n{said}", session.session_id),
+            );
+        }
+    }
+}

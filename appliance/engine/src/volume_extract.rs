@@ -306,7 +306,17 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
         }
     };
     let info = &sessions[wanted - 1];
-    extract_session(VolumeSet::new(paths), wanted, &info.snapshot, &info.archives, target, opts)
+    extract_session(VolumeSet::new(paths), Pick::Nth(wanted), &info.snapshot, &info.archives, target, opts)
+}
+
+/// Which session of a set to restore.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pick {
+    /// The n-th (from 1) in the order the set holds their starts.
+    Nth(usize),
+    /// The one with this session id (VolSessionId): on a tape where jobs
+    /// wrote at once, its blocks come between other sessions'.
+    Id(u32),
 }
 
 /// Restore session `wanted` (counted from 1 in the order `set` holds
@@ -314,7 +324,7 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
 /// into `target`.
 pub(crate) fn extract_session(
     mut set: VolumeSet<'_>,
-    wanted: usize,
+    wanted: Pick,
     snapshot: &str,
     archives: &[(String, String)],
     target: &Path,
@@ -347,20 +357,31 @@ pub(crate) fn extract_session(
     std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
     let mut seen = 0usize;
     let mut inside = false;
+    // The session being restored, once its start is seen, and whether its
+    // end was.
+    let mut current: Option<u32> = None;
+    let mut ended = false;
     'volumes: {
         loop {
             let Some(event) = set.next_event()? else { break };
             let path = set.name().to_owned();
             match event {
-                Ok(Event::SessionStart { .. }) => {
+                Ok(Event::SessionStart { session_id, .. }) if current.is_none() => {
                     seen += 1;
-                    inside = seen == wanted;
+                    inside = match wanted {
+                        Pick::Nth(n) => seen == n,
+                        Pick::Id(id) => session_id == id,
+                    };
+                    if inside {
+                        current = Some(session_id);
+                    }
                 }
-                Ok(Event::SessionEnd { .. }) if inside => {
+                Ok(Event::SessionEnd { session_id, .. }) if inside && current == Some(session_id) => {
                     x.finish_current()?;
+                    ended = true;
                     break 'volumes;
                 }
-                Ok(Event::Record { record, .. }) if inside => {
+                Ok(Event::Record { record, session_id, .. }) if inside && current == Some(session_id) => {
                     if let Err(e) = x.record(record) {
                         let name = x.current.take().map(|c| c.name).unwrap_or_default();
                         x.fail(&name, format!("{e:#}"));
@@ -390,7 +411,12 @@ pub(crate) fn extract_session(
             }
         }
     }
-    if inside && let Some(cut) = set.unfinished() {
+    // (Another session's record may be in progress where this one ended:
+    // sessions written at once interleave.)
+    if inside
+        && !ended
+        && let Some(cut) = set.unfinished()
+    {
         x.report.damage.push(cut);
     }
     x.finish_current()?;

@@ -72,6 +72,17 @@ impl Library {
         })
     }
 
+    /// What names this library among others: a virtual library's
+    /// directory, a real one's changer.
+    pub fn identity(&self) -> String {
+        match self {
+            Library::Virtual(v) => {
+                std::fs::canonicalize(v.dir()).unwrap_or_else(|_| v.dir().to_owned()).display().to_string()
+            }
+            Library::Scsi(c) => c.changer.display().to_string(),
+        }
+    }
+
     /// How many drives it has.
     pub fn drives(&self) -> usize {
         match self {

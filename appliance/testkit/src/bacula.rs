@@ -47,6 +47,10 @@ pub struct Bacula {
 /// label gives the job, the end of session label the counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// VolSessionId and VolSessionTime: what names the session on a volume
+    /// (a bootstrap file selects a session by them).
+    pub session_id: u32,
+    pub session_time: u32,
     /// JobId of both session labels.
     pub job_id: u32,
     /// The unique job name (`Job=`).
@@ -144,6 +148,40 @@ impl Bacula {
                 self.conf.as_os_str(),
                 "-V".as_ref(),
                 volume.as_ref(),
+                self.volume_dir.as_os_str(),
+                target.as_os_str(),
+            ],
+        )?;
+        if !ok {
+            return Err(out);
+        }
+        match complaint(&out, true) {
+            Some(line) => Err(format!("bextract complained ({line}); it printed:\n{out}")),
+            None => Ok(out),
+        }
+    }
+
+    /// Restores one session of `volumes` (names joined with `|`, in order)
+    /// into `target` with `bextract -b`, a bootstrap file selecting the
+    /// session by its VolSessionId and VolSessionTime: the way Bacula
+    /// restores one job from a volume where jobs were written at once.
+    /// Errors as `extract`.
+    pub fn extract_session(&self, volumes: &str, session: &Session, target: &Path) -> Result<String, String> {
+        fs::create_dir_all(target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+        let target = std::path::absolute(target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let bsr = self.private.join(format!("session-{}.bsr", session.session_id));
+        let text = format!(
+            "Volume=\"{volumes}\"\nVolSessionId={}\nVolSessionTime={}\n",
+            session.session_id, session.session_time
+        );
+        fs::write(&bsr, text).map_err(|e| format!("write {}: {e}", bsr.display()))?;
+        let (ok, out) = self.run(
+            "bextract",
+            &[
+                "-c".as_ref(),
+                self.conf.as_os_str(),
+                "-b".as_ref(),
+                bsr.as_os_str(),
                 self.volume_dir.as_os_str(),
                 target.as_os_str(),
             ],
@@ -292,7 +330,12 @@ fn parse_sessions(out: &str) -> Result<Vec<Session>, String> {
                 return Err(format!("a second start label for SessId={} SessTime={}", key.0, key.1));
             }
             let job = value(next, "Job", Some(" Date="))?.to_string();
-            let session = Session { job_id, job, files: 0, bytes: 0, errors: 0, status: '?' };
+            let (session_id, session_time) = (
+                u32::try_from(key.0).map_err(|_| format!("SessId in {line:?}"))?,
+                u32::try_from(key.1).map_err(|_| format!("SessTime in {line:?}"))?,
+            );
+            let session =
+                Session { session_id, session_time, job_id, job, files: 0, bytes: 0, errors: 0, status: '?' };
             sessions.push((key, session, false));
             continue;
         }
@@ -566,6 +609,8 @@ mod tests {
         let bacula = Bacula::new(&vols, 256 * 1024);
         let sessions = bacula.sessions("cairn-0001").unwrap();
         let want = Session {
+            session_id: 1,
+            session_time: 1_795_316_400,
             job_id: 1,
             job: job.to_string(),
             files: 1,
@@ -619,6 +664,8 @@ End Job Session Record: File:blk=0:0 SessId=1 SessTime=1796424681 JobId=42
         assert_eq!(
             sessions,
             [Session {
+                session_id: 1,
+                session_time: 1_796_424_681,
                 job_id: 42,
                 job: "cairn-job.2025-01-01_00.00.00_01".to_string(),
                 files: 9,

@@ -3,7 +3,7 @@
 //! that block; the reader goes on with the next one, so a caller can
 //! report the damage and still read what follows.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{ErrorKind, Read};
 
 use crate::block::{BLOCK_HEADER, BlockHeader, checksum};
@@ -54,10 +54,13 @@ pub struct VolumeReader<R: Read> {
     block: Vec<u8>,
     blocks_read: u64,
     events: VecDeque<Event>,
-    pending: Option<Pending>,
-    /// A damaged block dropped the record it was part of: the pieces of
-    /// that record in the blocks after it are skipped.
-    lost: bool,
+    /// Records in progress, by session: blocks of several sessions may
+    /// come interleaved (jobs appending to one volume at once), each
+    /// block holding records of one session.
+    pending: BTreeMap<(u32, u32), Pending>,
+    /// Sessions whose record in progress a damaged block dropped: the
+    /// pieces of that record in the blocks after it are skipped.
+    lost: BTreeSet<(u32, u32)>,
     done: bool,
 }
 
@@ -88,8 +91,8 @@ impl<R: Read> VolumeReader<R> {
             block: Vec::new(),
             blocks_read: 0,
             events: VecDeque::new(),
-            pending: None,
-            lost: false,
+            pending: BTreeMap::new(),
+            lost: BTreeSet::new(),
             done: false,
         }
     }
@@ -120,7 +123,7 @@ impl<R: Read> VolumeReader<R> {
     /// Bytes of a record the volumes read so far ended in the middle of
     /// (a session that goes on in a volume not read), or `None`.
     pub fn unfinished(&self) -> Option<usize> {
-        self.pending.as_ref().map(|p| p.missing)
+        self.pending.values().map(|p| p.missing).next()
     }
 
     /// The next event; `None` at the end of the volume. An error names
@@ -169,7 +172,7 @@ impl<R: Read> VolumeReader<R> {
         let got = read_full(&mut self.input, &mut self.block[BLOCK_HEADER..])?;
         if got < h.len as usize - BLOCK_HEADER {
             self.done = true;
-            self.pending = None;
+            self.pending.clear();
             return Err(VolError::BadBlock {
                 block: at,
                 reason: format!("the volume ends {} bytes into a block of {}", got + BLOCK_HEADER, h.len),
@@ -177,8 +180,12 @@ impl<R: Read> VolumeReader<R> {
         }
         let computed = checksum(&self.block);
         if computed != h.checksum {
-            self.pending = None;
-            self.lost = true;
+            // The record of the block's session in progress (or begun in
+            // this block) is broken: its further pieces are skipped; other
+            // sessions' records go on.
+            let session = (h.session_id, h.session_time);
+            self.pending.remove(&session);
+            self.lost.insert(session);
             return Err(VolError::Checksum { block: at, stored: h.checksum, computed });
         }
         self.records(&h, at)
@@ -196,8 +203,8 @@ impl<R: Read> VolumeReader<R> {
                 let bytes = &block[pos..pos + here];
                 pos += here;
                 if r.stream < 0 && r.file_index > 0 {
-                    let Some(p) = self.pending.as_mut() else {
-                        if self.lost {
+                    let Some(p) = self.pending.get_mut(&session) else {
+                        if self.lost.contains(&session) {
                             continue; // the rest of a record a damaged block broke
                         }
                         return Err(VolError::BadRecord {
@@ -205,12 +212,8 @@ impl<R: Read> VolumeReader<R> {
                             reason: "a continuation with no record to continue".into(),
                         });
                     };
-                    if p.session != session
-                        || p.file_index != r.file_index
-                        || p.stream != -r.stream
-                        || p.missing != r.size as usize
-                    {
-                        self.pending = None;
+                    if p.file_index != r.file_index || p.stream != -r.stream || p.missing != r.size as usize {
+                        self.pending.remove(&session);
                         return Err(VolError::BadRecord {
                             block: at,
                             reason: "a continuation of another record".into(),
@@ -240,25 +243,27 @@ impl<R: Read> VolumeReader<R> {
                     self.events.push_back(Event::Record { session_id: 0, block: at, record });
                     continue;
                 } else {
-                    self.lost = false;
-                    if self.pending.is_some() {
-                        self.pending = None;
+                    self.lost.remove(&session);
+                    if self.pending.remove(&session).is_some() {
                         return Err(VolError::BadRecord {
                             block: at,
                             reason: "a record starts before the last one ended".into(),
                         });
                     }
-                    self.pending = Some(Pending {
+                    self.pending.insert(
                         session,
-                        file_index: r.file_index,
-                        stream: r.stream,
-                        first_block: at,
-                        data: bytes.to_vec(),
-                        missing: r.size as usize - here,
-                    });
+                        Pending {
+                            session,
+                            file_index: r.file_index,
+                            stream: r.stream,
+                            first_block: at,
+                            data: bytes.to_vec(),
+                            missing: r.size as usize - here,
+                        },
+                    );
                 }
-                if self.pending.as_ref().is_some_and(|p| p.missing == 0) {
-                    let p = self.pending.take().expect("pending");
+                if self.pending.get(&session).is_some_and(|p| p.missing == 0) {
+                    let p = self.pending.remove(&session).expect("pending");
                     let event = event(p, at)?;
                     self.events.push_back(event);
                 }

@@ -278,13 +278,6 @@ impl Deck {
 /// The volume writer's output: each write is one block to the drive.
 pub struct TapeOut(pub SharedDeck);
 
-impl TapeOut {
-    /// The drive said early warning: the volume should end.
-    pub fn warned(&self) -> bool {
-        self.0.borrow().warned
-    }
-}
-
 impl Write for TapeOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut deck = self.0.borrow_mut();

@@ -20,7 +20,7 @@ use super::deck::{Deck, Found, MediaLabel, SharedDeck, TapeIn};
 use crate::Engine;
 use crate::progress::Progress;
 use crate::volume::{VolumeInput, VolumeSet, VolumeSource};
-use crate::volume_extract::{ExtractOptions, ExtractReport, extract_session};
+use crate::volume_extract::{ExtractOptions, ExtractReport, Pick, extract_session};
 
 /// The pieces of one session, cartridge after cartridge: each read from
 /// the start of its file to its filemark.
@@ -128,7 +128,7 @@ impl Engine {
         let snapshot = copy.snapshot.to_string();
         let mut state = None;
         let result: Result<ExtractReport> = match target {
-            Some(t) => extract_session(source(), 1, &snapshot, &copy.archives, t, opts),
+            Some(t) => extract_session(source(), Pick::Id(copy.session), &snapshot, &copy.archives, t, opts),
             None => {
                 let mut report = None;
                 let done = self.put_back(
@@ -140,7 +140,14 @@ impl Engine {
                             overwrite: false,
                             ..ExtractOptions::default()
                         };
-                        let r = extract_session(source(), 1, &snapshot, &copy.archives, work, &o)?;
+                        let r = extract_session(
+                            source(),
+                            Pick::Id(copy.session),
+                            &snapshot,
+                            &copy.archives,
+                            work,
+                            &o,
+                        )?;
                         report = Some(r.clone());
                         Ok(r)
                     },

@@ -14,8 +14,12 @@
 //! cartridge is never written anywhere but at its end of data.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use crossbeam_channel::Sender;
 
 use anyhow::{Context, Result, anyhow, bail};
 use catalog::TapeChange;
@@ -24,7 +28,6 @@ use model::tape::{
     Allocation, MediaPool, MediaSet, Medium, MediumState, NextMedium, TapeCopy, TapePart, next_medium,
 };
 use serde::Serialize;
-use volfmt::writer::NewVolume;
 use volfmt::{VolumeLabel, VolumeWriter};
 
 use super::deck::{Deck, Found, MediaLabel, SharedDeck, TapeOut};
@@ -88,8 +91,12 @@ struct Job {
     exclude: Vec<String>,
     rejected: Vec<(String, String)>,
     written: Vec<String>,
-    /// Pieces of the session being written.
-    parts: Vec<TapePart>,
+    /// Sessions with blocks on tape and no end yet: where each piece
+    /// of them starts.
+    open: BTreeMap<u32, Vec<TapePart>>,
+    /// The number the next block written to the cartridge gets; `None`
+    /// while no cartridge is ready.
+    next_block: Option<u32>,
     opts: TapeBackupOptions,
     /// Copies of expired sets lost to a cartridge written over.
     drop_copies: Vec<(String, u32)>,
@@ -372,8 +379,33 @@ impl Job {
         Some(b)
     }
 
-    /// The cartridge is full: close it and ready the next one.
-    fn next_volume(&mut self) -> Result<NewVolume<TapeOut>> {
+    /// Get the cartridge `start` says ready: after its last block, or
+    /// labelled now (block 0 with the volume and media labels, then a
+    /// filemark).
+    fn begin(&mut self, start: Start) -> Result<()> {
+        match start {
+            Start::Append(next) => self.next_block = Some(next),
+            Start::Fresh(label, media) => {
+                let block = VolumeWriter::create_with(
+                    Vec::new(),
+                    &label,
+                    Some(&media.encode()),
+                    self.opts.block_size,
+                )?
+                .finish()?;
+                // (`label` asked the deck for a filemark after this block.)
+                std::io::Write::write_all(&mut TapeOut(self.deck.clone()), &block)?;
+                self.save(std::slice::from_ref(&label.volume_name), None)?;
+                self.next_block = Some(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cartridge reached its early warning: end it with a filemark,
+    /// mark it full, and go on on the next one of the set; every session
+    /// in progress goes on there after the label.
+    fn change_cartridge(&mut self) -> Result<()> {
         self.deck.borrow_mut().with_drive(|d| d.write_filemarks(1))?;
         self.deck.borrow_mut().files += 1;
         if let Some(b) = self.note_written() {
@@ -383,22 +415,121 @@ impl Job {
             self.save(&[b], None)?;
         }
         self.deck.borrow_mut().unmount()?;
-        match self.ready_next(false)? {
-            Start::Fresh(label, media) => {
-                let b = label.volume_name.clone();
-                // The piece after the label's filemark: file 1.
-                self.parts.push(TapePart { barcode: b, file: 1 });
-                Ok(NewVolume { out: TapeOut(self.deck.clone()), label: *label, record: Some(media.encode()) })
-            }
-            Start::Append(_) => bail!("a full cartridge's set went on on another cartridge to append to"),
+        self.next_block = None;
+        let start = self.ready_next(false)?;
+        let Start::Fresh(label, _) = &start else {
+            bail!("a full cartridge's set went on on another cartridge to append to")
+        };
+        let barcode = label.volume_name.clone();
+        self.begin(start)?;
+        for parts in self.open.values_mut() {
+            // The pieces after the label's filemark: file 1.
+            parts.push(TapePart { barcode: barcode.clone(), file: 1 });
         }
+        Ok(())
     }
+
+    /// Write one sealed block of a session (renumbered in the order the
+    /// cartridge receives blocks), mounting a cartridge first if none is.
+    fn write_block(&mut self, mut block: Vec<u8>) -> Result<()> {
+        if self.next_block.is_none() {
+            let start = self.ready_next(true)?;
+            self.begin(start)?;
+        } else if self.deck.borrow().warned {
+            self.change_cartridge()?;
+        }
+        let head: &[u8; volfmt::BLOCK_HEADER] = block
+            .get(..volfmt::BLOCK_HEADER)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| anyhow!("a block shorter than its header"))?;
+        let h = volfmt::block::BlockHeader::parse(head, 0)?;
+        let number = self.next_block.expect("a cartridge is ready");
+        let (files, barcode) = {
+            let deck = self.deck.borrow();
+            (deck.files, deck.loaded().unwrap_or_default().to_owned())
+        };
+        self.open.entry(h.session_id).or_insert_with(|| vec![TapePart { barcode, file: files }]);
+        volfmt::block::seal(&mut block, number, h.session_id, h.session_time);
+        let mut out = TapeOut(self.deck.clone());
+        std::io::Write::write_all(&mut out, &block)?;
+        self.next_block = Some(number.checked_add(1).ok_or_else(|| anyhow!("too many blocks"))?);
+        Ok(())
+    }
+
+    /// A session's last block is on tape: record where it is. The
+    /// cartridge's buffer is flushed (a filemark when no other session is
+    /// in progress, so the next session starts a file of its own).
+    fn end_session(&mut self, session: u32, copy: Option<TapeCopy>) -> Result<Option<TapeCopy>> {
+        let parts = self.open.remove(&session).unwrap_or_default();
+        if self.next_block.is_some() {
+            let marks = u32::from(self.open.is_empty());
+            self.deck.borrow_mut().with_drive(|d| d.write_filemarks(marks))?;
+            self.deck.borrow_mut().files += marks;
+        }
+        self.set.sessions = self.set.sessions.max(session);
+        let touched: Vec<String> = parts.iter().map(|p| p.barcode.clone()).collect();
+        self.note_written();
+        let copy = copy.map(|c| TapeCopy { parts, written: self.now, set: self.set.id.clone(), ..c });
+        self.save(&touched, copy.as_ref())?;
+        Ok(copy)
+    }
+}
+
+/// What the producers of sessions tell the owner of the mounted volume.
+enum Msg {
+    /// A sealed block of a session.
+    Block(Vec<u8>),
+    /// A session's last block was sent.
+    End { sub: usize, session: u32, report: Box<TapeSessionReport>, copy: Box<TapeCopy> },
+    /// A session could not be written whole.
+    Failed { sub: usize, session: u32, error: String },
+    /// A producer has no more sessions.
+    Done { sub: usize },
+}
+
+/// A producer's volume output: each write is one block, sent to the owner.
+struct ChannelOut(Sender<Msg>);
+
+impl std::io::Write for ChannelOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(Msg::Block(buf.to_vec()))
+            .map_err(|_| std::io::Error::other("the tape writer stopped"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A producer's sessions written, its first error, and where its report
+/// goes (none for the owner's own job).
+type Sub = (Vec<TapeSessionReport>, Option<String>, Option<Sender<Result<TapeBackupReport, String>>>);
+
+/// Another job's snapshots for a mounted volume, and where its report goes.
+struct Submission {
+    ids: Vec<SnapshotId>,
+    now: i64,
+    reply: Sender<Result<TapeBackupReport, String>>,
+}
+
+/// The jobs writing to a pool of a library right now, by library and
+/// pool: a job for a pool that continues its media set joins the one
+/// writing, and its sessions are interleaved block by block on the same
+/// cartridge instead of taking another drive.
+static WRITERS: LazyLock<Mutex<HashMap<String, Sender<Submission>>>> = LazyLock::new(Mutex::default);
+
+fn writer_key(lib: &tape::Library, pool: &str) -> String {
+    format!("{}\0{pool}", lib.identity())
 }
 
 impl Engine {
     /// Write `ids` to tape in `lib`, to pool `opts.pool`: one session per
     /// snapshot the pool does not hold yet. A drive is reserved only when
-    /// there is something to write.
+    /// there is something to write; while another job of this process
+    /// writes to the same pool (one that continues its media set), this
+    /// job's sessions go onto its cartridge, interleaved with its own.
     pub fn tape_backup(
         &self,
         lib: &tape::Library,
@@ -430,6 +561,27 @@ impl Engine {
             return Ok(report);
         }
         drop(cat);
+        if pool.allocation == Allocation::Continue {
+            let key = writer_key(lib, &pool.name);
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let joined = {
+                let writers = WRITERS.lock().expect("writers lock");
+                let sub = Submission { ids: todo.clone(), now: crate::clock::now(), reply };
+                writers.get(&key).is_some_and(|tx| tx.send(sub).is_ok())
+            };
+            if joined {
+                tracing::info!(
+                    "pool {} is being written: this job's sessions go onto its cartridge",
+                    pool.name
+                );
+                let mut theirs = answer
+                    .recv()
+                    .map_err(|_| anyhow!("the job writing pool {} stopped", pool.name))?
+                    .map_err(|e| anyhow!(e))?;
+                theirs.skipped = report.skipped;
+                return Ok(theirs);
+            }
+        }
         self.tape_job(lib, &pool, &todo, opts, None, progress, report)
     }
 
@@ -491,7 +643,7 @@ impl Engine {
             }
         };
         let deck: SharedDeck = Rc::new(RefCell::new(Deck::new(lib)?));
-        let job = Rc::new(RefCell::new(Job {
+        let mut job = Job {
             engine: self.clone(),
             deck: deck.clone(),
             pool: pool.clone(),
@@ -501,19 +653,37 @@ impl Engine {
             exclude: Vec::new(),
             rejected: Vec::new(),
             written: Vec::new(),
-            parts: Vec::new(),
+            open: BTreeMap::new(),
+            next_block: None,
             opts: opts.clone(),
             drop_copies: Vec::new(),
             drop_sets: Vec::new(),
             now,
             only,
-        }));
-        let result = self.tape_write(&job, todo, progress, &mut report);
+        };
+        let result = if label_only {
+            job.ready_next(true).and_then(|start| match start {
+                Start::Fresh(..) => job.begin(start),
+                Start::Append(_) => bail!("the cartridge is labelled already"),
+            })
+        } else {
+            let key = (pool.allocation == Allocation::Continue).then(|| writer_key(lib, &pool.name));
+            self.own_volume(&mut job, todo, key, progress, &mut report)
+        };
         let release = deck.borrow_mut().release();
-        let j = job.borrow();
-        report.set = Some(j.set.id.clone());
-        report.media = j.written.clone();
-        report.rejected = j.rejected.clone();
+        if result.is_ok() && job.pool.allocation == Allocation::NewSet && !label_only {
+            job.set.closed = Some(job.now);
+            let members = job.set.media.clone();
+            for b in &members {
+                if let Some(m) = job.media.get_mut(b) {
+                    m.state = MediumState::Full;
+                }
+            }
+            job.save(&members, None)?;
+        }
+        report.set = Some(job.set.id.clone());
+        report.media = job.written.clone();
+        report.rejected = job.rejected.clone();
         let d = deck.borrow();
         report.drives = d.used_drives.clone();
         report.drive_held_secs = d.held.as_secs_f64();
@@ -524,100 +694,206 @@ impl Engine {
         Ok(report)
     }
 
-    fn tape_write(
+    /// Write `todo` as the owner of the mounted volume: producers turn
+    /// snapshots into sealed blocks in their own threads (this job's, and
+    /// those of jobs that join through `WRITERS` under `key`); this thread
+    /// writes the blocks to the cartridge in the order they come, so
+    /// sessions written at once interleave block by block.
+    fn own_volume(
         &self,
-        job: &Rc<RefCell<Job>>,
+        job: &mut Job,
         todo: &[SnapshotId],
+        key: Option<String>,
         progress: &Progress,
         report: &mut TapeBackupReport,
     ) -> Result<()> {
-        let start = job.borrow_mut().ready_next(true)?;
-        // Each session's blocks carry the job's time as their session
-        // time (Bacula's VolSessionTime): a scan learns when it was written.
-        let (deck, block_size, session_time) = {
-            let j = job.borrow();
-            (j.deck.clone(), j.opts.block_size, j.now as u32)
-        };
-        let out = TapeOut(deck.clone());
-        let mut w = match start {
-            Start::Append(next) => VolumeWriter::append(out, next, block_size)?,
-            Start::Fresh(label, media) => {
-                job.borrow_mut().save(std::slice::from_ref(&label.volume_name), None)?;
-                VolumeWriter::create_with(out, &label, Some(&media.encode()), block_size)?
+        let (tx, rx) = crossbeam_channel::bounded::<Msg>(16);
+        let (sub_tx, sub_rx) = crossbeam_channel::unbounded::<Submission>();
+        if let Some(k) = &key {
+            WRITERS.lock().expect("writers lock").insert(k.clone(), sub_tx.clone());
+        }
+        let idle = &Progress::default();
+        let sessions = Arc::new(AtomicU32::new(job.set.sessions));
+        let (block_size, pool) = (job.opts.block_size, job.pool.name.clone());
+        let result = std::thread::scope(|scope| -> Result<()> {
+            let producer =
+                Producer { tx: tx.clone(), sessions: sessions.clone(), pool: pool.clone(), block_size };
+            let mut running = 1usize;
+            {
+                let p = producer.clone();
+                let (ids, now) = (todo.to_vec(), job.now);
+                scope.spawn(move || self.produce(&p, 0, &ids, now, progress));
             }
-        };
-        let next_job = job.clone();
-        w.span_when(
-            Box::new(|out: &TapeOut, _, _| out.warned()),
-            Box::new(move |_| {
-                next_job.borrow_mut().next_volume().map_err(|e| volfmt::VolError::Invalid(format!("{e:#}")))
-            }),
-        );
-        for id in todo {
-            let session = {
-                let mut j = job.borrow_mut();
-                let first = TapePart {
-                    barcode: deck.borrow().loaded().unwrap_or_default().to_owned(),
-                    file: deck.borrow().files,
-                };
-                j.parts = vec![first];
-                j.set.sessions + 1
-            };
-            let written = self.write_session(&mut w, id, session, session_time, progress);
-            let written = match written {
-                Ok(r) => r,
-                Err(e) => {
-                    // End what was written with a filemark, so the next
-                    // session starts a file of its own.
-                    let _ = deck.borrow_mut().with_drive(|d| d.write_filemarks(1));
-                    deck.borrow_mut().files += 1;
-                    let mut j = job.borrow_mut();
-                    if let Some(b) = j.note_written() {
-                        let _ = j.save(&[b], None);
+            // Per producer: its sessions written, its first error, where
+            // its report goes (none for this job's own).
+            let mut subs: Vec<Sub> = vec![(Vec::new(), None, None)];
+            let mut failure: Option<anyhow::Error> = None;
+            loop {
+                if running == 0 {
+                    // Stop taking submissions, unless one came meanwhile.
+                    let more = {
+                        let mut writers = WRITERS.lock().expect("writers lock");
+                        match sub_rx.try_recv() {
+                            Ok(s) => Some(s),
+                            Err(_) => {
+                                if let Some(k) = &key {
+                                    writers.remove(k);
+                                }
+                                None
+                            }
+                        }
+                    };
+                    match more {
+                        Some(s) => {
+                            subs.push((Vec::new(), None, Some(s.reply)));
+                            running += 1;
+                            let (p, sub) = (producer.clone(), subs.len() - 1);
+                            scope.spawn(move || self.produce(&p, sub, &s.ids, s.now, idle));
+                            continue;
+                        }
+                        None => break,
                     }
-                    return Err(e.context(format!("writing {id} to tape")));
                 }
-            };
-            deck.borrow_mut().with_drive(|d| d.write_filemarks(1))?;
-            deck.borrow_mut().files += 1;
-            let mut j = job.borrow_mut();
-            j.set.sessions = session;
-            let m = self.ds.read_manifest(id)?;
-            let copy = TapeCopy {
-                snapshot: id.clone(),
-                set: j.set.id.clone(),
-                pool: j.pool.name.clone(),
-                session,
-                written: j.now,
-                parts: j.parts.clone(),
-                files: written.files,
-                bytes: written.bytes,
-                archives: m.archives.iter().map(|a| (a.name.clone(), a.kind.clone())).collect(),
-            };
-            let touched: Vec<String> = j.parts.iter().map(|p| p.barcode.clone()).collect();
-            j.note_written();
-            j.save(&touched, Some(&copy))?;
-            report.bytes += written.bytes;
-            report.sessions.push(TapeSessionReport {
-                snapshot: id.to_string(),
-                session,
-                files: written.files,
-                bytes: written.bytes,
-                parts: copy.parts.iter().map(|p| (p.barcode.clone(), p.file)).collect(),
-            });
-        }
-        w.finish_all()?;
-        let mut j = job.borrow_mut();
-        if j.pool.allocation == Allocation::NewSet && j.only.is_none() {
-            j.set.closed = Some(j.now);
-            let members = j.set.media.clone();
-            for b in &members {
-                if let Some(m) = j.media.get_mut(b) {
-                    m.state = MediumState::Full;
+                crossbeam_channel::select! {
+                    recv(rx) -> msg => {
+                        let Ok(msg) = msg else { break };
+                        match msg {
+                            Msg::Block(block) => {
+                                if failure.is_none()
+                                    && let Err(e) = job.write_block(block)
+                                {
+                                    failure = Some(e);
+                                }
+                            }
+                            Msg::End { sub, session, mut report, copy } => {
+                                if failure.is_some() {
+                                    subs[sub].1.get_or_insert_with(|| "the tape job failed".into());
+                                    continue;
+                                }
+                                match job.end_session(session, Some(*copy)) {
+                                    Ok(copy) => {
+                                        let copy = copy.expect("a copy");
+                                        report.parts = copy.parts.iter().map(|p| (p.barcode.clone(), p.file)).collect();
+                                        subs[sub].0.push(*report);
+                                    }
+                                    Err(e) => failure = Some(e),
+                                }
+                            }
+                            Msg::Failed { sub, session, error } => {
+                                tracing::warn!("{error}");
+                                subs[sub].1.get_or_insert(error);
+                                if failure.is_none() && let Err(e) = job.end_session(session, None) {
+                                    failure = Some(e);
+                                }
+                            }
+                            Msg::Done { sub } => {
+                                running -= 1;
+                                if let Some(reply) = subs[sub].2.take() {
+                                    let sessions = std::mem::take(&mut subs[sub].0);
+                                    let answer = match (&failure, subs[sub].1.take()) {
+                                        (Some(e), _) => Err(format!("{e:#}")),
+                                        (None, Some(e)) => Err(e),
+                                        (None, None) => {
+                                            let bytes = sessions.iter().map(|s| s.bytes).sum();
+                                            Ok(TapeBackupReport {
+                                                pool: job.pool.name.clone(),
+                                                set: Some(job.set.id.clone()),
+                                                media: job.written.clone(),
+                                                sessions,
+                                                bytes,
+                                                ..TapeBackupReport::default()
+                                            })
+                                        }
+                                    };
+                                    let _ = reply.send(answer);
+                                }
+                            }
+                        }
+                    }
+                    recv(sub_rx) -> s => {
+                        if let Ok(s) = s {
+                            if failure.is_some() {
+                                let _ = s.reply.send(Err("the tape job it joined failed".into()));
+                                continue;
+                            }
+                            subs.push((Vec::new(), None, Some(s.reply)));
+                            running += 1;
+                            let (p, sub) = (producer.clone(), subs.len() - 1);
+                            scope.spawn(move || self.produce(&p, sub, &s.ids, s.now, idle));
+                        }
+                    }
                 }
             }
-            j.save(&members, None)?;
+            drop(tx);
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            report.sessions = std::mem::take(&mut subs[0].0);
+            report.bytes = report.sessions.iter().map(|s| s.bytes).sum();
+            if let Some(e) = subs[0].1.take() {
+                bail!(e);
+            }
+            Ok(())
+        });
+        if let Some(k) = &key {
+            let mut writers = WRITERS.lock().expect("writers lock");
+            if writers.get(k).is_some_and(|t| t.same_channel(&sub_tx)) {
+                writers.remove(k);
+            }
         }
-        Ok(())
+        result
     }
+
+    /// Turn `ids` into sessions, one after another, their blocks sent to
+    /// the owner of the volume.
+    fn produce(&self, p: &Producer, sub: usize, ids: &[SnapshotId], now: i64, progress: &Progress) {
+        for id in ids {
+            let session = p.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+            let written = (|| -> Result<(TapeSessionReport, TapeCopy)> {
+                let mut w = VolumeWriter::append(ChannelOut(p.tx.clone()), 0, p.block_size)?;
+                let r = self.write_session(&mut w, id, session, now as u32, progress)?;
+                w.finish()?;
+                let m = self.ds.read_manifest(id)?;
+                let copy = TapeCopy {
+                    snapshot: id.clone(),
+                    set: String::new(),
+                    pool: p.pool.clone(),
+                    session,
+                    written: now,
+                    parts: Vec::new(),
+                    files: r.files,
+                    bytes: r.bytes,
+                    archives: m.archives.iter().map(|a| (a.name.clone(), a.kind.clone())).collect(),
+                };
+                let report = TapeSessionReport {
+                    snapshot: id.to_string(),
+                    session,
+                    files: r.files,
+                    bytes: r.bytes,
+                    parts: Vec::new(),
+                };
+                Ok((report, copy))
+            })();
+            let msg = match written {
+                Ok((report, copy)) => {
+                    Msg::End { sub, session, report: Box::new(report), copy: Box::new(copy) }
+                }
+                Err(e) => Msg::Failed { sub, session, error: format!("writing {id} to tape: {e:#}") },
+            };
+            let failed = matches!(msg, Msg::Failed { .. });
+            if p.tx.send(msg).is_err() || failed {
+                break;
+            }
+        }
+        let _ = p.tx.send(Msg::Done { sub });
+    }
+}
+
+/// What a producer needs: where blocks go, the set's session counter.
+#[derive(Clone)]
+struct Producer {
+    tx: Sender<Msg>,
+    sessions: Arc<AtomicU32>,
+    pool: String,
+    block_size: usize,
 }
