@@ -546,3 +546,110 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
         }
     }
 }
+
+/// One job spreads its snapshots over two drives at once: each drive
+/// writes its own cartridge of the same media set, every snapshot comes
+/// back whole, and the media catalog rebuilt from the cartridges is the
+/// one the job wrote.
+#[test]
+fn one_job_writes_with_two_drives_at_once() {
+    let store = Store::new();
+    let (a_src, b_src) = (store.path("a"), store.path("b"));
+    testkit::write_random_tree(&a_src, 6, 12 << 20, 61);
+    testkit::write_random_tree(&b_src, 6, 12 << 20, 62);
+    let a = store.backup(&a_src, "host/a", "2026-07-01T00:00:00Z");
+    let b = store.backup(&b_src, "host/b", "2026-07-01T00:00:00Z");
+    let lib = store.path("library");
+    run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "2",
+        "--slots",
+        "4",
+        "--capacity",
+        "1G",
+    ]));
+    pool(&store, "wide", &[]);
+    let r =
+        run_json(tape(&store, &lib).args(["backup", &a, &b, "--pool", "wide", "--drives", "2", "--json"]));
+    let mut drives: Vec<u64> = r["drives"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+    drives.sort();
+    assert_eq!(drives, [0, 1], "{r}");
+    let cartridges: Vec<&str> =
+        r["sessions"].as_array().unwrap().iter().map(|s| s["parts"][0][0].as_str().unwrap()).collect();
+    assert_eq!(cartridges.len(), 2, "{r}");
+    assert_ne!(cartridges[0], cartridges[1], "each drive its own cartridge: {r}");
+    let before = media(&store);
+    let sets = before["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "{before}");
+    assert_eq!(sets[0]["media"].as_array().unwrap().len(), 2, "one set, both cartridges: {before}");
+    for (id, src) in [(&a, &a_src), (&b, &b_src)] {
+        let out = store.path(&format!("out-{}", id.replace('/', "-")));
+        run_ok(tape(&store, &lib).args(["restore", id]).arg(&out));
+        same_files(src, &out, id);
+    }
+    std::fs::remove_file(store.ds.join("catalog.redb")).unwrap();
+    run_ok(tape(&store, &lib).arg("scan"));
+    let after = media(&store);
+    for key in ["pools", "media", "sets", "copies"] {
+        assert_eq!(after[key], before[key], "{key} after the scan:\n{after}\nbefore:\n{before}");
+    }
+}
+
+/// Two drives, three jobs at once: the one with nothing to write finishes
+/// without a drive while both are busy elsewhere; the other two wait for
+/// drives only once they have data, and then write in parallel, one
+/// drive each.
+#[test]
+fn two_drives_serve_three_jobs_just_in_time() {
+    let store = Store::new();
+    let (a_src, b_src) = (store.path("a"), store.path("b"));
+    testkit::write_random_tree(&a_src, 8, 48 << 20, 71);
+    testkit::write_random_tree(&b_src, 8, 48 << 20, 72);
+    let a = store.backup(&a_src, "host/a", "2026-08-01T00:00:00Z");
+    let b = store.backup(&b_src, "host/b", "2026-08-01T00:00:00Z");
+    let lib = store.path("library");
+    run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "2",
+        "--slots",
+        "6",
+        "--capacity",
+        "1G",
+    ]));
+    pool(&store, "one", &[]);
+    pool(&store, "two", &[]);
+    run_ok(tape(&store, &lib).args(["backup", &a, "--pool", "two"]));
+
+    let vlib = tape::Library::open(&lib).unwrap();
+    let held = [vlib.as_virtual().unwrap().drive(0).unwrap(), vlib.as_virtual().unwrap().drive(1).unwrap()];
+    let spawn = |id: &str, pool: &str| {
+        tape(&store, &lib)
+            .args(["backup", id, "--pool", pool, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ja, jb, jc) = (spawn(&a, "one"), spawn(&b, "two"), spawn(&a, "two"));
+    let c = jc.wait_with_output().unwrap();
+    assert!(c.status.success(), "{c:?}");
+    let c: Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(
+        (c["drives"].clone(), c["skipped"].clone()),
+        (serde_json::json!([]), serde_json::json!([a])),
+        "{c}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    drop(held);
+    let out = |child: std::process::Child| -> Value {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (ra, rb) = (out(ja), out(jb));
+    for r in [&ra, &rb] {
+        assert_eq!(r["sessions"].as_array().unwrap().len(), 1, "{r}");
+        assert!(r["drive_wait_secs"].as_f64().unwrap() >= 0.9, "it waited for a drive: {r}");
+    }
+    assert_ne!(ra["drives"], rb["drives"], "one drive each:\n{ra}\n{rb}");
+}

@@ -600,7 +600,7 @@ impl Engine {
                 log(format!("prune: kept {}, removed {removed}", decisions.len() - removed));
                 Ok((TaskState::Ok, None))
             }
-            Maintenance::TapeBackup { library, pool, ids } => {
+            Maintenance::TapeBackup { library, pool, ids, drives } => {
                 let lib = tape::Library::open(library)?;
                 let host =
                     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
@@ -609,6 +609,7 @@ impl Engine {
                     block_size: volfmt::DEFAULT_BLOCK_SIZE,
                     host,
                     program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+                    drives: *drives,
                 };
                 let r = self.tape_backup(&lib, ids, &opts, &Progress::default())?;
                 for (b, why) in &r.rejected {
@@ -796,6 +797,7 @@ pub enum Maintenance {
         library: std::path::PathBuf,
         pool: String,
         ids: Vec<SnapshotId>,
+        drives: usize,
     },
     /// Put a snapshot back into the datastore from tape.
     TapeRestore {

@@ -107,6 +107,9 @@ pub struct BackupRequest {
     pub latest: bool,
     #[serde(default)]
     pub ns: String,
+    /// Drives to write with at once (default 1).
+    #[serde(default)]
+    pub drives: Option<usize>,
 }
 
 /// The snapshots a backup request names.
@@ -145,7 +148,8 @@ async fn start_backup(state: &AppState, caller: &Caller, r: &BackupRequest) -> A
         return Err(AppError::bad_request(format!("there is no media pool {pool}")));
     }
     let ids = chosen(state, r).await?;
-    start(state, caller, Maintenance::TapeBackup { library, pool, ids }).await
+    let drives = r.drives.unwrap_or(1).max(1);
+    start(state, caller, Maintenance::TapeBackup { library, pool, ids, drives }).await
 }
 
 /// `POST /api/v1/tape/backup`: a tape backup task.
@@ -273,6 +277,7 @@ pub async fn backup_form(
         snapshots: Vec::new(),
         latest: f.latest.is_some(),
         ns: String::new(),
+        drives: None,
     };
     match start_backup(&state, &caller, &r).await {
         Ok(started) => to_task(started),

@@ -202,6 +202,10 @@ pub struct BackupArgs {
     /// Block size (64K to 4M).
     #[arg(long, value_name = "SIZE", default_value = "256K", value_parser = model::size::parse_size)]
     block_size: u64,
+    /// Write with up to N drives at once, each on its own cartridge of the
+    /// media set (snapshots go to whichever drive is free).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    drives: usize,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -264,13 +268,14 @@ fn library(a: &TapeArgs) -> Result<tape::Library> {
     tape::Library::open(path).with_context(|| format!("opening the library {}", path.display()))
 }
 
-fn backup_options(pool: &str, block_size: u64) -> Result<TapeBackupOptions> {
+fn backup_options(pool: &str, block_size: u64, drives: usize) -> Result<TapeBackupOptions> {
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
     Ok(TapeBackupOptions {
         pool: pool.to_owned(),
         block_size: usize::try_from(block_size)?,
         host,
         program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+        drives,
     })
 }
 
@@ -291,7 +296,7 @@ pub fn run(g: &Global, a: &TapeArgs) -> Result<ExitCode> {
         TapeCommand::Media(j) => media(g, j.json),
         TapeCommand::Label(l) => {
             let engine = open(g)?;
-            let r = engine.tape_label(&library(a)?, &l.barcode, &backup_options(&l.pool, 256 << 10)?)?;
+            let r = engine.tape_label(&library(a)?, &l.barcode, &backup_options(&l.pool, 256 << 10, 1)?)?;
             if l.json {
                 output::json(&r);
             } else {
@@ -507,7 +512,7 @@ fn backup(g: &Global, a: &TapeArgs, b: &BackupArgs) -> Result<ExitCode> {
     let lib = library(a)?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start("writing to tape", progress.clone());
-    let report = engine.tape_backup(&lib, &ids, &backup_options(&b.pool, b.block_size)?, &progress);
+    let report = engine.tape_backup(&lib, &ids, &backup_options(&b.pool, b.block_size, b.drives)?, &progress);
     bar.done();
     let report = report?;
     if b.json {

@@ -178,7 +178,7 @@ impl Deck {
                 tracing::info!("every drive is in use: waiting for one");
                 said = true;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -14,7 +14,7 @@
 //! cartridge is never written anywhere but at its end of data.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -42,6 +42,9 @@ pub struct TapeBackupOptions {
     /// Recorded in volume labels.
     pub host: String,
     pub program_version: String,
+    /// Drives to write with at once (each its own cartridge of the media
+    /// set; a snapshot goes to the first drive free for it). 1: one drive.
+    pub drives: usize,
 }
 
 /// What a tape backup did.
@@ -77,30 +80,53 @@ pub struct TapeSessionReport {
     pub parts: Vec<(String, u32)>,
 }
 
-/// The state of one job, shared with the writer's volume change.
-struct Job {
-    engine: Engine,
-    deck: SharedDeck,
-    pool: MediaPool,
+/// How a drive stream ended: its result, its sessions, the drives it
+/// used, and its drive's seconds held, busy and waited for.
+type StreamEnd = (Result<()>, TapeBackupReport, Vec<usize>, [f64; 3]);
+
+/// What the drive streams of one job share: the media set and the
+/// catalog's records as the job changes them.
+struct Shared {
     set: MediaSet,
     sets: Vec<MediaSet>,
-    /// Catalog records of the cartridges in the library, as this job
-    /// changes them.
+    /// Catalog records of the cartridges in the library.
     media: BTreeMap<String, Medium>,
     /// Cartridges not to try again in this job.
     exclude: Vec<String>,
     rejected: Vec<(String, String)>,
     written: Vec<String>,
+    /// Copies of expired sets lost to a cartridge written over.
+    drop_copies: Vec<(String, u32)>,
+    drop_sets: Vec<String>,
+    /// Cartridges a stream of this job has mounted (another stream does
+    /// not choose them).
+    busy: BTreeSet<String>,
+    /// Other sets this job changed (closed, or lost a recycled cartridge):
+    /// the only ones besides its own it writes back, so it never writes
+    /// another process's set from a stale copy.
+    changed_sets: BTreeSet<String>,
+    /// Cartridges whose rows this job changed: their rows here are newer
+    /// than the catalog's; every other row is read again before a choice
+    /// (another process may be using the library).
+    touched: BTreeSet<String>,
+}
+
+/// One drive stream of a job: its deck and the sessions on its cartridge.
+struct Job {
+    engine: Engine,
+    deck: SharedDeck,
+    pool: MediaPool,
+    sh: Arc<Mutex<Shared>>,
     /// Sessions with blocks on tape and no end yet: where each piece
     /// of them starts.
     open: BTreeMap<u32, Vec<TapePart>>,
     /// The number the next block written to the cartridge gets; `None`
     /// while no cartridge is ready.
     next_block: Option<u32>,
+    /// The cartridge this stream wrote before the one mounted (the one a
+    /// new cartridge's label says it continues).
+    prev: Option<String>,
     opts: TapeBackupOptions,
-    /// Copies of expired sets lost to a cartridge written over.
-    drop_copies: Vec<(String, u32)>,
-    drop_sets: Vec<String>,
     now: i64,
     /// Only this cartridge may be used (`cairn tape label`).
     only: Option<String>,
@@ -113,53 +139,101 @@ enum Start {
 }
 
 impl Job {
-    fn save(&mut self, media: &[String], copy: Option<&TapeCopy>) -> Result<()> {
-        let media: Vec<Medium> = media.iter().filter_map(|b| self.media.get(b).cloned()).collect();
-        let cat = self.engine.catalog()?;
-        let mut sets = vec![self.set.clone()];
-        for s in &self.sets {
-            if s.id != self.set.id && !self.drop_sets.contains(&s.id) {
-                sets.push(s.clone());
-            }
-        }
-        cat.put_tape(&TapeChange {
-            media: &media,
-            sets: &sets,
-            copies: copy.map(std::slice::from_ref).unwrap_or_default(),
-            drop_copies: &self.drop_copies,
-            drop_sets: &self.drop_sets,
-        })?;
-        self.drop_copies.clear();
-        self.drop_sets.clear();
-        Ok(())
+    fn sh(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.sh.lock().expect("tape job state")
+    }
+
+    fn save(&self, media: &[String], copy: Option<&TapeCopy>) -> Result<()> {
+        save_to(&self.engine, &self.sh, media, copy)
     }
 
     fn reject(&mut self, barcode: &str, why: String, state: Option<MediumState>) -> Result<()> {
         tracing::warn!("cartridge {barcode}: {why}");
-        self.exclude.push(barcode.to_owned());
-        self.rejected.push((barcode.to_owned(), why.clone()));
-        if let Some(state) = state {
-            let m = self.media.entry(barcode.to_owned()).or_insert_with(|| Medium::new(barcode));
-            m.state = state;
-            m.reason = Some(why);
+        {
+            let mut sh = self.sh();
+            sh.exclude.push(barcode.to_owned());
+            sh.rejected.push((barcode.to_owned(), why.clone()));
+            sh.busy.remove(barcode);
+            if let Some(state) = state {
+                let m = sh.media.entry(barcode.to_owned()).or_insert_with(|| Medium::new(barcode));
+                m.state = state;
+                m.reason = Some(why);
+            }
+        }
+        if state.is_some() {
             self.save(&[barcode.to_owned()], None)?;
         }
         self.deck.borrow_mut().unmount()
     }
 
     /// The cartridges in the library, with their catalog records.
-    fn candidates(&mut self) -> Result<Vec<(String, Option<Medium>)>> {
+    fn candidates(&self) -> Result<Vec<(String, Option<Medium>)>> {
         let inv = self.deck.borrow_mut().changer().inventory()?;
+        let sh = self.sh();
         Ok(inv
             .all()
             .filter(|e| e.kind != tape::ElementKind::Transport)
             .filter_map(|e| e.barcode.clone())
             .filter(|b| self.only.as_ref().is_none_or(|o| o == b))
             .map(|b| {
-                let m = self.media.get(&b).cloned();
+                let m = sh.media.get(&b).cloned();
                 (b, m)
             })
             .collect())
+    }
+
+    /// Read again the catalog's rows this job did not change: another
+    /// process (a job on another pool, the CLI) may have labelled or
+    /// recycled cartridges since this job began.
+    fn refresh(&self) -> Result<()> {
+        let cat = self.engine.catalog()?;
+        let (media, sets) = (cat.list_media()?, cat.list_media_sets()?);
+        drop(cat);
+        let mut sh = self.sh();
+        for m in media {
+            if !sh.touched.contains(&m.barcode) {
+                sh.media.insert(m.barcode.clone(), m);
+            }
+        }
+        for s in sets {
+            if s.id != sh.set.id && !sh.changed_sets.contains(&s.id) && !sh.drop_sets.contains(&s.id) {
+                match sh.sets.iter_mut().find(|x| x.id == s.id) {
+                    Some(x) => *x = s,
+                    None => sh.sets.push(s),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Choose the next cartridge (marking it busy for the other streams).
+    fn choose(&self, allow_append: bool) -> Result<NextMedium> {
+        self.refresh()?;
+        let candidates = self.candidates()?;
+        let mut sh = self.sh();
+        let mut exclude = sh.exclude.clone();
+        exclude.extend(sh.busy.iter().cloned());
+        if !allow_append {
+            exclude.extend(sh.set.media.last().cloned());
+        }
+        let choice = next_medium(&self.pool, &sh.set, &sh.sets, &candidates, &exclude, self.now).ok_or_else(|| {
+            if let Some(only) = &self.only {
+                let why = sh.rejected.iter().find(|(b, _)| b == only).map(|(_, w)| w.clone());
+                return anyhow!(
+                    "cartridge {only} cannot be labelled into pool {}: {}",
+                    self.pool.name,
+                    why.unwrap_or_else(|| "it is not in the library, or is a cleaning, error or foreign cartridge, or belongs to a set that is kept".into())
+                );
+            }
+            anyhow!(
+                "no cartridge in the library can be written for pool {}: insert blank ones{}",
+                self.pool.name,
+                if self.pool.worm { " (WORM)" } else { "" }
+            )
+        })?;
+        let (NextMedium::Append(b) | NextMedium::Label(b)) = &choice;
+        sh.busy.insert(b.clone());
+        Ok(choice)
     }
 
     /// Mount the cartridge to write next and get it ready: the set's
@@ -167,30 +241,7 @@ impl Job {
     /// the set. Cartridges that cannot be used are marked and passed over.
     fn ready_next(&mut self, allow_append: bool) -> Result<Start> {
         loop {
-            let candidates = self.candidates()?;
-            let exclude = if allow_append {
-                self.exclude.clone()
-            } else {
-                let mut e = self.exclude.clone();
-                e.extend(self.set.media.last().cloned());
-                e
-            };
-            let choice = next_medium(&self.pool, &self.set, &self.sets, &candidates, &exclude, self.now)
-                .ok_or_else(|| {
-                    if let Some(only) = &self.only {
-                        let why = self.rejected.iter().find(|(b, _)| b == only).map(|(_, w)| w.clone());
-                        return anyhow!(
-                            "cartridge {only} cannot be labelled into pool {}: {}",
-                            self.pool.name,
-                            why.unwrap_or_else(|| "it is not in the library, or is a cleaning, error or foreign cartridge, or belongs to a set that is kept".into())
-                        );
-                    }
-                    anyhow!(
-                        "no cartridge in the library can be written for pool {}: insert blank ones{}",
-                        self.pool.name,
-                        if self.pool.worm { " (WORM)" } else { "" }
-                    )
-                })?;
+            let choice = self.choose(allow_append)?;
             let barcode = match &choice {
                 NextMedium::Append(b) | NextMedium::Label(b) => b.clone(),
             };
@@ -216,12 +267,13 @@ impl Job {
                 continue;
             }
             let found = self.deck.borrow_mut().read_label()?;
+            let set_id = self.sh().set.id.clone();
             match choice {
                 NextMedium::Append(_) => match found {
-                    Found::Label(v, Some(m)) if v.volume_name == barcode && m.set == self.set.id => {
+                    Found::Label(v, Some(m)) if v.volume_name == barcode && m.set == set_id => {
                         let last = self.deck.borrow_mut().last_block_number()?;
                         let files = self.deck.borrow_mut().with_drive(|d| d.status())?.file_number;
-                        let known = self.media.get(&barcode).map_or(0, |m| m.files);
+                        let known = self.sh().media.get(&barcode).map_or(0, |m| m.files);
                         let mut deck = self.deck.borrow_mut();
                         deck.files = files.map_or(known, |f| f as u32);
                         deck.bytes = 0;
@@ -229,8 +281,8 @@ impl Job {
                     }
                     Found::Label(v, _) => {
                         let why = format!(
-                            "its label says {:?}, not the cartridge of set {} the catalog expects",
-                            v.volume_name, self.set.id
+                            "its label says {:?}, not the cartridge of set {set_id} the catalog expects",
+                            v.volume_name
                         );
                         self.reject(&barcode, why, Some(MediumState::Error))?;
                     }
@@ -250,11 +302,15 @@ impl Job {
                     }
                 },
                 NextMedium::Label(_) => {
-                    let mut m = self.media.get(&barcode).cloned().unwrap_or_else(|| Medium::new(&barcode));
-                    if m.worm != status.worm {
-                        m.worm = status.worm;
-                        self.media.insert(barcode.clone(), m.clone());
-                    }
+                    let m = {
+                        let mut sh = self.sh();
+                        let mut m = sh.media.get(&barcode).cloned().unwrap_or_else(|| Medium::new(&barcode));
+                        if m.worm != status.worm {
+                            m.worm = status.worm;
+                            sh.media.insert(barcode.clone(), m.clone());
+                        }
+                        m
+                    };
                     if status.worm != self.pool.worm {
                         let why = if status.worm {
                             "it is a WORM cartridge and the pool is not WORM"
@@ -270,7 +326,19 @@ impl Job {
                         Found::Blank => {}
                         Found::Label(_, Some(ml))
                             if recycling && m.set.as_deref() == Some(&ml.set) && !status.worm => {}
-                        Found::Label(v, _) => {
+                        Found::Label(v, ml) => {
+                            // Another process may have labelled it since
+                            // this job read the catalog: ask again.
+                            self.refresh()?;
+                            let known = ml.as_ref().is_some_and(|ml| {
+                                self.sh().media.get(&barcode).and_then(|m| m.set.as_ref()) == Some(&ml.set)
+                            });
+                            if known {
+                                self.sh().exclude.push(barcode.clone());
+                                self.sh().busy.remove(&barcode);
+                                self.deck.borrow_mut().unmount()?;
+                                continue;
+                            }
                             let why = format!(
                                 "it holds volume {:?} (pool {:?}) that this catalog does not know: scan it to import it",
                                 v.volume_name, v.pool_name
@@ -296,19 +364,19 @@ impl Job {
     /// The cartridge `m` leaves its old (expired) set: that set's copies
     /// with a piece on it are gone, and the set when it has no cartridge
     /// left.
-    fn forget_old_set(&mut self, m: &Medium) {
+    fn forget_old_set(&self, m: &Medium) {
         let Some(old) = m.set.clone() else { return };
-        let Ok(cat) = self.engine.catalog() else { return };
-        if let Ok(copies) = cat.list_tape_copies() {
-            for c in copies.iter().filter(|c| c.set == old && c.parts.iter().any(|p| p.barcode == m.barcode))
-            {
-                self.drop_copies.push((c.set.clone(), c.session));
-            }
+        let copies = self.engine.catalog().and_then(|c| Ok(c.list_tape_copies()?)).unwrap_or_default();
+        let mut sh = self.sh();
+        for c in copies.iter().filter(|c| c.set == old && c.parts.iter().any(|p| p.barcode == m.barcode)) {
+            sh.drop_copies.push((c.set.clone(), c.session));
         }
-        if let Some(s) = self.sets.iter_mut().find(|s| s.id == old) {
+        if let Some(s) = sh.sets.iter_mut().find(|s| s.id == old) {
             s.media.retain(|b| *b != m.barcode);
-            if s.media.is_empty() {
-                self.drop_sets.push(old);
+            let empty = s.media.is_empty();
+            sh.changed_sets.insert(old.clone());
+            if empty {
+                sh.drop_sets.push(old);
             }
         }
     }
@@ -317,17 +385,21 @@ impl Job {
     /// first block).
     fn label(&mut self, mut m: Medium) -> Start {
         let barcode = m.barcode.clone();
-        let prev = self.set.media.last().cloned().unwrap_or_default();
-        self.set.media.push(barcode.clone());
-        m.state = MediumState::Writable;
-        m.set = Some(self.set.id.clone());
-        m.seq = self.set.media.len() as u32;
-        m.labelled = Some(self.now);
-        m.written = Some(self.now);
-        m.bytes = 0;
-        m.files = 1;
-        m.reason = None;
-        self.media.insert(barcode.clone(), m.clone());
+        let (prev, set_id, set_created) = {
+            let mut sh = self.sh();
+            let prev = self.prev.clone().or_else(|| sh.set.media.last().cloned()).unwrap_or_default();
+            sh.set.media.push(barcode.clone());
+            m.state = MediumState::Writable;
+            m.set = Some(sh.set.id.clone());
+            m.seq = sh.set.media.len() as u32;
+            m.labelled = Some(self.now);
+            m.written = Some(self.now);
+            m.bytes = 0;
+            m.files = 1;
+            m.reason = None;
+            sh.media.insert(barcode.clone(), m.clone());
+            (prev, sh.set.id.clone(), sh.set.created)
+        };
         {
             let mut deck = self.deck.borrow_mut();
             deck.label_next = true;
@@ -355,9 +427,9 @@ impl Job {
             allocation: self.pool.allocation.as_str().into(),
             retention: self.pool.retention,
             worm: self.pool.worm,
-            set: self.set.id.clone(),
+            set: set_id,
             seq: m.seq,
-            set_created: self.set.created,
+            set_created,
         };
         Start::Fresh(Box::new(label), media)
     }
@@ -368,14 +440,17 @@ impl Job {
         let b = deck.loaded()?.to_owned();
         let (files, bytes) = (deck.files, deck.bytes);
         drop(deck);
-        let m = self.media.get_mut(&b)?;
-        m.files = files;
-        m.bytes += bytes;
-        m.written = Some(self.now);
-        self.deck.borrow_mut().bytes = 0;
-        if !self.written.contains(&b) {
-            self.written.push(b.clone());
+        {
+            let mut sh = self.sh();
+            let m = sh.media.get_mut(&b)?;
+            m.files = files;
+            m.bytes += bytes;
+            m.written = Some(self.now);
+            if !sh.written.contains(&b) {
+                sh.written.push(b.clone());
+            }
         }
+        self.deck.borrow_mut().bytes = 0;
         Some(b)
     }
 
@@ -409,10 +484,15 @@ impl Job {
         self.deck.borrow_mut().with_drive(|d| d.write_filemarks(1))?;
         self.deck.borrow_mut().files += 1;
         if let Some(b) = self.note_written() {
-            if let Some(m) = self.media.get_mut(&b) {
-                m.state = MediumState::Full;
+            {
+                let mut sh = self.sh();
+                if let Some(m) = sh.media.get_mut(&b) {
+                    m.state = MediumState::Full;
+                }
+                sh.busy.remove(&b);
             }
-            self.save(&[b], None)?;
+            self.save(std::slice::from_ref(&b), None)?;
+            self.prev = Some(b);
         }
         self.deck.borrow_mut().unmount()?;
         self.next_block = None;
@@ -466,13 +546,44 @@ impl Job {
             self.deck.borrow_mut().with_drive(|d| d.write_filemarks(marks))?;
             self.deck.borrow_mut().files += marks;
         }
-        self.set.sessions = self.set.sessions.max(session);
+        let set_id = {
+            let mut sh = self.sh();
+            sh.set.sessions = sh.set.sessions.max(session);
+            sh.set.id.clone()
+        };
         let touched: Vec<String> = parts.iter().map(|p| p.barcode.clone()).collect();
         self.note_written();
-        let copy = copy.map(|c| TapeCopy { parts, written: self.now, set: self.set.id.clone(), ..c });
+        let copy = copy.map(|c| TapeCopy { parts, written: self.now, set: set_id, ..c });
         self.save(&touched, copy.as_ref())?;
         Ok(copy)
     }
+}
+
+/// Write the job's records of `media`, its sets, and `copy` to the
+/// catalog in one transaction.
+fn save_to(engine: &Engine, state: &Mutex<Shared>, media: &[String], copy: Option<&TapeCopy>) -> Result<()> {
+    let mut sh = state.lock().expect("tape job state");
+    let media: Vec<Medium> = media.iter().filter_map(|b| sh.media.get(b).cloned()).collect();
+    for m in &media {
+        sh.touched.insert(m.barcode.clone());
+    }
+    let mut sets = vec![sh.set.clone()];
+    for s in &sh.sets {
+        if s.id != sh.set.id && !sh.drop_sets.contains(&s.id) && sh.changed_sets.contains(&s.id) {
+            sets.push(s.clone());
+        }
+    }
+    // (Under the lock: the streams' writes reach the catalog in order.)
+    engine.catalog()?.put_tape(&TapeChange {
+        media: &media,
+        sets: &sets,
+        copies: copy.map(std::slice::from_ref).unwrap_or_default(),
+        drop_copies: &sh.drop_copies,
+        drop_sets: &sh.drop_sets,
+    })?;
+    sh.drop_copies.clear();
+    sh.drop_sets.clear();
+    Ok(())
 }
 
 /// What the producers of sessions tell the owner of the mounted volume.
@@ -626,11 +737,13 @@ impl Engine {
             .max_by_key(|s| s.created)
             .cloned();
         let label_only = only.is_some();
+        let mut closed = BTreeSet::new();
         let set = match (pool.allocation, open) {
             (Allocation::Continue, Some(s)) if !label_only => s,
             _ => {
                 for s in sets.iter_mut().filter(|s| s.pool == pool.name && s.closed.is_none()) {
                     s.closed = Some(now);
+                    closed.insert(s.id.clone());
                 }
                 MediaSet {
                     id: uuid::Uuid::new_v4().to_string(),
@@ -642,56 +755,120 @@ impl Engine {
                 }
             }
         };
-        let deck: SharedDeck = Rc::new(RefCell::new(Deck::new(lib)?));
-        let mut job = Job {
-            engine: self.clone(),
-            deck: deck.clone(),
-            pool: pool.clone(),
+        let sh = Arc::new(Mutex::new(Shared {
             set,
             sets,
             media,
             exclude: Vec::new(),
             rejected: Vec::new(),
             written: Vec::new(),
-            open: BTreeMap::new(),
-            next_block: None,
-            opts: opts.clone(),
             drop_copies: Vec::new(),
             drop_sets: Vec::new(),
-            now,
-            only,
-        };
-        let result = if label_only {
-            job.ready_next(true).and_then(|start| match start {
-                Start::Fresh(..) => job.begin(start),
-                Start::Append(_) => bail!("the cartridge is labelled already"),
-            })
-        } else {
-            let key = (pool.allocation == Allocation::Continue).then(|| writer_key(lib, &pool.name));
-            self.own_volume(&mut job, todo, key, progress, &mut report)
-        };
-        let release = deck.borrow_mut().release();
-        if result.is_ok() && job.pool.allocation == Allocation::NewSet && !label_only {
-            job.set.closed = Some(job.now);
-            let members = job.set.media.clone();
-            for b in &members {
-                if let Some(m) = job.media.get_mut(b) {
-                    m.state = MediumState::Full;
-                }
+            busy: BTreeSet::new(),
+            changed_sets: closed,
+            touched: BTreeSet::new(),
+        }));
+        let streams =
+            if label_only { 1 } else { opts.drives.clamp(1, lib.drives().max(1)).min(todo.len().max(1)) };
+        let queue = Mutex::new(todo.iter().cloned().collect::<VecDeque<_>>());
+        let sessions = Arc::new(AtomicU32::new(sh.lock().expect("tape job state").set.sessions));
+        // One stream per drive asked for, each in its own thread with its
+        // own drive and cartridge, taking snapshots from one queue.
+        let results: Vec<StreamEnd> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..streams)
+                .map(|k| {
+                    let (sh, only, queue, sessions) = (sh.clone(), only.clone(), &queue, sessions.clone());
+                    scope.spawn(move || {
+                        let mut r = TapeBackupReport::default();
+                        let deck: SharedDeck = match Deck::new(lib) {
+                            Ok(d) => Rc::new(RefCell::new(d)),
+                            Err(e) => return (Err(e), r, Vec::new(), [0.0; 3]),
+                        };
+                        let mut job = Job {
+                            engine: self.clone(),
+                            deck: deck.clone(),
+                            pool: pool.clone(),
+                            sh,
+                            open: BTreeMap::new(),
+                            next_block: None,
+                            prev: None,
+                            opts: opts.clone(),
+                            now,
+                            only,
+                        };
+                        let result = if label_only {
+                            job.ready_next(true).and_then(|start| match start {
+                                Start::Fresh(..) => job.begin(start),
+                                Start::Append(_) => bail!("the cartridge is labelled already"),
+                            })
+                        } else {
+                            // The first stream takes other jobs for the pool.
+                            let key = (k == 0 && pool.allocation == Allocation::Continue)
+                                .then(|| writer_key(lib, &pool.name));
+                            self.own_volume(&mut job, queue, sessions, key, progress, &mut r)
+                        };
+                        let release = deck.borrow_mut().release();
+                        let d = deck.borrow();
+                        let times = [d.held.as_secs_f64(), d.busy.as_secs_f64(), d.waited.as_secs_f64()];
+                        (result.and(release), r, d.used_drives.clone(), times)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a tape stream panicked")).collect()
+        });
+        let mut first_error = None;
+        for (result, r, drives, times) in results {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
             }
-            job.save(&members, None)?;
+            report.sessions.extend(r.sessions);
+            report.bytes += r.bytes;
+            report.drives.extend(drives);
+            report.drive_held_secs += times[0];
+            report.drive_busy_secs += times[1];
+            report.drive_wait_secs += times[2];
         }
-        report.set = Some(job.set.id.clone());
-        report.media = job.written.clone();
-        report.rejected = job.rejected.clone();
-        let d = deck.borrow();
-        report.drives = d.used_drives.clone();
-        report.drive_held_secs = d.held.as_secs_f64();
-        report.drive_busy_secs = d.busy.as_secs_f64();
-        report.drive_wait_secs = d.waited.as_secs_f64();
-        result?;
-        release?;
-        Ok(report)
+        report.sessions.sort_by_key(|s| s.session);
+        if streams > 1 && pool.allocation == Allocation::Continue {
+            // Only the set's last cartridge is ever appended to: the other
+            // streams' cartridges are done (as a scan finds them).
+            let members = {
+                let mut state = sh.lock().expect("tape job state");
+                let members = state.set.media.clone();
+                for b in members.iter().rev().skip(1) {
+                    if let Some(m) = state.media.get_mut(b)
+                        && m.state == MediumState::Writable
+                    {
+                        m.state = MediumState::Full;
+                    }
+                }
+                members
+            };
+            save_to(self, &sh, &members, None)?;
+        }
+        if first_error.is_none() && pool.allocation == Allocation::NewSet && !label_only {
+            let members = {
+                let mut state = sh.lock().expect("tape job state");
+                state.set.closed = Some(now);
+                let members = state.set.media.clone();
+                for b in &members {
+                    if let Some(m) = state.media.get_mut(b) {
+                        m.state = MediumState::Full;
+                    }
+                }
+                members
+            };
+            save_to(self, &sh, &members, None)?;
+        }
+        let state = sh.lock().expect("tape job state");
+        report.set = Some(state.set.id.clone());
+        report.media = state.written.clone();
+        report.rejected = state.rejected.clone();
+        drop(state);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Write `todo` as the owner of the mounted volume: producers turn
@@ -702,7 +879,8 @@ impl Engine {
     fn own_volume(
         &self,
         job: &mut Job,
-        todo: &[SnapshotId],
+        todo: &Mutex<VecDeque<SnapshotId>>,
+        sessions: Arc<AtomicU32>,
         key: Option<String>,
         progress: &Progress,
         report: &mut TapeBackupReport,
@@ -713,7 +891,6 @@ impl Engine {
             WRITERS.lock().expect("writers lock").insert(k.clone(), sub_tx.clone());
         }
         let idle = &Progress::default();
-        let sessions = Arc::new(AtomicU32::new(job.set.sessions));
         let (block_size, pool) = (job.opts.block_size, job.pool.name.clone());
         let result = std::thread::scope(|scope| -> Result<()> {
             let producer =
@@ -721,8 +898,8 @@ impl Engine {
             let mut running = 1usize;
             {
                 let p = producer.clone();
-                let (ids, now) = (todo.to_vec(), job.now);
-                scope.spawn(move || self.produce(&p, 0, &ids, now, progress));
+                let now = job.now;
+                scope.spawn(move || self.produce(&p, 0, todo, now, progress));
             }
             // Per producer: its sessions written, its first error, where
             // its report goes (none for this job's own).
@@ -748,7 +925,10 @@ impl Engine {
                             subs.push((Vec::new(), None, Some(s.reply)));
                             running += 1;
                             let (p, sub) = (producer.clone(), subs.len() - 1);
-                            scope.spawn(move || self.produce(&p, sub, &s.ids, s.now, idle));
+                            scope.spawn(move || {
+                                let queue = Mutex::new(s.ids.into_iter().collect());
+                                self.produce(&p, sub, &queue, s.now, idle)
+                            });
                             continue;
                         }
                         None => break,
@@ -795,10 +975,11 @@ impl Engine {
                                         (None, Some(e)) => Err(e),
                                         (None, None) => {
                                             let bytes = sessions.iter().map(|s| s.bytes).sum();
+                                            let sh = job.sh();
                                             Ok(TapeBackupReport {
                                                 pool: job.pool.name.clone(),
-                                                set: Some(job.set.id.clone()),
-                                                media: job.written.clone(),
+                                                set: Some(sh.set.id.clone()),
+                                                media: sh.written.clone(),
                                                 sessions,
                                                 bytes,
                                                 ..TapeBackupReport::default()
@@ -819,7 +1000,10 @@ impl Engine {
                             subs.push((Vec::new(), None, Some(s.reply)));
                             running += 1;
                             let (p, sub) = (producer.clone(), subs.len() - 1);
-                            scope.spawn(move || self.produce(&p, sub, &s.ids, s.now, idle));
+                            scope.spawn(move || {
+                                let queue = Mutex::new(s.ids.into_iter().collect());
+                                self.produce(&p, sub, &queue, s.now, idle)
+                            });
                         }
                     }
                 }
@@ -846,8 +1030,17 @@ impl Engine {
 
     /// Turn `ids` into sessions, one after another, their blocks sent to
     /// the owner of the volume.
-    fn produce(&self, p: &Producer, sub: usize, ids: &[SnapshotId], now: i64, progress: &Progress) {
-        for id in ids {
+    fn produce(
+        &self,
+        p: &Producer,
+        sub: usize,
+        ids: &Mutex<VecDeque<SnapshotId>>,
+        now: i64,
+        progress: &Progress,
+    ) {
+        loop {
+            let Some(id) = ids.lock().expect("snapshot queue").pop_front() else { break };
+            let id = &id;
             let session = p.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let written = (|| -> Result<(TapeSessionReport, TapeCopy)> {
                 let mut w = VolumeWriter::append(ChannelOut(p.tx.clone()), 0, p.block_size)?;
