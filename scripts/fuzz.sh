@@ -37,6 +37,10 @@ seed() {
     meta_stream) ;; # the stream is inside chunks; the target builds its own seeds
     manifest) find tests/data -name '*.json' -type f -exec cp -n {} "$dir/" \; ;;
     volume) cp -n tests/data/golden-volume-v1/Vol1 "$dir/" ;;
+    scsi) # the recorded answers, their comments dropped
+      for f in appliance/tape/tests/fixtures/*.hex; do
+        sed 's/#.*//' "$f" | xxd -r -p >"$dir/$(basename "$f" .hex)"
+      done ;;
   esac
 }
 
