@@ -18,7 +18,21 @@ use super::common::{Global, NsArg, open};
 use crate::output;
 use crate::progress::Bar;
 
+const TAPE_AFTER: &str = "\
+EXAMPLES:
+    cairn tape library create /var/lib/cairn/library --drives 2 --slots 16 --capacity 256M
+    export CAIRN_TAPE_LIBRARY=/var/lib/cairn/library
+    cairn tape pool add weekly --allocation continue --retention 8w
+    cairn tape backup --group host/web01 --pool weekly
+    cairn tape inventory
+    cairn tape restore host/web01/2026-11-22T03:00:00Z /tmp/from-tape
+    cairn tape scan
+
+A real library is a library.toml: kind = \"scsi\", changer = \"/dev/sg3\",
+drives = [\"/dev/nst0\", \"/dev/nst1\"] (drives in the changer's order).";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = TAPE_AFTER)]
 pub struct TapeArgs {
     /// The library: a virtual library's directory, or a `library.toml`
     /// describing a real one (changer and drives).
@@ -102,12 +116,16 @@ pub struct CreateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InsertArgs {
+    /// The virtual library's directory.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
+    /// The new cartridge's barcode (letters and digits).
     #[arg(value_name = "BARCODE")]
     barcode: String,
+    /// Bytes it holds.
     #[arg(long, default_value = "256M", value_name = "SIZE", value_parser = model::size::parse_size)]
     capacity: u64,
+    /// A write-once cartridge.
     #[arg(long)]
     worm: bool,
 }
@@ -124,6 +142,7 @@ pub enum PoolCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct PoolAddArgs {
+    /// The pool's name: letters, digits, '-' and '_'.
     #[arg(value_name = "NAME")]
     name: String,
     /// `continue`: jobs append to the pool's media set while it lasts;
@@ -141,6 +160,7 @@ pub struct PoolAddArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PoolNameArg {
+    /// The pool's name.
     #[arg(value_name = "NAME")]
     name: String,
 }
@@ -154,16 +174,20 @@ pub struct JsonArg {
 
 #[derive(Debug, clap::Args)]
 pub struct LabelArgs {
+    /// The cartridge (it must be blank).
     #[arg(value_name = "BARCODE")]
     barcode: String,
+    /// The pool whose new media set it starts.
     #[arg(long, value_name = "POOL")]
     pool: String,
+    /// Print a JSON summary.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
+    /// The cartridge.
     #[arg(value_name = "BARCODE")]
     barcode: String,
     /// The drive (from 0).
@@ -180,6 +204,7 @@ pub struct DriveArg {
 
 #[derive(Debug, clap::Args)]
 pub struct BarcodeArg {
+    /// The cartridge.
     #[arg(value_name = "BARCODE")]
     barcode: String,
 }
@@ -197,6 +222,7 @@ pub struct BackupArgs {
     /// With --group: only each group's newest snapshot.
     #[arg(long)]
     latest: bool,
+    /// The media pool to write to (`cairn tape pool add`).
     #[arg(long, value_name = "POOL")]
     pool: String,
     /// Block size (64K to 4M).
@@ -230,6 +256,7 @@ pub struct RestoreArgs {
     /// Replace existing files in TARGET.
     #[arg(long)]
     overwrite: bool,
+    /// Print a JSON summary.
     #[arg(long)]
     json: bool,
 }
@@ -239,6 +266,7 @@ pub struct ScanArgs {
     /// Only these cartridges (default: every one but cleaning cartridges).
     #[arg(value_name = "BARCODE")]
     barcodes: Vec<String>,
+    /// Print a JSON summary.
     #[arg(long)]
     json: bool,
 }
