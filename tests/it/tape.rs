@@ -653,3 +653,72 @@ fn two_drives_serve_three_jobs_just_in_time() {
     }
     assert_ne!(ra["drives"], rb["drives"], "one drive each:\n{ra}\n{rb}");
 }
+
+/// A tape job killed in the middle of a session leaves blocks after the
+/// cartridge's last filemark and no copy in the catalog: nothing of it is
+/// listed as on tape, the next job ends the cut file with a filemark and
+/// writes its session in a file of its own, and both restore and scan
+/// pass over the cut session.
+#[test]
+fn a_session_cut_short_on_tape_is_never_listed_and_the_next_job_goes_on() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 400 << 10, 81);
+    let a = store.backup(&src, "host/cut", "2026-09-01T00:00:00Z");
+    std::fs::write(src.join("more"), vec![9u8; 100 << 10]).unwrap();
+    let b = store.backup(&src, "host/cut", "2026-09-02T00:00:00Z");
+    let lib = library(&store, &[]);
+    pool(&store, "p", &[]);
+    run_ok(tape(&store, &lib).args(["backup", &a, "--pool", "p"]));
+
+    // What a job killed mid-session leaves: the start of a session (here,
+    // a copy of the first session's first blocks) after the last filemark,
+    // and no row in the catalog.
+    let data_path = lib.join("cartridges/CRN001L9");
+    let index_path = lib.join("cartridges/CRN001L9.index");
+    let data = std::fs::read(&data_path).unwrap();
+    let index = std::fs::read(&index_path).unwrap();
+    let objects: Vec<u32> = index.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    // Objects: label, filemark, the session's blocks, filemark.
+    assert_eq!((objects[1], *objects.last().unwrap()), (0, 0), "{objects:?}");
+    let first: usize = objects[0] as usize;
+    // The session's first block only: its end label is in a later one.
+    assert!(objects.len() > 4, "the first session takes more than one block: {objects:?}");
+    let cut: Vec<u32> = objects[2..3].to_vec();
+    // The cut session is session 2, of a later job (another session time).
+    let mut grown = data.clone();
+    let mut at = first;
+    for n in &cut {
+        let mut block = data[at..at + *n as usize].to_vec();
+        let number = u32::from_be_bytes(block[8..12].try_into().unwrap());
+        let time = u32::from_be_bytes(block[20..24].try_into().unwrap());
+        volfmt::block::seal(&mut block, number, 2, time + 60);
+        grown.extend_from_slice(&block);
+        at += *n as usize;
+    }
+    let mut grown_index = index.clone();
+    for n in &cut {
+        grown_index.extend(n.to_le_bytes());
+    }
+    std::fs::write(&data_path, &grown).unwrap();
+    std::fs::write(&index_path, &grown_index).unwrap();
+    assert_eq!(media(&store)["copies"].as_array().unwrap().len(), 1);
+
+    let r = run(tape(&store, &lib).args(["backup", &b, "--pool", "p", "--json"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("cut short"), "{r:?}");
+    let report: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(
+        report["sessions"][0]["parts"][0],
+        serde_json::json!(["CRN001L9", 3]),
+        "file 2 holds the cut session: {report}"
+    );
+    let out = store.path("out");
+    run_ok(tape(&store, &lib).args(["restore", &b]).arg(&out));
+    same_files(&src, &out, "the session after the cut one");
+    let before = media(&store);
+    std::fs::remove_file(store.ds.join("catalog.redb")).unwrap();
+    run_ok(tape(&store, &lib).arg("scan"));
+    let after = media(&store);
+    assert_eq!(after["copies"], before["copies"], "the cut session is not taken for a copy");
+}

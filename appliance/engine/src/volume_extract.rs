@@ -314,9 +314,9 @@ pub fn extract_volumes(paths: &[PathBuf], target: &Path, opts: &ExtractOptions) 
 pub(crate) enum Pick {
     /// The n-th (from 1) in the order the set holds their starts.
     Nth(usize),
-    /// The one with this session id (VolSessionId): on a tape where jobs
-    /// wrote at once, its blocks come between other sessions'.
-    Id(u32),
+    /// The one with this VolSessionId and VolSessionTime: on a tape where
+    /// jobs wrote at once, its blocks come between other sessions'.
+    Id(u32, u32),
 }
 
 /// Restore session `wanted` (counted from 1 in the order `set` holds
@@ -357,31 +357,35 @@ pub(crate) fn extract_session(
     std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
     let mut seen = 0usize;
     let mut inside = false;
-    // The session being restored, once its start is seen, and whether its
-    // end was.
-    let mut current: Option<u32> = None;
+    // The session being restored (id and time), once its start is seen,
+    // and whether its end was.
+    let mut current: Option<(u32, u32)> = None;
     let mut ended = false;
     'volumes: {
         loop {
             let Some(event) = set.next_event()? else { break };
             let path = set.name().to_owned();
             match event {
-                Ok(Event::SessionStart { session_id, .. }) if current.is_none() => {
+                Ok(Event::SessionStart { session_id, session_time, .. }) if current.is_none() => {
                     seen += 1;
                     inside = match wanted {
                         Pick::Nth(n) => seen == n,
-                        Pick::Id(id) => session_id == id,
+                        Pick::Id(id, time) => (session_id, session_time) == (id, time),
                     };
                     if inside {
-                        current = Some(session_id);
+                        current = Some((session_id, session_time));
                     }
                 }
-                Ok(Event::SessionEnd { session_id, .. }) if inside && current == Some(session_id) => {
+                Ok(Event::SessionEnd { session_id, session_time, .. })
+                    if inside && current == Some((session_id, session_time)) =>
+                {
                     x.finish_current()?;
                     ended = true;
                     break 'volumes;
                 }
-                Ok(Event::Record { record, session_id, .. }) if inside && current == Some(session_id) => {
+                Ok(Event::Record { record, session_id, session_time, .. })
+                    if inside && current == Some((session_id, session_time)) =>
+                {
                     if let Err(e) = x.record(record) {
                         let name = x.current.take().map(|c| c.name).unwrap_or_default();
                         x.fail(&name, format!("{e:#}"));

@@ -28,6 +28,8 @@ pub enum Event {
     /// A record of a session (a file's attributes, data, or Cairn's own).
     Record {
         session_id: u32,
+        /// The session's VolSessionTime: with the id, what names it.
+        session_time: u32,
         block: u64,
         record: Record,
     },
@@ -240,7 +242,12 @@ impl<R: Read> VolumeReader<R> {
                     // label in block 0), whole in its block: like a label,
                     // it belongs to no record in progress.
                     let record = Record { file_index: r.file_index, stream: r.stream, data: bytes.to_vec() };
-                    self.events.push_back(Event::Record { session_id: 0, block: at, record });
+                    self.events.push_back(Event::Record {
+                        session_id: 0,
+                        session_time: 0,
+                        block: at,
+                        record,
+                    });
                     continue;
                 } else {
                     self.lost.remove(&session);
@@ -289,6 +296,7 @@ fn event(p: Pending, at: u64) -> Result<Event> {
         0 => return Err(VolError::BadRecord { block: at, reason: "a record with file index 0".into() }),
         fi => Event::Record {
             session_id,
+            session_time,
             block: p.first_block,
             record: Record { file_index: fi, stream: p.stream, data: p.data },
         },

@@ -253,6 +253,32 @@ impl Deck {
         Ok(Found::Label(Box::new(label), media))
     }
 
+    /// End with a filemark what a job that died left after the last
+    /// filemark (blocks of sessions cut short, kill -9 or power loss), so
+    /// the next session starts a file of its own. Returns the highest
+    /// session id among those blocks (the next session must take a higher
+    /// one), or `None` when nothing was cut.
+    pub fn close_cut_file(&mut self) -> Result<Option<u32>> {
+        let mut buf = vec![0u8; volfmt::MAX_BLOCK_SIZE];
+        self.with_drive(|d| {
+            d.seek_end_of_data()?;
+            d.space_filemarks(-1)?;
+            let mark = d.read_block(&mut buf)?;
+            let mut highest = None;
+            if mark == ReadOutcome::Filemark {
+                while let ReadOutcome::Block(n) = d.read_block(&mut buf)? {
+                    let id = buf.get(16..20.min(n)).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+                    highest = highest.max(Some(id.unwrap_or(0)));
+                }
+            }
+            d.seek_end_of_data()?;
+            if highest.is_some() {
+                d.write_filemarks(1)?;
+            }
+            Ok(highest)
+        })
+    }
+
     /// Block number of the last block before the end of data (the next
     /// one written gets this plus one), leaving the head at the end.
     pub fn last_block_number(&mut self) -> Result<u32> {

@@ -128,7 +128,14 @@ impl Engine {
         let snapshot = copy.snapshot.to_string();
         let mut state = None;
         let result: Result<ExtractReport> = match target {
-            Some(t) => extract_session(source(), Pick::Id(copy.session), &snapshot, &copy.archives, t, opts),
+            Some(t) => extract_session(
+                source(),
+                Pick::Id(copy.session, copy.written as u32),
+                &snapshot,
+                &copy.archives,
+                t,
+                opts,
+            ),
             None => {
                 let mut report = None;
                 let done = self.put_back(
@@ -142,7 +149,7 @@ impl Engine {
                         };
                         let r = extract_session(
                             source(),
-                            Pick::Id(copy.session),
+                            Pick::Id(copy.session, copy.written as u32),
                             &snapshot,
                             &copy.archives,
                             work,
@@ -208,7 +215,7 @@ impl Engine {
         let mut pools: BTreeMap<String, (i64, MediaPool)> = BTreeMap::new();
         // set id → (pool, created, seq → barcode, prev names)
         let mut sets: BTreeMap<String, (String, i64, BTreeMap<u32, String>)> = BTreeMap::new();
-        let mut sessions: BTreeMap<(String, u32), SessionSeen> = BTreeMap::new();
+        let mut sessions: BTreeMap<(String, u32, u32), SessionSeen> = BTreeMap::new();
         let mut prev_of: BTreeMap<String, String> = BTreeMap::new();
         // First the labels: which cartridges hold which set, in what order.
         let mut labelled_media: Vec<(Medium, MediaLabel)> = Vec::new();
@@ -316,14 +323,14 @@ impl Engine {
                     };
                     match e {
                         Event::SessionStart { session_id, session_time, .. } => {
-                            let s = sessions.entry((ml.set.clone(), session_id)).or_default();
+                            let s = sessions.entry((ml.set.clone(), session_id, session_time)).or_default();
                             s.written = i64::from(session_time);
                             s.parts.push(TapePart { barcode: b.clone(), file });
                             found_sessions += 1;
                             m.written = m.written.max(Some(i64::from(session_time)));
                         }
-                        Event::Record { session_id, record, .. } if session_id != 0 => {
-                            let s = sessions.entry((ml.set.clone(), session_id)).or_default();
+                        Event::Record { session_id, session_time, record, .. } if session_id != 0 => {
+                            let s = sessions.entry((ml.set.clone(), session_id, session_time)).or_default();
                             if !s.parts.iter().any(|p| p.barcode == b) {
                                 // A session going on from the cartridge before.
                                 s.parts.push(TapePart { barcode: b.clone(), file });
@@ -351,7 +358,7 @@ impl Engine {
                             }
                         }
                         Event::SessionEnd { session_id, session_time, label } => {
-                            let s = sessions.entry((ml.set.clone(), session_id)).or_default();
+                            let s = sessions.entry((ml.set.clone(), session_id, session_time)).or_default();
                             if let Some(end) = label.end {
                                 s.end = Some((u64::from(end.job_files), end.job_bytes));
                             }
@@ -388,8 +395,8 @@ impl Engine {
                 }
             }
             let copies_here: Vec<&SessionSeen> =
-                sessions.iter().filter(|((s, _), _)| s == id).map(|(_, v)| v).collect();
-            let count = sessions.keys().filter(|(s, _)| s == id).map(|(_, n)| *n).max().unwrap_or(0);
+                sessions.iter().filter(|((s, _, _), _)| s == id).map(|(_, v)| v).collect();
+            let count = sessions.keys().filter(|(s, _, _)| s == id).map(|(_, n, _)| *n).max().unwrap_or(0);
             let allocation = pools.get(pool).map(|(_, p)| p.allocation);
             let last_write = copies_here
                 .iter()
@@ -415,7 +422,7 @@ impl Engine {
             }
         }
         let mut copies = Vec::new();
-        for ((set, session), s) in sessions {
+        for ((set, session, _), s) in sessions {
             let (Some(snapshot), Some((files, bytes))) = (s.snapshot, s.end) else { continue };
             let Some(pool) = sets.get(&set).map(|(p, _, _)| p.clone()) else { continue };
             copies.push(TapeCopy {

@@ -130,6 +130,8 @@ struct Job {
     now: i64,
     /// Only this cartridge may be used (`cairn tape label`).
     only: Option<String>,
+    /// The set's session counter, shared by the job's producers.
+    sessions: Arc<AtomicU32>,
 }
 
 /// How the first cartridge starts.
@@ -271,9 +273,18 @@ impl Job {
             match choice {
                 NextMedium::Append(_) => match found {
                     Found::Label(v, Some(m)) if v.volume_name == barcode && m.set == set_id => {
+                        let cut = self.deck.borrow_mut().close_cut_file()?;
+                        if let Some(id) = cut {
+                            tracing::warn!(
+                                "{barcode}: a session cut short (ids up to {id}) ends its file with a filemark now"
+                            );
+                            // Its session ids are taken: the next ones are higher.
+                            self.sessions.fetch_max(id, Ordering::SeqCst);
+                        }
+                        let cut = cut.is_some();
                         let last = self.deck.borrow_mut().last_block_number()?;
                         let files = self.deck.borrow_mut().with_drive(|d| d.status())?.file_number;
-                        let known = self.sh().media.get(&barcode).map_or(0, |m| m.files);
+                        let known = self.sh().media.get(&barcode).map_or(0, |m| m.files) + u32::from(cut);
                         let mut deck = self.deck.borrow_mut();
                         deck.files = files.map_or(known, |f| f as u32);
                         deck.bytes = 0;
@@ -553,7 +564,7 @@ impl Job {
         };
         let touched: Vec<String> = parts.iter().map(|p| p.barcode.clone()).collect();
         self.note_written();
-        let copy = copy.map(|c| TapeCopy { parts, written: self.now, set: set_id, ..c });
+        let copy = copy.map(|c| TapeCopy { parts, set: set_id, ..c });
         self.save(&touched, copy.as_ref())?;
         Ok(copy)
     }
@@ -795,6 +806,7 @@ impl Engine {
                             opts: opts.clone(),
                             now,
                             only,
+                            sessions: sessions.clone(),
                         };
                         let result = if label_only {
                             job.ready_next(true).and_then(|start| match start {
