@@ -722,3 +722,37 @@ fn a_session_cut_short_on_tape_is_never_listed_and_the_next_job_goes_on() {
     let after = media(&store);
     assert_eq!(after["copies"], before["copies"], "the cut session is not taken for a copy");
 }
+
+/// A drive that says it needs cleaning is cleaned with the library's
+/// cleaning cartridge when a job takes it, before any data goes through
+/// it; the cleaning cartridge goes back to its slot and holds no data.
+#[test]
+fn a_drive_that_needs_cleaning_is_cleaned_before_a_job_writes() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 3, 200 << 10, 91);
+    let id = store.backup(&src, "host/clean", "2026-10-01T00:00:00Z");
+    let lib = library(&store, &["--cleaning", "1"]);
+    pool(&store, "p", &[]);
+    let vlib = tape::Library::open(&lib).unwrap();
+    let v = vlib.as_virtual().unwrap();
+    v.set_needs_cleaning(0, true).unwrap();
+    let other = v.drive(1).unwrap();
+    let r = run_json(tape(&store, &lib).args(["backup", &id, "--pool", "p", "--json"]));
+    drop(other);
+    assert_eq!(r["drives"], serde_json::json!([0]), "{r}");
+    assert_eq!(r["cleaned"], serde_json::json!(["drive 0 with CLN001L1"]), "{r}");
+    assert_eq!(r["media"], serde_json::json!(["CRN001L9"]), "{r}");
+    let mut d = v.drive(0).unwrap();
+    use tape::Drive;
+    assert!(!d.status().unwrap().cleaning_needed, "the drive is clean");
+    let inv = run_json(tape(&store, &lib).args(["inventory", "--json"]));
+    let cln = inv.as_array().unwrap().iter().find(|e| e["barcode"] == "CLN001L1").unwrap();
+    assert_eq!(cln["kind"], "slot", "{inv}");
+    assert_eq!(std::fs::metadata(lib.join("cartridges/CLN001L1")).unwrap().len(), 0, "no data on it");
+    // A clean drive is not cleaned again.
+    drop(d);
+    let b = store.backup(&src, "host/clean", "2026-10-02T00:00:00Z");
+    let r = run_json(tape(&store, &lib).args(["backup", &b, "--pool", "p", "--json"]));
+    assert!(r.get("cleaned").is_none(), "{r}");
+}

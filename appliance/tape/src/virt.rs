@@ -540,10 +540,16 @@ impl Drive for VirtualDrive {
     }
 
     fn status(&mut self) -> Result<DriveStatus> {
-        let dirty = {
+        let (dirty, cleaning) = {
             let _lock = self.lib.lock()?;
-            self.lib.load()?.dirty.contains(&self.address)
+            let state = self.lib.load()?;
+            let cleaning = state.holds.get(&self.address).is_some_and(|b| b.starts_with("CLN"));
+            (state.dirty.contains(&self.address), cleaning)
         };
+        if cleaning {
+            // A cleaning cartridge: the drive cleans and is not ready.
+            return Ok(DriveStatus { cleaning_needed: dirty, ..DriveStatus::default() });
+        }
         let m = match self.medium() {
             Ok(m) => m,
             Err(TapeError::NoMedium(_)) => {

@@ -89,6 +89,8 @@ pub struct Deck {
     pub waited: Duration,
     /// Drives this job used, in order.
     pub used_drives: Vec<usize>,
+    /// Cleanings done (`drive N with CLN…`).
+    pub cleaned: Vec<String>,
 }
 
 /// A deck shared by a job and its volume writer or reader.
@@ -110,6 +112,7 @@ impl Deck {
             busy: Duration::ZERO,
             waited: Duration::ZERO,
             used_drives: Vec::new(),
+            cleaned: Vec::new(),
         })
     }
 
@@ -165,6 +168,7 @@ impl Deck {
                         self.reserved = Some(Instant::now());
                         self.used_drives.push(n);
                         self.loaded = inv.drives.get(n).and_then(|d| d.barcode.clone());
+                        self.clean_if_needed()?;
                         return Ok(());
                     }
                     Err(TapeError::Busy(_)) => {}
@@ -180,6 +184,43 @@ impl Deck {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Clean the reserved drive when it says it needs it, with a cleaning
+    /// cartridge (`CLN…`) of the library, before any data goes through it.
+    /// A drive that needs cleaning and finds no cleaning cartridge is
+    /// used all the same (and said so in the log).
+    fn clean_if_needed(&mut self) -> Result<()> {
+        let Some(n) = self.drive_number() else { return Ok(()) };
+        if !self.with_drive(|d| d.status())?.cleaning_needed {
+            return Ok(());
+        }
+        let inv = self.changer.inventory()?;
+        let cleaner = inv
+            .storage
+            .iter()
+            .chain(&inv.import_export)
+            .filter_map(|e| e.barcode.clone())
+            .find(|b| model::tape::is_cleaning(b));
+        let Some(cleaner) = cleaner else {
+            tracing::warn!("drive {n} needs cleaning and the library holds no cleaning cartridge");
+            return Ok(());
+        };
+        self.unmount()?;
+        self.changer.load(&cleaner, n).with_context(|| format!("loading {cleaner} to clean drive {n}"))?;
+        self.loaded = Some(cleaner.clone());
+        // A drive cleans as the cartridge goes in, and lets it go when done.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while self.with_drive(|d| d.status())?.cleaning_needed {
+            if Instant::now() > deadline {
+                bail!("drive {n} did not finish cleaning with {cleaner} in 10 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.unmount()?;
+        tracing::info!("cleaned drive {n} with {cleaner}");
+        self.cleaned.push(format!("drive {n} with {cleaner}"));
+        Ok(())
     }
 
     /// Have `barcode` in the reserved drive (reserving one first),

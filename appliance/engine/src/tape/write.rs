@@ -67,6 +67,9 @@ pub struct TapeBackupReport {
     pub drive_busy_secs: f64,
     pub drive_wait_secs: f64,
     pub bytes: u64,
+    /// Drives cleaned before use (`drive N with CLN…`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleaned: Vec<String>,
 }
 
 /// One snapshot written.
@@ -82,7 +85,7 @@ pub struct TapeSessionReport {
 
 /// How a drive stream ended: its result, its sessions, the drives it
 /// used, and its drive's seconds held, busy and waited for.
-type StreamEnd = (Result<()>, TapeBackupReport, Vec<usize>, [f64; 3]);
+type StreamEnd = (Result<()>, TapeBackupReport, Vec<usize>, [f64; 3], Vec<String>);
 
 /// What the drive streams of one job share: the media set and the
 /// catalog's records as the job changes them.
@@ -793,7 +796,7 @@ impl Engine {
                         let mut r = TapeBackupReport::default();
                         let deck: SharedDeck = match Deck::new(lib) {
                             Ok(d) => Rc::new(RefCell::new(d)),
-                            Err(e) => return (Err(e), r, Vec::new(), [0.0; 3]),
+                            Err(e) => return (Err(e), r, Vec::new(), [0.0; 3], Vec::new()),
                         };
                         let mut job = Job {
                             engine: self.clone(),
@@ -822,14 +825,15 @@ impl Engine {
                         let release = deck.borrow_mut().release();
                         let d = deck.borrow();
                         let times = [d.held.as_secs_f64(), d.busy.as_secs_f64(), d.waited.as_secs_f64()];
-                        (result.and(release), r, d.used_drives.clone(), times)
+                        (result.and(release), r, d.used_drives.clone(), times, d.cleaned.clone())
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a tape stream panicked")).collect()
         });
         let mut first_error = None;
-        for (result, r, drives, times) in results {
+        for (result, r, drives, times, cleaned) in results {
+            report.cleaned.extend(cleaned);
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
