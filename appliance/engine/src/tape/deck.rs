@@ -153,8 +153,15 @@ impl Deck {
         }
         let start = Instant::now();
         let mut said = false;
+        // What the drives hold, asked of the changer again every few
+        // seconds while waiting (a real changer's inventory is slow).
+        let mut inv = self.changer.inventory()?;
+        let mut asked = Instant::now();
         loop {
-            let inv = self.changer.inventory()?;
+            if asked.elapsed() > Duration::from_secs(5) {
+                inv = self.changer.inventory()?;
+                asked = Instant::now();
+            }
             let mut order: Vec<usize> = (0..self.lib.drives()).collect();
             if let Some(p) = prefer {
                 order.sort_by_key(|n| inv.drives.get(*n).and_then(|d| d.barcode.as_deref()) != Some(p));
@@ -167,7 +174,9 @@ impl Deck {
                         self.drive = Some((n, d));
                         self.reserved = Some(Instant::now());
                         self.used_drives.push(n);
-                        self.loaded = inv.drives.get(n).and_then(|d| d.barcode.clone());
+                        // What the drive holds now (the inventory may be old).
+                        let now = self.changer.inventory()?;
+                        self.loaded = now.drives.get(n).and_then(|d| d.barcode.clone());
                         self.clean_if_needed()?;
                         return Ok(());
                     }
