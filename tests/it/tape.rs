@@ -555,8 +555,10 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
 fn one_job_writes_with_two_drives_at_once() {
     let store = Store::new();
     let (a_src, b_src) = (store.path("a"), store.path("b"));
-    testkit::write_random_tree(&a_src, 6, 12 << 20, 61);
-    testkit::write_random_tree(&b_src, 6, 12 << 20, 62);
+    // Large enough that one drive's snapshot is still being written when
+    // the other drive starts.
+    testkit::write_random_tree(&a_src, 6, 64 << 20, 61);
+    testkit::write_random_tree(&b_src, 6, 64 << 20, 62);
     let a = store.backup(&a_src, "host/a", "2026-07-01T00:00:00Z");
     let b = store.backup(&b_src, "host/b", "2026-07-01T00:00:00Z");
     let lib = store.path("library");

@@ -523,12 +523,20 @@ impl Job {
         Ok(())
     }
 
+    /// Have a cartridge ready to write (reserving a drive), if none is.
+    fn ready_cartridge(&mut self) -> Result<()> {
+        if self.next_block.is_none() {
+            let start = self.ready_next(true)?;
+            self.begin(start)?;
+        }
+        Ok(())
+    }
+
     /// Write one sealed block of a session (renumbered in the order the
     /// cartridge receives blocks), mounting a cartridge first if none is.
     fn write_block(&mut self, mut block: Vec<u8>) -> Result<()> {
         if self.next_block.is_none() {
-            let start = self.ready_next(true)?;
-            self.begin(start)?;
+            self.ready_cartridge()?;
         } else if self.deck.borrow().warned {
             self.change_cartridge()?;
         }
@@ -602,6 +610,8 @@ fn save_to(engine: &Engine, state: &Mutex<Shared>, media: &[String], copy: Optio
 
 /// What the producers of sessions tell the owner of the mounted volume.
 enum Msg {
+    /// A producer has a snapshot to write: the drive is wanted now.
+    Ready,
     /// A sealed block of a session.
     Block(Vec<u8>),
     /// A session's last block was sent.
@@ -954,6 +964,13 @@ impl Engine {
                     recv(rx) -> msg => {
                         let Ok(msg) = msg else { break };
                         match msg {
+                            Msg::Ready => {
+                                if failure.is_none()
+                                    && let Err(e) = job.ready_cartridge()
+                                {
+                                    failure = Some(e);
+                                }
+                            }
                             Msg::Block(block) => {
                                 if failure.is_none()
                                     && let Err(e) = job.write_block(block)
@@ -1057,6 +1074,9 @@ impl Engine {
         loop {
             let Some(id) = ids.lock().expect("snapshot queue").pop_front() else { break };
             let id = &id;
+            // The job has data for a drive: the owner takes one now, while
+            // this thread reads the snapshot's first chunks.
+            let _ = p.tx.send(Msg::Ready);
             let session = p.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let written = (|| -> Result<(TapeSessionReport, TapeCopy)> {
                 let mut w = VolumeWriter::append(ChannelOut(p.tx.clone()), 0, p.block_size)?;
