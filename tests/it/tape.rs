@@ -752,6 +752,11 @@ fn a_drive_that_needs_cleaning_is_cleaned_before_a_job_writes() {
     let cln = inv.as_array().unwrap().iter().find(|e| e["barcode"] == "CLN001L1").unwrap();
     assert_eq!(cln["kind"], "slot", "{inv}");
     assert_eq!(std::fs::metadata(lib.join("cartridges/CLN001L1")).unwrap().len(), 0, "no data on it");
+    // By hand: `cairn tape clean`, whatever the drive says.
+    v.set_needs_cleaning(1, true).unwrap();
+    let said = run_ok(tape(&store, &lib).args(["clean", "--drive", "1"]));
+    assert_eq!(said.trim(), "drive 1 cleaned with CLN001L1");
+    assert!(!v.drive(1).unwrap().status().unwrap().cleaning_needed);
     // A clean drive is not cleaned again.
     drop(d);
     let b = store.backup(&src, "host/clean", "2026-10-02T00:00:00Z");

@@ -65,6 +65,9 @@ pub enum TapeCommand {
     Unload(DriveArg),
     /// Move a cartridge to an import/export slot, to take it out of the library.
     Eject(BarcodeArg),
+    /// Clean a drive now with one of the library's cleaning cartridges (CLN…)
+    /// and put it back. Jobs clean a drive that asks for it by themselves.
+    Clean(DriveArg),
     /// Write snapshots to a pool: one session each, cartridge after cartridge as
     /// they fill. A drive is reserved only when there is something to write.
     Backup(BackupArgs),
@@ -359,6 +362,11 @@ pub fn run(g: &Global, a: &TapeArgs) -> Result<ExitCode> {
         TapeCommand::Eject(b) => {
             let at = library(a)?.changer()?.export(&b.barcode)?;
             println!("{} is in import/export slot {at}", b.barcode);
+            Ok(ExitCode::SUCCESS)
+        }
+        TapeCommand::Clean(d) => {
+            let cleaner = open(g)?.tape_clean(&library(a)?, d.drive)?;
+            println!("drive {} cleaned with {cleaner}", d.drive);
             Ok(ExitCode::SUCCESS)
         }
         TapeCommand::Backup(b) => backup(g, a, b),

@@ -177,7 +177,7 @@ impl Deck {
                         // What the drive holds now (the inventory may be old).
                         let now = self.changer.inventory()?;
                         self.loaded = now.drives.get(n).and_then(|d| d.barcode.clone());
-                        self.clean_if_needed()?;
+                        self.clean(false)?;
                         return Ok(());
                     }
                     Err(TapeError::Busy(_)) => {}
@@ -199,10 +199,13 @@ impl Deck {
     /// cartridge (`CLN…`) of the library, before any data goes through it.
     /// A drive that needs cleaning and finds no cleaning cartridge is
     /// used all the same (and said so in the log).
-    fn clean_if_needed(&mut self) -> Result<()> {
-        let Some(n) = self.drive_number() else { return Ok(()) };
-        if !self.with_drive(|d| d.status())?.cleaning_needed {
-            return Ok(());
+    /// With `force`, clean it whatever it says (`cairn tape clean`), and
+    /// fail when the library holds no cleaning cartridge. Returns what
+    /// cleaned it.
+    pub fn clean(&mut self, force: bool) -> Result<Option<String>> {
+        let Some(n) = self.drive_number() else { return Ok(None) };
+        if !force && !self.with_drive(|d| d.status())?.cleaning_needed {
+            return Ok(None);
         }
         let inv = self.changer.inventory()?;
         let cleaner = inv
@@ -212,8 +215,11 @@ impl Deck {
             .filter_map(|e| e.barcode.clone())
             .find(|b| model::tape::is_cleaning(b));
         let Some(cleaner) = cleaner else {
+            if force {
+                bail!("the library holds no cleaning cartridge (CLN…) to clean drive {n} with");
+            }
             tracing::warn!("drive {n} needs cleaning and the library holds no cleaning cartridge");
-            return Ok(());
+            return Ok(None);
         };
         self.unmount()?;
         self.changer.load(&cleaner, n).with_context(|| format!("loading {cleaner} to clean drive {n}"))?;
@@ -229,7 +235,32 @@ impl Deck {
         self.unmount()?;
         tracing::info!("cleaned drive {n} with {cleaner}");
         self.cleaned.push(format!("drive {n} with {cleaner}"));
-        Ok(())
+        Ok(Some(cleaner))
+    }
+
+    /// Reserve drive `n` itself (waiting while another user has it), with
+    /// no cleaning.
+    pub fn reserve_drive(&mut self, n: usize) -> Result<()> {
+        if self.drive.is_some() {
+            bail!("a drive is reserved already");
+        }
+        let start = Instant::now();
+        loop {
+            match self.lib.drive(n) {
+                Ok(d) => {
+                    self.waited += start.elapsed();
+                    self.drive = Some((n, d));
+                    self.reserved = Some(Instant::now());
+                    self.used_drives.push(n);
+                    self.loaded = self.changer.inventory()?.drives.get(n).and_then(|d| d.barcode.clone());
+                    return Ok(());
+                }
+                Err(TapeError::Busy(_)) if start.elapsed() < DRIVE_WAIT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).context(format!("opening drive {n}")),
+            }
+        }
     }
 
     /// Have `barcode` in the reserved drive (reserving one first),

@@ -67,6 +67,17 @@ impl Engine {
         })
     }
 
+    /// Clean drive `n` of `lib` with one of its cleaning cartridges now,
+    /// whatever the drive says; returns the cartridge used.
+    pub fn tape_clean(&self, lib: &tape::Library, n: usize) -> Result<String> {
+        let mut deck = super::deck::Deck::new(lib)?;
+        let cleaned = deck.reserve_drive(n).and_then(|()| deck.clean(true));
+        let release = deck.release();
+        let cleaner = cleaned?.ok_or_else(|| anyhow!("drive {n} was not cleaned"))?;
+        release?;
+        Ok(cleaner)
+    }
+
     /// What is where in `lib`, with the catalog's word on each cartridge.
     /// Touches no drive.
     pub fn tape_inventory(&self, lib: &tape::Library) -> Result<Vec<InventoryRow>> {
