@@ -763,3 +763,33 @@ fn a_drive_that_needs_cleaning_is_cleaned_before_a_job_writes() {
     let r = run_json(tape(&store, &lib).args(["backup", &b, "--pool", "p", "--json"]));
     assert!(r.get("cleaned").is_none(), "{r}");
 }
+
+/// A job that runs out of cartridges mid-session fails with a clear
+/// error and lists nothing of the cut session as on tape; the full
+/// cartridge is recorded as full.
+#[test]
+fn a_job_out_of_cartridges_fails_and_lists_nothing_cut() {
+    let store = Store::new();
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 6, 4 << 20, 95);
+    let id = store.backup(&src, "host/big", "2026-11-01T00:00:00Z");
+    let lib = store.path("library");
+    run_ok(store.cmd().args(["tape", "library", "create"]).arg(&lib).args([
+        "--drives",
+        "1",
+        "--slots",
+        "2",
+        "--cartridges",
+        "1",
+        "--capacity",
+        "2M",
+    ]));
+    pool(&store, "p", &[]);
+    let r = run(tape(&store, &lib).args(["backup", &id, "--pool", "p", "--block-size", "64K"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("no cartridge in the library can be written for pool p"), "{r:?}");
+    let m = media(&store);
+    assert_eq!(m["copies"], serde_json::json!([]), "{m}");
+    assert_eq!(m["media"][0]["barcode"], "CRN001L9", "{m}");
+    assert_eq!(m["media"][0]["state"], "full", "{m}");
+}

@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use crossbeam_channel::Sender;
@@ -623,10 +623,14 @@ enum Msg {
 }
 
 /// A producer's volume output: each write is one block, sent to the owner.
-struct ChannelOut(Sender<Msg>);
+struct ChannelOut(Sender<Msg>, Arc<AtomicBool>);
 
 impl std::io::Write for ChannelOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Once the cartridge cannot be written, producing more is waste.
+        if self.1.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the tape job failed"));
+        }
         self.0
             .send(Msg::Block(buf.to_vec()))
             .map_err(|_| std::io::Error::other("the tape writer stopped"))?;
@@ -917,10 +921,16 @@ impl Engine {
             WRITERS.lock().expect("writers lock").insert(k.clone(), sub_tx.clone());
         }
         let idle = &Progress::default();
+        let stop = Arc::new(AtomicBool::new(false));
         let (block_size, pool) = (job.opts.block_size, job.pool.name.clone());
         let result = std::thread::scope(|scope| -> Result<()> {
-            let producer =
-                Producer { tx: tx.clone(), sessions: sessions.clone(), pool: pool.clone(), block_size };
+            let producer = Producer {
+                tx: tx.clone(),
+                stop: stop.clone(),
+                sessions: sessions.clone(),
+                pool: pool.clone(),
+                block_size,
+            };
             let mut running = 1usize;
             {
                 let p = producer.clone();
@@ -959,6 +969,9 @@ impl Engine {
                         }
                         None => break,
                     }
+                }
+                if failure.is_some() {
+                    stop.store(true, Ordering::Relaxed);
                 }
                 crossbeam_channel::select! {
                     recv(rx) -> msg => {
@@ -1079,7 +1092,7 @@ impl Engine {
             let _ = p.tx.send(Msg::Ready);
             let session = p.sessions.fetch_add(1, Ordering::SeqCst) + 1;
             let written = (|| -> Result<(TapeSessionReport, TapeCopy)> {
-                let mut w = VolumeWriter::append(ChannelOut(p.tx.clone()), 0, p.block_size)?;
+                let mut w = VolumeWriter::append(ChannelOut(p.tx.clone(), p.stop.clone()), 0, p.block_size)?;
                 let r = self.write_session(&mut w, id, session, now as u32, progress)?;
                 w.finish()?;
                 let m = self.ds.read_manifest(id)?;
@@ -1122,6 +1135,8 @@ impl Engine {
 #[derive(Clone)]
 struct Producer {
     tx: Sender<Msg>,
+    /// Set when the owner cannot write: producers stop.
+    stop: Arc<AtomicBool>,
     sessions: Arc<AtomicU32>,
     pool: String,
     block_size: usize,
