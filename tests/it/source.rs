@@ -311,3 +311,54 @@ fn a_host_granted_by_name_that_resolves_to_loopback_is_refused() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(server.requests().len(), 1);
 }
+
+/// A source handler's snapshot written to a volume and scanned into a new
+/// datastore comes back saying which handler made it (name, version,
+/// digest), with the handler's files, so a restore through the handler
+/// works there too.
+#[test]
+fn a_handler_snapshot_scans_back_with_its_handler() {
+    let data = export(1_500_000);
+    let server = ExportServer::start("/exports/app.dump", data.clone());
+    let store = Store::new();
+    run_ok(store.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
+    let url = format!("url=http://{}/exports/app.dump", server.authority());
+    let allow = server.authority();
+    let made = run_json(
+        store
+            .cmd()
+            .args(["backup", "--source", "source-http", "--param", &url, "--allow-host", &allow])
+            .args(["--group", "app/db", "--time", "2026-11-30T02:00:00Z", "--json"]),
+    );
+    let id = made["id"].as_str().unwrap().to_owned();
+    let vol = store.path("Vol1");
+    run_ok(store.cmd().args(["volume", "write", &id, "--to"]).arg(&vol));
+    let manifest = |ds: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(ds.join("snapshots/app/db/2026-11-30T02:00:00Z/manifest.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let original = manifest(&store.ds);
+    assert_eq!(original["source"]["name"], "source-http", "{original}");
+
+    let fresh = Store::new();
+    run_ok(fresh.cmd().args(["volume", "scan"]).arg(&vol));
+    let scanned = manifest(&fresh.ds);
+    assert_eq!(scanned["source"], original["source"], "{scanned}");
+    run_ok(fresh.cmd().args(["policy", "add"]).arg(policy_guests::example("source-http")));
+    let confirm = format!("source-http@{}", original["source"]["digest"].as_str().unwrap());
+    let restored = run_ok(fresh.cmd().args([
+        "restore",
+        &id,
+        "--handler",
+        &confirm,
+        "--param",
+        &url,
+        "--allow-host",
+        &allow,
+    ]));
+    assert!(restored.contains("through the source handler source-http"), "{restored}");
+    let put = server.requests().into_iter().find(|r| r.method == "PUT").expect("the handler uploaded");
+    assert!(put.body == data, "the upload is the export byte for byte");
+}

@@ -140,7 +140,7 @@ impl Engine {
 
     /// Begin a local backup of `group` at `time`, let `run` store its data
     /// and make its manifest, and commit it.
-    fn backup_with(
+    pub(crate) fn backup_with(
         &self,
         group: &BackupGroup,
         time: i64,

@@ -531,7 +531,15 @@ impl crate::Engine {
             one_file_system: false,
             time,
         };
-        let made = self.backup(&backup, progress)?;
+        // The snapshot says what made it (a source handler's name, version
+        // and digest), as the original did: its files are what the
+        // handler gave, so a restore through the handler works again.
+        let source = manifest.source.clone();
+        let made = self.backup_with(&backup.group, backup.time, |target| {
+            let mut m = crate::backup::back_up(target, &backup, progress)?;
+            m.source = source;
+            Ok(m)
+        })?;
         if made.id != id {
             bail!("the snapshot came back as {}, not {snapshot}", made.id);
         }
