@@ -528,6 +528,26 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
         run_ok(tape(&store, &lib).args(["restore", id]).arg(&out));
         same_files(src, &out, &format!("{id} restored from the interleaved volume"));
     }
+    // `cairn volume` lists each session with its own snapshot and files,
+    // and extracts each whole, from the cartridge file alone.
+    let cartridge = lib.join("cartridges/CRN001L9");
+    let listed = run_json(store.cmd().args(["volume", "ls", "--json"]).arg(&cartridge));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (n, s) in listed.iter().enumerate() {
+        let (id, src) = if s["snapshot"] == a.as_str() { (&a, &a_src) } else { (&b, &b_src) };
+        assert_eq!(s["snapshot"], id.as_str(), "{listed:?}");
+        assert_eq!(s["files"], s["files_seen"], "each session's own files: {listed:?}");
+        let out = store.path(&format!("out-volume-{n}"));
+        run_ok(
+            store
+                .cmd()
+                .args(["volume", "extract", "--session", &(n + 1).to_string()])
+                .arg(&cartridge)
+                .arg(&out),
+        );
+        same_files(src, &out, &format!("cairn volume extract --session {}", n + 1));
+    }
     if testkit::needs(Need::Bacula) {
         let bacula = testkit::bacula::Bacula::new(&lib.join("cartridges"), 1 << 20);
         let listed = bacula.sessions("CRN001L9").expect("bls -j");

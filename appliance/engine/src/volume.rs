@@ -871,7 +871,9 @@ pub(crate) fn list_sessions(mut set: VolumeSet<'_>, files: bool) -> Result<(Vec<
     let mut out: Vec<SessionInfo> = Vec::new();
     let mut damage = Vec::new();
     let mut volume = String::new();
-    let mut current: Option<usize> = None;
+    // Sessions begun and not ended, by VolSessionId and VolSessionTime →
+    // their place in `out` (sessions written at once interleave).
+    let mut open: std::collections::HashMap<(u32, u32), usize> = Default::default();
     {
         loop {
             let e = match set.next_event()? {
@@ -885,7 +887,7 @@ pub(crate) fn list_sessions(mut set: VolumeSet<'_>, files: bool) -> Result<(Vec<
             let path = set.name().to_owned();
             match e {
                 Event::Volume(v) => volume = v.volume_name,
-                Event::SessionStart { session_id, label, .. } => {
+                Event::SessionStart { session_id, session_time, label } => {
                     let time = model::time::format_rfc3339(label.write_time_us / 1_000_000);
                     out.push(SessionInfo {
                         volume: volume.clone(),
@@ -900,16 +902,16 @@ pub(crate) fn list_sessions(mut set: VolumeSet<'_>, files: bool) -> Result<(Vec<
                         manifest: None,
                         entries: Vec::new(),
                     });
-                    current = Some(out.len() - 1);
+                    open.insert((session_id, session_time), out.len() - 1);
                 }
-                Event::SessionEnd { label, .. } => {
-                    if let (Some(i), Some(end)) = (current.take(), label.end) {
+                Event::SessionEnd { session_id, session_time, label } => {
+                    if let (Some(i), Some(end)) = (open.remove(&(session_id, session_time)), label.end) {
                         out[i].files = Some(u64::from(end.job_files));
                         out[i].bytes = Some(end.job_bytes);
                     }
                 }
-                Event::Record { record, .. } => {
-                    let Some(i) = current else { continue };
+                Event::Record { record, session_id, session_time, .. } => {
+                    let Some(&i) = open.get(&(session_id, session_time)) else { continue };
                     if record.stream == UNIX_ATTRIBUTES {
                         out[i].files_seen += 1;
                         if files {
