@@ -602,15 +602,7 @@ impl Engine {
             }
             Maintenance::TapeBackup { library, pool, ids, drives } => {
                 let lib = tape::Library::open(library)?;
-                let host =
-                    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-                let opts = crate::tape::TapeBackupOptions {
-                    pool: pool.clone(),
-                    block_size: volfmt::DEFAULT_BLOCK_SIZE,
-                    host,
-                    program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
-                    drives: *drives,
-                };
+                let opts = crate::tape::TapeBackupOptions::new(pool, *drives);
                 let r = self.tape_backup(&lib, ids, &opts, &Progress::default())?;
                 for (b, why) in &r.rejected {
                     log(format!("passed over {b}: {why}"));

@@ -332,17 +332,37 @@ impl Engine {
 /// The session's Cairn record: the snapshot, so `cairn volume` can give
 /// it back as the datastore had it.
 fn extras(id: &SnapshotId, m: &Manifest, notes: &str) -> Result<Vec<u8>> {
-    #[derive(Serialize)]
-    struct Extras<'a> {
-        snapshot: String,
-        manifest: &'a Manifest,
-        #[serde(skip_serializing_if = "str::is_empty")]
-        notes: &'a str,
-    }
+    let record = SnapshotRecord { snapshot: id.to_string(), manifest: m.clone(), notes: notes.to_owned() };
     let mut out = CAIRN_MAGIC.to_vec();
     out.push(CAIRN_SNAPSHOT);
-    serde_json::to_writer(&mut out, &Extras { snapshot: id.to_string(), manifest: m, notes })?;
+    serde_json::to_writer(&mut out, &record)?;
     Ok(out)
+}
+
+/// Cairn's snapshot record (stream 28, kind 2): the session's snapshot,
+/// as written by `write_session` and read back by every reader.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub snapshot: String,
+    pub manifest: Manifest,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub notes: String,
+}
+
+impl SnapshotRecord {
+    /// The record in a record's data, if it is one.
+    pub(crate) fn read(stream: i32, data: &[u8]) -> Option<SnapshotRecord> {
+        if stream != CAIRN {
+            return None;
+        }
+        let body = data.strip_prefix(CAIRN_MAGIC.as_slice())?.strip_prefix(&[CAIRN_SNAPSHOT])?;
+        serde_json::from_slice(body).ok()
+    }
+
+    /// The snapshot's archives: (name, kind).
+    pub(crate) fn archives(&self) -> Vec<(String, String)> {
+        self.manifest.archives.iter().map(|a| (a.name.clone(), a.kind.clone())).collect()
+    }
 }
 
 struct SessionWriter<'w, 'p, W: std::io::Write> {
@@ -929,26 +949,10 @@ pub(crate) fn list_sessions(mut set: VolumeSet<'_>, files: bool) -> Result<(Vec<
                                 link: String::from_utf8_lossy(&a.link).into_owned(),
                             });
                         }
-                    } else if record.stream == CAIRN
-                        && record.data.starts_with(CAIRN_MAGIC)
-                        && record.data.get(CAIRN_MAGIC.len()) == Some(&CAIRN_SNAPSHOT)
-                    {
-                        #[derive(serde::Deserialize)]
-                        struct Snap {
-                            snapshot: String,
-                            manifest: Manifest,
-                        }
-                        let body = &record.data[CAIRN_MAGIC.len() + 1..];
-                        if let Ok(s) = serde_json::from_slice::<Snap>(body) {
-                            out[i].snapshot = s.snapshot;
-                            out[i].archives = s
-                                .manifest
-                                .archives
-                                .iter()
-                                .map(|a| (a.name.clone(), a.kind.clone()))
-                                .collect();
-                            out[i].manifest = Some(s.manifest);
-                        }
+                    } else if let Some(s) = SnapshotRecord::read(record.stream, &record.data) {
+                        out[i].archives = s.archives();
+                        out[i].snapshot = s.snapshot;
+                        out[i].manifest = Some(s.manifest);
                     }
                 }
                 Event::OtherLabel { .. } => {}

@@ -173,13 +173,7 @@ impl Extract<'_> {
     fn cairn(&mut self, body: &[u8]) -> Result<()> {
         let Some((&kind, rest)) = body.split_first() else { return Ok(()) };
         if kind == CAIRN_SNAPSHOT {
-            #[derive(serde::Deserialize)]
-            struct Snap {
-                manifest: Manifest,
-                #[serde(default)]
-                notes: String,
-            }
-            if let Ok(s) = serde_json::from_slice::<Snap>(rest) {
+            if let Ok(s) = serde_json::from_slice::<crate::volume::SnapshotRecord>(rest) {
                 self.report.manifest = Some(s.manifest);
                 self.report.notes = s.notes;
             }

@@ -119,20 +119,7 @@ async fn chosen(state: &AppState, r: &BackupRequest) -> AppResult<Vec<SnapshotId
         r.snapshots.iter().map(|s| SnapshotId::parse(s.trim(), &ns)).collect::<Result<Vec<_>, _>>()?;
     let groups = r.groups.iter().map(|g| BackupGroup::parse(g.trim(), &ns)).collect::<Result<Vec<_>, _>>()?;
     let latest = r.latest;
-    let from_groups = state
-        .engine(move |e| {
-            let mut out = Vec::new();
-            for g in &groups {
-                let mut snaps: Vec<SnapshotId> = e.snapshots(Some(g))?.into_iter().map(|s| s.id).collect();
-                snaps.sort_by_key(|s| s.time);
-                if latest {
-                    snaps = snaps.pop().into_iter().collect();
-                }
-                out.extend(snaps);
-            }
-            Ok(out)
-        })
-        .await?;
+    let from_groups = state.engine(move |e| e.snapshots_of_groups(&groups, latest)).await?;
     ids.extend(from_groups);
     if ids.is_empty() {
         return Err(AppError::bad_request("name snapshots or groups with snapshots to write"));

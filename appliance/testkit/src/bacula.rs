@@ -139,19 +139,19 @@ impl Bacula {
     /// 1998) it does not restore: those lines stay in the output, for the
     /// caller to check.
     pub fn extract(&self, volume: &str, target: &Path) -> Result<String, String> {
+        self.bextract(&["-V".as_ref(), volume.as_ref()], target)
+    }
+
+    /// Runs `bextract` with `select` (`-V VOLUME` or `-b BSR`) into
+    /// `target` (made if missing): its output, or an error when it failed
+    /// or complained.
+    fn bextract(&self, select: &[&OsStr], target: &Path) -> Result<String, String> {
         fs::create_dir_all(target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
         let target = std::path::absolute(target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let (ok, out) = self.run(
-            "bextract",
-            &[
-                "-c".as_ref(),
-                self.conf.as_os_str(),
-                "-V".as_ref(),
-                volume.as_ref(),
-                self.volume_dir.as_os_str(),
-                target.as_os_str(),
-            ],
-        )?;
+        let mut args: Vec<&OsStr> = vec!["-c".as_ref(), self.conf.as_os_str()];
+        args.extend(select);
+        args.extend([self.volume_dir.as_os_str(), target.as_os_str()]);
+        let (ok, out) = self.run("bextract", &args)?;
         if !ok {
             return Err(out);
         }
@@ -167,32 +167,13 @@ impl Bacula {
     /// restores one job from a volume where jobs were written at once.
     /// Errors as `extract`.
     pub fn extract_session(&self, volumes: &str, session: &Session, target: &Path) -> Result<String, String> {
-        fs::create_dir_all(target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
-        let target = std::path::absolute(target).map_err(|e| format!("{}: {e}", target.display()))?;
         let bsr = self.private.join(format!("session-{}.bsr", session.session_id));
         let text = format!(
             "Volume=\"{volumes}\"\nVolSessionId={}\nVolSessionTime={}\n",
             session.session_id, session.session_time
         );
         fs::write(&bsr, text).map_err(|e| format!("write {}: {e}", bsr.display()))?;
-        let (ok, out) = self.run(
-            "bextract",
-            &[
-                "-c".as_ref(),
-                self.conf.as_os_str(),
-                "-b".as_ref(),
-                bsr.as_os_str(),
-                self.volume_dir.as_os_str(),
-                target.as_os_str(),
-            ],
-        )?;
-        if !ok {
-            return Err(out);
-        }
-        match complaint(&out, true) {
-            Some(line) => Err(format!("bextract complained ({line}); it printed:\n{out}")),
-            None => Ok(out),
-        }
+        self.bextract(&["-b".as_ref(), bsr.as_os_str()], target)
     }
 
     /// Runs `bls` with `options` on `volume`: its output, or an error when

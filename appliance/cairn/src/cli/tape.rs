@@ -300,14 +300,7 @@ fn library(a: &TapeArgs) -> Result<tape::Library> {
 }
 
 fn backup_options(pool: &str, block_size: u64, drives: usize) -> Result<TapeBackupOptions> {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-    Ok(TapeBackupOptions {
-        pool: pool.to_owned(),
-        block_size: usize::try_from(block_size)?,
-        host,
-        program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
-        drives,
-    })
+    Ok(TapeBackupOptions { block_size: usize::try_from(block_size)?, ..TapeBackupOptions::new(pool, drives) })
 }
 
 pub fn run(g: &Global, a: &TapeArgs) -> Result<ExitCode> {
@@ -533,15 +526,8 @@ fn backup(g: &Global, a: &TapeArgs, b: &BackupArgs) -> Result<ExitCode> {
     let engine = open(g)?;
     let ns = b.ns.get()?;
     let mut ids = b.snapshots.iter().map(|s| SnapshotId::parse(s, &ns)).collect::<Result<Vec<_>, _>>()?;
-    for group in &b.group {
-        let g = BackupGroup::parse(group, &ns)?;
-        let mut snaps: Vec<SnapshotId> = engine.snapshots(Some(&g))?.into_iter().map(|s| s.id).collect();
-        snaps.sort_by_key(|s| s.time);
-        if b.latest {
-            snaps = snaps.pop().into_iter().collect();
-        }
-        ids.extend(snaps);
-    }
+    let groups = b.group.iter().map(|g| BackupGroup::parse(g, &ns)).collect::<Result<Vec<_>, _>>()?;
+    ids.extend(engine.snapshots_of_groups(&groups, b.latest)?);
     if ids.is_empty() && b.group.is_empty() {
         bail!("name snapshots, or --group");
     }

@@ -169,14 +169,7 @@ impl Deck {
             for n in order {
                 match self.lib.drive(n) {
                     Ok(d) => {
-                        tracing::info!("reserved drive {n} ({})", d.name());
-                        self.waited += start.elapsed();
-                        self.drive = Some((n, d));
-                        self.reserved = Some(Instant::now());
-                        self.used_drives.push(n);
-                        // What the drive holds now (the inventory may be old).
-                        let now = self.changer.inventory()?;
-                        self.loaded = now.drives.get(n).and_then(|d| d.barcode.clone());
+                        self.take(n, d, start)?;
                         self.clean(false)?;
                         return Ok(());
                     }
@@ -238,6 +231,18 @@ impl Deck {
         Ok(Some(cleaner))
     }
 
+    /// Hold drive `n`, opened after waiting since `start`, and learn what
+    /// it holds now (an inventory asked while waiting may be old).
+    fn take(&mut self, n: usize, d: Box<dyn Drive>, start: Instant) -> Result<()> {
+        tracing::info!("reserved drive {n} ({})", d.name());
+        self.waited += start.elapsed();
+        self.drive = Some((n, d));
+        self.reserved = Some(Instant::now());
+        self.used_drives.push(n);
+        self.loaded = self.changer.inventory()?.drives.get(n).and_then(|d| d.barcode.clone());
+        Ok(())
+    }
+
     /// Reserve drive `n` itself (waiting while another user has it), with
     /// no cleaning.
     pub fn reserve_drive(&mut self, n: usize) -> Result<()> {
@@ -247,14 +252,7 @@ impl Deck {
         let start = Instant::now();
         loop {
             match self.lib.drive(n) {
-                Ok(d) => {
-                    self.waited += start.elapsed();
-                    self.drive = Some((n, d));
-                    self.reserved = Some(Instant::now());
-                    self.used_drives.push(n);
-                    self.loaded = self.changer.inventory()?.drives.get(n).and_then(|d| d.barcode.clone());
-                    return Ok(());
-                }
+                Ok(d) => return self.take(n, d, start),
                 Err(TapeError::Busy(_)) if start.elapsed() < DRIVE_WAIT => {
                     std::thread::sleep(Duration::from_millis(20));
                 }

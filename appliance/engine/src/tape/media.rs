@@ -67,6 +67,26 @@ impl Engine {
         })
     }
 
+    /// The snapshots of `groups` for a tape job, oldest first in each
+    /// group; with `latest`, only each group's newest.
+    pub fn snapshots_of_groups(
+        &self,
+        groups: &[model::BackupGroup],
+        latest: bool,
+    ) -> Result<Vec<model::SnapshotId>> {
+        let mut out = Vec::new();
+        for g in groups {
+            let mut snaps: Vec<model::SnapshotId> =
+                self.snapshots(Some(g))?.into_iter().map(|s| s.id).collect();
+            snaps.sort_by_key(|s| s.time);
+            if latest {
+                snaps = snaps.pop().into_iter().collect();
+            }
+            out.extend(snaps);
+        }
+        Ok(out)
+    }
+
     /// Clean drive `n` of `lib` with one of its cleaning cartridges now,
     /// whatever the drive says; returns the cartridge used.
     pub fn tape_clean(&self, lib: &tape::Library, n: usize) -> Result<String> {

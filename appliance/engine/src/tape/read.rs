@@ -13,13 +13,12 @@ use model::SnapshotId;
 use model::tape::{Allocation, MediaPool, MediaSet, Medium, MediumState, TapeCopy, TapePart, is_cleaning};
 use serde::Serialize;
 use tape::ReadOutcome;
-use volfmt::stream::{CAIRN, CAIRN_MAGIC, CAIRN_SNAPSHOT};
 use volfmt::{Event, VolumeReader};
 
 use super::deck::{Deck, Found, MediaLabel, SharedDeck, TapeIn};
 use crate::Engine;
 use crate::progress::Progress;
-use crate::volume::{VolumeInput, VolumeSet, VolumeSource};
+use crate::volume::{SnapshotRecord, VolumeInput, VolumeSet, VolumeSource};
 use crate::volume_extract::{ExtractOptions, ExtractReport, Pick, extract_session};
 
 /// The pieces of one session, cartridge after cartridge: each read from
@@ -335,26 +334,9 @@ impl Engine {
                                 // A session going on from the cartridge before.
                                 s.parts.push(TapePart { barcode: b.clone(), file });
                             }
-                            if record.stream == CAIRN
-                                && record.data.starts_with(CAIRN_MAGIC)
-                                && record.data.get(CAIRN_MAGIC.len()) == Some(&CAIRN_SNAPSHOT)
-                            {
-                                #[derive(serde::Deserialize)]
-                                struct Snap {
-                                    snapshot: String,
-                                    manifest: filevol::Manifest,
-                                }
-                                if let Ok(snap) =
-                                    serde_json::from_slice::<Snap>(&record.data[CAIRN_MAGIC.len() + 1..])
-                                {
-                                    s.snapshot = Some(snap.snapshot);
-                                    s.archives = snap
-                                        .manifest
-                                        .archives
-                                        .iter()
-                                        .map(|a| (a.name.clone(), a.kind.clone()))
-                                        .collect();
-                                }
+                            if let Some(snap) = SnapshotRecord::read(record.stream, &record.data) {
+                                s.archives = snap.archives();
+                                s.snapshot = Some(snap.snapshot);
                             }
                         }
                         Event::SessionEnd { session_id, session_time, label } => {

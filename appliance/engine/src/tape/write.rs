@@ -47,6 +47,20 @@ pub struct TapeBackupOptions {
     pub drives: usize,
 }
 
+impl TapeBackupOptions {
+    /// Writing to `pool` with `drives` drives at once, in blocks of the
+    /// default size, the labels naming this host and Cairn's version.
+    pub fn new(pool: &str, drives: usize) -> TapeBackupOptions {
+        TapeBackupOptions {
+            pool: pool.to_owned(),
+            block_size: volfmt::DEFAULT_BLOCK_SIZE,
+            host: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+            program_version: format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+            drives,
+        }
+    }
+}
+
 /// What a tape backup did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TapeBackupReport {
