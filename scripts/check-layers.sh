@@ -24,7 +24,7 @@ found=$(code_matches chunker 'std::fs|File::|OpenOptions|std::path')
 found=$(code_matches filevol 'std::thread|thread::spawn|thread::scope|rayon|crossbeam')
 [ -z "$found" ] || broken "filevol knows no threads, but: $found"
 
-for crate in model chunker filevol catalog engine policy protocol dto jobhost client volfmt tape; do
+for crate in model chunker filevol catalog engine policy protocol dto jobhost client volfmt tape osimage; do
   # (The policy compiler child reports to its parent on stderr: a protocol,
   # marked with ERROR_MARK, not talk to a terminal.)
   found=$(code_matches "$crate" '\b(e?println|e?print|dbg)!' | grep -v ERROR_MARK || true)
@@ -68,6 +68,9 @@ refuse volfmt model chunker filevol catalog engine policy protocol dto jobhost c
 # Tape drives and changers know blocks and cartridges, nothing of
 # datastores, snapshots, pools or servers.
 refuse tape model chunker filevol catalog engine policy protocol dto jobhost client server cairn tokio axum clap
+# The appliance's operating system (bundles, slots, data disk, network)
+# knows nothing of backups, HTTP or the command line.
+refuse osimage model chunker filevol catalog engine policy protocol dto jobhost client server cairn tape tokio axum clap reqwest
 
 # No module circles inside a crate (scripts/check-modules.py).
 if ! modules=$(python3 scripts/check-modules.py); then

@@ -30,6 +30,15 @@ on_sbin_path() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null; }
 if ! { on_sbin_path bls && on_sbin_path bextract; }; then
   need_pkgs+=(bacula-sd)
 fi
+# The appliance image's test builds the image (image/build.sh) and boots it
+# in QEMU with OVMF under software emulation.
+on_sbin_path mmdebstrap || need_pkgs+=(mmdebstrap)
+on_sbin_path mcopy || need_pkgs+=(mtools)
+on_sbin_path mkfs.vfat || need_pkgs+=(dosfstools)
+on_sbin_path sfdisk || need_pkgs+=(fdisk)
+on_sbin_path objcopy || need_pkgs+=(binutils)
+[ -f /usr/lib/systemd/boot/efi/linuxx64.efi.stub ] || need_pkgs+=(systemd-boot-efi)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_pkgs+=(ovmf)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -58,6 +67,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [[ " ${need_pkgs[*]} " == *" bacula-sd "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now bacula-sd.service >/dev/null 2>&1 || true
   fi
+fi
+# qemu-system-x86 from bookworm-backports, the suite the machine's own
+# qemu-utils come from: bookworm's 7.2 would replace them with older ones.
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  say "installing qemu-system-x86 from bookworm-backports"
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      >/etc/apt/sources.list.d/bookworm-backports.sources
+    apt-get update -qq
+  fi
+  apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
 fi
 
 # The example policies and the hostile test guests are built from source

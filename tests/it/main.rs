@@ -11,6 +11,7 @@
 
 mod support;
 
+mod appliance;
 mod browser;
 mod catalog;
 mod change_detection;

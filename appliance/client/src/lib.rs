@@ -147,6 +147,23 @@ impl Remote {
         Ok(Remote { http, base, token: token.to_owned(), server_dates: false })
     }
 
+    /// `GET /healthz` without credentials: Ok when the server answers `ok`.
+    pub fn healthz(&self) -> Result<()> {
+        let res = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .map_err(|e| anyhow!("cannot reach {}: {}", self.base, error_chain(&e)))?;
+        let status = res.status();
+        let body = read_capped(res, 64, "health check")?;
+        if status.is_success() && body.trim_ascii() == b"ok" {
+            Ok(())
+        } else {
+            bail!("{} answered {status}", self.base)
+        }
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }

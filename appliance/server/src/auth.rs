@@ -40,7 +40,13 @@ pub struct Guard {
     /// The largest multipart form the route takes (`None`: it takes none,
     /// and a multipart body is never read for its CSRF field).
     pub multipart: Option<usize>,
+    /// The multipart body is an upload passed on as a stream: only its head
+    /// (`STREAMED_FORM_HEAD`) is read for the CSRF field, which comes first.
+    pub streamed: bool,
 }
+
+/// How much of a streamed upload form is read for its CSRF field.
+pub const STREAMED_FORM_HEAD: usize = 64 << 10;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +170,12 @@ pub async fn authorize(
     }
     let req = match &caller.csrf {
         Some(expected) if !matches!(*req.method(), Method::GET | Method::HEAD) => {
-            match check_csrf(req, expected, guard.multipart).await {
+            let checked = if guard.streamed {
+                check_streamed_csrf(req, expected).await
+            } else {
+                check_csrf(req, expected, guard.multipart).await
+            };
+            match checked {
                 Ok(req) => req,
                 Err(e) => return e.into_response(),
             }
@@ -209,6 +220,46 @@ async fn check_csrf(req: Request, expected: &str, multipart: Option<usize>) -> R
         return Err(refused());
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// `check_csrf` for a multipart upload that is passed on as a stream: the
+/// form's head is read until its `csrf` field is complete (at most
+/// `STREAMED_FORM_HEAD`), then put back in front of the rest of the body.
+async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
+    use futures_util::StreamExt;
+    let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
+    if let Some(v) = req.headers().get(CSRF_HEADER) {
+        return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|_| refused())?;
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut head = Vec::new();
+    let token = loop {
+        let more = match stream.next().await {
+            Some(Ok(chunk)) => {
+                head.extend_from_slice(&chunk);
+                true
+            }
+            Some(Err(_)) => return Err(AppError::bad_request("the upload was cut off")),
+            None => false,
+        };
+        // The first field is complete once the next boundary is in the head.
+        let marker = format!("\r\n--{boundary}");
+        let complete = head.windows(marker.len()).any(|w| w == marker.as_bytes());
+        if complete || !more {
+            break multipart_field(Bytes::from(head.clone()), boundary.clone(), CSRF_FIELD).await;
+        }
+        if head.len() >= STREAMED_FORM_HEAD {
+            break None;
+        }
+    };
+    if token.as_deref() != Some(expected) {
+        return Err(refused());
+    }
+    let rest = futures_util::stream::once(async move { Ok::<Bytes, axum::Error>(Bytes::from(head)) }).chain(stream);
+    Ok(Request::from_parts(parts, Body::from_stream(rest)))
 }
 
 /// The first field `name` of a multipart form, as text.

@@ -34,6 +34,25 @@ pub struct ConfigFile {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub tape: TapeConfig,
+    #[serde(default)]
+    pub appliance: ApplianceConfig,
+}
+
+/// `[appliance]`: set on Cairn's appliance image, where the server also
+/// manages the machine: A/B updates and the first boot's admin password.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// This server runs on the appliance image: the Appliance page and
+    /// `/api/v1/appliance` show its slots and take update bundles.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the first start writes the initial `admin` password (mode
+    /// 0600) for the console to show; removed once the admin has logged in.
+    pub initial_password_file: Option<PathBuf>,
+    /// Where an uploaded update bundle is kept while it is applied
+    /// (default: beside the datastore).
+    pub upload_dir: Option<PathBuf>,
 }
 
 /// `[tape]`: the tape library the server writes to.
@@ -94,6 +113,17 @@ pub struct Settings {
     pub job_paths: engine::job_paths::PathRules,
     /// The tape library, if any.
     pub tape_library: Option<PathBuf>,
+    /// `[appliance]`, when the server runs on the appliance image.
+    pub appliance: Option<Appliance>,
+    /// Where to write the initial admin password, if anywhere.
+    pub initial_password_file: Option<PathBuf>,
+}
+
+/// The appliance the server manages.
+#[derive(Debug, Clone)]
+pub struct Appliance {
+    pub layout: osimage::Layout,
+    pub upload_dir: PathBuf,
 }
 
 impl ConfigFile {
@@ -142,6 +172,12 @@ impl ConfigFile {
         let mut protected = vec![PathBuf::from(CONFIG_DIR)];
         protected.extend([&cert, &key].iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
         let job_paths = engine::job_paths::PathRules { roots: self.jobs.source_roots.clone(), protected };
+        let appliance = self.appliance.enabled.then(|| Appliance {
+            layout: osimage::Layout::appliance(),
+            upload_dir: self.appliance.upload_dir.clone().unwrap_or_else(|| {
+                datastore.parent().map(Path::to_path_buf).unwrap_or_else(|| datastore.clone())
+            }),
+        });
         Ok(Settings {
             listen,
             datastore,
@@ -154,6 +190,8 @@ impl ConfigFile {
             limits: self.limits,
             job_paths,
             tape_library: self.tape.library.clone(),
+            appliance,
+            initial_password_file: self.appliance.initial_password_file.clone(),
         })
     }
 }

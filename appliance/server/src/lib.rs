@@ -17,6 +17,7 @@
 //! lives here.
 
 mod api;
+mod appliance_api;
 pub mod auth;
 mod caller;
 mod chart;
@@ -81,6 +82,9 @@ pub fn serve(settings: Settings) -> Result<()> {
     if let Some(password) = engine.ensure_admin(state::now())? {
         println!("created user admin with password {password}");
         println!("  (shown only now; change it with `cairn user passwd admin`)");
+        if let Some(path) = &settings.initial_password_file {
+            write_initial_password(path, &password)?;
+        }
     }
     let tls = if settings.insecure_http {
         None
@@ -106,13 +110,35 @@ pub fn serve(settings: Settings) -> Result<()> {
         settings.limits,
         settings.job_paths.clone(),
         settings.tape_library.clone(),
-    );
+    )
+    .with_appliance(settings.appliance.clone(), settings.initial_password_file.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-http")
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run(settings, listener, state, tls, fingerprint))
+}
+
+/// The appliance's console shows the first password until the admin has
+/// logged in: a file only root may read, written whole or not at all.
+fn write_initial_password(path: &std::path::Path, password: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("part");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{password}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 async fn run(

@@ -58,7 +58,7 @@ pub fn render(t: &impl Template) -> AppResult<Response> {
 pub struct Flash {
     pub notice: Option<String>,
     pub error: Option<String>,
-    status: StatusCode,
+    pub status: StatusCode,
 }
 
 impl Flash {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::auth::{self, Access};
 use super::page::{self, DashboardPages};
 use super::state::AppState;
-use super::{api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views};
+use super::{api, appliance_api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views};
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -31,12 +31,21 @@ pub struct RouteSpec {
     /// CSRF check reads a multipart body for its token only up to this, and
     /// refuses multipart bodies on every other route.
     pub multipart: Option<usize>,
+    /// A multipart upload too large to hold in memory: its CSRF field must
+    /// come first, and only the form's head is read for it.
+    pub streamed: bool,
     handler: MethodRouter<AppState>,
 }
 
 impl RouteSpec {
     fn multipart(mut self, limit: usize) -> Self {
         self.multipart = Some(limit);
+        self
+    }
+
+    fn streamed_multipart(mut self) -> Self {
+        self.multipart = Some(auth::STREAMED_FORM_HEAD);
+        self.streamed = true;
         self
     }
 }
@@ -48,7 +57,7 @@ fn r(
     summary: &'static str,
     handler: MethodRouter<AppState>,
 ) -> RouteSpec {
-    RouteSpec { method, path, access, summary, multipart: None, handler }
+    RouteSpec { method, path, access, summary, multipart: None, streamed: false, handler }
 }
 
 /// The route table.
@@ -203,6 +212,20 @@ pub fn routes() -> Vec<RouteSpec> {
             Operate,
             "Put a snapshot back into the datastore from tape, as a task (`{\"snapshot\", \"pool\"}`).",
             post(tape_api::restore),
+        ),
+        r(
+            Method::GET,
+            "/api/v1/appliance",
+            Read,
+            "The appliance's boot slots and the state of the last update.",
+            get(appliance_api::status),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/appliance/update",
+            Admin,
+            "Write a signed update bundle (the body) into the other slot and reboot into it.",
+            post(appliance_api::update).layer(DefaultBodyLimit::disable()),
         ),
         r(Method::GET, "/api/v1/policies", Read, "Stored policies.", get(policy_api::list)),
         r(
@@ -416,6 +439,16 @@ pub fn routes() -> Vec<RouteSpec> {
             "Simulate a retention policy (form).",
             post(policy_api::simulate_form),
         ),
+        r(Method::GET, "/appliance", Admin, "Boot slots and updates (page).", get(appliance_api::page)),
+        r(
+            Method::POST,
+            "/appliance/update",
+            Admin,
+            "Update from a bundle (form).",
+            post(appliance_api::update_form).layer(DefaultBodyLimit::disable()),
+        )
+        .streamed_multipart(),
+        r(Method::GET, "/welcome", Admin, "Where the admin lands after the first login (page).", get(appliance_api::welcome)),
         r(Method::GET, "/users", Admin, "Users and tokens (page).", get(views::users)),
         r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),
         r(Method::POST, "/tokens", Admin, "Create a token (form).", post(views::create_token)),
@@ -460,7 +493,7 @@ pub fn is_dashboard_page(path: &str) -> bool {
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in routes() {
-        let guard = auth::Guard { access: spec.access, multipart: spec.multipart };
+        let guard = auth::Guard { access: spec.access, multipart: spec.multipart, streamed: spec.streamed };
         let guard = from_fn_with_state((state.clone(), guard), auth::authorize);
         router = router.route(spec.path, spec.handler.route_layer(guard));
     }

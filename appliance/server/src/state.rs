@@ -31,6 +31,10 @@ struct Inner {
     job_paths: PathRules,
     /// The tape library (`[tape] library`), if any.
     tape_library: Option<std::path::PathBuf>,
+    /// The appliance this server manages (`[appliance] enabled`), if any.
+    appliance: Option<crate::config::Appliance>,
+    /// `[appliance] initial_password_file`: removed once the admin logs in.
+    initial_password_file: Option<std::path::PathBuf>,
     /// Recently authenticated bearer tokens (blake3 of the token text →
     /// caller, when checked), so a backup's thousands of chunk uploads do
     /// not each open the catalog.
@@ -110,6 +114,8 @@ impl AppState {
                 logins: Logins::new(&limits),
                 job_paths,
                 tape_library,
+                appliance: None,
+                initial_password_file: None,
                 token_cache: Mutex::default(),
                 fingerprint,
                 auth_delay,
@@ -152,6 +158,28 @@ impl AppState {
     /// Where jobs may read.
     pub fn job_paths(&self) -> &PathRules {
         &self.inner.job_paths
+    }
+
+    /// Manage the appliance (`[appliance]`); only on a state nobody shares yet.
+    pub fn with_appliance(
+        mut self,
+        appliance: Option<crate::config::Appliance>,
+        initial_password_file: Option<std::path::PathBuf>,
+    ) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a state is configured before it is shared");
+        inner.appliance = appliance;
+        inner.initial_password_file = initial_password_file;
+        self
+    }
+
+    /// The appliance, when the server runs on the appliance image.
+    pub fn appliance(&self) -> Option<&crate::config::Appliance> {
+        self.inner.appliance.as_ref()
+    }
+
+    /// The file holding the first admin password, while it is still there.
+    pub fn initial_password_file(&self) -> Option<&std::path::Path> {
+        self.inner.initial_password_file.as_deref().filter(|p| p.exists())
     }
 
     /// The tape library, if the server has one.

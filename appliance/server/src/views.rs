@@ -137,6 +137,13 @@ pub async fn login(
         return Ok(res);
     };
     tracing::info!(user = %session.user, "logged in");
+    // The first login with the password the appliance's console showed
+    // lands on the welcome page, which retires it.
+    let next = if session.user == "admin" && state.initial_password_file().is_some() {
+        "/welcome".to_owned()
+    } else {
+        next
+    };
     let secure = if state.secure_cookies() { "; Secure" } else { "" };
     let max_age = session.expires - session.created;
     let cookie =

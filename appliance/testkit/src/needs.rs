@@ -1,8 +1,8 @@
 //! Tests that need more than `cargo test`: root (device nodes, files owned
 //! by other users, loop devices, mounts, `setpriv`), Chromium (the
 //! dashboard's browser test), componentize-py (the Python example
-//! policies) or Bacula's `bls` and `bextract` (volumes read back by
-//! Bacula). Each runs only when its variable asks for it, so that a plain
+//! policies), Bacula's `bls` and `bextract` (volumes read back by
+//! Bacula) or the appliance image's tools and QEMU. Each runs only when its variable asks for it, so that a plain
 //! `cargo test --workspace` passes for a contributor without them;
 //! `scripts/test-all.sh` sets `CAIRN_TEST_ALL=1`, which asks for all.
 //!
@@ -27,6 +27,10 @@ pub enum Need {
     /// Bacula's `bls` and `bextract` (Debian's bacula-sd), see
     /// [`crate::bacula`]: `CAIRN_TEST_BACULA=1`.
     Bacula,
+    /// The appliance image's builder and a VM to boot it in (mmdebstrap,
+    /// mtools, systemd-boot-efi, QEMU with OVMF), and root:
+    /// `CAIRN_TEST_IMAGE=1`.
+    Image,
 }
 
 /// Asks for every [`Need`] at once.
@@ -40,6 +44,7 @@ impl Need {
             Need::Browser => "CAIRN_TEST_BROWSER",
             Need::Python => "CAIRN_TEST_PYTHON",
             Need::Bacula => "CAIRN_TEST_BACULA",
+            Need::Image => "CAIRN_TEST_IMAGE",
         }
     }
 
@@ -49,6 +54,7 @@ impl Need {
             Need::Browser => "Chromium",
             Need::Python => "componentize-py",
             Need::Bacula => "Bacula's bls and bextract",
+            Need::Image => "mmdebstrap, QEMU and OVMF (the appliance image)",
         }
     }
 

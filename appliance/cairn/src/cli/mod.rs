@@ -1,5 +1,6 @@
 //! Command-line definition and dispatch.
 
+mod appliance;
 mod backup;
 mod common;
 mod jobs;
@@ -107,6 +108,9 @@ pub enum Command {
     Volume(volume::VolumeCommand),
     /// Tape libraries and media pools: write snapshots to cartridges, read them back.
     Tape(tape::TapeArgs),
+    /// The appliance image: update it (A/B slots), its status, and the
+    /// commands its boot runs.
+    Appliance(appliance::ApplianceArgs),
     /// Internal: the policy host's compiler process (a component on stdin, its artifact on stdout).
     #[command(name = "__compile-policy", hide = true)]
     CompilePolicy,
@@ -138,6 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(a) => jobs::check(g, a),
         Command::Volume(c) => volume::run(g, c),
         Command::Tape(a) => tape::run(g, a),
+        Command::Appliance(a) => appliance::run(a),
         Command::CompilePolicy => Ok(policy::compile_child()),
     }
 }

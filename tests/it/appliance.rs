@@ -1,0 +1,465 @@
+//! The appliance: `cairn appliance` on a layout of plain files (signing,
+//! verifying, writing the other slot, status), and the real image built by
+//! `image/build.sh` and booted in QEMU with OVMF under software emulation:
+//! first boot, a remote backup into it and a byte-identical restore, a
+//! reboot, an update into the other slot, and a broken update that the
+//! machine rolls back by itself.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::serve::pinned_client;
+use crate::support::{Store, assert_same_tree, cairn, run, run_ok};
+
+fn cairn_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.env_remove("CAIRN_DATASTORE").env_remove("CAIRN_LOG");
+    c
+}
+
+/// A machine made of files: ESP directory, two slot files, a command line
+/// and an os-release.
+struct FakeMachine {
+    root: PathBuf,
+}
+
+impl FakeMachine {
+    fn new(store: &Store, running: char, version: &str) -> FakeMachine {
+        let root = store.path("machine");
+        std::fs::create_dir_all(root.join("esp/EFI/Linux")).unwrap();
+        std::fs::write(root.join(format!("esp/EFI/Linux/cairn-{version}-{running}.efi")), b"uki").unwrap();
+        for s in ['a', 'b'] {
+            std::fs::write(root.join(format!("slot-{s}")), vec![0u8; 8 << 20]).unwrap();
+        }
+        std::fs::write(root.join("cmdline"), format!("ro cairn.slot={running}\n")).unwrap();
+        std::fs::write(root.join("os-release"), format!("IMAGE_VERSION={version}\n")).unwrap();
+        FakeMachine { root }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = cairn_bin();
+        c.arg("appliance");
+        for (flag, file) in [
+            ("--esp", "esp"),
+            ("--slot-a", "slot-a"),
+            ("--slot-b", "slot-b"),
+            ("--cmdline", "cmdline"),
+            ("--os-release", "os-release"),
+            ("--update-key", "update.pub"),
+        ] {
+            c.arg(flag).arg(self.root.join(file));
+        }
+        c
+    }
+}
+
+#[test]
+fn appliance_cli_signs_checks_and_writes_the_other_slot() {
+    let store = Store::new();
+    let m = FakeMachine::new(&store, 'a', "1.0");
+    let key = store.path("signing.key");
+    let public = run_ok(cairn_bin().args(["appliance", "keygen"]).arg(&key));
+    assert!(public.starts_with("cairn-update-ed25519 "), "{public}");
+    assert_eq!(run_ok(cairn_bin().args(["appliance", "keygen", "--public-of"]).arg(&key)), public);
+    std::fs::write(m.root.join("update.pub"), &public).unwrap();
+    let r = run(cairn_bin().args(["appliance", "keygen"]).arg(&key));
+    assert!(r.code != 0 && r.stderr.contains("never overwritten"), "{r:?}");
+
+    let rootfs: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 20) as u8).collect();
+    std::fs::write(store.path("rootfs"), &rootfs).unwrap();
+    std::fs::write(store.path("uki-a"), b"kernel image for slot a").unwrap();
+    std::fs::write(store.path("uki-b"), b"kernel image for slot b").unwrap();
+    let bundle = |version: &str, key: &Path| {
+        let out = store.path(&format!("{version}.bundle"));
+        run_ok(
+            cairn_bin()
+                .args(["appliance", "bundle", "--version", version, "--key"])
+                .arg(key)
+                .arg("--rootfs")
+                .arg(store.path("rootfs"))
+                .arg("--uki-a")
+                .arg(store.path("uki-a"))
+                .arg("--uki-b")
+                .arg(store.path("uki-b"))
+                .arg("--out")
+                .arg(&out),
+        );
+        out
+    };
+    let good = bundle("1.1", &key);
+    let out = run_ok(m.cmd().arg("verify").arg(&good));
+    assert!(out.contains("signature and every section good"), "{out}");
+
+    // Signed by another key: refused, nothing written.
+    let other = store.path("other.key");
+    run_ok(cairn_bin().args(["appliance", "keygen"]).arg(&other));
+    let foreign = bundle("1.2", &other);
+    let r = run(m.cmd().args(["update", "--no-reboot"]).arg(&foreign));
+    assert!(r.code != 0 && r.stderr.contains("not from the key this appliance trusts"), "{r:?}");
+    // A byte changed in the payload: refused while checking, nothing written.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(store.path("damaged.bundle"), &bytes).unwrap();
+    let r = run(m.cmd().arg("verify").arg(store.path("damaged.bundle")));
+    assert!(r.code != 0 && r.stderr.contains("uki-b") && r.stderr.contains("blake3"), "{r:?}");
+    // Not a bundle at all.
+    let r = run(m.cmd().arg("verify").arg(store.path("rootfs")));
+    assert!(r.code != 0 && r.stderr.contains("not a Cairn update bundle"), "{r:?}");
+    assert_eq!(std::fs::read(m.root.join("slot-b")).unwrap(), vec![0u8; 8 << 20]);
+
+    // The good one goes into slot B with three tries; A is left alone.
+    let out = run_ok(m.cmd().args(["update", "--no-reboot"]).arg(&good));
+    assert!(out.contains("Cairn 1.1 is in slot B"), "{out}");
+    assert!(std::fs::read(m.root.join("slot-b")).unwrap()[..rootfs.len()] == rootfs[..]);
+    assert_eq!(std::fs::read(m.root.join("slot-a")).unwrap(), vec![0u8; 8 << 20]);
+    let linux = m.root.join("esp/EFI/Linux");
+    assert_eq!(std::fs::read(linux.join("cairn-1.1-b+3.efi")).unwrap(), b"kernel image for slot b");
+    let status: Value = serde_json::from_str(&run_ok(m.cmd().args(["status", "--json"]))).unwrap();
+    assert_eq!(status["running"], "a");
+    assert_eq!(status["update"], json!({"state": "pending", "version": "1.1", "slot": "b"}));
+    // After three failed boots systemd-boot leaves +0-3: a rollback.
+    std::fs::rename(linux.join("cairn-1.1-b+3.efi"), linux.join("cairn-1.1-b+0-3.efi")).unwrap();
+    let out = run_ok(m.cmd().arg("status"));
+    assert!(out.contains("the update to 1.1 was rolled back"), "{out}");
+    // The same version again is not an update.
+    std::fs::write(m.root.join("os-release"), "IMAGE_VERSION=1.1\n").unwrap();
+    let r = run(m.cmd().args(["update", "--no-reboot"]).arg(&good));
+    assert!(r.code != 0 && r.stderr.contains("not newer than the running 1.1"), "{r:?}");
+}
+
+// ------------------------------------------------------------ the real image
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// `image/build.sh` with the test's cairn binary; its output directory.
+fn build_image(out: &Path, version: &str, extra: &[&str]) -> Duration {
+    let started = Instant::now();
+    let log = std::fs::File::create(out.with_extension("log")).unwrap();
+    let status = Command::new("bash")
+        .arg(repo().join("image/build.sh"))
+        .args(["--version", version, "--cairn", env!("CARGO_BIN_EXE_cairn")])
+        .args(extra)
+        .arg(out)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(out.with_extension("log")).unwrap_or_default();
+    assert!(status.success(), "image/build.sh {version} failed:\n{}", tail(&log, 60));
+    took
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A QEMU virtual machine: UEFI (OVMF), TCG, the image as its first disk
+/// (a qcow2 overlay, so the built image stays as it is) and an empty data
+/// disk, user networking with a host port forwarded to 8007, the serial
+/// console in a file.
+struct Vm {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    boots: usize,
+}
+
+impl Vm {
+    fn new(dir: &Path, image: &Path) -> Vm {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("vars.fd")).unwrap();
+        let img = |args: &[&str]| {
+            let s = Command::new("qemu-img").args(args).status().unwrap();
+            assert!(s.success(), "qemu-img {args:?}");
+        };
+        img(&["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.to_str().unwrap(), dir.join("disk.qcow2").to_str().unwrap()]);
+        img(&["create", "-q", "-f", "qcow2", dir.join("data.qcow2").to_str().unwrap(), "8G"]);
+        Vm { dir: dir.to_owned(), port: free_port(), child: None, boots: 0 }
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let _ = std::fs::remove_file(d("mon.sock"));
+        let child = Command::new("qemu-system-x86_64")
+            // Software emulation: /dev/kvm may exist without working.
+            .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+            .args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"])
+            .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", d("vars.fd"))])
+            .args(["-drive", &format!("file={},if=virtio,format=qcow2", d("disk.qcow2"))])
+            .args(["-drive", &format!("file={},if=virtio,format=qcow2", d("data.qcow2"))])
+            .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:8007", self.port)])
+            .args(["-device", "virtio-net-pci,netdev=n0", "-display", "none"])
+            .args(["-chardev", &format!("file,id=ser,path={},append=on", d("serial.log"))])
+            .args(["-serial", "chardev:ser"])
+            .args(["-monitor", &format!("unix:{},server,nowait", d("mon.sock"))])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d(&format!("qemu-{}.err", self.boots))).unwrap())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        self.child = Some(child);
+        self.boots += 1;
+    }
+
+    fn serial(&self) -> String {
+        let mut s = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join("serial.log")) {
+            let _ = f.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Wait until `f` answers Some; the serial console's tail on timeout.
+    fn wait<T>(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&mut Vm) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(t) = f(self) {
+                return t;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("QEMU exited ({status}) while waiting for {what}:\n{}", tail(&self.serial(), 40));
+            }
+            assert!(Instant::now() < deadline, "no {what} after {timeout:?}; serial console:\n{}", tail(&self.serial(), 60));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn monitor(&self, command: &str) {
+        let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("mon.sock")).unwrap();
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// ACPI power button, and wait for the guest to power off.
+    fn power_off(&mut self) {
+        self.monitor("system_powerdown");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the appliance did not power off:\n{}", tail(&self.serial(), 40));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value after `key ` on the last serial line that has it.
+fn console_value(serial: &str, key: &str) -> Option<String> {
+    serial
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(&format!("{key} ")))
+        .last()
+        .map(|v| v.trim().to_owned())
+}
+
+fn appliance_state(http: &reqwest::blocking::Client, vm: &Vm, token: &str) -> Option<Value> {
+    let res = http.get(vm.url("/api/v1/appliance")).bearer_auth(token).timeout(Duration::from_secs(10)).send().ok()?;
+    res.status().is_success().then(|| res.json().ok()).flatten()
+}
+
+fn upload_bundle(http: &reqwest::blocking::Client, vm: &Vm, token: &str, bundle: &Path) -> Value {
+    let body = std::fs::read(bundle).unwrap();
+    let res = http
+        .post(vm.url("/api/v1/appliance/update"))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .expect("upload the update bundle");
+    let status = res.status();
+    let text = res.text().unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_update() {
+    if !testkit::needs(testkit::Need::Image) {
+        return;
+    }
+    let store = Store::new();
+    let work = store.path("image");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // Three builds: the image, an update, and an update whose service never
+    // becomes healthy, all signed with the key the first build made.
+    let (v1, v2, v3) = (work.join("v1"), work.join("v2"), work.join("v3"));
+    let took = build_image(&v1, "1.0.1", &[]);
+    eprintln!("FIGURE image build (tree cached if this machine built one before): {} s", took.as_secs());
+    let key = v1.join("signing.key");
+    let key = key.to_str().unwrap();
+    build_image(&v2, "1.0.2", &["--bundle-only", "--key", key]);
+    build_image(&v3, "1.0.3", &["--bundle-only", "--key", key, "--broken"]);
+    let qcow = std::fs::metadata(v1.join("cairn.qcow2")).unwrap().len();
+    eprintln!("FIGURE cairn.qcow2: {} MiB, bundle {} MiB", qcow >> 20, std::fs::metadata(v1.join("cairn-update.bundle")).unwrap().len() >> 20);
+    assert!(qcow <= 300 << 20, "cairn.qcow2 is {} MiB", qcow >> 20);
+    let manifest = std::fs::read_to_string(v1.join("cairn.manifest")).unwrap();
+    assert!(manifest.contains("version 1.0.1") && manifest.lines().any(|l| l.starts_with("package linux-image-")), "{manifest}");
+
+    // First boot: the console shows the address, the fingerprint and the
+    // admin password; the API answers over the forwarded port.
+    let mut vm = Vm::new(&work.join("vm"), &v1.join("cairn.qcow2"));
+    let booted = Instant::now();
+    vm.start();
+    let (fingerprint, password) = vm.wait("the first-boot banner", Duration::from_secs(300), |vm| {
+        let s = vm.serial();
+        Some((console_value(&s, "fingerprint")?, console_value(&s, "password")?))
+    });
+    assert!(vm.serial().contains("https://10.0.2.15:8007/"), "{}", tail(&vm.serial(), 30));
+    assert_eq!(fingerprint.len(), 95, "{fingerprint}");
+    let http = pinned_client(&fingerprint);
+    vm.wait("a healthy API", Duration::from_secs(120), |vm| {
+        http.get(vm.url("/healthz")).send().ok().filter(|r| r.status() == 200)
+    });
+    eprintln!("FIGURE first boot to a working API under TCG: {:.1} s", booted.elapsed().as_secs_f64());
+    let wrong = pinned_client(&format!("{}ab", "ab:".repeat(31)));
+    assert!(wrong.get(vm.url("/healthz")).send().is_err(), "a wrong pin must fail");
+
+    // Log in with the console's password: the admin lands on the welcome
+    // page, which shows the fingerprint and retires the password.
+    let res = http
+        .post(vm.url("/login"))
+        .form(&[("user", "admin"), ("password", password.as_str()), ("next", "/")])
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/welcome");
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let welcome = http.get(vm.url("/welcome")).header("cookie", &cookie).send().unwrap().text().unwrap();
+    assert!(welcome.contains(&format!("fingerprint {fingerprint}")), "{welcome}");
+    let csrf = welcome
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF token on the page")
+        .to_owned();
+    let token = |name: &str, role: &str, groups: &[&str]| -> String {
+        let res = http
+            .post(vm.url("/api/v1/tokens"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"name": name, "role": role, "groups": groups}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned()
+    };
+    let admin = token("ci-admin", "admin", &[]);
+    let client_token = token("ci-client", "backup-client", &["host/ci"]);
+
+    // A remote backup from the host into the appliance, restored byte for byte.
+    let src = store.path("src");
+    testkit::write_random_tree(&src, 40, 3_000_000, 7);
+    std::fs::write(src.join("big.bin"), (0..6_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let remote = |cmd: &str| {
+        let mut c = cairn(&store.path("unused"));
+        c.arg(cmd).args(["--server", &vm.url(""), "--fingerprint", &fingerprint, "--token", &client_token]);
+        c
+    };
+    let out = run_ok(remote("backup").arg(&src).args(["--group", "host/ci", "--json"]));
+    let snapshot = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let restored = store.path("restored");
+    run_ok(remote("restore").arg(&snapshot).arg(&restored));
+    assert_same_tree(&src, &restored);
+
+    // A reboot: the snapshot is still there, and the console no longer
+    // shows the password (the admin has logged in).
+    vm.power_off();
+    let boots_before = vm.serial().matches("Cairn backup appliance").count();
+    vm.start();
+    vm.wait("the second boot's banner", Duration::from_secs(300), |vm| {
+        (vm.serial().matches("Cairn backup appliance").count() > boots_before).then_some(())
+    });
+    let second_boot = vm.serial().rsplit("Cairn backup appliance").next().unwrap().to_owned();
+    assert!(console_value(&second_boot, "password").is_none(), "{second_boot}");
+    let snaps: Value = vm.wait("the API after the reboot", Duration::from_secs(120), |vm| {
+        let r = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().ok()?;
+        r.status().is_success().then(|| r.json().ok()).flatten()
+    });
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "{snaps}");
+    let state = appliance_state(&http, &vm, &admin).unwrap();
+    assert_eq!((state["running"].as_str(), state["version"].as_str()), (Some("a"), Some("1.0.1")), "{state}");
+
+    // A backup client may not update the appliance.
+    let res = http
+        .post(vm.url("/api/v1/appliance/update"))
+        .bearer_auth(&client_token)
+        .body(std::fs::read(v2.join("cairn-update.bundle")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    // An update: written into slot B, booted, found healthy and kept.
+    let done = upload_bundle(&http, &vm, &admin, &v2.join("cairn-update.bundle"));
+    assert_eq!((done["slot"].as_str(), done["version"].as_str()), (Some("b"), Some("1.0.2")), "{done}");
+    let state = vm.wait("slot B running 1.0.2, blessed", Duration::from_secs(400), |vm| {
+        let s = appliance_state(&http, vm, &admin)?;
+        let blessed = s["entries"].as_array()?.iter().any(|e| e["file"] == "cairn-1.0.2-b.efi");
+        (s["running"] == "b" && blessed).then_some(s)
+    });
+    assert_eq!(state["version"], "1.0.2", "{state}");
+    assert_eq!(state["update"]["state"], "settled", "{state}");
+    let snaps: Value = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "the data disk survived the update");
+
+    // A broken update: its service never becomes healthy, three boots fail,
+    // and the machine comes back on slot B by itself.
+    let done = upload_bundle(&http, &vm, &admin, &v3.join("cairn-update.bundle"));
+    assert_eq!((done["slot"].as_str(), done["version"].as_str()), (Some("a"), Some("1.0.3")), "{done}");
+    // Wait until the broken slot has been tried: its banner names 1.0.3.
+    vm.wait("a boot of the broken slot", Duration::from_secs(300), |vm| {
+        vm.serial().contains("Cairn backup appliance 1.0.3").then_some(())
+    });
+    let state = vm.wait("the rollback to slot B", Duration::from_secs(900), |vm| {
+        let s = appliance_state(&http, vm, &admin)?;
+        (s["update"]["state"] == "rolled-back").then_some(s)
+    });
+    assert_eq!((state["running"].as_str(), state["version"].as_str()), (Some("b"), Some("1.0.2")), "{state}");
+    assert_eq!((state["update"]["version"].as_str(), state["update"]["tries"].as_u64()), (Some("1.0.3"), Some(3)), "{state}");
+    // systemd-boot counted three boots of it (tries above); the console of
+    // each showed its banner when it got that far.
+    eprintln!(
+        "the broken slot's banner appeared {} times",
+        vm.serial().matches("Cairn backup appliance 1.0.3, slot A").count()
+    );
+    let page = http.get(vm.url("/appliance")).header("cookie", &cookie).send().unwrap().text().unwrap();
+    assert!(page.contains("id=\"rolled-back\"") && page.contains("1.0.3"), "{page}");
+    let snaps: Value = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "the data disk survived the rollback");
+    vm.power_off();
+}
