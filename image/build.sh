@@ -64,7 +64,11 @@ loader=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 say() { printf '== %s\n' "$*" >&2; }
 started=$(date +%s)
 
-# Reproducible as far as Debian allows: every time stamp is the last commit's.
+# Reproducible as far as bookworm's tools allow: file contents, modes and
+# mtimes (SOURCE_DATE_EPOCH, the last commit's), partition and file system
+# ids, the bundle. Not yet: mke2fs 1.47.0 copies each file's inode change
+# time and has no SOURCE_DATE_EPOCH, and mtools stamps directories with the
+# clock, so two builds' disks differ in those time stamps.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
 if [ -z "$version" ]; then
   crate=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/appliance/cairn/Cargo.toml" | head -1)
@@ -188,7 +192,9 @@ slot_mib=1024
 used_kib=$(du -sk "$root" | cut -f1)
 fs_mib=$(( (used_kib * 13 / 10) / 1024 + 64 ))
 [ "$fs_mib" -le "$slot_mib" ] || { echo "build.sh: the root tree ($fs_mib MiB) outgrows a $slot_mib MiB slot" >&2; exit 1; }
-uuid=$(printf 'cairn-root %s' "$version" | sha256sum | sed 's/^\(.\{8\}\)\(.\{4\}\).\(.\{3\}\).\(.\{3\}\)\(.\{12\}\).*/\1-\2-4\3-8\4-\5/')
+# A UUID derived from a text (the same build, the same ids).
+uuid_of() { printf 'cairn %s' "$1" | sha256sum | sed 's/^\(.\{8\}\)\(.\{4\}\).\(.\{3\}\).\(.\{3\}\)\(.\{12\}\).*/\1-\2-4\3-8\4-\5/'; }
+uuid=$(uuid_of "root $version")
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L cairn-root -U "$uuid" -E "hash_seed=$uuid,root_owner=0:0" \
   -b 4096 -m 0 -O ^has_journal -d "$root" "$work/rootfs.ext4" "${fs_mib}M"
 
@@ -218,11 +224,14 @@ if [ -z "$bundle_only" ]; then
   mkfs.vfat -C -F 32 -n CAIRN-ESP -i "$(printf '%08x' "$SOURCE_DATE_EPOCH" | cut -c1-8)" "$esp" $((esp_mib * 1024)) >/dev/null
   export MTOOLS_SKIP_CHECK=1
   mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader
-  mcopy -i "$esp" "$loader" ::/EFI/BOOT/BOOTX64.EFI
   printf 'timeout 0\neditor no\nconsole-mode keep\n' >"$work/loader.conf"
-  mcopy -i "$esp" "$work/loader.conf" ::/loader/loader.conf
+  cp "$loader" "$work/BOOTX64.EFI"
+  touch -d "@$SOURCE_DATE_EPOCH" "$work/loader.conf" "$work/BOOTX64.EFI" "$work/uki-a.efi"
+  # -m: the files' times are SOURCE_DATE_EPOCH (directories get the clock's).
+  mcopy -m -i "$esp" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+  mcopy -m -i "$esp" "$work/loader.conf" ::/loader/loader.conf
   # Slot A's entry is good from the start: no boot counter.
-  mcopy -i "$esp" "$work/uki-a.efi" "::/EFI/Linux/cairn-$version-a.efi"
+  mcopy -m -i "$esp" "$work/uki-a.efi" "::/EFI/Linux/cairn-$version-a.efi"
 
   say "GPT disk: ESP, root A, root B"
   raw=$out/cairn.raw
@@ -231,12 +240,12 @@ if [ -z "$bundle_only" ]; then
   truncate -s "${total_mib}M" "$raw"
   sfdisk --quiet "$raw" <<EOF
 label: gpt
-label-id: $(printf 'cairn-disk %s' "$version" | sha256sum | sed 's/^\(.\{8\}\)\(.\{4\}\).\(.\{3\}\).\(.\{3\}\)\(.\{12\}\).*/\1-\2-4\3-8\4-\5/')
+label-id: $(uuid_of "disk $version")
 unit: sectors
 first-lba: 2048
-start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="esp"
-size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="cairn-root-a"
-size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="cairn-root-b"
+start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="esp", uuid=$(uuid_of "esp $version")
+size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="cairn-root-a", uuid=$(uuid_of "root-a $version")
+size=$((slot_mib * 2048)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="cairn-root-b", uuid=$(uuid_of "root-b $version")
 EOF
   dd if="$esp" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
   dd if="$work/rootfs.ext4" of="$raw" bs=1M seek=$((1 + esp_mib)) conv=notrunc,sparse status=none

@@ -173,21 +173,45 @@ fn free_port() -> u16 {
 struct Vm {
     dir: PathBuf,
     port: u16,
+    /// The guest address the host port is forwarded to (QEMU's DHCP hands
+    /// out 10.0.2.15).
+    guest: String,
     child: Option<Child>,
     boots: usize,
 }
 
 impl Vm {
-    fn new(dir: &Path, image: &Path) -> Vm {
+    /// A copy of the raw image (sparse), so that the test can write the EFI
+    /// partition between boots as an operator would before the first.
+    fn new(dir: &Path, raw: &Path) -> Vm {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("vars.fd")).unwrap();
-        let img = |args: &[&str]| {
-            let s = Command::new("qemu-img").args(args).status().unwrap();
-            assert!(s.success(), "qemu-img {args:?}");
-        };
-        img(&["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image.to_str().unwrap(), dir.join("disk.qcow2").to_str().unwrap()]);
-        img(&["create", "-q", "-f", "qcow2", dir.join("data.qcow2").to_str().unwrap(), "8G"]);
-        Vm { dir: dir.to_owned(), port: free_port(), child: None, boots: 0 }
+        let s =
+            Command::new("cp").arg("--sparse=always").arg(raw).arg(dir.join("disk.raw")).status().unwrap();
+        assert!(s.success());
+        let s = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(dir.join("data.qcow2"))
+            .arg("8G")
+            .status()
+            .unwrap();
+        assert!(s.success());
+        Vm { dir: dir.to_owned(), port: free_port(), guest: "10.0.2.15".into(), child: None, boots: 0 }
+    }
+
+    /// Put `name` with `text` on the EFI partition (1 MiB into the disk).
+    fn write_esp(&self, name: &str, text: &str) {
+        let file = self.dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let image = format!("{}@@1M", self.dir.join("disk.raw").display());
+        let out = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-o", "-i", &image])
+            .arg(&file)
+            .arg(format!("::/{name}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn start(&mut self) {
@@ -199,9 +223,9 @@ impl Vm {
             .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
             .args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"])
             .args(["-drive", &format!("if=pflash,format=raw,unit=1,file={}", d("vars.fd"))])
-            .args(["-drive", &format!("file={},if=virtio,format=qcow2", d("disk.qcow2"))])
+            .args(["-drive", &format!("file={},if=virtio,format=raw", d("disk.raw"))])
             .args(["-drive", &format!("file={},if=virtio,format=qcow2", d("data.qcow2"))])
-            .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:8007", self.port)])
+            .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-{}:8007", self.port, self.guest)])
             .args(["-device", "virtio-net-pci,netdev=n0", "-display", "none"])
             .args(["-chardev", &format!("file,id=ser,path={},append=on", d("serial.log"))])
             .args(["-serial", "chardev:ser"])
@@ -239,7 +263,11 @@ impl Vm {
             {
                 panic!("QEMU exited ({status}) while waiting for {what}:\n{}", tail(&self.serial(), 40));
             }
-            assert!(Instant::now() < deadline, "no {what} after {timeout:?}; serial console:\n{}", tail(&self.serial(), 60));
+            assert!(
+                Instant::now() < deadline,
+                "no {what} after {timeout:?}; serial console:\n{}",
+                tail(&self.serial(), 60)
+            );
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -282,12 +310,17 @@ fn console_value(serial: &str, key: &str) -> Option<String> {
     serial
         .lines()
         .filter_map(|l| l.trim().strip_prefix(&format!("{key} ")))
-        .last()
+        .next_back()
         .map(|v| v.trim().to_owned())
 }
 
 fn appliance_state(http: &reqwest::blocking::Client, vm: &Vm, token: &str) -> Option<Value> {
-    let res = http.get(vm.url("/api/v1/appliance")).bearer_auth(token).timeout(Duration::from_secs(10)).send().ok()?;
+    let res = http
+        .get(vm.url("/api/v1/appliance"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .ok()?;
     res.status().is_success().then(|| res.json().ok()).flatten()
 }
 
@@ -326,14 +359,28 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     build_image(&v2, "1.0.2", &["--bundle-only", "--key", key]);
     build_image(&v3, "1.0.3", &["--bundle-only", "--key", key, "--broken"]);
     let qcow = std::fs::metadata(v1.join("cairn.qcow2")).unwrap().len();
-    eprintln!("FIGURE cairn.qcow2: {} MiB, bundle {} MiB", qcow >> 20, std::fs::metadata(v1.join("cairn-update.bundle")).unwrap().len() >> 20);
+    eprintln!(
+        "FIGURE cairn.qcow2: {} MiB, bundle {} MiB",
+        qcow >> 20,
+        std::fs::metadata(v1.join("cairn-update.bundle")).unwrap().len() >> 20
+    );
     assert!(qcow <= 300 << 20, "cairn.qcow2 is {} MiB", qcow >> 20);
     let manifest = std::fs::read_to_string(v1.join("cairn.manifest")).unwrap();
-    assert!(manifest.contains("version 1.0.1") && manifest.lines().any(|l| l.starts_with("package linux-image-")), "{manifest}");
+    assert!(
+        manifest.contains("version 1.0.1") && manifest.lines().any(|l| l.starts_with("package linux-image-")),
+        "{manifest}"
+    );
 
     // First boot: the console shows the address, the fingerprint and the
     // admin password; the API answers over the forwarded port.
-    let mut vm = Vm::new(&work.join("vm"), &v1.join("cairn.qcow2"));
+    // The qcow2 is the raw disk, compressed: the same bytes.
+    let same = Command::new("qemu-img")
+        .arg("compare")
+        .arg(v1.join("cairn.raw"))
+        .arg(v1.join("cairn.qcow2"))
+        .output();
+    assert!(same.unwrap().status.success(), "cairn.qcow2 and cairn.raw differ");
+    let mut vm = Vm::new(&work.join("vm"), &v1.join("cairn.raw"));
     let booted = Instant::now();
     vm.start();
     let (fingerprint, password) = vm.wait("the first-boot banner", Duration::from_secs(300), |vm| {
@@ -385,7 +432,8 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     // A remote backup from the host into the appliance, restored byte for byte.
     let src = store.path("src");
     testkit::write_random_tree(&src, 40, 3_000_000, 7);
-    std::fs::write(src.join("big.bin"), (0..6_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(src.join("big.bin"), (0..6_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+        .unwrap();
     let remote = |cmd: &str| {
         let mut c = cairn(&store.path("unused"));
         c.arg(cmd).args(["--server", &vm.url(""), "--fingerprint", &fingerprint, "--token", &client_token]);
@@ -397,21 +445,34 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     run_ok(remote("restore").arg(&snapshot).arg(&restored));
     assert_same_tree(&src, &restored);
 
-    // A reboot: the snapshot is still there, and the console no longer
-    // shows the password (the admin has logged in).
+    // A reboot, with a static address from cairn-network.toml on the EFI
+    // partition (as a headless install would have it): the snapshot is still
+    // there, the appliance answers on its new address, and the console no
+    // longer shows the password (the admin has logged in).
     vm.power_off();
+    vm.write_esp(
+        "cairn-network.toml",
+        "mode = \"static\"\naddress = \"10.0.2.16/24\"\ngateway = \"10.0.2.2\"\ndns = [\"10.0.2.3\"]\n",
+    );
+    vm.guest = "10.0.2.16".into();
     let boots_before = vm.serial().matches("Cairn backup appliance").count();
+    let rebooted = Instant::now();
     vm.start();
     vm.wait("the second boot's banner", Duration::from_secs(300), |vm| {
         (vm.serial().matches("Cairn backup appliance").count() > boots_before).then_some(())
     });
     let second_boot = vm.serial().rsplit("Cairn backup appliance").next().unwrap().to_owned();
     assert!(console_value(&second_boot, "password").is_none(), "{second_boot}");
+    assert!(
+        second_boot.contains("https://10.0.2.16:8007/") && !second_boot.contains("10.0.2.15"),
+        "the static address, and only it: {second_boot}"
+    );
     let snaps: Value = vm.wait("the API after the reboot", Duration::from_secs(120), |vm| {
         let r = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().ok()?;
         r.status().is_success().then(|| r.json().ok()).flatten()
     });
     assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "{snaps}");
+    eprintln!("FIGURE second boot to a working API: {:.1} s", rebooted.elapsed().as_secs_f64());
     let state = appliance_state(&http, &vm, &admin).unwrap();
     assert_eq!((state["running"].as_str(), state["version"].as_str()), (Some("a"), Some("1.0.1")), "{state}");
 
@@ -425,21 +486,30 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     assert_eq!(res.status(), 403);
 
     // An update: written into slot B, booted, found healthy and kept.
+    let posted = Instant::now();
     let done = upload_bundle(&http, &vm, &admin, &v2.join("cairn-update.bundle"));
+    eprintln!("FIGURE update uploaded, written and read back: {:.1} s", posted.elapsed().as_secs_f64());
+    let applied = Instant::now();
     assert_eq!((done["slot"].as_str(), done["version"].as_str()), (Some("b"), Some("1.0.2")), "{done}");
     let state = vm.wait("slot B running 1.0.2, blessed", Duration::from_secs(400), |vm| {
         let s = appliance_state(&http, vm, &admin)?;
         let blessed = s["entries"].as_array()?.iter().any(|e| e["file"] == "cairn-1.0.2-b.efi");
         (s["running"] == "b" && blessed).then_some(s)
     });
+    eprintln!("FIGURE reboot into the update until blessed: {:.1} s", applied.elapsed().as_secs_f64());
     assert_eq!(state["version"], "1.0.2", "{state}");
     assert_eq!(state["update"]["state"], "settled", "{state}");
-    let snaps: Value = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
-    assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "the data disk survived the update");
+    let snaps: Value =
+        http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
+    assert!(
+        snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()),
+        "the data disk survived the update"
+    );
 
     // A broken update: its service never becomes healthy, three boots fail,
     // and the machine comes back on slot B by itself.
     let done = upload_bundle(&http, &vm, &admin, &v3.join("cairn-update.bundle"));
+    let applied = Instant::now();
     assert_eq!((done["slot"].as_str(), done["version"].as_str()), (Some("a"), Some("1.0.3")), "{done}");
     // Wait until the broken slot has been tried: its banner names 1.0.3.
     vm.wait("a boot of the broken slot", Duration::from_secs(300), |vm| {
@@ -449,8 +519,16 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
         let s = appliance_state(&http, vm, &admin)?;
         (s["update"]["state"] == "rolled-back").then_some(s)
     });
+    eprintln!(
+        "FIGURE broken update until rolled back (three failed boots): {:.1} s",
+        applied.elapsed().as_secs_f64()
+    );
     assert_eq!((state["running"].as_str(), state["version"].as_str()), (Some("b"), Some("1.0.2")), "{state}");
-    assert_eq!((state["update"]["version"].as_str(), state["update"]["tries"].as_u64()), (Some("1.0.3"), Some(3)), "{state}");
+    assert_eq!(
+        (state["update"]["version"].as_str(), state["update"]["tries"].as_u64()),
+        (Some("1.0.3"), Some(3)),
+        "{state}"
+    );
     // systemd-boot counted three boots of it (tries above); the console of
     // each showed its banner when it got that far.
     eprintln!(
@@ -459,7 +537,11 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     );
     let page = http.get(vm.url("/appliance")).header("cookie", &cookie).send().unwrap().text().unwrap();
     assert!(page.contains("id=\"rolled-back\"") && page.contains("1.0.3"), "{page}");
-    let snaps: Value = http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
-    assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()), "the data disk survived the rollback");
+    let snaps: Value =
+        http.get(vm.url("/api/v1/snapshots")).bearer_auth(&client_token).send().unwrap().json().unwrap();
+    assert!(
+        snaps.as_array().unwrap().iter().any(|s| s["id"] == snapshot.as_str()),
+        "the data disk survived the rollback"
+    );
     vm.power_off();
 }

@@ -47,7 +47,9 @@ pub fn choose(disks: &[Disk]) -> Choice {
     }
     let empty: Vec<&Disk> = disks
         .iter()
-        .filter(|d| d.partitions == 0 && d.signature.is_none() && !d.removable && !d.read_only && d.bytes >= MIN_BYTES)
+        .filter(|d| {
+            d.partitions == 0 && d.signature.is_none() && !d.removable && !d.read_only && d.bytes >= MIN_BYTES
+        })
         .collect();
     match empty.as_slice() {
         [one] => Choice::Format(one.name.clone()),
@@ -69,21 +71,19 @@ pub fn choose(disks: &[Disk]) -> Choice {
                     format!("{} {why}", d.name)
                 })
                 .collect();
-            Choice::None {
-                why: if seen.is_empty() { "no disks".into() } else { seen.join(", ") },
-            }
+            Choice::None { why: if seen.is_empty() { "no disks".into() } else { seen.join(", ") } }
         }
         many => Choice::Ambiguous(many.iter().map(|d| d.name.clone()).collect()),
     }
 }
 
+/// What blkid found on a disk: (signature, label).
+pub type Probe = (Option<String>, Option<String>);
+
 /// Whole disks under a /sys/block directory (loop, ram, zram, optical and
 /// device-mapper devices are never data disks). `probe` answers blkid's
 /// (signature, label) for `/dev/NAME`.
-pub fn scan(
-    sys_block: &Path,
-    probe: &mut dyn FnMut(&str) -> (Option<String>, Option<String>),
-) -> std::io::Result<Vec<Disk>> {
+pub fn scan(sys_block: &Path, probe: &mut dyn FnMut(&str) -> Probe) -> std::io::Result<Vec<Disk>> {
     let mut out = Vec::new();
     let mut names: Vec<String> =
         fs::read_dir(sys_block)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
@@ -146,14 +146,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(choose(&[boot, disk("vdb"), disk("nvme0n1")]), Choice::Ambiguous(vec!["vdb".into(), "nvme0n1".into()]));
+        assert_eq!(
+            choose(&[boot, disk("vdb"), disk("nvme0n1")]),
+            Choice::Ambiguous(vec!["vdb".into(), "nvme0n1".into()])
+        );
     }
 
     #[test]
     fn sys_block_is_read_as_the_kernel_lays_it_out() {
         let dir = tempfile::tempdir().unwrap();
         let sb = dir.path();
-        for (name, size, parts) in [("vda", 4_000_000u64, 3), ("vdb", 8_388_608, 0), ("loop0", 100, 0), ("sr0", 100, 0)] {
+        for (name, size, parts) in
+            [("vda", 4_000_000u64, 3), ("vdb", 8_388_608, 0), ("loop0", 100, 0), ("sr0", 100, 0)]
+        {
             fs::create_dir_all(sb.join(name)).unwrap();
             fs::write(sb.join(name).join("size"), format!("{size}\n")).unwrap();
             fs::write(sb.join(name).join("removable"), "0\n").unwrap();
@@ -163,7 +168,8 @@ mod tests {
                 fs::write(sb.join(name).join(format!("{name}{p}/partition")), format!("{p}\n")).unwrap();
             }
         }
-        let disks = scan(sb, &mut |n| if n == "vda" { (Some("gpt".into()), None) } else { (None, None) }).unwrap();
+        let disks =
+            scan(sb, &mut |n| if n == "vda" { (Some("gpt".into()), None) } else { (None, None) }).unwrap();
         let names: Vec<_> = disks.iter().map(|d| (d.name.as_str(), d.partitions, d.bytes)).collect();
         assert_eq!(names, [("vda", 3, 4_000_000 * 512), ("vdb", 0, 8_388_608 * 512)]);
         assert_eq!(choose(&disks), Choice::Format("vdb".into()));

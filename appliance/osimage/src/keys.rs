@@ -56,6 +56,12 @@ impl SecretKey {
         Ok((pem, SecretKey(key)))
     }
 
+    /// A key from its 32-byte seed (fuzzing and tests; real keys come
+    /// from `generate`).
+    pub fn from_seed(seed: &[u8; 32]) -> SecretKey {
+        SecretKey(Ed25519KeyPair::from_seed_unchecked(seed).expect("any 32 bytes are a seed"))
+    }
+
     pub fn from_pem(text: &str, name: &str) -> Result<SecretKey, KeyError> {
         let bad = || KeyError::BadSecret(name.to_owned());
         let p = pem::parse(text).map_err(|_| bad())?;
@@ -131,7 +137,13 @@ mod tests {
         assert!(matches!(SecretKey::from_pem("nope", "k"), Err(KeyError::BadSecret(n)) if n == "k"));
         let cert = pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3]));
         assert!(SecretKey::from_pem(&cert, "k").is_err());
-        for text in ["", "cairn-update-ed25519", "cairn-update-ed25519 abcd", "ssh-ed25519 00", &format!("cairn-update-ed25519 {} x", "00".repeat(32))] {
+        for text in [
+            "",
+            "cairn-update-ed25519",
+            "cairn-update-ed25519 abcd",
+            "ssh-ed25519 00",
+            &format!("cairn-update-ed25519 {} x", "00".repeat(32)),
+        ] {
             assert!(PublicKey::parse(text, "p").is_err(), "{text:?}");
         }
     }

@@ -57,10 +57,12 @@ impl Settings {
 
     pub fn check(&self) -> Result<(), NetworkError> {
         let bad = |m: String| Err(NetworkError(m));
-        if let Some(i) = &self.interface {
-            if i.is_empty() || i.len() > 15 || !i.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return bad(format!("{i:?} is not an interface name"));
-            }
+        if let Some(i) = &self.interface
+            && (i.is_empty()
+                || i.len() > 15
+                || !i.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return bad(format!("{i:?} is not an interface name"));
         }
         match self.mode.as_str() {
             "dhcp" => {
@@ -72,10 +74,11 @@ impl Settings {
                 let Some(a) = &self.address else {
                     return bad("mode = \"static\" needs address = \"ADDRESS/PREFIX\"".into());
                 };
-                let (ip, prefix) = a
-                    .split_once('/')
-                    .ok_or_else(|| NetworkError(format!("address {a:?} needs a prefix length, e.g. {a}/24")))?;
-                let ip: IpAddr = ip.parse().map_err(|_| NetworkError(format!("{ip:?} is not an IP address")))?;
+                let (ip, prefix) = a.split_once('/').ok_or_else(|| {
+                    NetworkError(format!("address {a:?} needs a prefix length, e.g. {a}/24"))
+                })?;
+                let ip: IpAddr =
+                    ip.parse().map_err(|_| NetworkError(format!("{ip:?} is not an IP address")))?;
                 let max = if ip.is_ipv4() { 32 } else { 128 };
                 match prefix.parse::<u8>() {
                     Ok(p) if p <= max => {}
@@ -92,7 +95,9 @@ impl Settings {
 
     /// The systemd-networkd unit for these settings.
     pub fn networkd_unit(&self) -> String {
-        let mut s = String::from("# Written by cairn from cairn-network.toml on the EFI system partition.\n[Match]\n");
+        let mut s = String::from(
+            "# Written by cairn from cairn-network.toml on the EFI system partition.\n[Match]\n",
+        );
         match &self.interface {
             Some(i) => s.push_str(&format!("Name={i}\n")),
             None => s.push_str("Type=ether\n"),
@@ -124,7 +129,9 @@ mod tests {
         )
         .unwrap();
         let unit = s.networkd_unit();
-        for line in ["Name=enp1s0", "Address=192.0.2.10/24", "Gateway=192.0.2.1", "DNS=192.0.2.1", "DNS=2001:db8::1"] {
+        for line in
+            ["Name=enp1s0", "Address=192.0.2.10/24", "Gateway=192.0.2.1", "DNS=192.0.2.1", "DNS=2001:db8::1"]
+        {
             assert!(unit.lines().any(|l| l == line), "{line} in {unit}");
         }
         assert!(!unit.contains("DHCP"));

@@ -196,7 +196,9 @@ impl Layout {
                 slot: e.slot,
                 tries: e.tries_done.unwrap_or(TRIES),
             },
-            Some(e) if !e.is_good() && newer(e) => UpdateState::Pending { version: e.version.clone(), slot: e.slot },
+            Some(e) if !e.is_good() && newer(e) => {
+                UpdateState::Pending { version: e.version.clone(), slot: e.slot }
+            }
             _ => UpdateState::Settled,
         };
         Ok(Status { running, version, entries, update: state })
@@ -222,7 +224,8 @@ impl Layout {
         let uki_name = format!("uki-{}", target.letter());
         m.section(&uki_name).ok_or_else(|| missing(&uki_name))?;
         let device = self.slot_device(target);
-        let mut dev = File::options().read(true).write(true).open(device).map_err(|e| UpdateError::io(device, e))?;
+        let mut dev =
+            File::options().read(true).write(true).open(device).map_err(|e| UpdateError::io(device, e))?;
         let capacity = dev.seek(SeekFrom::End(0)).map_err(|e| UpdateError::io(device, e))?;
         if rootfs.length > capacity {
             return Err(UpdateError::TooBig { need: rootfs.length, slot: target, capacity });
@@ -238,7 +241,10 @@ impl Layout {
         }
         sync_dir(&dir)?;
 
-        progress(&format!("writing {} bytes of root file system {} to slot {target}", rootfs.length, m.version));
+        progress(&format!(
+            "writing {} bytes of root file system {} to slot {target}",
+            rootfs.length, m.version
+        ));
         dev.seek(SeekFrom::Start(0)).map_err(|e| UpdateError::io(device, e))?;
         {
             let mut w = io::BufWriter::with_capacity(4 << 20, &mut dev);
@@ -249,7 +255,8 @@ impl Layout {
         progress("reading the slot back");
         dev.seek(SeekFrom::Start(0)).map_err(|e| UpdateError::io(device, e))?;
         let mut hasher = blake3::Hasher::new();
-        let n = io::copy(&mut (&mut dev).take(rootfs.length), &mut hasher).map_err(|e| UpdateError::io(device, e))?;
+        let n = io::copy(&mut (&mut dev).take(rootfs.length), &mut hasher)
+            .map_err(|e| UpdateError::io(device, e))?;
         if n != rootfs.length || hasher.finalize().to_hex().as_str() != rootfs.blake3 {
             return Err(UpdateError::ReadBack(target));
         }
@@ -335,7 +342,9 @@ pub enum UpdateError {
     NotNewer { bundle: String, running: String },
     #[error("the root file system needs {need} bytes; slot {slot} has {capacity}")]
     TooBig { need: u64, slot: Slot, capacity: u64 },
-    #[error("slot {0} reads back different bytes than were written: the disk is failing; its entry was not installed")]
+    #[error(
+        "slot {0} reads back different bytes than were written: the disk is failing; its entry was not installed"
+    )]
     ReadBack(Slot),
 }
 
@@ -367,7 +376,10 @@ mod tests {
     #[test]
     fn entry_names_parse_with_their_boot_counters() {
         let e = Entry::parse("cairn-0.1.0.2026-a.efi").unwrap();
-        assert_eq!((e.version.as_str(), e.slot, e.tries_left, e.tries_done), ("0.1.0.2026", Slot::A, None, None));
+        assert_eq!(
+            (e.version.as_str(), e.slot, e.tries_left, e.tries_done),
+            ("0.1.0.2026", Slot::A, None, None)
+        );
         let e = Entry::parse("cairn-2-b+3.efi").unwrap();
         assert_eq!((e.version.as_str(), e.slot, e.tries_left, e.tries_done), ("2", Slot::B, Some(3), None));
         let e = Entry::parse("CAIRN-2-B+0-3.EFI").unwrap();
@@ -389,11 +401,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         fs::create_dir_all(root.join("esp/EFI/Linux")).unwrap();
-        fs::write(root.join(format!("esp/EFI/Linux/cairn-{version}-{}.efi", running.letter())), b"old uki").unwrap();
+        fs::write(root.join(format!("esp/EFI/Linux/cairn-{version}-{}.efi", running.letter())), b"old uki")
+            .unwrap();
         for s in ["a", "b"] {
             fs::write(root.join(format!("slot-{s}")), vec![0u8; 4 << 20]).unwrap();
         }
-        fs::write(root.join("cmdline"), format!("root=x ro cairn.slot={} quiet\n", running.letter())).unwrap();
+        fs::write(root.join("cmdline"), format!("root=x ro cairn.slot={} quiet\n", running.letter()))
+            .unwrap();
         fs::write(root.join("os-release"), format!("ID=cairn\nIMAGE_VERSION={version}\n")).unwrap();
         let (_, key) = SecretKey::generate().unwrap();
         fs::write(root.join("update.pub"), format!("{}\n", key.public())).unwrap();
@@ -446,7 +460,10 @@ mod tests {
         // systemd-boot would now boot the new entry first.
         let entries = m.layout.entries().unwrap();
         assert_eq!(entries[0].file, "cairn-2-b+3.efi");
-        assert_eq!(m.layout.status().unwrap().update, UpdateState::Pending { version: "2".into(), slot: Slot::B });
+        assert_eq!(
+            m.layout.status().unwrap().update,
+            UpdateState::Pending { version: "2".into(), slot: Slot::B }
+        );
     }
 
     #[test]
@@ -468,8 +485,10 @@ mod tests {
     fn refused_updates_change_nothing() {
         let m = machine(Slot::B, "5");
         let snapshot = |m: &Machine| {
-            let mut names: Vec<_> =
-                fs::read_dir(m.layout.esp.join("EFI/Linux")).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> = fs::read_dir(m.layout.esp.join("EFI/Linux"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names.sort();
             (names, fs::read(&m.layout.slot_a).unwrap())
         };
@@ -486,7 +505,10 @@ mod tests {
         let (_, stranger) = SecretKey::generate().unwrap();
         fs::write(&m.layout.update_key, format!("{}\n", stranger.public())).unwrap();
         let good = bundle(&m, "7", 1000);
-        assert!(matches!(open_trusted(&m.layout, &good), Err(UpdateError::Bundle(BundleError::BadSignature))));
+        assert!(matches!(
+            open_trusted(&m.layout, &good),
+            Err(UpdateError::Bundle(BundleError::BadSignature))
+        ));
         assert_eq!(snapshot(&m), before);
     }
 
@@ -504,8 +526,10 @@ mod tests {
         assert!(e.to_string().contains("uki-b"), "{e}");
         let names: Vec<_> = m.layout.entries().unwrap().into_iter().map(|e| e.file).collect();
         assert_eq!(names, ["cairn-1-a.efi"], "slot B is not bootable, slot A still is");
-        assert!(!fs::read_dir(m.layout.esp.join("EFI/Linux")).unwrap().any(|e| {
-            e.unwrap().file_name().to_string_lossy().ends_with(".tmp")
-        }));
+        assert!(
+            !fs::read_dir(m.layout.esp.join("EFI/Linux"))
+                .unwrap()
+                .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".tmp") })
+        );
     }
 }

@@ -7,15 +7,16 @@
 //! lands after logging in with the first-boot password.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use askama::Template;
 use axum::Extension;
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Json;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -31,7 +32,9 @@ pub const MAX_BUNDLE: u64 = 2 << 30;
 
 fn appliance(state: &AppState) -> AppResult<Appliance> {
     state.appliance().cloned().ok_or_else(|| {
-        AppError::not_found("this server does not run on the Cairn appliance image ([appliance] enabled is off)")
+        AppError::not_found(
+            "this server does not run on the Cairn appliance image ([appliance] enabled is off)",
+        )
     })
 }
 
@@ -70,8 +73,11 @@ pub struct UpdateJson {
     pub rebooting: bool,
 }
 
+/// An update being received or applied; one at a time.
+static UPDATING: AtomicBool = AtomicBool::new(false);
+
 /// A bundle being received: a file in the upload directory, removed
-/// whatever happens.
+/// whatever happens, and the one update in progress.
 struct Upload {
     path: PathBuf,
     file: tokio::fs::File,
@@ -80,6 +86,17 @@ struct Upload {
 
 impl Upload {
     async fn new(a: &Appliance) -> AppResult<Upload> {
+        if UPDATING.swap(true, Ordering::SeqCst) {
+            return Err(AppError::new(StatusCode::CONFLICT, "another update is being received or applied"));
+        }
+        let started = Upload::start(a).await;
+        if started.is_err() {
+            UPDATING.store(false, Ordering::SeqCst);
+        }
+        started
+    }
+
+    async fn start(a: &Appliance) -> AppResult<Upload> {
         tokio::fs::create_dir_all(&a.upload_dir).await.map_err(anyhow::Error::from)?;
         let path = a.upload_dir.join("update.bundle.part");
         let file = tokio::fs::File::create(&path).await.map_err(anyhow::Error::from)?;
@@ -94,7 +111,10 @@ impl Upload {
                 format!("an update bundle is at most {} GiB", MAX_BUNDLE >> 30),
             ));
         }
-        self.file.write_all(bytes).await.map_err(|e| AppError::from(anyhow::anyhow!("storing the upload: {e}")))
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| AppError::from(anyhow::anyhow!("storing the upload: {e}")))
     }
 
     /// Check the signature, write the other slot, install its entry.
@@ -124,10 +144,15 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        UPDATING.store(false, Ordering::SeqCst);
     }
 }
 
-fn reboot_soon() {
+fn reboot_soon(a: &Appliance) {
+    if !a.reboot {
+        tracing::warn!("not rebooting: [appliance] reboots are off");
+        return;
+    }
     tokio::spawn(async {
         // Let the answer reach the client first.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -154,9 +179,9 @@ pub async fn update(
     }
     tracing::info!(user = %caller.name, bytes = upload.len, "update bundle received");
     let applied = upload.apply(&a).await?;
-    let rebooting = q.reboot.unwrap_or(true);
+    let rebooting = q.reboot.unwrap_or(true) && a.reboot;
     if rebooting {
-        reboot_soon();
+        reboot_soon(&a);
     }
     Ok(Json(UpdateJson { version: applied.version, slot: applied.slot, entry: applied.entry, rebooting }))
 }
@@ -191,7 +216,10 @@ async fn page_with(state: &AppState, caller: &Caller, flash: Flash) -> AppResult
 }
 
 /// `GET /appliance`.
-pub async fn page(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> AppResult<Response> {
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
     page_with(&state, &caller, Flash::default()).await
 }
 
@@ -201,7 +229,7 @@ pub async fn update_form(
     Extension(caller): Extension<Caller>,
     mut form: Multipart,
 ) -> AppResult<Response> {
-    let result: AppResult<osimage::slots::Applied> = async {
+    let result: AppResult<(osimage::slots::Applied, Appliance)> = async {
         let a = appliance(&state)?;
         let mut upload = None;
         while let Some(mut field) = form.next_field().await? {
@@ -215,12 +243,12 @@ pub async fn update_form(
             upload = Some(u);
         }
         let upload = upload.ok_or_else(|| AppError::bad_request("choose an update bundle file"))?;
-        upload.apply(&a).await
+        Ok((upload.apply(&a).await?, a))
     }
     .await;
     match result {
-        Ok(applied) => {
-            reboot_soon();
+        Ok((applied, a)) => {
+            reboot_soon(&a);
             let flash = Flash::done(format!(
                 "Cairn {} is in slot {}; the appliance reboots into it now. If it does not become healthy in {} boots, it comes back on this slot by itself.",
                 applied.version,

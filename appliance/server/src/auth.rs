@@ -231,7 +231,8 @@ async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, Ap
     if let Some(v) = req.headers().get(CSRF_HEADER) {
         return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| refused())?;
     let (parts, body) = req.into_parts();
     let mut stream = body.into_data_stream();
@@ -249,7 +250,7 @@ async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, Ap
         let marker = format!("\r\n--{boundary}");
         let complete = head.windows(marker.len()).any(|w| w == marker.as_bytes());
         if complete || !more {
-            break multipart_field(Bytes::from(head.clone()), boundary.clone(), CSRF_FIELD).await;
+            break first_field_if(Bytes::from(head.clone()), boundary.clone(), CSRF_FIELD).await;
         }
         if head.len() >= STREAMED_FORM_HEAD {
             break None;
@@ -258,7 +259,8 @@ async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, Ap
     if token.as_deref() != Some(expected) {
         return Err(refused());
     }
-    let rest = futures_util::stream::once(async move { Ok::<Bytes, axum::Error>(Bytes::from(head)) }).chain(stream);
+    let rest =
+        futures_util::stream::once(async move { Ok::<Bytes, axum::Error>(Bytes::from(head)) }).chain(stream);
     Ok(Request::from_parts(parts, Body::from_stream(rest)))
 }
 
@@ -272,6 +274,17 @@ async fn multipart_field(body: Bytes, boundary: String, name: &str) -> Option<St
         }
     }
     None
+}
+
+/// The first field of a multipart form, as text, if it is called `name`.
+async fn first_field_if(body: Bytes, boundary: String, name: &str) -> Option<String> {
+    let stream = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let field = form.next_field().await.ok()??;
+    if field.name() != Some(name) {
+        return None;
+    }
+    field.text().await.ok()
 }
 
 #[cfg(test)]

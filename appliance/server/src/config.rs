@@ -124,6 +124,8 @@ pub struct Settings {
 pub struct Appliance {
     pub layout: osimage::Layout,
     pub upload_dir: PathBuf,
+    /// Reboot into an updated slot (false only in tests).
+    pub reboot: bool,
 }
 
 impl ConfigFile {
@@ -174,6 +176,7 @@ impl ConfigFile {
         let job_paths = engine::job_paths::PathRules { roots: self.jobs.source_roots.clone(), protected };
         let appliance = self.appliance.enabled.then(|| Appliance {
             layout: osimage::Layout::appliance(),
+            reboot: true,
             upload_dir: self.appliance.upload_dir.clone().unwrap_or_else(|| {
                 datastore.parent().map(Path::to_path_buf).unwrap_or_else(|| datastore.clone())
             }),

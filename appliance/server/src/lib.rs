@@ -18,6 +18,8 @@
 
 mod api;
 mod appliance_api;
+#[cfg(test)]
+mod appliance_tests;
 pub mod auth;
 mod caller;
 mod chart;

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use super::auth::{self, Access};
 use super::page::{self, DashboardPages};
 use super::state::AppState;
-use super::{api, appliance_api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views};
+use super::{
+    api, appliance_api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views,
+};
 
 /// Largest request body accepted by default.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -448,7 +450,13 @@ pub fn routes() -> Vec<RouteSpec> {
             post(appliance_api::update_form).layer(DefaultBodyLimit::disable()),
         )
         .streamed_multipart(),
-        r(Method::GET, "/welcome", Admin, "Where the admin lands after the first login (page).", get(appliance_api::welcome)),
+        r(
+            Method::GET,
+            "/welcome",
+            Admin,
+            "Where the admin lands after the first login (page).",
+            get(appliance_api::welcome),
+        ),
         r(Method::GET, "/users", Admin, "Users and tokens (page).", get(views::users)),
         r(Method::POST, "/users", Admin, "Create a user or set a password (form).", post(views::set_user)),
         r(Method::POST, "/tokens", Admin, "Create a token (form).", post(views::create_token)),

@@ -175,7 +175,10 @@ pub fn run(a: &ApplianceArgs) -> Result<ExitCode> {
             let applied = l.apply(&mut b, &mut |step| eprintln!("  {step}"))?;
             println!("Cairn {} is in slot {} (boot entry {})", applied.version, applied.slot, applied.entry);
             if *no_reboot {
-                println!("reboot to try it: {} boots to become healthy, else back to this slot", slots::TRIES);
+                println!(
+                    "reboot to try it: {} boots to become healthy, else back to this slot",
+                    slots::TRIES
+                );
             } else {
                 println!("rebooting into it");
                 slots::reboot()?;
@@ -189,7 +192,7 @@ pub fn run(a: &ApplianceArgs) -> Result<ExitCode> {
         ApplianceCommand::Keygen { file, public_of } => keygen(file.as_deref(), public_of.as_deref())?,
         ApplianceCommand::Bundle { key, version, rootfs, uki_a, uki_b, out } => {
             let key = osimage::keys::SecretKey::read(key)?;
-            let created = jiff_now();
+            let created = created_now();
             use osimage::bundle::Input;
             let m = osimage::bundle::create(
                 &key,
@@ -214,11 +217,16 @@ pub fn run(a: &ApplianceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn jiff_now() -> String {
-    // RFC 3339 without pulling a time crate into the CLI: the engine's
-    // formatter is the one snapshots use.
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    model::time::format_rfc3339(secs as i64)
+/// When the bundle was made: `SOURCE_DATE_EPOCH` when set (reproducible
+/// builds), else now.
+fn created_now() -> String {
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    model::time::format_rfc3339(secs)
 }
 
 fn keygen(file: Option<&Path>, public_of: Option<&Path>) -> Result<()> {
@@ -229,12 +237,10 @@ fn keygen(file: Option<&Path>, public_of: Option<&Path>) -> Result<()> {
     let file = file.expect("clap requires FILE");
     let (pem, key) = osimage::keys::SecretKey::generate()?;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .with_context(|| format!("cannot create {} (an existing key is never overwritten)", file.display()))?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file).with_context(
+            || format!("cannot create {} (an existing key is never overwritten)", file.display()),
+        )?;
     f.write_all(pem.as_bytes())?;
     f.sync_all()?;
     println!("{}", key.public());
@@ -512,7 +518,8 @@ fn menu(l: &Layout, config: &Path) -> Result<()> {
             "3" => {
                 let s = NetSettings {
                     mode: "static".into(),
-                    interface: Some(ask("  Interface (empty: every Ethernet port): ")?).filter(|s| !s.is_empty()),
+                    interface: Some(ask("  Interface (empty: every Ethernet port): ")?)
+                        .filter(|s| !s.is_empty()),
                     address: Some(ask("  Address with prefix, e.g. 192.0.2.10/24: ")?),
                     gateway: Some(ask("  Gateway (empty: none): ")?).filter(|s| !s.is_empty()),
                     dns: ask("  DNS servers, separated by spaces (empty: none): ")?
