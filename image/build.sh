@@ -175,7 +175,8 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tcairn\n::1\tlocalhost ip6-localhost ip6
 # Locked root account: the console runs Cairn's menu, not a login.
 sed -i 's/^root:[^:]*:/root:*:/' "$root/etc/shadow"
 systemctl --root="$root" --quiet enable cairn.service cairn-data.service cairn-network.service \
-  cairn-healthy.service cairn-console.service systemd-networkd.service systemd-resolved.service
+  cairn-healthy.service cairn-console@tty1.service cairn-console@ttyS0.service \
+  systemd-networkd.service systemd-resolved.service
 systemctl --root="$root" --quiet disable ssh.service e2scrub_reap.service 2>/dev/null || true
 systemctl --root="$root" --quiet mask getty@tty1.service serial-getty@ttyS0.service \
   systemd-boot-update.service systemd-boot-system-token.service e2scrub_all.timer dpkg-db-backup.timer

@@ -218,6 +218,7 @@ impl Vm {
         assert!(self.child.is_none());
         let d = |f: &str| self.dir.join(f).display().to_string();
         let _ = std::fs::remove_file(d("mon.sock"));
+        let _ = std::fs::remove_file(d("serial.sock"));
         let child = Command::new("qemu-system-x86_64")
             // Software emulation: /dev/kvm may exist without working.
             .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
@@ -227,7 +228,16 @@ impl Vm {
             .args(["-drive", &format!("file={},if=virtio,format=qcow2", d("data.qcow2"))])
             .args(["-netdev", &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-{}:8007", self.port, self.guest)])
             .args(["-device", "virtio-net-pci,netdev=n0", "-display", "none"])
-            .args(["-chardev", &format!("file,id=ser,path={},append=on", d("serial.log"))])
+            // The serial port: a socket the test types into (the console
+            // menu), everything it prints appended to serial.log.
+            .args([
+                "-chardev",
+                &format!(
+                    "socket,id=ser,path={},server=on,wait=off,logfile={},logappend=on",
+                    d("serial.sock"),
+                    d("serial.log")
+                ),
+            ])
             .args(["-serial", "chardev:ser"])
             .args(["-monitor", &format!("unix:{},server,nowait", d("mon.sock"))])
             .stdin(Stdio::null())
@@ -270,6 +280,16 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+
+    /// Type `line` and Enter on the serial console.
+    fn type_line(&self, line: &str) {
+        let mut s = std::os::unix::net::UnixStream::connect(self.dir.join("serial.sock")).unwrap();
+        for b in line.bytes().chain([b'\r']) {
+            s.write_all(&[b]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
     }
 
     fn monitor(&self, command: &str) {
@@ -475,6 +495,27 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
     eprintln!("FIGURE second boot to a working API: {:.1} s", rebooted.elapsed().as_secs_f64());
     let state = appliance_state(&http, &vm, &admin).unwrap();
     assert_eq!((state["running"].as_str(), state["version"].as_str()), (Some("a"), Some("1.0.1")), "{state}");
+
+    // The console menu on the serial port: another static address, applied
+    // at once and saved on the EFI partition for the boots to come.
+    vm.wait("the console menu", Duration::from_secs(60), |vm| {
+        vm.serial().rsplit("Cairn backup appliance").next().unwrap().contains("Choose:").then_some(())
+    });
+    for line in ["3", "", "10.0.2.17/24", "10.0.2.2", "10.0.2.3"] {
+        vm.type_line(line);
+    }
+    vm.wait("the menu's answer", Duration::from_secs(60), |vm| {
+        let s = vm.serial();
+        let tail = s.rsplit("Address with prefix").next().unwrap();
+        assert!(!tail.contains("not applied"), "{tail}");
+        tail.contains("saved in /efi/cairn-network.toml and applied").then_some(())
+    });
+    let port = free_port();
+    vm.monitor(&format!("hostfwd_add tcp:127.0.0.1:{port}-10.0.2.17:8007"));
+    (vm.port, vm.guest) = (port, "10.0.2.17".into());
+    vm.wait("the API on the menu's address", Duration::from_secs(60), |vm| {
+        http.get(vm.url("/healthz")).send().ok().filter(|r| r.status() == 200)
+    });
 
     // A backup client may not update the appliance.
     let res = http
