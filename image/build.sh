@@ -36,7 +36,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-version= key= cairn_bin= bundle_only= broken=
+version='' key='' cairn_bin='' bundle_only='' broken=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version=$2; shift 2 ;;
