@@ -41,13 +41,7 @@ seed() {
       for f in appliance/tape/tests/fixtures/*.hex; do
         sed 's/#.*//' "$f" | xxd -r -p >"$dir/$(basename "$f" .hex)"
       done ;;
-    bundle) # a small real bundle (the target re-signs what it reads)
-      local k; k=$(mktemp -d)
-      printf 'root file system' >"$k/r"; printf 'kernel a' >"$k/a"; printf 'kernel b' >"$k/b"
-      cargo run -q -p cairn -- appliance keygen "$k/key" >/dev/null
-      cargo run -q -p cairn -- appliance bundle --key "$k/key" --version 1.0 --rootfs "$k/r" \
-        --uki-a "$k/a" --uki-b "$k/b" --out "$dir/seed.bundle" >/dev/null
-      rm -rf "$k" ;;
+    bundle) cp -n tests/data/golden-bundle-v1/cairn-update.bundle "$dir/" ;;
   esac
 }
 

@@ -132,6 +132,26 @@ fn appliance_cli_signs_checks_and_writes_the_other_slot() {
     assert!(r.code != 0 && r.stderr.contains("not newer than the running 1.1"), "{r:?}");
 }
 
+/// A bundle written by format 1 (tests/data/golden-bundle-v1, with its
+/// public key and the files it holds): every build must read and apply it.
+#[test]
+fn golden_bundle_v1_verifies_and_writes_its_sections() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/golden-bundle-v1");
+    let store = Store::new();
+    let m = FakeMachine::new(&store, 'a', "0.9");
+    std::fs::copy(golden.join("update.pub"), m.root.join("update.pub")).unwrap();
+    let bundle = golden.join("cairn-update.bundle");
+    let out = run_ok(m.cmd().arg("verify").arg(&bundle));
+    assert!(out.contains("Cairn 1.0.0, signature and every section good"), "{out}");
+    run_ok(m.cmd().args(["update", "--no-reboot"]).arg(&bundle));
+    let rootfs = std::fs::read(golden.join("rootfs")).unwrap();
+    assert_eq!(std::fs::read(m.root.join("slot-b")).unwrap()[..rootfs.len()], rootfs[..]);
+    assert_eq!(
+        std::fs::read(m.root.join("esp/EFI/Linux/cairn-1.0.0-b+3.efi")).unwrap(),
+        std::fs::read(golden.join("uki-b")).unwrap()
+    );
+}
+
 // ------------------------------------------------------------ the real image
 
 fn repo() -> PathBuf {
