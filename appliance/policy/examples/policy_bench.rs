@@ -51,14 +51,17 @@ fn main() -> ExitCode {
         return policy::compile_child();
     }
     let program = std::env::current_exe().expect("this binary");
+    let dir = std::env::temp_dir().join(format!("cairn-policy-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("bench dir");
+    // A cache key, as the daemon has one: without it no artifact is sealed.
+    let key = policy::CacheKey::load_or_create(&dir.join("cache.key")).expect("cache key");
     let child = Host::with_compiler(CompileIn::Process { program, args: vec!["__compile-policy".into()] })
-        .expect("host");
+        .expect("host")
+        .with_cache_key(key);
     let host = Host::new().expect("host");
     let path = policy_guests::example("retention-gfs");
     let bytes = fs::read(&path).expect("component");
     let limits = Limits { cpu: Duration::from_secs(10), memory: 512 << 20 };
-    let dir = std::env::temp_dir().join(format!("cairn-policy-bench-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("bench dir");
     let name = format!("{}.{}.cwasm", blake3::hash(&bytes).to_hex(), child.artifact_tag());
 
     let upload = time(9, || {
