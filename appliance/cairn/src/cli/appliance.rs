@@ -121,7 +121,7 @@ pub enum ApplianceCommand {
         restarts: u32,
     },
     /// The console: addresses, certificate fingerprint and first password,
-    /// then a menu (network, reboot) when stdin is a terminal.
+    /// then a menu on stdin (network, reboot, power off) unless --no-menu.
     Console {
         #[arg(long, default_value = "/etc/cairn/cairn.toml")]
         config: PathBuf,
