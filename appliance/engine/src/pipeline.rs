@@ -8,11 +8,16 @@
 //!
 //! Memory is bounded: at most `2N + 2` chunks wait between the stages.
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
+//!
+//! Each stage keeps the time it spent working and the time it spent
+//! waiting on its neighbours (`StageTimes`); `finish` logs them (`cairn
+//! backup -v`), so a benchmark shows which stage bounds a backup.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
@@ -43,6 +48,44 @@ struct Done {
 #[derive(Debug, Default, Clone)]
 pub struct StreamIndex {
     pub chunks: Vec<(ChunkId, u64)>,
+}
+
+/// Time one stage (all its threads together) spent working and waiting.
+#[derive(Debug, Default)]
+struct Clock {
+    busy_ns: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+impl Clock {
+    fn add(&self, busy: Duration, wait: Duration) {
+        self.busy_ns.fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        self.wait_ns.fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn secs(&self) -> (f64, f64) {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+        (s(&self.busy_ns), s(&self.wait_ns))
+    }
+}
+
+/// Where a pipeline's time went, per stage: seconds working and seconds
+/// waiting (the reader on full queues, workers on an empty one, the
+/// collector on results). Workers' seconds are summed over the workers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageTimes {
+    pub wall: f64,
+    pub workers: usize,
+    pub reader: (f64, f64),
+    pub worker: (f64, f64),
+    pub collector: (f64, f64),
+}
+
+#[derive(Default)]
+struct Clocks {
+    reader_wait_ns: AtomicU64,
+    worker: Clock,
+    collector: Clock,
 }
 
 /// Chunks being stored, so two workers never store the same chunk at once.
@@ -77,6 +120,8 @@ pub struct Pipeline<'scope> {
     failed: &'scope AtomicBool,
     collector: ScopedJoinHandle<'scope, Result<Vec<StreamIndex>>>,
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
+    clocks: Arc<Clocks>,
+    started: Instant,
 }
 
 impl<'scope> Pipeline<'scope> {
@@ -92,16 +137,18 @@ impl<'scope> Pipeline<'scope> {
         let (done_tx, done_rx) = unbounded::<Done>();
         let (spare_tx, spare) = bounded::<Vec<u8>>(2 * n + 2);
         let inflight = Arc::new(InFlight::default());
+        let clocks = Arc::new(Clocks::default());
         let workers = (0..n)
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
-                let spare_tx = spare_tx.clone();
-                scope.spawn(move || worker(writer, level, rx, done_tx, spare_tx, &inflight))
+                let (spare_tx, clocks) = (spare_tx.clone(), clocks.clone());
+                scope.spawn(move || worker(writer, level, rx, done_tx, spare_tx, &inflight, &clocks.worker))
             })
             .collect();
         drop(done_tx);
-        let collector = scope.spawn(move || collect(done_rx, streams, failed));
-        Self { tx: Some(tx), spare, seq: 0, failed, collector, workers }
+        let collector_clocks = clocks.clone();
+        let collector = scope.spawn(move || collect(done_rx, streams, failed, &collector_clocks.collector));
+        Self { tx: Some(tx), spare, seq: 0, failed, collector, workers, clocks, started: Instant::now() }
     }
 
     /// Queue a chunk of `stream`. Fails fast once any worker failed.
@@ -111,7 +158,10 @@ impl<'scope> Pipeline<'scope> {
         }
         let job = Job { seq: self.seq, stream, work };
         self.seq += 1;
-        self.tx.as_ref().expect("open").send(job).map_err(|_| Stopped.into())
+        let t = Instant::now();
+        let sent = self.tx.as_ref().expect("open").send(job).map_err(|_| Stopped.into());
+        self.clocks.reader_wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sent
     }
 
     /// Cut `bytes` into `stream` with `chunker`, queueing each chunk it
@@ -147,12 +197,40 @@ impl<'scope> Pipeline<'scope> {
     }
 
     /// Wait for every queued chunk; returns each stream's index.
-    pub fn finish(mut self) -> Result<Vec<StreamIndex>> {
+    pub fn finish(self) -> Result<Vec<StreamIndex>> {
+        self.finish_timed().map(|(indexes, _)| indexes)
+    }
+
+    /// `finish`, with where the time went (also logged at info level).
+    pub fn finish_timed(mut self) -> Result<(Vec<StreamIndex>, StageTimes)> {
+        // The reader's part ends when it hands over its last chunk.
+        let reader_total = self.started.elapsed().as_secs_f64();
         drop(self.tx.take());
+        let workers = self.workers.len();
         for w in self.workers {
             w.join().map_err(|_| anyhow!("a pipeline worker panicked"))?;
         }
-        self.collector.join().map_err(|_| anyhow!("the pipeline collector panicked"))?
+        let indexes = self.collector.join().map_err(|_| anyhow!("the pipeline collector panicked"))??;
+        let reader_wait = self.clocks.reader_wait_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let times = StageTimes {
+            wall: self.started.elapsed().as_secs_f64(),
+            workers,
+            reader: ((reader_total - reader_wait).max(0.0), reader_wait),
+            worker: self.clocks.worker.secs(),
+            collector: self.clocks.collector.secs(),
+        };
+        tracing::info!(
+            wall_s = format!("{:.3}", times.wall),
+            reader_busy_s = format!("{:.3}", times.reader.0),
+            reader_wait_s = format!("{:.3}", times.reader.1),
+            workers,
+            workers_busy_s = format!("{:.3}", times.worker.0),
+            workers_wait_s = format!("{:.3}", times.worker.1),
+            collector_busy_s = format!("{:.3}", times.collector.0),
+            collector_wait_s = format!("{:.3}", times.collector.1),
+            "pipeline stages"
+        );
+        Ok((indexes, times))
     }
 }
 
@@ -163,8 +241,14 @@ fn worker(
     done: Sender<Done>,
     spare: Sender<Vec<u8>>,
     inflight: &InFlight,
+    clock: &Clock,
 ) {
-    for job in rx {
+    let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let Ok(job) = rx.recv() else { break };
+        let got = Instant::now();
+        wait += got - t;
         let result = match job.work {
             Work::Data(data) => {
                 let r = store_data(writer, level, &data, inflight).map(|id| (id, data.len() as u64));
@@ -180,10 +264,13 @@ fn worker(
                 Err(e) => Err(e),
             },
         };
-        if done.send(Done { seq: job.seq, stream: job.stream, result }).is_err() {
-            return;
+        let sent = done.send(Done { seq: job.seq, stream: job.stream, result });
+        busy += got.elapsed();
+        if sent.is_err() {
+            break;
         }
     }
+    clock.add(busy, wait);
 }
 
 fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
@@ -209,12 +296,22 @@ fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlig
     result
 }
 
-fn collect(rx: Receiver<Done>, streams: usize, failed: &AtomicBool) -> Result<Vec<StreamIndex>> {
+fn collect(
+    rx: Receiver<Done>,
+    streams: usize,
+    failed: &AtomicBool,
+    clock: &Clock,
+) -> Result<Vec<StreamIndex>> {
     let mut out = vec![StreamIndex::default(); streams];
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut first_err = None;
-    for d in rx {
+    let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let Ok(d) = rx.recv() else { break };
+        let got = Instant::now();
+        wait += got - t;
         match d.result {
             Ok(c) => {
                 pending.insert(d.seq, (d.stream, c));
@@ -228,10 +325,67 @@ fn collect(rx: Receiver<Done>, streams: usize, failed: &AtomicBool) -> Result<Ve
             out[stream].chunks.push(c);
             next += 1;
         }
+        busy += got.elapsed();
     }
+    clock.add(busy, wait);
     match first_err {
         Some(e) => Err(e),
         None if pending.is_empty() => Ok(out),
         None => Err(anyhow!("pipeline lost chunks")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filevol::{IndexRef, WriteCounters};
+
+    /// A sink that keeps blobs in memory and stores slowly, so the workers
+    /// are the bound.
+    #[derive(Default)]
+    struct SlowSink {
+        stored: Mutex<HashSet<ChunkId>>,
+        counters: WriteCounters,
+    }
+
+    impl ChunkSink for SlowSink {
+        fn reference(&self, id: &ChunkId) -> Result<bool> {
+            Ok(self.stored.lock().unwrap().contains(id))
+        }
+        fn store(&self, id: &ChunkId, _blob: Vec<u8>) -> Result<()> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.stored.lock().unwrap().insert(*id);
+            Ok(())
+        }
+        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
+            unreachable!("the pipeline writes no index")
+        }
+        fn counters(&self) -> &WriteCounters {
+            &self.counters
+        }
+        fn workers(&self) -> usize {
+            2
+        }
+    }
+
+    #[test]
+    fn stage_times_say_which_stage_waited_on_which() {
+        let sink = SlowSink::default();
+        let failed = AtomicBool::new(false);
+        let (indexes, times) = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            for i in 0..20u32 {
+                p.send(0, Work::Data(i.to_le_bytes().repeat(1000))).unwrap();
+            }
+            p.finish_timed().unwrap()
+        });
+        assert_eq!(indexes[0].chunks.len(), 20);
+        assert_eq!(times.workers, 2);
+        // The slow stores are the workers' busy time (20 × 20 ms over two
+        // workers), and the reader, far faster, waited on full queues.
+        assert!(times.worker.0 >= 0.4, "{times:?}");
+        assert!(times.reader.1 > times.reader.0, "{times:?}");
+        assert!(times.reader.0 + times.reader.1 <= times.wall + 0.01, "{times:?}");
+        assert!(times.collector.1 > times.collector.0, "{times:?}");
     }
 }
