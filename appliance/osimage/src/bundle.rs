@@ -97,7 +97,8 @@ pub fn create(
     let mut sections = Vec::new();
     for input in inputs {
         let mut plain = BufReader::new(File::open(input.path)?);
-        let mut stored = tempfile_in(dir)?;
+        // An unnamed file: nothing is left behind if the build is cut short.
+        let mut stored = tempfile::tempfile_in(dir)?;
         let mut hasher = blake3::Hasher::new();
         let length = if input.compress {
             let mut enc = zstd::Encoder::new(&mut stored, 6)?;
@@ -143,21 +144,6 @@ pub fn create(
     f.sync_all()?;
     std::fs::rename(&tmp, out)?;
     Ok(manifest)
-}
-
-fn tempfile_in(dir: &Path) -> io::Result<File> {
-    // An unnamed file: nothing is left behind if the build is cut short.
-    let path = dir.join(format!(".cairn-bundle-{}.tmp", std::process::id()));
-    let f = File::options().read(true).write(true).create_new(true).open(&path);
-    let f = match f {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(&path)?;
-            File::options().read(true).write(true).create_new(true).open(&path)?
-        }
-        other => other?,
-    };
-    std::fs::remove_file(&path)?;
-    Ok(f)
 }
 
 fn copy_hashing(r: &mut impl Read, w: &mut impl Write, h: &mut blake3::Hasher) -> io::Result<u64> {

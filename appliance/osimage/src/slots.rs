@@ -136,6 +136,20 @@ impl Layout {
         }
     }
 
+    /// A machine made of plain files under `dir`: `esp/`, `slot-a`,
+    /// `slot-b`, `cmdline`, `os-release` and `update.pub` (tests, and
+    /// trying a bundle on a copy of a machine).
+    pub fn under(dir: &Path) -> Layout {
+        Layout {
+            esp: dir.join("esp"),
+            slot_a: dir.join("slot-a"),
+            slot_b: dir.join("slot-b"),
+            cmdline: dir.join("cmdline"),
+            os_release: dir.join("os-release"),
+            update_key: dir.join("update.pub"),
+        }
+    }
+
     pub fn slot_device(&self, slot: Slot) -> &Path {
         match slot {
             Slot::A => &self.slot_a,
@@ -411,15 +425,7 @@ mod tests {
         fs::write(root.join("os-release"), format!("ID=cairn\nIMAGE_VERSION={version}\n")).unwrap();
         let (_, key) = SecretKey::generate().unwrap();
         fs::write(root.join("update.pub"), format!("{}\n", key.public())).unwrap();
-        let layout = Layout {
-            esp: root.join("esp"),
-            slot_a: root.join("slot-a"),
-            slot_b: root.join("slot-b"),
-            cmdline: root.join("cmdline"),
-            os_release: root.join("os-release"),
-            update_key: root.join("update.pub"),
-        };
-        Machine { _dir: dir, layout, key, root }
+        Machine { _dir: dir, layout: Layout::under(&root), key, root }
     }
 
     fn bundle(m: &Machine, version: &str, rootfs_len: usize) -> PathBuf {

@@ -33,15 +33,7 @@ fn machine() -> Machine {
     std::fs::write(root.join("os-release"), "IMAGE_VERSION=1.0\n").unwrap();
     let key = SecretKey::from_seed(&[3u8; 32]);
     std::fs::write(root.join("update.pub"), format!("{}\n", key.public())).unwrap();
-    let layout = osimage::Layout {
-        esp: root.join("esp"),
-        slot_a: root.join("slot-a"),
-        slot_b: root.join("slot-b"),
-        cmdline: root.join("cmdline"),
-        os_release: root.join("os-release"),
-        update_key: root.join("update.pub"),
-    };
-    Machine { _dir: dir, layout, key }
+    Machine { layout: osimage::Layout::under(root), _dir: dir, key }
 }
 
 fn bundle(dir: &Path, key: &SecretKey, version: &str) -> Vec<u8> {

@@ -170,12 +170,7 @@ pub async fn authorize(
     }
     let req = match &caller.csrf {
         Some(expected) if !matches!(*req.method(), Method::GET | Method::HEAD) => {
-            let checked = if guard.streamed {
-                check_streamed_csrf(req, expected).await
-            } else {
-                check_csrf(req, expected, guard.multipart).await
-            };
-            match checked {
+            match check_csrf(req, expected, &guard).await {
                 Ok(req) => req,
                 Err(e) => return e.into_response(),
             }
@@ -190,15 +185,18 @@ pub async fn authorize(
 /// Check the CSRF token of a cookie-authenticated, state-changing request:
 /// in the `x-csrf-token` header, or the `csrf` field of a form body (read
 /// and put back), URL-encoded or multipart (an upload form).
-async fn check_csrf(req: Request, expected: &str, multipart: Option<usize>) -> Result<Request, AppError> {
-    let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
+async fn check_csrf(req: Request, expected: &str, guard: &Guard) -> Result<Request, AppError> {
     if let Some(v) = req.headers().get(CSRF_HEADER) {
-        return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
+        return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(csrf_refused()) };
     }
+    if guard.streamed {
+        return check_streamed_form(req, expected).await;
+    }
+    let refused = csrf_refused;
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let boundary = multer::parse_boundary(&content_type).ok();
-    let limit = match (&boundary, multipart) {
+    let limit = match (&boundary, guard.multipart) {
         (Some(_), Some(limit)) => limit,
         // A route that takes no multipart form: never buffer one.
         (Some(_), None) => return Err(refused()),
@@ -210,7 +208,7 @@ async fn check_csrf(req: Request, expected: &str, multipart: Option<usize>) -> R
         AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("a form is at most {} KiB", limit >> 10))
     })?;
     let token = match boundary {
-        Some(boundary) => multipart_field(bytes.clone(), boundary, CSRF_FIELD).await,
+        Some(boundary) => multipart_field(bytes.clone(), boundary, CSRF_FIELD, false).await,
         None => serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .unwrap_or_default()
             .into_iter()
@@ -222,15 +220,17 @@ async fn check_csrf(req: Request, expected: &str, multipart: Option<usize>) -> R
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
+fn csrf_refused() -> AppError {
+    AppError::forbidden("missing or wrong CSRF token; reload the page and try again")
+}
+
 /// `check_csrf` for a multipart upload that is passed on as a stream: the
-/// form's head is read until its `csrf` field is complete (at most
-/// `STREAMED_FORM_HEAD`), then put back in front of the rest of the body.
-async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, AppError> {
+/// form's head is read until its first field is complete (at most
+/// `STREAMED_FORM_HEAD`); that field must be `csrf`. The head is put back
+/// in front of the rest of the body.
+async fn check_streamed_form(req: Request, expected: &str) -> Result<Request, AppError> {
     use futures_util::StreamExt;
-    let refused = || AppError::forbidden("missing or wrong CSRF token; reload the page and try again");
-    if let Some(v) = req.headers().get(CSRF_HEADER) {
-        return if v.as_bytes() == expected.as_bytes() { Ok(req) } else { Err(refused()) };
-    }
+    let refused = csrf_refused;
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| refused())?;
@@ -250,7 +250,7 @@ async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, Ap
         let marker = format!("\r\n--{boundary}");
         let complete = head.windows(marker.len()).any(|w| w == marker.as_bytes());
         if complete || !more {
-            break first_field_if(Bytes::from(head.clone()), boundary.clone(), CSRF_FIELD).await;
+            break multipart_field(Bytes::from(head.clone()), boundary.clone(), CSRF_FIELD, true).await;
         }
         if head.len() >= STREAMED_FORM_HEAD {
             break None;
@@ -264,27 +264,20 @@ async fn check_streamed_csrf(req: Request, expected: &str) -> Result<Request, Ap
     Ok(Request::from_parts(parts, Body::from_stream(rest)))
 }
 
-/// The first field `name` of a multipart form, as text.
-async fn multipart_field(body: Bytes, boundary: String, name: &str) -> Option<String> {
+/// The first field `name` of a multipart form, as text; with `first_only`,
+/// only when it is the form's first field.
+async fn multipart_field(body: Bytes, boundary: String, name: &str, first_only: bool) -> Option<String> {
     let stream = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
     while let Ok(Some(field)) = form.next_field().await {
         if field.name() == Some(name) {
             return field.text().await.ok();
         }
+        if first_only {
+            return None;
+        }
     }
     None
-}
-
-/// The first field of a multipart form, as text, if it is called `name`.
-async fn first_field_if(body: Bytes, boundary: String, name: &str) -> Option<String> {
-    let stream = futures_util::stream::once(async { Ok::<_, std::convert::Infallible>(body) });
-    let mut form = multer::Multipart::new(stream, boundary);
-    let field = form.next_field().await.ok()??;
-    if field.name() != Some(name) {
-        return None;
-    }
-    field.text().await.ok()
 }
 
 #[cfg(test)]

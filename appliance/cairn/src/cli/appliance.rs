@@ -18,7 +18,7 @@ const AFTER: &str = "\
 EXAMPLES:
     cairn appliance status
     cairn appliance update cairn-update.bundle
-    cairn appliance keygen /root/cairn-signing.key      (on the build machine)
+    cairn appliance keygen signing.key                  (on the build machine)
 
 FILES:
     /efi/EFI/Linux/cairn-VERSION-SLOT[+TRIES].efi   boot entries, one per root slot
@@ -125,9 +125,6 @@ pub enum ApplianceCommand {
     Console {
         #[arg(long, default_value = "/etc/cairn/cairn.toml")]
         config: PathBuf,
-        /// Also write the banner to these terminals (e.g. /dev/ttyS0).
-        #[arg(long = "also", value_name = "TTY")]
-        also: Vec<PathBuf>,
         /// Print the banner and exit.
         #[arg(long)]
         no_menu: bool,
@@ -212,7 +209,7 @@ pub fn run(a: &ApplianceArgs) -> Result<ExitCode> {
         ApplianceCommand::Health { config, timeout, restarts } => {
             return health(config, Duration::from_secs(*timeout), *restarts);
         }
-        ApplianceCommand::Console { config, also, no_menu } => console(&l, config, also, *no_menu)?,
+        ApplianceCommand::Console { config, no_menu } => console(&l, config, *no_menu)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -360,10 +357,10 @@ fn server_settings(config: &Path) -> Result<server::config::Settings> {
     file.settings(Path::new("/var/lib/cairn/datastore"), None, false)
 }
 
-fn fingerprint_of(cert: &Path) -> Option<String> {
-    let pem = std::fs::read_to_string(cert).ok()?;
-    let der = pem::parse(pem).ok()?;
-    Some(protocol::fingerprint(der.contents()))
+/// The fingerprint clients pin, of the certificate `cairn serve` made or was given.
+fn fingerprint_of(s: &server::config::Settings) -> Option<String> {
+    let (identity, _) = server::tls::load_or_create(&s.cert, &s.key, false).ok()?;
+    Some(server::tls::fingerprint(&identity.cert_der))
 }
 
 fn health(config: &Path, timeout: Duration, restarts: u32) -> Result<ExitCode> {
@@ -371,7 +368,7 @@ fn health(config: &Path, timeout: Duration, restarts: u32) -> Result<ExitCode> {
     let settings = server_settings(config)?;
     let port = settings.listen.port();
     loop {
-        let answer = match fingerprint_of(&settings.cert) {
+        let answer = match fingerprint_of(&settings) {
             Some(fp) => client::Remote::connect(&format!("https://127.0.0.1:{port}"), "", Some(&fp))
                 .and_then(|r| r.healthz()),
             None => Err(anyhow!("no certificate yet at {}", settings.cert.display())),
@@ -451,14 +448,11 @@ fn banner(l: &Layout, config: &Path) -> String {
         };
         b.push_str(&format!("    https://{host}:{port}/\n"));
     }
-    if let Some(fp) = settings.as_ref().and_then(|s| fingerprint_of(&s.cert)) {
+    if let Some(fp) = settings.as_ref().and_then(fingerprint_of) {
         b.push_str("  and check that the browser shows this certificate:\n");
         b.push_str(&format!("  fingerprint {fp}\n"));
     }
-    let pw = settings.and_then(|_| {
-        let f = server::config::ConfigFile::load(config).ok()?.appliance.initial_password_file?;
-        std::fs::read_to_string(f).ok()
-    });
+    let pw = settings.and_then(|s| std::fs::read_to_string(s.initial_password_file?).ok());
     if let Some(pw) = pw {
         b.push_str("  Log in as admin with this password (shown until the first login):\n");
         b.push_str("  user admin\n");
@@ -467,7 +461,7 @@ fn banner(l: &Layout, config: &Path) -> String {
     b
 }
 
-fn console(l: &Layout, config: &Path, also: &[PathBuf], no_menu: bool) -> Result<()> {
+fn console(l: &Layout, config: &Path, no_menu: bool) -> Result<()> {
     // Wait for what the banner shows: the certificate and the first
     // password (made by the first start of cairn serve), and an address.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -479,14 +473,8 @@ fn console(l: &Layout, config: &Path, also: &[PathBuf], no_menu: bool) -> Result
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    // The first password is written just before the certificate.
-    std::thread::sleep(Duration::from_millis(500));
+    // (The first start writes the password before it makes the certificate.)
     let text = banner(l, config);
-    for tty in also {
-        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tty) {
-            let _ = f.write_all(text.replace('\n', "\r\n").as_bytes());
-        }
-    }
     print!("{text}");
     std::io::stdout().flush()?;
     if no_menu {
