@@ -39,6 +39,22 @@ pub enum StoreError {
     /// Reading from a remote server failed (network, refused, bad answer).
     #[error("{0}")]
     Remote(String),
+    #[error(transparent)]
+    Bucket(#[from] bucket::BucketError),
+    #[error(
+        "the datastore's bucket is claimed by another appliance ({host}, since {since}): this one may read it (list, restore, verify) but not write; `cairn datastore takeover` moves the claim here"
+    )]
+    NotOwner { host: String, since: String },
+    #[error("{0} is already a datastore; `cairn init --s3` needs a new, empty directory")]
+    AlreadyADatastore(PathBuf),
+    #[error("{0} already holds a Cairn datastore; attach to it with `cairn init --s3 … --existing`")]
+    BucketHoldsDatastore(String),
+    #[error(
+        "{0} holds objects but no Cairn datastore (no cairn-datastore.json); choose an empty bucket or another --prefix"
+    )]
+    BucketNotADatastore(String),
+    #[error("{0} is empty: there is no datastore to attach; leave out --existing to create one")]
+    NoDatastoreInBucket(String),
 }
 
 impl StoreError {

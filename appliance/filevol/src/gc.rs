@@ -92,7 +92,13 @@ impl Datastore {
         let _single = lock_file(&locks.join("gc-run"), LockMode::ExclusiveNow)?.ok_or(StoreError::GcBusy)?;
         self.cleanup_dead_writers()?;
         let _running = lock_file(&locks.join("gc"), LockMode::Exclusive)?;
+        self.check_owner()?;
         self.empty_trash()?;
+        if self.remote().is_some() {
+            // A snapshot whose manifest reached the bucket but whose local
+            // rename did not (a crash at commit) is complete: keep it.
+            self.sync_from_bucket(false)?;
+        }
         let mut journals = Journals::default();
         let mut live = HashSet::new();
         journals.refresh(self, &mut live)?;
@@ -115,6 +121,9 @@ impl Datastore {
             progress(shard);
         }
         self.remove_committed_journals()?;
+        if let Some(r) = self.remote() {
+            r.evict();
+        }
         Ok(stats)
     }
 

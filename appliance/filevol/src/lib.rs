@@ -14,6 +14,8 @@ pub mod fsutil;
 mod gc;
 pub mod index;
 mod policies;
+pub mod remote;
+mod remote_sync;
 pub mod snapshot;
 mod writer;
 
@@ -22,11 +24,15 @@ pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};
+pub use remote::{Owner, S3Settings};
+pub use remote_sync::SyncStats;
 pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
     SourceStat,
 };
 pub use writer::{WorkArea, WriteCounters, Writer};
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -220,12 +220,23 @@ impl Datastore {
         }
     }
 
+    /// Rewrite a snapshot's state. In an S3 datastore the bucket's copy
+    /// too, when this appliance holds the claim (a reader keeps its own).
     pub fn write_state(&self, id: &SnapshotId, state: &SnapshotState) -> Result<()> {
         let dir = self.snapshot_dir(id);
         if !dir.join(MANIFEST_FILE).is_file() {
             return Err(StoreError::SnapshotNotFound(id.to_string()));
         }
-        write_atomic(&dir.join(STATE_FILE), &serde_json::to_vec_pretty(state).expect("state serializes"))
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomic(&dir.join(STATE_FILE), &bytes)?;
+        if let Some(r) = self.remote() {
+            match r.check_owner() {
+                Ok(()) => r.bucket.put(&format!("{}/{STATE_FILE}", self.snapshot_key(id)), bytes)?,
+                Err(StoreError::NotOwner { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Read an index file of a snapshot, checking it against the manifest's digest.
@@ -308,15 +319,30 @@ impl Datastore {
         if !dir.join(MANIFEST_FILE).is_file() {
             return Err(StoreError::SnapshotNotFound(id.to_string()));
         }
-        let trash = self.dir("trash").join(uuid::Uuid::new_v4().simple().to_string());
+        self.check_owner()?;
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let trash = self.dir("trash").join(&uuid);
+        // In a bucket: name what to delete there before it goes here, so a
+        // crash in between is finished by the next `empty_trash`.
+        let pending = self.dir("trash").join(format!("{uuid}.prefix"));
+        if self.remote().is_some() {
+            write_atomic(&pending, self.snapshot_key(id).as_bytes())?;
+        }
         fs::rename(&dir, &trash).at(&dir)?;
         fsync_dir(dir.parent().unwrap_or(self.root()))?;
+        if self.remote().is_some() {
+            self.delete_bucket_snapshot(&self.snapshot_key(id))?;
+            fs::remove_file(&pending).at(&pending)?;
+        }
         fs::remove_dir_all(&trash).at(&trash)?;
         Ok(())
     }
 
     /// Remove leftovers of interrupted deletions.
     pub fn empty_trash(&self) -> Result<()> {
+        if self.remote().is_some() {
+            self.finish_bucket_deletions()?;
+        }
         for (_, path) in subdirs(&self.dir("trash"))? {
             fs::remove_dir_all(&path).at(&path)?;
         }

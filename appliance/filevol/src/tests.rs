@@ -15,11 +15,11 @@ fn store() -> (tempfile::TempDir, Datastore) {
     (dir, ds)
 }
 
-fn group(id: &str) -> BackupGroup {
+pub(crate) fn group(id: &str) -> BackupGroup {
     BackupGroup::new(Namespace::root(), "host", id).unwrap()
 }
 
-fn put(w: &crate::Writer, data: &[u8]) -> ChunkId {
+pub(crate) fn put(w: &crate::Writer, data: &[u8]) -> ChunkId {
     let (id, blob) = encode_blob(data, 3);
     if !w.reference(&id).unwrap() {
         w.store(&id, &blob).unwrap();
@@ -27,7 +27,7 @@ fn put(w: &crate::Writer, data: &[u8]) -> ChunkId {
     id
 }
 
-fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::SnapshotId {
+pub(crate) fn commit(w: crate::Writer, ids: &[(ChunkId, u64)], time: i64) -> model::SnapshotId {
     try_commit(w, ids, time).unwrap()
 }
 

@@ -60,6 +60,10 @@ pub struct Writer {
     seq: AtomicU64,
     pub counters: WriteCounters,
     committed: bool,
+    /// S3 datastores: chunk uploads in flight, and the chunks uploaded
+    /// (their markers are made once every upload has finished).
+    uploads: Option<bucket::Uploads>,
+    uploaded: Mutex<Vec<ChunkId>>,
     _group_lock: Flock<File>,
 }
 
@@ -68,6 +72,7 @@ impl Datastore {
     /// or prune of the group is running.
     pub fn begin_backup(&self, group: &BackupGroup) -> Result<Writer> {
         let group_lock = self.lock_group(group)?;
+        self.check_owner()?;
         self.cleanup_dead_writers()?;
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let writers = self.dir("writers");
@@ -91,6 +96,8 @@ impl Datastore {
             seq: AtomicU64::new(0),
             counters: WriteCounters::default(),
             committed: false,
+            uploads: self.remote().map(|r| r.bucket.uploads(r.settings.uploads)),
+            uploaded: Mutex::new(Vec::new()),
             _group_lock: group_lock,
         })
     }
@@ -222,8 +229,12 @@ impl Writer {
     }
 
     /// Store a new chunk blob (already encoded) durably under its id.
-    /// Returns the bytes written.
+    /// Returns the bytes written. (In an S3 datastore the upload starts
+    /// here and is finished by `commit`.)
     pub fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<u64> {
+        if let Some(up) = &self.uploads {
+            return self.upload(up, id, blob).map(|()| blob.len() as u64);
+        }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.work.join(format!("chunk-{n}"));
         let result = self.store_via(&tmp, id, blob);
@@ -240,6 +251,16 @@ impl Writer {
     /// held the chunk. Returns whether it was new; after it returns, the
     /// chunk stays until this writer ends (as after `reference`).
     pub fn store_uniformly(&self, id: &ChunkId, blob: &[u8]) -> Result<bool> {
+        if let Some(up) = &self.uploads {
+            // Uploaded either way, so the answer takes as long.
+            let present = {
+                let _guard = self.chunk_lock()?;
+                self.journal_locked(id)?;
+                self.ds.chunks().has(id)?
+            };
+            self.start_upload(up, id, blob, !present)?;
+            return Ok(!present);
+        }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.work.join(format!("chunk-{n}"));
         let result = self.write_tmp(&tmp, blob).and_then(|()| {
@@ -256,6 +277,38 @@ impl Writer {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Journal the chunk, then start its upload: the sweep keeps a
+    /// journaled chunk, and lists the bucket only under the lock.
+    fn upload(&self, up: &bucket::Uploads, id: &ChunkId, blob: &[u8]) -> Result<()> {
+        {
+            let _guard = self.chunk_lock()?;
+            self.journal_locked(id)?;
+        }
+        self.start_upload(up, id, blob, true)
+    }
+
+    fn start_upload(&self, up: &bucket::Uploads, id: &ChunkId, blob: &[u8], new: bool) -> Result<()> {
+        up.put(crate::remote::chunk_key(id), blob.to_vec())?;
+        self.known.lock().expect("lock").insert(*id);
+        if new {
+            self.uploaded.lock().expect("lock").push(*id);
+            self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
+            self.counters.stored_bytes.fetch_add(blob.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Wait for every upload, then mark the chunks as in the bucket.
+    fn finish_uploads(&self) -> Result<()> {
+        let Some(up) = &self.uploads else { return Ok(()) };
+        up.finish()?;
+        let ids: Vec<ChunkId> = std::mem::take(&mut *self.uploaded.lock().expect("lock"));
+        for id in ids {
+            crate::remote::mark(&self.ds.chunks().path(&id))?;
+        }
+        Ok(())
     }
 
     fn write_tmp(&self, tmp: &Path, blob: &[u8]) -> Result<()> {
@@ -320,6 +373,7 @@ impl Writer {
         if final_dir.exists() {
             return Err(StoreError::SnapshotExists(id.to_string()));
         }
+        self.finish_uploads()?;
         let touched: Vec<PathBuf> = self.touched.lock().expect("lock").drain().collect();
         for dir in touched {
             fsync_dir(&dir)?;
@@ -337,6 +391,11 @@ impl Writer {
         let state = SnapshotState { verify_state: "none".into(), ..Default::default() };
         write(STATE_FILE, serde_json::to_vec_pretty(&state).expect("state serializes"))?;
         fsync_dir(&snap)?;
+        if let Some(r) = self.ds.remote() {
+            r.check_owner()?;
+            crate::fault::point(&final_dir, "snapshot upload")?;
+            self.ds.upload_snapshot(&snap, &id)?;
+        }
         let parent = final_dir.parent().expect("snapshot dir has a parent");
         create_dir_all_durable(parent)?;
         crate::fault::point(&final_dir, "snapshot rename")?;

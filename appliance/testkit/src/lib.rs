@@ -9,10 +9,13 @@
 //!   handlers' tests.
 //! - [`bacula::Bacula`] runs Bacula's `bls` and `bextract` on volumes, to
 //!   check them against Bacula's own reading.
+//! - [`garage::Garage`] runs a Garage cluster (one node or several) on
+//!   loopback, for the S3 datastore's tests.
 //! - [`needs`] says whether a test that needs root, Chromium,
-//!   componentize-py or Bacula's tools runs (`CAIRN_TEST_ROOT`,
-//!   `CAIRN_TEST_BROWSER`, `CAIRN_TEST_PYTHON`, `CAIRN_TEST_BACULA`, or
-//!   `CAIRN_TEST_ALL` for all four).
+//!   componentize-py, Bacula's tools, the image's tools or Garage runs
+//!   (`CAIRN_TEST_ROOT`, `CAIRN_TEST_BROWSER`, `CAIRN_TEST_PYTHON`,
+//!   `CAIRN_TEST_BACULA`, `CAIRN_TEST_IMAGE`, `CAIRN_TEST_GARAGE`, or
+//!   `CAIRN_TEST_ALL` for all).
 //! - [`write_random_tree`], [`write_image_file`], [`flip_byte`],
 //!   [`chunk_files`] and [`content_digest`] are small helpers.
 //!
@@ -25,6 +28,7 @@
 pub mod bacula;
 mod compare;
 mod content;
+pub mod garage;
 pub mod http;
 mod needs;
 mod tricky;

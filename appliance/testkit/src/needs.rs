@@ -31,6 +31,9 @@ pub enum Need {
     /// mtools, systemd-boot-efi, QEMU with OVMF), and root:
     /// `CAIRN_TEST_IMAGE=1`.
     Image,
+    /// Garage, the S3-compatible object store, see [`crate::garage`]:
+    /// `CAIRN_TEST_GARAGE=1`.
+    Garage,
 }
 
 /// Asks for every [`Need`] at once.
@@ -45,6 +48,7 @@ impl Need {
             Need::Python => "CAIRN_TEST_PYTHON",
             Need::Bacula => "CAIRN_TEST_BACULA",
             Need::Image => "CAIRN_TEST_IMAGE",
+            Need::Garage => "CAIRN_TEST_GARAGE",
         }
     }
 
@@ -55,6 +59,7 @@ impl Need {
             Need::Python => "componentize-py",
             Need::Bacula => "Bacula's bls and bextract",
             Need::Image => "mmdebstrap, QEMU and OVMF (the appliance image)",
+            Need::Garage => "Garage (an S3 object store)",
         }
     }
 
