@@ -98,6 +98,16 @@ fi
 # mold links the test binaries several times faster; same flags for every step
 # so that nothing is rebuilt between them.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+# The S3 datastore's tests run against Garage, a distributed S3-compatible
+# server, built from crates.io (about 15 minutes on 2 cores) into a cache
+# that a later run on the same machine finds (testkit's `garage`).
+garage_version=2.5.0
+garage_root=/var/cache/cairn-test/garage
+if [ "$("$garage_root/bin/garage" --version 2>/dev/null | awk '{print $2}')" != "cargo:$garage_version" ]; then
+  say "cargo install garage $garage_version (into $garage_root; about 15 minutes)"
+  nice cargo install --locked --quiet garage --version "$garage_version" --root "$garage_root"
+fi
+
 # Run the tests that need root, Chromium or componentize-py too (testkit's
 # `needs`; without it they are skipped). Set before the first cargo
 # command: the policy guests' build script builds the Python examples only

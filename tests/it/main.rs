@@ -31,6 +31,7 @@ mod policy_api;
 mod prune;
 mod python_policy;
 mod remote;
+mod s3;
 mod serve;
 mod source;
 mod tape;

@@ -25,7 +25,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-pub use credentials::{Credentials, DEFAULT_CREDENTIALS_FILE};
+pub use credentials::{Credentials, DEFAULT_CREDENTIALS_FILE, Secret};
 pub use uploads::Uploads;
 
 /// Where a bucket is and how to reach it (credentials apart).

@@ -40,8 +40,8 @@ pub use catalog::CatalogError;
 pub use chunker::CdcParams;
 pub use chunker::ChunkId;
 pub use filevol::{
-    DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, SourceHandler,
-    StoreError, WriteCounters, Writer, check_blob, decode_checked,
+    DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError, IndexRef, Manifest, Owner, S3Settings,
+    SourceHandler, StoreError, SyncStats, WriteCounters, Writer, check_blob, decode_checked,
 };
 pub use progress::Progress;
 
@@ -73,6 +73,21 @@ impl Engine {
         engine.reconcile()?;
         engine.import_legacy_policies();
         Ok((engine, created))
+    }
+
+    /// Create an S3 datastore at `root` over an empty bucket, or attach
+    /// to the one in it (`existing`): its snapshots are fetched and the
+    /// catalog built from them.
+    pub fn init_s3(
+        root: &Path,
+        config: DatastoreConfig,
+        settings: S3Settings,
+        existing: bool,
+    ) -> Result<Self> {
+        let ds = Datastore::init_s3(root, config, settings, existing, None)?;
+        let engine = Self { ds };
+        engine.reconcile()?;
+        Ok(engine)
     }
 
     pub fn datastore(&self) -> &Datastore {

@@ -171,10 +171,13 @@ impl Datastore {
     pub fn init_s3(
         root: &Path,
         config: DatastoreConfig,
-        settings: S3Settings,
+        mut settings: S3Settings,
         existing: bool,
         bucket: Option<bucket::Bucket>,
     ) -> Result<Self> {
+        if settings.instance.is_empty() {
+            settings.instance = uuid::Uuid::new_v4().to_string();
+        }
         if root.join(CONFIG_FILE).exists() {
             return Err(StoreError::AlreadyADatastore(root.to_owned()));
         }

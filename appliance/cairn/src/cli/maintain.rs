@@ -27,12 +27,84 @@ pub struct InitArgs {
     /// zstd compression level (1-19; 0 stores chunks uncompressed).
     #[arg(long, default_value_t = 3, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=19))]
     zstd_level: i32,
+    #[command(flatten)]
+    s3: S3InitArgs,
+}
+
+/// `cairn init --s3`: where the bucket is. Credentials never come from
+/// the command line.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "S3 object storage")]
+pub struct S3InitArgs {
+    /// Keep chunks, indexes and manifests in an S3 bucket at this URL
+    /// (http://HOST:PORT or https://HOST); DIR keeps the config, the
+    /// catalog and a cache.
+    #[arg(long, value_name = "URL", requires = "bucket")]
+    s3: Option<String>,
+    /// The bucket's name.
+    #[arg(long, value_name = "NAME", requires = "s3")]
+    bucket: Option<String>,
+    /// Key prefix inside the bucket, so that several datastores share one.
+    #[arg(long, value_name = "P", default_value = "", requires = "s3")]
+    prefix: String,
+    /// The bucket's region (any name for most S3 servers other than AWS).
+    #[arg(long, value_name = "R", default_value = "us-east-1", requires = "s3")]
+    region: String,
+    /// Attach to the datastore already in the bucket (a new or rebuilt
+    /// machine): its snapshots are listed, restorable and verifiable.
+    #[arg(long, requires = "s3")]
+    existing: bool,
+    /// Size limit of the local cache of chunks read from the bucket.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size_arg, requires = "s3")]
+    cache_size: u64,
+    /// Uploads in flight per backup.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), requires = "s3")]
+    uploads: u16,
+    /// Read when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set:
+    /// an AWS shared-credentials file ([default] with aws_access_key_id and
+    /// aws_secret_access_key).
+    #[arg(long, value_name = "FILE", default_value = bucket_defaults::CREDENTIALS, requires = "s3")]
+    credentials: std::path::PathBuf,
+}
+
+mod bucket_defaults {
+    pub const CREDENTIALS: &str = "/etc/cairn/s3-credentials";
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    model::size::parse_size(s)
 }
 
 pub fn init(cli: &Global, a: &InitArgs) -> Result<ExitCode> {
     let cdc =
         CdcParams { min: a.chunk_min << 10, avg: a.chunk_avg << 10, max: a.chunk_max << 10 }.validate()?;
-    let (_, created) = Engine::init(&cli.datastore, DatastoreConfig { cdc, zstd_level: a.zstd_level })?;
+    let config = DatastoreConfig { cdc, zstd_level: a.zstd_level };
+    if let (Some(url), Some(bucket)) = (&a.s3.s3, &a.s3.bucket) {
+        let settings = engine::S3Settings {
+            kind: "s3".into(),
+            endpoint: url.clone(),
+            bucket: bucket.clone(),
+            prefix: a.s3.prefix.trim_matches('/').to_owned(),
+            region: a.s3.region.clone(),
+            credentials_file: std::path::absolute(&a.s3.credentials)?,
+            cache_bytes: a.s3.cache_size,
+            uploads: usize::from(a.s3.uploads),
+            instance: String::new(),
+        };
+        let place = settings.describe();
+        let engine = Engine::init_s3(&cli.datastore, config, settings, a.s3.existing)?;
+        if a.s3.existing {
+            let n = engine.snapshots(None)?.len();
+            println!("datastore attached: {} over {place}, {n} snapshots", cli.datastore.display());
+            if let Err(e) = engine.datastore().check_owner() {
+                println!("read-only: {e}");
+            }
+        } else {
+            println!("datastore created: {} over {place}", cli.datastore.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (_, created) = Engine::init(&cli.datastore, config)?;
     let verb = if created { "created" } else { "already exists:" };
     println!("datastore {verb} {}", cli.datastore.display());
     Ok(ExitCode::SUCCESS)

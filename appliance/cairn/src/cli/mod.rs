@@ -3,6 +3,7 @@
 mod appliance;
 mod backup;
 mod common;
+mod datastore;
 mod jobs;
 mod maintain;
 mod policy;
@@ -29,6 +30,7 @@ with snapshots grouped by machine or service.";
 const AFTER: &str = "\
 EXAMPLES:
     cairn init
+    cairn init --s3 https://s3.example.net --bucket backups   (keys: AWS_ACCESS_KEY_ID, …)
     cairn backup /etc /srv/www --group host/web01 --tag daily
     cairn snapshots host/web01
     cairn ls host/web01/2026-11-22T03:00:00Z www
@@ -41,6 +43,9 @@ EXAMPLES:
 ENVIRONMENT:
     CAIRN_DATASTORE   datastore directory (like --datastore)
     CAIRN_LOG         log filter, e.g. info or engine=debug
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+                      the S3 key of a datastore in a bucket (else the file
+                      named at `cairn init --s3 --credentials`)
 
 EXIT STATUS:
     0  success
@@ -87,6 +92,9 @@ pub enum Command {
     /// Catalog maintenance.
     #[command(subcommand)]
     Catalog(maintain::CatalogCommand),
+    /// Where the datastore keeps its data; an S3 datastore's claim and refresh.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
     /// Retention, scheduling and source policies as WebAssembly components.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -134,6 +142,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Notes(a) => snapshots::notes(g, a),
         Command::Gc(a) => maintain::gc(g, a),
         Command::Catalog(c) => maintain::catalog(g, c),
+        Command::Datastore(c) => datastore::run(g, c),
         Command::Policy(c) => policy::run(g, c),
         Command::Serve(a) => server::serve(g, a),
         Command::User(c) => server::user(g, c),
