@@ -229,6 +229,10 @@ fn bad_buckets_credentials_and_objects_give_clear_errors_and_lose_nothing() {
     assert!(!r.stderr.contains(&wrong), "the secret was printed");
     assert!(!site.path("a").exists(), "a failed init left a directory");
 
+    let mut c = site.cmd(&site.path("a"));
+    let r = run(c.args(["init", "--s3", &endpoint, "--bucket", "cairn", "--region", "eu-west-9"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("--region"), "{}", r.stderr);
     let r = init(&site.path("b"), "no-such-bucket", "", KEY_ID, SECRET, &[]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
@@ -329,4 +333,62 @@ fn a_three_node_cluster_loses_a_node_mid_backup_and_restores_without_it() {
     run_ok(site.cmd(&ds).args(["restore", &id]).arg(&restored));
     assert_same_tree(&src, &restored);
     run_code(site.cmd(&ds).args(["verify", &id]), 0);
+}
+
+/// Throttling, connections cut mid-transfer and slow answers (a proxy in
+/// front of Garage) are retried: the backup completes, restores equal,
+/// verifies, and no half-made snapshot is ever listed.
+#[test]
+fn throttling_resets_and_slow_answers_are_retried_and_never_half_visible() {
+    if !testkit::needs(Need::Garage) {
+        return;
+    }
+    let site = Site::start(1);
+    let upstream: std::net::SocketAddr =
+        site.garage.endpoint().trim_start_matches("http://").parse().unwrap();
+    let proxy = testkit::faults::FaultProxy::start(upstream);
+    let ds = site.path("ds");
+    let init = |ds: &Path| {
+        run_ok(
+            site.cmd(ds)
+                .args(["init", "--s3", &proxy.endpoint(), "--bucket", "cairn"])
+                .args(["--prefix", PREFIX, "--region", "garage"]),
+        )
+    };
+    init(&ds);
+    let src = site.path("src");
+    write_random_tree(&src, 50, 40 * MIB, 23);
+    let first = backup_json(&site, &ds, &src, "2026-12-01T00:00:00Z");
+    let id = str_of(&first, "id").to_owned();
+    assert_eq!(site.chunk_objects().len() as u64, u64_of(&first, "new_chunks"));
+    let out = site.path("out");
+    std::fs::remove_dir_all(ds.join("cache")).unwrap();
+    run_ok(site.cmd(&ds).args(["restore", &id]).arg(&out));
+    assert_same_tree(&src, &out);
+    run_code(site.cmd(&ds).args(["verify", &id]), 0);
+    // Disaster recovery through the same faults.
+    let dr = site.path("dr");
+    run_ok(site.cmd(&dr).args([
+        "init",
+        "--s3",
+        &proxy.endpoint(),
+        "--bucket",
+        "cairn",
+        "--prefix",
+        PREFIX,
+        "--region",
+        "garage",
+        "--existing",
+    ]));
+    assert_eq!(site.snapshot_ids(&dr), vec![id]);
+    let c = &proxy.counts;
+    let (throttled, cut, slowed) = (
+        c.throttled.load(std::sync::atomic::Ordering::Relaxed),
+        c.cut.load(std::sync::atomic::Ordering::Relaxed),
+        c.slowed.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        throttled >= 3 && cut >= 3 && slowed >= 3,
+        "faults injected: {throttled} throttled, {cut} cut, {slowed} slowed"
+    );
 }

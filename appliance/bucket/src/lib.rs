@@ -50,6 +50,10 @@ pub enum BucketError {
         "the object store refused the credentials for bucket {bucket} ({detail}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the credentials file, and the key's permissions on the bucket"
     )]
     Denied { bucket: String, detail: String },
+    #[error(
+        "the object store rejected the region of the requests for bucket {bucket} ({detail}); give the bucket's region (--region)"
+    )]
+    WrongRegion { bucket: String, detail: String },
     #[error("bucket {bucket} does not exist at {endpoint}; create it (or check --bucket and the URL)")]
     NoBucket { bucket: String, endpoint: String },
     #[error("object store at {endpoint}: {op} {key} failed after retries: {detail}")]
@@ -225,8 +229,23 @@ impl Bucket {
         classify(&self.name, &self.endpoint, op, key, e)
     }
 
-    /// The object's bytes, or `None` when there is no such object.
+    /// The object's bytes, or `None` when there is no such object. The S3
+    /// client retries a request that fails before its answer starts; a
+    /// body cut off in the middle is asked for again here.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut attempt = 0;
+        loop {
+            match self.get_once(key) {
+                Err(BucketError::Failed { .. }) if attempt < 4 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100 << attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn get_once(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let (store, path) = (self.store.clone(), self.path(key));
         counters().requests.fetch_add(1, Ordering::Relaxed);
         counters().gets.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +407,9 @@ fn classify(
         }
         s
     };
+    if chain.contains("AuthorizationHeaderMalformed") || chain.contains("IncorrectEndpoint") {
+        return BucketError::WrongRegion { bucket: bucket.to_owned(), detail: short(&chain) };
+    }
     if chain.contains("NoSuchBucket") {
         return BucketError::NoBucket { bucket: bucket.to_owned(), endpoint: endpoint.to_owned() };
     }

@@ -94,6 +94,9 @@ fn clone_error(e: &BucketError) -> BucketError {
         BucketError::Denied { bucket, detail } => {
             BucketError::Denied { bucket: bucket.clone(), detail: detail.clone() }
         }
+        BucketError::WrongRegion { bucket, detail } => {
+            BucketError::WrongRegion { bucket: bucket.clone(), detail: detail.clone() }
+        }
         BucketError::NoBucket { bucket, endpoint } => {
             BucketError::NoBucket { bucket: bucket.clone(), endpoint: endpoint.clone() }
         }

@@ -10,7 +10,8 @@
 //! - [`bacula::Bacula`] runs Bacula's `bls` and `bextract` on volumes, to
 //!   check them against Bacula's own reading.
 //! - [`garage::Garage`] runs a Garage cluster (one node or several) on
-//!   loopback, for the S3 datastore's tests.
+//!   loopback, for the S3 datastore's tests; [`faults::FaultProxy`] stands
+//!   in front of it and throttles, cuts and slows connections.
 //! - [`needs`] says whether a test that needs root, Chromium,
 //!   componentize-py, Bacula's tools, the image's tools or Garage runs
 //!   (`CAIRN_TEST_ROOT`, `CAIRN_TEST_BROWSER`, `CAIRN_TEST_PYTHON`,
@@ -28,6 +29,7 @@
 pub mod bacula;
 mod compare;
 mod content;
+pub mod faults;
 pub mod garage;
 pub mod http;
 mod needs;
