@@ -392,3 +392,59 @@ fn throttling_resets_and_slow_answers_are_retried_and_never_half_visible() {
         "faults injected: {throttled} throttled, {cut} cut, {slowed} slowed"
     );
 }
+
+/// `cairn serve` on an S3 datastore (its key in a credentials file, as on
+/// an appliance): remote clients back up and restore through it, and the
+/// API serves a file out of the bucket.
+#[test]
+fn a_server_on_an_s3_datastore_takes_remote_backups_and_serves_files() {
+    if !testkit::needs(Need::Garage) {
+        return;
+    }
+    let site = Site::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("ds");
+    let creds = tmp.path().join("s3-credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    run_ok(cairn(&ds).args(["init", "--s3", &site.garage.endpoint(), "--bucket", "cairn"]).args([
+        "--prefix",
+        PREFIX,
+        "--region",
+        "garage",
+        "--credentials",
+        creds.to_str().unwrap(),
+    ]));
+    let store = crate::support::Store { tmp, ds };
+    let server = crate::serve::Server::start(&store);
+    let web = crate::serve::token(&store, "web01", "backup-client", Some("host/web01"));
+    let src = store.path("src");
+    write_random_tree(&src, 30, 10 * MIB, 24);
+    std::fs::write(src.join("hello.txt"), b"hello from the bucket\n").unwrap();
+    let backup = |extra: &[&str]| {
+        let mut c = crate::serve::client(&store, &server, &web, "backup");
+        parse_json(&run_code(c.arg(&src).args(["--group", "host/web01", "--json"]).args(extra), 0))
+    };
+    let first = backup(&[]);
+    let id = str_of(&first, "id").to_owned();
+    assert_eq!(site.chunk_objects().len() as u64, u64_of(&first, "new_chunks"));
+    let second = backup(&[]);
+    assert_eq!(u64_of(&second, "new_chunks"), 0, "{second}");
+    std::fs::remove_dir_all(store.ds.join("cache")).unwrap();
+    let out = store.path("out");
+    run_ok(crate::serve::client(&store, &server, &web, "restore").arg(&id).arg(&out));
+    assert_same_tree(&src, &out);
+    let api = crate::serve::pinned_client(&server.fingerprint);
+    let got = api
+        .get(server.url(&format!("/api/v1/snapshots/{id}/download?path=src/hello.txt")))
+        .bearer_auth(&web)
+        .send()
+        .unwrap();
+    assert!(got.status().is_success(), "{got:?}");
+    assert_eq!(got.bytes().unwrap().as_ref(), b"hello from the bucket\n");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
