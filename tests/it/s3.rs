@@ -445,6 +445,65 @@ fn a_server_on_an_s3_datastore_takes_remote_backups_and_serves_files() {
         .unwrap();
     assert!(got.status().is_success(), "{got:?}");
     assert_eq!(got.bytes().unwrap().as_ref(), b"hello from the bucket\n");
-    let (status, _) = server.stop();
-    assert!(status.success());
+
+    // The API and the Datastore page say where the data is, and who owns it.
+    let admin = crate::serve::token(&store, "ops", "admin", None);
+    let get_ds = |server: &crate::serve::Server, token: &str| {
+        let api = crate::serve::pinned_client(&server.fingerprint);
+        api.get(server.url("/api/v1/datastore")).bearer_auth(token).send().unwrap()
+    };
+    let d: serde_json::Value = get_ds(&server, &admin).json().unwrap();
+    assert_eq!((d["kind"].as_str(), d["bucket"]["bucket"].as_str()), (Some("s3"), Some("cairn")), "{d}");
+    assert_eq!(d["bucket"]["writable"], true, "{d}");
+    assert!(!d.to_string().contains(SECRET), "{d}");
+    assert_eq!(get_ds(&server, &web).status(), 403, "a backup client learns nothing of the bucket");
+    let browser = crate::serve::pinned_client(&server.fingerprint);
+    let res = crate::serve::login(&browser, &server, "admin", &server.password);
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page =
+        browser.get(server.url("/datastore")).header("cookie", &cookie).send().unwrap().text().unwrap();
+    assert!(page.contains("s3://cairn/site-a") && page.contains("this machine ("), "{page}");
+    assert!(!page.contains("datastore-takeover"), "the owner is offered no takeover");
+
+    // A second machine attached to the bucket reads only, until an admin
+    // takes the claim over through the API; then the first may not write.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let ds2 = tmp2.path().join("ds");
+    run_ok(cairn(&ds2).args(["init", "--s3", &site.garage.endpoint(), "--bucket", "cairn"]).args([
+        "--prefix",
+        PREFIX,
+        "--region",
+        "garage",
+        "--existing",
+        "--credentials",
+        creds.to_str().unwrap(),
+    ]));
+    let store2 = crate::support::Store { tmp: tmp2, ds: ds2 };
+    let server2 = crate::serve::Server::start(&store2);
+    let admin2 = crate::serve::token(&store2, "ops", "admin", None);
+    let web2 = crate::serve::token(&store2, "web01", "backup-client", Some("host/web01"));
+    let d: serde_json::Value = get_ds(&server2, &admin2).json().unwrap();
+    assert_eq!(d["bucket"]["writable"], false, "{d}");
+    let backup2 = |code: i32| {
+        let mut c = crate::serve::client(&store2, &server2, &web2, "backup");
+        run_code(c.arg(&src).args(["--group", "host/web01"]), code)
+    };
+    let r = backup2(1);
+    assert!(r.stderr.contains("claimed by another appliance"), "{}", r.stderr);
+    let api2 = crate::serve::pinned_client(&server2.fingerprint);
+    let r = api2.post(server2.url("/api/v1/datastore/takeover")).bearer_auth(&web2).send().unwrap();
+    assert_eq!(r.status(), 403, "a backup client may not take the bucket over");
+    let r = api2.post(server2.url("/api/v1/datastore/takeover")).bearer_auth(&admin2).send().unwrap();
+    assert!(r.status().is_success(), "{r:?}");
+    let d: serde_json::Value = get_ds(&server2, &admin2).json().unwrap();
+    assert_eq!(d["bucket"]["writable"], true, "{d}");
+    backup2(0);
+    let r =
+        run(crate::serve::client(&store, &server, &web, "backup").arg(&src).args(["--group", "host/web01"]));
+    assert!(r.code != 0 && r.stderr.contains("claimed by another appliance"), "{r:?}");
+    for s in [server, server2] {
+        let (status, _) = s.stop();
+        assert!(status.success());
+    }
 }

@@ -174,7 +174,7 @@ impl Drop for Server {
     }
 }
 
-fn login(client: &Client, server: &Server, user: &str, password: &str) -> reqwest::blocking::Response {
+pub fn login(client: &Client, server: &Server, user: &str, password: &str) -> reqwest::blocking::Response {
     client
         .post(server.url("/login"))
         .form(&[("user", user), ("password", password), ("next", "/")])

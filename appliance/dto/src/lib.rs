@@ -7,6 +7,7 @@
 //! Invariant: a field added here appears in both the CLI and the API.
 
 pub mod access;
+pub mod datastore;
 pub mod job;
 pub mod job_form;
 pub mod policy;
@@ -14,6 +15,7 @@ pub mod snapshot;
 pub mod tape;
 
 pub use access::{TokenJson, UserJson};
+pub use datastore::{BucketJson, DatastoreJson, SyncJson};
 pub use job::{HIDDEN, JobJson, JobSourceJson, KeepJson, NewJob, PolicyUseJson, Started, TaskJson};
 pub use job_form::{JobForm, form_number};
 pub use policy::{ParamJson, PolicyJson};

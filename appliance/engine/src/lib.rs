@@ -45,6 +45,11 @@ pub use filevol::{
 };
 pub use progress::Progress;
 
+/// Requests and bytes this process exchanged with object storage.
+pub fn bucket_counters() -> filevol::remote::CounterValues {
+    filevol::remote::counters()
+}
+
 /// The services over one datastore.
 #[derive(Debug, Clone)]
 pub struct Engine {

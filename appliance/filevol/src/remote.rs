@@ -39,6 +39,13 @@ use crate::fsutil::{create_dir_all_durable, write_atomic};
 
 pub const OWNER_KEY: &str = "cairn-owner.json";
 
+pub use bucket::CounterValues;
+
+/// Requests and bytes this process exchanged with object storage.
+pub fn counters() -> CounterValues {
+    bucket::counters().values()
+}
+
 /// The `backend` of a version-2 `cairn-datastore.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S3Settings {

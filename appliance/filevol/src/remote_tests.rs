@@ -229,3 +229,27 @@ fn walk_sizes(dir: &std::path::Path) -> u64 {
     }
     n
 }
+
+#[test]
+fn a_hostile_key_in_the_bucket_never_becomes_a_path_outside_the_working_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Bucket::memory();
+    let ds = Datastore::init_s3(
+        &dir.path().join("a"),
+        DatastoreConfig::default(),
+        settings("a"),
+        false,
+        Some(b.clone()),
+    )
+    .unwrap();
+    for key in [
+        "snapshots/../../escape/manifest.json",
+        "snapshots/host/x/../../../../escape2/manifest.json",
+        "snapshots//host/manifest.json",
+    ] {
+        b.put(key, b"{}".to_vec()).unwrap();
+    }
+    ds.sync_from_bucket(true).unwrap();
+    assert!(!dir.path().join("escape").exists() && !dir.path().join("escape2").exists());
+    assert!(ds.list_snapshots().unwrap().is_empty());
+}

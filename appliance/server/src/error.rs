@@ -69,6 +69,12 @@ impl From<anyhow::Error> for AppError {
         {
             return Self::new(StatusCode::CONFLICT, err.to_string());
         }
+        if let Some(err @ StoreError::NotOwner { .. }) = e.downcast_ref::<StoreError>() {
+            return Self::new(StatusCode::CONFLICT, err.to_string());
+        }
+        if let Some(err @ StoreError::Bucket(_)) = e.downcast_ref::<StoreError>() {
+            return Self::new(StatusCode::BAD_GATEWAY, err.to_string());
+        }
         if let Some(bad) = e.downcast_ref::<engine::ops::BadRequest>() {
             return Self::bad_request(bad.0.clone());
         }

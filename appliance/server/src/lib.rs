@@ -24,6 +24,7 @@ pub mod auth;
 mod caller;
 mod chart;
 pub mod config;
+mod datastore_api;
 mod error;
 mod finish;
 #[cfg(test)]

@@ -17,7 +17,8 @@ use super::auth::{self, Access};
 use super::page::{self, DashboardPages};
 use super::state::AppState;
 use super::{
-    api, appliance_api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote, tape_api, views,
+    api, appliance_api, datastore_api, finish, job_views, jobs_api, maint_api, metrics, policy_api, remote,
+    tape_api, views,
 };
 
 /// Largest request body accepted by default.
@@ -122,6 +123,27 @@ pub fn routes() -> Vec<RouteSpec> {
             post(maint_api::prune_group),
         ),
         r(Method::POST, "/api/v1/gc", Operate, "Garbage collection as a task.", post(maint_api::gc)),
+        r(
+            Method::GET,
+            "/api/v1/datastore",
+            Read,
+            "Where the datastore keeps its data: a directory, or an S3 bucket with its owner and cache.",
+            get(datastore_api::status),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/datastore/takeover",
+            Admin,
+            "Claim an S3 datastore's bucket for this machine (disaster recovery).",
+            post(datastore_api::takeover),
+        ),
+        r(
+            Method::POST,
+            "/api/v1/datastore/refresh",
+            Operate,
+            "Fetch what the bucket's owner wrote since; drop what it deleted.",
+            post(datastore_api::refresh),
+        ),
         r(
             Method::GET,
             "/api/v1/snapshots/{type}/{id}/{time}/files",
@@ -440,6 +462,27 @@ pub fn routes() -> Vec<RouteSpec> {
             Operate,
             "Simulate a retention policy (form).",
             post(policy_api::simulate_form),
+        ),
+        r(
+            Method::GET,
+            "/datastore",
+            Read,
+            "Where the data lives; bucket claim and refresh (page).",
+            get(datastore_api::page),
+        ),
+        r(
+            Method::POST,
+            "/datastore/refresh",
+            Operate,
+            "Refresh from the bucket (form).",
+            post(datastore_api::refresh_form),
+        ),
+        r(
+            Method::POST,
+            "/datastore/takeover",
+            Admin,
+            "Take the bucket over (form).",
+            post(datastore_api::takeover_form),
         ),
         r(Method::GET, "/appliance", Admin, "Boot slots and updates (page).", get(appliance_api::page)),
         r(

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
 
 use super::common::{Global, open};
 use crate::output;
@@ -32,63 +31,19 @@ only when the old owner is gone for good, or stopped: if it still runs, its back
     Refresh,
 }
 
-#[derive(Serialize)]
-struct StatusJson {
-    kind: &'static str,
-    directory: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bucket: Option<BucketJson>,
-}
-
-#[derive(Serialize)]
-struct BucketJson {
-    endpoint: String,
-    bucket: String,
-    prefix: String,
-    region: String,
-    instance: String,
-    owner: Option<engine::Owner>,
-    writable: bool,
-    cache_bytes: u64,
-    cache_limit: u64,
-}
-
 pub fn run(cli: &Global, c: &DatastoreCommand) -> Result<ExitCode> {
     let engine = open(cli)?;
     let ds = engine.datastore();
     match c {
         DatastoreCommand::Status { json } => {
-            let bucket = match ds.remote() {
-                None => None,
-                Some(r) => {
-                    let s = r.settings();
-                    let owner = r.owner()?;
-                    Some(BucketJson {
-                        endpoint: s.endpoint.clone(),
-                        bucket: s.bucket.clone(),
-                        prefix: s.prefix.clone(),
-                        region: s.region.clone(),
-                        instance: s.instance.clone(),
-                        writable: owner.as_ref().is_some_and(|o| o.instance == s.instance),
-                        owner,
-                        cache_bytes: r.evict(),
-                        cache_limit: s.cache_bytes,
-                    })
-                }
-            };
-            let st = StatusJson {
-                kind: if bucket.is_some() { "s3" } else { "directory" },
-                directory: ds.root().display().to_string(),
-                bucket,
-            };
+            let st = dto::DatastoreJson::of(&engine)?;
             if *json {
                 output::json(&st);
                 return Ok(ExitCode::SUCCESS);
             }
             println!("datastore  {} ({})", st.directory, st.kind);
-            if let Some(b) = &st.bucket {
-                let prefix = if b.prefix.is_empty() { String::new() } else { format!("/{}", b.prefix) };
-                println!("bucket     s3://{}{prefix} at {} (region {})", b.bucket, b.endpoint, b.region);
+            if let (Some(b), Some(place)) = (&st.bucket, st.place()) {
+                println!("bucket     {place}");
                 match &b.owner {
                     Some(o) if b.writable => {
                         println!("owner      this machine ({}, since {})", o.host, o.claimed)

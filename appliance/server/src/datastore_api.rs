@@ -1,0 +1,132 @@
+//! Where the datastore keeps its data. `GET /api/v1/datastore` and the
+//! Datastore page say it (directory, or bucket with its owner and the
+//! local cache); for a datastore in an S3 bucket, admins take the claim
+//! over (`POST /api/v1/datastore/takeover`, disaster recovery) and
+//! operators fetch what the bucket's owner wrote since (`…/refresh`).
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::{Extension, Json};
+use dto::{DatastoreJson, SyncJson};
+
+use super::auth::Caller;
+use super::error::AppResult;
+use super::page::{Chrome, Flash, render};
+use super::state::AppState;
+
+async fn read(state: &AppState) -> AppResult<DatastoreJson> {
+    state.engine(DatastoreJson::of).await
+}
+
+/// `GET /api/v1/datastore`.
+pub async fn status(State(state): State<AppState>) -> AppResult<Json<DatastoreJson>> {
+    Ok(Json(read(&state).await?))
+}
+
+fn not_s3(e: &engine::Engine) -> anyhow::Result<()> {
+    if e.datastore().remote().is_none() {
+        return Err(engine::ops::BadRequest(
+            "this datastore is a directory: only one in an S3 bucket has a claim to take over or a bucket to refresh from"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn sync(state: &AppState, caller: &Caller, takeover: bool) -> AppResult<SyncJson> {
+    let stats = state
+        .engine(move |e| {
+            not_s3(e)?;
+            let ds = e.datastore();
+            let stats = if takeover { ds.take_over()? } else { ds.sync_from_bucket(true)? };
+            e.reconcile()?;
+            Ok(stats)
+        })
+        .await?;
+    let what = if takeover { "took over the datastore's bucket" } else { "refreshed from the bucket" };
+    tracing::warn!(user = %caller.name, pulled = stats.pulled, dropped = stats.dropped, "{what}");
+    Ok(stats.into())
+}
+
+/// `POST /api/v1/datastore/takeover` (admins).
+pub async fn takeover(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<SyncJson>> {
+    Ok(Json(sync(&state, &caller, true).await?))
+}
+
+/// `POST /api/v1/datastore/refresh`.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Json<SyncJson>> {
+    Ok(Json(sync(&state, &caller, false).await?))
+}
+
+#[derive(Template)]
+#[template(path = "datastore.html")]
+struct DatastorePage {
+    chrome: Chrome,
+    ds: Option<DatastoreJson>,
+    place: String,
+    cache: String,
+    problem: Option<String>,
+    flash: Flash,
+}
+
+async fn page_with(state: &AppState, caller: &Caller, flash: Flash) -> AppResult<Response> {
+    let (ds, problem) = match read(state).await {
+        Ok(d) => (Some(d), None),
+        Err(e) => (None, Some(e.message)),
+    };
+    let place = ds.as_ref().and_then(DatastoreJson::place).unwrap_or_default();
+    let cache = match ds.as_ref().and_then(|d| d.bucket.as_ref()) {
+        Some(b) => format!("{} of {}", model::human::size(b.cache_bytes), model::human::size(b.cache_limit)),
+        None => String::new(),
+    };
+    let code = flash.status;
+    let chrome = Chrome::new(state, caller);
+    let mut res = render(&DatastorePage { chrome, ds, place, cache, problem, flash })?;
+    *res.status_mut() = code;
+    Ok(res)
+}
+
+/// `GET /datastore`.
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    page_with(&state, &caller, Flash::default()).await
+}
+
+async fn form(state: AppState, caller: Caller, takeover: bool) -> AppResult<Response> {
+    let flash = match sync(&state, &caller, takeover).await {
+        Ok(s) => Flash::done(format!(
+            "{}{} snapshots fetched from the bucket, {} dropped (gone from it).",
+            if takeover { "This machine now writes the bucket. " } else { "" },
+            s.pulled,
+            s.dropped
+        )),
+        Err(e) => Flash::refused(e)?,
+    };
+    page_with(&state, &caller, flash).await
+}
+
+/// `POST /datastore/takeover` (form).
+pub async fn takeover_form(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    form(state, caller, true).await
+}
+
+/// `POST /datastore/refresh` (form).
+pub async fn refresh_form(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> AppResult<Response> {
+    form(state, caller, false).await
+}
