@@ -109,6 +109,10 @@ fn an_s3_datastore_backs_up_restores_verifies_prunes_collects_and_recovers_from_
     let second = backup_json(&site, &ds, &src, "2026-12-02T00:00:00Z");
     assert_eq!((u64_of(&second, "new_chunks"), u64_of(&second, "stored")), (0, 0), "{second}");
     assert_eq!(site.chunk_objects().len() as u64, objects);
+    // Only the snapshot's own small files travel: indexes, state, manifest.
+    let o = &second["object_store"];
+    assert!(u64_of(o, "puts") <= 4 && u64_of(o, "bytes_sent") < 64 << 10, "{second}");
+    assert!(u64_of(&first["object_store"], "bytes_sent") > 8 * MIB, "{first}");
     run_code(site.cmd(&ds).args(["verify", "--all"]), 0);
 
     // Bytes changed in the bucket: verify (which reads the bucket, not the

@@ -145,6 +145,9 @@ impl Bucket {
     /// An S3 bucket. Nothing is requested yet: the first call finds out
     /// whether the bucket is there and the credentials are good.
     pub fn s3(loc: &S3Location, creds: &Credentials) -> Result<Self> {
+        // (Newer rustls deprecates ring's provider in favour of
+        // post-quantum key exchange; the workspace's pins still offer it.)
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let url = reqwest::Url::parse(&loc.endpoint)
             .map_err(|e| BucketError::Settings(format!("invalid S3 URL {}: {e}", loc.endpoint)))?;

@@ -12,7 +12,8 @@ use filevol::{DynamicIndex, StoreError};
 
 use crate::target::ChunkRead;
 
-/// How many chunks are decoded ahead of the reader.
+/// How many chunks are decoded ahead of the reader, at least (a reader
+/// with more parallel reads gets a window as wide as those).
 const WINDOW: usize = 8;
 
 type Fetched = (usize, Result<Arc<Vec<u8>>, Arc<StoreError>>);
@@ -27,12 +28,14 @@ pub struct Fetcher {
     next_submit: usize,
     low: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
+    window: usize,
 }
 
 impl Fetcher {
     pub fn new(store: Arc<dyn ChunkRead>, ids: Vec<ChunkId>) -> Self {
         let n = store.parallel_reads().clamp(1, 32);
-        let (jobs, job_rx) = bounded::<(usize, ChunkId)>(WINDOW * 2);
+        let window = WINDOW.max(n);
+        let (jobs, job_rx) = bounded::<(usize, ChunkId)>(window * 2);
         let (res_tx, results) = unbounded::<Fetched>();
         let workers = (0..n)
             .map(|_| {
@@ -47,7 +50,17 @@ impl Fetcher {
                 })
             })
             .collect();
-        Self { store, ids, jobs: Some(jobs), results, ready: HashMap::new(), next_submit: 0, low: 0, workers }
+        Self {
+            store,
+            ids,
+            jobs: Some(jobs),
+            results,
+            ready: HashMap::new(),
+            next_submit: 0,
+            low: 0,
+            workers,
+            window,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -60,13 +73,13 @@ impl Fetcher {
         if i < self.low {
             return self.store.read_chunk(&self.ids[i]).map(Arc::new);
         }
-        if i > self.next_submit + WINDOW {
+        if i > self.next_submit + self.window {
             self.ready.clear();
             self.next_submit = i;
         }
         self.low = i + 1;
         self.ready.retain(|k, _| *k >= i);
-        while self.next_submit < self.ids.len() && self.next_submit <= i + WINDOW {
+        while self.next_submit < self.ids.len() && self.next_submit <= i + self.window {
             let j = self.next_submit;
             self.jobs.as_ref().expect("open").send((j, self.ids[j])).expect("workers alive");
             self.next_submit += 1;

@@ -33,6 +33,11 @@ impl ChunkRead for ChunkStore {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         self.read(id)
     }
+
+    /// A bucket answers each read after a round trip: many at once.
+    fn parallel_reads(&self) -> usize {
+        if self.in_bucket() { cores().max(16) } else { cores() }
+    }
 }
 
 /// Reads committed snapshots: manifests, index files and chunks.

@@ -31,6 +31,11 @@ impl ChunkStore {
         Self { root, quarantine, remote }
     }
 
+    /// Whether the blobs live in an S3 bucket (reads are round trips).
+    pub fn in_bucket(&self) -> bool {
+        self.remote.is_some()
+    }
+
     pub(crate) fn remote(&self) -> Option<&Remote> {
         self.remote.as_deref()
     }

@@ -78,6 +78,18 @@ struct BackupJson {
     reused_chunks: u64,
     duration_ms: u64,
     errors: Vec<ErrorJson>,
+    /// A datastore in an S3 bucket: what this backup asked of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_store: Option<ObjectStoreJson>,
+}
+
+#[derive(Serialize)]
+struct ObjectStoreJson {
+    requests: u64,
+    puts: u64,
+    gets: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 #[derive(Serialize)]
@@ -169,8 +181,27 @@ fn print_report(a: &BackupArgs, report: engine::BackupReport) -> Result<ExitCode
     for e in &report.errors {
         eprintln!("warning: {}", output::text(&format!("{}: {}", e.path, e.error)));
     }
+    let c = engine::bucket_counters();
+    let object_store = (c.requests > 0).then(|| {
+        tracing::info!(
+            requests = c.requests,
+            puts = c.puts,
+            gets = c.gets,
+            bytes_sent = c.bytes_sent,
+            bytes_received = c.bytes_received,
+            "object store"
+        );
+        ObjectStoreJson {
+            requests: c.requests,
+            puts: c.puts,
+            gets: c.gets,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+        }
+    });
     if a.json {
         output::json(&BackupJson {
+            object_store,
             id: report.id.to_string(),
             files: s.files,
             size: s.size,
