@@ -474,17 +474,20 @@ fn a_server_on_an_s3_datastore_takes_remote_backups_and_serves_files() {
     // takes the claim over through the API; then the first may not write.
     let tmp2 = tempfile::tempdir().unwrap();
     let ds2 = tmp2.path().join("ds");
-    run_ok(cairn(&ds2).args(["init", "--s3", &site.garage.endpoint(), "--bucket", "cairn"]).args([
-        "--prefix",
-        PREFIX,
-        "--region",
-        "garage",
-        "--existing",
-        "--credentials",
-        creds.to_str().unwrap(),
-    ]));
+    // This one is set up by the server's configuration alone ([s3] with
+    // `existing`), as an appliance would be after a disaster.
+    let config = tmp2.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[s3]\nurl = \"{}\"\nbucket = \"cairn\"\nprefix = \"{PREFIX}\"\nregion = \"garage\"\ncredentials_file = \"{}\"\ncache_size = \"64M\"\nexisting = true\n",
+            site.garage.endpoint(),
+            creds.display()
+        ),
+    )
+    .unwrap();
     let store2 = crate::support::Store { tmp: tmp2, ds: ds2 };
-    let server2 = crate::serve::Server::start(&store2);
+    let server2 = crate::serve::Server::start_with(&store2, &["--config", config.to_str().unwrap()]);
     let admin2 = crate::serve::token(&store2, "ops", "admin", None);
     let web2 = crate::serve::token(&store2, "web01", "backup-client", Some("host/web01"));
     let d: serde_json::Value = get_ds(&server2, &admin2).json().unwrap();
@@ -510,4 +513,9 @@ fn a_server_on_an_s3_datastore_takes_remote_backups_and_serves_files() {
         let (status, _) = s.stop();
         assert!(status.success());
     }
+    // [s3] never turns a datastore in a directory into one in a bucket.
+    let local = crate::support::Store::new();
+    let r = run(local.cmd().args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is a datastore in a directory"), "{}", r.stderr);
 }

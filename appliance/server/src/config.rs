@@ -36,6 +36,62 @@ pub struct ConfigFile {
     pub tape: TapeConfig,
     #[serde(default)]
     pub appliance: ApplianceConfig,
+    /// `[s3]`: keep the datastore's data in an S3 bucket.
+    pub s3: Option<S3Config>,
+}
+
+/// `[s3]`: when the datastore directory holds no datastore yet, the first
+/// start makes one whose chunks, indexes and manifests live in this bucket
+/// (`cairn init --s3`), or with `existing`, attaches to the datastore
+/// already in it. The key never appears here: it comes from
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or `credentials_file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `https://HOST[:PORT]` (or `http://` on a trusted network).
+    pub url: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// Default `/etc/cairn/s3-credentials`.
+    pub credentials_file: Option<PathBuf>,
+    /// Size limit of the local chunk cache, e.g. `4G` (default `1G`).
+    pub cache_size: Option<String>,
+    /// Uploads in flight per backup (default 16).
+    pub uploads: Option<usize>,
+    /// Attach to the datastore already in the bucket (disaster recovery).
+    #[serde(default)]
+    pub existing: bool,
+}
+
+impl S3Config {
+    pub fn settings(&self) -> Result<(engine::S3Settings, bool)> {
+        let cache_bytes = match &self.cache_size {
+            Some(t) => model::size::parse_size(t).map_err(|e| anyhow::anyhow!("[s3] cache_size: {e}"))?,
+            None => 1 << 30,
+        };
+        let uploads = self.uploads.unwrap_or(16);
+        if !(1..=256).contains(&uploads) {
+            bail!("[s3] uploads must be between 1 and 256");
+        }
+        let settings = engine::S3Settings {
+            kind: "s3".into(),
+            endpoint: self.url.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.trim_matches('/').to_owned(),
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            credentials_file: self
+                .credentials_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{CONFIG_DIR}/s3-credentials"))),
+            cache_bytes,
+            uploads,
+            instance: String::new(),
+        };
+        Ok((settings, self.existing))
+    }
 }
 
 /// `[appliance]`: set on Cairn's appliance image, where the server also
@@ -117,6 +173,8 @@ pub struct Settings {
     pub appliance: Option<Appliance>,
     /// Where to write the initial admin password, if anywhere.
     pub initial_password_file: Option<PathBuf>,
+    /// `[s3]`: the bucket a new datastore is made in (or attached to).
+    pub s3: Option<(engine::S3Settings, bool)>,
 }
 
 /// The appliance the server manages.
@@ -195,6 +253,7 @@ impl ConfigFile {
             tape_library: self.tape.library.clone(),
             appliance,
             initial_password_file: self.appliance.initial_password_file.clone(),
+            s3: self.s3.as_ref().map(S3Config::settings).transpose()?,
         })
     }
 }

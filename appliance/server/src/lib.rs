@@ -55,7 +55,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use engine::{DatastoreConfig, Engine};
 
 use config::Settings;
@@ -70,6 +70,44 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The port is bound, and configured certificate files read, before
 /// anything is created: a server that cannot start leaves no datastore,
 /// admin user or certificate behind.
+/// Open the datastore, or make it: in the `[s3]` bucket when one is
+/// configured (attaching with `existing`), else in the directory.
+fn open_datastore(settings: &Settings) -> Result<(Engine, bool)> {
+    let dir = &settings.datastore;
+    let Some((s3, existing)) = &settings.s3 else {
+        return Engine::init(dir, DatastoreConfig::default());
+    };
+    if !dir.join(engine::CONFIG_FILE).exists() {
+        let engine = Engine::init_s3(dir, DatastoreConfig::default(), s3.clone(), *existing)?;
+        if *existing {
+            let n = engine.snapshots(None)?.len();
+            println!("attached to {} ({n} snapshots)", s3.describe());
+            if let Err(e) = engine.datastore().check_owner() {
+                println!("read-only: {e}");
+            }
+        } else {
+            println!("datastore in {}", s3.describe());
+        }
+        return Ok((engine, true));
+    }
+    let engine = Engine::open(dir)?;
+    match engine.datastore().remote() {
+        Some(r) if r.settings().endpoint == s3.endpoint && r.settings().bucket == s3.bucket => {
+            Ok((engine, false))
+        }
+        Some(r) => bail!(
+            "{} keeps its data in {}, not in the bucket [s3] names ({}); fix the configuration",
+            dir.display(),
+            r.settings().describe(),
+            s3.describe()
+        ),
+        None => bail!(
+            "{} is a datastore in a directory, but [s3] names a bucket; [s3] only makes new datastores: remove it, or point the server at a new directory",
+            dir.display()
+        ),
+    }
+}
+
 pub fn serve(settings: Settings) -> Result<()> {
     let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
         format!("cannot listen on {}; is another server using the port?", settings.listen)
@@ -78,7 +116,7 @@ pub fn serve(settings: Settings) -> Result<()> {
         true => None,
         false => Some(tls::load_or_create(&settings.cert, &settings.key, false)?.0),
     };
-    let (engine, created) = Engine::init(&settings.datastore, DatastoreConfig::default())?;
+    let (engine, created) = open_datastore(&settings)?;
     if created {
         println!("created datastore {}", settings.datastore.display());
     }
