@@ -391,3 +391,69 @@ fn wait_for_task(b: &Browser) {
     }
     assert!(b.text("#task-log").contains("finished: ok"));
 }
+
+/// The Datastore page of a datastore in an S3 bucket (a Garage node), in
+/// Chromium: a second machine attached to the bucket shows who owns it and
+/// that it reads only; its admin takes the bucket over with the page's
+/// button, and the page then names this machine.
+#[test]
+fn the_datastore_page_shows_the_bucket_and_takes_it_over_in_chromium() {
+    if !testkit::needs(testkit::Need::Browser) || !testkit::needs(testkit::Need::Garage) {
+        return;
+    }
+    use testkit::garage::{Garage, KEY_ID, SECRET};
+    let tmp = tempfile::tempdir().unwrap();
+    let garage = Garage::start(&tmp.path().join("garage"), 1);
+    garage.create_bucket("cairn");
+    let creds = tmp.path().join("s3-credentials");
+    std::fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    let init = |ds: &Path, extra: &[&str]| {
+        crate::support::run_ok(
+            crate::support::cairn(ds)
+                .args(["init", "--s3", &garage.endpoint(), "--bucket", "cairn", "--region", "garage"])
+                .arg("--credentials")
+                .arg(&creds)
+                .args(extra),
+        )
+    };
+    let first = tmp.path().join("first");
+    init(&first, &[]);
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"in the bucket\n").unwrap();
+    crate::support::run_ok(
+        crate::support::cairn(&first).arg("backup").arg(&src).args(["--group", "host/ui"]),
+    );
+
+    let second = tempfile::tempdir().unwrap();
+    let ds = second.path().join("ds");
+    init(&ds, &["--existing"]);
+    let store = Store { tmp: second, ds };
+    let server = Server::start(&store);
+    let downloads = store.path("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let b = Browser::start(&downloads, PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
+    b.goto(&server.url("/"));
+    b.fill("input[name=user]", "admin");
+    b.fill("input[name=password]", &server.password);
+    b.click("button[type=submit]");
+    assert_eq!(b.text("#snapshot-count"), "1", "the attached machine lists the bucket's snapshot");
+    b.goto(&server.url("/datastore"));
+    assert!(b.text("#datastore-bucket").contains("s3://cairn at"), "{}", b.source());
+    assert!(b.text("#datastore-owner").contains("reads only"), "{}", b.text("#datastore-owner"));
+    b.screenshot("15-datastore-read-only");
+    b.click("#datastore-takeover button");
+    assert!(b.text("p.error").contains("tick the box"), "{}", b.source());
+    b.click("#datastore-takeover input[name=confirm]");
+    b.click("#datastore-takeover button");
+    assert!(b.text("p.notice").contains("This machine now writes the bucket"), "{}", b.source());
+    assert!(b.text("#datastore-owner").starts_with("this machine"), "{}", b.text("#datastore-owner"));
+    b.screenshot("16-datastore-taken-over");
+    drop(b);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

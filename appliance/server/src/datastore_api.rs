@@ -5,13 +5,15 @@
 //! operators fetch what the bucket's owner wrote since (`…/refresh`).
 
 use askama::Template;
+use axum::Form;
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Extension, Json};
 use dto::{DatastoreJson, SyncJson};
+use serde::Deserialize;
 
 use super::auth::Caller;
-use super::error::AppResult;
+use super::error::{AppError, AppResult};
 use super::page::{Chrome, Flash, render};
 use super::state::AppState;
 
@@ -115,11 +117,25 @@ async fn form(state: AppState, caller: Caller, takeover: bool) -> AppResult<Resp
     page_with(&state, &caller, flash).await
 }
 
-/// `POST /datastore/takeover` (form).
+#[derive(Debug, Deserialize)]
+pub struct TakeoverForm {
+    /// The confirmation checkbox: the old owner is gone or stopped.
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// `POST /datastore/takeover` (form, with its confirmation box).
 pub async fn takeover_form(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Form(f): Form<TakeoverForm>,
 ) -> AppResult<Response> {
+    if f.confirm.is_none() {
+        let refused = AppError::bad_request(
+            "tick the box to confirm that the appliance holding the bucket is gone or stopped",
+        );
+        return page_with(&state, &caller, Flash::refused(refused)?).await;
+    }
     form(state, caller, true).await
 }
 
