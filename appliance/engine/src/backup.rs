@@ -2,7 +2,7 @@
 //! directory becomes a file archive (metadata + payload streams), a regular
 //! file or block device an image archive (fixed 4 MiB chunks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -12,20 +12,22 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
+use crossbeam_channel::Receiver;
 use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
 use filevol::{
-    DatastoreConfig, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats,
-    SourceHandler, SourceStat, Writer,
+    DatastoreConfig, DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError,
+    ManifestStats, SourceHandler, SourceStat, Writer,
 };
 use model::{BackupGroup, SnapshotId};
 
 use crate::Engine;
-use crate::fswalk::{WalkItem, WalkOptions, Walker, open_data};
+use crate::fswalk::{Source, WalkItem, WalkOptions, Walker, open_data};
 use crate::new_snapshot::{index_ref, new_manifest};
 use crate::payload::PayloadBuilder;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
+use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes};
 use crate::target::{ChunkSink, SnapshotRead};
 
 /// Where a backup goes (defined with the other parts every kind of
@@ -275,8 +277,10 @@ impl Ctx<'_> {
             Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
         let failed = AtomicBool::new(false);
         let cfg = self.config;
+        let ahead_times = ReadAheadTimes::default();
         let (streams, size, entries) = std::thread::scope(|scope| -> Result<_> {
             let mut pipe = Pipeline::start(scope, self.writer, 2, cfg.zstd_level, &failed);
+            let ahead = ReadAhead::start(scope, crate::target::cores(), &ahead_times);
             let mut tree = TreeBuilder {
                 meta: StreamChunker::new(cfg.cdc),
                 payload: PayloadBuilder::new(cfg.cdc),
@@ -286,8 +290,18 @@ impl Ctx<'_> {
                 size: 0,
                 entries: 0,
             };
-            let produced = tree.run(self, walker, prev.as_mut(), &mut pipe);
+            let produced = tree.run(self, walker, prev.as_mut(), &ahead, &mut pipe);
+            let threads = ahead.threads;
+            drop(ahead);
             let streams = pipeline::first_error(produced, pipe.finish())?;
+            let (busy, waited, files) = ahead_times.values();
+            tracing::info!(
+                threads,
+                files,
+                busy_s = format!("{busy:.3}"),
+                reader_waited_s = format!("{waited:.3}"),
+                "tree read-ahead"
+            );
             Ok((streams, tree.size, tree.entries))
         })?;
         let (meta_ref, _) = index_ref(self.writer, &format!("{name}.meta.didx"), &streams[META])?;
@@ -320,25 +334,38 @@ struct TreeBuilder {
 }
 
 impl TreeBuilder {
+    /// Walk, hand each file to be read to the read-ahead pool as the walk
+    /// reaches it (at most `LOOKAHEAD` ahead), and store the entries and
+    /// their data in walk order.
     fn run(
         &mut self,
         cx: &mut Ctx<'_>,
-        walker: Walker,
+        mut walker: Walker,
         mut prev: Option<&mut PrevTree>,
+        ahead: &ReadAhead<'_>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<()> {
         self.push_meta(&stream_header(), pipe)?;
-        for item in walker {
-            match item {
-                WalkItem::Error { path, message } => {
+        let mut queue: VecDeque<Planned> = VecDeque::with_capacity(LOOKAHEAD);
+        let mut first_links = HashSet::new();
+        loop {
+            while queue.len() < LOOKAHEAD {
+                let Some(item) = walker.next() else { break };
+                queue.push_back(plan(item, prev.as_deref_mut(), &mut first_links, ahead)?);
+            }
+            let Some(next) = queue.pop_front() else { break };
+            match next {
+                Planned::Error { path, message } => {
                     cx.errors.push(ManifestError {
                         path: String::from_utf8_lossy(&path).into_owned(),
                         error: message,
                     });
                 }
-                WalkItem::Entry { mut entry, source } => {
+                Planned::Entry { mut entry, source, old, fetch } => {
+                    let payload = prev.as_deref().map(|p| &p.payload);
+                    let file = FileSource { path: &source, old, fetch, ahead };
                     if entry.kind == EntryKind::File
-                        && !self.file_data(cx, &mut entry, &source, prev.as_deref_mut(), pipe)?
+                        && !self.file_data(cx, &mut entry, file, payload, pipe)?
                     {
                         continue;
                     }
@@ -375,8 +402,8 @@ impl TreeBuilder {
         &mut self,
         cx: &mut Ctx<'_>,
         entry: &mut Entry,
-        source: &Path,
-        prev: Option<&mut PrevTree>,
+        file: FileSource<'_, '_>,
+        prev_payload: Option<&DynamicIndex>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<bool> {
         if entry.hardlink != 0
@@ -392,12 +419,9 @@ impl TreeBuilder {
         }
         self.size += entry.size;
         let mut reused = None;
-        if let Some(prev) = prev
-            && let Some(old) = prev.lookup(&entry.path)?
-            && unchanged(old, entry)
-        {
+        if let (Some(old), Some(payload)) = (&file.old, prev_payload) {
             let (off, len, ext) = (old.payload_offset, old.data_len(), old.extents.clone());
-            if let Some(new_off) = self.payload.reuse(&prev.payload, off, len, cx.writer, pipe)? {
+            if let Some(new_off) = self.payload.reuse(payload, off, len, cx.writer, pipe)? {
                 reused = Some((new_off, ext));
             }
         }
@@ -409,7 +433,8 @@ impl TreeBuilder {
             }
             None => {
                 entry.payload_offset = self.payload.pos();
-                if let Err(e) = self.read_file(cx, entry, source, pipe) {
+                let fetched = file.fetch.map(|rx| file.ahead.take(rx));
+                if let Err(e) = self.read_file(cx, entry, file.path, fetched, pipe) {
                     if pipe_failed(&e) {
                         return Err(e);
                     }
@@ -425,14 +450,40 @@ impl TreeBuilder {
         Ok(true)
     }
 
+    /// Store a file's data: read ahead by the pool (`fetched`), or opened
+    /// and read here.
     fn read_file(
         &mut self,
         cx: &mut Ctx<'_>,
         entry: &mut Entry,
         source: &Path,
+        fetched: Option<FetchResult>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<()> {
-        let mut data = open_data(source, entry).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
+        let offset = entry.payload_offset;
+        let mut data = match fetched {
+            None => open_data(source, entry).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?,
+            Some(Err(message)) => return Err(anyhow::anyhow!(SourceError(message))),
+            Some(Ok((opened, fetched))) => {
+                // The entry as the open file describes it (as `open_data`
+                // would have refreshed it here).
+                *entry = opened;
+                entry.payload_offset = offset;
+                match fetched {
+                    Fetched::Open(data) => data,
+                    Fetched::Whole(bytes, changed) => {
+                        self.payload.push(&bytes, pipe)?;
+                        cx.progress.add_bytes(bytes.len() as u64);
+                        if changed {
+                            let path = String::from_utf8_lossy(&entry.path).into_owned();
+                            let error = "file changed while it was read; stored as read".into();
+                            cx.errors.push(ManifestError { path, error });
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        };
         // One read buffer for the whole walk (a fresh 1 MiB per file would
         // be zeroed 78,000 times for a kernel tree).
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -456,6 +507,59 @@ impl TreeBuilder {
         }
         Ok(())
     }
+}
+
+/// A walk item, with what the walk already knows about a file's data.
+enum Planned {
+    Error {
+        path: Vec<u8>,
+        message: String,
+    },
+    Entry {
+        entry: Entry,
+        source: Source,
+        /// The previous snapshot's entry, when the file is unchanged.
+        old: Option<Box<Entry>>,
+        /// The file, being read ahead.
+        fetch: Option<Receiver<FetchResult>>,
+    },
+}
+
+/// Where a file's data comes from.
+struct FileSource<'a, 't> {
+    path: &'a Path,
+    old: Option<Box<Entry>>,
+    fetch: Option<Receiver<FetchResult>>,
+    ahead: &'a ReadAhead<'t>,
+}
+
+/// Look a walked file up in the previous snapshot (in walk order, as the
+/// lookup needs) and hand it to the read-ahead pool unless its data will
+/// be reused: unchanged, or a further name of a hard-link group.
+fn plan(
+    item: WalkItem,
+    prev: Option<&mut PrevTree>,
+    first_links: &mut HashSet<u64>,
+    ahead: &ReadAhead<'_>,
+) -> Result<Planned> {
+    let (entry, source) = match item {
+        WalkItem::Error { path, message } => return Ok(Planned::Error { path, message }),
+        WalkItem::Entry { entry, source } => (entry, source),
+    };
+    if entry.kind != EntryKind::File {
+        return Ok(Planned::Entry { entry, source, old: None, fetch: None });
+    }
+    if entry.hardlink != 0 && !first_links.insert(entry.hardlink) {
+        return Ok(Planned::Entry { entry, source, old: None, fetch: None });
+    }
+    let old = match prev {
+        Some(prev) => {
+            prev.lookup(&entry.path)?.filter(|old| unchanged(old, &entry)).map(|o| Box::new(o.clone()))
+        }
+        None => None,
+    };
+    let fetch = old.is_none().then(|| ahead.submit(source.clone(), entry.clone()));
+    Ok(Planned::Entry { entry, source, old, fetch })
 }
 
 /// A source file could not be read: reported and skipped, not fatal.

@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use filevol::archive::{Entry, EntryKind, MAX_EXTENTS, MAX_PATH_LEN, check_entry};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -69,7 +70,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
 pub enum WalkItem {
     /// An object to archive; `source` is the absolute path to read a regular
     /// file's data from.
-    Entry { entry: Entry, source: PathBuf },
+    Entry { entry: Entry, source: Source },
     /// An object that could not be read; the walk goes on.
     Error { path: Vec<u8>, message: String },
 }
@@ -117,21 +118,52 @@ impl Excludes {
     }
 }
 
+/// Where to read an entry from: an absolute path, for a child of a
+/// directory being walked `/proc/self/fd/N/NAME`, which holds that
+/// directory open (`N` stays its descriptor) for as long as the `Source`
+/// lives, so the file can be opened after the walk has moved on (the
+/// backup's readers open files ahead of the reader).
+#[derive(Debug, Clone)]
+pub struct Source {
+    path: PathBuf,
+    _dir: Option<Arc<OwnedFd>>,
+}
+
+impl Source {
+    fn plain(path: PathBuf) -> Self {
+        Self { path, _dir: None }
+    }
+}
+
+impl std::ops::Deref for Source {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Source {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// One directory level being walked: its path and its remaining children.
 #[derive(Debug)]
 struct Frame {
     rel: Vec<u8>,
     names: std::vec::IntoIter<Vec<u8>>,
     /// The open directory; its children are reached through it.
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
 }
 
 /// The path of `name` inside the open directory `dir`, resolved by the
 /// kernel through the descriptor (never through the directory's own path).
-fn child_path(dir: &OwnedFd, name: &[u8]) -> PathBuf {
+fn child_path(dir: &Arc<OwnedFd>, name: &[u8]) -> Source {
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name);
-    PathBuf::from(std::ffi::OsString::from_vec(p))
+    Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), _dir: Some(dir.clone()) }
 }
 
 /// The path of the open directory `dir` itself.
@@ -175,11 +207,11 @@ impl Walker {
             root_dev: meta.dev(),
             one_file_system: opts.one_file_system,
             excludes,
-            stack: vec![Frame { rel: Vec::new(), names: names.into_iter(), dir }],
+            stack: vec![Frame { rel: Vec::new(), names: names.into_iter(), dir: Arc::new(dir) }],
             pending: VecDeque::new(),
             links: HashMap::new(),
         };
-        walker.push_entry(Vec::new(), root, &meta);
+        walker.push_entry(Vec::new(), Source::plain(root), &meta);
         Ok(walker)
     }
 
@@ -207,7 +239,8 @@ impl Walker {
             return;
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dir = match openat(&self.stack.last().expect("parent frame").dir, name, flags, Mode::empty()) {
+        let parent_dir: &OwnedFd = &self.stack.last().expect("parent frame").dir;
+        let dir = match openat(parent_dir, name, flags, Mode::empty()) {
             Ok(d) => d,
             Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
         };
@@ -221,7 +254,7 @@ impl Walker {
             Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
         }
         match list_dir(&dir_path(&dir)) {
-            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter(), dir }),
+            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter(), dir: Arc::new(dir) }),
             Err(e) => self.error(rel, &e, "cannot list directory"),
         }
     }
@@ -236,7 +269,7 @@ impl Walker {
     }
 
     /// Queue the entry for `meta`; `false` when it could not be made.
-    fn push_entry(&mut self, rel: Vec<u8>, source: PathBuf, meta: &Metadata) -> bool {
+    fn push_entry(&mut self, rel: Vec<u8>, source: Source, meta: &Metadata) -> bool {
         let mut entry = entry_from_meta(rel.clone(), meta);
         if entry.kind == EntryKind::Symlink {
             match std::fs::read_link(&source) {

@@ -22,6 +22,7 @@ mod pipeline;
 mod policies;
 mod prevtree;
 pub mod progress;
+mod readahead;
 pub mod restore;
 mod stream;
 pub mod tape;
