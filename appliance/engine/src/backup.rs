@@ -294,11 +294,12 @@ impl Ctx<'_> {
             let threads = ahead.threads;
             drop(ahead);
             let streams = pipeline::first_error(produced, pipe.finish())?;
-            let (busy, waited, files) = ahead_times.values();
+            let (busy, cpu, waited, files) = ahead_times.values();
             tracing::info!(
                 threads,
                 files,
                 busy_s = format!("{busy:.3}"),
+                cpu_s = format!("{cpu:.3}"),
                 reader_waited_s = format!("{waited:.3}"),
                 "tree read-ahead"
             );

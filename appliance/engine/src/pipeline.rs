@@ -79,12 +79,24 @@ pub struct StageTimes {
     pub reader: (f64, f64),
     pub worker: (f64, f64),
     pub collector: (f64, f64),
+    /// CPU seconds the reader's thread and the workers' threads (summed)
+    /// used: unlike busy time, not inflated by waiting for a free core,
+    /// so `bytes / reader_cpu` is what the reader alone could sustain.
+    pub reader_cpu: f64,
+    pub worker_cpu: f64,
+}
+
+/// CPU seconds this thread has used so far.
+pub fn thread_cpu() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
 #[derive(Default)]
 struct Clocks {
     reader_wait_ns: AtomicU64,
     worker: Clock,
+    worker_cpu_ns: AtomicU64,
     collector: Clock,
 }
 
@@ -122,6 +134,7 @@ pub struct Pipeline<'scope> {
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
     clocks: Arc<Clocks>,
     started: Instant,
+    started_cpu: f64,
 }
 
 impl<'scope> Pipeline<'scope> {
@@ -142,13 +155,23 @@ impl<'scope> Pipeline<'scope> {
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
                 let (spare_tx, clocks) = (spare_tx.clone(), clocks.clone());
-                scope.spawn(move || worker(writer, level, rx, done_tx, spare_tx, &inflight, &clocks.worker))
+                scope.spawn(move || worker(writer, level, rx, done_tx, spare_tx, &inflight, &clocks))
             })
             .collect();
         drop(done_tx);
         let collector_clocks = clocks.clone();
         let collector = scope.spawn(move || collect(done_rx, streams, failed, &collector_clocks.collector));
-        Self { tx: Some(tx), spare, seq: 0, failed, collector, workers, clocks, started: Instant::now() }
+        Self {
+            tx: Some(tx),
+            spare,
+            seq: 0,
+            failed,
+            collector,
+            workers,
+            clocks,
+            started: Instant::now(),
+            started_cpu: thread_cpu(),
+        }
     }
 
     /// Queue a chunk of `stream`. Fails fast once any worker failed.
@@ -205,6 +228,7 @@ impl<'scope> Pipeline<'scope> {
     pub fn finish_timed(mut self) -> Result<(Vec<StreamIndex>, StageTimes)> {
         // The reader's part ends when it hands over its last chunk.
         let reader_total = self.started.elapsed().as_secs_f64();
+        let reader_cpu = thread_cpu() - self.started_cpu;
         drop(self.tx.take());
         let workers = self.workers.len();
         for w in self.workers {
@@ -218,6 +242,8 @@ impl<'scope> Pipeline<'scope> {
             reader: ((reader_total - reader_wait).max(0.0), reader_wait),
             worker: self.clocks.worker.secs(),
             collector: self.clocks.collector.secs(),
+            reader_cpu,
+            worker_cpu: self.clocks.worker_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
         };
         tracing::info!(
             wall_s = format!("{:.3}", times.wall),
@@ -228,6 +254,8 @@ impl<'scope> Pipeline<'scope> {
             workers_wait_s = format!("{:.3}", times.worker.1),
             collector_busy_s = format!("{:.3}", times.collector.0),
             collector_wait_s = format!("{:.3}", times.collector.1),
+            reader_cpu_s = format!("{:.3}", times.reader_cpu),
+            workers_cpu_s = format!("{:.3}", times.worker_cpu),
             "pipeline stages"
         );
         Ok((indexes, times))
@@ -241,9 +269,10 @@ fn worker(
     done: Sender<Done>,
     spare: Sender<Vec<u8>>,
     inflight: &InFlight,
-    clock: &Clock,
+    clocks: &Clocks,
 ) {
     let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
+    let cpu = thread_cpu();
     loop {
         let t = Instant::now();
         let Ok(job) = rx.recv() else { break };
@@ -270,7 +299,8 @@ fn worker(
             break;
         }
     }
-    clock.add(busy, wait);
+    clocks.worker.add(busy, wait);
+    clocks.worker_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
 }
 
 fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
@@ -387,5 +417,8 @@ mod tests {
         assert!(times.reader.1 > times.reader.0, "{times:?}");
         assert!(times.reader.0 + times.reader.1 <= times.wall + 0.01, "{times:?}");
         assert!(times.collector.1 > times.collector.0, "{times:?}");
+        // Sleeping in a store is busy time but no CPU time.
+        assert!(times.worker_cpu < times.worker.0 / 2.0, "{times:?}");
+        assert!(times.reader_cpu >= 0.0 && times.reader_cpu <= times.wall + 0.05, "{times:?}");
     }
 }

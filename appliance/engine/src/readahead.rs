@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use filevol::archive::Entry;
 
 use crate::fswalk::{FileData, Source, open_data};
+use crate::pipeline::thread_cpu;
 
 /// Files handed out ahead of the reader, at most.
 pub const LOOKAHEAD: usize = 32;
@@ -50,16 +51,17 @@ struct Job {
 #[derive(Debug, Default)]
 pub struct ReadAheadTimes {
     busy_ns: AtomicU64,
+    cpu_ns: AtomicU64,
     waited_ns: AtomicU64,
     files: AtomicU64,
 }
 
 impl ReadAheadTimes {
-    /// (seconds busy, summed over the threads; seconds the reader waited;
-    /// files handed out).
-    pub fn values(&self) -> (f64, f64, u64) {
+    /// (seconds busy and CPU seconds, summed over the threads; seconds
+    /// the reader waited; files handed out).
+    pub fn values(&self) -> (f64, f64, f64, u64) {
         let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
-        (s(&self.busy_ns), s(&self.waited_ns), self.files.load(Ordering::Relaxed))
+        (s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns), self.files.load(Ordering::Relaxed))
     }
 }
 
@@ -84,12 +86,14 @@ impl<'t> ReadAhead<'t> {
         for _ in 0..threads {
             let rx = rx.clone();
             scope.spawn(move || {
+                let cpu = thread_cpu();
                 for job in rx {
                     let t = Instant::now();
                     let result = fetch(&job.source, job.entry);
                     times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     let _ = job.reply.send(result);
                 }
+                times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
             });
         }
         Self { jobs: Some(tx), times, threads }
