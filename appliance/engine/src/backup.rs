@@ -27,7 +27,7 @@ use crate::payload::PayloadBuilder;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
-use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes};
+use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes, walk_on_thread};
 use crate::target::{ChunkSink, SnapshotRead};
 
 /// Where a backup goes (defined with the other parts every kind of
@@ -290,7 +290,8 @@ impl Ctx<'_> {
                 size: 0,
                 entries: 0,
             };
-            let produced = tree.run(self, walker, prev.as_mut(), &ahead, &mut pipe);
+            let walk = walk_on_thread(scope, walker, &ahead_times);
+            let produced = tree.run(self, walk.into_iter(), prev.as_mut(), &ahead, &mut pipe);
             let threads = ahead.threads;
             drop(ahead);
             let streams = pipeline::first_error(produced, pipe.finish())?;
@@ -301,6 +302,7 @@ impl Ctx<'_> {
                 busy_s = format!("{busy:.3}"),
                 cpu_s = format!("{cpu:.3}"),
                 reader_waited_s = format!("{waited:.3}"),
+                walk_cpu_s = format!("{:.3}", ahead_times.walk_cpu()),
                 "tree read-ahead"
             );
             Ok((streams, tree.size, tree.entries))
@@ -341,7 +343,7 @@ impl TreeBuilder {
     fn run(
         &mut self,
         cx: &mut Ctx<'_>,
-        mut walker: Walker,
+        mut walker: impl Iterator<Item = WalkItem>,
         mut prev: Option<&mut PrevTree>,
         ahead: &ReadAhead<'_>,
         pipe: &mut Pipeline<'_>,

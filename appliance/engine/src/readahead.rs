@@ -4,8 +4,11 @@
 //! of them bounds the backup (issue 19's per-stage timings).
 //!
 //! ```text
-//! walk (reader) ─► read-ahead ×N (open, read, close) ─► reader, in walk order (FastCDC, entries) ─► pipeline
+//! walk ─► reader ─► read-ahead ×N (open, read, close) ─► reader, in walk order (FastCDC, entries) ─► pipeline
 //! ```
+//!
+//! The walk (directory listings, `lstat`, extended attributes) runs on a
+//! thread of its own too (`walk_on_thread`), a bounded queue ahead.
 //!
 //! The reader submits a file as the walk reaches it and takes its data back
 //! in walk order, so the streams, and the snapshot, are byte for byte what
@@ -46,14 +49,43 @@ struct Job {
     reply: Sender<FetchResult>,
 }
 
+/// Walk items queued between the walking thread and the reader.
+pub const WALK_AHEAD: usize = 256;
+
 /// The pool's clock: time spent opening and reading (summed over its
-/// threads), and the reader's time waiting for a file it needed.
+/// threads), and the reader's time waiting for a file it needed; the
+/// walking thread's CPU time.
 #[derive(Debug, Default)]
 pub struct ReadAheadTimes {
     busy_ns: AtomicU64,
     cpu_ns: AtomicU64,
     waited_ns: AtomicU64,
     files: AtomicU64,
+    walk_cpu_ns: AtomicU64,
+}
+
+/// Run a walk on a thread of its own; its items come out of the receiver
+/// in walk order. Dropping the receiver stops the walk.
+pub fn walk_on_thread<'scope, 'env, I>(
+    scope: &'scope Scope<'scope, 'env>,
+    walk: I,
+    times: &'scope ReadAheadTimes,
+) -> Receiver<I::Item>
+where
+    I: Iterator + Send + 'scope,
+    I::Item: Send + 'scope,
+{
+    let (tx, rx) = bounded(WALK_AHEAD);
+    scope.spawn(move || {
+        let cpu = thread_cpu();
+        for item in walk {
+            if tx.send(item).is_err() {
+                break;
+            }
+        }
+        times.walk_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+    });
+    rx
 }
 
 impl ReadAheadTimes {
@@ -62,6 +94,11 @@ impl ReadAheadTimes {
     pub fn values(&self) -> (f64, f64, f64, u64) {
         let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
         (s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns), self.files.load(Ordering::Relaxed))
+    }
+
+    /// CPU seconds of the walking thread.
+    pub fn walk_cpu(&self) -> f64 {
+        self.walk_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 }
 
