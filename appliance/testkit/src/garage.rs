@@ -5,9 +5,11 @@
 //! The `garage` binary is taken from `CAIRN_GARAGE`, else from the cache
 //! `scripts/test-all.sh` builds it into, else from `PATH`.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Where `scripts/test-all.sh` keeps the binary it built.
@@ -27,11 +29,26 @@ pub fn binary() -> PathBuf {
     PathBuf::from("garage")
 }
 
+/// A loopback port nobody listens on, never handed out twice in this
+/// process (tests start clusters on parallel threads).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("addr").port()
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut taken = TAKEN.lock().expect("ports lock");
+    let taken = taken.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind a loopback port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if taken.insert(port) {
+            return port;
+        }
+    }
 }
 
 struct Node {
+    dir: PathBuf,
     config: PathBuf,
     s3_port: u16,
     rpc_port: u16,
@@ -39,11 +56,39 @@ struct Node {
     log: PathBuf,
 }
 
+impl Node {
+    /// Pick new ports and write the node's configuration.
+    fn configure(&mut self, replication: usize, secret: &str) {
+        (self.s3_port, self.rpc_port) = (free_port(), free_port());
+        let text = format!(
+            "metadata_dir = \"{meta}\"\n\
+             data_dir = \"{data}\"\n\
+             db_engine = \"sqlite\"\n\
+             replication_factor = {replication}\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+             rpc_secret = \"{secret}\"\n\
+             [s3_api]\n\
+             s3_region = \"garage\"\n\
+             api_bind_addr = \"127.0.0.1:{s3}\"\n\
+             root_domain = \".s3.garage.localhost\"\n",
+            meta = self.dir.join("meta").display(),
+            data = self.dir.join("data").display(),
+            rpc = self.rpc_port,
+            s3 = self.s3_port,
+        );
+        std::fs::write(&self.config, text).expect("garage config");
+    }
+}
+
 /// A running cluster. `endpoint()` is node 0's S3 API.
 pub struct Garage {
     dir: PathBuf,
     nodes: Vec<Node>,
     bin: PathBuf,
+    /// This cluster's own RPC secret: its CLI can never reach another
+    /// test's cluster.
+    secret: String,
 }
 
 impl Garage {
@@ -51,35 +96,21 @@ impl Garage {
     /// out (one zone each), and import the test key.
     pub fn start(dir: &Path, n: usize) -> Self {
         let bin = binary();
-        let secret = "4a6f5c1e2d3b4a59687766554433221100ffeeddccbbaa998877665544332211";
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let mut nodes = Vec::new();
         for i in 0..n {
             let nd = dir.join(format!("node{i}"));
             std::fs::create_dir_all(nd.join("meta")).expect("garage dir");
             std::fs::create_dir_all(nd.join("data")).expect("garage dir");
-            let (s3_port, rpc_port) = (free_port(), free_port());
             let config = nd.join("garage.toml");
-            let text = format!(
-                "metadata_dir = \"{meta}\"\n\
-                 data_dir = \"{data}\"\n\
-                 db_engine = \"sqlite\"\n\
-                 replication_factor = {n}\n\
-                 rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
-                 rpc_secret = \"{secret}\"\n\
-                 [s3_api]\n\
-                 s3_region = \"garage\"\n\
-                 api_bind_addr = \"127.0.0.1:{s3_port}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n",
-                meta = nd.join("meta").display(),
-                data = nd.join("data").display(),
-            );
-            std::fs::write(&config, text).expect("garage config");
-            nodes.push(Node { config, s3_port, rpc_port, child: None, log: nd.join("garage.log") });
+            let log = nd.join("garage.log");
+            let mut node = Node { dir: nd, config, s3_port: 0, rpc_port: 0, child: None, log };
+            node.configure(n, &secret);
+            nodes.push(node);
         }
-        let mut g = Garage { dir: dir.to_owned(), nodes, bin };
+        let mut g = Garage { dir: dir.to_owned(), nodes, bin, secret };
         for i in 0..n {
-            g.start_node(i);
+            g.first_start(i);
         }
         let ids: Vec<String> = (0..n).map(|i| g.node_id(i)).collect();
         for (i, id) in ids.iter().enumerate().skip(1) {
@@ -112,11 +143,31 @@ impl Garage {
         self.cli_retry(0, &["key", "import", "-n", name, "--yes", id, secret]);
     }
 
-    /// Start node `i` (again) and wait until its S3 port answers.
+    /// Start node `i` again (after `stop_node`), on the same ports, and
+    /// wait until its S3 port answers.
     pub fn start_node(&mut self, i: usize) {
+        if let Err(why) = self.launch(i) {
+            panic!("{why}");
+        }
+    }
+
+    /// Start node `i` for the first time: when it cannot (a port taken
+    /// meanwhile by another program), again on new ports.
+    fn first_start(&mut self, i: usize) {
+        let mut tries = 0;
+        while let Err(why) = self.launch(i) {
+            tries += 1;
+            assert!(tries < 4, "{why}");
+            let n = self.nodes.len();
+            let secret = self.secret.clone();
+            self.nodes[i].configure(n, &secret);
+        }
+    }
+
+    fn launch(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("garage log");
-        let child = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .arg("-c")
             .arg(&node.config)
             .arg("server")
@@ -126,16 +177,24 @@ impl Garage {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {} ({e}); set CAIRN_GARAGE", self.bin.display()));
-        node.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", node.s3_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "garage node {i} did not open its S3 port; see {}",
-                node.log.display()
-            );
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" / ");
+                return Err(format!("garage node {i} exited at start ({status}): {tail}"));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", node.s3_port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("garage node {i} did not open its S3 port; see {}", node.log.display()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        node.child = Some(child);
+        Ok(())
     }
 
     /// Kill node `i` (SIGKILL, as a crash or a pulled cable).

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# How Cairn scales with cores: the same steps pinned to 2, 4, 8 and all of
+# this machine's cores (taskset), one table row per core count.
+#
+# Usage: bench/cores.sh [--doc]
+#
+# Steps, each the median of CAIRN_BENCH_ROUNDS (default 3) rounds with a
+# fresh datastore: a tree's full backup, an image's full backup, the same
+# image backed up remotely (`cairn serve` and the client pinned to the
+# same cores, HTTPS on loopback), a restore of the tree into tmpfs, and
+# `verify --all`. The tree backup's per-thread CPU seconds (`backup -v`)
+# are kept too: the reader's, the walk's, the read-ahead pool's and the
+# workers'. Everything lives in /dev/shm.
+#
+# Corpus: CAIRN_BENCH_TREE, else the Linux source tree when
+# /usr/src/linux-source-6.1.tar.xz is there, else a copy of /usr/share
+# and /usr/lib; the image is 768 MiB of a tar of the tree then 256 MiB of
+# random bytes. The binary: CAIRN (a path), else a release build made
+# here. --doc rewrites the marked section of docs/benchmarks.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DOC=$ROOT/docs/benchmarks.md
+WORK=${CAIRN_BENCH_DIR:-/dev/shm/cairn-bench-cores}
+ROUNDS=${CAIRN_BENCH_ROUNDS:-3}
+PORT=${CAIRN_BENCH_PORT:-18520}
+WRITE_DOC=0
+[[ ${1:-} == --doc ]] && WRITE_DOC=1
+
+say() { printf '[cores %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+if [[ -z ${CAIRN:-} ]]; then
+    say "building cairn (release)"
+    (cd "$ROOT" && cargo build --release --quiet -p cairn)
+    CAIRN=$ROOT/target/release/cairn
+fi
+CAIRN=$(realpath "$CAIRN")
+
+mkdir -p "$WORK"
+TREE=${CAIRN_BENCH_TREE:-$WORK/corpus/tree}
+IMAGE=$WORK/corpus/disk.img
+if [[ ! -d $TREE ]]; then
+    mkdir -p "$TREE"
+    if [[ -f /usr/src/linux-source-6.1.tar.xz ]]; then
+        say "extracting the Linux tree"
+        tar -C "$TREE" --strip-components=1 -xJf /usr/src/linux-source-6.1.tar.xz
+    else
+        say "copying /usr/share and /usr/lib"
+        cp -a /usr/share /usr/lib "$TREE"/ 2>/dev/null || true
+    fi
+fi
+if [[ ! -f $IMAGE ]]; then
+    say "making the image"
+    { tar -C "$TREE" -cf - . 2>/dev/null | head -c $((768 << 20)) || true; head -c $((256 << 20)) /dev/urandom; } >"$IMAGE"
+fi
+TREE_BYTES=$(du -sb "$TREE" | cut -f1)
+TREE_FILES=$(find "$TREE" -type f | wc -l)
+IMAGE_BYTES=$(stat -c %s "$IMAGE")
+NPROC=$(nproc)
+
+now() { date +%s.%N; }
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+declare -A SECS
+# timed KEY COMMAND...: run it, add its seconds to KEY.
+timed() {
+    local key=$1 t0 t1
+    shift
+    t0=$(now)
+    "$@" >"$WORK/last.out" 2>"$WORK/last.err"
+    t1=$(now)
+    SECS[$key]="${SECS[$key]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
+}
+# The value of FIELD="x" in the last line of backup -v's log matching WHAT.
+field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -o "$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
+declare -A CPU
+
+counts=()
+for n in 2 4 8 "$NPROC"; do
+    ((n <= NPROC)) || continue
+    [[ " ${counts[*]} " == *" $n "* ]] || counts+=("$n")
+done
+say "corpus: $TREE_FILES files, $TREE_BYTES bytes; image $IMAGE_BYTES bytes; cores: ${counts[*]} of $NPROC"
+find "$TREE" -type f -print0 | xargs -0 cat >/dev/null
+cat "$IMAGE" >/dev/null
+
+for n in "${counts[@]}"; do
+    pin=(taskset -c "0-$((n - 1))")
+    for round in $(seq 1 "$ROUNDS"); do
+        say "$n cores, round $round of $ROUNDS"
+        rm -rf "$WORK/ds" "$WORK/server" "$WORK/out"
+        "$CAIRN" --datastore "$WORK/ds" init >/dev/null
+        timed "$n tree" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" -v backup "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
+        for f in reader_cpu_s workers_cpu_s; do CPU["$n $f"]="${CPU["$n $f"]:-} $(field 'pipeline stages' $f)"; done
+        CPU["$n walk_cpu_s"]="${CPU["$n walk_cpu_s"]:-} $(field 'tree read-ahead' walk_cpu_s)"
+        CPU["$n ahead_cpu_s"]="${CPU["$n ahead_cpu_s"]:-} $(field 'tree read-ahead' cpu_s)"
+        timed "$n image" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" backup "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
+        timed "$n restore" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" restore host/tree/2026-12-01T00:00:00Z "$WORK/out"
+        rm -rf "$WORK/out"
+        timed "$n verify" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" verify --all
+        rm -rf "$WORK/ds"
+        "$CAIRN" --datastore "$WORK/server" init >/dev/null
+        TOKEN=$("$CAIRN" --datastore "$WORK/server" token create --name bench --group host/image | tail -1)
+        "${pin[@]}" "$CAIRN" --datastore "$WORK/server" serve --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+        SERVER=$!
+        for _ in $(seq 1 100); do grep -q fingerprint "$WORK/serve.log" && break; sleep 0.1; done
+        FP=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log")
+        timed "$n remote" "${pin[@]}" "$CAIRN" backup --server "https://127.0.0.1:$PORT" --token "$TOKEN" \
+            --fingerprint "$FP" "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
+        kill "$SERVER"
+        wait "$SERVER" 2>/dev/null || true
+        rm -rf "$WORK/server"
+    done
+done
+
+table=$(
+    echo "Corpus: a tree of $TREE_FILES files, $((TREE_BYTES / 1000000)) MB; an image of $((IMAGE_BYTES / 1000000)) MB. $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); medians of $ROUNDS rounds; \`bench/cores.sh\`, $(date -u +%F)."
+    echo
+    echo "| cores | tree full backup | image full backup | image remote/local | tree restore (tmpfs) | verify --all | tree backup CPU s: reader / walk / read-ahead / workers |"
+    echo "|---:|---:|---:|---:|---:|---:|---|"
+    for n in "${counts[@]}"; do
+        m() { median ${SECS["$n $1"]}; }
+        c() { median ${CPU["$n $1"]}; }
+        python3 - "$n" "$(m tree)" "$(m image)" "$(m remote)" "$(m restore)" "$(m verify)" \
+            "$(c reader_cpu_s)" "$(c walk_cpu_s)" "$(c ahead_cpu_s)" "$(c workers_cpu_s)" "$TREE_BYTES" "$IMAGE_BYTES" <<'PY'
+import sys
+n, tree, image, remote, restore, verify, rc, wc, ac, kc, tb, ib = sys.argv[1:]
+tree, image, remote, restore, verify = map(float, (tree, image, remote, restore, verify))
+tb, ib = int(tb), int(ib)
+mbs = lambda b, s: f"{b / s / 1e6:,.0f} MB/s"
+print(f"| {n} | {mbs(tb, tree)} | {mbs(ib, image)} | {image / remote:.2f} | {mbs(tb, restore)} | {verify:.2f} s | {float(rc):.2f} / {float(wc):.2f} / {float(ac):.2f} / {float(kc):.2f} |")
+PY
+    done
+)
+echo
+echo "$table"
+if ((WRITE_DOC)); then
+    python3 - "$DOC" "$table" <<'PY'
+import sys
+path, table = sys.argv[1], sys.argv[2]
+text = open(path).read()
+begin, end = "<!-- cores:begin -->", "<!-- cores:end -->"
+if begin not in text:
+    text += f"\n## Scaling with cores (`bench/cores.sh`)\n\n{begin}\n{end}\n"
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(path, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
+PY
+    say "wrote the table into $DOC"
+fi
