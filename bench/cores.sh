@@ -17,7 +17,7 @@
 # and /usr/lib; the image is 768 MiB of a tar of the tree then 256 MiB of
 # random bytes. The binary: CAIRN (a path), else a release build made
 # here. --doc rewrites the marked section of docs/benchmarks.md.
-set -euo pipefail
+set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -29,6 +29,10 @@ WRITE_DOC=0
 [[ ${1:-} == --doc ]] && WRITE_DOC=1
 
 say() { printf '[cores %s] %s\n' "$(date +%T)" "$*" >&2; }
+trap 'say "a step failed; its output: $WORK/last.out, $WORK/last.err"' ERR
+SERVER=
+stop_server() { if [[ -n $SERVER ]]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=; fi; }
+trap stop_server EXIT
 
 if [[ -z ${CAIRN:-} ]]; then
     say "building cairn (release)"
@@ -37,7 +41,7 @@ if [[ -z ${CAIRN:-} ]]; then
 fi
 CAIRN=$(realpath "$CAIRN")
 
-mkdir -p "$WORK"
+mkdir -p "$WORK/corpus"
 TREE=${CAIRN_BENCH_TREE:-$WORK/corpus/tree}
 IMAGE=$WORK/corpus/disk.img
 if [[ ! -d $TREE ]]; then
@@ -72,7 +76,7 @@ timed() {
     SECS[$key]="${SECS[$key]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
 }
 # The value of FIELD="x" in the last line of backup -v's log matching WHAT.
-field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -o "$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
+field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -oE "(^| )$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
 declare -A CPU
 
 counts=()
@@ -100,15 +104,19 @@ for n in "${counts[@]}"; do
         timed "$n verify" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" verify --all
         rm -rf "$WORK/ds"
         "$CAIRN" --datastore "$WORK/server" init >/dev/null
-        TOKEN=$("$CAIRN" --datastore "$WORK/server" token create --name bench --group host/image | tail -1)
+        TOKEN=$("$CAIRN" --datastore "$WORK/server" token create --name bench --group host/image 2>/dev/null | tail -1)
+        rm -f "$WORK/serve.log"
         "${pin[@]}" "$CAIRN" --datastore "$WORK/server" serve --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
         SERVER=$!
-        for _ in $(seq 1 100); do grep -q fingerprint "$WORK/serve.log" && break; sleep 0.1; done
-        FP=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log")
+        FP=
+        for _ in $(seq 1 200); do
+            FP=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log" 2>/dev/null)
+            [[ -n $FP ]] && break
+            sleep 0.1
+        done
         timed "$n remote" "${pin[@]}" "$CAIRN" backup --server "https://127.0.0.1:$PORT" --token "$TOKEN" \
-            --fingerprint "$FP" "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
-        kill "$SERVER"
-        wait "$SERVER" 2>/dev/null || true
+            --fingerprint "$FP" "$IMAGE" --group host/image
+        stop_server
         rm -rf "$WORK/server"
     done
 done
