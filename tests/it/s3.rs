@@ -96,6 +96,7 @@ fn an_s3_datastore_backs_up_restores_verifies_prunes_collects_and_recovers_from_
     let src = site.path("src");
     write_random_tree(&src, 60, 12 * MIB, 18);
     std::os::unix::fs::symlink("d00/s00", src.join("link")).unwrap();
+
     let first = backup_json(&site, &ds, &src, "2026-12-01T00:00:00Z");
     let id1 = str_of(&first, "id").to_owned();
     assert!(u64_of(&first, "new_chunks") > 0);
@@ -104,6 +105,25 @@ fn an_s3_datastore_backs_up_restores_verifies_prunes_collects_and_recovers_from_
     let out = site.path("out1");
     run_ok(site.cmd(&ds).args(["restore", &id1]).arg(&out));
     assert_same_tree(&src, &out);
+    // With root, the whole tricky corpus too (devices, owners, ACLs,
+    // xattrs, sparse files past 4 GiB, odd names), in a datastore of its
+    // own under another prefix of the bucket.
+    if Need::Root.wanted() {
+        let tricky = site.path("tricky");
+        testkit::build_tricky_tree(&tricky);
+        let tds = site.path("tricky-ds");
+        run_ok(site.cmd(&tds).args(["init", "--s3", &site.garage.endpoint(), "--bucket", "cairn"]).args([
+            "--prefix",
+            "site-tricky",
+            "--region",
+            site.garage.region(),
+        ]));
+        let r =
+            run_json(site.cmd(&tds).arg("backup").arg(&tricky).args(["--group", "host/tricky", "--json"]));
+        let out = site.path("out-tricky");
+        run_ok(site.cmd(&tds).args(["restore", str_of(&r, "id")]).arg(&out));
+        assert_same_tree(&tricky, &out);
+    }
 
     // Unchanged: nothing new reaches the bucket.
     let second = backup_json(&site, &ds, &src, "2026-12-02T00:00:00Z");

@@ -253,3 +253,32 @@ fn a_hostile_key_in_the_bucket_never_becomes_a_path_outside_the_working_copy() {
     assert!(!dir.path().join("escape").exists() && !dir.path().join("escape2").exists());
     assert!(ds.list_snapshots().unwrap().is_empty());
 }
+
+#[test]
+fn gc_beside_a_running_backup_keeps_what_it_uploaded_and_what_it_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Bucket::memory();
+    let ds = Datastore::init_s3(
+        &dir.path().join("a"),
+        DatastoreConfig::default(),
+        settings("a"),
+        false,
+        Some(b.clone()),
+    )
+    .unwrap();
+    let w = ds.begin_backup(&group("web")).unwrap();
+    let old = put(&w, b"in an old snapshot");
+    let first = commit(w, &[(old, 18)], 1_700_000_000);
+    let w = ds.begin_backup(&group("web")).unwrap();
+    let new = put(&w, b"uploaded by a running backup");
+    assert!(w.reference(&old).unwrap());
+    // The old snapshot goes, and gc runs while the backup still runs.
+    ds.remove_snapshot(&first).unwrap();
+    let st = ds.collect_garbage(&mut |_| {}).unwrap();
+    assert_eq!(st.removed_chunks, 0, "{st:?}");
+    commit(w, &[(old, 18), (new, 28)], 1_700_000_100);
+    let st = ds.collect_garbage(&mut |_| {}).unwrap();
+    assert_eq!((st.removed_chunks, st.kept_chunks), (0, 2), "{st:?}");
+    assert_eq!(keys(&b, "chunks").len(), 2);
+    assert_eq!(ds.chunks().read(&old).unwrap(), b"in an old snapshot");
+}
