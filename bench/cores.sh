@@ -63,18 +63,8 @@ TREE_FILES=$(find "$TREE" -type f | wc -l)
 IMAGE_BYTES=$(stat -c %s "$IMAGE")
 NPROC=$(nproc)
 
-now() { date +%s.%N; }
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
-declare -A SECS
-# timed KEY COMMAND...: run it, add its seconds to KEY.
-timed() {
-    local key=$1 t0 t1
-    shift
-    t0=$(now)
-    "$@" >"$WORK/last.out" 2>"$WORK/last.err"
-    t1=$(now)
-    SECS[$key]="${SECS[$key]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
-}
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 # The value of FIELD="x" in the last line of backup -v's log matching WHAT.
 field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -oE "(^| )$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
 declare -A CPU
@@ -127,8 +117,8 @@ table=$(
     echo "| cores | tree full backup | image full backup | image remote/local | tree restore (tmpfs) | verify --all | tree backup CPU s: reader / walk / read-ahead / workers |"
     echo "|---:|---:|---:|---:|---:|---:|---|"
     for n in "${counts[@]}"; do
-        m() { median ${SECS["$n $1"]}; }
-        c() { median ${CPU["$n $1"]}; }
+        m() { median "${SECS["$n $1"]}"; }
+        c() { median "${CPU["$n $1"]}"; }
         python3 - "$n" "$(m tree)" "$(m image)" "$(m remote)" "$(m restore)" "$(m verify)" \
             "$(c reader_cpu_s)" "$(c walk_cpu_s)" "$(c ahead_cpu_s)" "$(c workers_cpu_s)" "$TREE_BYTES" "$IMAGE_BYTES" <<'PY'
 import sys

@@ -47,23 +47,16 @@ fi
 # disk's writeback otherwise decides the time, whichever side restores.
 OUT=$WORK/out
 [[ -d /dev/shm ]] && (( $(df -B1 --output=avail /dev/shm | tail -1) > 4 << 30 )) && OUT=/dev/shm/cairn-bench-out
-now() { date +%s.%N; }
-# Digest of every file's path and contents under a directory.
-tree_digest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum); }
-# timed LABEL BYTES COMMAND...: run, remember the seconds under LABEL.
-declare -A SECS BYTES
-timed() {
-    local label=$1 bytes=$2
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+# timed_bytes LABEL BYTES COMMAND...: `timed`, remembering the bytes too.
+declare -A BYTES
+timed_bytes() {
+    BYTES[$1]=$2
+    local label=$1
     shift 2
-    local t0 t1
-    sync
-    t0=$(now)
-    "$@" >"$WORK/last.out"
-    t1=$(now)
-    SECS[$label]="${SECS[$label]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
-    BYTES[$label]=$bytes
+    timed "$label" "$@"
 }
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
 show() { # label: median seconds and MB/s, and every round
     local m
     m=$(median "${SECS[$1]}")
@@ -93,17 +86,17 @@ for round in $(seq 1 "$ROUNDS"); do
     for _ in $(seq 1 100); do grep -q "fingerprint" "$WORK/serve.log" && break; sleep 0.1; done
     FP=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log")
     REMOTE=(--server "https://127.0.0.1:$PORT" --token "$TOKEN" --fingerprint "$FP")
-    timed "tree local first" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
-    timed "tree remote first" "$TREE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
-    timed "tree local unchanged" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$TREE" --group host/tree --time 2026-12-01T01:00:00Z
-    timed "tree remote unchanged" "$TREE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$TREE" --group host/tree --time 2026-12-01T01:00:00Z
-    timed "image local first" "$IMAGE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
-    timed "image remote first" "$IMAGE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
+    timed_bytes "tree local first" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
+    timed_bytes "tree remote first" "$TREE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
+    timed_bytes "tree local unchanged" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$TREE" --group host/tree --time 2026-12-01T01:00:00Z
+    timed_bytes "tree remote unchanged" "$TREE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$TREE" --group host/tree --time 2026-12-01T01:00:00Z
+    timed_bytes "image local first" "$IMAGE_BYTES" "$CAIRN" --datastore "$WORK/local" backup "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
+    timed_bytes "image remote first" "$IMAGE_BYTES" "$CAIRN" backup "${REMOTE[@]}" "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
     # One restore's output at a time: a second 1.3 GB tree beside the
     # first in memory made whichever restore ran second 2-3 times slower.
-    timed "tree local restore" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" restore host/tree/2026-12-01T01:00:00Z "$OUT/local"
+    timed_bytes "tree local restore" "$TREE_BYTES" "$CAIRN" --datastore "$WORK/local" restore host/tree/2026-12-01T01:00:00Z "$OUT/local"
     want=$(tree_digest "$OUT/local"); rm -rf "$OUT"
-    timed "tree remote restore" "$TREE_BYTES" "$CAIRN" restore "${REMOTE[@]}" host/tree/2026-12-01T01:00:00Z "$OUT/remote"
+    timed_bytes "tree remote restore" "$TREE_BYTES" "$CAIRN" restore "${REMOTE[@]}" host/tree/2026-12-01T01:00:00Z "$OUT/remote"
     got=$(tree_digest "$OUT/remote"); rm -rf "$OUT"
     if [[ $want != "$got" ]]; then echo "the restored trees differ" >&2; exit 1; fi
     kill $SERVER; wait $SERVER 2>/dev/null || true

@@ -95,20 +95,8 @@ s3_requests() {
 }
 
 OUT=$WORK/out
-now() { date +%s.%N; }
-tree_digest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum); }
-declare -A SECS
-timed() {
-    local label=$1
-    shift
-    local t0 t1
-    sync
-    t0=$(now)
-    "$@" >"$WORK/last.out"
-    t1=$(now)
-    SECS[$label]="${SECS[$label]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
-}
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
 show() {
     local m

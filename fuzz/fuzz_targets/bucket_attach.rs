@@ -44,17 +44,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = bucket.put(&k, v);
     }
-    let settings = S3Settings {
-        kind: "s3".into(),
-        endpoint: "memory:".into(),
-        bucket: "memory".into(),
-        prefix: String::new(),
-        region: String::new(),
-        credentials_file: "/nonexistent".into(),
-        cache_bytes: 1 << 20,
-        uploads: 2,
-        instance: "fuzz".into(),
-    };
+    let settings =
+        S3Settings { cache_bytes: 1 << 20, uploads: 2, instance: "fuzz".into(), ..S3Settings::new("memory:", "memory") };
     let root = dir.path().join("ds");
     if let Ok(ds) = Datastore::init_s3(&root, DatastoreConfig::default(), settings, true, Some(bucket)) {
         if let Ok(ids) = ds.list_snapshots() {

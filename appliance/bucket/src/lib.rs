@@ -40,7 +40,7 @@ pub struct S3Location {
 }
 
 /// What went wrong talking to the object store, in the operator's terms.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BucketError {
     #[error("object {0} is not in the bucket")]
     NotFound(String),
@@ -271,19 +271,14 @@ impl Bucket {
         self.put_mode(key, bytes, PutMode::Overwrite)
     }
 
-    /// Store an object only if the key is free; `Exists` otherwise. (Where
-    /// the store does not support conditional writes, the check is a HEAD
-    /// before the PUT, which two writers can race.)
+    /// Store an object only if the key is free; `Exists` otherwise. The PUT
+    /// carries `If-None-Match: *`; a HEAD before it also catches servers
+    /// that ignore that header (two writers can still race there).
     pub fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         if self.head(key)?.is_some() {
             return Err(BucketError::Exists(key.to_owned()));
         }
-        match self.put_mode(key, bytes.clone(), PutMode::Create) {
-            Err(BucketError::Failed { detail, .. }) if detail.contains("not implemented") => {
-                self.put(key, bytes)
-            }
-            other => other,
-        }
+        self.put_mode(key, bytes, PutMode::Create)
     }
 
     fn put_mode(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> Result<()> {

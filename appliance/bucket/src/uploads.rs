@@ -39,10 +39,8 @@ impl Uploads {
         while st.in_flight >= self.limit && st.failed.is_none() {
             st = cv.wait(st).expect("uploads lock");
         }
-        if let Some(e) = st.failed.take() {
-            let again = clone_error(&e);
-            st.failed = Some(e);
-            return Err(again);
+        if let Some(e) = &st.failed {
+            return Err(e.clone());
         }
         st.in_flight += 1;
         drop(st);
@@ -84,25 +82,5 @@ impl Uploads {
 impl Drop for Uploads {
     fn drop(&mut self) {
         let _ = self.finish();
-    }
-}
-
-fn clone_error(e: &BucketError) -> BucketError {
-    match e {
-        BucketError::NotFound(k) => BucketError::NotFound(k.clone()),
-        BucketError::Exists(k) => BucketError::Exists(k.clone()),
-        BucketError::Denied { bucket, detail } => {
-            BucketError::Denied { bucket: bucket.clone(), detail: detail.clone() }
-        }
-        BucketError::WrongRegion { bucket, detail } => {
-            BucketError::WrongRegion { bucket: bucket.clone(), detail: detail.clone() }
-        }
-        BucketError::NoBucket { bucket, endpoint } => {
-            BucketError::NoBucket { bucket: bucket.clone(), endpoint: endpoint.clone() }
-        }
-        BucketError::Failed { endpoint, op, key, detail } => {
-            BucketError::Failed { endpoint: endpoint.clone(), op, key: key.clone(), detail: detail.clone() }
-        }
-        BucketError::Settings(s) => BucketError::Settings(s.clone()),
     }
 }

@@ -50,7 +50,7 @@ impl DatastoreJson {
                     instance: s.instance.clone(),
                     writable: owner.as_ref().is_some_and(|o| o.instance == s.instance),
                     owner,
-                    cache_bytes: r.evict(),
+                    cache_bytes: r.cache_bytes(),
                     cache_limit: s.cache_bytes,
                     requests: c.requests,
                     bytes_sent: c.bytes_sent,

@@ -141,12 +141,8 @@ impl<'t> ReadAhead<'t> {
         let (reply, rx) = bounded(1);
         self.times.files.fetch_add(1, Ordering::Relaxed);
         let job = Job { source, entry, reply };
-        if let Err(e) = self.jobs.as_ref().expect("open").send(job) {
-            // No thread left to take it (they only stop when the pool is
-            // dropped): answer here so that the reader never waits forever.
-            let job = e.into_inner();
-            let _ = job.reply.send(fetch(&job.source, job.entry));
-        }
+        // The threads stop only once the pool is dropped.
+        self.jobs.as_ref().expect("open").send(job).expect("read-ahead threads run");
         rx
     }
 

@@ -178,6 +178,7 @@ impl Datastore {
         if settings.instance.is_empty() {
             settings.instance = uuid::Uuid::new_v4().to_string();
         }
+        settings.prefix = settings.prefix.trim_matches('/').to_owned();
         if root.join(CONFIG_FILE).exists() {
             return Err(StoreError::AlreadyADatastore(root.to_owned()));
         }

@@ -24,7 +24,7 @@ pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};
-pub use remote::{Owner, S3Settings};
+pub use remote::{DEFAULT_CACHE_BYTES, DEFAULT_CREDENTIALS_FILE, DEFAULT_UPLOADS, Owner, S3Settings};
 pub use remote_sync::SyncStats;
 pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,

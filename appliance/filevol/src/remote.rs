@@ -66,7 +66,32 @@ pub struct S3Settings {
     pub instance: String,
 }
 
+pub use bucket::DEFAULT_CREDENTIALS_FILE;
+
+/// The local chunk cache's size limit unless chosen (1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+/// Uploads in flight per backup unless chosen.
+pub const DEFAULT_UPLOADS: usize = 16;
+
 impl S3Settings {
+    /// A bucket with the defaults `cairn init --s3` and `[s3]` use: no
+    /// prefix, region `us-east-1`, the key from `DEFAULT_CREDENTIALS_FILE`
+    /// (unless the environment has one), a 1 GiB cache, 16 uploads; the
+    /// instance id is chosen by `Datastore::init_s3`.
+    pub fn new(endpoint: &str, bucket: &str) -> Self {
+        Self {
+            kind: "s3".into(),
+            endpoint: endpoint.to_owned(),
+            bucket: bucket.to_owned(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            credentials_file: PathBuf::from(DEFAULT_CREDENTIALS_FILE),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            uploads: DEFAULT_UPLOADS,
+            instance: String::new(),
+        }
+    }
+
     pub fn location(&self) -> S3Location {
         S3Location {
             endpoint: self.endpoint.clone(),
@@ -215,35 +240,45 @@ impl Remote {
         }
     }
 
-    /// Remove the least recently used cached blobs until the cache is at
-    /// most 90 % of its limit. Returns the bytes the cache then holds.
-    pub fn evict(&self) -> u64 {
-        let Ok(_one) = self.evicting.try_lock() else { return 0 };
-        self.cache_added.store(0, Ordering::Relaxed);
+    /// The cached blobs (last use, size, path) and their total size.
+    fn cache_files(&self) -> (Vec<(SystemTime, u64, PathBuf)>, u64) {
         let mut files = Vec::new();
         let mut total = 0u64;
         for shard in fs::read_dir(&self.cache).into_iter().flatten().flatten() {
             for f in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
                 if let Ok(m) = f.metadata() {
-                    let when = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                     total += m.len();
-                    files.push((when, m.len(), f.path()));
+                    files.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), f.path()));
                 }
             }
+        }
+        (files, total)
+    }
+
+    /// Bytes the chunk cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_files().1
+    }
+
+    /// Remove the least recently used cached blobs until the cache is at
+    /// most 90 % of its limit.
+    pub fn evict(&self) {
+        let Ok(_one) = self.evicting.try_lock() else { return };
+        self.cache_added.store(0, Ordering::Relaxed);
+        let (mut files, mut total) = self.cache_files();
+        if total <= self.settings.cache_bytes {
+            return;
         }
         let goal = self.settings.cache_bytes / 10 * 9;
-        if total > self.settings.cache_bytes {
-            files.sort();
-            for (_, len, path) in files {
-                if total <= goal {
-                    break;
-                }
-                if fs::remove_file(&path).is_ok() {
-                    total -= len;
-                }
+        files.sort();
+        for (_, len, path) in files {
+            if total <= goal {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= len;
             }
         }
-        total
     }
 }
 

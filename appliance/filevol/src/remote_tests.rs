@@ -11,16 +11,23 @@ use crate::{Datastore, DatastoreConfig, StoreError};
 
 fn settings(instance: &str) -> S3Settings {
     S3Settings {
-        kind: "s3".into(),
-        endpoint: "memory:".into(),
-        bucket: "memory".into(),
-        prefix: String::new(),
-        region: String::new(),
-        credentials_file: "/nonexistent".into(),
         cache_bytes: 1 << 20,
         uploads: 4,
         instance: instance.into(),
+        ..S3Settings::new("memory:", "memory")
     }
+}
+
+/// A datastore in directory `name` under `dir` over `b` (created, or with
+/// `existing` attached).
+fn s3_store(dir: &tempfile::TempDir, name: &str, existing: bool, b: &Bucket) -> crate::Result<Datastore> {
+    Datastore::init_s3(
+        &dir.path().join(name),
+        DatastoreConfig::default(),
+        settings(name),
+        existing,
+        Some(b.clone()),
+    )
 }
 
 fn keys(b: &Bucket, prefix: &str) -> Vec<String> {
@@ -31,14 +38,7 @@ fn keys(b: &Bucket, prefix: &str) -> Vec<String> {
 fn a_backup_lands_in_the_bucket_and_a_second_machine_attaches_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let ds = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let ds = s3_store(&dir, "a", false, &b).unwrap();
     assert!(b.get("cairn-datastore.json").unwrap().is_some());
     let w = ds.begin_backup(&group("web")).unwrap();
     let one = put(&w, b"chunk one");
@@ -61,14 +61,7 @@ fn a_backup_lands_in_the_bucket_and_a_second_machine_attaches_to_it() {
 
     // Attach from an empty directory: the snapshot is there; the claim is
     // not ours, so reading works and writing does not.
-    let other = Datastore::init_s3(
-        &dir.path().join("b"),
-        DatastoreConfig::default(),
-        settings("b"),
-        true,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let other = s3_store(&dir, "b", true, &b).unwrap();
     assert_eq!(other.list_snapshots().unwrap(), vec![snap.clone()]);
     assert!(other.chunks().has(&two).unwrap());
     assert_eq!(other.chunks().read(&two).unwrap(), b"chunk two");
@@ -84,14 +77,7 @@ fn a_backup_lands_in_the_bucket_and_a_second_machine_attaches_to_it() {
     assert_eq!(other.list_snapshots().unwrap().len(), 2);
 
     // Attaching where a datastore exists, or creating over one, is refused.
-    let e = Datastore::init_s3(
-        &dir.path().join("c"),
-        DatastoreConfig::default(),
-        settings("c"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap_err();
+    let e = s3_store(&dir, "c", false, &b).unwrap_err();
     assert!(matches!(e, StoreError::BucketHoldsDatastore(_)), "{e}");
 }
 
@@ -99,25 +85,11 @@ fn a_backup_lands_in_the_bucket_and_a_second_machine_attaches_to_it() {
 fn a_bucket_holding_something_else_or_nothing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let e = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        true,
-        Some(b.clone()),
-    )
-    .unwrap_err();
+    let e = s3_store(&dir, "a", true, &b).unwrap_err();
     assert!(matches!(e, StoreError::NoDatastoreInBucket(_)), "{e}");
     b.put("photos/cat.jpg", vec![1, 2, 3]).unwrap();
     for existing in [false, true] {
-        let e = Datastore::init_s3(
-            &dir.path().join("b"),
-            DatastoreConfig::default(),
-            settings("b"),
-            existing,
-            Some(b.clone()),
-        )
-        .unwrap_err();
+        let e = s3_store(&dir, "b", existing, &b).unwrap_err();
         assert!(matches!(e, StoreError::BucketNotADatastore(_)), "{e}");
     }
     assert_eq!(keys(&b, ""), vec!["photos/cat.jpg".to_owned()]);
@@ -128,14 +100,7 @@ fn a_bucket_holding_something_else_or_nothing_is_refused() {
 fn prune_and_gc_free_objects_and_a_dead_writers_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let ds = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let ds = s3_store(&dir, "a", false, &b).unwrap();
     let w = ds.begin_backup(&group("web")).unwrap();
     let keep = put(&w, b"kept");
     let old = commit(w, &[(keep, 4)], 1_700_000_000);
@@ -165,14 +130,7 @@ fn prune_and_gc_free_objects_and_a_dead_writers_uploads() {
 fn a_snapshot_in_the_bucket_but_not_renamed_here_survives_gc() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let ds = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let ds = s3_store(&dir, "a", false, &b).unwrap();
     let w = ds.begin_backup(&group("web")).unwrap();
     let one = put(&w, b"one");
     let snap = commit(w, &[(one, 3)], 1_700_000_000);
@@ -234,14 +192,7 @@ fn walk_sizes(dir: &std::path::Path) -> u64 {
 fn a_hostile_key_in_the_bucket_never_becomes_a_path_outside_the_working_copy() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let ds = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let ds = s3_store(&dir, "a", false, &b).unwrap();
     for key in [
         "snapshots/../../escape/manifest.json",
         "snapshots/host/x/../../../../escape2/manifest.json",
@@ -258,14 +209,7 @@ fn a_hostile_key_in_the_bucket_never_becomes_a_path_outside_the_working_copy() {
 fn gc_beside_a_running_backup_keeps_what_it_uploaded_and_what_it_reuses() {
     let dir = tempfile::tempdir().unwrap();
     let b = Bucket::memory();
-    let ds = Datastore::init_s3(
-        &dir.path().join("a"),
-        DatastoreConfig::default(),
-        settings("a"),
-        false,
-        Some(b.clone()),
-    )
-    .unwrap();
+    let ds = s3_store(&dir, "a", false, &b).unwrap();
     let w = ds.begin_backup(&group("web")).unwrap();
     let old = put(&w, b"in an old snapshot");
     let first = commit(w, &[(old, 18)], 1_700_000_000);

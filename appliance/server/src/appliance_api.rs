@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::page::{Chrome, Flash, render};
+use super::page::{Chrome, Flash, render, render_flash};
 use super::state::AppState;
 use crate::config::Appliance;
 
@@ -209,10 +209,8 @@ async fn page_with(state: &AppState, caller: &Caller, flash: Flash) -> AppResult
     let summary = status.as_ref().map(osimage::Status::summary).unwrap_or_default();
     let rolled_back =
         matches!(status.as_ref().map(|s| &s.update), Some(osimage::slots::UpdateState::RolledBack { .. }));
-    let code = flash.status;
-    let mut res = render(&AppliancePage { chrome, status, summary, rolled_back, problem, flash })?;
-    *res.status_mut() = code;
-    Ok(res)
+    let page = AppliancePage { chrome, status, summary, rolled_back, problem, flash };
+    render_flash(&page, &page.flash)
 }
 
 /// `GET /appliance`.

@@ -68,28 +68,24 @@ pub struct S3Config {
 
 impl S3Config {
     pub fn settings(&self) -> Result<(engine::S3Settings, bool)> {
-        let cache_bytes = match &self.cache_size {
-            Some(t) => model::size::parse_size(t).map_err(|e| anyhow::anyhow!("[s3] cache_size: {e}"))?,
-            None => 1 << 30,
-        };
-        let uploads = self.uploads.unwrap_or(16);
-        if !(1..=256).contains(&uploads) {
+        let mut settings = engine::S3Settings::new(&self.url, &self.bucket);
+        settings.prefix.clone_from(&self.prefix);
+        if let Some(region) = &self.region {
+            settings.region.clone_from(region);
+        }
+        if let Some(file) = &self.credentials_file {
+            settings.credentials_file.clone_from(file);
+        }
+        if let Some(t) = &self.cache_size {
+            settings.cache_bytes =
+                model::size::parse_size(t).map_err(|e| anyhow::anyhow!("[s3] cache_size: {e}"))?;
+        }
+        if let Some(n) = self.uploads {
+            settings.uploads = n;
+        }
+        if !(1..=256).contains(&settings.uploads) {
             bail!("[s3] uploads must be between 1 and 256");
         }
-        let settings = engine::S3Settings {
-            kind: "s3".into(),
-            endpoint: self.url.clone(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.trim_matches('/').to_owned(),
-            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            credentials_file: self
-                .credentials_file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{CONFIG_DIR}/s3-credentials"))),
-            cache_bytes,
-            uploads,
-            instance: String::new(),
-        };
         Ok((settings, self.existing))
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::{AppError, AppResult};
-use super::page::{Chrome, Flash, render};
+use super::page::{Chrome, Flash, render_flash};
 use super::state::AppState;
 
 async fn read(state: &AppState) -> AppResult<DatastoreJson> {
@@ -89,11 +89,8 @@ async fn page_with(state: &AppState, caller: &Caller, flash: Flash) -> AppResult
         Some(b) => format!("{} of {}", model::human::size(b.cache_bytes), model::human::size(b.cache_limit)),
         None => String::new(),
     };
-    let code = flash.status;
-    let chrome = Chrome::new(state, caller);
-    let mut res = render(&DatastorePage { chrome, ds, place, cache, problem, flash })?;
-    *res.status_mut() = code;
-    Ok(res)
+    let page = DatastorePage { chrome: Chrome::new(state, caller), ds, place, cache, problem, flash };
+    render_flash(&page, &page.flash)
 }
 
 /// `GET /datastore`.
@@ -104,17 +101,24 @@ pub async fn page(
     page_with(&state, &caller, Flash::default()).await
 }
 
-async fn form(state: AppState, caller: Caller, takeover: bool) -> AppResult<Response> {
-    let flash = match sync(&state, &caller, takeover).await {
-        Ok(s) => Flash::done(format!(
+/// A form's sync; a takeover only once its box is ticked.
+async fn form(state: AppState, caller: Caller, takeover: bool, confirmed: bool) -> AppResult<Response> {
+    let outcome = async {
+        if !confirmed {
+            return Err(AppError::bad_request(
+                "tick the box to confirm that the appliance holding the bucket is gone or stopped",
+            ));
+        }
+        let s = sync(&state, &caller, takeover).await?;
+        Ok(format!(
             "{}{} snapshots fetched from the bucket, {} dropped (gone from it).",
             if takeover { "This machine now writes the bucket. " } else { "" },
             s.pulled,
             s.dropped
-        )),
-        Err(e) => Flash::refused(e)?,
-    };
-    page_with(&state, &caller, flash).await
+        ))
+    }
+    .await;
+    page_with(&state, &caller, Flash::outcome(outcome)?).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,13 +134,7 @@ pub async fn takeover_form(
     Extension(caller): Extension<Caller>,
     Form(f): Form<TakeoverForm>,
 ) -> AppResult<Response> {
-    if f.confirm.is_none() {
-        let refused = AppError::bad_request(
-            "tick the box to confirm that the appliance holding the bucket is gone or stopped",
-        );
-        return page_with(&state, &caller, Flash::refused(refused)?).await;
-    }
-    form(state, caller, true).await
+    form(state, caller, true, f.confirm.is_some()).await
 }
 
 /// `POST /datastore/refresh` (form).
@@ -144,5 +142,5 @@ pub async fn refresh_form(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> AppResult<Response> {
-    form(state, caller, false).await
+    form(state, caller, false, true).await
 }

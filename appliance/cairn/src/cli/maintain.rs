@@ -63,12 +63,8 @@ pub struct S3InitArgs {
     /// Read when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set:
     /// an AWS shared-credentials file ([default] with aws_access_key_id and
     /// aws_secret_access_key).
-    #[arg(long, value_name = "FILE", default_value = bucket_defaults::CREDENTIALS, requires = "s3")]
+    #[arg(long, value_name = "FILE", default_value = engine::DEFAULT_CREDENTIALS_FILE, requires = "s3")]
     credentials: std::path::PathBuf,
-}
-
-mod bucket_defaults {
-    pub const CREDENTIALS: &str = "/etc/cairn/s3-credentials";
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -81,15 +77,12 @@ pub fn init(cli: &Global, a: &InitArgs) -> Result<ExitCode> {
     let config = DatastoreConfig { cdc, zstd_level: a.zstd_level };
     if let (Some(url), Some(bucket)) = (&a.s3.s3, &a.s3.bucket) {
         let settings = engine::S3Settings {
-            kind: "s3".into(),
-            endpoint: url.clone(),
-            bucket: bucket.clone(),
-            prefix: a.s3.prefix.trim_matches('/').to_owned(),
+            prefix: a.s3.prefix.clone(),
             region: a.s3.region.clone(),
             credentials_file: std::path::absolute(&a.s3.credentials)?,
             cache_bytes: a.s3.cache_size,
             uploads: usize::from(a.s3.uploads),
-            instance: String::new(),
+            ..engine::S3Settings::new(url, bucket)
         };
         let place = settings.describe();
         let engine = Engine::init_s3(&cli.datastore, config, settings, a.s3.existing)?;
