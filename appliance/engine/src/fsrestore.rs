@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use filevol::archive::{ArchiveError, Entry, EntryKind, check_entry, escaped, validate_path};
 use nix::errno::Errno;
@@ -123,10 +124,12 @@ pub enum Begin {
     Data(FileSink),
 }
 
-/// An open restored file receiving its payload bytes in order.
+/// An open restored file receiving its payload bytes in order: written
+/// here ([`FileSink::write`]), or placed here ([`FileSink::place`]) and
+/// written by other threads through [`FileSink::file`].
 #[derive(Debug)]
 pub struct FileSink {
-    file: File,
+    file: Arc<File>,
     rel: Vec<u8>,
     shown: String,
     entry: Box<Entry>,
@@ -140,25 +143,52 @@ pub struct FileSink {
 impl FileSink {
     /// Write the next payload bytes: they land in the file's data extents in
     /// order, the holes between them are skipped.
-    pub fn write(&mut self, mut data: &[u8]) -> Result<(), RestoreError> {
-        while !data.is_empty() {
-            let Some(&(off, len)) = self.plan.get(self.idx) else {
-                let (expected, got) = (self.entry.data_len(), self.written + data.len() as u64);
+    pub fn write(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let mut at = 0;
+        for (off, n) in self.place(data.len() as u64)? {
+            let piece = &data[at..at + n as usize];
+            self.file.write_all_at(piece, off).map_err(|e| io_error("write", &self.shown, e))?;
+            at += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Where the next `len` payload bytes belong: (file offset, length)
+    /// pieces in payload order, one per data extent they touch. The bytes
+    /// count as written; whoever writes them uses [`FileSink::file`].
+    pub fn place(&mut self, mut len: u64) -> Result<Vec<(u64, u64)>, RestoreError> {
+        let mut pieces = Vec::new();
+        while len > 0 {
+            let Some(&(off, extent)) = self.plan.get(self.idx) else {
+                let (expected, got) = (self.entry.data_len(), self.written + len);
                 return Err(RestoreError::DataLength { path: self.shown.clone(), expected, got });
             };
-            let n = (len - self.done).min(data.len() as u64) as usize;
-            self.file
-                .write_all_at(&data[..n], off + self.done)
-                .map_err(|e| io_error("write", &self.shown, e))?;
-            self.done += n as u64;
-            self.written += n as u64;
-            data = &data[n..];
-            if self.done == len {
+            let n = (extent - self.done).min(len);
+            pieces.push((off + self.done, n));
+            self.done += n;
+            self.written += n;
+            len -= n;
+            if self.done == extent {
                 self.idx += 1;
                 self.done = 0;
             }
         }
-        Ok(())
+        Ok(pieces)
+    }
+
+    /// The open file, for writing placed bytes from another thread.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// The file's path in the target, escaped for a terminal.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Its hard-link group (0: none).
+    pub fn hardlink(&self) -> u64 {
+        self.entry.hardlink
     }
 
     /// Payload bytes still expected.
@@ -196,10 +226,170 @@ pub struct Restorer {
     symlinks: Vec<(Vec<u8>, Entry)>,
     /// Hard-link group → path of its first restored member.
     links: HashMap<u64, Vec<u8>>,
+    shared: Arc<Shared>,
+    stats: RestoreStats,
+}
+
+/// What the restorer and the threads completing its files share.
+#[derive(Debug)]
+struct Shared {
+    opts: RestoreOptions,
+    is_root: bool,
     /// xattr namespaces (`user`, `system`, …) the target refused with
     /// ENOTSUP: warned about once, then skipped.
-    xattrs_unsupported: Vec<Vec<u8>>,
-    stats: RestoreStats,
+    xattrs_unsupported: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Completes files whose bytes are written ([`Completer::complete`]), on
+/// any thread: it works on the open file only, never on a path.
+#[derive(Debug, Clone)]
+pub struct Completer {
+    shared: Arc<Shared>,
+}
+
+/// A file [`Completer::complete`] finished with; hand it to
+/// [`Restorer::settle`].
+#[derive(Debug)]
+pub struct Completed {
+    rel: Vec<u8>,
+    shown: String,
+    hardlink: u64,
+    written: u64,
+    warnings: Vec<String>,
+    setuid_cleared: bool,
+    outcome: Outcome,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Done,
+    /// Its data could not be read or written: the file is removed and the
+    /// restore goes on.
+    DataFailed(String),
+    /// Its metadata could not be set: the restore stops.
+    Failed(RestoreError),
+}
+
+/// What [`Restorer::settle`] made of a completed file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Restored with this many data bytes.
+    Restored(u64),
+    /// Removed because its data failed: (path, why).
+    Failed(String, String),
+}
+
+impl Completed {
+    /// The file's hard-link group (0: none).
+    pub fn hardlink(&self) -> u64 {
+        self.hardlink
+    }
+}
+
+impl Completer {
+    /// Finish a file whose payload bytes were all placed and written:
+    /// size, owner, xattrs, mode (after the owner: chown clears setuid),
+    /// mtime. `failed` says why its data did not arrive whole.
+    pub fn complete(&self, sink: FileSink, failed: Option<String>) -> Completed {
+        let FileSink { file, rel, shown, entry, written, .. } = sink;
+        let mut done = Completed {
+            rel,
+            shown,
+            hardlink: entry.hardlink,
+            written,
+            warnings: Vec::new(),
+            setuid_cleared: false,
+            outcome: Outcome::Done,
+        };
+        if let Some(why) = failed {
+            done.outcome = Outcome::DataFailed(why);
+            return done;
+        }
+        if let Err(e) = self.metadata(&file, &entry, &mut done) {
+            done.outcome = Outcome::Failed(e);
+        }
+        done
+    }
+
+    fn metadata(&self, file: &File, entry: &Entry, done: &mut Completed) -> Result<(), RestoreError> {
+        let shown = done.shown.as_str();
+        if done.written != entry.data_len() {
+            let (expected, got) = (entry.data_len(), done.written);
+            return Err(RestoreError::DataLength { path: shown.to_owned(), expected, got });
+        }
+        // The file is new (O_EXCL), so only a sparse file's trailing hole
+        // needs a size set; a dense file already has all its bytes.
+        if entry.extents.is_some() {
+            file.set_len(entry.size).map_err(|e| io_error("set the size of", shown, e))?;
+        }
+        let shared = &self.shared;
+        let owner = fchown(file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid)));
+        chown(shared.is_root, owner, shown)?;
+        let (mode, xattrs, cleared) = unprivileged(&shared.opts, entry);
+        done.setuid_cleared = cleared;
+        set_xattrs(shared, &mut done.warnings, shown, &xattrs, |n, v| {
+            file.set_xattr(OsStr::from_bytes(n), v)
+        });
+        fchmod(file, mode_of(mode)).map_err(|e| io_error("set the mode of", shown, e))?;
+        futimens(file, &TimeSpec::UTIME_OMIT, &mtime_of(entry))
+            .map_err(|e| io_error("set the times of", shown, e))
+    }
+}
+
+/// The mode and xattrs to give a non-directory: as archived, or with
+/// [`RestoreOptions::clear_setuid`] without setuid/setgid bits and
+/// capabilities; and whether that removed anything.
+fn unprivileged(opts: &RestoreOptions, entry: &Entry) -> (u32, Xattrs, bool) {
+    let privileged = entry.mode & 0o6000 != 0 || entry.xattrs.iter().any(|(n, _)| n.as_slice() == CAPABILITY);
+    if !opts.clear_setuid || !privileged {
+        return (entry.mode, entry.xattrs.clone(), false);
+    }
+    let xattrs = entry.xattrs.iter().filter(|(n, _)| n.as_slice() != CAPABILITY).cloned().collect();
+    (entry.mode & !0o6000, xattrs, true)
+}
+
+/// A chown result: refused ownership is fine when not running as root.
+fn chown(is_root: bool, r: nix::Result<()>, shown: &str) -> Result<(), RestoreError> {
+    match r {
+        Err(Errno::EPERM) if !is_root => Ok(()),
+        r => r.map_err(|e| io_error("set the owner of", shown, e)),
+    }
+}
+
+/// Set every xattr with `set`; failures become warnings.
+fn set_xattrs(
+    shared: &Shared,
+    warnings: &mut Vec<String>,
+    shown: &str,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    set: impl Fn(&[u8], &[u8]) -> io::Result<()>,
+) {
+    for (name, value) in xattrs {
+        let namespace = name.split(|c| *c == b'.').next().unwrap_or_default().to_vec();
+        if shared.xattrs_unsupported.lock().expect("lock").contains(&namespace) {
+            continue;
+        }
+        match set(name, value) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
+                let mut unsupported = shared.xattrs_unsupported.lock().expect("lock");
+                if unsupported.contains(&namespace) {
+                    continue;
+                }
+                let ns = escaped(&namespace);
+                let name = escaped(name);
+                warnings.push(format!(
+                    "{shown}: the target filesystem does not support {name}; no '{ns}.' \
+                     extended attributes restored from here on"
+                ));
+                unsupported.push(namespace);
+            }
+            Err(e) => {
+                let name = escaped(name);
+                warnings.push(format!("{shown}: extended attribute {name} not restored: {e}"));
+            }
+        }
+    }
 }
 
 fn io_error(op: &'static str, path: &str, e: impl Into<io::Error>) -> RestoreError {
@@ -268,7 +458,11 @@ impl Restorer {
             dirs: Vec::new(),
             symlinks: Vec::new(),
             links: HashMap::new(),
-            xattrs_unsupported: Vec::new(),
+            shared: Arc::new(Shared {
+                opts,
+                is_root: nix::unistd::geteuid().is_root(),
+                xattrs_unsupported: Mutex::new(Vec::new()),
+            }),
             stats: RestoreStats::default(),
         })
     }
@@ -502,7 +696,7 @@ impl Restorer {
             None => Vec::new(),
         };
         Ok(Begin::Data(FileSink {
-            file: File::from(fd),
+            file: Arc::new(File::from(fd)),
             rel: rel.to_vec(),
             shown: self.shown(rel),
             entry: Box::new(entry.clone()),
@@ -520,12 +714,13 @@ impl Restorer {
     pub fn discard(&mut self, sink: FileSink) {
         let FileSink { file, rel, shown, .. } = sink;
         drop(file);
-        let (parent, name) = match rel.iter().rposition(|c| *c == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&[][..], &rel[..]),
-        };
+        self.remove(&rel, &shown);
+    }
+
+    fn remove(&mut self, rel: &[u8], shown: &str) {
+        let (parent, name) = split(rel);
         let removed = self.open_dir(parent, false).and_then(|dir| {
-            unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", &shown, e))
+            unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", shown, e))
         });
         if let Err(e) = removed {
             self.warn(format!("{shown}: the partly restored file could not be removed: {e}"));
@@ -535,27 +730,38 @@ impl Restorer {
     /// Complete a file after all its payload bytes were written: size,
     /// owner, xattrs, mode (after the owner: chown clears setuid), mtime.
     pub fn finish_file(&mut self, sink: FileSink) -> Result<(), RestoreError> {
-        let FileSink { file, rel, shown, entry, written, .. } = sink;
-        if written != entry.data_len() {
-            return Err(RestoreError::DataLength { path: shown, expected: entry.data_len(), got: written });
+        let done = self.completer().complete(sink, None);
+        self.settle(done).map(|_| ())
+    }
+
+    /// What completes files on other threads (see [`Completer`]).
+    pub fn completer(&self) -> Completer {
+        Completer { shared: self.shared.clone() }
+    }
+
+    /// Take back a file another thread completed: count it, or remove it
+    /// if its data failed. An error is one the whole restore stops on.
+    pub fn settle(&mut self, done: Completed) -> Result<Settled, RestoreError> {
+        let Completed { rel, shown, hardlink, written, warnings, setuid_cleared, outcome } = done;
+        for w in warnings {
+            self.warn(w);
         }
-        // The file is new (O_EXCL), so only a sparse file's trailing hole
-        // needs a size set; a dense file already has all its bytes.
-        if entry.extents.is_some() {
-            file.set_len(entry.size).map_err(|e| io_error("set the size of", &shown, e))?;
+        match outcome {
+            Outcome::Failed(e) => Err(e),
+            Outcome::DataFailed(why) => {
+                self.remove(&rel, &shown);
+                Ok(Settled::Failed(shown, why))
+            }
+            Outcome::Done => {
+                if hardlink != 0 {
+                    self.links.entry(hardlink).or_insert(rel);
+                }
+                self.stats.setuid_cleared += u64::from(setuid_cleared);
+                self.stats.files += 1;
+                self.stats.bytes += written;
+                Ok(Settled::Restored(written))
+            }
         }
-        self.chown(fchown(&file, Some(Uid::from_raw(entry.uid)), Some(Gid::from_raw(entry.gid))), &shown)?;
-        let (mode, xattrs) = self.unprivileged(&entry);
-        self.set_xattrs(&shown, &xattrs, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
-        fchmod(&file, mode_of(mode)).map_err(|e| io_error("set the mode of", &shown, e))?;
-        futimens(&file, &TimeSpec::UTIME_OMIT, &mtime_of(&entry))
-            .map_err(|e| io_error("set the times of", &shown, e))?;
-        if entry.hardlink != 0 {
-            self.links.entry(entry.hardlink).or_insert(rel);
-        }
-        self.stats.files += 1;
-        self.stats.bytes += written;
-        Ok(())
     }
 
     fn make_node(
@@ -623,26 +829,16 @@ impl Restorer {
             .map_err(|e| io_error("set the times of", &shown, e))
     }
 
-    /// The mode and xattrs to give a non-directory: as archived, or with
-    /// [`RestoreOptions::clear_setuid`] without setuid/setgid bits and
-    /// capabilities (counted once per object).
+    /// The mode and xattrs to give a non-directory (see [`unprivileged`]),
+    /// counted once per object that lost something.
     fn unprivileged(&mut self, entry: &Entry) -> (u32, Xattrs) {
-        let privileged =
-            entry.mode & 0o6000 != 0 || entry.xattrs.iter().any(|(n, _)| n.as_slice() == CAPABILITY);
-        if !self.opts.clear_setuid || !privileged {
-            return (entry.mode, entry.xattrs.clone());
-        }
-        self.stats.setuid_cleared += 1;
-        let xattrs = entry.xattrs.iter().filter(|(n, _)| n.as_slice() != CAPABILITY).cloned().collect();
-        (entry.mode & !0o6000, xattrs)
+        let (mode, xattrs, cleared) = unprivileged(&self.opts, entry);
+        self.stats.setuid_cleared += u64::from(cleared);
+        (mode, xattrs)
     }
 
-    /// A chown result: refused ownership is fine when not running as root.
     fn chown(&self, r: nix::Result<()>, shown: &str) -> Result<(), RestoreError> {
-        match r {
-            Err(Errno::EPERM) if !self.is_root => Ok(()),
-            r => r.map_err(|e| io_error("set the owner of", shown, e)),
-        }
+        chown(self.is_root, r, shown)
     }
 
     /// Set every xattr with `set`; failures become warnings.
@@ -652,27 +848,10 @@ impl Restorer {
         xattrs: &[(Vec<u8>, Vec<u8>)],
         set: impl Fn(&[u8], &[u8]) -> io::Result<()>,
     ) {
-        for (name, value) in xattrs {
-            let namespace = name.split(|c| *c == b'.').next().unwrap_or_default().to_vec();
-            if self.xattrs_unsupported.contains(&namespace) {
-                continue;
-            }
-            match set(name, value) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
-                    let ns = escaped(&namespace);
-                    let name = escaped(name);
-                    self.warn(format!(
-                        "{shown}: the target filesystem does not support {name}; no '{ns}.' \
-                         extended attributes restored from here on"
-                    ));
-                    self.xattrs_unsupported.push(namespace);
-                }
-                Err(e) => {
-                    let name = escaped(name);
-                    self.warn(format!("{shown}: extended attribute {name} not restored: {e}"));
-                }
-            }
+        let mut warnings = Vec::new();
+        set_xattrs(&self.shared, &mut warnings, shown, xattrs, set);
+        for w in warnings {
+            self.warn(w);
         }
     }
 

@@ -30,6 +30,7 @@ pub mod target;
 pub mod verify;
 pub mod volume;
 pub mod volume_extract;
+mod writepool;
 
 use std::path::Path;
 

@@ -5,6 +5,7 @@
 //! Paths name an archive first (`www/etc/hosts`); when a snapshot has one
 //! archive its name may be left out.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -18,12 +19,15 @@ use filevol::{Manifest, ManifestArchive};
 use model::SnapshotId;
 
 use crate::Engine;
-use crate::fsrestore::{Begin, RestoreOptions, Restorer};
+use crate::fsrestore::{Begin, Completed, RestoreOptions, Restorer, Settled};
 use crate::ops::{BadRequest, NotFound};
+use crate::pipeline::thread_cpu;
 use crate::prevtree::walk_order;
 use crate::progress::Progress;
 use crate::stream::{Fetcher, StreamReader};
 use crate::target::SnapshotRead;
+use crate::target::cores;
+use crate::writepool::{FileWrite, WritePool};
 
 /// What to restore where.
 #[derive(Debug, Clone)]
@@ -138,6 +142,113 @@ pub(crate) fn copy_data(
         progress.add_bytes(n as u64);
     }
     Ok(())
+}
+
+/// One archive's entries going into a restorer and its write pool.
+struct Copy<'r> {
+    restorer: &'r mut Restorer,
+    pool: &'r mut WritePool,
+    report: &'r mut RestoreReport,
+    progress: &'r Progress,
+    /// Hard-link groups whose first member is still being written: a
+    /// later member links to it only once it is complete.
+    linking: HashSet<u64>,
+}
+
+impl Copy<'_> {
+    fn entries(
+        &mut self,
+        entries: MetaReader<StreamReader>,
+        payload: &mut StreamReader,
+        inner: &[u8],
+        snapshot: &SnapshotId,
+    ) -> Result<()> {
+        let base_len = match inner.iter().rposition(|c| *c == b'/') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let mut found = false;
+        for e in entries {
+            let e = e?;
+            if under(&e.path, inner).is_none() {
+                if found && walk_order(&e.path, inner).is_gt() {
+                    break;
+                }
+                continue;
+            }
+            found = true;
+            while let Some(done) = self.pool.try_next() {
+                self.settle(done)?;
+            }
+            while e.hardlink != 0 && self.linking.contains(&e.hardlink) {
+                let done = self.pool.next().expect("a file of the group is outstanding");
+                self.settle(done)?;
+            }
+            let rel = if inner.is_empty() { &e.path[..] } else { &e.path[base_len..] };
+            let begun =
+                self.restorer.begin(rel, &e).with_context(|| format!("restoring {}", escaped(&e.path)))?;
+            match begun {
+                Begin::Done => {
+                    self.report.files += 1;
+                    self.progress.add_file();
+                }
+                Begin::Data(sink) => {
+                    if e.hardlink != 0 {
+                        self.linking.insert(e.hardlink);
+                    }
+                    let mut file = self.pool.open(sink);
+                    let failed = self.data(payload, &e, &mut file).err().map(|err| format!("{err:#}"));
+                    self.pool.close(file, failed);
+                }
+            }
+        }
+        if !found {
+            bail!(NotFound(format!("{}: no such path in {snapshot}", escaped(inner))));
+        }
+        Ok(())
+    }
+
+    /// Hand a file's data (its `data_len()` bytes from its payload offset)
+    /// to the pool.
+    fn data(&mut self, payload: &mut StreamReader, e: &Entry, file: &mut FileWrite) -> Result<()> {
+        payload.seek_to(e.payload_offset);
+        let mut left = e.data_len();
+        while left > 0 {
+            let Some((chunk, at, n)) = payload.borrow(left)? else {
+                bail!("payload stream ends early");
+            };
+            self.pool.add(file, &chunk, at, n)?;
+            left -= n as u64;
+            self.progress.add_bytes(n as u64);
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, done: Completed) -> Result<()> {
+        self.linking.remove(&done.hardlink());
+        match self.restorer.settle(done)? {
+            Settled::Restored(bytes) => {
+                self.report.files += 1;
+                self.report.bytes += bytes;
+            }
+            Settled::Failed(shown, why) => self.report.failed.push((shown, why)),
+        }
+        self.progress.add_file();
+        Ok(())
+    }
+
+    /// Take back every file still in the pool.
+    fn drain(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        while let Some(done) = self.pool.next() {
+            if let Err(e) = self.settle(done)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
 }
 
 /// Browses and restores the snapshots of a local datastore or of a server.
@@ -270,6 +381,9 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Restore the entries under `inner`. This thread creates every
+    /// object in archive order; a [`WritePool`] writes the files' data and
+    /// completes them (see `writepool`).
     fn copy_entries(
         &self,
         req: &RestoreRequest,
@@ -279,51 +393,30 @@ impl<'a> Reader<'a> {
         progress: &Progress,
         report: &mut RestoreReport,
     ) -> Result<()> {
-        let base_len = match inner.iter().rposition(|c| *c == b'/') {
-            Some(i) => i + 1,
-            None => 0,
-        };
         let payload_index = self.src.read_didx(&req.snapshot, &a.indexes[1])?;
         let mut payload = StreamReader::new(self.src.chunk_reader(), payload_index);
-        let mut found = false;
-        let mut buf = vec![0u8; 1 << 20];
-        for e in self.entries(&req.snapshot, a)? {
-            let e = e?;
-            if under(&e.path, inner).is_none() {
-                if found && walk_order(&e.path, inner).is_gt() {
-                    break;
-                }
-                continue;
-            }
-            found = true;
-            let rel = if inner.is_empty() { &e.path[..] } else { &e.path[base_len..] };
-            let shown = escaped(&e.path);
-            match restorer.begin(rel, &e).with_context(|| format!("restoring {shown}"))? {
-                Begin::Done => {}
-                Begin::Data(mut sink) => {
-                    let copied =
-                        copy_data(&mut payload, &e, &mut buf, progress, &mut |data| Ok(sink.write(data)?));
-                    match copied {
-                        Ok(()) => {
-                            restorer.finish_file(sink).with_context(|| format!("restoring {shown}"))?;
-                            report.bytes += e.data_len();
-                        }
-                        Err(err) => {
-                            restorer.discard(sink);
-                            report.failed.push((shown, format!("{err:#}")));
-                            progress.add_file();
-                            continue;
-                        }
-                    }
-                }
-            }
-            report.files += 1;
-            progress.add_file();
-        }
-        if !found {
-            bail!(NotFound(format!("{}: no such path in {}", escaped(inner), req.snapshot)));
-        }
-        Ok(())
+        let entries = self.entries(&req.snapshot, a)?;
+        let started = (std::time::Instant::now(), thread_cpu());
+        let (threads, clock, copied) = std::thread::scope(|scope| {
+            let mut pool = WritePool::start(scope, restorer.completer(), cores());
+            let mut copy = Copy { restorer, pool: &mut pool, report, progress, linking: HashSet::new() };
+            let copied = copy.entries(entries, &mut payload, inner, &req.snapshot);
+            // Whatever happened, take back every file handed over: the
+            // failed ones are removed, and the directories' times are set
+            // only after the last file is complete.
+            let drained = copy.drain();
+            pool.close_all();
+            let (threads, clock) = pool.clock();
+            (threads, clock, copied.and(drained))
+        });
+        tracing::info!(
+            wall_s = format!("{:.3}", started.0.elapsed().as_secs_f64()),
+            reader_cpu_s = format!("{:.3}", thread_cpu() - started.1),
+            writers = threads,
+            writers_cpu_s = format!("{:.3}", clock.secs()),
+            "restore stages"
+        );
+        copied
     }
 
     fn restore_image(

@@ -131,6 +131,9 @@ impl Drop for Fetcher {
     }
 }
 
+/// Bytes inside a decoded chunk: (the chunk, offset, length).
+pub type Slice = (Arc<Vec<u8>>, usize, usize);
+
 /// A byte stream over a dynamic index.
 pub struct StreamReader {
     index: DynamicIndex,
@@ -152,7 +155,16 @@ impl StreamReader {
 
     /// Copy up to `buf.len()` bytes at the current position.
     pub fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, StoreError> {
-        let Some(i) = self.index.chunk_at(self.pos) else { return Ok(0) };
+        let Some((data, at, n)) = self.borrow(buf.len() as u64)? else { return Ok(0) };
+        buf[..n].copy_from_slice(&data[at..at + n]);
+        Ok(n)
+    }
+
+    /// Up to `max` bytes at the current position without copying them:
+    /// the decoded chunk holding them, and where in it they lie (offset,
+    /// length); `None` at the end of the stream.
+    pub fn borrow(&mut self, max: u64) -> Result<Option<Slice>, StoreError> {
+        let Some(i) = self.index.chunk_at(self.pos) else { return Ok(None) };
         if self.chunk.as_ref().is_none_or(|(k, _)| *k != i) {
             let data = self.fetch.get(i)?;
             let want = self.index.entries[i].0 - self.index.start(i);
@@ -166,10 +178,9 @@ impl StreamReader {
         }
         let (_, data) = self.chunk.as_ref().expect("loaded");
         let at = (self.pos - self.index.start(i)) as usize;
-        let n = buf.len().min(data.len() - at);
-        buf[..n].copy_from_slice(&data[at..at + n]);
+        let n = max.min((data.len() - at) as u64) as usize;
         self.pos += n as u64;
-        Ok(n)
+        Ok(Some((data.clone(), at, n)))
     }
 }
 
