@@ -267,3 +267,50 @@ fn a_loopback_server_over_plain_http_takes_backups_and_restores() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A server that lets a caller have one chunk upload in flight: the
+/// client learns the limit when it opens its session and keeps to it, and
+/// when two of the caller's backups run at once and share the permit, the
+/// one answered 429 waits and tries again. Both snapshots are whole.
+#[test]
+fn clients_keep_to_the_servers_upload_limit_and_retry_when_busy() {
+    let store = Store::new();
+    let config = store.path("cairn.toml");
+    std::fs::write(&config, "[limits]\nuploads_per_caller = 1\n").unwrap();
+    let server = Server::start_with(&store, &["--config", config.to_str().unwrap()]);
+    let op = token(&store, "ops", "operator", None);
+    let (a, b) = (store.path("a"), store.path("b"));
+    write_random_tree(&a, 24, 48 << 20, 31);
+    write_random_tree(&b, 24, 48 << 20, 32);
+
+    let one = json_of(client(&store, &server, &op, "backup").arg(&a).args(["--group", "host/a"]));
+    assert!(u64_of(&one, "new_chunks") > 8, "too few chunks to overlap: {one}");
+
+    let start = |src: &Path, group: &str| {
+        client(&store, &server, &op, "backup")
+            .arg("-v")
+            .arg(src)
+            .args(["--group", group, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a backup")
+    };
+    let (first, second) = (start(&a, "host/a2"), start(&b, "host/b"));
+    let mut retried = 0;
+    let mut ids = Vec::new();
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        retried += stderr.matches("(429); trying again").count();
+        let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.push(done["id"].as_str().unwrap().to_owned());
+    }
+    assert!(retried > 0, "the two backups never met the shared limit");
+    for (id, src) in [(&ids[0], &a), (&ids[1], &b), (&one["id"].as_str().unwrap().to_owned(), &a)] {
+        let out = store.path(&format!("out-{}", id.replace('/', "_")));
+        assert_eq!(run(client(&store, &server, &op, "restore").arg(id).arg(&out)).code, 0);
+        assert_same_tree(src, &out);
+    }
+}

@@ -6,8 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use engine::backup::BackupTarget;
@@ -173,6 +173,11 @@ impl Remote {
     fn send(&self, req: RequestBuilder, what: &str) -> Result<Response> {
         let res =
             req.send().map_err(|e| anyhow!("{what}: cannot reach {}: {}", self.base, error_chain(&e)))?;
+        self.answer(res, what)
+    }
+
+    /// A successful answer, or an error naming the server's message.
+    fn answer(&self, res: Response, what: &str) -> Result<Response> {
         if res.status().is_success() {
             return Ok(res);
         }
@@ -210,9 +215,33 @@ impl Remote {
     }
 
     fn put_bytes(&self, path: &str, body: Vec<u8>, what: &str) -> Result<Response> {
-        let req =
-            self.request(Method::PUT, path).header("content-type", "application/octet-stream").body(body);
-        self.send(req, what)
+        self.send(self.put_request(path, body), what)
+    }
+
+    fn put_request(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> RequestBuilder {
+        self.request(Method::PUT, path).header("content-type", "application/octet-stream").body(body)
+    }
+
+    /// PUT `body`; while the server answers 429 (the caller's uploads are
+    /// all in flight, perhaps from another of its sessions), wait and try
+    /// again, for up to [`BUSY_RETRY`].
+    fn put_retrying(&self, path: &str, body: bytes::Bytes, what: &str) -> Result<Response> {
+        let deadline = Instant::now() + BUSY_RETRY;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let req = self.put_request(path, body.clone());
+            let res =
+                req.send().map_err(|e| anyhow!("{what}: cannot reach {}: {}", self.base, error_chain(&e)))?;
+            if res.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || Instant::now() >= deadline {
+                return self.answer(res, what);
+            }
+            drop(res);
+            tracing::info!(
+                "{what}: the server has all of this caller's uploads in flight (429); trying again"
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     fn delete(&self, path: &str) {
@@ -265,7 +294,7 @@ impl Remote {
         let s = self.start_backup(group, (!self.server_dates).then_some(time))?;
         let dated = SnapshotId::parse(&s.snapshot, &Namespace::root())?;
         // From here on, dropping `sink` aborts the session on the server.
-        let mut sink = RemoteBackup::new(self.clone(), s.session);
+        let mut sink = RemoteBackup::new(self.clone(), s.session, s.uploads);
         let config = s.settings.config()?;
         let prev = s.previous.map(|p| RemoteSnapshot::new(self.clone(), p)).transpose()?;
         if let Some(p) = &prev {
@@ -326,6 +355,9 @@ impl Remote {
 
 /// The most of an error answer the client reads.
 const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// How long a chunk upload answered 429 is tried again.
+const BUSY_RETRY: Duration = Duration::from_secs(120);
 
 /// Plain `http://` sends the token in clear text: allowed only to a
 /// loopback address (127.0.0.0/8, ::1, `localhost`), checked before
@@ -491,17 +523,20 @@ pub struct RemoteBackup {
     session: String,
     known: HashSet<ChunkId>,
     uploaded: Mutex<HashSet<ChunkId>>,
+    /// Uploads in flight, and how many the server allows.
+    in_flight: (Mutex<usize>, Condvar, usize),
     counters: WriteCounters,
     finished: bool,
 }
 
 impl RemoteBackup {
-    fn new(remote: Remote, session: String) -> Self {
+    fn new(remote: Remote, session: String, uploads: usize) -> Self {
         Self {
             remote,
             session,
             known: HashSet::new(),
             uploaded: Mutex::new(HashSet::new()),
+            in_flight: (Mutex::new(0), Condvar::new(), uploads.max(1)),
             counters: WriteCounters::default(),
             finished: false,
         }
@@ -529,10 +564,23 @@ impl ChunkSink for RemoteBackup {
         Ok(self.known.contains(id) || self.uploaded.lock().expect("lock").contains(id))
     }
 
+    /// Upload a chunk; at most as many at once as the server allows (the
+    /// pipeline's other workers keep compressing meanwhile).
     fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
         let path = format!("/api/v1/backup/{}/chunks/{id}", self.session);
         let len = blob.len() as u64;
-        self.remote.put_bytes(&path, blob, &format!("uploading chunk {id}"))?;
+        let (count, freed, limit) = &self.in_flight;
+        {
+            let mut n = count.lock().expect("lock");
+            while *n >= *limit {
+                n = freed.wait(n).expect("lock");
+            }
+            *n += 1;
+        }
+        let sent = self.remote.put_retrying(&path, blob.into(), &format!("uploading chunk {id}"));
+        *count.lock().expect("lock") -= 1;
+        freed.notify_one();
+        sent?;
         self.uploaded.lock().expect("lock").insert(*id);
         self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
         self.counters.stored_bytes.fetch_add(len, Ordering::Relaxed);

@@ -94,6 +94,18 @@ pub struct BackupSession {
     pub settings: StoreSettings,
     /// The group's newest snapshot, readable through a reader session.
     pub previous: Option<ReaderSession>,
+    /// Chunk uploads the caller may have in flight at once (the server's
+    /// `uploads_per_caller`); more are answered 429. Absent from servers
+    /// that predate it: then [`DEFAULT_UPLOADS`].
+    #[serde(default = "default_uploads")]
+    pub uploads: usize,
+}
+
+/// Uploads in flight when a server does not say.
+pub const DEFAULT_UPLOADS: usize = 8;
+
+fn default_uploads() -> usize {
+    DEFAULT_UPLOADS
 }
 
 /// `POST /api/v1/reader`.

@@ -161,7 +161,8 @@ pub async fn start_backup(
         return Err(e);
     }
     tracing::info!(session = %session, snapshot = %snapshot, by = %caller.name, "backup session opened");
-    Ok(Json(BackupSession { session, snapshot, settings, previous }))
+    let uploads = state.sessions().uploads_per_caller();
+    Ok(Json(BackupSession { session, snapshot, settings, previous, uploads }))
 }
 
 /// Run `call` with the session's writer, off the async workers.
@@ -190,7 +191,13 @@ pub async fn upload_chunk(
 ) -> AppResult<StatusCode> {
     let upload = state.sessions().backup(&caller, &session)?;
     let id = parse_chunk(&chunk)?;
-    let _permit = state.sessions().upload_permit(&caller.principal)?;
+    let _permit = match state.sessions().upload_permit(&caller.principal) {
+        Ok(permit) => permit,
+        Err(busy) => {
+            discard(body).await;
+            return Err(busy);
+        }
+    };
     let body = to_bytes(body, MAX_CHUNK_BODY).await.map_err(|_| {
         AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -208,6 +215,28 @@ pub async fn upload_chunk(
     })
     .await
 }
+
+/// Read a refused upload's body and keep none of it, so the connection
+/// stays usable and the client reads the answer instead of a connection
+/// closed under the body it still sends. At most as much as a chunk may
+/// be, for at most [`DISCARD_FOR`]: a body that never ends holds nothing.
+async fn discard(body: Body) {
+    use futures_util::StreamExt;
+    let drain = async {
+        let mut stream = body.into_data_stream();
+        let mut read = 0;
+        while let Some(Ok(frame)) = stream.next().await {
+            read += frame.len();
+            if read > MAX_CHUNK_BODY {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+}
+
+/// How long a refused upload's body is read.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `PUT /api/v1/backup/{session}/indexes/{file}`: an index of the new
 /// snapshot; every chunk it names must be known or uploaded.

@@ -191,6 +191,11 @@ impl Sessions {
     }
 
     /// A permit for one chunk upload of `principal`, or 429.
+    /// Chunk uploads one caller may have in flight.
+    pub(crate) fn uploads_per_caller(&self) -> usize {
+        self.limits.uploads_per_caller
+    }
+
     pub(crate) fn upload_permit(&self, principal: &str) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
         let sem = self
             .uploads
