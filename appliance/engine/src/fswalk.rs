@@ -23,15 +23,16 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use filevol::archive::{Entry, EntryKind, MAX_EXTENTS, MAX_PATH_LEN, check_entry};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, fstat};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use nix::unistd::{Whence, lseek};
 
 /// What to leave out of a walk.
@@ -126,12 +127,12 @@ impl Excludes {
 #[derive(Debug, Clone)]
 pub struct Source {
     path: PathBuf,
-    _dir: Option<Arc<OwnedFd>>,
+    dir: Option<Arc<OwnedFd>>,
 }
 
 impl Source {
     fn plain(path: PathBuf) -> Self {
-        Self { path, _dir: None }
+        Self { path, dir: None }
     }
 }
 
@@ -163,7 +164,7 @@ struct Frame {
 fn child_path(dir: &Arc<OwnedFd>, name: &[u8]) -> Source {
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name);
-    Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), _dir: Some(dir.clone()) }
+    Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), dir: Some(dir.clone()) }
 }
 
 /// The path of the open directory `dir` itself.
@@ -211,7 +212,7 @@ impl Walker {
             pending: VecDeque::new(),
             links: HashMap::new(),
         };
-        walker.push_entry(Vec::new(), Source::plain(root), &meta);
+        walker.push_entry(Vec::new(), Source::plain(root), &Stat::from(&meta));
         Ok(walker)
     }
 
@@ -223,19 +224,21 @@ impl Walker {
             return;
         }
         let Some(parent) = self.stack.last() else { return };
-        let source = child_path(&parent.dir, name);
-        let meta = match std::fs::symlink_metadata(&source) {
-            Ok(m) => m,
-            Err(e) => return self.error(rel, &e, "cannot read"),
+        // Through the descriptor, not the `/proc` path: the kernel then
+        // resolves one name instead of five.
+        let meta = match fstatat(&parent.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Stat::from(st),
+            Err(e) => return self.error(rel, &io::Error::from(e), "cannot read"),
         };
-        let is_dir = meta.is_dir();
+        let source = child_path(&parent.dir, name);
+        let is_dir = meta.kind() == EntryKind::Dir;
         if self.excludes.matches(&rel, name, is_dir) {
             return;
         }
         if !self.push_entry(rel.clone(), source.clone(), &meta) || !is_dir {
             return;
         }
-        if self.one_file_system && meta.dev() != self.root_dev {
+        if self.one_file_system && meta.dev != self.root_dev {
             return;
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -245,7 +248,7 @@ impl Walker {
             Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
         };
         match fstat(&dir) {
-            Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {}
+            Ok(st) if st.st_dev == meta.dev && st.st_ino == meta.ino => {}
             Ok(_) => {
                 let message = "replaced while the backup read it; its contents are not backed up".to_owned();
                 self.pending.push_back(WalkItem::Error { path: rel, message });
@@ -269,7 +272,7 @@ impl Walker {
     }
 
     /// Queue the entry for `meta`; `false` when it could not be made.
-    fn push_entry(&mut self, rel: Vec<u8>, source: Source, meta: &Metadata) -> bool {
+    fn push_entry(&mut self, rel: Vec<u8>, source: Source, meta: &Stat) -> bool {
         let mut entry = entry_from_meta(rel.clone(), meta);
         if entry.kind == EntryKind::Symlink {
             match std::fs::read_link(&source) {
@@ -280,16 +283,20 @@ impl Walker {
                 }
             }
         }
-        let xattr_error = match read_xattrs(&source) {
+        let none = match &source.dir {
+            Some(dir) => no_xattrs_at(dir, name_of(&rel)),
+            None => false,
+        };
+        let xattr_error = match if none { Ok(Vec::new()) } else { read_xattrs(&source) } {
             Ok(x) => {
                 entry.xattrs = x;
                 None
             }
             Err(e) => Some(e),
         };
-        if entry.kind == EntryKind::File && meta.nlink() > 1 {
+        if entry.kind == EntryKind::File && meta.nlink > 1 {
             let next = self.links.len() as u64 + 1;
-            entry.hardlink = *self.links.entry((meta.dev(), meta.ino())).or_insert(next);
+            entry.hardlink = *self.links.entry((meta.dev, meta.ino)).or_insert(next);
         }
         if let Err(e) = check_entry(&entry) {
             self.pending.push_back(WalkItem::Error { path: rel, message: format!("not backed up: {e}") });
@@ -336,46 +343,133 @@ fn list_dir(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
     Ok(names)
 }
 
-fn kind_of(meta: &Metadata) -> EntryKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        EntryKind::Dir
-    } else if t.is_symlink() {
-        EntryKind::Symlink
-    } else if t.is_fifo() {
-        EntryKind::Fifo
-    } else if t.is_char_device() {
-        EntryKind::CharDev
-    } else if t.is_block_device() {
-        EntryKind::BlockDev
-    } else if t.is_socket() {
-        EntryKind::Socket
-    } else {
-        EntryKind::File
+/// What the walk keeps of a `stat` answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    /// `st_mode`: type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
+    nlink: u64,
+    size: u64,
+    rdev: u64,
+}
+
+impl From<&Metadata> for Stat {
+    fn from(m: &Metadata) -> Self {
+        Self {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            size: m.len(),
+            rdev: m.rdev(),
+        }
     }
 }
 
-fn entry_from_meta(path: Vec<u8>, meta: &Metadata) -> Entry {
-    let kind = kind_of(meta);
+impl From<FileStat> for Stat {
+    fn from(st: FileStat) -> Self {
+        Self {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            nlink: st.st_nlink,
+            size: st.st_size as u64,
+            rdev: st.st_rdev,
+        }
+    }
+}
+
+impl Stat {
+    fn kind(&self) -> EntryKind {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFLNK => EntryKind::Symlink,
+            libc::S_IFIFO => EntryKind::Fifo,
+            libc::S_IFCHR => EntryKind::CharDev,
+            libc::S_IFBLK => EntryKind::BlockDev,
+            libc::S_IFSOCK => EntryKind::Socket,
+            _ => EntryKind::File,
+        }
+    }
+}
+
+fn entry_from_meta(path: Vec<u8>, meta: &Stat) -> Entry {
+    let kind = meta.kind();
+    let nsec = |n: i64| n.clamp(0, 999_999_999) as u32;
     Entry {
         path,
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mtime: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-        ctime: meta.ctime(),
-        ctime_nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-        ino: meta.ino(),
-        size: if kind == EntryKind::File { meta.len() } else { 0 },
-        rdev: if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) { meta.rdev() } else { 0 },
+        mode: meta.mode & 0o7777,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime.0,
+        mtime_nsec: nsec(meta.mtime.1),
+        ctime: meta.ctime.0,
+        ctime_nsec: nsec(meta.ctime.1),
+        ino: meta.ino,
+        size: if kind == EntryKind::File { meta.size } else { 0 },
+        rdev: if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) { meta.rdev } else { 0 },
         link_target: Vec::new(),
         hardlink: 0,
         payload_offset: 0,
         extents: None,
         xattrs: Vec::new(),
     }
+}
+
+/// The last component of a relative path.
+fn name_of(rel: &[u8]) -> &[u8] {
+    rel.rsplit(|c| *c == b'/').next().unwrap_or(rel)
+}
+
+/// Set once the kernel said it has no `listxattrat`.
+static NO_LISTXATTRAT: AtomicBool = AtomicBool::new(false);
+
+/// Whether `name` in `dir` surely has no extended attributes, asked with
+/// `listxattrat(2)` (Linux 6.13) through the descriptor: the kernel looks
+/// up one name, where a `/proc/self/fd/N/NAME` path costs it five (on
+/// the Linux tree that was a third of the walk's time). `false` means
+/// "read them" (some exist, an error, or no such system call).
+fn no_xattrs_at(dir: &OwnedFd, name: &[u8]) -> bool {
+    // The system call's number is the same on every architecture that has
+    // it (the shared table, from 424 on).
+    const SYS_LISTXATTRAT: libc::c_long = 465;
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) || NO_LISTXATTRAT.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: a descriptor we own, a NUL-terminated name that outlives
+    // the call, and a zero-sized list (the call only returns the size
+    // the names would need, writing nothing).
+    #[allow(unsafe_code)]
+    let size = unsafe {
+        libc::syscall(
+            SYS_LISTXATTRAT,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+            std::ptr::null_mut::<libc::c_char>(),
+            0usize,
+        )
+    };
+    if size < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        NO_LISTXATTRAT.store(true, Ordering::Relaxed);
+    }
+    size == 0
 }
 
 fn unsupported(e: &io::Error) -> bool {
@@ -566,6 +660,35 @@ mod tests {
 
     use super::*;
 
+    /// Asking the kernel through the directory's descriptor whether a file
+    /// has extended attributes never hides one: the walk still finds a
+    /// tagged file's attribute, and where the kernel has `listxattrat`, a
+    /// plain file is answered without reading any.
+    #[test]
+    fn a_file_with_extended_attributes_is_never_taken_for_one_without() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("plain"), b"p").unwrap();
+        fs::write(tmp.path().join("tagged"), b"t").unwrap();
+        if xattr::set(tmp.path().join("tagged"), "user.cairn", b"value").is_err() {
+            return; // no user xattrs on this filesystem
+        }
+        let dir: OwnedFd = File::open(tmp.path()).unwrap().into();
+        assert!(!no_xattrs_at(&dir, b"tagged"));
+        assert!(!no_xattrs_at(&dir, b"missing"));
+        let plain = no_xattrs_at(&dir, b"plain");
+        assert_eq!(plain, !NO_LISTXATTRAT.load(Ordering::Relaxed), "listxattrat missing yet answered");
+        let walked: Vec<Entry> = Walker::new(tmp.path(), &WalkOptions::default())
+            .unwrap()
+            .filter_map(|i| match i {
+                WalkItem::Entry { entry, .. } => Some(entry),
+                _ => None,
+            })
+            .collect();
+        let tagged = walked.iter().find(|e| e.path == b"tagged").unwrap();
+        assert_eq!(tagged.xattrs, vec![(b"user.cairn".to_vec(), b"value".to_vec())]);
+        assert!(walked.iter().find(|e| e.path == b"plain").unwrap().xattrs.is_empty());
+    }
+
     fn paths(root: &Path, excludes: &[&str]) -> Vec<Vec<u8>> {
         let opts =
             WalkOptions { excludes: excludes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
@@ -726,7 +849,7 @@ mod tests {
     }
 
     fn walked(path: &Path) -> Entry {
-        entry_from_meta(b"f".to_vec(), &fs::symlink_metadata(path).unwrap())
+        entry_from_meta(b"f".to_vec(), &Stat::from(&fs::symlink_metadata(path).unwrap()))
     }
 
     #[test]
