@@ -127,12 +127,32 @@ impl Excludes {
 #[derive(Debug, Clone)]
 pub struct Source {
     path: PathBuf,
-    dir: Option<Arc<OwnedFd>>,
+    /// The open directory and where the name starts in `path`.
+    dir: Option<(Arc<OwnedFd>, usize)>,
 }
 
 impl Source {
     fn plain(path: PathBuf) -> Self {
         Self { path, dir: None }
+    }
+
+    /// The name inside the open directory, if there is one.
+    fn at(&self) -> Option<(&OwnedFd, &[u8])> {
+        let (dir, start) = self.dir.as_ref()?;
+        Some((dir, &self.path.as_os_str().as_bytes()[*start..]))
+    }
+
+    /// Open for reading, not following a symlink, with `flags` more:
+    /// through the directory's descriptor where there is one.
+    fn open(&self, flags: i32) -> io::Result<File> {
+        match self.at() {
+            Some((dir, name)) => {
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::from_bits_retain(flags);
+                Ok(File::from(openat(dir, name, flags, Mode::empty())?))
+            }
+            None => OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | flags).open(&self.path),
+        }
     }
 }
 
@@ -163,8 +183,9 @@ struct Frame {
 /// kernel through the descriptor (never through the directory's own path).
 fn child_path(dir: &Arc<OwnedFd>, name: &[u8]) -> Source {
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    let start = p.len();
     p.extend_from_slice(name);
-    Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), dir: Some(dir.clone()) }
+    Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), dir: Some((dir.clone(), start)) }
 }
 
 /// The path of the open directory `dir` itself.
@@ -283,10 +304,7 @@ impl Walker {
                 }
             }
         }
-        let none = match &source.dir {
-            Some(dir) => no_xattrs_at(dir, name_of(&rel)),
-            None => false,
-        };
+        let none = source.at().is_some_and(|(dir, name)| no_xattrs_at(dir, name));
         let xattr_error = match if none { Ok(Vec::new()) } else { read_xattrs(&source) } {
             Ok(x) => {
                 entry.xattrs = x;
@@ -431,11 +449,6 @@ fn entry_from_meta(path: Vec<u8>, meta: &Stat) -> Entry {
     }
 }
 
-/// The last component of a relative path.
-fn name_of(rel: &[u8]) -> &[u8] {
-    rel.rsplit(|c| *c == b'/').next().unwrap_or(rel)
-}
-
 /// Set once the kernel said it has no `listxattrat`.
 static NO_LISTXATTRAT: AtomicBool = AtomicBool::new(false);
 
@@ -517,12 +530,16 @@ pub struct FileData {
 /// (so the stored metadata describes the stored data) and sets
 /// `entry.extents` when the file has holes.
 pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError> {
+    open_source(&Source::plain(source.to_owned()), entry)
+}
+
+/// [`open_data`] for an entry of a walk: opened through its directory's
+/// descriptor.
+pub fn open_source(source: &Source, entry: &mut Entry) -> Result<FileData, WalkError> {
     // Errors name the file by its path in the archive, not by `source`
     // (a `/proc/self/fd` path during a walk).
     let shown = PathBuf::from(OsStr::from_bytes(&entry.path));
-    let open = |extra: i32| {
-        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra).open(source)
-    };
+    let open = |extra: i32| source.open(libc::O_NONBLOCK | extra);
     let file = match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         r => r,
