@@ -42,9 +42,9 @@ pub use catalog::CatalogError;
 pub use chunker::CdcParams;
 pub use chunker::ChunkId;
 pub use filevol::{
-    CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, DatastoreConfig, DynamicIndex, FixedIndex, GcStats, IndexError,
-    IndexRef, Manifest, Owner, S3Settings, SourceHandler, StoreError, SyncStats, WriteCounters, Writer,
-    check_blob, decode_checked,
+    CONFIG_FILE, DEFAULT_CREDENTIALS_FILE, DEFAULT_ZSTD_LEVEL, DatastoreConfig, DynamicIndex, FixedIndex,
+    GcStats, IndexError, IndexRef, Manifest, Owner, S3Settings, SourceHandler, StoreError, SyncStats,
+    WriteCounters, Writer, check_blob, decode_checked,
 };
 pub use progress::Progress;
 

@@ -89,9 +89,14 @@ pub struct DatastoreConfig {
     pub zstd_level: i32,
 }
 
+/// The zstd level of a new datastore. Level 1, as Proxmox Backup Server
+/// uses: on the Linux tree it compresses 16 % faster than level 3 and
+/// stores 10 % more (`docs/benchmarks.md`).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
 impl Default for DatastoreConfig {
     fn default() -> Self {
-        Self { cdc: CdcParams::default(), zstd_level: 3 }
+        Self { cdc: CdcParams::default(), zstd_level: DEFAULT_ZSTD_LEVEL }
     }
 }
 

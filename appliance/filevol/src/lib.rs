@@ -20,7 +20,7 @@ pub mod snapshot;
 mod writer;
 
 pub use chunkstore::{ChunkStore, check_blob, decode_checked};
-pub use datastore::{CONFIG_FILE, Datastore, DatastoreConfig};
+pub use datastore::{CONFIG_FILE, DEFAULT_ZSTD_LEVEL, Datastore, DatastoreConfig};
 pub use error::{Result, StoreError};
 pub use gc::GcStats;
 pub use index::{DynamicIndex, FixedIndex, IndexError};

@@ -25,7 +25,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 4096, value_name = "KIB")]
     chunk_max: usize,
     /// zstd compression level (1-19; 0 stores chunks uncompressed).
-    #[arg(long, default_value_t = 3, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=19))]
+    #[arg(long, default_value_t = engine::DEFAULT_ZSTD_LEVEL, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=19))]
     zstd_level: i32,
     #[command(flatten)]
     s3: S3InitArgs,
