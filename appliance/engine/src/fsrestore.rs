@@ -129,7 +129,10 @@ pub enum Begin {
 /// written by other threads through [`FileSink::file`].
 #[derive(Debug)]
 pub struct FileSink {
-    file: Arc<File>,
+    /// The file, once created (see [`FileSink::create`]).
+    file: Option<Arc<File>>,
+    /// Where to create it, when the restorer left that to the writer.
+    create: Option<CreateAt>,
     rel: Vec<u8>,
     shown: String,
     entry: Box<Entry>,
@@ -144,10 +147,11 @@ impl FileSink {
     /// Write the next payload bytes: they land in the file's data extents in
     /// order, the holes between them are skipped.
     pub fn write(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let file = self.file()?;
         let mut at = 0;
         for (off, n) in self.place(data.len() as u64)? {
             let piece = &data[at..at + n as usize];
-            self.file.write_all_at(piece, off).map_err(|e| io_error("write", &self.shown, e))?;
+            file.write_all_at(piece, off).map_err(|e| io_error("write", &self.shown, e))?;
             at += n as usize;
         }
         Ok(())
@@ -176,9 +180,32 @@ impl FileSink {
         Ok(pieces)
     }
 
-    /// The open file, for writing placed bytes from another thread.
-    pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+    /// The open file, for writing placed bytes from another thread;
+    /// created first if the restorer left that to the writer.
+    pub fn file(&mut self) -> Result<Arc<File>, RestoreError> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let c = self.create.take().expect("a sink has a file or a place to create it");
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = create_at(&c.dir, &c.name, &self.shown, c.overwrite, EntryKind::File, || {
+            openat(&*c.dir, c.name.as_slice(), flags, mode_of(0o600))
+        })?;
+        let file = Arc::new(File::from(fd));
+        self.file = Some(file.clone());
+        Ok(file)
+    }
+
+    /// Move the creation (and the writes) to another thread: the sink
+    /// without it, and a [`Creation`] that makes the file once.
+    pub fn creation(&mut self) -> Creation {
+        Creation {
+            made: std::sync::OnceLock::new(),
+            sink_file: self.file.clone(),
+            create: Mutex::new(self.create.take()),
+            shown: self.shown.clone(),
+            error: Mutex::new(None),
+        }
     }
 
     /// The file's path in the target, escaped for a terminal.
@@ -194,6 +221,112 @@ impl FileSink {
     /// Payload bytes still expected.
     pub fn remaining(&self) -> u64 {
         self.entry.data_len() - self.written
+    }
+}
+
+/// Where a file is to be created: its parent (held open) and name.
+#[derive(Debug)]
+struct CreateAt {
+    dir: Arc<OwnedFd>,
+    name: Vec<u8>,
+    overwrite: bool,
+}
+
+/// A file's creation shared by the threads that write it: the first to
+/// need the file creates it (`O_EXCL | O_NOFOLLOW` in its parent's
+/// descriptor), the others wait for it.
+#[derive(Debug)]
+pub struct Creation {
+    made: std::sync::OnceLock<Option<Arc<File>>>,
+    sink_file: Option<Arc<File>>,
+    create: Mutex<Option<CreateAt>>,
+    shown: String,
+    error: Mutex<Option<RestoreError>>,
+}
+
+impl Creation {
+    /// The file, or `None` if it could not be created (see [`Creation::error`]).
+    pub fn file(&self) -> Option<&Arc<File>> {
+        self.made
+            .get_or_init(|| {
+                if let Some(file) = &self.sink_file {
+                    return Some(file.clone());
+                }
+                let c = self.create.lock().expect("lock").take()?;
+                let flags =
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let made = create_at(&c.dir, &c.name, &self.shown, c.overwrite, EntryKind::File, || {
+                    openat(&*c.dir, c.name.as_slice(), flags, mode_of(0o600))
+                });
+                match made {
+                    Ok(fd) => Some(Arc::new(File::from(fd))),
+                    Err(e) => {
+                        *self.error.lock().expect("lock") = Some(e);
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The file, or why it could not be created (told once).
+    pub fn result(&self) -> Result<Arc<File>, RestoreError> {
+        match self.file() {
+            Some(file) => Ok(file.clone()),
+            None => Err(self.error.lock().expect("lock").take().unwrap_or_else(|| {
+                io_error("create", &self.shown, io::Error::other("the file was not created"))
+            })),
+        }
+    }
+}
+
+/// Run `create`; if the name is taken, make room (with `overwrite`, an
+/// existing non-directory is removed; without, an error naming the path;
+/// an existing directory where the archive has something else is an
+/// error) and try once more. Works in `dir` only: any thread may call it.
+fn create_at<T>(
+    dir: &OwnedFd,
+    name: &[u8],
+    shown: &str,
+    overwrite: bool,
+    kind: EntryKind,
+    create: impl Fn() -> nix::Result<T>,
+) -> Result<T, RestoreError> {
+    match create() {
+        Err(Errno::EEXIST) => {}
+        r => return r.map_err(|e| io_error("create", shown, e)),
+    }
+    clear_at(dir, name, shown, overwrite, kind)?;
+    create().map_err(|e| io_error("create", shown, e))
+}
+
+/// Make room for a new object at `name` (see [`create_at`]).
+fn clear_at(
+    dir: &OwnedFd,
+    name: &[u8],
+    shown: &str,
+    overwrite: bool,
+    kind: EntryKind,
+) -> Result<(), RestoreError> {
+    if !occupied_at(dir, name, shown, kind)? {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(RestoreError::Exists { path: shown.to_owned() });
+    }
+    unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", shown, e))
+}
+
+/// Whether something exists at `name`; an existing directory where the
+/// archive has a non-directory is an error.
+fn occupied_at(dir: &OwnedFd, name: &[u8], shown: &str, kind: EntryKind) -> Result<bool, RestoreError> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(io_error("inspect", shown, e)),
+        Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR && kind != EntryKind::Dir => {
+            Err(RestoreError::IsDir { path: shown.to_owned(), kind: kind_name(kind) })
+        }
+        Ok(_) => Ok(true),
     }
 }
 
@@ -221,7 +354,9 @@ pub struct Restorer {
     opts: RestoreOptions,
     is_root: bool,
     /// The parent directory of the previous entry, kept open.
-    parent: Option<(Vec<u8>, OwnedFd)>,
+    parent: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    /// Leave creating files to whoever writes them ([`FileSink::file`]).
+    defer_files: bool,
     dirs: Vec<DirMeta>,
     symlinks: Vec<(Vec<u8>, Entry)>,
     /// Hard-link group → path of its first restored member.
@@ -290,8 +425,20 @@ impl Completer {
     /// Finish a file whose payload bytes were all placed and written:
     /// size, owner, xattrs, mode (after the owner: chown clears setuid),
     /// mtime. `failed` says why its data did not arrive whole.
-    pub fn complete(&self, sink: FileSink, failed: Option<String>) -> Completed {
-        let FileSink { file, rel, shown, entry, written, .. } = sink;
+    pub fn complete(&self, mut sink: FileSink, failed: Option<String>) -> Completed {
+        let file = sink.file();
+        self.complete_with(sink, file, failed)
+    }
+
+    /// [`Completer::complete`] with the file as a [`Creation`] made it: a
+    /// file that could not be created stops the restore.
+    pub fn complete_with(
+        &self,
+        sink: FileSink,
+        file: Result<Arc<File>, RestoreError>,
+        failed: Option<String>,
+    ) -> Completed {
+        let FileSink { rel, shown, entry, written, .. } = sink;
         let mut done = Completed {
             rel,
             shown,
@@ -301,10 +448,17 @@ impl Completer {
             setuid_cleared: false,
             outcome: Outcome::Done,
         };
-        if let Some(why) = failed {
-            done.outcome = Outcome::DataFailed(why);
-            return done;
-        }
+        let file = match (file, failed) {
+            (Err(e), _) => {
+                done.outcome = Outcome::Failed(e);
+                return done;
+            }
+            (Ok(_), Some(why)) => {
+                done.outcome = Outcome::DataFailed(why);
+                return done;
+            }
+            (Ok(file), None) => file,
+        };
         if let Err(e) = self.metadata(&file, &entry, &mut done) {
             done.outcome = Outcome::Failed(e);
         }
@@ -455,6 +609,7 @@ impl Restorer {
             opts,
             is_root: nix::unistd::geteuid().is_root(),
             parent: None,
+            defer_files: false,
             dirs: Vec::new(),
             symlinks: Vec::new(),
             links: HashMap::new(),
@@ -498,7 +653,7 @@ impl Restorer {
 
     fn begin_in(
         &mut self,
-        dir: &OwnedFd,
+        dir: &Arc<OwnedFd>,
         name: &[u8],
         rel: &[u8],
         entry: &Entry,
@@ -533,11 +688,18 @@ impl Restorer {
 
     /// The open parent directory of an entry, taken out of the one-entry
     /// cache (`begin` puts it back for the entry's siblings).
-    fn take_parent_dir(&mut self, parent: &[u8]) -> Result<OwnedFd, RestoreError> {
+    fn take_parent_dir(&mut self, parent: &[u8]) -> Result<Arc<OwnedFd>, RestoreError> {
         match self.parent.take() {
             Some((p, fd)) if p == parent => Ok(fd),
-            _ => self.open_dir(parent, true),
+            _ => self.open_dir(parent, true).map(Arc::new),
         }
+    }
+
+    /// Leave creating each file to whoever writes it: [`Begin::Data`]'s
+    /// sink creates it on [`FileSink::file`] (or [`FileSink::creation`]),
+    /// on any thread, in the parent directory this restorer opened.
+    pub fn defer_file_creation(&mut self) {
+        self.defer_files = true;
     }
 
     /// Open the directory `rel` one component at a time without following
@@ -573,8 +735,6 @@ impl Restorer {
         Ok(cur)
     }
 
-    /// Whether something exists at `name`; an existing directory where the
-    /// archive has a non-directory is an error.
     fn occupied(
         &self,
         dir: &OwnedFd,
@@ -582,30 +742,13 @@ impl Restorer {
         rel: &[u8],
         kind: EntryKind,
     ) -> Result<bool, RestoreError> {
-        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(io_error("inspect", &self.shown(rel), e)),
-            Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR && kind != EntryKind::Dir => {
-                Err(RestoreError::IsDir { path: self.shown(rel), kind: kind_name(kind) })
-            }
-            Ok(_) => Ok(true),
-        }
+        occupied_at(dir, name, &self.shown(rel), kind)
     }
 
-    /// Make room for a new object: with `overwrite`, remove the existing
-    /// non-directory at `name`; without it, an error naming the path.
     fn clear(&self, dir: &OwnedFd, name: &[u8], rel: &[u8], kind: EntryKind) -> Result<(), RestoreError> {
-        if !self.occupied(dir, name, rel, kind)? {
-            return Ok(());
-        }
-        if !self.opts.overwrite {
-            return Err(RestoreError::Exists { path: self.shown(rel) });
-        }
-        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(|e| io_error("remove", &self.shown(rel), e))
+        clear_at(dir, name, &self.shown(rel), self.opts.overwrite, kind)
     }
 
-    /// Run `create`; if the name is taken, clear it (see [`Self::clear`])
-    /// and try once more.
     fn create<T>(
         &self,
         dir: &OwnedFd,
@@ -614,12 +757,7 @@ impl Restorer {
         kind: EntryKind,
         create: impl Fn() -> nix::Result<T>,
     ) -> Result<T, RestoreError> {
-        match create() {
-            Err(Errno::EEXIST) => {}
-            r => return r.map_err(|e| io_error("create", &self.shown(rel), e)),
-        }
-        self.clear(dir, name, rel, kind)?;
-        create().map_err(|e| io_error("create", &self.shown(rel), e))
+        create_at(dir, name, &self.shown(rel), self.opts.overwrite, kind, create)
     }
 
     fn make_dir(
@@ -672,7 +810,7 @@ impl Restorer {
 
     fn make_file(
         &mut self,
-        dir: &OwnedFd,
+        dir: &Arc<OwnedFd>,
         name: &[u8],
         rel: &[u8],
         entry: &Entry,
@@ -688,15 +826,15 @@ impl Restorer {
             self.stats.links += 1;
             return Ok(Begin::Done);
         }
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = self.create(dir, name, rel, entry.kind, || openat(dir, name, flags, mode_of(0o600)))?;
+        let create = CreateAt { dir: dir.clone(), name: name.to_vec(), overwrite: self.opts.overwrite };
         let plan = match &entry.extents {
             Some(ext) => ext.clone(),
             None if entry.size > 0 => vec![(0, entry.size)],
             None => Vec::new(),
         };
-        Ok(Begin::Data(FileSink {
-            file: Arc::new(File::from(fd)),
+        let mut sink = FileSink {
+            file: None,
+            create: Some(create),
             rel: rel.to_vec(),
             shown: self.shown(rel),
             entry: Box::new(entry.clone()),
@@ -704,7 +842,11 @@ impl Restorer {
             idx: 0,
             done: 0,
             written: 0,
-        }))
+        };
+        if !self.defer_files {
+            sink.file()?;
+        }
+        Ok(Begin::Data(sink))
     }
 
     /// Remove the file a failed copy left half written (it was created

@@ -1,20 +1,22 @@
 //! Writing restored files on several threads.
 //!
-//! The restore's own thread keeps everything that names a path in the
-//! target — creating files, directories and links, removing failed files —
-//! in archive order (see `fsrestore`). It hands each new file's open
-//! descriptor and its data, as slices of decoded chunks, to this pool,
-//! whose threads write the bytes at their offsets and complete the file
-//! (size, owner, xattrs, mode, time) through the descriptor alone. A file
-//! bigger than a segment is split into several writes, which may run on
-//! different threads; whichever finishes last completes the file.
+//! The restore's own thread keeps everything that resolves a path in the
+//! target — opening parents one component at a time, creating
+//! directories, links and special files, removing failed files — in
+//! archive order (see `fsrestore`). It hands each file, with its data as
+//! slices of decoded chunks, to this pool: either the open descriptor, or
+//! the parent's descriptor and the name to create (`O_EXCL | O_NOFOLLOW`)
+//! there ([`crate::fsrestore::Creation`]). The pool's threads write the
+//! bytes at their offsets and complete the file (size, owner, xattrs,
+//! mode, time) through its descriptor alone. A file bigger than a segment
+//! is split into several writes, which may run on different threads: the
+//! first creates the file, whichever finishes last completes it.
 //!
 //! Memory and descriptors are bounded: the decoded chunks that queued
 //! writes hold count against [`BUDGET`] (each write counts every chunk it
 //! touches in full, so the bound holds however the chunks are shared), and
 //! at most [`MAX_OPEN`] files are open at once.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,7 +24,7 @@ use std::thread::Scope;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::fsrestore::{Completed, Completer, FileSink, RestoreError};
+use crate::fsrestore::{Completed, Completer, Creation, FileSink, RestoreError};
 use crate::pipeline::thread_cpu;
 
 /// Bytes of decoded chunks that queued writes may hold.
@@ -42,7 +44,8 @@ struct Piece {
 
 /// One file in the pool.
 struct Target {
-    file: Arc<File>,
+    /// Made by the first write that needs it.
+    creation: Creation,
     shown: String,
     /// Writes not yet done, plus one until the sealing write is done.
     pending: AtomicUsize,
@@ -130,14 +133,14 @@ impl WritePool {
     }
 
     /// Take over a new file; waits while [`MAX_OPEN`] files are open.
-    pub fn open(&mut self, sink: FileSink) -> FileWrite {
+    pub fn open(&mut self, mut sink: FileSink) -> FileWrite {
         let mut load = self.gate.wait(|l| l.open < MAX_OPEN);
         load.open += 1;
         load.peak.1 = load.peak.1.max(load.open);
         drop(load);
         self.outstanding += 1;
         let target = Arc::new(Target {
-            file: sink.file(),
+            creation: sink.creation(),
             shown: sink.shown().to_owned(),
             pending: AtomicUsize::new(1),
             failed: Mutex::new(None),
@@ -239,10 +242,10 @@ fn writer(queue: Receiver<Write>, finished: Sender<Completed>, gate: &Gate, comp
     let start = thread_cpu();
     for write in queue {
         let Write { target, pieces, cost, seal } = write;
-        let ok = target.failed.lock().expect("lock").is_none();
-        if ok {
+        let file = target.creation.file();
+        if let Some(file) = file.filter(|_| target.failed.lock().expect("lock").is_none()) {
             for p in &pieces {
-                if let Err(e) = target.file.write_all_at(&p.chunk[p.at..p.at + p.len], p.offset) {
+                if let Err(e) = file.write_all_at(&p.chunk[p.at..p.at + p.len], p.offset) {
                     *target.failed.lock().expect("lock") =
                         Some(format!("cannot write {}: {e}", target.shown));
                     break;
@@ -260,7 +263,7 @@ fn writer(queue: Receiver<Write>, finished: Sender<Completed>, gate: &Gate, comp
         let (sink, failed) =
             target.sealed.lock().expect("lock").take().expect("sealed before the last write");
         let failed = failed.or_else(|| target.failed.lock().expect("lock").take());
-        let done = completer.complete(sink, failed);
+        let done = completer.complete_with(sink, target.creation.result(), failed);
         drop(target);
         gate.release(cost, 1);
         if finished.send(done).is_err() {
@@ -308,13 +311,17 @@ mod tests {
     }
 
     /// Files of every size (more than [`MAX_OPEN`] of them, some bigger
-    /// than a segment, one sparse, one whose data fails) go through the
-    /// pool in "chunks" of 1 MiB: each lands whole with its metadata, the
-    /// failed one is removed, and the queued chunks never pass the budget.
+    /// than a segment, one sparse, one whose data fails, one whose name is
+    /// taken) go through the pool in "chunks" of 1 MiB, created by the
+    /// pool's threads: each lands whole with its metadata, the failed one
+    /// is removed, the taken name is an error that leaves the file there
+    /// alone, and the queued chunks never pass the budget.
     #[test]
     fn files_of_every_size_land_whole_within_the_budget() {
         let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f9"), b"already here").unwrap();
         let mut r = Restorer::new(tmp.path(), RestoreOptions::default()).unwrap();
+        r.defer_file_creation();
         let sizes: Vec<u64> = (0..400u64)
             .map(|i| match i % 100 {
                 7 => 9 << 20,
@@ -323,12 +330,13 @@ mod tests {
             })
             .collect();
         let sparse = file("sparse", 12 << 20, Some(vec![(1 << 20, 3 << 20), (10 << 20, 5)]));
-        let (mut restored, mut failed) = (0, Vec::new());
+        let (mut restored, mut failed, mut refused) = (0, Vec::new(), Vec::new());
         std::thread::scope(|scope| {
             let mut pool = WritePool::start(scope, r.completer(), 3);
-            let mut settle = |r: &mut Restorer, done| match r.settle(done).unwrap() {
-                Settled::Restored(_) => restored += 1,
-                Settled::Failed(path, why) => failed.push((path, why)),
+            let mut settle = |r: &mut Restorer, done| match r.settle(done) {
+                Ok(Settled::Restored(_)) => restored += 1,
+                Ok(Settled::Failed(path, why)) => failed.push((path, why)),
+                Err(e) => refused.push(e.to_string()),
             };
             let mut entries: Vec<(Entry, Vec<u8>)> = sizes
                 .iter()
@@ -362,11 +370,16 @@ mod tests {
             pool.close_all();
         });
         let stats = r.finish().unwrap();
-        assert_eq!(restored, sizes.len());
+        assert_eq!(restored, sizes.len() - 1);
+        assert!(
+            refused.len() == 1 && refused[0].ends_with("f9 already exists; use --overwrite to replace it"),
+            "{refused:?}"
+        );
+        assert_eq!(std::fs::read(tmp.path().join("f9")).unwrap(), b"already here");
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert!(failed[0].0.ends_with("/f5") && failed[0].1 == "chunk missing", "{failed:?}");
         assert!(!tmp.path().join("f5").exists(), "a failed file was left behind");
-        for (i, &n) in sizes.iter().enumerate().filter(|(i, _)| *i != 5) {
+        for (i, &n) in sizes.iter().enumerate().filter(|(i, _)| *i != 5 && *i != 9) {
             let path = tmp.path().join(format!("f{i}"));
             assert!(std::fs::read(&path).unwrap() == bytes(i, n), "f{i} differs");
             let meta = std::fs::metadata(&path).unwrap();
@@ -379,6 +392,6 @@ mod tests {
         assert!(got[1 << 20..4 << 20] == data[..3 << 20]);
         assert!(got[4 << 20..10 << 20].iter().all(|b| *b == 0));
         assert!(got[10 << 20..(10 << 20) + 5] == data[3 << 20..]);
-        assert_eq!(stats.files as usize, sizes.len());
+        assert_eq!(stats.files as usize, sizes.len() - 1);
     }
 }
