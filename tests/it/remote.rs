@@ -302,7 +302,10 @@ fn clients_keep_to_the_servers_upload_limit_and_retry_when_busy() {
     for child in [first, second] {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
+        if !out.status.success() {
+            let log = std::fs::read_to_string(store.path("serve.stderr")).unwrap_or_default();
+            panic!("{stderr}\nthe server's log:\n{log}");
+        }
         retried += stderr.matches("(429); trying again").count();
         let done: Value = serde_json::from_slice(&out.stdout).unwrap();
         ids.push(done["id"].as_str().unwrap().to_owned());

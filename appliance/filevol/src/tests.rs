@@ -311,3 +311,26 @@ fn a_work_area_goes_with_its_owner_and_with_a_dead_one() {
     ds.collect_garbage(&mut |_| {}).unwrap();
     assert!(writer_files(&ds).is_empty(), "gc removes a dead owner's area: {:?}", writer_files(&ds));
 }
+
+/// Backups of different groups start at once while others look for dead
+/// writers: a journal just created and not yet locked is never taken for
+/// a dead writer's (it was, and the backup failed on a vanished journal).
+#[test]
+fn writers_starting_at_once_never_remove_each_others_journals() {
+    let (_tmp, ds) = store();
+    std::thread::scope(|scope| {
+        for t in 0..6 {
+            let ds = ds.clone();
+            scope.spawn(move || {
+                let group = BackupGroup::parse(&format!("host/g{t}"), &Namespace::root()).unwrap();
+                for _ in 0..60 {
+                    let w = ds.begin_backup(&group).expect("a backup starts");
+                    let area = ds.work_area().expect("a work area is made");
+                    assert!(area.path().exists(), "a work area removed under its owner");
+                    drop((w, area));
+                }
+            });
+        }
+    });
+    assert!(writer_files(&ds).is_empty(), "{:?}", writer_files(&ds));
+}

@@ -77,11 +77,17 @@ impl Datastore {
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let writers = self.dir("writers");
         let new = writers.join(format!("{uuid}.journal.new"));
-        let file = OpenOptions::new().append(true).create_new(true).open(&new).at(&new)?;
-        let journal = Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| StoreError::io(&new, e.into()))?;
         let journal_path = writers.join(format!("{uuid}.journal"));
-        fs::rename(&new, &journal_path).at(&journal_path)?;
+        let journal = {
+            // Between its creation and its lock, a journal would look dead
+            // to another process's cleanup.
+            let _creating = self.writers_lock()?;
+            let file = OpenOptions::new().append(true).create_new(true).open(&new).at(&new)?;
+            let journal = Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| StoreError::io(&new, e.into()))?;
+            fs::rename(&new, &journal_path).at(&journal_path)?;
+            journal
+        };
         let work = writers.join(format!("{uuid}.work"));
         fs::create_dir_all(work.join("snapshot")).at(&work)?;
         Ok(Writer {
@@ -117,17 +123,28 @@ impl Datastore {
         let writers = self.dir("writers");
         let uuid = uuid::Uuid::new_v4();
         let lock_path = writers.join(format!("{uuid}.area-lock"));
+        let creating = self.writers_lock()?;
         let lock = lock_file(&lock_path, LockMode::ExclusiveNow)?
             .ok_or_else(|| StoreError::io(&lock_path, std::io::Error::other("a new lock file is taken")))?;
+        drop(creating);
         let dir = writers.join(format!("{uuid}.area"));
         fs::create_dir(&dir).at(&dir)?;
         Ok(WorkArea { dir, lock_path, _lock: lock })
+    }
+
+    /// Held while a writer's journal or work area is created and locked,
+    /// and while dead writers are looked for: a file created and not yet
+    /// locked is not taken for a dead writer's.
+    fn writers_lock(&self) -> Result<Flock<File>> {
+        let path = self.dir("locks").join("writers");
+        Ok(lock_file(&path, LockMode::Exclusive)?.expect("blocking lock returns a guard"))
     }
 
     /// Remove journals and work areas of writers that died (kill -9, power
     /// loss): their lock is free. Their chunks become garbage for `gc`.
     pub fn cleanup_dead_writers(&self) -> Result<()> {
         let writers = self.dir("writers");
+        let _no_new_writers = self.writers_lock()?;
         let gc_idle = lock_file(&self.dir("locks").join("gc"), LockMode::SharedNow)?;
         for entry in fs::read_dir(&writers).at(&writers)? {
             let path = entry.at(&writers)?.path();
