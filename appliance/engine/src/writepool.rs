@@ -33,6 +33,11 @@ pub const BUDGET: u64 = 48 << 20;
 pub const MAX_OPEN: usize = 256;
 /// A file's data goes out in writes of at most this many bytes.
 const SEGMENT: u64 = 4 << 20;
+/// Writes go to the threads in batches of this many (or [`BATCH_BYTES`]):
+/// one hand-over per small file cost a thread wake-up each, more CPU than
+/// the writes themselves on a tree of small files.
+const BATCH: usize = 32;
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// Bytes of one decoded chunk for one place in a file.
 struct Piece {
@@ -68,6 +73,8 @@ struct Load {
     open: usize,
     /// The most of each there ever were.
     peak: (u64, usize),
+    /// The restore's thread waits until the pool has drained to half.
+    waiting: bool,
 }
 
 #[derive(Default)]
@@ -78,10 +85,20 @@ struct Gate {
 }
 
 impl Gate {
+    fn now(&self, ready: impl Fn(&Load) -> bool) -> Option<std::sync::MutexGuard<'_, Load>> {
+        let load = self.load.lock().expect("lock");
+        ready(&load).then_some(load)
+    }
+
+    /// Wait until `ready`: woken only once the pool is down to half its
+    /// budget and open files, not at every write (a wake-up per small
+    /// file costs more CPU than writing it).
     fn wait(&self, ready: impl Fn(&Load) -> bool) -> std::sync::MutexGuard<'_, Load> {
         let mut load = self.load.lock().expect("lock");
         while !ready(&load) {
+            load.waiting = true;
             load = self.freed.wait(load).expect("lock");
+            load.waiting = false;
         }
         load
     }
@@ -90,7 +107,9 @@ impl Gate {
         let mut load = self.load.lock().expect("lock");
         load.bytes -= bytes;
         load.open -= open;
-        self.freed.notify_one();
+        if load.waiting && load.open <= MAX_OPEN / 2 && load.bytes <= BUDGET / 2 {
+            self.freed.notify_one();
+        }
     }
 }
 
@@ -106,7 +125,13 @@ pub struct FileWrite {
 
 /// The pool's threads and queues.
 pub struct WritePool {
-    writes: Option<Sender<Write>>,
+    /// `None` when the pool has no threads (see [`WritePool::start`]).
+    writes: Option<Sender<Vec<Write>>>,
+    /// Without threads: what completes the files here, and those completed.
+    inline: Option<(Completer, std::collections::VecDeque<Completed>)>,
+    /// Writes not yet handed over, and their bytes.
+    batch: Vec<Write>,
+    batch_bytes: u64,
     done: Receiver<Completed>,
     gate: Arc<Gate>,
     /// Files handed over and not yet taken back with [`WritePool::next`].
@@ -115,10 +140,25 @@ pub struct WritePool {
 }
 
 impl WritePool {
-    /// Start `threads` writers in `scope`.
+    /// Start `threads` writers in `scope`; with none, every write is done
+    /// on the caller's thread when it is handed over.
     pub fn start<'scope>(scope: &'scope Scope<'scope, '_>, completer: Completer, threads: usize) -> Self {
-        let threads = threads.max(1);
-        let (writes, queue) = unbounded::<Write>();
+        if threads == 0 {
+            let (_, done) = unbounded();
+            let gate = Arc::new(Gate::default());
+            let inline = Some((completer, std::collections::VecDeque::new()));
+            return Self {
+                writes: None,
+                inline,
+                batch: Vec::new(),
+                batch_bytes: 0,
+                done,
+                gate,
+                outstanding: 0,
+                threads,
+            };
+        }
+        let (writes, queue) = unbounded::<Vec<Write>>();
         let (finished, done) = unbounded::<Completed>();
         let gate = Arc::new(Gate::default());
         for i in 0..threads {
@@ -129,12 +169,30 @@ impl WritePool {
                 .spawn_scoped(scope, move || writer(queue, finished, &gate, &completer))
                 .expect("spawning a restore writer");
         }
-        Self { writes: Some(writes), done, gate, outstanding: 0, threads }
+        Self {
+            writes: Some(writes),
+            inline: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            done,
+            gate,
+            outstanding: 0,
+            threads,
+        }
     }
 
     /// Take over a new file; waits while [`MAX_OPEN`] files are open.
     pub fn open(&mut self, mut sink: FileSink) -> FileWrite {
-        let mut load = self.gate.wait(|l| l.open < MAX_OPEN);
+        let ready = |l: &Load| l.open < MAX_OPEN;
+        let gate = self.gate.clone();
+        let mut load = match gate.now(ready) {
+            Some(load) => load,
+            None => {
+                // What frees a slot may still be in the batch.
+                self.flush();
+                gate.wait(ready)
+            }
+        };
         load.open += 1;
         load.peak.1 = load.peak.1.max(load.open);
         drop(load);
@@ -191,17 +249,49 @@ impl WritePool {
 
     fn send(&mut self, mut write: Write, cost: u64) {
         // A write bigger than the budget alone goes once nothing else is queued.
-        let mut load = self.gate.wait(|l| l.bytes == 0 || l.bytes + cost <= BUDGET);
+        let ready = |l: &Load| l.bytes == 0 || l.bytes + cost <= BUDGET;
+        let gate = self.gate.clone();
+        let mut load = match gate.now(ready) {
+            Some(load) => load,
+            None => {
+                self.flush();
+                gate.wait(ready)
+            }
+        };
         load.bytes += cost;
         load.peak.0 = load.peak.0.max(load.bytes);
         drop(load);
         write.cost = cost;
-        self.writes.as_ref().expect("open").send(write).expect("the writers outlive the pool");
+        self.batch_bytes += write.pieces.iter().map(|p| p.len as u64).sum::<u64>();
+        self.batch.push(write);
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Hand the batch to the threads.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        if let Some((completer, done)) = &mut self.inline {
+            let start = thread_cpu();
+            done.extend(batch.into_iter().filter_map(|w| run(w, &self.gate, completer)));
+            let cpu = ((thread_cpu() - start) * 1e9) as usize;
+            self.gate.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+            return;
+        }
+        self.writes.as_ref().expect("open").send(batch).expect("the writers outlive the pool");
     }
 
     /// A completed file, if one is ready.
     pub fn try_next(&mut self) -> Option<Completed> {
-        let done = self.done.try_recv().ok()?;
+        let done = match &mut self.inline {
+            Some((_, done)) => done.pop_front()?,
+            None => self.done.try_recv().ok()?,
+        };
         self.outstanding -= 1;
         Some(done)
     }
@@ -212,13 +302,18 @@ impl WritePool {
         if self.outstanding == 0 {
             return None;
         }
-        let done = self.done.recv().expect("the writers outlive the pool");
+        self.flush();
+        let done = match &mut self.inline {
+            Some((_, done)) => done.pop_front().expect("a write handed over inline is done"),
+            None => self.done.recv().expect("the writers outlive the pool"),
+        };
         self.outstanding -= 1;
         Some(done)
     }
 
     /// Let the writers end once the queue is empty (the scope joins them).
     pub fn close_all(&mut self) {
+        self.flush();
         self.writes = None;
     }
 
@@ -238,40 +333,45 @@ impl PoolClock {
     }
 }
 
-fn writer(queue: Receiver<Write>, finished: Sender<Completed>, gate: &Gate, completer: &Completer) {
+fn writer(queue: Receiver<Vec<Write>>, finished: Sender<Completed>, gate: &Gate, completer: &Completer) {
     let start = thread_cpu();
-    for write in queue {
-        let Write { target, pieces, cost, seal } = write;
-        let file = target.creation.file();
-        if let Some(file) = file.filter(|_| target.failed.lock().expect("lock").is_none()) {
-            for p in &pieces {
-                if let Err(e) = file.write_all_at(&p.chunk[p.at..p.at + p.len], p.offset) {
-                    *target.failed.lock().expect("lock") =
-                        Some(format!("cannot write {}: {e}", target.shown));
-                    break;
-                }
-            }
-        }
-        drop(pieces);
-        if let Some(seal) = seal {
-            *target.sealed.lock().expect("lock") = Some(seal);
-        }
-        if target.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
-            gate.release(cost, 0);
-            continue;
-        }
-        let (sink, failed) =
-            target.sealed.lock().expect("lock").take().expect("sealed before the last write");
-        let failed = failed.or_else(|| target.failed.lock().expect("lock").take());
-        let done = completer.complete_with(sink, target.creation.result(), failed);
-        drop(target);
-        gate.release(cost, 1);
-        if finished.send(done).is_err() {
+    for write in queue.into_iter().flatten() {
+        if let Some(done) = run(write, gate, completer)
+            && finished.send(done).is_err()
+        {
             break;
         }
     }
     let cpu = ((thread_cpu() - start) * 1e9) as usize;
     gate.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+}
+
+/// Do one write; the file, completed, if this was its last.
+fn run(write: Write, gate: &Gate, completer: &Completer) -> Option<Completed> {
+    let Write { target, pieces, cost, seal } = write;
+    let file = target.creation.file();
+    if let Some(file) = file.filter(|_| target.failed.lock().expect("lock").is_none()) {
+        for p in &pieces {
+            if let Err(e) = file.write_all_at(&p.chunk[p.at..p.at + p.len], p.offset) {
+                *target.failed.lock().expect("lock") = Some(format!("cannot write {}: {e}", target.shown));
+                break;
+            }
+        }
+    }
+    drop(pieces);
+    if let Some(seal) = seal {
+        *target.sealed.lock().expect("lock") = Some(seal);
+    }
+    if target.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+        gate.release(cost, 0);
+        return None;
+    }
+    let (sink, failed) = target.sealed.lock().expect("lock").take().expect("sealed before the last write");
+    let failed = failed.or_else(|| target.failed.lock().expect("lock").take());
+    let done = completer.complete_with(sink, target.creation.result(), failed);
+    drop(target);
+    gate.release(cost, 1);
+    Some(done)
 }
 
 #[cfg(test)]
@@ -318,6 +418,16 @@ mod tests {
     /// alone, and the queued chunks never pass the budget.
     #[test]
     fn files_of_every_size_land_whole_within_the_budget() {
+        every_size(3);
+    }
+
+    /// The same with no threads: every write done when handed over.
+    #[test]
+    fn without_threads_the_pool_writes_on_the_callers_thread() {
+        every_size(0);
+    }
+
+    fn every_size(threads: usize) {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f9"), b"already here").unwrap();
         let mut r = Restorer::new(tmp.path(), RestoreOptions::default()).unwrap();
@@ -332,7 +442,7 @@ mod tests {
         let sparse = file("sparse", 12 << 20, Some(vec![(1 << 20, 3 << 20), (10 << 20, 5)]));
         let (mut restored, mut failed, mut refused) = (0, Vec::new(), Vec::new());
         std::thread::scope(|scope| {
-            let mut pool = WritePool::start(scope, r.completer(), 3);
+            let mut pool = WritePool::start(scope, r.completer(), threads);
             let mut settle = |r: &mut Restorer, done| match r.settle(done) {
                 Ok(Settled::Restored(_)) => restored += 1,
                 Ok(Settled::Failed(path, why)) => failed.push((path, why)),
@@ -365,6 +475,9 @@ mod tests {
             let load = pool.gate.load.lock().unwrap();
             assert!(load.peak.0 <= BUDGET, "queued {} bytes of chunks", load.peak.0);
             assert!(load.peak.1 <= MAX_OPEN && load.peak.1 > 1, "{} files open at once", load.peak.1);
+            if threads > 0 {
+                assert!(load.peak.1 > BATCH, "the open-file limit was never approached: {}", load.peak.1);
+            }
             assert_eq!((load.bytes, load.open), (0, 0));
             drop(load);
             pool.close_all();
