@@ -187,11 +187,7 @@ impl FileSink {
             return Ok(file.clone());
         }
         let c = self.create.take().expect("a sink has a file or a place to create it");
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = create_at(&c.dir, &c.name, &self.shown, c.overwrite, EntryKind::File, || {
-            openat(&*c.dir, c.name.as_slice(), flags, mode_of(0o600))
-        })?;
-        let file = Arc::new(File::from(fd));
+        let file = c.create(&self.shown)?;
         self.file = Some(file.clone());
         Ok(file)
     }
@@ -232,6 +228,18 @@ struct CreateAt {
     overwrite: bool,
 }
 
+impl CreateAt {
+    /// Create the file, new (`O_EXCL`), never through a symlink, 0600
+    /// until it is complete.
+    fn create(&self, shown: &str) -> Result<Arc<File>, RestoreError> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = create_at(&self.dir, &self.name, shown, self.overwrite, EntryKind::File, || {
+            openat(&*self.dir, self.name.as_slice(), flags, mode_of(0o600))
+        })?;
+        Ok(Arc::new(File::from(fd)))
+    }
+}
+
 /// A file's creation shared by the threads that write it: the first to
 /// need the file creates it (`O_EXCL | O_NOFOLLOW` in its parent's
 /// descriptor), the others wait for it.
@@ -253,13 +261,8 @@ impl Creation {
                     return Some(file.clone());
                 }
                 let c = self.create.lock().expect("lock").take()?;
-                let flags =
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                let made = create_at(&c.dir, &c.name, &self.shown, c.overwrite, EntryKind::File, || {
-                    openat(&*c.dir, c.name.as_slice(), flags, mode_of(0o600))
-                });
-                match made {
-                    Ok(fd) => Some(Arc::new(File::from(fd))),
+                match c.create(&self.shown) {
+                    Ok(file) => Some(file),
                     Err(e) => {
                         *self.error.lock().expect("lock") = Some(e);
                         None

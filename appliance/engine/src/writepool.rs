@@ -143,24 +143,23 @@ impl WritePool {
     /// Start `threads` writers in `scope`; with none, every write is done
     /// on the caller's thread when it is handed over.
     pub fn start<'scope>(scope: &'scope Scope<'scope, '_>, completer: Completer, threads: usize) -> Self {
+        let gate = Arc::new(Gate::default());
+        let (finished, done) = unbounded::<Completed>();
+        let mut pool = Self {
+            writes: None,
+            inline: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            done,
+            gate: gate.clone(),
+            outstanding: 0,
+            threads,
+        };
         if threads == 0 {
-            let (_, done) = unbounded();
-            let gate = Arc::new(Gate::default());
-            let inline = Some((completer, std::collections::VecDeque::new()));
-            return Self {
-                writes: None,
-                inline,
-                batch: Vec::new(),
-                batch_bytes: 0,
-                done,
-                gate,
-                outstanding: 0,
-                threads,
-            };
+            pool.inline = Some((completer, std::collections::VecDeque::new()));
+            return pool;
         }
         let (writes, queue) = unbounded::<Vec<Write>>();
-        let (finished, done) = unbounded::<Completed>();
-        let gate = Arc::new(Gate::default());
         for i in 0..threads {
             let (queue, finished, gate, completer) =
                 (queue.clone(), finished.clone(), gate.clone(), completer.clone());
@@ -169,33 +168,19 @@ impl WritePool {
                 .spawn_scoped(scope, move || writer(queue, finished, &gate, &completer))
                 .expect("spawning a restore writer");
         }
-        Self {
-            writes: Some(writes),
-            inline: None,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            done,
-            gate,
-            outstanding: 0,
-            threads,
-        }
+        pool.writes = Some(writes);
+        pool
     }
 
     /// Take over a new file; waits while [`MAX_OPEN`] files are open.
     pub fn open(&mut self, mut sink: FileSink) -> FileWrite {
-        let ready = |l: &Load| l.open < MAX_OPEN;
-        let gate = self.gate.clone();
-        let mut load = match gate.now(ready) {
-            Some(load) => load,
-            None => {
-                // What frees a slot may still be in the batch.
-                self.flush();
-                gate.wait(ready)
-            }
-        };
-        load.open += 1;
-        load.peak.1 = load.peak.1.max(load.open);
-        drop(load);
+        self.admit(
+            |l| l.open < MAX_OPEN,
+            |l| {
+                l.open += 1;
+                l.peak.1 = l.peak.1.max(l.open);
+            },
+        );
         self.outstanding += 1;
         let target = Arc::new(Target {
             creation: sink.creation(),
@@ -249,24 +234,33 @@ impl WritePool {
 
     fn send(&mut self, mut write: Write, cost: u64) {
         // A write bigger than the budget alone goes once nothing else is queued.
-        let ready = |l: &Load| l.bytes == 0 || l.bytes + cost <= BUDGET;
-        let gate = self.gate.clone();
-        let mut load = match gate.now(ready) {
-            Some(load) => load,
-            None => {
-                self.flush();
-                gate.wait(ready)
-            }
-        };
-        load.bytes += cost;
-        load.peak.0 = load.peak.0.max(load.bytes);
-        drop(load);
+        self.admit(
+            |l| l.bytes == 0 || l.bytes + cost <= BUDGET,
+            |l| {
+                l.bytes += cost;
+                l.peak.0 = l.peak.0.max(l.bytes);
+            },
+        );
         write.cost = cost;
         self.batch_bytes += write.pieces.iter().map(|p| p.len as u64).sum::<u64>();
         self.batch.push(write);
         if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
             self.flush();
         }
+    }
+
+    /// Wait until `ready` (handing the batch over first if it is not yet:
+    /// what frees room may be in it), then `take` a share.
+    fn admit(&mut self, ready: impl Fn(&Load) -> bool, take: impl FnOnce(&mut Load)) {
+        let gate = self.gate.clone();
+        let mut load = match gate.now(&ready) {
+            Some(load) => load,
+            None => {
+                self.flush();
+                gate.wait(&ready)
+            }
+        };
+        take(&mut load);
     }
 
     /// Hand the batch to the threads.
