@@ -42,6 +42,10 @@ pub struct RestoreRequest {
     /// Drop setuid/setgid bits and capabilities (see
     /// [`RestoreOptions::clear_setuid`]).
     pub clear_setuid: bool,
+    /// Threads that write the files (`None`: one per core from
+    /// [`POOL_CORES`] cores on, else none; 0: the restore's own thread).
+    /// From [`DEFER_CREATION_THREADS`] on they also create the files.
+    pub threads: Option<usize>,
 }
 
 /// What a restore did; `failed` lists files whose data could not be read.
@@ -145,9 +149,9 @@ pub(crate) fn copy_data(
 }
 
 /// From how many cores on a restore writes files on threads of its own.
-const POOL_CORES: usize = 3;
-/// From how many cores on a restore's write pool also creates the files.
-const DEFER_CREATION_CORES: usize = 4;
+pub const POOL_CORES: usize = 3;
+/// From how many threads on a restore's write pool also creates the files.
+pub const DEFER_CREATION_THREADS: usize = 4;
 
 /// One archive's entries going into a restorer and its write pool.
 struct Copy<'r> {
@@ -410,14 +414,16 @@ impl<'a> Reader<'a> {
         // each other): a loss where the cores are all busy anyway (2 cores:
         // 1.39-1.43 s against 1.28 s), so only machines with cores to spare
         // do it.
-        let cores = cores();
-        if cores >= DEFER_CREATION_CORES {
-            restorer.defer_file_creation();
-        }
         // On 2 cores, handing files to other threads cost more than it
         // saved (1.33-1.43 s against 1.30-1.37 s on the Linux tree): there
         // the pool writes on this thread.
-        let threads = if cores >= POOL_CORES { cores } else { 0 };
+        let threads = req.threads.unwrap_or_else(|| {
+            let cores = cores();
+            if cores >= POOL_CORES { cores } else { 0 }
+        });
+        if threads >= DEFER_CREATION_THREADS {
+            restorer.defer_file_creation();
+        }
         let (threads, clock, copied) = std::thread::scope(|scope| {
             let mut pool = WritePool::start(scope, restorer.completer(), threads);
             let mut copy = Copy { restorer, pool: &mut pool, report, progress, linking: HashSet::new() };

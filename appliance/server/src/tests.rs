@@ -732,7 +732,9 @@ fn restore_never_writes_outside_its_target() {
     std::fs::create_dir(&outside).unwrap();
     let outside_text = outside.display().to_string();
     let absolute = format!("{outside_text}/pwned");
-    let restore = |id: &str, target: &std::path::Path| {
+    // On the restoring thread, and with 4 writer threads that also
+    // create the files.
+    let restore = |id: &str, target: &std::path::Path, threads: usize| {
         let req = engine::restore::RestoreRequest {
             snapshot: model::SnapshotId::parse(id, &Namespace::root()).unwrap(),
             target: target.to_owned(),
@@ -740,6 +742,7 @@ fn restore_never_writes_outside_its_target() {
             overwrite: false,
             skip_devices: false,
             clear_setuid: false,
+            threads: Some(threads),
         };
         f.engine.restore(&req, &Progress::default())
     };
@@ -765,13 +768,15 @@ fn restore_never_writes_outside_its_target() {
     ];
     for (n, (name, entries)) in cases.iter().enumerate() {
         let id = written_by_hand(&f, T0 + 7200 + n as i64, name, entries);
-        let target = jail.path().join(format!("target-{name}"));
-        let result = restore(&id, &target);
-        untouched();
-        if let Ok(report) = &result {
-            // Restored at all: the link is a link inside the target, and
-            // the file beneath it was refused.
-            assert!(!report.warnings.is_empty() || !report.failed.is_empty(), "{name}: {report:?}");
+        for threads in [0, 4] {
+            let target = jail.path().join(format!("target-{name}-{threads}"));
+            let result = restore(&id, &target, threads);
+            untouched();
+            if let Ok(report) = &result {
+                // Restored at all: the link is a link inside the target,
+                // and the file beneath it was refused.
+                assert!(!report.warnings.is_empty() || !report.failed.is_empty(), "{name}: {report:?}");
+            }
         }
     }
     // The target itself a symlink to a directory outside: refused.
@@ -779,12 +784,15 @@ fn restore_never_writes_outside_its_target() {
         written_by_hand(&f, T0 + 9000, "honest", &[(b"", Dir, b"", b""), (b"f", File, b"data", b"")]);
     let link = jail.path().join("target-link");
     std::os::unix::fs::symlink(&outside, &link).unwrap();
-    let err = restore(&honest, &link).expect_err("a target that is a symlink is refused");
-    untouched();
-    assert!(format!("{err:#}").contains("symlink") || format!("{err:#}").contains("link"), "{err:#}");
-    // An honest restore of the same snapshot into a real directory works.
-    restore(&honest, &jail.path().join("real")).unwrap();
-    assert_eq!(std::fs::read(jail.path().join("real/f")).unwrap(), b"data");
+    for threads in [0, 4] {
+        let err = restore(&honest, &link, threads).expect_err("a target that is a symlink is refused");
+        untouched();
+        assert!(format!("{err:#}").contains("symlink") || format!("{err:#}").contains("link"), "{err:#}");
+        // An honest restore of the same snapshot into a real directory works.
+        let real = jail.path().join(format!("real-{threads}"));
+        restore(&honest, &real, threads).unwrap();
+        assert_eq!(std::fs::read(real.join("f")).unwrap(), b"data");
+    }
 }
 
 /// A tar download never holds an entry beneath a symlink or another

@@ -100,6 +100,10 @@ pub struct RestoreArgs {
     /// With --server: keep setuid/setgid bits and file capabilities (cleared by default).
     #[arg(long)]
     keep_setuid: bool,
+    /// Write files on N threads of their own (0: on the restoring thread; 4 or more also create
+    /// them). Default: one per core from 3 cores on, else 0.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
+    threads: Option<u16>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -233,6 +237,7 @@ pub fn restore(cli: &Global, a: &RestoreArgs) -> Result<ExitCode> {
         // nodes or privileges unless asked.
         skip_devices: snapshot.is_some() && !a.keep_devices,
         clear_setuid: snapshot.is_some() && !a.keep_setuid,
+        threads: a.threads.map(usize::from),
     };
     let progress = Arc::new(Progress::default());
     let set_total = |size: u64| progress.total_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
