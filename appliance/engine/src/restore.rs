@@ -42,9 +42,10 @@ pub struct RestoreRequest {
     /// Drop setuid/setgid bits and capabilities (see
     /// [`RestoreOptions::clear_setuid`]).
     pub clear_setuid: bool,
-    /// Threads that write the files (`None`: one per core from
-    /// [`POOL_CORES`] cores on, else none; 0: the restore's own thread).
-    /// From [`DEFER_CREATION_THREADS`] on they also create the files.
+    /// Threads that write the files (`None`: one per core, at least
+    /// [`DEFER_CREATION_THREADS`], from [`POOL_CORES`] cores on, else none;
+    /// 0: the restore's own thread). From [`DEFER_CREATION_THREADS`] on
+    /// they also create the files.
     pub threads: Option<usize>,
 }
 
@@ -149,7 +150,7 @@ pub(crate) fn copy_data(
 }
 
 /// From how many cores on a restore writes files on threads of its own.
-pub const POOL_CORES: usize = 3;
+pub const POOL_CORES: usize = 2;
 /// From how many threads on a restore's write pool also creates the files.
 pub const DEFER_CREATION_THREADS: usize = 4;
 
@@ -393,7 +394,7 @@ impl<'a> Reader<'a> {
     /// Restore the entries under `inner`. This thread creates every
     /// directory and special file in archive order and opens each file's
     /// parent; a [`WritePool`] writes the files' data and completes them
-    /// (see `writepool`), and with 4 cores or more also creates them in
+    /// (see `writepool`), and with 4 threads or more also creates them in
     /// the parent this thread opened.
     fn copy_entries(
         &self,
@@ -414,12 +415,13 @@ impl<'a> Reader<'a> {
         // each other): a loss where the cores are all busy anyway (2 cores:
         // 1.39-1.43 s against 1.28 s), so only machines with cores to spare
         // do it.
-        // On 2 cores, handing files to other threads cost more than it
-        // saved (1.33-1.43 s against 1.30-1.37 s on the Linux tree): there
-        // the pool writes on this thread.
+        // The Linux tree on 2 cores: 1.35-1.38 s on this thread alone,
+        // 1.33-1.40 s with 2 writers, 1.29-1.32 s with 4 that also create
+        // the files (this thread's CPU 1.25, 0.51, 0.22 s); on 1 core 4
+        // writers cost 2-3 %, so there they stay off.
         let threads = req.threads.unwrap_or_else(|| {
             let cores = cores();
-            if cores >= POOL_CORES { cores } else { 0 }
+            if cores >= POOL_CORES { cores.max(DEFER_CREATION_THREADS) } else { 0 }
         });
         if threads >= DEFER_CREATION_THREADS {
             restorer.defer_file_creation();

@@ -101,7 +101,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     keep_setuid: bool,
     /// Write files on N threads of their own (0: on the restoring thread; 4 or more also create
-    /// them). Default: one per core from 3 cores on, else 0.
+    /// them). Default: one per core and at least 4, or 0 on a single core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: Option<u16>,
     #[command(flatten)]
