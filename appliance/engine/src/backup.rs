@@ -459,7 +459,7 @@ impl TreeBuilder {
         &mut self,
         cx: &mut Ctx<'_>,
         entry: &mut Entry,
-        source: &Path,
+        source: &Source,
         fetched: Option<FetchResult>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<()> {
@@ -530,7 +530,7 @@ enum Planned {
 
 /// Where a file's data comes from.
 struct FileSource<'a, 't> {
-    path: &'a Path,
+    path: &'a Source,
     old: Option<Box<Entry>>,
     fetch: Option<Receiver<FetchResult>>,
     ahead: &'a ReadAhead<'t>,

@@ -129,7 +129,7 @@ pub enum Begin {
 /// written by other threads through [`FileSink::file`].
 #[derive(Debug)]
 pub struct FileSink {
-    /// The file, once created (see [`FileSink::create`]).
+    /// The file, once created (see [`FileSink::file`]).
     file: Option<Arc<File>>,
     /// Where to create it, when the restorer left that to the writer.
     create: Option<CreateAt>,
@@ -195,23 +195,11 @@ impl FileSink {
     /// Move the creation (and the writes) to another thread: the sink
     /// without it, and a [`Creation`] that makes the file once.
     pub fn creation(&mut self) -> Creation {
-        Creation {
-            made: std::sync::OnceLock::new(),
-            sink_file: self.file.clone(),
-            create: Mutex::new(self.create.take()),
-            shown: self.shown.clone(),
-            error: Mutex::new(None),
+        let made = std::sync::OnceLock::new();
+        if let Some(file) = &self.file {
+            made.set(Some(file.clone())).expect("a new cell");
         }
-    }
-
-    /// The file's path in the target, escaped for a terminal.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    /// Its hard-link group (0: none).
-    pub fn hardlink(&self) -> u64 {
-        self.entry.hardlink
+        Creation { made, create: self.create.take(), shown: self.shown.clone(), error: Mutex::new(None) }
     }
 
     /// Payload bytes still expected.
@@ -246,21 +234,17 @@ impl CreateAt {
 #[derive(Debug)]
 pub struct Creation {
     made: std::sync::OnceLock<Option<Arc<File>>>,
-    sink_file: Option<Arc<File>>,
-    create: Mutex<Option<CreateAt>>,
+    create: Option<CreateAt>,
     shown: String,
     error: Mutex<Option<RestoreError>>,
 }
 
 impl Creation {
-    /// The file, or `None` if it could not be created (see [`Creation::error`]).
+    /// The file, or `None` if it could not be created (see [`Creation::result`]).
     pub fn file(&self) -> Option<&Arc<File>> {
         self.made
             .get_or_init(|| {
-                if let Some(file) = &self.sink_file {
-                    return Some(file.clone());
-                }
-                let c = self.create.lock().expect("lock").take()?;
+                let c = self.create.as_ref()?;
                 match c.create(&self.shown) {
                     Ok(file) => Some(file),
                     Err(e) => {
@@ -270,6 +254,11 @@ impl Creation {
                 }
             })
             .as_ref()
+    }
+
+    /// The file's path in the target, escaped for a terminal.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// The file, or why it could not be created (told once).
@@ -354,8 +343,6 @@ const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
 pub struct Restorer {
     target: PathBuf,
     root: OwnedFd,
-    opts: RestoreOptions,
-    is_root: bool,
     /// The parent directory of the previous entry, kept open.
     parent: Option<(Vec<u8>, Arc<OwnedFd>)>,
     /// Leave creating files to whoever writes them ([`FileSink::file`]).
@@ -609,8 +596,6 @@ impl Restorer {
         Ok(Restorer {
             target: target.to_owned(),
             root: root.into(),
-            opts,
-            is_root: nix::unistd::geteuid().is_root(),
             parent: None,
             defer_files: false,
             dirs: Vec::new(),
@@ -665,7 +650,7 @@ impl Restorer {
             EntryKind::Dir => self.make_dir(dir, name, rel, entry).map(|()| Begin::Done),
             EntryKind::File => self.make_file(dir, name, rel, entry),
             EntryKind::Symlink => {
-                if self.occupied(dir, name, rel, entry.kind)? && !self.opts.overwrite {
+                if self.occupied(dir, name, rel, entry.kind)? && !self.shared.opts.overwrite {
                     return Err(RestoreError::Exists { path: self.shown(rel) });
                 }
                 self.symlinks.push((rel.to_vec(), entry.clone()));
@@ -720,11 +705,11 @@ impl Restorer {
             cur = match open_dir_at(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
-                    let mode = if self.opts.parents_later { 0o700 } else { 0o755 };
+                    let mode = if self.shared.opts.parents_later { 0o700 } else { 0o755 };
                     mkdirat(&cur, comp, mode_of(mode))
                         .map_err(|e| io_error("create", &self.shown(here), e))?;
                     let shown = self.shown(here);
-                    if !self.opts.parents_later {
+                    if !self.shared.opts.parents_later {
                         self.warn(format!("{shown}: directory missing from the archive; created it"));
                     }
                     open_dir_at(&cur, comp).map_err(|e| io_error("open", &shown, e))?
@@ -749,7 +734,7 @@ impl Restorer {
     }
 
     fn clear(&self, dir: &OwnedFd, name: &[u8], rel: &[u8], kind: EntryKind) -> Result<(), RestoreError> {
-        clear_at(dir, name, &self.shown(rel), self.opts.overwrite, kind)
+        clear_at(dir, name, &self.shown(rel), self.shared.opts.overwrite, kind)
     }
 
     fn create<T>(
@@ -760,7 +745,7 @@ impl Restorer {
         kind: EntryKind,
         create: impl Fn() -> nix::Result<T>,
     ) -> Result<T, RestoreError> {
-        create_at(dir, name, &self.shown(rel), self.opts.overwrite, kind, create)
+        create_at(dir, name, &self.shown(rel), self.shared.opts.overwrite, kind, create)
     }
 
     fn make_dir(
@@ -829,7 +814,8 @@ impl Restorer {
             self.stats.links += 1;
             return Ok(Begin::Done);
         }
-        let create = CreateAt { dir: dir.clone(), name: name.to_vec(), overwrite: self.opts.overwrite };
+        let create =
+            CreateAt { dir: dir.clone(), name: name.to_vec(), overwrite: self.shared.opts.overwrite };
         let plan = match &entry.extents {
             Some(ext) => ext.clone(),
             None if entry.size > 0 => vec![(0, entry.size)],
@@ -916,7 +902,7 @@ impl Restorer {
         rel: &[u8],
         entry: &Entry,
     ) -> Result<(), RestoreError> {
-        if self.opts.skip_devices && matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev) {
+        if self.shared.opts.skip_devices && matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev) {
             self.stats.devices_skipped += 1;
             return Ok(());
         }
@@ -934,7 +920,7 @@ impl Restorer {
         });
         match made {
             Err(RestoreError::Io { source, .. })
-                if !self.is_root && source.raw_os_error() == Some(libc::EPERM) =>
+                if !self.shared.is_root && source.raw_os_error() == Some(libc::EPERM) =>
             {
                 let shown = self.shown(rel);
                 self.warn(format!("{shown}: device node not restored (creating one needs root)"));
@@ -977,13 +963,13 @@ impl Restorer {
     /// The mode and xattrs to give a non-directory (see [`unprivileged`]),
     /// counted once per object that lost something.
     fn unprivileged(&mut self, entry: &Entry) -> (u32, Xattrs) {
-        let (mode, xattrs, cleared) = unprivileged(&self.opts, entry);
+        let (mode, xattrs, cleared) = unprivileged(&self.shared.opts, entry);
         self.stats.setuid_cleared += u64::from(cleared);
         (mode, xattrs)
     }
 
     fn chown(&self, r: nix::Result<()>, shown: &str) -> Result<(), RestoreError> {
-        chown(self.is_root, r, shown)
+        chown(self.shared.is_root, r, shown)
     }
 
     /// Set every xattr with `set`; failures become warnings.
@@ -1045,12 +1031,13 @@ impl Restorer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 
-    fn entry(path: &[u8], kind: EntryKind, mode: u32) -> Entry {
+    /// An entry owned by the restoring user, dated 2023-11-14.
+    pub(crate) fn entry(path: &[u8], kind: EntryKind, mode: u32) -> Entry {
         Entry {
             path: path.to_vec(),
             kind,

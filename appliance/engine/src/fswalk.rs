@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -142,6 +142,15 @@ impl Source {
         Some((dir, &self.path.as_os_str().as_bytes()[*start..]))
     }
 
+    /// The target of a symlink: through the directory's descriptor where
+    /// there is one.
+    fn read_link(&self) -> io::Result<PathBuf> {
+        match self.at() {
+            Some((dir, name)) => Ok(PathBuf::from(nix::fcntl::readlinkat(dir, name)?)),
+            None => std::fs::read_link(&self.path),
+        }
+    }
+
     /// Open for reading, not following a symlink, with `flags` more:
     /// through the directory's descriptor where there is one.
     fn open(&self, flags: i32) -> io::Result<File> {
@@ -160,12 +169,6 @@ impl std::ops::Deref for Source {
     type Target = Path;
 
     fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<Path> for Source {
-    fn as_ref(&self) -> &Path {
         &self.path
     }
 }
@@ -209,13 +212,14 @@ impl Walker {
     /// Start a walk at `root`, a directory (a symlink to one is resolved).
     pub fn new(root: &Path, opts: &WalkOptions) -> Result<Walker, WalkError> {
         let excludes = Excludes::new(&opts.excludes)?;
+        let lstat = |p: &Path| nix::sys::stat::lstat(p).map(Stat::from).map_err(|e| io_err(p)(e.into()));
         let mut root = root.to_owned();
-        let mut meta = std::fs::symlink_metadata(&root).map_err(io_err(&root))?;
-        if meta.file_type().is_symlink() {
+        let mut meta = lstat(&root)?;
+        if meta.kind() == EntryKind::Symlink {
             root = std::fs::canonicalize(&root).map_err(io_err(&root))?;
-            meta = std::fs::symlink_metadata(&root).map_err(io_err(&root))?;
+            meta = lstat(&root)?;
         }
-        if !meta.is_dir() {
+        if meta.kind() != EntryKind::Dir {
             return Err(WalkError::NotADirectory(root));
         }
         let dir: OwnedFd = OpenOptions::new()
@@ -226,14 +230,14 @@ impl Walker {
             .into();
         let names = list_dir(&dir_path(&dir)).map_err(io_err(&root))?;
         let mut walker = Walker {
-            root_dev: meta.dev(),
+            root_dev: meta.dev,
             one_file_system: opts.one_file_system,
             excludes,
             stack: vec![Frame { rel: Vec::new(), names: names.into_iter(), dir: Arc::new(dir) }],
             pending: VecDeque::new(),
             links: HashMap::new(),
         };
-        walker.push_entry(Vec::new(), Source::plain(root), &Stat::from(&meta));
+        walker.push_entry(Vec::new(), Source::plain(root), &meta);
         Ok(walker)
     }
 
@@ -296,7 +300,7 @@ impl Walker {
     fn push_entry(&mut self, rel: Vec<u8>, source: Source, meta: &Stat) -> bool {
         let mut entry = entry_from_meta(rel.clone(), meta);
         if entry.kind == EntryKind::Symlink {
-            match std::fs::read_link(&source) {
+            match source.read_link() {
                 Ok(t) => entry.link_target = t.into_os_string().into_vec(),
                 Err(e) => {
                     self.error(rel, &e, "cannot read symlink");
@@ -375,23 +379,6 @@ pub(crate) struct Stat {
     nlink: u64,
     size: u64,
     rdev: u64,
-}
-
-impl From<&Metadata> for Stat {
-    fn from(m: &Metadata) -> Self {
-        Self {
-            mode: m.mode(),
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            dev: m.dev(),
-            ino: m.ino(),
-            nlink: m.nlink(),
-            size: m.len(),
-            rdev: m.rdev(),
-        }
-    }
 }
 
 impl From<FileStat> for Stat {
@@ -529,13 +516,8 @@ pub struct FileData {
 /// payload. Refreshes `entry`'s size, times and inode from the opened file
 /// (so the stored metadata describes the stored data) and sets
 /// `entry.extents` when the file has holes.
-pub fn open_data(source: &Path, entry: &mut Entry) -> Result<FileData, WalkError> {
-    open_source(&Source::plain(source.to_owned()), entry)
-}
-
-/// [`open_data`] for an entry of a walk: opened through its directory's
-/// descriptor.
-pub fn open_source(source: &Source, entry: &mut Entry) -> Result<FileData, WalkError> {
+/// A walked file is opened through its directory's descriptor.
+pub fn open_data(source: &Source, entry: &mut Entry) -> Result<FileData, WalkError> {
     // Errors name the file by its path in the archive, not by `source`
     // (a `/proc/self/fd` path during a walk).
     let shown = PathBuf::from(OsStr::from_bytes(&entry.path));
@@ -837,7 +819,7 @@ mod tests {
         let mut all = Vec::new();
         for item in Walker::new(root, &opts).unwrap() {
             if let WalkItem::Entry { entry, source } = item {
-                let m = fs::symlink_metadata(&source);
+                let m = fs::symlink_metadata(&*source);
                 if entry.kind == EntryKind::Dir && m.is_ok_and(|m| m.dev() != root_dev) {
                     mount_points.push(entry.path.clone());
                 }
@@ -866,7 +848,7 @@ mod tests {
     }
 
     fn walked(path: &Path) -> Entry {
-        entry_from_meta(b"f".to_vec(), &Stat::from(&fs::symlink_metadata(path).unwrap()))
+        entry_from_meta(b"f".to_vec(), &Stat::from(nix::sys::stat::lstat(path).unwrap()))
     }
 
     #[test]
@@ -875,24 +857,24 @@ mod tests {
         let p = t.path().join("f");
         fs::write(&p, b"0123456789").unwrap();
         let mut e = walked(&p);
-        let mut data = open_data(&p, &mut e).unwrap();
+        let mut data = open_data(&Source::plain(p.clone()), &mut e).unwrap();
         assert_eq!((e.extents.clone(), e.data_len()), (None, 10));
         assert_eq!(read_all(&mut data), b"0123456789");
         assert!(!data.changed_while_reading());
 
-        let mut data = open_data(&p, &mut e).unwrap();
+        let mut data = open_data(&Source::plain(p.clone()), &mut e).unwrap();
         fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(4).unwrap();
         assert_eq!(read_all(&mut data), b"0123\0\0\0\0\0\0");
         assert!(data.changed_while_reading());
 
-        let mut data = open_data(&p, &mut e).unwrap();
+        let mut data = open_data(&Source::plain(p.clone()), &mut e).unwrap();
         fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"more").unwrap();
         assert_eq!(read_all(&mut data), b"0123");
         assert!(data.changed_while_reading());
 
         let link = t.path().join("l");
         std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert!(matches!(open_data(&link, &mut e), Err(WalkError::NotRegular(_))));
+        assert!(matches!(open_data(&Source::plain(link.clone()), &mut e), Err(WalkError::NotRegular(_))));
     }
 
     #[test]
@@ -905,7 +887,7 @@ mod tests {
         f.write_all_at(b"tail", 9 << 29).unwrap();
         drop(f);
         let mut e = walked(&p);
-        let mut data = open_data(&p, &mut e).unwrap();
+        let mut data = open_data(&Source::plain(p.clone()), &mut e).unwrap();
         let ext = e.extents.clone().expect("holes detected");
         assert_eq!(ext.len(), 2);
         assert_eq!(ext[0].0, 0);

@@ -342,7 +342,6 @@ impl Reader<'_> {
         }
         let payload_index = self.src.read_didx(id, &a.indexes[1])?;
         let mut payload = StreamReader::new(self.src.chunk_reader(), payload_index);
-        let mut buf = vec![0u8; 1 << 20];
         for e in self.entries(id, a)? {
             let e = e?;
             if e.path.is_empty() {
@@ -369,7 +368,7 @@ impl Reader<'_> {
             if kind != ItemKind::File {
                 continue;
             }
-            copy_data(&mut payload, &e, &mut buf, progress, &mut |data| sink.data(data))?;
+            copy_data(&mut payload, &e, 1 << 20, progress, &mut |data| sink.data(data))?;
             progress.add_file();
         }
         Ok(())

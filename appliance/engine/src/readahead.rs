@@ -23,7 +23,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filevol::archive::Entry;
 
-use crate::fswalk::{FileData, Source, open_source};
+use crate::fswalk::{FileData, Source, open_data};
 use crate::pipeline::thread_cpu;
 
 /// Files handed out ahead of the reader, at most.
@@ -162,7 +162,7 @@ impl Drop for ReadAhead<'_> {
 }
 
 fn fetch(source: &Source, mut entry: Entry) -> FetchResult {
-    let mut data = open_source(source, &mut entry).map_err(|e| e.to_string())?;
+    let mut data = open_data(source, &mut entry).map_err(|e| e.to_string())?;
     if entry.data_len() > WHOLE_MAX {
         return Ok((entry, Fetched::Open(data)));
     }

@@ -24,9 +24,8 @@ use crate::ops::{BadRequest, NotFound};
 use crate::pipeline::thread_cpu;
 use crate::prevtree::walk_order;
 use crate::progress::Progress;
-use crate::stream::{Fetcher, StreamReader};
-use crate::target::SnapshotRead;
-use crate::target::cores;
+use crate::stream::{Fetcher, Slice, StreamReader};
+use crate::target::{SnapshotRead, cores};
 use crate::writepool::{FileWrite, WritePool};
 
 /// What to restore where.
@@ -126,27 +125,38 @@ impl Engine {
 }
 
 /// Hand a regular file's data (its `data_len()` bytes from its payload
-/// offset) to `write`, a buffer at a time.
-pub(crate) fn copy_data(
+/// offset) to `take` as slices of the decoded chunks, at most `piece`
+/// bytes each, without copying them.
+pub(crate) fn each_piece(
     payload: &mut StreamReader,
     e: &Entry,
-    buf: &mut [u8],
+    piece: usize,
     progress: &Progress,
-    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    take: &mut dyn FnMut(&Slice) -> Result<()>,
 ) -> Result<()> {
     payload.seek_to(e.payload_offset);
     let mut left = e.data_len();
     while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = payload.read_some(&mut buf[..want])?;
-        if n == 0 {
+        let Some(slice) = payload.borrow(left.min(piece as u64))? else {
             bail!("payload stream ends early");
-        }
-        write(&buf[..n])?;
-        left -= n as u64;
-        progress.add_bytes(n as u64);
+        };
+        take(&slice)?;
+        let n = slice.2 as u64;
+        left -= n;
+        progress.add_bytes(n);
     }
     Ok(())
+}
+
+/// [`each_piece`] as byte slices.
+pub(crate) fn copy_data(
+    payload: &mut StreamReader,
+    e: &Entry,
+    piece: usize,
+    progress: &Progress,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    each_piece(payload, e, piece, progress, &mut |(chunk, at, n)| write(&chunk[*at..at + n]))
 }
 
 /// From how many cores on a restore writes files on threads of its own.
@@ -218,20 +228,12 @@ impl Copy<'_> {
         Ok(())
     }
 
-    /// Hand a file's data (its `data_len()` bytes from its payload offset)
-    /// to the pool.
+    /// Hand a file's data to the pool, whole chunks at a time.
     fn data(&mut self, payload: &mut StreamReader, e: &Entry, file: &mut FileWrite) -> Result<()> {
-        payload.seek_to(e.payload_offset);
-        let mut left = e.data_len();
-        while left > 0 {
-            let Some((chunk, at, n)) = payload.borrow(left)? else {
-                bail!("payload stream ends early");
-            };
-            self.pool.add(file, &chunk, at, n)?;
-            left -= n as u64;
-            self.progress.add_bytes(n as u64);
-        }
-        Ok(())
+        let pool = &mut *self.pool;
+        each_piece(payload, e, usize::MAX, self.progress, &mut |(chunk, at, n)| {
+            Ok(pool.add(file, chunk, *at, *n)?)
+        })
     }
 
     fn settle(&mut self, done: Completed) -> Result<()> {
@@ -409,12 +411,6 @@ impl<'a> Reader<'a> {
         let mut payload = StreamReader::new(self.src.chunk_reader(), payload_index);
         let entries = self.entries(&req.snapshot, a)?;
         let started = (std::time::Instant::now(), thread_cpu());
-        // Creating files on the pool's threads takes the restore's own
-        // thread from 0.57 to 0.40 CPU seconds on the Linux tree, but costs
-        // 0.27 s more CPU in all (threads creating in one directory wait on
-        // each other): a loss where the cores are all busy anyway (2 cores:
-        // 1.39-1.43 s against 1.28 s), so only machines with cores to spare
-        // do it.
         // The Linux tree on 2 cores: 1.35-1.38 s on this thread alone,
         // 1.33-1.40 s with 2 writers, 1.29-1.32 s with 4 that also create
         // the files (this thread's CPU 1.25, 0.51, 0.22 s); on 1 core 4

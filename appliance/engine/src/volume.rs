@@ -514,7 +514,6 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         let mut payload = StreamReader::new(reader.src.chunk_reader(), payload_index);
         let mut dirs: Vec<Entry> = Vec::new();
         let mut links: std::collections::HashMap<u64, (Vec<u8>, i32)> = std::collections::HashMap::new();
-        let mut buf = vec![0u8; DATA_PIECE];
         for e in reader.entries(id, a)? {
             let e = e?;
             while dirs.last().is_some_and(|d| !is_ancestor(&d.path, &e.path)) {
@@ -524,7 +523,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             match e.kind {
                 EntryKind::Dir => dirs.push(e),
                 EntryKind::Socket => {} // nothing to restore: its program makes it again
-                EntryKind::File => self.file(&a.name, &e, &mut payload, &mut buf, &mut links)?,
+                EntryKind::File => self.file(&a.name, &e, &mut payload, &mut links)?,
                 EntryKind::Symlink | EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
                     let fi = self.next_fi()?;
                     let file_type =
@@ -576,7 +575,6 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
         archive: &str,
         e: &Entry,
         payload: &mut StreamReader,
-        buf: &mut [u8],
         links: &mut std::collections::HashMap<u64, (Vec<u8>, i32)>,
     ) -> Result<()> {
         let fi = self.next_fi()?;
@@ -613,7 +611,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             let (mut off, mut left) = ext.next().unwrap_or((0, 0));
             let mut end = 0u64;
             let (progress, w) = (self.progress, &mut *self);
-            copy_data(payload, e, buf, progress, &mut |data| {
+            copy_data(payload, e, DATA_PIECE, progress, &mut |data| {
                 let mut data = data;
                 while !data.is_empty() {
                     while left == 0 {
@@ -634,7 +632,7 @@ impl<W: std::io::Write> SessionWriter<'_, '_, W> {
             }
         } else {
             let (progress, w) = (self.progress, &mut *self);
-            copy_data(payload, e, buf, progress, &mut |data| {
+            copy_data(payload, e, DATA_PIECE, progress, &mut |data| {
                 hash.update(data);
                 w.w.record(fi, FILE_DATA, data)?;
                 Ok(())

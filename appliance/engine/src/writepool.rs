@@ -51,7 +51,6 @@ struct Piece {
 struct Target {
     /// Made by the first write that needs it.
     creation: Creation,
-    shown: String,
     /// Writes not yet done, plus one until the sealing write is done.
     pending: AtomicUsize,
     /// The first write error.
@@ -184,7 +183,6 @@ impl WritePool {
         self.outstanding += 1;
         let target = Arc::new(Target {
             creation: sink.creation(),
-            shown: sink.shown().to_owned(),
             pending: AtomicUsize::new(1),
             failed: Mutex::new(None),
             sealed: Mutex::new(None),
@@ -215,10 +213,10 @@ impl WritePool {
             let write = Write {
                 target: f.target.clone(),
                 pieces: std::mem::take(&mut f.pieces),
-                cost: 0,
+                cost: std::mem::take(&mut f.cost),
                 seal: None,
             };
-            self.send(write, std::mem::take(&mut f.cost));
+            self.send(write);
             f.bytes = 0;
             f.last_chunk = std::ptr::null();
         }
@@ -229,11 +227,12 @@ impl WritePool {
     /// `failed` says why its data did not arrive whole (it is removed).
     pub fn close(&mut self, f: FileWrite, failed: Option<String>) {
         let FileWrite { sink, target, pieces, cost, .. } = f;
-        self.send(Write { target, pieces, cost: 0, seal: Some((sink, failed)) }, cost);
+        self.send(Write { target, pieces, cost, seal: Some((sink, failed)) });
     }
 
-    fn send(&mut self, mut write: Write, cost: u64) {
+    fn send(&mut self, write: Write) {
         // A write bigger than the budget alone goes once nothing else is queued.
+        let cost = write.cost;
         self.admit(
             |l| l.bytes == 0 || l.bytes + cost <= BUDGET,
             |l| {
@@ -241,7 +240,6 @@ impl WritePool {
                 l.peak.0 = l.peak.0.max(l.bytes);
             },
         );
-        write.cost = cost;
         self.batch_bytes += write.pieces.iter().map(|p| p.len as u64).sum::<u64>();
         self.batch.push(write);
         if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
@@ -347,7 +345,8 @@ fn run(write: Write, gate: &Gate, completer: &Completer) -> Option<Completed> {
     if let Some(file) = file.filter(|_| target.failed.lock().expect("lock").is_none()) {
         for p in &pieces {
             if let Err(e) = file.write_all_at(&p.chunk[p.at..p.at + p.len], p.offset) {
-                *target.failed.lock().expect("lock") = Some(format!("cannot write {}: {e}", target.shown));
+                *target.failed.lock().expect("lock") =
+                    Some(format!("cannot write {}: {e}", target.creation.shown()));
                 break;
             }
         }
@@ -375,28 +374,11 @@ mod tests {
     use filevol::archive::{Entry, EntryKind};
 
     use super::*;
+    use crate::fsrestore::tests::entry;
     use crate::fsrestore::{Begin, RestoreOptions, Restorer, Settled};
 
     fn file(path: &str, size: u64, extents: Option<Vec<(u64, u64)>>) -> Entry {
-        Entry {
-            path: path.as_bytes().to_vec(),
-            kind: EntryKind::File,
-            mode: 0o640,
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            mtime: 1_700_000_000,
-            mtime_nsec: 5,
-            ctime: 0,
-            ctime_nsec: 0,
-            ino: 0,
-            size,
-            rdev: 0,
-            link_target: Vec::new(),
-            hardlink: 0,
-            payload_offset: 0,
-            extents,
-            xattrs: Vec::new(),
-        }
+        Entry { size, extents, mtime_nsec: 5, ..entry(path.as_bytes(), EntryKind::File, 0o640) }
     }
 
     /// The bytes of file `i`: its own pattern.

@@ -101,7 +101,8 @@ pub struct BackupSession {
     pub uploads: usize,
 }
 
-/// Uploads in flight when a server does not say.
+/// Uploads in flight per caller: the server's default `uploads_per_caller`,
+/// and what a client assumes when a server does not say.
 pub const DEFAULT_UPLOADS: usize = 8;
 
 fn default_uploads() -> usize {

@@ -39,7 +39,7 @@ impl Default for Limits {
             reader_sessions: 256,
             backup_sessions_per_caller: 4,
             reader_sessions_per_caller: 16,
-            uploads_per_caller: 8,
+            uploads_per_caller: protocol::DEFAULT_UPLOADS,
             password_checks: 0,
             login_queue: 32,
         }
