@@ -2,7 +2,9 @@
 //! level 1). Cut points depend only on content, never on how the bytes were
 //! split into `push` calls.
 
-use fastcdc::v2020::{Normalization, cut, select_masks};
+use std::sync::OnceLock;
+
+use fastcdc::v2020::{Normalization, select_masks};
 
 /// Minimum, average and maximum chunk size in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,70 +45,172 @@ impl CdcParams {
     }
 }
 
-/// Accumulates stream bytes and hands out complete chunks.
+/// Cuts a stream into chunks as its bytes arrive, with the cut points of
+/// `fastcdc::v2020::cut` over the whole stream.
 ///
-/// Memory: a buffer of twice `max` bytes plus the caller's last push. Each
-/// byte is copied into the buffer once and out into its chunk once; a
-/// pending tail (less than `max` bytes) moves to the buffer's front only
-/// when the consumed part has grown past `max`.
+/// The gear hash is carried from one `push` to the next, so every byte is
+/// hashed once and copied once, from the caller's slice into the buffer
+/// that becomes its chunk; a complete chunk is handed out as that buffer,
+/// without a copy. Memory: the chunk being filled (at most `max` bytes).
+///
+/// The scan is FastCDC 2020's (the crate's gear tables and masks): from
+/// `min` on, bytes are tested in pairs, the strict mask before `avg` and
+/// the relaxed one after; a test that hits at byte `a` cuts before `a`; a
+/// chunk reaching `max` bytes is cut there; the stream's end cuts what is
+/// left.
 #[derive(Debug)]
 pub struct StreamChunker {
     params: CdcParams,
-    masks: (u64, u64),
-    buf: Vec<u8>,
-    /// Start of the pending bytes in `buf`.
-    start: usize,
+    /// Strict and relaxed masks, and both shifted left by one.
+    masks: [u64; 4],
+    gear: &'static [u64; 256],
+    gear_ls: &'static [u64; 256],
+    /// The chunk being filled.
+    chunk: Vec<u8>,
+    /// The next pair of bytes to test: bytes `2 * pair` and `2 * pair + 1`.
+    pair: usize,
+    hash: u64,
 }
 
 impl StreamChunker {
     pub fn new(params: CdcParams) -> Self {
-        let masks = select_masks(params.avg, Normalization::Level1);
-        Self { params, masks, buf: Vec::with_capacity(2 * params.max), start: 0 }
+        let (ms, ml) = select_masks(params.avg, Normalization::Level1);
+        let (gear, gear_ls) = gear_tables();
+        Self {
+            params,
+            masks: [ms, ml, ms << 1, ml << 1],
+            gear,
+            gear_ls,
+            chunk: Vec::new(),
+            pair: params.min / 2,
+            hash: 0,
+        }
     }
 
     /// Bytes waiting for their chunk to be cut.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    fn cut_point(&self, data: &[u8]) -> usize {
-        let (ms, ml) = self.masks;
-        let p = self.params;
-        cut(data, p.min, p.avg, p.max, ms, ml, ms << 1, ml << 1).1
+        self.chunk.len()
     }
 
     /// Feed bytes; `emit` receives every chunk completed so far.
     pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
-        let max = self.params.max;
         while !data.is_empty() {
-            if self.start >= max {
-                // Move the pending tail (< max bytes) to the front.
-                self.buf.drain(..self.start);
-                self.start = 0;
+            if self.chunk.capacity() == 0 {
+                self.chunk.reserve_exact(self.params.max);
             }
-            let take = (self.start + 2 * max - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            while self.buf.len() - self.start >= max {
-                let window = &self.buf[self.start..self.start + max];
-                let at = self.cut_point(window);
-                emit(window[..at].to_vec());
-                self.start += at;
+            match self.scan(data) {
+                Cut::Within(n) => {
+                    self.chunk.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.cut(emit);
+                }
+                Cut::BeforeLast => {
+                    // The hit was on the chunk's last byte, already held:
+                    // it begins the next chunk.
+                    let last = self.chunk.pop().expect("a byte before the cut");
+                    self.cut(emit);
+                    self.chunk.reserve_exact(self.params.max);
+                    self.chunk.push(last);
+                }
+                Cut::None => {
+                    self.chunk.extend_from_slice(data);
+                    data = &[];
+                }
             }
         }
     }
 
     /// Cut everything pending (end of stream, or a forced boundary).
     pub fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        while self.start < self.buf.len() {
-            let rest = &self.buf[self.start..];
-            let at = self.cut_point(rest).max(1).min(rest.len());
-            emit(rest[..at].to_vec());
-            self.start += at;
+        if !self.chunk.is_empty() {
+            self.cut(emit);
         }
-        self.buf.clear();
-        self.start = 0;
     }
+
+    fn cut(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
+        emit(std::mem::take(&mut self.chunk));
+        self.pair = self.params.min / 2;
+        self.hash = 0;
+    }
+
+    /// Test the pairs that `data`, appended to the chunk, completes.
+    fn scan(&mut self, data: &[u8]) -> Cut {
+        let held = self.chunk.len();
+        let end = held + data.len();
+        let byte = |i: usize| if i < held { self.chunk[i] } else { data[i - held] };
+        let [ms, ml, ms_ls, ml_ls] = self.masks;
+        let (gear, gear_ls) = (self.gear, self.gear_ls);
+        let center = self.params.avg / 2;
+        let last = self.params.max / 2;
+        let mut pair = self.pair;
+        let mut hash = self.hash;
+        let found = |at: usize| if at < held { Cut::BeforeLast } else { Cut::Within(at - held) };
+        // A pair whose first byte is the chunk's last (an odd chunk length).
+        if pair < last && 2 * pair < held && 2 * pair + 1 < end {
+            let (mask, mask_ls) = if pair < center { (ms, ms_ls) } else { (ml, ml_ls) };
+            hash = (hash << 2).wrapping_add(gear_ls[byte(2 * pair) as usize]);
+            if hash & mask_ls == 0 {
+                return found(2 * pair);
+            }
+            hash = hash.wrapping_add(gear[byte(2 * pair + 1) as usize]);
+            if hash & mask == 0 {
+                return found(2 * pair + 1);
+            }
+            pair += 1;
+        }
+        // Every further pair lies in `data`, from `2 * pair - held` on.
+        let limit = (end / 2).min(last);
+        if pair < limit {
+            let src = &data[2 * pair - held..];
+            let mut scan = |from: usize, to: usize, mask: u64, mask_ls: u64| -> Option<usize> {
+                let pairs = src[2 * (from - pair)..2 * (to - pair)].chunks_exact(2);
+                for (p, two) in (from..).zip(pairs) {
+                    hash = (hash << 2).wrapping_add(gear_ls[two[0] as usize]);
+                    if hash & mask_ls == 0 {
+                        return Some(2 * p);
+                    }
+                    hash = hash.wrapping_add(gear[two[1] as usize]);
+                    if hash & mask == 0 {
+                        return Some(2 * p + 1);
+                    }
+                }
+                None
+            };
+            let split = center.clamp(pair, limit);
+            let hit = scan(pair, split, ms, ms_ls).or_else(|| scan(split, limit, ml, ml_ls));
+            if let Some(at) = hit {
+                return Cut::Within(at - held);
+            }
+            pair = limit;
+        }
+        self.pair = pair;
+        self.hash = hash;
+        if end >= self.params.max { Cut::Within(self.params.max - held) } else { Cut::None }
+    }
+}
+
+/// Where the bytes pushed complete a chunk.
+enum Cut {
+    /// After this many bytes of the pushed slice.
+    Within(usize),
+    /// Before the last byte the chunk already holds.
+    BeforeLast,
+    /// Not yet.
+    None,
+}
+
+/// A gear table: a pseudo-random value per byte.
+type Gear = [u64; 256];
+
+/// FastCDC 2020's gear table and its copy shifted left by one, as the
+/// crate has them.
+fn gear_tables() -> (&'static Gear, &'static Gear) {
+    static TABLES: OnceLock<(Gear, Gear)> = OnceLock::new();
+    let (g, ls) = TABLES.get_or_init(|| {
+        let (g, ls) = fastcdc::v2020::get_gear_with_seed(0);
+        (g.as_ref().try_into().expect("256 gear values"), ls.as_ref().try_into().expect("256 gear values"))
+    });
+    (g, ls)
 }
 
 #[cfg(test)]
@@ -134,6 +238,67 @@ mod tests {
         assert_eq!(a.concat(), data);
         assert!(a.len() > 4, "{} chunks", a.len());
         assert!(a.iter().all(|c| c.len() <= 4 << 20));
+    }
+
+    /// The cut points of `fastcdc::v2020::cut` applied to the whole
+    /// stream, one chunk after the other.
+    fn reference_cuts(data: &[u8], p: CdcParams) -> Vec<usize> {
+        let (ms, ml) = select_masks(p.avg, Normalization::Level1);
+        let mut lens = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let (_, at) = fastcdc::v2020::cut(&data[pos..], p.min, p.avg, p.max, ms, ml, ms << 1, ml << 1);
+            lens.push(at);
+            pos += at;
+        }
+        lens
+    }
+
+    fn cuts_with(data: &[u8], p: CdcParams, steps: &mut dyn FnMut() -> usize) -> Vec<usize> {
+        let mut c = StreamChunker::new(p);
+        let mut lens = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = steps().clamp(1, rest.len());
+            c.push(&rest[..n], &mut |ch| lens.push(ch.len()));
+            rest = &rest[n..];
+        }
+        c.finish(&mut |ch| lens.push(ch.len()));
+        lens
+    }
+
+    #[test]
+    fn cuts_are_fastcdc_2020_over_the_whole_stream() {
+        let small = CdcParams { min: 64 << 10, avg: 128 << 10, max: 256 << 10 };
+        let mut rng = StdRng::seed_from_u64(3);
+        let random: Vec<u8> = (0..6 << 20).map(|_| rng.random()).collect();
+        // Text-like bytes (few distinct values), runs of zeros (cut at max)
+        // and a tail of every length class.
+        let mut mixed: Vec<u8> = (0..3 << 20).map(|_| b"etaoin shrdlu\n"[rng.random_range(0..14)]).collect();
+        mixed.extend(std::iter::repeat_n(0u8, 700 << 10));
+        mixed.extend((0..(300 << 10) + 1).map(|_| rng.random::<u8>()));
+        for data in [&random, &mixed] {
+            for p in [small, CdcParams::default()] {
+                let want = reference_cuts(data, p);
+                assert_eq!(want.iter().sum::<usize>(), data.len());
+                assert!(want.len() >= 3, "{} chunks", want.len());
+                for step in [1usize, 2, 3, 4099, 65536, 1 << 20, 8 << 20] {
+                    assert_eq!(cuts_with(data, p, &mut || step), want, "pushes of {step} bytes, {p:?}");
+                }
+                let mut r = StdRng::seed_from_u64(4);
+                assert_eq!(
+                    cuts_with(data, p, &mut || r.random_range(1..200_000)),
+                    want,
+                    "random pushes, {p:?}"
+                );
+            }
+        }
+        // Streams ending inside the first `min` bytes, at odd lengths, and
+        // just past `min`.
+        for len in [1, 2, 3, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, (64 << 10) + 2, (64 << 10) + 3] {
+            let data = &random[..len];
+            assert_eq!(cuts_with(data, small, &mut || 5), reference_cuts(data, small), "{len} bytes");
+        }
     }
 
     #[test]
