@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
-use crossbeam_channel::Receiver;
 use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
 use filevol::{
     DatastoreConfig, DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError,
@@ -27,7 +26,7 @@ use crate::payload::PayloadBuilder;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
-use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes, walk_on_thread};
+use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes, Ticket, walk_on_thread};
 use crate::target::{ChunkSink, SnapshotRead};
 
 /// Where a backup goes (defined with the other parts every kind of
@@ -295,10 +294,11 @@ impl Ctx<'_> {
             let threads = ahead.threads;
             drop(ahead);
             let streams = pipeline::first_error(produced, pipe.finish())?;
-            let (busy, cpu, waited, files) = ahead_times.values();
+            let (busy, cpu, waited, files, by_reader) = ahead_times.values();
             tracing::info!(
                 threads,
                 files,
+                by_reader,
                 busy_s = format!("{busy:.3}"),
                 cpu_s = format!("{cpu:.3}"),
                 reader_waited_s = format!("{waited:.3}"),
@@ -524,7 +524,7 @@ enum Planned {
         /// The previous snapshot's entry, when the file is unchanged.
         old: Option<Box<Entry>>,
         /// The file, being read ahead.
-        fetch: Option<Receiver<FetchResult>>,
+        fetch: Option<Ticket>,
     },
 }
 
@@ -532,7 +532,7 @@ enum Planned {
 struct FileSource<'a, 't> {
     path: &'a Source,
     old: Option<Box<Entry>>,
-    fetch: Option<Receiver<FetchResult>>,
+    fetch: Option<Ticket>,
     ahead: &'a ReadAhead<'t>,
 }
 

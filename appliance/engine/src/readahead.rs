@@ -15,8 +15,14 @@
 //! one thread reading would make. Memory is bounded: at most `LOOKAHEAD`
 //! files are out, each read whole only when its data is at most
 //! `WHOLE_MAX` (a bigger one comes back opened, and the reader reads it).
+//!
+//! A file no pool thread has started when the reader needs it is read by
+//! the reader itself instead of waited for: on a machine with few cores,
+//! where the pool's threads wait for a free core, the reader never idles
+//! behind work it could do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Scope;
 use std::time::Instant;
 
@@ -43,17 +49,47 @@ pub enum Fetched {
 /// A file the pool could not open or read: the message for the manifest.
 pub type FetchResult = Result<(Entry, Fetched), String>;
 
-struct Job {
-    source: Source,
-    entry: Entry,
-    reply: Sender<FetchResult>,
+/// A file handed to the pool, and where it stands.
+enum State {
+    Queued(Source, Entry),
+    Running,
+    Done(FetchResult),
+    Taken,
 }
+
+struct Slot {
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+impl Slot {
+    /// The file's source and entry, unless a thread already started it.
+    fn claim(&self) -> Option<(Source, Entry)> {
+        let mut state = self.state.lock().expect("lock");
+        match std::mem::replace(&mut *state, State::Running) {
+            State::Queued(source, entry) => Some((source, entry)),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    fn finish(&self, result: FetchResult) {
+        *self.state.lock().expect("lock") = State::Done(result);
+        self.done.notify_one();
+    }
+}
+
+/// The reader's claim on a file handed to the pool.
+pub struct Ticket(Arc<Slot>);
 
 /// Walk items queued between the walking thread and the reader.
 pub const WALK_AHEAD: usize = 256;
 
 /// The pool's clock: time spent opening and reading (summed over its
 /// threads), and the reader's time waiting for a file it needed; the
+/// files the reader read itself because no thread had started them; the
 /// walking thread's CPU time.
 #[derive(Debug, Default)]
 pub struct ReadAheadTimes {
@@ -61,6 +97,7 @@ pub struct ReadAheadTimes {
     cpu_ns: AtomicU64,
     waited_ns: AtomicU64,
     files: AtomicU64,
+    by_reader: AtomicU64,
     walk_cpu_ns: AtomicU64,
 }
 
@@ -90,10 +127,12 @@ where
 
 impl ReadAheadTimes {
     /// (seconds busy and CPU seconds, summed over the threads; seconds
-    /// the reader waited; files handed out).
-    pub fn values(&self) -> (f64, f64, f64, u64) {
+    /// the reader waited; files handed out; of those, files the reader
+    /// read itself).
+    pub fn values(&self) -> (f64, f64, f64, u64, u64) {
         let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
-        (s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns), self.files.load(Ordering::Relaxed))
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns), n(&self.files), n(&self.by_reader))
     }
 
     /// CPU seconds of the walking thread.
@@ -104,7 +143,7 @@ impl ReadAheadTimes {
 
 /// The pool, alive inside a thread scope.
 pub struct ReadAhead<'t> {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Arc<Slot>>>,
     times: &'t ReadAheadTimes,
     pub threads: usize,
 }
@@ -119,16 +158,17 @@ impl<'t> ReadAhead<'t> {
         't: 'scope,
     {
         let threads = threads.clamp(1, 32);
-        let (tx, rx) = bounded::<Job>(LOOKAHEAD);
+        let (tx, rx) = bounded::<Arc<Slot>>(LOOKAHEAD);
         for _ in 0..threads {
             let rx = rx.clone();
             scope.spawn(move || {
                 let cpu = thread_cpu();
-                for job in rx {
+                for slot in rx {
+                    let Some((source, entry)) = slot.claim() else { continue };
                     let t = Instant::now();
-                    let result = fetch(&job.source, job.entry);
+                    let result = fetch(&source, entry);
                     times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    let _ = job.reply.send(result);
+                    slot.finish(result);
                 }
                 times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
             });
@@ -136,22 +176,37 @@ impl<'t> ReadAhead<'t> {
         Self { jobs: Some(tx), times, threads }
     }
 
-    /// Hand a file to the pool; its result comes back on the receiver.
-    pub fn submit(&self, source: Source, entry: Entry) -> Receiver<FetchResult> {
-        let (reply, rx) = bounded(1);
+    /// Hand a file to the pool; `take` gets its result.
+    pub fn submit(&self, source: Source, entry: Entry) -> Ticket {
         self.times.files.fetch_add(1, Ordering::Relaxed);
-        let job = Job { source, entry, reply };
+        let slot = Arc::new(Slot { state: Mutex::new(State::Queued(source, entry)), done: Condvar::new() });
         // The threads stop only once the pool is dropped.
-        self.jobs.as_ref().expect("open").send(job).expect("read-ahead threads run");
-        rx
+        self.jobs.as_ref().expect("open").send(slot.clone()).expect("read-ahead threads run");
+        Ticket(slot)
     }
 
-    /// Wait for a file handed out earlier.
-    pub fn take(&self, rx: Receiver<FetchResult>) -> FetchResult {
+    /// A file handed out earlier: read here if no thread has started it,
+    /// else waited for.
+    pub fn take(&self, ticket: Ticket) -> FetchResult {
+        let slot = ticket.0;
+        if let Some((source, entry)) = slot.claim() {
+            self.times.by_reader.fetch_add(1, Ordering::Relaxed);
+            return fetch(&source, entry);
+        }
         let t = Instant::now();
-        let r = rx.recv().unwrap_or_else(|_| Err("the file reading threads stopped".into()));
+        let mut state = slot.state.lock().expect("lock");
+        let result = loop {
+            match std::mem::replace(&mut *state, State::Taken) {
+                State::Done(result) => break result,
+                State::Running => {
+                    *state = State::Running;
+                    state = slot.done.wait(state).expect("lock");
+                }
+                State::Queued(..) | State::Taken => unreachable!("claimed above, taken once"),
+            }
+        };
         self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        r
+        result
     }
 }
 
@@ -180,4 +235,60 @@ fn fetch(source: &Source, mut entry: Entry) -> FetchResult {
     }
     let changed = data.changed_while_reading();
     Ok((entry, Fetched::Whole(out, changed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fswalk::{WalkItem, WalkOptions, Walker};
+
+    /// Files are taken in walk order with their own bytes, whether a pool
+    /// thread or the reader read them; every file handed out is read once.
+    #[test]
+    fn every_file_comes_back_whole_read_by_the_pool_or_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..300u32 {
+            std::fs::write(dir.path().join(format!("f{i:03}")), i.to_le_bytes().repeat(i as usize)).unwrap();
+        }
+        let walker = Walker::new(dir.path(), &WalkOptions::default()).unwrap();
+        let times = ReadAheadTimes::default();
+        let mut seen = Vec::new();
+        std::thread::scope(|scope| {
+            let ahead = ReadAhead::start(scope, 2, &times);
+            let mut queue = std::collections::VecDeque::new();
+            for item in walker {
+                let WalkItem::Entry { entry, source } = item else { panic!("walk error") };
+                if entry.kind != filevol::archive::EntryKind::File {
+                    continue;
+                }
+                queue.push_back((entry.path.clone(), ahead.submit(source, entry)));
+                // Take some at once (a thread may not have started them:
+                // the reader reads those), others a few files later.
+                while queue.len() > (seen.len() % 5) {
+                    let (path, ticket) = queue.pop_front().unwrap();
+                    seen.push((path, ahead.take(ticket)));
+                }
+            }
+            for (path, ticket) in queue {
+                seen.push((path, ahead.take(ticket)));
+            }
+        });
+        assert_eq!(seen.len(), 300);
+        for (k, (path, got)) in seen.into_iter().enumerate() {
+            let i = k as u32;
+            assert_eq!(String::from_utf8_lossy(&path), format!("f{i:03}"));
+            match got {
+                Ok((entry, Fetched::Whole(data, changed))) => {
+                    assert_eq!(data, i.to_le_bytes().repeat(i as usize));
+                    assert_eq!(entry.size, data.len() as u64);
+                    assert!(!changed);
+                }
+                Ok((_, Fetched::Open(_))) => panic!("a small file came back open"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let (_, _, _, files, by_reader) = times.values();
+        assert_eq!(files, 300);
+        assert!(by_reader <= files);
+    }
 }
