@@ -677,6 +677,30 @@ fn writer_key(lib: &tape::Library, pool: &str) -> String {
     format!("{}\0{pool}", lib.identity())
 }
 
+/// A job's entry in `WRITERS`, made in the same lock as its look for a job
+/// to join: of two jobs for a pool that start at once, the second always
+/// finds the first, even before the first has a drive. Submissions wait in
+/// the channel until the job's volume takes them; dropping the entry
+/// removes it and fails any submission it never took.
+struct Registration {
+    key: String,
+    tx: Sender<Submission>,
+    rx: crossbeam_channel::Receiver<Submission>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut writers = WRITERS.lock().expect("writers lock");
+        if writers.get(&self.key).is_some_and(|t| t.same_channel(&self.tx)) {
+            writers.remove(&self.key);
+        }
+        drop(writers);
+        while let Ok(s) = self.rx.try_recv() {
+            let _ = s.reply.send(Err("the tape job it joined failed before it wrote".into()));
+        }
+    }
+}
+
 impl Engine {
     /// Write `ids` to tape in `lib`, to pool `opts.pool`: one session per
     /// snapshot the pool does not hold yet. A drive is reserved only when
@@ -714,13 +738,20 @@ impl Engine {
             return Ok(report);
         }
         drop(cat);
+        let mut registration = None;
         if pool.allocation == Allocation::Continue {
             let key = writer_key(lib, &pool.name);
             let (reply, answer) = crossbeam_channel::bounded(1);
             let joined = {
-                let writers = WRITERS.lock().expect("writers lock");
+                let mut writers = WRITERS.lock().expect("writers lock");
                 let sub = Submission { ids: todo.clone(), now: crate::clock::now(), reply };
-                writers.get(&key).is_some_and(|tx| tx.send(sub).is_ok())
+                let joined = writers.get(&key).is_some_and(|tx| tx.send(sub).is_ok());
+                if !joined {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    writers.insert(key.clone(), tx.clone());
+                    registration = Some(Registration { key, tx, rx });
+                }
+                joined
             };
             if joined {
                 tracing::info!(
@@ -735,7 +766,7 @@ impl Engine {
                 return Ok(theirs);
             }
         }
-        self.tape_job(lib, &pool, &todo, opts, None, progress, report)
+        self.tape_job(lib, &pool, &todo, opts, None, registration.as_ref(), progress, report)
     }
 
     /// Label the blank cartridge `barcode` into a new media set of pool
@@ -753,7 +784,7 @@ impl Engine {
             .get_pool(&opts.pool)?
             .ok_or_else(|| anyhow!("there is no media pool {}", opts.pool))?;
         let report = TapeBackupReport { pool: pool.name.clone(), ..TapeBackupReport::default() };
-        self.tape_job(lib, &pool, &[], opts, Some(barcode.to_owned()), &Progress::default(), report)
+        self.tape_job(lib, &pool, &[], opts, Some(barcode.to_owned()), None, &Progress::default(), report)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -764,6 +795,7 @@ impl Engine {
         todo: &[SnapshotId],
         opts: &TapeBackupOptions,
         only: Option<String>,
+        registration: Option<&Registration>,
         progress: &Progress,
         mut report: TapeBackupReport,
     ) -> Result<TapeBackupReport> {
@@ -846,9 +878,8 @@ impl Engine {
                             })
                         } else {
                             // The first stream takes other jobs for the pool.
-                            let key = (k == 0 && pool.allocation == Allocation::Continue)
-                                .then(|| writer_key(lib, &pool.name));
-                            self.own_volume(&mut job, queue, sessions, key, progress, &mut r)
+                            let joins = registration.filter(|_| k == 0);
+                            self.own_volume(&mut job, queue, sessions, joins, progress, &mut r)
                         };
                         let release = deck.borrow_mut().release();
                         let d = deck.borrow();
@@ -925,15 +956,16 @@ impl Engine {
         job: &mut Job,
         todo: &Mutex<VecDeque<SnapshotId>>,
         sessions: Arc<AtomicU32>,
-        key: Option<String>,
+        joins: Option<&Registration>,
         progress: &Progress,
         report: &mut TapeBackupReport,
     ) -> Result<()> {
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(16);
-        let (sub_tx, sub_rx) = crossbeam_channel::unbounded::<Submission>();
-        if let Some(k) = &key {
-            WRITERS.lock().expect("writers lock").insert(k.clone(), sub_tx.clone());
-        }
+        // Without a registration no job joins: the channel stays empty.
+        let (sub_tx, sub_rx) = match joins {
+            Some(r) => (r.tx.clone(), r.rx.clone()),
+            None => crossbeam_channel::unbounded::<Submission>(),
+        };
         let idle = &Progress::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (block_size, pool) = (job.opts.block_size, job.pool.name.clone());
@@ -963,8 +995,8 @@ impl Engine {
                         match sub_rx.try_recv() {
                             Ok(s) => Some(s),
                             Err(_) => {
-                                if let Some(k) = &key {
-                                    writers.remove(k);
+                                if let Some(r) = joins {
+                                    writers.remove(&r.key);
                                 }
                                 None
                             }
@@ -1079,10 +1111,10 @@ impl Engine {
             }
             Ok(())
         });
-        if let Some(k) = &key {
+        if let Some(r) = joins {
             let mut writers = WRITERS.lock().expect("writers lock");
-            if writers.get(k).is_some_and(|t| t.same_channel(&sub_tx)) {
-                writers.remove(k);
+            if writers.get(&r.key).is_some_and(|t| t.same_channel(&sub_tx)) {
+                writers.remove(&r.key);
             }
         }
         result
