@@ -271,7 +271,6 @@ fn worker(
     inflight: &InFlight,
     clocks: &Clocks,
 ) {
-    yield_to_reader();
     let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
     let cpu = thread_cpu();
     loop {
@@ -302,26 +301,6 @@ fn worker(
     }
     clocks.worker.add(busy, wait);
     clocks.worker_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
-}
-
-/// How much lower than the reader's a worker's priority is (nice steps).
-pub const WORKER_NICE: i32 = 10;
-
-/// Lower the calling worker thread's priority below the reader's.
-///
-/// The reader is one thread, and every worker waits on it; the workers are
-/// many and interchangeable. Where busy threads outnumber cores, an equal
-/// share leaves the reader runnable but off a core while the workers drain
-/// its queue and then wait; a lower priority for the workers lets the
-/// reader run whenever it has work, and they take the rest. On Linux a
-/// thread's nice value is its own (`setpriority(PRIO_PROCESS, 0)` names
-/// the calling thread), and raising it needs no privilege. Where it fails
-/// the worker runs as it was.
-fn yield_to_reader() {
-    use rustix::process::{getpriority_process, setpriority_process};
-    if let Ok(now) = getpriority_process(None) {
-        let _ = setpriority_process(None, (now + WORKER_NICE).min(19));
-    }
 }
 
 fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
@@ -397,8 +376,6 @@ mod tests {
     struct SlowSink {
         stored: Mutex<HashSet<ChunkId>>,
         counters: WriteCounters,
-        /// The nice value of each thread that stored a chunk.
-        nice: Mutex<Vec<i32>>,
     }
 
     impl ChunkSink for SlowSink {
@@ -407,7 +384,6 @@ mod tests {
         }
         fn store(&self, id: &ChunkId, _blob: Vec<u8>) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
-            self.nice.lock().unwrap().push(rustix::process::getpriority_process(None).unwrap());
             self.stored.lock().unwrap().insert(*id);
             Ok(())
         }
@@ -444,23 +420,5 @@ mod tests {
         // Sleeping in a store is busy time but no CPU time.
         assert!(times.worker_cpu < times.worker.0 / 2.0, "{times:?}");
         assert!(times.reader_cpu >= 0.0 && times.reader_cpu <= times.wall + 0.05, "{times:?}");
-    }
-
-    #[test]
-    fn workers_run_below_the_reader() {
-        let sink = SlowSink::default();
-        let failed = AtomicBool::new(false);
-        let reader = rustix::process::getpriority_process(None).unwrap();
-        std::thread::scope(|scope| {
-            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
-            for i in 0..6u32 {
-                p.send(0, Work::Data(i.to_le_bytes().repeat(100))).unwrap();
-            }
-            p.finish().unwrap()
-        });
-        // Per thread: the reader's own priority is untouched.
-        assert_eq!(rustix::process::getpriority_process(None).unwrap(), reader);
-        let nice = sink.nice.lock().unwrap().clone();
-        assert_eq!(nice, vec![(reader + WORKER_NICE).min(19); 6]);
     }
 }
