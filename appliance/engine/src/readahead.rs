@@ -166,7 +166,10 @@ impl<'t> ReadAhead<'t> {
                 for slot in rx {
                     let Some((source, entry)) = slot.claim() else { continue };
                     let t = Instant::now();
-                    let result = fetch(&source, entry);
+                    // A panic must still settle the slot: the reader waits on it.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fetch(&source, entry)))
+                            .unwrap_or_else(|_| Err("the file reading thread failed".into()));
                     times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     slot.finish(result);
                 }
