@@ -2,7 +2,7 @@
 //! level 1). Cut points depend only on content, never on how the bytes were
 //! split into `push` calls.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
 
 use fastcdc::v2020::{Normalization, select_masks};
 
@@ -202,15 +202,15 @@ enum Cut {
 /// A gear table: a pseudo-random value per byte.
 type Gear = [u64; 256];
 
-/// FastCDC 2020's gear table and its copy shifted left by one, as the
-/// crate has them.
+/// FastCDC 2020's gear table and its copy shifted left by one: the crate's
+/// own (seed 0 borrows them, unchanged).
 fn gear_tables() -> (&'static Gear, &'static Gear) {
-    static TABLES: OnceLock<(Gear, Gear)> = OnceLock::new();
-    let (g, ls) = TABLES.get_or_init(|| {
-        let (g, ls) = fastcdc::v2020::get_gear_with_seed(0);
-        (g.as_ref().try_into().expect("256 gear values"), ls.as_ref().try_into().expect("256 gear values"))
-    });
-    (g, ls)
+    match fastcdc::v2020::get_gear_with_seed(0) {
+        (Cow::Borrowed(g), Cow::Borrowed(ls)) => {
+            (g.try_into().expect("256 gear values"), ls.try_into().expect("256 gear values"))
+        }
+        _ => unreachable!("seed 0 borrows the crate's tables"),
+    }
 }
 
 #[cfg(test)]

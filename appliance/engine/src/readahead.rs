@@ -197,16 +197,10 @@ impl<'t> ReadAhead<'t> {
             return fetch(&source, entry);
         }
         let t = Instant::now();
-        let mut state = slot.state.lock().expect("lock");
-        let result = loop {
-            match std::mem::replace(&mut *state, State::Taken) {
-                State::Done(result) => break result,
-                State::Running => {
-                    *state = State::Running;
-                    state = slot.done.wait(state).expect("lock");
-                }
-                State::Queued(..) | State::Taken => unreachable!("claimed above, taken once"),
-            }
+        let state = slot.state.lock().expect("lock");
+        let mut state = slot.done.wait_while(state, |s| matches!(s, State::Running)).expect("lock");
+        let State::Done(result) = std::mem::replace(&mut *state, State::Taken) else {
+            unreachable!("claimed above, taken once")
         };
         self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result

@@ -688,13 +688,19 @@ struct Registration {
     rx: crossbeam_channel::Receiver<Submission>,
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
+impl Registration {
+    /// Take the entry out of `WRITERS`, unless another job's replaced it.
+    fn withdraw(&self) {
         let mut writers = WRITERS.lock().expect("writers lock");
         if writers.get(&self.key).is_some_and(|t| t.same_channel(&self.tx)) {
             writers.remove(&self.key);
         }
-        drop(writers);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.withdraw();
         while let Ok(s) = self.rx.try_recv() {
             let _ = s.reply.send(Err("the tape job it joined failed before it wrote".into()));
         }
@@ -961,8 +967,9 @@ impl Engine {
         report: &mut TapeBackupReport,
     ) -> Result<()> {
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(16);
-        // Without a registration no job joins: the channel stays empty.
-        let (sub_tx, sub_rx) = match joins {
+        // Without a registration no job joins: the channel stays empty
+        // (and open while its sender lives).
+        let (_sub_tx, sub_rx) = match joins {
             Some(r) => (r.tx.clone(), r.rx.clone()),
             None => crossbeam_channel::unbounded::<Submission>(),
         };
@@ -1112,10 +1119,7 @@ impl Engine {
             Ok(())
         });
         if let Some(r) = joins {
-            let mut writers = WRITERS.lock().expect("writers lock");
-            if writers.get(&r.key).is_some_and(|t| t.same_channel(&sub_tx)) {
-                writers.remove(&r.key);
-            }
+            r.withdraw();
         }
         result
     }
