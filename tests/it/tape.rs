@@ -475,11 +475,14 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
     };
     // Both drives are busy elsewhere while the two jobs start: the first
     // waits for a drive with its first blocks ready, the second joins it
-    // meanwhile; once a drive is free both write at once.
+    // meanwhile, more than a second later (so the two jobs' clocks differ);
+    // once a drive is free both write at once.
     let vlib = tape::Library::open(&lib).unwrap();
     let held = [vlib.as_virtual().unwrap().drive(0).unwrap(), vlib.as_virtual().unwrap().drive(1).unwrap()];
-    let (ta, tb) = (post("host/a"), post("host/b"));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let ta = post("host/a");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let tb = post("host/b");
+    std::thread::sleep(std::time::Duration::from_millis(500));
     drop(held);
     let wait = |task: u64| -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -552,6 +555,10 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
         let bacula = testkit::bacula::Bacula::new(&lib.join("cartridges"), 1 << 20);
         let listed = bacula.sessions("CRN001L9").expect("bls -j");
         assert_eq!(listed.len(), 2, "{listed:?}");
+        // Sessions written at once share the writing job's VolSessionTime,
+        // as a Bacula storage daemon's do: bextract, given one session,
+        // stops at the first record of a session with a later time.
+        assert_eq!(listed[0].session_time, listed[1].session_time, "{listed:?}");
         // Bacula restores one job of such a volume through a bootstrap
         // file naming its session.
         for (session, src) in listed.iter().zip([&a_src, &b_src]) {

@@ -663,7 +663,6 @@ type Sub = (Vec<TapeSessionReport>, Option<String>, Option<Sender<Result<TapeBac
 /// Another job's snapshots for a mounted volume, and where its report goes.
 struct Submission {
     ids: Vec<SnapshotId>,
-    now: i64,
     reply: Sender<Result<TapeBackupReport, String>>,
 }
 
@@ -750,7 +749,7 @@ impl Engine {
             let (reply, answer) = crossbeam_channel::bounded(1);
             let joined = {
                 let mut writers = WRITERS.lock().expect("writers lock");
-                let sub = Submission { ids: todo.clone(), now: crate::clock::now(), reply };
+                let sub = Submission { ids: todo.clone(), reply };
                 let joined = writers.get(&key).is_some_and(|tx| tx.send(sub).is_ok());
                 if !joined {
                     let (tx, rx) = crossbeam_channel::unbounded();
@@ -976,6 +975,12 @@ impl Engine {
         let idle = &Progress::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (block_size, pool) = (job.opts.block_size, job.pool.name.clone());
+        // Every session written onto this volume at once carries this job's
+        // time as its VolSessionTime, a joined job's too, as a Bacula
+        // storage daemon gives all its sessions its own start time: given a
+        // bootstrap naming one session, Bacula 9.6 stops reading at the
+        // first record of a session with a later VolSessionTime.
+        let now = job.now;
         let result = std::thread::scope(|scope| -> Result<()> {
             let producer = Producer {
                 tx: tx.clone(),
@@ -987,7 +992,6 @@ impl Engine {
             let mut running = 1usize;
             {
                 let p = producer.clone();
-                let now = job.now;
                 scope.spawn(move || self.produce(&p, 0, todo, now, progress));
             }
             // Per producer: its sessions written, its first error, where
@@ -1016,7 +1020,7 @@ impl Engine {
                             let (p, sub) = (producer.clone(), subs.len() - 1);
                             scope.spawn(move || {
                                 let queue = Mutex::new(s.ids.into_iter().collect());
-                                self.produce(&p, sub, &queue, s.now, idle)
+                                self.produce(&p, sub, &queue, now, idle)
                             });
                             continue;
                         }
@@ -1101,7 +1105,7 @@ impl Engine {
                             let (p, sub) = (producer.clone(), subs.len() - 1);
                             scope.spawn(move || {
                                 let queue = Mutex::new(s.ids.into_iter().collect());
-                                self.produce(&p, sub, &queue, s.now, idle)
+                                self.produce(&p, sub, &queue, now, idle)
                             });
                         }
                     }
