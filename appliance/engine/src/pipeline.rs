@@ -4,9 +4,16 @@
 //!
 //! ```text
 //! reader (walk, read, FastCDC) ─► workers ×N (blake3, dedup, zstd, write) ─► collector (reorder, index)
+//!                                        └─► syncers ×S (sync, journal, rename) ─┘
 //! ```
 //!
-//! Memory is bounded: at most `2N + 2` chunks wait between the stages.
+//! A local datastore's new chunk is written by a worker and made durable by
+//! a syncer (`ChunkSink::store_unsettled`, `settle`), so the workers keep
+//! the cores busy while the disk syncs; a chunk reaches the collector once
+//! it is durable, so `finish` returns only when every chunk is.
+//!
+//! Memory is bounded: at most `2N + 2` chunks wait between the stages
+//! (chunks waiting for a syncer are in the page cache, at most `2S + 2`).
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -23,6 +30,7 @@ use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
 use chunker::{ChunkId, StreamChunker, blob::encode_blob_with_id};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use filevol::Unsettled;
 
 /// What the reader hands over.
 pub enum Work {
@@ -78,6 +86,10 @@ pub struct StageTimes {
     pub workers: usize,
     pub reader: (f64, f64),
     pub worker: (f64, f64),
+    /// Threads settling chunks (0 when the target leaves none), and their
+    /// seconds settling and idle, summed.
+    pub syncers: usize,
+    pub syncer: (f64, f64),
     pub collector: (f64, f64),
     /// CPU seconds the reader's thread and the workers' threads (summed)
     /// used: unlike busy time, not inflated by waiting for a free core,
@@ -97,6 +109,7 @@ struct Clocks {
     reader_wait_ns: AtomicU64,
     worker: Clock,
     worker_cpu_ns: AtomicU64,
+    syncer: Clock,
     collector: Clock,
 }
 
@@ -132,6 +145,7 @@ pub struct Pipeline<'scope> {
     failed: &'scope AtomicBool,
     collector: ScopedJoinHandle<'scope, Result<Vec<StreamIndex>>>,
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
+    syncers: Vec<ScopedJoinHandle<'scope, ()>>,
     clocks: Arc<Clocks>,
     started: Instant,
     started_cpu: f64,
@@ -151,14 +165,24 @@ impl<'scope> Pipeline<'scope> {
         let (spare_tx, spare) = bounded::<Vec<u8>>(2 * n + 2);
         let inflight = Arc::new(InFlight::default());
         let clocks = Arc::new(Clocks::default());
+        let s = writer.syncers().min(32);
+        let (sync_tx, sync_rx) = bounded::<(Done, Unsettled)>(2 * s + 2);
+        let syncers = (0..s)
+            .map(|_| {
+                let (rx, done_tx, clocks) = (sync_rx.clone(), done_tx.clone(), clocks.clone());
+                scope.spawn(move || syncer(writer, rx, done_tx, &clocks.syncer))
+            })
+            .collect();
+        let sync_tx = (s > 0).then_some(sync_tx);
         let workers = (0..n)
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
-                let (spare_tx, clocks) = (spare_tx.clone(), clocks.clone());
-                scope.spawn(move || worker(writer, level, rx, done_tx, spare_tx, &inflight, &clocks))
+                let (spare_tx, clocks, sync_tx) = (spare_tx.clone(), clocks.clone(), sync_tx.clone());
+                let out = Out { done: done_tx, sync: sync_tx };
+                scope.spawn(move || worker(writer, level, rx, out, spare_tx, &inflight, &clocks))
             })
             .collect();
-        drop(done_tx);
+        drop((done_tx, sync_tx));
         let collector_clocks = clocks.clone();
         let collector = scope.spawn(move || collect(done_rx, streams, failed, &collector_clocks.collector));
         Self {
@@ -168,6 +192,7 @@ impl<'scope> Pipeline<'scope> {
             failed,
             collector,
             workers,
+            syncers,
             clocks,
             started: Instant::now(),
             started_cpu: thread_cpu(),
@@ -234,6 +259,10 @@ impl<'scope> Pipeline<'scope> {
         for w in self.workers {
             w.join().map_err(|_| anyhow!("a pipeline worker panicked"))?;
         }
+        let syncers = self.syncers.len();
+        for s in self.syncers {
+            s.join().map_err(|_| anyhow!("a pipeline syncer panicked"))?;
+        }
         let indexes = self.collector.join().map_err(|_| anyhow!("the pipeline collector panicked"))??;
         let reader_wait = self.clocks.reader_wait_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let times = StageTimes {
@@ -241,6 +270,8 @@ impl<'scope> Pipeline<'scope> {
             workers,
             reader: ((reader_total - reader_wait).max(0.0), reader_wait),
             worker: self.clocks.worker.secs(),
+            syncers,
+            syncer: self.clocks.syncer.secs(),
             collector: self.clocks.collector.secs(),
             reader_cpu,
             worker_cpu: self.clocks.worker_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
@@ -252,6 +283,9 @@ impl<'scope> Pipeline<'scope> {
             workers,
             workers_busy_s = format!("{:.3}", times.worker.0),
             workers_wait_s = format!("{:.3}", times.worker.1),
+            syncers,
+            syncers_busy_s = format!("{:.3}", times.syncer.0),
+            syncers_wait_s = format!("{:.3}", times.syncer.1),
             collector_busy_s = format!("{:.3}", times.collector.0),
             collector_wait_s = format!("{:.3}", times.collector.1),
             reader_cpu_s = format!("{:.3}", times.reader_cpu),
@@ -262,11 +296,19 @@ impl<'scope> Pipeline<'scope> {
     }
 }
 
+/// Where a worker sends what it did: to the collector, or to a syncer
+/// first when a chunk is left unsettled (`sync` is `None` when the target
+/// leaves none).
+struct Out {
+    done: Sender<Done>,
+    sync: Option<Sender<(Done, Unsettled)>>,
+}
+
 fn worker(
     writer: &dyn ChunkSink,
     level: i32,
     rx: Receiver<Job>,
-    done: Sender<Done>,
+    out: Out,
     spare: Sender<Vec<u8>>,
     inflight: &InFlight,
     clocks: &Clocks,
@@ -278,9 +320,13 @@ fn worker(
         let Ok(job) = rx.recv() else { break };
         let got = Instant::now();
         wait += got - t;
+        let mut unsettled = None;
         let result = match job.work {
             Work::Data(data) => {
-                let r = store_data(writer, level, &data, inflight).map(|id| (id, data.len() as u64));
+                let r = store_data(writer, level, &data, inflight).map(|(id, u)| {
+                    unsettled = u;
+                    (id, data.len() as u64)
+                });
                 let _ = spare.try_send(data);
                 r
             }
@@ -293,9 +339,14 @@ fn worker(
                 Err(e) => Err(e),
             },
         };
-        let sent = done.send(Done { seq: job.seq, stream: job.stream, result });
+        let done = Done { seq: job.seq, stream: job.stream, result };
+        let sent = match (unsettled, &out.sync) {
+            (None, _) => out.done.send(done).is_ok(),
+            (Some(u), Some(sync)) => sync.send((done, u)).is_ok(),
+            (Some(u), None) => out.done.send(settled(writer, done, u)).is_ok(),
+        };
         busy += got.elapsed();
-        if sent.is_err() {
+        if !sent {
             break;
         }
     }
@@ -303,7 +354,39 @@ fn worker(
     clocks.worker_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
 }
 
-fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlight) -> Result<ChunkId> {
+/// Settle a chunk a worker left, for the collector.
+fn settled(writer: &dyn ChunkSink, mut done: Done, chunk: Unsettled) -> Done {
+    let id = *chunk.id();
+    if let Err(e) = writer.settle(chunk) {
+        done.result = Err(e.context(format!("storing chunk {id}")));
+    }
+    done
+}
+
+fn syncer(writer: &dyn ChunkSink, rx: Receiver<(Done, Unsettled)>, done: Sender<Done>, clock: &Clock) {
+    let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let Ok((d, chunk)) = rx.recv() else { break };
+        let got = Instant::now();
+        wait += got - t;
+        let sent = done.send(settled(writer, d, chunk));
+        busy += got.elapsed();
+        if sent.is_err() {
+            break;
+        }
+    }
+    clock.add(busy, wait);
+}
+
+/// Hash, deduplicate, compress and store one chunk; returns its id and
+/// what is left to settle of it.
+fn store_data(
+    writer: &dyn ChunkSink,
+    level: i32,
+    data: &[u8],
+    inflight: &InFlight,
+) -> Result<(ChunkId, Option<Unsettled>)> {
     let id = ChunkId::of(data);
     {
         let mut ids = inflight.ids.lock().expect("lock");
@@ -315,11 +398,11 @@ fn store_data(writer: &dyn ChunkSink, level: i32, data: &[u8], inflight: &InFlig
     let result = (|| {
         if writer.reference(&id)? {
             writer.counters().reused_chunks.fetch_add(1, Ordering::Relaxed);
-            return Ok(id);
+            return Ok((id, None));
         }
         let blob = encode_blob_with_id(data, id, level);
-        writer.store(&id, blob).with_context(|| format!("storing chunk {id}"))?;
-        Ok(id)
+        let left = writer.store_unsettled(&id, blob).with_context(|| format!("storing chunk {id}"))?;
+        Ok((id, left))
     })();
     inflight.ids.lock().expect("lock").remove(&id);
     inflight.cond.notify_all();
@@ -396,6 +479,119 @@ mod tests {
         fn workers(&self) -> usize {
             2
         }
+    }
+
+    fn datastore() -> (tempfile::TempDir, filevol::Datastore) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ds, _) = filevol::Datastore::init(&dir.path().join("ds"), Default::default()).unwrap();
+        (dir, ds)
+    }
+
+    fn manifest(g: &model::BackupGroup, archives: Vec<filevol::ManifestArchive>) -> filevol::Manifest {
+        let source = filevol::SourceHandler { name: "test".into(), version: "1".into(), digest: None };
+        crate::new_snapshot::new_manifest(g, 1_000, &[], archives, Default::default(), Vec::new(), source)
+    }
+
+    fn chunk(i: u32) -> Vec<u8> {
+        i.to_le_bytes().repeat(2000)
+    }
+
+    /// A local writer's chunks are settled by the syncers: when `finish`
+    /// returns, every chunk the indexes name is in the store, the same
+    /// chunk sent twice is stored once, and the snapshot commits.
+    #[test]
+    fn syncers_settle_every_chunk_before_finish_returns() {
+        let (_d, ds) = datastore();
+        let g = model::BackupGroup::new(model::Namespace::root(), "host", "a").unwrap();
+        let w = ds.begin_backup(&g).unwrap();
+        let failed = AtomicBool::new(false);
+        let (indexes, times) = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &w, 1, 1, &failed);
+            for i in (0..40u32).chain(0..10) {
+                p.send(0, Work::Data(chunk(i))).unwrap();
+            }
+            p.finish_timed().unwrap()
+        });
+        assert!(times.syncers >= 2, "{times:?}");
+        let ids: Vec<ChunkId> = indexes[0].chunks.iter().map(|c| c.0).collect();
+        assert_eq!(ids.len(), 50);
+        for (i, id) in (0..40u32).chain(0..10).zip(&ids) {
+            assert_eq!(*id, ChunkId::of(&chunk(i)), "chunks in the order sent");
+            assert!(ds.chunks().has(id).unwrap(), "chunk {i} is in the store");
+        }
+        assert_eq!(w.counters.new_chunks.load(Ordering::Relaxed), 40);
+        let (payload, _) = crate::new_snapshot::index_ref(&w, "data.payload.didx", &indexes[0]).unwrap();
+        let archive = filevol::ManifestArchive {
+            name: "data".into(),
+            kind: "image".into(),
+            size: 50 * 8000,
+            indexes: vec![payload],
+            source_stat: None,
+            entries: 0,
+        };
+        let time = 1_000;
+        let manifest = manifest(&g, vec![archive]);
+        w.commit(&manifest, time).unwrap();
+    }
+
+    /// A sink whose settling fails once: the backup fails with that error,
+    /// and the chunk it dropped keeps the writer from committing.
+    struct FailingSettle<'a> {
+        writer: &'a filevol::Writer,
+        settled: AtomicU64,
+    }
+
+    impl ChunkSink for FailingSettle<'_> {
+        fn reference(&self, id: &ChunkId) -> Result<bool> {
+            self.writer.reference(id).map_err(Into::into)
+        }
+        fn store(&self, _: &ChunkId, _: Vec<u8>) -> Result<()> {
+            unreachable!("the pipeline leaves every chunk unsettled")
+        }
+        fn store_unsettled(&self, id: &ChunkId, blob: Vec<u8>) -> Result<Option<Unsettled>> {
+            Ok(self.writer.store_unsettled(id, &blob)?)
+        }
+        fn settle(&self, chunk: Unsettled) -> Result<()> {
+            if self.settled.fetch_add(1, Ordering::Relaxed) == 5 {
+                return Err(anyhow!("the disk failed to sync"));
+            }
+            Ok(self.writer.settle(chunk).map(drop)?)
+        }
+        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
+            unreachable!("the pipeline writes no index")
+        }
+        fn counters(&self) -> &WriteCounters {
+            &self.writer.counters
+        }
+        fn syncers(&self) -> usize {
+            2
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_fails_to_settle_fails_the_backup() {
+        let (_d, ds) = datastore();
+        let g = model::BackupGroup::new(model::Namespace::root(), "host", "a").unwrap();
+        let w = ds.begin_backup(&g).unwrap();
+        let sink = FailingSettle { writer: &w, settled: AtomicU64::new(0) };
+        let failed = AtomicBool::new(false);
+        let e = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            let mut sent = Ok(());
+            for i in 0..200u32 {
+                sent = p.send(0, Work::Data(chunk(i)));
+                if sent.is_err() {
+                    break;
+                }
+            }
+            first_error(sent, p.finish()).unwrap_err()
+        });
+        assert!(format!("{e:#}").contains("the disk failed to sync"), "{e:#}");
+        assert!(format!("{e:#}").contains("storing chunk"), "{e:#}");
+        let manifest = manifest(&g, Vec::new());
+        let e = w.commit(&manifest, 1_000).unwrap_err();
+        assert!(matches!(e, filevol::StoreError::Unsettled(1)), "{e}");
+        assert!(ds.list_snapshots().unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use chunker::ChunkId;
 use filevol::{
-    ChunkStore, Datastore, DynamicIndex, FixedIndex, IndexRef, Manifest, StoreError, WriteCounters, Writer,
+    ChunkStore, Datastore, DynamicIndex, FixedIndex, IndexRef, Manifest, StoreError, Unsettled,
+    WriteCounters, Writer,
 };
 use model::SnapshotId;
 
@@ -130,7 +131,9 @@ impl SnapshotRead for Datastore {
 /// Where a backup in progress puts its chunks and indexes.
 ///
 /// Invariant: after `reference(id)` answered `true`, or `store(id, ..)`
-/// succeeded, an index naming `id` may be written.
+/// succeeded, an index naming `id` may be written. A chunk left by
+/// `store_unsettled` must be settled before the backup commits (a local
+/// writer refuses to commit otherwise).
 pub trait ChunkSink: Sync {
     /// Whether the target already has chunk `id` for this backup (and
     /// keeps it until the backup ends).
@@ -138,6 +141,20 @@ pub trait ChunkSink: Sync {
     /// Store a new chunk, an encoded blob holding `id` (handed over, so a
     /// sink that sends it need not copy it).
     fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()>;
+    /// `store`, leaving the wait for the disk to `settle` (run off the
+    /// pipeline's workers, see `syncers`); `None` when nothing is left.
+    fn store_unsettled(&self, id: &ChunkId, blob: Vec<u8>) -> Result<Option<Unsettled>> {
+        self.store(id, blob).map(|()| None)
+    }
+    /// Finish what `store_unsettled` left: the chunk is durable and stored.
+    fn settle(&self, chunk: Unsettled) -> Result<()> {
+        Err(anyhow::anyhow!("chunk {} was left unsettled by a target that cannot settle it", chunk.id()))
+    }
+    /// How many threads should settle chunks beside the workers (0: none
+    /// is ever left unsettled).
+    fn syncers(&self) -> usize {
+        0
+    }
     /// Write an index file of the snapshot being made.
     fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef>;
     fn counters(&self) -> &WriteCounters;
@@ -158,6 +175,22 @@ impl ChunkSink for Writer {
     fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
         Writer::store(self, id, &blob)?;
         Ok(())
+    }
+
+    fn store_unsettled(&self, id: &ChunkId, blob: Vec<u8>) -> Result<Option<Unsettled>> {
+        Ok(Writer::store_unsettled(self, id, &blob)?)
+    }
+
+    fn settle(&self, chunk: Unsettled) -> Result<()> {
+        Writer::settle(self, chunk)?;
+        Ok(())
+    }
+
+    /// A local datastore's chunks wait for the disk's sync; the threads
+    /// that wait for it use no CPU, so the workers keep compressing. An S3
+    /// datastore uploads in `store` and settles nothing.
+    fn syncers(&self) -> usize {
+        if self.datastore().remote().is_some() { 0 } else { cores().clamp(2, 8) }
     }
 
     fn write_index(&self, file: &str, bytes: &[u8], length: u64, chunks: u64) -> Result<IndexRef> {

@@ -28,6 +28,8 @@ pub enum StoreError {
     BadIndex { path: PathBuf, detail: String },
     #[error("snapshot {0} already exists; pass a different --time or wait a second")]
     SnapshotExists(String),
+    #[error("{0} chunks of this backup were written but never made durable; the snapshot was not committed")]
+    Unsettled(u64),
     #[error("snapshot {0} not found; list snapshots with `cairn snapshots`")]
     SnapshotNotFound(String),
     #[error(

@@ -30,7 +30,7 @@ pub use snapshot::{
     IndexRef, Manifest, ManifestArchive, ManifestError, ManifestStats, SnapshotState, SourceHandler,
     SourceStat,
 };
-pub use writer::{WorkArea, WriteCounters, Writer};
+pub use writer::{Unsettled, WorkArea, WriteCounters, Writer};
 
 #[cfg(test)]
 mod remote_tests;

@@ -240,6 +240,17 @@ fn all_visible_whole(ds: &Datastore) -> Vec<model::SnapshotId> {
 /// cleanup and gc leave nothing behind.
 #[test]
 fn a_failed_durable_step_never_leaves_a_partial_snapshot() {
+    failed_durable_steps(false);
+}
+
+/// The same, with chunks written by `store_unsettled` and settled (in
+/// reverse order, as syncer threads may) before the commit.
+#[test]
+fn a_failed_durable_step_of_a_settled_chunk_never_leaves_a_partial_snapshot() {
+    failed_durable_steps(true);
+}
+
+fn failed_durable_steps(unsettled: bool) {
     let mut n = 1;
     loop {
         let (_d, ds) = store();
@@ -250,13 +261,21 @@ fn a_failed_durable_step_never_leaves_a_partial_snapshot() {
         let w = ds.begin_backup(&group("a")).unwrap();
         crate::fault::arm(n);
         let result = (move || {
-            let mut ids = Vec::new();
+            let (mut ids, mut left) = (Vec::new(), Vec::new());
             for data in [&b"new chunk one"[..], b"new chunk two", b"a chunk of the first snapshot"] {
                 let (id, blob) = encode_blob(data, 3);
                 if !w.reference(&id)? {
-                    w.store(&id, &blob)?;
+                    if unsettled {
+                        left.extend(w.store_unsettled(&id, &blob)?);
+                    } else {
+                        w.store(&id, &blob)?;
+                    }
                 }
                 ids.push((id, data.len() as u64));
+            }
+            assert_eq!(left.len(), if unsettled { 2 } else { 0 });
+            for chunk in left.into_iter().rev() {
+                w.settle(chunk)?;
             }
             try_commit(w, &ids, 2_000)
         })();
@@ -281,6 +300,32 @@ fn a_failed_durable_step_never_leaves_a_partial_snapshot() {
         }
         n += 1;
     }
+}
+
+#[test]
+fn a_chunk_left_unsettled_keeps_its_snapshot_from_being_committed() {
+    let (_d, ds) = store();
+    let data = b"a chunk written and not yet synced";
+    let (id, blob) = encode_blob(data, 3);
+
+    let w = ds.begin_backup(&group("a")).unwrap();
+    let left = w.store_unsettled(&id, &blob).unwrap().expect("a local store leaves the sync");
+    assert!(w.reference(&id).unwrap(), "the writer uses its own unsettled chunk");
+    assert!(!ds.chunks().has(&id).unwrap(), "not in the store before it is settled");
+    drop(left);
+    let e = try_commit(w, &[(id, data.len() as u64)], 1_000).unwrap_err();
+    assert!(matches!(e, crate::StoreError::Unsettled(1)), "{e}");
+    assert!(ds.list_snapshots().unwrap().is_empty());
+    assert!(writer_files(&ds).is_empty(), "leftovers {:?}", writer_files(&ds));
+    assert!(!ds.chunks().has(&id).unwrap());
+
+    let w = ds.begin_backup(&group("a")).unwrap();
+    let left = w.store_unsettled(&id, &blob).unwrap().unwrap();
+    assert_eq!(w.settle(left).unwrap(), blob.len() as u64);
+    assert_eq!(w.counters.new_chunks.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let snap = try_commit(w, &[(id, data.len() as u64)], 1_000).unwrap();
+    assert_eq!(all_visible_whole(&ds), vec![snap]);
+    assert_eq!(ds.chunks().read(&id).unwrap(), data);
 }
 
 #[test]

@@ -60,6 +60,9 @@ pub struct Writer {
     seq: AtomicU64,
     pub counters: WriteCounters,
     committed: bool,
+    /// Chunks written by `store_unsettled` and not yet settled: commit
+    /// refuses while any is left.
+    unsettled: AtomicU64,
     /// S3 datastores: chunk uploads in flight, and the chunks uploaded
     /// (their markers are made once every upload has finished).
     uploads: Option<bucket::Uploads>,
@@ -102,6 +105,7 @@ impl Datastore {
             seq: AtomicU64::new(0),
             counters: WriteCounters::default(),
             committed: false,
+            unsettled: AtomicU64::new(0),
             uploads: self.remote().map(|r| r.bucket.uploads(r.settings.uploads)),
             uploaded: Mutex::new(Vec::new()),
             _group_lock: group_lock,
@@ -174,6 +178,23 @@ impl Datastore {
             }
         }
         Ok(())
+    }
+}
+
+/// A chunk written into a writer's work area by `Writer::store_unsettled`,
+/// waiting for `Writer::settle` to make it durable and put it into the
+/// store. Dropped unsettled, its file goes with the work area.
+#[derive(Debug)]
+pub struct Unsettled {
+    file: File,
+    tmp: PathBuf,
+    id: ChunkId,
+    len: u64,
+}
+
+impl Unsettled {
+    pub fn id(&self) -> &ChunkId {
+        &self.id
     }
 }
 
@@ -261,6 +282,56 @@ impl Writer {
         result
     }
 
+    /// `store`, in two steps: write the blob into this writer's work area
+    /// now, and leave the wait for the disk (sync, journal, rename into the
+    /// store) to [`Writer::settle`], which another thread may run. Returns
+    /// `None` when the chunk is stored already (an S3 datastore uploads it
+    /// here). From here on `reference(id)` answers `true`; `commit` refuses
+    /// while a chunk written here is not settled, so a snapshot still names
+    /// only durable chunks.
+    pub fn store_unsettled(&self, id: &ChunkId, blob: &[u8]) -> Result<Option<Unsettled>> {
+        if self.uploads.is_some() {
+            return self.store(id, blob).map(|_| None);
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.work.join(format!("chunk-{n}"));
+        match self.write_unsynced(&tmp, blob) {
+            Ok(file) => {
+                self.unsettled.fetch_add(1, Ordering::Relaxed);
+                self.known.lock().expect("lock").insert(*id);
+                Ok(Some(Unsettled { file, tmp, id: *id, len: blob.len() as u64 }))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Make a chunk written by `store_unsettled` durable and put it into the
+    /// store, as `store` does after writing. Returns the bytes stored.
+    pub fn settle(&self, chunk: Unsettled) -> Result<u64> {
+        let Unsettled { file, tmp, id, len } = chunk;
+        let result = (|| {
+            crate::fault::point(&tmp, "chunk sync")?;
+            file.sync_data().at(&tmp)?;
+            drop(file);
+            let _guard = self.chunk_lock()?;
+            self.journal_locked(&id)?;
+            self.rename_into_store(&tmp, &id, len)
+        })();
+        match result {
+            Ok(n) => {
+                self.unsettled.fetch_sub(1, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// Store a chunk blob (already checked against `id`) doing the same work
     /// whether or not the store has it: the blob is written and synced,
     /// then renamed into place, or discarded when the chunk is already
@@ -329,11 +400,16 @@ impl Writer {
     }
 
     fn write_tmp(&self, tmp: &Path, blob: &[u8]) -> Result<()> {
+        let f = self.write_unsynced(tmp, blob)?;
+        crate::fault::point(tmp, "chunk sync")?;
+        f.sync_data().at(tmp)
+    }
+
+    fn write_unsynced(&self, tmp: &Path, blob: &[u8]) -> Result<File> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(tmp).at(tmp)?;
         crate::fault::point(tmp, "chunk write")?;
         f.write_all(blob).at(tmp)?;
-        crate::fault::point(tmp, "chunk sync")?;
-        f.sync_data().at(tmp)
+        Ok(f)
     }
 
     fn store_via(&self, tmp: &Path, id: &ChunkId, blob: &[u8]) -> Result<u64> {
@@ -389,6 +465,10 @@ impl Writer {
         let final_dir = self.ds.snapshot_dir(&id);
         if final_dir.exists() {
             return Err(StoreError::SnapshotExists(id.to_string()));
+        }
+        let unsettled = self.unsettled.load(Ordering::SeqCst);
+        if unsettled > 0 {
+            return Err(StoreError::Unsettled(unsettled));
         }
         self.finish_uploads()?;
         let touched: Vec<PathBuf> = self.touched.lock().expect("lock").drain().collect();
