@@ -5,7 +5,7 @@
 //! restore run on top of these unchanged.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,9 +89,15 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// A connection to a Cairn server with an API token.
+///
+/// Requests go out over several HTTP clients in turn ("lanes"): each has
+/// its own connections and its own thread that encrypts, decrypts and
+/// frames their bytes, so a backup's uploads and a restore's downloads
+/// are not bound by what one thread can encrypt.
 #[derive(Clone)]
 pub struct Remote {
-    http: Client,
+    lanes: Arc<[Client]>,
+    next: Arc<AtomicUsize>,
     base: String,
     token: String,
     /// Whether the server dates new snapshots (no `--time` given).
@@ -108,12 +114,18 @@ impl Remote {
     /// HTTPS needs the fingerprint (the server's certificate is
     /// self-signed); plain `http://` is for loopback development only.
     pub fn connect(url: &str, token: &str, fingerprint: Option<&str>) -> Result<Remote> {
+        Self::connect_with_lanes(url, token, fingerprint, default_lanes())
+    }
+
+    /// `connect`, with `lanes` HTTP clients (at least 1).
+    pub fn connect_with_lanes(
+        url: &str,
+        token: &str,
+        fingerprint: Option<&str>,
+        lanes: usize,
+    ) -> Result<Remote> {
         let base = url.trim_end_matches('/').to_owned();
-        let mut builder = Client::builder()
-            .timeout(Duration::from_secs(300))
-            .connect_timeout(Duration::from_secs(20))
-            .pool_max_idle_per_host(32)
-            .redirect(reqwest::redirect::Policy::none());
+        let mut tls = None;
         if base.starts_with("https://") {
             let fp = fingerprint.ok_or_else(|| {
                 anyhow!(
@@ -134,7 +146,7 @@ impl Remote {
                 .dangerous()
                 .with_custom_certificate_verifier(verifier)
                 .with_no_client_auth();
-            builder = builder.use_preconfigured_tls(config);
+            tls = Some(config);
         } else if base.starts_with("http://") {
             plain_http_allowed(&base)?;
             // Plain HTTP still builds a client that could do TLS, which
@@ -143,14 +155,37 @@ impl Remote {
         } else {
             bail!("--server {url:?}: use an https:// URL");
         }
-        let http = builder.build().context("setting up the HTTP client")?;
-        Ok(Remote { http, base, token: token.to_owned(), server_dates: false })
+        let lanes = (0..lanes.max(1))
+            .map(|_| {
+                let mut builder = Client::builder()
+                    .timeout(Duration::from_secs(300))
+                    .connect_timeout(Duration::from_secs(20))
+                    .pool_max_idle_per_host(32)
+                    .redirect(reqwest::redirect::Policy::none());
+                if let Some(config) = &tls {
+                    builder = builder.use_preconfigured_tls(config.clone());
+                }
+                builder.build().context("setting up the HTTP client")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Remote {
+            lanes: lanes.into(),
+            next: Arc::default(),
+            base,
+            token: token.to_owned(),
+            server_dates: false,
+        })
+    }
+
+    /// The HTTP client for the next request.
+    fn http(&self) -> &Client {
+        &self.lanes[self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len()]
     }
 
     /// `GET /healthz` without credentials: Ok when the server answers `ok`.
     pub fn healthz(&self) -> Result<()> {
         let res = self
-            .http
+            .http()
             .get(format!("{}/healthz", self.base))
             .timeout(Duration::from_secs(10))
             .send()
@@ -165,7 +200,7 @@ impl Remote {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.http().request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
     }
 
     /// Send, and turn an error answer into an error naming the server's
@@ -355,6 +390,12 @@ impl Remote {
 
 /// The most of an error answer the client reads.
 const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// HTTP clients of a `Remote`: half the cores, 2 to 8. Each adds a thread
+/// and its own connections.
+fn default_lanes() -> usize {
+    (engine::target::cores() / 2).clamp(2, 8)
+}
 
 /// How long a chunk upload answered 429 is tried again.
 const BUSY_RETRY: Duration = Duration::from_secs(120);
@@ -636,6 +677,68 @@ mod tests {
             }
         });
         format!("http://{addr}")
+    }
+
+    /// A keep-alive server answering `ok` to every request; each
+    /// connection's requests are counted under the connection's number.
+    fn keeping_alive() -> (String, Arc<Mutex<Vec<usize>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Mutex::new(Vec::new()));
+        let seen = counts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let n = {
+                    let mut c = seen.lock().unwrap();
+                    c.push(0);
+                    c.len() - 1
+                };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        seen.lock().unwrap()[n] += 1;
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), counts)
+    }
+
+    /// Requests take the lanes in turn, each lane keeping its connection:
+    /// eight requests over three lanes use three connections, 3 + 3 + 2.
+    #[test]
+    fn requests_take_the_lanes_in_turn() {
+        let (url, counts) = keeping_alive();
+        let remote = Remote::connect_with_lanes(&url, "t", None, 3).unwrap();
+        for _ in 0..8 {
+            remote.healthz().unwrap();
+        }
+        let mut counts = counts.lock().unwrap().clone();
+        counts.sort();
+        assert_eq!(counts, vec![2, 3, 3]);
+
+        let (url, counts) = keeping_alive();
+        let remote = Remote::connect_with_lanes(&url, "t", None, 1).unwrap();
+        for _ in 0..4 {
+            remote.healthz().unwrap();
+        }
+        assert_eq!(*counts.lock().unwrap(), vec![4], "one lane, one connection");
+        assert!(default_lanes() >= 2);
     }
 
     /// A server whose answers never end: a body without a length, sent
