@@ -95,6 +95,16 @@ fn main() -> ExitCode {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+    // `POLICY_BENCH_PROFILE=N`: only N decisions over 10,000 snapshots,
+    // for a profiler to see the decision without the compiles.
+    if let Some(rounds) = std::env::var("POLICY_BENCH_PROFILE").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let snaps = hourly(1_700_000_000, 10_000, &["daily"]);
+        let took = time(rounds, || {
+            child.retention(&policy, &snaps, 1_700_000_000, &params, &limits).expect("decide")
+        });
+        println!("| decision over 10000 snapshots, median of {rounds} | {:.2} ms |", ms(took));
+        return ExitCode::SUCCESS;
+    }
     for n in [0usize, 10, 1_000, 10_000, 100_000] {
         let start = 1_700_000_000i64;
         let snaps = hourly(start, n, &["daily"]);
