@@ -9,11 +9,14 @@
 //!
 //! A local datastore's new chunk is written by a worker and made durable by
 //! a syncer (`ChunkSink::store_unsettled`, `settle`), so the workers keep
-//! the cores busy while the disk syncs; a chunk reaches the collector once
-//! it is durable, so `finish` returns only when every chunk is.
+//! the cores busy while the disk syncs (until `2S + 2` chunks wait for the
+//! syncers); a chunk a worker stored reaches the collector once it is
+//! durable, and `finish` joins the syncers, so when it returns every chunk
+//! is.
 //!
 //! Memory is bounded: at most `2N + 2` chunks wait between the stages
-//! (chunks waiting for a syncer are in the page cache, at most `2S + 2`).
+//! (chunks waiting for a syncer are files in the page cache, each holding
+//! an open descriptor: at most `N + 3S + 2`).
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -340,12 +343,21 @@ fn worker(
             },
         };
         let done = Done { seq: job.seq, stream: job.stream, result };
+        // Waiting for a syncer to take a chunk is waiting, not work.
+        let mut blocked = Duration::ZERO;
         let sent = match (unsettled, &out.sync) {
             (None, _) => out.done.send(done).is_ok(),
-            (Some(u), Some(sync)) => sync.send((done, u)).is_ok(),
+            (Some(u), Some(sync)) => {
+                let t = Instant::now();
+                let sent = sync.send((done, u)).is_ok();
+                blocked = t.elapsed();
+                sent
+            }
             (Some(u), None) => out.done.send(settled(writer, done, u)).is_ok(),
         };
-        busy += got.elapsed();
+        let spent = got.elapsed();
+        busy += spent.saturating_sub(blocked);
+        wait += blocked.min(spent);
         if !sent {
             break;
         }
@@ -512,6 +524,7 @@ mod tests {
             }
             p.finish_timed().unwrap()
         });
+        assert_eq!(times.syncers, ChunkSink::syncers(&w), "{times:?}");
         assert!(times.syncers >= 2, "{times:?}");
         let ids: Vec<ChunkId> = indexes[0].chunks.iter().map(|c| c.0).collect();
         assert_eq!(ids.len(), 50);
@@ -539,6 +552,7 @@ mod tests {
     struct FailingSettle<'a> {
         writer: &'a filevol::Writer,
         settled: AtomicU64,
+        syncers: usize,
     }
 
     impl ChunkSink for FailingSettle<'_> {
@@ -564,16 +578,23 @@ mod tests {
             &self.writer.counters
         }
         fn syncers(&self) -> usize {
-            2
+            self.syncers
         }
     }
 
+    /// With syncers, and with none (the workers settle what they stored).
     #[test]
     fn a_chunk_that_fails_to_settle_fails_the_backup() {
+        for syncers in [2, 0] {
+            fails_to_settle(syncers);
+        }
+    }
+
+    fn fails_to_settle(syncers: usize) {
         let (_d, ds) = datastore();
         let g = model::BackupGroup::new(model::Namespace::root(), "host", "a").unwrap();
         let w = ds.begin_backup(&g).unwrap();
-        let sink = FailingSettle { writer: &w, settled: AtomicU64::new(0) };
+        let sink = FailingSettle { writer: &w, settled: AtomicU64::new(0), syncers };
         let failed = AtomicBool::new(false);
         let e = std::thread::scope(|scope| {
             let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);

@@ -321,6 +321,12 @@ fn a_chunk_left_unsettled_keeps_its_snapshot_from_being_committed() {
 
     let w = ds.begin_backup(&group("a")).unwrap();
     let left = w.store_unsettled(&id, &blob).unwrap().unwrap();
+    // Only the writer that wrote a chunk settles it.
+    let other = ds.begin_backup(&group("b")).unwrap();
+    let theirs = other.store_unsettled(&id, &blob).unwrap().unwrap();
+    let e = w.settle(theirs).unwrap_err();
+    assert!(e.to_string().contains("written by another backup"), "{e}");
+    drop(other);
     assert_eq!(w.settle(left).unwrap(), blob.len() as u64);
     assert_eq!(w.counters.new_chunks.load(std::sync::atomic::Ordering::Relaxed), 1);
     let snap = try_commit(w, &[(id, data.len() as u64)], 1_000).unwrap();

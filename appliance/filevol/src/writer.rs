@@ -186,6 +186,8 @@ impl Datastore {
 /// store. Dropped unsettled, its file goes with the work area.
 #[derive(Debug)]
 pub struct Unsettled {
+    /// The uuid of the writer that wrote it: only that one settles it.
+    writer: String,
     file: File,
     tmp: PathBuf,
     id: ChunkId,
@@ -252,7 +254,10 @@ impl Writer {
     }
 
     /// Declare that this backup uses chunk `id`; returns whether the store
-    /// already has it. After `true`, the chunk stays until this writer ends.
+    /// already has it, or this writer wrote it and has yet to settle it
+    /// (`store_unsettled`: then `commit` waits for nothing and refuses
+    /// until it is settled). After `true`, the chunk stays until this
+    /// writer ends.
     pub fn reference(&self, id: &ChunkId) -> Result<bool> {
         if self.known.lock().expect("lock").contains(id) {
             return Ok(true);
@@ -299,7 +304,8 @@ impl Writer {
             Ok(file) => {
                 self.unsettled.fetch_add(1, Ordering::Relaxed);
                 self.known.lock().expect("lock").insert(*id);
-                Ok(Some(Unsettled { file, tmp, id: *id, len: blob.len() as u64 }))
+                let writer = self.uuid.clone();
+                Ok(Some(Unsettled { writer, file, tmp, id: *id, len: blob.len() as u64 }))
             }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -311,7 +317,15 @@ impl Writer {
     /// Make a chunk written by `store_unsettled` durable and put it into the
     /// store, as `store` does after writing. Returns the bytes stored.
     pub fn settle(&self, chunk: Unsettled) -> Result<u64> {
-        let Unsettled { file, tmp, id, len } = chunk;
+        let Unsettled { writer, file, tmp, id, len } = chunk;
+        if writer != self.uuid {
+            // Settling it here would journal it in the wrong journal and
+            // count it off this writer's own unsettled chunks.
+            return Err(StoreError::io(
+                &tmp,
+                std::io::Error::other(format!("chunk {id} was written by another backup")),
+            ));
+        }
         let result = (|| {
             crate::fault::point(&tmp, "chunk sync")?;
             file.sync_data().at(&tmp)?;
@@ -322,10 +336,14 @@ impl Writer {
         })();
         match result {
             Ok(n) => {
-                self.unsettled.fetch_sub(1, Ordering::Relaxed);
+                let left = self.unsettled.fetch_sub(1, Ordering::Relaxed);
+                debug_assert!(left > 0, "a writer settled more chunks than it left");
                 Ok(n)
             }
             Err(e) => {
+                // The writer cannot commit now (the chunk stays counted);
+                // nor does it answer for the chunk any more.
+                self.known.lock().expect("lock").remove(&id);
                 let _ = fs::remove_file(&tmp);
                 Err(e)
             }
