@@ -118,12 +118,7 @@ impl Remote {
     }
 
     /// `connect`, with `lanes` HTTP clients (at least 1).
-    pub fn connect_with_lanes(
-        url: &str,
-        token: &str,
-        fingerprint: Option<&str>,
-        lanes: usize,
-    ) -> Result<Remote> {
+    fn connect_with_lanes(url: &str, token: &str, fingerprint: Option<&str>, lanes: usize) -> Result<Remote> {
         let base = url.trim_end_matches('/').to_owned();
         let mut tls = None;
         if base.starts_with("https://") {
@@ -725,22 +720,21 @@ mod tests {
     /// before the next starts).
     #[test]
     fn requests_take_the_lanes_in_turn() {
-        let (url, counts) = keeping_alive();
-        let remote = Remote::connect_with_lanes(&url, "t", None, 3).unwrap();
-        for _ in 0..8 {
-            remote.healthz().unwrap();
+        /// Eight requests one after another over `lanes`: the requests
+        /// each connection the server saw carried.
+        fn connections(lanes: usize) -> Vec<usize> {
+            let (url, counts) = keeping_alive();
+            let remote = Remote::connect_with_lanes(&url, "t", None, lanes).unwrap();
+            for _ in 0..8 {
+                remote.healthz().unwrap();
+            }
+            let counts = counts.lock().unwrap().clone();
+            assert_eq!(counts.iter().sum::<usize>(), 8, "{counts:?}");
+            counts
         }
-        let counts = counts.lock().unwrap().clone();
-        assert_eq!(counts.iter().sum::<usize>(), 8, "{counts:?}");
+        let counts = connections(3);
         assert!(counts.len() >= 3, "three lanes, three connections at least: {counts:?}");
-
-        let (url, counts) = keeping_alive();
-        let remote = Remote::connect_with_lanes(&url, "t", None, 1).unwrap();
-        for _ in 0..8 {
-            remote.healthz().unwrap();
-        }
-        let counts = counts.lock().unwrap().clone();
-        assert_eq!(counts.iter().sum::<usize>(), 8, "{counts:?}");
+        let counts = connections(1);
         assert!(counts.len() < 3, "one lane keeps its connection: {counts:?}");
     }
 

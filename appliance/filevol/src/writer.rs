@@ -273,18 +273,14 @@ impl Writer {
 
     /// Store a new chunk blob (already encoded) durably under its id.
     /// Returns the bytes written. (In an S3 datastore the upload starts
-    /// here and is finished by `commit`.)
+    /// here and is finished by `commit`.) Locally it is `store_unsettled`
+    /// and `settle` one after the other.
     pub fn store(&self, id: &ChunkId, blob: &[u8]) -> Result<u64> {
         if let Some(up) = &self.uploads {
             return self.upload(up, id, blob).map(|()| blob.len() as u64);
         }
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.work.join(format!("chunk-{n}"));
-        let result = self.store_via(&tmp, id, blob);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let chunk = self.write_unsettled(id, blob)?;
+        self.settle(chunk)
     }
 
     /// `store`, in two steps: write the blob into this writer's work area
@@ -298,14 +294,22 @@ impl Writer {
         if self.uploads.is_some() {
             return self.store(id, blob).map(|_| None);
         }
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.work.join(format!("chunk-{n}"));
+        self.write_unsettled(id, blob).map(Some)
+    }
+
+    /// A new file in the work area for a chunk on its way into the store.
+    fn tmp_path(&self) -> PathBuf {
+        self.work.join(format!("chunk-{}", self.seq.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    fn write_unsettled(&self, id: &ChunkId, blob: &[u8]) -> Result<Unsettled> {
+        let tmp = self.tmp_path();
         match self.write_unsynced(&tmp, blob) {
             Ok(file) => {
                 self.unsettled.fetch_add(1, Ordering::Relaxed);
                 self.known.lock().expect("lock").insert(*id);
                 let writer = self.uuid.clone();
-                Ok(Some(Unsettled { writer, file, tmp, id: *id, len: blob.len() as u64 }))
+                Ok(Unsettled { writer, file, tmp, id: *id, len: blob.len() as u64 })
             }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -367,8 +371,7 @@ impl Writer {
             self.start_upload(up, id, blob, !present)?;
             return Ok(!present);
         }
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.work.join(format!("chunk-{n}"));
+        let tmp = self.tmp_path();
         let result = self.write_tmp(&tmp, blob).and_then(|()| {
             let _guard = self.chunk_lock()?;
             self.journal_locked(id)?;
@@ -428,13 +431,6 @@ impl Writer {
         crate::fault::point(tmp, "chunk write")?;
         f.write_all(blob).at(tmp)?;
         Ok(f)
-    }
-
-    fn store_via(&self, tmp: &Path, id: &ChunkId, blob: &[u8]) -> Result<u64> {
-        self.write_tmp(tmp, blob)?;
-        let _guard = self.chunk_lock()?;
-        self.journal_locked(id)?;
-        self.rename_into_store(tmp, id, blob.len() as u64)
     }
 
     /// Rename a synced blob into the store; the caller holds the chunk lock
