@@ -137,6 +137,9 @@ say "unit and end-to-end tests"
 mkdir -p target
 status=0
 cargo test --workspace --quiet 2>&1 | tee target/test-output.txt || status=$?
+# The example policies' allocator is plain Rust: its own tests run natively.
+cargo test --quiet --locked --manifest-path policies/Cargo.toml --target-dir target/policies-native \
+  -p oneshot-alloc 2>&1 | tee -a target/test-output.txt || status=$?
 
 say "fuzz targets build"
 cargo build --quiet --manifest-path fuzz/Cargo.toml

@@ -59,12 +59,21 @@ fn main() -> ExitCode {
         .expect("host")
         .with_cache_key(key);
     let host = Host::new().expect("host");
-    let path = policy_guests::example("retention-gfs");
+    // `POLICY_BENCH_COMPONENT=FILE`: measure another build of the
+    // retention component (another allocator, another opt-level).
+    let path = std::env::var_os("POLICY_BENCH_COMPONENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| policy_guests::example("retention-gfs"));
     let bytes = fs::read(&path).expect("component");
     let limits = Limits { cpu: Duration::from_secs(10), memory: 512 << 20 };
     let name = format!("{}.{}.cwasm", blake3::hash(&bytes).to_hex(), child.artifact_tag());
 
-    let upload = time(9, || {
+    // `POLICY_BENCH_PROFILE=N`: only N decisions over 10,000 snapshots
+    // (after one compile of each kind), for a profiler to see the decision
+    // without the compiles, or to compare builds in quick turns.
+    let profile = std::env::var("POLICY_BENCH_PROFILE").ok().and_then(|v| v.parse::<usize>().ok());
+    let runs = |n: usize| if profile.is_some() { 1 } else { n };
+    let upload = time(runs(9), || {
         let ready = child.load_with_cache(&bytes, None, &limits).expect("load");
         store(&dir, &name, ready.artifact.as_deref().expect("artifact"));
     });
@@ -76,9 +85,9 @@ fn main() -> ExitCode {
         artifact.len() >> 10,
         ms(upload)
     );
-    let in_process = time(5, || host.load(&bytes, &limits).expect("load"));
+    let in_process = time(runs(5), || host.load(&bytes, &limits).expect("load"));
     println!("| the same compile + describe in this process, for comparison | {:.1} ms |", ms(in_process));
-    let cached = time(25, || {
+    let cached = time(runs(25), || {
         let artifact = fs::read(dir.join(&name)).expect("artifact");
         let ready = child.load_with_cache(&bytes, Some(&artifact), &limits).expect("cached load");
         assert_eq!(ready.origin, Origin::Cached);
@@ -95,9 +104,6 @@ fn main() -> ExitCode {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    // `POLICY_BENCH_PROFILE=N`: only N decisions over 10,000 snapshots,
-    // for a profiler to see the decision without the compiles.
-    let profile = std::env::var("POLICY_BENCH_PROFILE").ok().and_then(|v| v.parse::<usize>().ok());
     let sizes: &[usize] = if profile.is_some() { &[10_000] } else { &[0, 10, 1_000, 10_000, 100_000] };
     for &n in sizes {
         let start = 1_700_000_000i64;
@@ -113,6 +119,12 @@ fn main() -> ExitCode {
             format!("decision over {n} snapshots")
         };
         println!("| {what} | {:.2} ms |", ms(took));
+        if n >= 10_000 {
+            let fits = least_memory(|memory| {
+                child.retention(&policy, &snaps, start, &params, &Limits { memory, ..limits }).is_ok()
+            });
+            println!("| least memory budget for {n} snapshots (to 64 KiB) | {} KiB |", fits >> 10);
+        }
     }
     if profile.is_some() {
         return ExitCode::SUCCESS;
@@ -183,6 +195,19 @@ fn source_throughput(host: &Host) {
         ms(took),
         (size >> 20) as f64 / took.as_secs_f64()
     );
+}
+
+/// The least memory budget, to a wasm page, that `fits` accepts, between
+/// one page and 1 GiB.
+fn least_memory(fits: impl Fn(usize) -> bool) -> usize {
+    const PAGE: usize = 64 << 10;
+    let (mut low, mut high) = (1, (1usize << 30) / PAGE);
+    assert!(fits(high * PAGE), "it does not fit in 1 GiB");
+    while low < high {
+        let mid = (low + high) / 2;
+        if fits(mid * PAGE) { high = mid } else { low = mid + 1 }
+    }
+    low * PAGE
 }
 
 fn ms(d: Duration) -> f64 {

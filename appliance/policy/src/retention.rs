@@ -29,13 +29,11 @@ pub use wit::Snapshot as RetentionSnapshot;
 /// `none`, `ok` or `failed`.
 pub use wit::VerifyState;
 
-/// A validated verdict, in the order of the snapshots passed in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionDecision {
-    pub id: String,
-    pub keep: bool,
-    pub reason: String,
-}
+/// A validated verdict (`id`, `keep`, `reason`), in the order of the
+/// snapshots passed in: the WIT record itself, so the answer the guest
+/// gave in order is checked and returned where it was lifted, without
+/// another copy of every decision.
+pub use wit::Decision as RetentionDecision;
 
 /// Longest reason a policy may give.
 const MAX_REASON: usize = 200;
@@ -90,23 +88,38 @@ pub fn decide(
 /// short and printable; protected snapshots kept whatever was said.
 fn check_answer(
     snapshots: &[RetentionSnapshot],
-    answer: Vec<wit::Decision>,
+    mut answer: Vec<wit::Decision>,
 ) -> Result<Vec<RetentionDecision>, String> {
-    // Policies usually answer in the order they were asked; the index by
-    // id is built only for one that does not.
-    let mut index: Option<HashMap<&str, usize>> = None;
-    let mut out: Vec<Option<RetentionDecision>> = vec![None; snapshots.len()];
-    for (n, d) in answer.into_iter().enumerate() {
-        let found = match snapshots.get(n) {
-            Some(s) if s.id == d.id => Some(n),
-            _ => index
-                .get_or_insert_with(|| {
-                    snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect()
-                })
-                .get(d.id.as_str())
-                .copied(),
-        };
-        let Some(i) = found else {
+    // Policies usually answer in the order they were asked: then the
+    // answer is checked and returned in place. Only one that does not
+    // pays for an index by id and a second list.
+    let in_order = answer.len() == snapshots.len() && answer.iter().zip(snapshots).all(|(d, s)| d.id == s.id);
+    if !in_order {
+        answer = reorder(snapshots, answer)?;
+    }
+    for (d, s) in answer.iter_mut().zip(snapshots) {
+        if d.reason.len() > MAX_REASON || d.reason.chars().any(char::is_control) {
+            return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
+        }
+        if s.protected && !d.keep {
+            d.keep = true;
+            d.reason = format!("protected (the policy said: {})", d.reason);
+        }
+    }
+    Ok(answer)
+}
+
+/// An answer given out of order, put in the order of `snapshots`: an
+/// error for an id that is not one of them, for a second decision about
+/// one, or for one left without a decision.
+fn reorder(
+    snapshots: &[RetentionSnapshot],
+    answer: Vec<wit::Decision>,
+) -> Result<Vec<wit::Decision>, String> {
+    let index: HashMap<&str, usize> = snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let mut out: Vec<Option<wit::Decision>> = vec![None; snapshots.len()];
+    for d in answer {
+        let Some(&i) = index.get(d.id.as_str()) else {
             return Err(format!(
                 "it decided about {:?}, which is not one of the snapshots it was given",
                 clip(&d.id)
@@ -115,16 +128,7 @@ fn check_answer(
         if out[i].is_some() {
             return Err(format!("it decided twice about {}", d.id));
         }
-        if d.reason.len() > MAX_REASON || d.reason.chars().any(char::is_control) {
-            return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
-        }
-        let s = &snapshots[i];
-        let (keep, reason) = if s.protected && !d.keep {
-            (true, format!("protected (the policy said: {})", d.reason))
-        } else {
-            (d.keep, d.reason)
-        };
-        out[i] = Some(RetentionDecision { id: d.id, keep, reason });
+        out[i] = Some(d);
     }
     let missing: Vec<&str> =
         out.iter().zip(snapshots).filter(|(d, _)| d.is_none()).map(|(_, s)| s.id.as_str()).collect();

@@ -9,6 +9,11 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "retention" });
 
+// An instance serves one call and is thrown away: allocating is a pointer
+// bump, and nothing is put back on a free list (oneshot-alloc).
+#[global_allocator]
+static ALLOC: oneshot_alloc::OneShot = oneshot_alloc::OneShot::new();
+
 use model::backy::{TaggedSnapshot, keep_by_tags, parse_interval};
 
 struct Tags;

@@ -129,6 +129,7 @@ fn hostile_guests_are_stopped_within_budget() {
         ("unknown-id", "not one of the snapshots"),
         ("repeat-id", "decided twice"),
         ("missing-id", "no decision"),
+        ("control-reason", "not printable"),
         ("trap", "trapped"),
         ("sleep", "may not sleep"),
         ("error", "refuses to decide"),
@@ -164,6 +165,27 @@ fn hostile_guests_are_stopped_within_budget() {
     let params = vec![("mode".to_owned(), "keep-all".to_owned())];
     let d = host.retention(&hostile, &snaps, 0, &params, &limits).expect("keep-all");
     assert!(d.iter().all(|d| d.keep));
+}
+
+/// Decisions may come in any order; they are returned in the order of
+/// the snapshots passed in, each with its own verdict.
+#[test]
+fn an_answer_in_another_order_comes_back_in_the_snapshots_order() {
+    let host = Host::new().expect("host");
+    let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
+    let ids = ["host/h/2026-11-01T00:00:00Z", "host/h/2026-11-02T00:00:00Z", "host/h/2026-11-03T00:00:00Z"];
+    let snaps: Vec<_> = ids.iter().enumerate().map(|(i, id)| snap(id, i == 2)).collect();
+    let params = vec![("mode".to_owned(), "reversed".to_owned())];
+    let d = host.retention(&hostile, &snaps, 0, &params, &Limits::default()).expect("reversed answer");
+    let got: Vec<(&str, bool, &str)> = d.iter().map(|d| (d.id.as_str(), d.keep, d.reason.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (ids[0], false, "position 0"),
+            (ids[1], true, "position 1"),
+            (ids[2], true, "protected (the policy said: position 2)"),
+        ]
+    );
 }
 
 #[test]

@@ -64,6 +64,22 @@ impl Guest for Hostile {
                 Ok(a)
             }
             "remove-all" => Ok(answer(false)),
+            // A valid answer, odd positions kept, given back to front.
+            "reversed" => Ok(snapshots
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, s)| Decision {
+                    id: s.id.clone(),
+                    keep: i % 2 == 1,
+                    reason: format!("position {i}"),
+                })
+                .collect()),
+            "control-reason" => {
+                let mut a = answer(true);
+                a[0].reason = "keep\nrm -rf /".into();
+                Ok(a)
+            }
             "trap" => panic!("hostile policy traps on purpose"),
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3_600));
