@@ -250,7 +250,9 @@ pub struct RestoreArgs {
     target: Option<PathBuf>,
     #[command(flatten)]
     ns: NsArg,
-    /// The copy in this pool (default: the newest copy).
+    /// The copy in this pool (default: the copy whose session is dated
+    /// latest; sessions written at once onto one cartridge all carry the
+    /// date of the job that held it).
     #[arg(long, value_name = "POOL")]
     pool: Option<String>,
     /// Only this path: ARCHIVE/PATH (or PATH when the snapshot has one archive).

@@ -96,7 +96,12 @@ struct SessionSeen {
 }
 
 impl Engine {
-    /// The newest copy of `id` on tape (in `pool` if given).
+    /// The copy of `id` on tape (in `pool` if given) whose session is
+    /// dated latest, the last in catalog order among equals. Sessions
+    /// written at once onto one cartridge carry the date of the job that
+    /// held it, so a copy that joined an earlier job's cartridge can be
+    /// dated before one written in between: either holds the same
+    /// snapshot.
     pub fn tape_copy(&self, id: &SnapshotId, pool: Option<&str>) -> Result<TapeCopy> {
         let copies = self.catalog()?.list_tape_copies()?;
         copies
