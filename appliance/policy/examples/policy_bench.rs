@@ -68,12 +68,13 @@ fn main() -> ExitCode {
     let limits = Limits { cpu: Duration::from_secs(10), memory: 512 << 20 };
     let name = format!("{}.{}.cwasm", blake3::hash(&bytes).to_hex(), child.artifact_tag());
 
-    // `POLICY_BENCH_PROFILE=N`: only N decisions over 10,000 snapshots
-    // (after one compile of each kind), for a profiler to see the decision
-    // without the compiles, or to compare builds in quick turns.
+    // `POLICY_BENCH_PROFILE=N`: one compile of each kind, then N decisions
+    // over 10,000 snapshots and the memory search, nothing else: for a
+    // profiler to see the decision without the compiles, or to compare
+    // builds in quick turns.
     let profile = std::env::var("POLICY_BENCH_PROFILE").ok().and_then(|v| v.parse::<usize>().ok());
-    let runs = |n: usize| if profile.is_some() { 1 } else { n };
-    let upload = time(runs(9), || {
+    let rounds = |full: usize| if profile.is_some() { 1 } else { full };
+    let upload = time(rounds(9), || {
         let ready = child.load_with_cache(&bytes, None, &limits).expect("load");
         store(&dir, &name, ready.artifact.as_deref().expect("artifact"));
     });
@@ -85,9 +86,9 @@ fn main() -> ExitCode {
         artifact.len() >> 10,
         ms(upload)
     );
-    let in_process = time(runs(5), || host.load(&bytes, &limits).expect("load"));
+    let in_process = time(rounds(5), || host.load(&bytes, &limits).expect("load"));
     println!("| the same compile + describe in this process, for comparison | {:.1} ms |", ms(in_process));
-    let cached = time(runs(25), || {
+    let cached = time(rounds(25), || {
         let artifact = fs::read(dir.join(&name)).expect("artifact");
         let ready = child.load_with_cache(&bytes, Some(&artifact), &limits).expect("cached load");
         assert_eq!(ready.origin, Origin::Cached);

@@ -92,11 +92,6 @@ impl<G: Grow> OneShot<G> {
         OneShot { next: Cell::new(0), end: Cell::new(0), grown: Cell::new(0), grower }
     }
 
-    /// Bytes still free in the current region.
-    pub fn free(&self) -> usize {
-        self.end.get() - self.next.get()
-    }
-
     /// `size` bytes aligned to `align` from the current region, if they fit.
     fn bump(&self, size: usize, align: usize) -> Option<usize> {
         let start = align_up(self.next.get(), align)?;
