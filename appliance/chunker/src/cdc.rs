@@ -74,7 +74,7 @@ pub struct StreamChunker {
 
 impl StreamChunker {
     pub fn new(params: CdcParams) -> Self {
-        let (ms, ml) = select_masks(params.avg, Normalization::Level1);
+        let (ms, ml) = masks_for(params);
         let (gear, gear_ls) = gear_tables();
         Self {
             params,
@@ -200,11 +200,20 @@ enum Cut {
 }
 
 /// A gear table: a pseudo-random value per byte.
-type Gear = [u64; 256];
+pub(crate) type Gear = [u64; 256];
+
+/// FastCDC 2020's strict and relaxed masks for `params.avg` (normalization
+/// level 1). Their top bit is clear (the crate's masks use 48 bits at
+/// most), which `segments` relies on.
+pub(crate) fn masks_for(params: CdcParams) -> (u64, u64) {
+    let (ms, ml) = select_masks(params.avg, Normalization::Level1);
+    assert!((ms | ml) >> 63 == 0, "a FastCDC mask with its top bit set");
+    (ms, ml)
+}
 
 /// FastCDC 2020's gear table and its copy shifted left by one: the crate's
 /// own (seed 0 borrows them, unchanged).
-fn gear_tables() -> (&'static Gear, &'static Gear) {
+pub(crate) fn gear_tables() -> (&'static Gear, &'static Gear) {
     match fastcdc::v2020::get_gear_with_seed(0) {
         (Cow::Borrowed(g), Cow::Borrowed(ls)) => {
             (g.try_into().expect("256 gear values"), ls.try_into().expect("256 gear values"))

@@ -305,6 +305,7 @@ impl Ctx<'_> {
                 walk_cpu_s = format!("{:.3}", ahead_times.walk_cpu()),
                 "tree read-ahead"
             );
+            tree.payload.log_scan_times();
             Ok((streams, tree.size, tree.entries))
         })?;
         let (meta_ref, _) = index_ref(self.writer, &format!("{name}.meta.didx"), &streams[META])?;

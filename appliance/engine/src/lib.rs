@@ -8,6 +8,7 @@
 pub mod access;
 pub mod backup;
 mod catalog_sync;
+mod cdcpool;
 pub mod clock;
 pub mod download;
 pub mod fsrestore;

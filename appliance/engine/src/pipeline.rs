@@ -3,7 +3,7 @@
 //! collector puts the results back in stream order into the indexes.
 //!
 //! ```text
-//! reader (walk, read, FastCDC) ─► workers ×N (blake3, dedup, zstd, write) ─► collector (reorder, index)
+//! reader (walk, read, cut) ─► workers ×N (blake3, dedup, zstd, write) ─► collector (reorder, index)
 //!                                        └─► syncers ×S (sync, journal, rename) ─┘
 //! ```
 //!
@@ -16,7 +16,8 @@
 //!
 //! Memory is bounded: at most `2N + 2` chunks wait between the stages
 //! (chunks waiting for a syncer are files in the page cache, each holding
-//! an open descriptor: at most `N + 3S + 2`).
+//! an open descriptor: at most `N + 3S + 2`), and 4 emptied chunk buffers
+//! wait for the reader to fill them again.
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -29,9 +30,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::cdcpool::Chunking;
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
-use chunker::{ChunkId, StreamChunker, blob::encode_blob_with_id};
+use chunker::{ChunkId, blob::encode_blob_with_id};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filevol::Unsettled;
 
@@ -139,6 +141,9 @@ pub fn first_error<T>(produced: Result<()>, finished: Result<T>) -> Result<T> {
     }
 }
 
+/// Chunk buffers kept for the reader to fill again.
+const SPARE_BUFFERS: usize = 4;
+
 /// A running pipeline inside a thread scope.
 pub struct Pipeline<'scope> {
     tx: Option<Sender<Job>>,
@@ -165,7 +170,9 @@ impl<'scope> Pipeline<'scope> {
         let n = writer.workers().clamp(1, 32);
         let (tx, rx) = bounded::<Job>(2 * n + 2);
         let (done_tx, done_rx) = unbounded::<Done>();
-        let (spare_tx, spare) = bounded::<Vec<u8>>(2 * n + 2);
+        // A few buffers wait to be filled again, whatever the workers:
+        // every one held here is up to a chunk of resident memory.
+        let (spare_tx, spare) = bounded::<Vec<u8>>(SPARE_BUFFERS);
         let inflight = Arc::new(InFlight::default());
         let clocks = Arc::new(Clocks::default());
         let s = writer.syncers().min(32);
@@ -220,10 +227,15 @@ impl<'scope> Pipeline<'scope> {
     pub fn push(
         &mut self,
         stream: usize,
-        chunker: &mut StreamChunker,
+        chunker: &mut dyn Chunking,
         bytes: &[u8],
         finish: bool,
     ) -> Result<()> {
+        if chunker.wants_buffer()
+            && let Ok(buf) = self.spare.try_recv()
+        {
+            chunker.recycle(buf);
+        }
         let mut result = Ok(());
         let mut send = |c| {
             if result.is_ok() {
