@@ -7,6 +7,10 @@
 //!                                        └─► syncers ×S (sync, journal, rename) ─┘
 //! ```
 //!
+//! The reader's cutting of a tree's file data is split too: the gear
+//! hashing that finds the boundaries runs on `cdcpool`'s scanner threads,
+//! and the reader only cuts where they found them.
+//!
 //! A local datastore's new chunk is written by a worker and made durable by
 //! a syncer (`ChunkSink::store_unsettled`, `settle`), so the workers keep
 //! the cores busy while the disk syncs (until `2S + 2` chunks wait for the
