@@ -3,7 +3,7 @@
 
 use testkit::{chunk_files, flip_byte, write_random_tree};
 
-use crate::support::{Store, assert_same_tree, str_of, u64_of};
+use crate::support::{Store, assert_same_tree, run_json, str_of, u64_of};
 
 const MIB: u64 = 1 << 20;
 
@@ -57,8 +57,10 @@ fn groups_share_chunks_globally() {
 }
 
 /// Files are read by several threads ahead of the one that cuts chunks,
-/// but in walk order: the same tree backed up twice into two datastores
-/// makes byte-identical indexes (and so the same chunks), whichever thread
+/// but in walk order, and chunk boundaries are hashed in segments on
+/// threads of their own: the same tree backed up into two datastores with
+/// one thread and with eight (one boundary scanner and two) makes
+/// byte-identical indexes (and so the same chunks), whichever thread
 /// finished first. The tree mixes many small files (read whole by the
 /// read-ahead threads), files over 1 MiB (opened ahead, read by the
 /// reader), an empty file, a hard link and a sparse file.
@@ -76,8 +78,12 @@ fn reading_files_on_several_threads_keeps_the_snapshot_deterministic() {
     std::os::unix::fs::FileExt::write_at(&sparse, b"data in a hole", 40 * MIB).unwrap();
     drop(sparse);
     let time = "2026-03-02T00:00:00Z";
-    let one = a.backup_json(&src, "host/order", time);
-    let two = b.backup_json(&src, "host/order", time);
+    let backup = |s: &Store, threads: &str| {
+        let args = ["--group", "host/order", "--time", time, "--json", "--threads", threads];
+        run_json(s.cmd().arg("backup").arg(&src).args(args))
+    };
+    let one = backup(&a, "1");
+    let two = backup(&b, "8");
     assert_eq!(one["files"], two["files"]);
     let indexes = |s: &Store| {
         let m = s.ds.join("snapshots/host/order").join(time).join("manifest.json");

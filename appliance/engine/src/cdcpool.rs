@@ -20,34 +20,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use chunker::segments::{CONTEXT, Hits, SegmentCutter, find_hits};
-use chunker::{CdcParams, StreamChunker};
+use chunker::{CdcParams, Chunking};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::pipeline::thread_cpu;
-
-/// A chunker the pipeline can feed: bytes in, chunks out through `emit`.
-pub trait Chunking {
-    /// Feed bytes; `emit` receives every chunk completed so far.
-    fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(Vec<u8>));
-    /// Cut everything pending (end of stream, or a forced boundary).
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>));
-    /// Whether a chunk buffer the caller is done with would be filled
-    /// again (`recycle`) instead of a fresh one.
-    fn wants_buffer(&self) -> bool {
-        false
-    }
-    fn recycle(&mut self, _buf: Vec<u8>) {}
-}
-
-impl Chunking for StreamChunker {
-    fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
-        StreamChunker::push(self, data, emit)
-    }
-
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        StreamChunker::finish(self, emit)
-    }
-}
 
 /// Bytes per segment handed to a scanner.
 const SEGMENT: usize = 1 << 20;
@@ -261,6 +237,7 @@ fn scan(jobs: Receiver<Job>, times: &ScanTimes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chunker::StreamChunker;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     /// Chunks of `parts` (a forced boundary after each), pushed in pieces

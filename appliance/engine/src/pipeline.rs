@@ -34,10 +34,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::cdcpool::Chunking;
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
-use chunker::{ChunkId, blob::encode_blob_with_id};
+use chunker::{ChunkId, Chunking, blob::encode_blob_with_id};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filevol::Unsettled;
 

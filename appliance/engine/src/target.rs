@@ -25,9 +25,23 @@ pub trait ChunkRead: Send + Sync {
     }
 }
 
-/// The machine's cores (at least 1).
+/// The cores this process plans its threads for (at least 1): the
+/// machine's, unless [`plan_for_cores`] said otherwise.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    match PLANNED_CORES.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+}
+
+static PLANNED_CORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Size every per-core pool of this process (a backup's workers, file
+/// readers, boundary scanners and chunk syncers) as on a machine with `n`
+/// cores: fewer to leave cores to other work, or more. For a command-line
+/// run (`cairn backup --threads`), set before the work starts.
+pub fn plan_for_cores(n: usize) {
+    PLANNED_CORES.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 impl ChunkRead for ChunkStore {

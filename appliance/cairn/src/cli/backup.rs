@@ -64,6 +64,12 @@ pub struct BackupArgs {
     /// Print a JSON summary object as the last line.
     #[arg(long)]
     json: bool,
+    /// Size the backup's threads as for a machine with N cores: N workers hash and compress
+    /// (2N with --server, which also wait on uploads), N threads read files ahead, and the
+    /// threads that find chunk boundaries and sync chunk files follow. Fewer leave cores to
+    /// other work. Default: this machine's cores.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -115,6 +121,9 @@ pub fn run(cli: &Global, a: &BackupArgs) -> Result<ExitCode> {
         return Err(anyhow!(
             "--param, --allow-host, --grant-dir and --max-size are for a source handler (--source NAME)"
         ));
+    }
+    if let Some(n) = a.threads {
+        engine::target::plan_for_cores(usize::from(n));
     }
     // Without --time, a server dates the snapshot by its own clock.
     let remote = a.remote.connect()?.map(|r| r.dated_by_server(a.time.is_none()));
