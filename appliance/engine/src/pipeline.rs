@@ -18,7 +18,9 @@
 //! durable, and `finish` joins the syncers, so when it returns every chunk
 //! is.
 //!
-//! Memory is bounded: at most `2N + 2` chunks wait between the stages
+//! Memory is bounded: at most `2N + 2` chunks, and at most
+//! [`DATA_BUDGET`] bytes of chunk data whatever N, wait between the stages
+//! or are being stored
 //! (chunks waiting for a syncer are files in the page cache, each holding
 //! an open descriptor: at most `N + 3S + 2`), and 4 emptied chunk buffers
 //! wait for the reader to fill them again.
@@ -29,7 +31,7 @@
 //! backup -v`), so a benchmark shows which stage bounds a backup.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
@@ -52,6 +54,60 @@ struct Job {
     seq: u64,
     stream: usize,
     work: Work,
+    /// The data's share of the budget, given back when the job is dropped.
+    _held: Held,
+}
+
+/// Bytes of chunk data the reader may have handed over and the workers
+/// not yet stored, whatever the number of workers: with the blobs the
+/// workers make of them, what bounds a backup's memory.
+pub const DATA_BUDGET: u64 = 48 << 20;
+
+/// The bytes of chunk data between the reader and the workers.
+#[derive(Default)]
+struct Budget {
+    held: Mutex<u64>,
+    freed: Condvar,
+    /// Workers still running; when none is, nothing will free the budget.
+    workers: AtomicUsize,
+}
+
+/// A share of the budget, given back when dropped (also when a worker
+/// unwinds with it).
+struct Held(Arc<Budget>, u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.0.held.lock().expect("lock") -= self.1;
+        self.0.freed.notify_all();
+    }
+}
+
+impl Budget {
+    /// Take `n` bytes, waiting while they would go over the budget (a
+    /// chunk bigger than what is free goes when nothing else is held).
+    /// `None` once no worker runs, or the pipeline failed.
+    fn take(self: &Arc<Self>, n: u64, failed: &AtomicBool) -> Option<Held> {
+        let mut held = self.held.lock().expect("lock");
+        while *held > 0 && *held + n > DATA_BUDGET {
+            if failed.load(Ordering::Relaxed) || self.workers.load(Ordering::Relaxed) == 0 {
+                return None;
+            }
+            held = self.freed.wait_timeout(held, Duration::from_millis(100)).expect("lock").0;
+        }
+        *held += n;
+        Some(Held(self.clone(), n))
+    }
+}
+
+/// Counts a worker as running until it returns or unwinds.
+struct Running(Arc<Budget>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.workers.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_all();
+    }
 }
 
 struct Done {
@@ -158,6 +214,7 @@ pub struct Pipeline<'scope> {
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
     syncers: Vec<ScopedJoinHandle<'scope, ()>>,
     clocks: Arc<Clocks>,
+    budget: Arc<Budget>,
     started: Instant,
     started_cpu: f64,
 }
@@ -187,12 +244,18 @@ impl<'scope> Pipeline<'scope> {
             })
             .collect();
         let sync_tx = (s > 0).then_some(sync_tx);
+        let budget = Arc::new(Budget::default());
+        budget.workers.store(n, Ordering::Relaxed);
         let workers = (0..n)
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
                 let (spare_tx, clocks, sync_tx) = (spare_tx.clone(), clocks.clone(), sync_tx.clone());
                 let out = Out { done: done_tx, sync: sync_tx };
-                scope.spawn(move || worker(writer, level, rx, out, spare_tx, &inflight, &clocks))
+                let running = Running(budget.clone());
+                scope.spawn(move || {
+                    let _running = running;
+                    worker(writer, level, rx, out, spare_tx, &inflight, &clocks)
+                })
             })
             .collect();
         drop((done_tx, sync_tx));
@@ -207,6 +270,7 @@ impl<'scope> Pipeline<'scope> {
             workers,
             syncers,
             clocks,
+            budget,
             started: Instant::now(),
             started_cpu: thread_cpu(),
         }
@@ -217,9 +281,16 @@ impl<'scope> Pipeline<'scope> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(Stopped.into());
         }
-        let job = Job { seq: self.seq, stream, work };
-        self.seq += 1;
         let t = Instant::now();
+        let bytes = match &work {
+            Work::Data(d) => d.len() as u64,
+            Work::Reuse(..) => 0,
+        };
+        let Some(held) = self.budget.take(bytes, self.failed) else {
+            return Err(Stopped.into());
+        };
+        let job = Job { seq: self.seq, stream, work, _held: held };
+        self.seq += 1;
         let sent = self.tx.as_ref().expect("open").send(job).map_err(|_| Stopped.into());
         self.clocks.reader_wait_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         sent
@@ -338,8 +409,9 @@ fn worker(
         let Ok(job) = rx.recv() else { break };
         let got = Instant::now();
         wait += got - t;
+        let Job { seq, stream, work, _held: held } = job;
         let mut unsettled = None;
-        let result = match job.work {
+        let result = match work {
             Work::Data(data) => {
                 let r = store_data(writer, level, &data, inflight).map(|(id, u)| {
                     unsettled = u;
@@ -357,7 +429,9 @@ fn worker(
                 Err(e) => Err(e),
             },
         };
-        let done = Done { seq: job.seq, stream: job.stream, result };
+        // Stored (or failed): its bytes are off the budget.
+        drop(held);
+        let done = Done { seq, stream, result };
         // Waiting for a syncer to take a chunk is waiting, not work.
         let mut blocked = Duration::ZERO;
         let sent = match (unsettled, &out.sync) {
@@ -506,6 +580,75 @@ mod tests {
         fn workers(&self) -> usize {
             2
         }
+    }
+
+    /// A sink with many workers that stores slowly and counts how much
+    /// chunk data is inside `store` at once.
+    #[derive(Default)]
+    struct CountingSink {
+        inside: Mutex<(u64, u64)>,
+        counters: WriteCounters,
+    }
+
+    impl ChunkSink for CountingSink {
+        fn reference(&self, _: &ChunkId) -> Result<bool> {
+            Ok(false)
+        }
+        fn store(&self, _: &ChunkId, blob: Vec<u8>) -> Result<()> {
+            let n = blob.len() as u64;
+            {
+                let mut inside = self.inside.lock().unwrap();
+                inside.0 += n;
+                inside.1 = inside.1.max(inside.0);
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            self.inside.lock().unwrap().0 -= n;
+            Ok(())
+        }
+        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
+            unreachable!("the pipeline writes no index")
+        }
+        fn counters(&self) -> &WriteCounters {
+            &self.counters
+        }
+        fn workers(&self) -> usize {
+            32
+        }
+    }
+
+    /// Thirty-two workers and 4 MiB chunks that do not compress: without
+    /// the budget 66 chunks could wait or be stored at once (264 MiB);
+    /// with it the data handed over and not yet stored stays within
+    /// `DATA_BUDGET`, and every chunk still arrives in order.
+    #[test]
+    fn chunk_data_in_flight_stays_within_the_budget_whatever_the_workers() {
+        let sink = CountingSink::default();
+        let failed = AtomicBool::new(false);
+        let mut rng = 7u64;
+        let mut random = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng as u8
+                })
+                .collect()
+        };
+        let chunks: Vec<Vec<u8>> = (0..40).map(|_| random(4 << 20)).collect();
+        let indexes = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            for c in &chunks {
+                p.send(0, Work::Data(c.clone())).unwrap();
+            }
+            p.finish().unwrap()
+        });
+        let ids: Vec<ChunkId> = indexes[0].chunks.iter().map(|c| c.0).collect();
+        assert_eq!(ids, chunks.iter().map(|c| ChunkId::of(c)).collect::<Vec<_>>());
+        let most = sink.inside.lock().unwrap().1;
+        // Blobs of random data are the data plus a header.
+        assert!(most <= DATA_BUDGET + (64 << 10), "{most} bytes stored at once");
+        assert!(most >= 8 << 20, "workers stored {most} bytes at once at most: the budget serialised them");
     }
 
     fn datastore() -> (tempfile::TempDir, filevol::Datastore) {
