@@ -554,20 +554,36 @@ mod tests {
     use super::*;
     use filevol::{IndexRef, WriteCounters};
 
-    /// A sink that keeps blobs in memory and stores slowly, so the workers
-    /// are the bound.
-    #[derive(Default)]
+    /// A sink that stores slowly, so the workers are the bound, with
+    /// `workers` workers; it counts how many blob bytes are inside `store`
+    /// at once (now, and at most).
     struct SlowSink {
         stored: Mutex<HashSet<ChunkId>>,
+        inside: Mutex<(u64, u64)>,
         counters: WriteCounters,
+        workers: usize,
+    }
+
+    impl SlowSink {
+        fn with_workers(workers: usize) -> Self {
+            let (stored, inside, counters) = Default::default();
+            Self { stored, inside, counters, workers }
+        }
     }
 
     impl ChunkSink for SlowSink {
         fn reference(&self, id: &ChunkId) -> Result<bool> {
             Ok(self.stored.lock().unwrap().contains(id))
         }
-        fn store(&self, id: &ChunkId, _blob: Vec<u8>) -> Result<()> {
+        fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
+            let n = blob.len() as u64;
+            {
+                let mut inside = self.inside.lock().unwrap();
+                inside.0 += n;
+                inside.1 = inside.1.max(inside.0);
+            }
             std::thread::sleep(Duration::from_millis(20));
+            self.inside.lock().unwrap().0 -= n;
             self.stored.lock().unwrap().insert(*id);
             Ok(())
         }
@@ -578,41 +594,7 @@ mod tests {
             &self.counters
         }
         fn workers(&self) -> usize {
-            2
-        }
-    }
-
-    /// A sink with many workers that stores slowly and counts how much
-    /// chunk data is inside `store` at once.
-    #[derive(Default)]
-    struct CountingSink {
-        inside: Mutex<(u64, u64)>,
-        counters: WriteCounters,
-    }
-
-    impl ChunkSink for CountingSink {
-        fn reference(&self, _: &ChunkId) -> Result<bool> {
-            Ok(false)
-        }
-        fn store(&self, _: &ChunkId, blob: Vec<u8>) -> Result<()> {
-            let n = blob.len() as u64;
-            {
-                let mut inside = self.inside.lock().unwrap();
-                inside.0 += n;
-                inside.1 = inside.1.max(inside.0);
-            }
-            std::thread::sleep(Duration::from_millis(30));
-            self.inside.lock().unwrap().0 -= n;
-            Ok(())
-        }
-        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
-            unreachable!("the pipeline writes no index")
-        }
-        fn counters(&self) -> &WriteCounters {
-            &self.counters
-        }
-        fn workers(&self) -> usize {
-            32
+            self.workers
         }
     }
 
@@ -622,7 +604,7 @@ mod tests {
     /// `DATA_BUDGET`, and every chunk still arrives in order.
     #[test]
     fn chunk_data_in_flight_stays_within_the_budget_whatever_the_workers() {
-        let sink = CountingSink::default();
+        let sink = SlowSink::with_workers(32);
         let failed = AtomicBool::new(false);
         let mut rng = 7u64;
         let mut random = |len: usize| -> Vec<u8> {
@@ -775,7 +757,7 @@ mod tests {
 
     #[test]
     fn stage_times_say_which_stage_waited_on_which() {
-        let sink = SlowSink::default();
+        let sink = SlowSink::with_workers(2);
         let failed = AtomicBool::new(false);
         let (indexes, times) = std::thread::scope(|scope| {
             let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
