@@ -58,11 +58,7 @@ pub fn find_hits(params: CdcParams, before: &[u8], segment: &[u8]) -> Hits {
     let (ms, ml) = masks_for(params);
     let (gear, gear_ls) = gear_tables();
     let either = ms & ml;
-    let before = &before[before.len().saturating_sub(CONTEXT)..];
-    let mut hash = 0u64;
-    for &b in before {
-        hash = (hash << 1).wrapping_add(gear[b as usize]);
-    }
+    let mut hash = roll(gear, 0, &before[before.len().saturating_sub(CONTEXT)..]);
     let cap = segment.len() / DENSE_EVERY + 16;
     let mut hits = Vec::new();
     let mut record = |at: usize, h: u64| -> bool {
@@ -80,13 +76,7 @@ pub fn find_hits(params: CdcParams, before: &[u8], segment: &[u8]) -> Hits {
     // against them shifted left too is testing the hash.
     let half = (segment.len() / 2) & !1;
     let (a, b) = segment.split_at(half);
-    let mut hash_b = a[a.len().saturating_sub(CONTEXT)..]
-        .iter()
-        .fold(0u64, |h, &x| (h << 1).wrapping_add(gear[x as usize]));
-    if a.len() < CONTEXT {
-        // A short segment: its second half's context reaches before it.
-        hash_b = before.iter().chain(a).fold(0u64, |h, &x| (h << 1).wrapping_add(gear[x as usize]));
-    }
+    let mut hash_b = roll(gear, 0, &context_after(before, a));
     let (e1, e2) = (either, either << 1);
     let step = |h: &mut u64, x: u8, y: u8| -> (u64, u64) {
         let shifted = *h << 2;
@@ -297,9 +287,21 @@ impl SegmentCutter {
     /// is `min + CONTEXT` bytes long.
     fn stream_hash(&self) -> u64 {
         debug_assert!(self.chunk.len() as u64 >= self.params.min as u64 + CONTEXT as u64);
-        let tail = &self.chunk[self.chunk.len() - CONTEXT..];
-        tail.iter().fold(0u64, |h, &b| (h << 1).wrapping_add(self.gear[b as usize]))
+        roll(self.gear, 0, &self.chunk[self.chunk.len() - CONTEXT..])
     }
+}
+
+/// The context of the segment that follows `segment`: the last
+/// [`CONTEXT`] bytes of `before` and `segment` together.
+pub fn context_after(before: &[u8], segment: &[u8]) -> Vec<u8> {
+    let tail = &segment[segment.len().saturating_sub(CONTEXT)..];
+    let from_before = &before[before.len().saturating_sub(CONTEXT - tail.len())..];
+    [from_before, tail].concat()
+}
+
+/// `hash` carried over `bytes`, one byte at a time.
+fn roll(gear: &Gear, hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
 }
 
 #[cfg(test)]
@@ -340,8 +342,7 @@ mod tests {
                 let (seg, tail) = rest.split_at(n);
                 let hits = if dense() { Hits::Dense } else { find_hits(p, &before, seg) };
                 cutter.cut(seg, &hits, tail.is_empty(), &mut |ch| out.push(ch));
-                before.extend_from_slice(seg);
-                before.drain(..before.len().saturating_sub(CONTEXT));
+                before = context_after(&before, seg);
                 rest = tail;
             }
             cutter.finish(&mut |ch| out.push(ch));

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use chunker::segments::{CONTEXT, Hits, SegmentCutter, find_hits};
+use chunker::segments::{Hits, SegmentCutter, context_after, find_hits};
 use chunker::{CdcParams, Chunking};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
@@ -41,7 +41,6 @@ pub fn scanners_for(cores: usize) -> usize {
 }
 
 struct Job {
-    params: CdcParams,
     before: Vec<u8>,
     data: Arc<Vec<u8>>,
     reply: Sender<Hits>,
@@ -55,7 +54,7 @@ struct Pending {
 
 /// Time the scanners spent hashing, and the reader spent waiting for them.
 #[derive(Debug, Default)]
-pub struct ScanTimes {
+struct ScanTimes {
     segments: AtomicU64,
     busy_ns: AtomicU64,
     cpu_ns: AtomicU64,
@@ -65,7 +64,7 @@ pub struct ScanTimes {
 impl ScanTimes {
     /// Segments hashed, scanners' busy and CPU seconds (summed), and the
     /// seconds the reader waited for a segment's hits.
-    pub fn values(&self) -> (u64, f64, f64, f64) {
+    fn values(&self) -> (u64, f64, f64, f64) {
         let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
         (self.segments.load(Ordering::Relaxed), s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns))
     }
@@ -84,23 +83,22 @@ pub struct ParallelChunker {
     threads: Vec<JoinHandle<()>>,
     spare: Vec<Vec<u8>>,
     times: Arc<ScanTimes>,
-    window: usize,
 }
 
 impl ParallelChunker {
-    pub fn new(params: CdcParams, scanners: usize, times: Arc<ScanTimes>) -> Self {
+    pub fn new(params: CdcParams, scanners: usize) -> Self {
+        let times = Arc::new(ScanTimes::default());
         let (tx, rx) = unbounded::<Job>();
         let threads: Vec<_> = (0..scanners)
             .filter_map(|i| {
                 let (rx, times) = (rx.clone(), times.clone());
                 std::thread::Builder::new()
                     .name(format!("cairn-cdc-{i}"))
-                    .spawn(move || scan(rx, &times))
+                    .spawn(move || scan(params, rx, &times))
                     .map_err(|e| tracing::warn!("no chunk-boundary thread: {e}"))
                     .ok()
             })
             .collect();
-        let window = window(threads.len());
         Self {
             params,
             cutter: SegmentCutter::new(params),
@@ -111,13 +109,21 @@ impl ParallelChunker {
             threads,
             spare: Vec::new(),
             times,
-            window,
         }
     }
 
-    /// Scanner threads running (0: the caller hashes).
-    pub fn scanners(&self) -> usize {
-        self.threads.len()
+    /// Log where the hashing of chunk boundaries spent its time so far
+    /// (`backup -v`).
+    pub fn log_times(&self) {
+        let (segments, busy, cpu, waited) = self.times.values();
+        tracing::info!(
+            threads = self.threads.len(),
+            segments,
+            busy_s = format!("{busy:.3}"),
+            cpu_s = format!("{cpu:.3}"),
+            reader_waited_s = format!("{waited:.3}"),
+            "chunk boundaries"
+        );
     }
 
     /// Hand the gathered bytes to a scanner as the next segment.
@@ -125,14 +131,10 @@ impl ParallelChunker {
         let mut next = self.spare.pop().unwrap_or_default();
         next.clear();
         let data = Arc::new(std::mem::replace(&mut self.filling, next));
-        // The next segment's context: the last `CONTEXT` bytes so far.
-        let before = std::mem::take(&mut self.before);
-        let from_before = CONTEXT.saturating_sub(data.len());
-        let mut context = before[before.len().saturating_sub(from_before)..].to_vec();
-        context.extend_from_slice(&data[data.len().saturating_sub(CONTEXT)..]);
-        self.before = context;
+        let next = context_after(&self.before, &data);
+        let before = std::mem::replace(&mut self.before, next);
         let (reply, hits) = bounded(1);
-        let job = Job { params: self.params, before: before.clone(), data: data.clone(), reply };
+        let job = Job { before: before.clone(), data: data.clone(), reply };
         if let Some(jobs) = &self.jobs
             && jobs.send(job).is_err()
         {
@@ -153,7 +155,7 @@ impl ParallelChunker {
             }
             let hits = if self.jobs.is_none() {
                 None
-            } else if all || self.queue.len() >= self.window {
+            } else if all || self.queue.len() >= window(self.threads.len()) {
                 let t = Instant::now();
                 let got = front.hits.recv().ok();
                 self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -170,7 +172,7 @@ impl ParallelChunker {
             let ends = all && self.queue.is_empty();
             self.cutter.cut(&data, &hits, ends, emit);
             if let Ok(buf) = Arc::try_unwrap(data)
-                && self.spare.len() < self.window
+                && self.spare.len() < window(self.threads.len())
             {
                 self.spare.push(buf);
             }
@@ -221,10 +223,10 @@ impl Drop for ParallelChunker {
 }
 
 /// A scanner: hash segments until the chunker is dropped.
-fn scan(jobs: Receiver<Job>, times: &ScanTimes) {
+fn scan(params: CdcParams, jobs: Receiver<Job>, times: &ScanTimes) {
     for job in jobs {
         let (t, cpu) = (Instant::now(), thread_cpu());
-        let hits = find_hits(job.params, &job.before, &job.data);
+        let hits = find_hits(params, &job.before, &job.data);
         // The data goes back to the reader alone, for reuse.
         drop(job.data);
         times.segments.fetch_add(1, Ordering::Relaxed);
@@ -269,10 +271,10 @@ mod tests {
             let want = chunks(&mut StreamChunker::new(p), &parts, step, 1);
             assert!(want.len() > 30);
             for scanners in [0, 1, 3] {
-                let times = Arc::new(ScanTimes::default());
-                let got = chunks(&mut ParallelChunker::new(p, scanners, times.clone()), &parts, step, 2);
+                let mut chunker = ParallelChunker::new(p, scanners);
+                let got = chunks(&mut chunker, &parts, step, 2);
                 assert_eq!(got, want, "{scanners} scanners, pushes up to {step} bytes");
-                let (segments, ..) = times.values();
+                let (segments, ..) = chunker.times.values();
                 if scanners > 0 {
                     assert!(segments >= 9, "{segments} segments hashed by the scanners");
                 } else {

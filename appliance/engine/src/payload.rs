@@ -7,14 +7,11 @@
 //! simply never read. Consecutive unchanged files reuse one run of chunks
 //! with no waste.
 
-use std::sync::Arc;
-
 use anyhow::Result;
 use chunker::CdcParams;
 use filevol::DynamicIndex;
 
-use crate::cdcpool::{ParallelChunker, ScanTimes, scanners_for};
-
+use crate::cdcpool::{ParallelChunker, scanners_for};
 use crate::pipeline::{Pipeline, Work};
 use crate::target::ChunkSink;
 
@@ -33,30 +30,20 @@ pub struct PayloadBuilder {
     /// File data is most of a tree's bytes: its boundaries are hashed on
     /// threads of their own.
     chunker: ParallelChunker,
-    times: Arc<ScanTimes>,
     pos: u64,
     run: Option<Run>,
 }
 
 impl PayloadBuilder {
     pub fn new(params: CdcParams) -> Self {
-        let times = Arc::new(ScanTimes::default());
-        let scanners = scanners_for(crate::target::cores());
-        Self { chunker: ParallelChunker::new(params, scanners, times.clone()), times, pos: 0, run: None }
+        let chunker = ParallelChunker::new(params, scanners_for(crate::target::cores()));
+        Self { chunker, pos: 0, run: None }
     }
 
     /// Log where the hashing of chunk boundaries spent its time
     /// (`backup -v`).
     pub fn log_scan_times(&self) {
-        let (segments, busy, cpu, waited) = self.times.values();
-        tracing::info!(
-            threads = self.chunker.scanners(),
-            segments,
-            busy_s = format!("{busy:.3}"),
-            cpu_s = format!("{cpu:.3}"),
-            reader_waited_s = format!("{waited:.3}"),
-            "chunk boundaries"
-        );
+        self.chunker.log_times();
     }
 
     /// Current length of the stream (the offset of the next byte).

@@ -553,6 +553,7 @@ fn collect(
 mod tests {
     use super::*;
     use filevol::{IndexRef, WriteCounters};
+    use rand::{RngCore, SeedableRng, rngs::StdRng};
 
     /// A sink that stores slowly, so the workers are the bound, with
     /// `workers` workers; it counts how many blob bytes are inside `store`
@@ -606,18 +607,14 @@ mod tests {
     fn chunk_data_in_flight_stays_within_the_budget_whatever_the_workers() {
         let sink = SlowSink::with_workers(32);
         let failed = AtomicBool::new(false);
-        let mut rng = 7u64;
-        let mut random = |len: usize| -> Vec<u8> {
-            (0..len)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    rng as u8
-                })
-                .collect()
-        };
-        let chunks: Vec<Vec<u8>> = (0..40).map(|_| random(4 << 20)).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let chunks: Vec<Vec<u8>> = (0..40)
+            .map(|_| {
+                let mut c = vec![0u8; 4 << 20];
+                rng.fill_bytes(&mut c);
+                c
+            })
+            .collect();
         let indexes = std::thread::scope(|scope| {
             let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
             for c in &chunks {

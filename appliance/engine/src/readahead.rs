@@ -4,7 +4,7 @@
 //! of them bounds the backup (issue 19's per-stage timings).
 //!
 //! ```text
-//! walk ─► reader ─► read-ahead ×N (open, read, close) ─► reader, in walk order (FastCDC, entries) ─► pipeline
+//! walk ─► reader ─► read-ahead ×N (open, read, close) ─► reader, in walk order (cut, entries) ─► pipeline
 //! ```
 //!
 //! The walk (directory listings, `lstat`, extended attributes) runs on a

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use chunker::ChunkId;
@@ -28,20 +29,20 @@ pub trait ChunkRead: Send + Sync {
 /// The cores this process plans its threads for (at least 1): the
 /// machine's, unless [`plan_for_cores`] said otherwise.
 pub fn cores() -> usize {
-    match PLANNED_CORES.load(std::sync::atomic::Ordering::Relaxed) {
+    match PLANNED_CORES.load(Ordering::Relaxed) {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     }
 }
 
-static PLANNED_CORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PLANNED_CORES: AtomicUsize = AtomicUsize::new(0);
 
 /// Size every per-core pool of this process (a backup's workers, file
 /// readers, boundary scanners and chunk syncers) as on a machine with `n`
 /// cores: fewer to leave cores to other work, or more. For a command-line
 /// run (`cairn backup --threads`), set before the work starts.
 pub fn plan_for_cores(n: usize) {
-    PLANNED_CORES.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    PLANNED_CORES.store(n.max(1), Ordering::Relaxed);
 }
 
 impl ChunkRead for ChunkStore {
