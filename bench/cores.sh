@@ -42,30 +42,14 @@ if [[ -z ${CAIRN:-} ]]; then
 fi
 CAIRN=$(realpath "$CAIRN")
 
-mkdir -p "$WORK/corpus"
-TREE=${CAIRN_BENCH_TREE:-$WORK/corpus/tree}
-IMAGE=$WORK/corpus/disk.img
-if [[ ! -d $TREE ]]; then
-    mkdir -p "$TREE"
-    if [[ -f /usr/src/linux-source-6.1.tar.xz ]]; then
-        say "extracting the Linux tree"
-        tar -C "$TREE" --strip-components=1 -xJf /usr/src/linux-source-6.1.tar.xz
-    else
-        say "copying /usr/share and /usr/lib"
-        cp -a /usr/share /usr/lib "$TREE"/ 2>/dev/null || true
-    fi
-fi
-if [[ ! -f $IMAGE ]]; then
-    say "making the image"
-    { tar -C "$TREE" -cf - . 2>/dev/null | head -c $((768 << 20)) || true; head -c $((256 << 20)) /dev/urandom; } >"$IMAGE"
-fi
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+make_corpus
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
 TREE_FILES=$(find "$TREE" -type f | wc -l)
 IMAGE_BYTES=$(stat -c %s "$IMAGE")
 NPROC=$(nproc)
 
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
 # The value of FIELD="x" in the last line of backup -v's log matching WHAT.
 field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -oE "(^| )$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
 declare -A CPU
@@ -138,16 +122,6 @@ PY
 echo
 echo "$table"
 if ((WRITE_DOC)); then
-    python3 - "$DOC" "$table" <<'PY'
-import sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-begin, end = "<!-- cores:begin -->", "<!-- cores:end -->"
-if begin not in text:
-    text += f"\n## Scaling with cores (`bench/cores.sh`)\n\n{begin}\n{end}\n"
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(path, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PY
+    write_doc_section "$DOC" cores "Scaling with cores (\`bench/cores.sh\`)" "$table"
     say "wrote the table into $DOC"
 fi

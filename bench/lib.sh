@@ -25,3 +25,45 @@ timed() {
     t1=$(now)
     SECS[$key]="${SECS[$key]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
 }
+
+# make_corpus: set TREE (CAIRN_BENCH_TREE, else $WORK/corpus/tree: the
+# Linux source tree when /usr/src/linux-source-6.1.tar.xz is there, else a
+# copy of /usr/share and /usr/lib) and IMAGE ($WORK/corpus/disk.img: 768
+# MiB of a tar of the tree then 256 MiB of random bytes), making what is
+# missing. Needs a `say` function.
+make_corpus() {
+    mkdir -p "$WORK/corpus"
+    TREE=${CAIRN_BENCH_TREE:-$WORK/corpus/tree}
+    IMAGE=$WORK/corpus/disk.img
+    if [[ ! -d $TREE ]]; then
+        mkdir -p "$TREE"
+        if [[ -f /usr/src/linux-source-6.1.tar.xz ]]; then
+            say "extracting the Linux tree"
+            tar -C "$TREE" --strip-components=1 -xJf /usr/src/linux-source-6.1.tar.xz
+        else
+            say "copying /usr/share and /usr/lib"
+            cp -a /usr/share /usr/lib "$TREE"/ 2>/dev/null || true
+        fi
+    fi
+    if [[ ! -f $IMAGE ]]; then
+        say "making the image"
+        { tar -C "$TREE" -cf - . 2>/dev/null | head -c $((768 << 20)) || true; head -c $((256 << 20)) /dev/urandom; } >"$IMAGE"
+    fi
+}
+
+# write_doc_section FILE NAME HEADING TEXT: put TEXT between the markers
+# <!-- NAME:begin --> and <!-- NAME:end --> of FILE, adding them under a
+# new "## HEADING" at its end when they are not there.
+write_doc_section() {
+    python3 - "$@" <<'PY'
+import sys
+path, name, heading, table = sys.argv[1:]
+text = open(path).read()
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+if begin not in text:
+    text += f"\n## {heading}\n\n{begin}\n{end}\n"
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open(path, "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
+PY
+}

@@ -57,10 +57,20 @@ pub fn encode_blob(data: &[u8], level: i32) -> (ChunkId, Vec<u8>) {
 
 /// Encode `data` whose id the caller already computed.
 pub fn encode_blob_with_id(data: &[u8], id: ChunkId, level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_blob_into(data, id, level, &mut out);
+    out
+}
+
+/// Encode `data` into `out`, replacing what it held: a caller that keeps
+/// `out` for the next chunk allocates (and faults in) no fresh buffer.
+/// The compressed payload is written in place after the header, so only
+/// the bytes the blob has are touched, however much room `out` reserves.
+pub fn encode_blob_into(data: &[u8], id: ChunkId, level: i32, out: &mut Vec<u8>) {
     assert!(data.len() <= MAX_PLAIN, "chunk larger than {MAX_PLAIN} bytes");
-    let mut out = Vec::with_capacity(HEADER_LEN + data.len() / 2);
+    out.clear();
     out.resize(HEADER_LEN, 0);
-    let compressed = level > 0 && compress_into(data, &mut out, level) && out.len() - HEADER_LEN < data.len();
+    let compressed = level > 0 && compress_into(data, out, level) && out.len() - HEADER_LEN < data.len();
     if !compressed {
         out.truncate(HEADER_LEN);
         out.extend_from_slice(data);
@@ -72,35 +82,36 @@ pub fn encode_blob_with_id(data: &[u8], id: ChunkId, level: i32) -> Vec<u8> {
     out[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
     out[12..16].copy_from_slice(&stored.to_le_bytes());
     out[16..48].copy_from_slice(&id.0);
-    out
 }
 
 thread_local! {
-    /// One compression context (and output buffer) per thread and level:
-    /// creating a context per chunk costs an allocation and a table reset
-    /// each time.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+    /// One compression context per thread and level: creating a context
+    /// per chunk costs an allocation and a table reset each time.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Append the zstd frame of `data` to `out`; false if compression failed.
+/// Append the zstd frame of `data` to `out` (written in place after what
+/// `out` holds); false if compression failed, `out` then unchanged.
 fn compress_into(data: &[u8], out: &mut Vec<u8>, level: i32) -> bool {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             match zstd::bulk::Compressor::new(level) {
-                Ok(c) => *slot = Some((level, c, Vec::new())),
+                Ok(c) => *slot = Some((level, c)),
                 Err(_) => return false,
             }
         }
-        let Some((_, c, scratch)) = slot.as_mut() else { return false };
-        scratch.clear();
-        scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
-        // A Vec is filled from its start, up to its capacity.
-        if c.compress_to_buffer(data, scratch).is_err() {
+        let Some((_, c)) = slot.as_mut() else { return false };
+        let at = out.len();
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        // The cursor writes from its position on, up to the capacity.
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(at as u64);
+        if c.compress_to_buffer(data, &mut cursor).is_err() {
+            out.truncate(at);
             return false;
         }
-        out.extend_from_slice(scratch);
         true
     })
 }
@@ -243,6 +254,30 @@ mod tests {
         assert!(blob.len() < text.len() / 10, "text compresses");
         let (_, blob) = encode_blob(&random, 3);
         assert_eq!(blob[5], 0, "random data is stored plain");
+    }
+
+    /// A buffer kept from chunk to chunk gives the same blobs as a fresh
+    /// one, whatever it held before: longer or shorter, plain or not.
+    #[test]
+    fn a_reused_buffer_encodes_like_a_fresh_one() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let text = b"cairn reuses its buffers ".repeat(40_000);
+        let random: Vec<u8> = (0..700_000).map(|_| rng.random()).collect();
+        let chunks = [&random[..], &text[..], &text[..3000], &random[..100], &[][..], &text[..], &random[..]];
+        let mut out = b"left over from before".to_vec();
+        for level in [3, 0] {
+            for data in chunks {
+                let id = ChunkId::of(data);
+                encode_blob_into(data, id, level, &mut out);
+                assert_eq!(
+                    out,
+                    encode_blob_with_id(data, id, level),
+                    "{} bytes at level {level}",
+                    data.len()
+                );
+                assert_eq!(decode_blob(&out).unwrap(), (id, data.to_vec()));
+            }
+        }
     }
 
     #[test]

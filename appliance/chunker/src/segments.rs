@@ -136,8 +136,13 @@ pub struct SegmentCutter {
     /// The chunk's hash of its bytes from `min` to `pos`, while it is
     /// being walked byte by byte.
     hash: Option<u64>,
-    spare: Option<Vec<u8>>,
+    /// Emptied buffers for the chunks to come (at most [`KEPT_BUFFERS`]).
+    spares: Vec<Vec<u8>>,
 }
+
+/// Emptied chunk buffers a cutter keeps for the chunks to come: a
+/// segment, or a file pushed at once, can complete more than one.
+pub const KEPT_BUFFERS: usize = 4;
 
 impl SegmentCutter {
     pub fn new(params: CdcParams) -> Self {
@@ -151,7 +156,7 @@ impl SegmentCutter {
             start: 0,
             pos: 0,
             hash: None,
-            spare: None,
+            spares: Vec::new(),
         }
     }
 
@@ -257,20 +262,20 @@ impl SegmentCutter {
     /// Whether a buffer the caller is done with (`recycle`) would hold a
     /// chunk to come, so that a new chunk need not fault in fresh pages.
     pub fn wants_buffer(&self) -> bool {
-        self.spare.is_none()
+        self.spares.len() < KEPT_BUFFERS
     }
 
     /// See [`SegmentCutter::wants_buffer`].
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         buf.clear();
-        if self.spare.is_none() && buf.capacity() >= self.params.max {
-            self.spare = Some(buf);
+        if self.wants_buffer() && buf.capacity() >= self.params.max {
+            self.spares.push(buf);
         }
     }
 
     fn take(&mut self, bytes: &[u8]) {
         if self.chunk.capacity() == 0 {
-            self.chunk = self.spare.take().unwrap_or_default();
+            self.chunk = self.spares.pop().unwrap_or_default();
             self.chunk.reserve_exact(self.params.max);
         }
         self.chunk.extend_from_slice(bytes);
@@ -363,6 +368,35 @@ mod tests {
         mixed.extend(std::iter::repeat_n(0u8, 900 << 10));
         mixed.extend((0..(300 << 10) + 1).map(|_| rng.random::<u8>()));
         vec![random, mixed]
+    }
+
+    /// Buffers handed back are filled again, the last kept first, before
+    /// any fresh one; the cutter keeps no more than `KEPT_BUFFERS`, nor
+    /// one too small for a chunk; what it cuts is the same.
+    #[test]
+    fn kept_buffers_hold_the_next_chunks() {
+        let p = CdcParams { min: 64 << 10, avg: 64 << 10, max: 256 << 10 };
+        let data = &corpora()[0][..2 << 20];
+        let mut cutter = SegmentCutter::new(p);
+        cutter.recycle(Vec::with_capacity(p.max - 1));
+        let mut kept = Vec::new();
+        while cutter.wants_buffer() {
+            let mut buf = Vec::with_capacity(p.max);
+            buf.extend_from_slice(b"stale bytes");
+            kept.push(buf.as_ptr());
+            cutter.recycle(buf);
+        }
+        assert_eq!(kept.len(), KEPT_BUFFERS, "the small buffer was not kept");
+        cutter.recycle(Vec::with_capacity(p.max));
+        let mut out = Vec::new();
+        cutter.cut(data, &find_hits(p, &[], data), true, &mut |ch| out.push(ch));
+        cutter.finish(&mut |ch| out.push(ch));
+        assert!(out.len() > KEPT_BUFFERS, "{} chunks", out.len());
+        let filled: Vec<_> = out.iter().take(KEPT_BUFFERS).map(|c| c.as_ptr()).collect();
+        kept.reverse();
+        assert_eq!(filled, kept);
+        assert_eq!(lens(&out), serial(&[data], p, 1 << 20));
+        assert_eq!(out.concat(), data);
     }
 
     #[test]

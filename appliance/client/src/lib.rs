@@ -602,7 +602,8 @@ impl ChunkSink for RemoteBackup {
 
     /// Upload a chunk; at most as many at once as the server allows (the
     /// pipeline's other workers keep compressing meanwhile).
-    fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
+    fn store(&self, id: &ChunkId, blob: &mut Vec<u8>) -> Result<()> {
+        let blob = std::mem::take(blob);
         let path = format!("/api/v1/backup/{}/chunks/{id}", self.session);
         let len = blob.len() as u64;
         let (count, freed, limit) = &self.in_flight;

@@ -19,11 +19,14 @@
 //! is.
 //!
 //! Memory is bounded: at most `2N + 2` chunks, and at most
-//! [`DATA_BUDGET`] bytes of chunk data whatever N, wait between the stages
-//! or are being stored
+//! [`DATA_BUDGET`] bytes of chunk buffers (by capacity) whatever N, wait
+//! between the stages or are being stored
 //! (chunks waiting for a syncer are files in the page cache, each holding
-//! an open descriptor: at most `N + 3S + 2`), and 4 emptied chunk buffers
-//! wait for the reader to fill them again.
+//! an open descriptor: at most `N + 3S + 2`). Each worker storing a chunk
+//! holds its blob too; [`SPARE_BUFFERS`] emptied chunk buffers wait for
+//! the reader to fill them again (and its chunker keeps a few more, see
+//! `chunker::segments::KEPT_BUFFERS`), and as many blob buffers for the
+//! workers.
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
-use chunker::{ChunkId, Chunking, blob::encode_blob_with_id};
+use chunker::{ChunkId, Chunking, blob::encode_blob_into};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filevol::Unsettled;
 
@@ -58,9 +61,9 @@ struct Job {
     _held: Held,
 }
 
-/// Bytes of chunk data the reader may have handed over and the workers
-/// not yet stored, whatever the number of workers: with the blobs the
-/// workers make of them, what bounds a backup's memory.
+/// Bytes of chunk buffers (counted by capacity) the reader may have handed
+/// over and the workers not yet stored, whatever the number of workers:
+/// with the blobs the workers make of them, what bounds a backup's memory.
 pub const DATA_BUDGET: u64 = 48 << 20;
 
 /// The bytes of chunk data between the reader and the workers.
@@ -200,14 +203,46 @@ pub fn first_error<T>(produced: Result<()>, finished: Result<T>) -> Result<T> {
     }
 }
 
-/// Chunk buffers kept for the reader to fill again.
+/// Emptied chunk buffers kept for the reader to fill again, and emptied
+/// blob buffers kept for the workers, each whatever the number of
+/// workers: every one is up to a chunk of resident memory. Beyond them an
+/// emptied buffer is freed.
 const SPARE_BUFFERS: usize = 4;
+
+/// Emptied buffers that wait to be filled again. Buffers are reused
+/// rather than freed and allocated for each chunk: a fresh one costs a
+/// page fault for every page it fills.
+#[derive(Clone)]
+struct Spares {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Spares {
+    fn new() -> Self {
+        let (tx, rx) = bounded(SPARE_BUFFERS);
+        Self { tx, rx }
+    }
+
+    /// An emptied buffer if one waits, else a new empty one.
+    fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    /// Keep `buf` for reuse, unless enough are kept already.
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 {
+            buf.clear();
+            let _ = self.tx.try_send(buf);
+        }
+    }
+}
 
 /// A running pipeline inside a thread scope.
 pub struct Pipeline<'scope> {
     tx: Option<Sender<Job>>,
-    /// Data buffers the workers are done with, for the reader to refill.
-    spare: Receiver<Vec<u8>>,
+    /// Chunk buffers the workers are done with, for the reader to refill.
+    spares: Spares,
     seq: u64,
     failed: &'scope AtomicBool,
     collector: ScopedJoinHandle<'scope, Result<Vec<StreamIndex>>>,
@@ -230,9 +265,7 @@ impl<'scope> Pipeline<'scope> {
         let n = writer.workers().clamp(1, 32);
         let (tx, rx) = bounded::<Job>(2 * n + 2);
         let (done_tx, done_rx) = unbounded::<Done>();
-        // A few buffers wait to be filled again, whatever the workers:
-        // every one held here is up to a chunk of resident memory.
-        let (spare_tx, spare) = bounded::<Vec<u8>>(SPARE_BUFFERS);
+        let (spares, blobs) = (Spares::new(), Spares::new());
         let inflight = Arc::new(InFlight::default());
         let clocks = Arc::new(Clocks::default());
         let s = writer.syncers().min(32);
@@ -249,12 +282,13 @@ impl<'scope> Pipeline<'scope> {
         let workers = (0..n)
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
-                let (spare_tx, clocks, sync_tx) = (spare_tx.clone(), clocks.clone(), sync_tx.clone());
+                let (spares, blobs) = (spares.clone(), blobs.clone());
+                let (clocks, sync_tx) = (clocks.clone(), sync_tx.clone());
                 let out = Out { done: done_tx, sync: sync_tx };
                 let running = Running(budget.clone());
                 scope.spawn(move || {
                     let _running = running;
-                    worker(writer, level, rx, out, spare_tx, &inflight, &clocks)
+                    worker(writer, level, rx, out, [&spares, &blobs], &inflight, &clocks)
                 })
             })
             .collect();
@@ -263,7 +297,7 @@ impl<'scope> Pipeline<'scope> {
         let collector = scope.spawn(move || collect(done_rx, streams, failed, &collector_clocks.collector));
         Self {
             tx: Some(tx),
-            spare,
+            spares,
             seq: 0,
             failed,
             collector,
@@ -283,7 +317,9 @@ impl<'scope> Pipeline<'scope> {
         }
         let t = Instant::now();
         let bytes = match &work {
-            Work::Data(d) => d.len() as u64,
+            // What the buffer may hold resident: a buffer filled again
+            // keeps the pages of the longest chunk it held.
+            Work::Data(d) => d.capacity() as u64,
             Work::Reuse(..) => 0,
         };
         let Some(held) = self.budget.take(bytes, self.failed) else {
@@ -305,8 +341,8 @@ impl<'scope> Pipeline<'scope> {
         bytes: &[u8],
         finish: bool,
     ) -> Result<()> {
-        if chunker.wants_buffer()
-            && let Ok(buf) = self.spare.try_recv()
+        while chunker.wants_buffer()
+            && let Ok(buf) = self.spares.rx.try_recv()
         {
             chunker.recycle(buf);
         }
@@ -327,8 +363,7 @@ impl<'scope> Pipeline<'scope> {
     /// already stored when there is one (saves allocating and faulting in
     /// fresh pages for every 4 MiB image chunk).
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = self.spare.try_recv().unwrap_or_default();
-        buf.clear();
+        let mut buf = self.spares.take();
         buf.reserve(capacity);
         buf
     }
@@ -398,7 +433,7 @@ fn worker(
     level: i32,
     rx: Receiver<Job>,
     out: Out,
-    spare: Sender<Vec<u8>>,
+    [spares, blobs]: [&Spares; 2],
     inflight: &InFlight,
     clocks: &Clocks,
 ) {
@@ -413,11 +448,13 @@ fn worker(
         let mut unsettled = None;
         let result = match work {
             Work::Data(data) => {
-                let r = store_data(writer, level, &data, inflight).map(|(id, u)| {
+                let mut blob = blobs.take();
+                let r = store_data(writer, level, &data, &mut blob, inflight).map(|(id, u)| {
                     unsettled = u;
                     (id, data.len() as u64)
                 });
-                let _ = spare.try_send(data);
+                blobs.give(blob);
+                spares.give(data);
                 r
             }
             Work::Reuse(id, len) => match writer.reference(&id) {
@@ -486,6 +523,7 @@ fn store_data(
     writer: &dyn ChunkSink,
     level: i32,
     data: &[u8],
+    blob: &mut Vec<u8>,
     inflight: &InFlight,
 ) -> Result<(ChunkId, Option<Unsettled>)> {
     let id = ChunkId::of(data);
@@ -501,7 +539,7 @@ fn store_data(
             writer.counters().reused_chunks.fetch_add(1, Ordering::Relaxed);
             return Ok((id, None));
         }
-        let blob = encode_blob_with_id(data, id, level);
+        encode_blob_into(data, id, level, blob);
         let left = writer.store_unsettled(&id, blob).with_context(|| format!("storing chunk {id}"))?;
         Ok((id, left))
     })();
@@ -556,13 +594,21 @@ mod tests {
     use rand::{RngCore, SeedableRng, rngs::StdRng};
 
     /// A sink that stores slowly, so the workers are the bound, with
-    /// `workers` workers; it counts how many blob bytes are inside `store`
-    /// at once (now, and at most).
+    /// `workers` workers; it counts the blobs and blob bytes inside
+    /// `store` at once (now, and at most).
     struct SlowSink {
         stored: Mutex<HashSet<ChunkId>>,
-        inside: Mutex<(u64, u64)>,
+        inside: Mutex<Inside>,
         counters: WriteCounters,
         workers: usize,
+    }
+
+    #[derive(Default)]
+    struct Inside {
+        bytes: u64,
+        most_bytes: u64,
+        blobs: usize,
+        most_blobs: usize,
     }
 
     impl SlowSink {
@@ -576,15 +622,19 @@ mod tests {
         fn reference(&self, id: &ChunkId) -> Result<bool> {
             Ok(self.stored.lock().unwrap().contains(id))
         }
-        fn store(&self, id: &ChunkId, blob: Vec<u8>) -> Result<()> {
+        fn store(&self, id: &ChunkId, blob: &mut Vec<u8>) -> Result<()> {
             let n = blob.len() as u64;
             {
                 let mut inside = self.inside.lock().unwrap();
-                inside.0 += n;
-                inside.1 = inside.1.max(inside.0);
+                inside.bytes += n;
+                inside.blobs += 1;
+                inside.most_bytes = inside.most_bytes.max(inside.bytes);
+                inside.most_blobs = inside.most_blobs.max(inside.blobs);
             }
             std::thread::sleep(Duration::from_millis(20));
-            self.inside.lock().unwrap().0 -= n;
+            let mut inside = self.inside.lock().unwrap();
+            inside.bytes -= n;
+            inside.blobs -= 1;
             self.stored.lock().unwrap().insert(*id);
             Ok(())
         }
@@ -624,10 +674,35 @@ mod tests {
         });
         let ids: Vec<ChunkId> = indexes[0].chunks.iter().map(|c| c.0).collect();
         assert_eq!(ids, chunks.iter().map(|c| ChunkId::of(c)).collect::<Vec<_>>());
-        let most = sink.inside.lock().unwrap().1;
+        let most = sink.inside.lock().unwrap().most_bytes;
         // Blobs of random data are the data plus a header.
         assert!(most <= DATA_BUDGET + (64 << 10), "{most} bytes stored at once");
         assert!(most >= 8 << 20, "workers stored {most} bytes at once at most: the budget serialised them");
+    }
+
+    /// Short chunks in buffers that could hold 4 MiB (as a buffer filled
+    /// again keeps the pages of its longest chunk): the budget counts what
+    /// the buffers may hold, so 32 workers get no more than fit in it.
+    #[test]
+    fn the_budget_counts_what_a_buffer_may_hold() {
+        let sink = SlowSink::with_workers(32);
+        let failed = AtomicBool::new(false);
+        let mut rng = StdRng::seed_from_u64(8);
+        let indexes = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            for _ in 0..60 {
+                let mut c = Vec::with_capacity(4 << 20);
+                c.resize(64 << 10, 0);
+                rng.fill_bytes(&mut c);
+                p.send(0, Work::Data(c)).unwrap();
+            }
+            p.finish().unwrap()
+        });
+        assert_eq!(indexes[0].chunks.len(), 60);
+        let most = sink.inside.lock().unwrap().most_blobs;
+        let fit = (DATA_BUDGET / (4 << 20)) as usize;
+        assert!(most <= fit, "{most} chunks stored at once; {fit} buffers fit in the budget");
+        assert!(most >= 2, "the workers stored one chunk at a time");
     }
 
     fn datastore() -> (tempfile::TempDir, filevol::Datastore) {
@@ -696,11 +771,11 @@ mod tests {
         fn reference(&self, id: &ChunkId) -> Result<bool> {
             self.writer.reference(id).map_err(Into::into)
         }
-        fn store(&self, _: &ChunkId, _: Vec<u8>) -> Result<()> {
+        fn store(&self, _: &ChunkId, _: &mut Vec<u8>) -> Result<()> {
             unreachable!("the pipeline leaves every chunk unsettled")
         }
-        fn store_unsettled(&self, id: &ChunkId, blob: Vec<u8>) -> Result<Option<Unsettled>> {
-            Ok(self.writer.store_unsettled(id, &blob)?)
+        fn store_unsettled(&self, id: &ChunkId, blob: &mut Vec<u8>) -> Result<Option<Unsettled>> {
+            Ok(self.writer.store_unsettled(id, blob)?)
         }
         fn settle(&self, chunk: Unsettled) -> Result<()> {
             if self.settled.fetch_add(1, Ordering::Relaxed) == 5 {

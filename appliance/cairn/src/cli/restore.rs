@@ -100,8 +100,9 @@ pub struct RestoreArgs {
     /// With --server: keep setuid/setgid bits and file capabilities (cleared by default).
     #[arg(long)]
     keep_setuid: bool,
-    /// Write files on N threads of their own (0: on the restoring thread; 4 or more also create
-    /// them). Default: one per core and at least 4, or 0 on a single core.
+    /// Write files on N threads of their own, and read and decompress chunks on N (0: write on
+    /// the restoring thread; 4 or more also create the files). Default: one writer per core and
+    /// at least 4, or none on a single core; one reader per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: Option<u16>,
     #[command(flatten)]
@@ -216,6 +217,9 @@ fn withheld(report: &engine::restore::RestoreReport) -> String {
 }
 
 pub fn restore(cli: &Global, a: &RestoreArgs) -> Result<ExitCode> {
+    if let Some(n) = a.threads.filter(|&n| n > 0) {
+        engine::target::plan_for_cores(usize::from(n));
+    }
     let id = SnapshotId::parse(&a.snapshot, &a.ns.get()?)?;
     let remote = a.remote.connect()?;
     let snapshot = remote.as_ref().map(|r| r.open_snapshot(&id)).transpose()?;
