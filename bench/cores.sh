@@ -35,15 +35,9 @@ SERVER=
 stop_server() { if [[ -n $SERVER ]]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=; fi; }
 trap stop_server EXIT
 
-if [[ -z ${CAIRN:-} ]]; then
-    say "building cairn (release)"
-    (cd "$ROOT" && cargo build --release --quiet -p cairn)
-    CAIRN=$ROOT/target/release/cairn
-fi
-CAIRN=$(realpath "$CAIRN")
-
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+cairn_binary
 make_corpus
 TREE_BYTES=$(du -sb "$TREE" | cut -f1)
 TREE_FILES=$(find "$TREE" -type f | wc -l)

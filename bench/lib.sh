@@ -26,6 +26,17 @@ timed() {
     SECS[$key]="${SECS[$key]:-} $(python3 -c "print(f'{$t1 - $t0:.3f}')")"
 }
 
+# cairn_binary: make CAIRN an absolute path: $CAIRN, else a release build
+# made in $ROOT. Needs a `say` function.
+cairn_binary() {
+    if [[ -z ${CAIRN:-} ]]; then
+        say "building cairn (release)"
+        (cd "$ROOT" && cargo build --release --quiet -p cairn)
+        CAIRN=$ROOT/target/release/cairn
+    fi
+    CAIRN=$(realpath "$CAIRN")
+}
+
 # make_corpus: set TREE (CAIRN_BENCH_TREE, else $WORK/corpus/tree: the
 # Linux source tree when /usr/src/linux-source-6.1.tar.xz is there, else a
 # copy of /usr/share and /usr/lib) and IMAGE ($WORK/corpus/disk.img: 768

@@ -30,15 +30,9 @@ say() { printf '[memory %s] %s\n' "$(date +%T)" "$*" >&2; }
 trap 'say "a step failed; its output: $WORK/last.out, $WORK/last.err"' ERR
 [[ -x /usr/bin/time ]] || { say "needs GNU time (/usr/bin/time, Debian package time)"; exit 2; }
 
-if [[ -z ${CAIRN:-} ]]; then
-    say "building cairn (release)"
-    (cd "$ROOT" && cargo build --release --quiet -p cairn)
-    CAIRN=$ROOT/target/release/cairn
-fi
-CAIRN=$(realpath "$CAIRN")
-
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+cairn_binary
 make_corpus
 find "$TREE" -type f -print0 | xargs -0 cat >/dev/null
 cat "$IMAGE" >/dev/null
