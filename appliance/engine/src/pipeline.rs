@@ -224,9 +224,14 @@ impl Spares {
         Self { tx, rx }
     }
 
+    /// An emptied buffer, if one waits.
+    fn waiting(&self) -> Option<Vec<u8>> {
+        self.rx.try_recv().ok()
+    }
+
     /// An emptied buffer if one waits, else a new empty one.
     fn take(&self) -> Vec<u8> {
-        self.rx.try_recv().unwrap_or_default()
+        self.waiting().unwrap_or_default()
     }
 
     /// Keep `buf` for reuse, unless enough are kept already.
@@ -238,11 +243,19 @@ impl Spares {
     }
 }
 
+/// The pipeline's emptied buffers: chunk buffers for the reader to fill,
+/// blob buffers for the workers.
+#[derive(Clone)]
+struct Buffers {
+    chunks: Spares,
+    blobs: Spares,
+}
+
 /// A running pipeline inside a thread scope.
 pub struct Pipeline<'scope> {
     tx: Option<Sender<Job>>,
-    /// Chunk buffers the workers are done with, for the reader to refill.
-    spares: Spares,
+    /// Buffers the workers are done with, for the reader to refill.
+    buffers: Buffers,
     seq: u64,
     failed: &'scope AtomicBool,
     collector: ScopedJoinHandle<'scope, Result<Vec<StreamIndex>>>,
@@ -265,7 +278,7 @@ impl<'scope> Pipeline<'scope> {
         let n = writer.workers().clamp(1, 32);
         let (tx, rx) = bounded::<Job>(2 * n + 2);
         let (done_tx, done_rx) = unbounded::<Done>();
-        let (spares, blobs) = (Spares::new(), Spares::new());
+        let buffers = Buffers { chunks: Spares::new(), blobs: Spares::new() };
         let inflight = Arc::new(InFlight::default());
         let clocks = Arc::new(Clocks::default());
         let s = writer.syncers().min(32);
@@ -282,13 +295,12 @@ impl<'scope> Pipeline<'scope> {
         let workers = (0..n)
             .map(|_| {
                 let (rx, done_tx, inflight) = (rx.clone(), done_tx.clone(), inflight.clone());
-                let (spares, blobs) = (spares.clone(), blobs.clone());
-                let (clocks, sync_tx) = (clocks.clone(), sync_tx.clone());
+                let (buffers, clocks, sync_tx) = (buffers.clone(), clocks.clone(), sync_tx.clone());
                 let out = Out { done: done_tx, sync: sync_tx };
                 let running = Running(budget.clone());
                 scope.spawn(move || {
                     let _running = running;
-                    worker(writer, level, rx, out, [&spares, &blobs], &inflight, &clocks)
+                    worker(writer, level, rx, out, &buffers, &inflight, &clocks)
                 })
             })
             .collect();
@@ -297,7 +309,7 @@ impl<'scope> Pipeline<'scope> {
         let collector = scope.spawn(move || collect(done_rx, streams, failed, &collector_clocks.collector));
         Self {
             tx: Some(tx),
-            spares,
+            buffers,
             seq: 0,
             failed,
             collector,
@@ -342,7 +354,7 @@ impl<'scope> Pipeline<'scope> {
         finish: bool,
     ) -> Result<()> {
         while chunker.wants_buffer()
-            && let Ok(buf) = self.spares.rx.try_recv()
+            && let Some(buf) = self.buffers.chunks.waiting()
         {
             chunker.recycle(buf);
         }
@@ -363,7 +375,7 @@ impl<'scope> Pipeline<'scope> {
     /// already stored when there is one (saves allocating and faulting in
     /// fresh pages for every 4 MiB image chunk).
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = self.spares.take();
+        let mut buf = self.buffers.chunks.take();
         buf.reserve(capacity);
         buf
     }
@@ -433,7 +445,7 @@ fn worker(
     level: i32,
     rx: Receiver<Job>,
     out: Out,
-    [spares, blobs]: [&Spares; 2],
+    buffers: &Buffers,
     inflight: &InFlight,
     clocks: &Clocks,
 ) {
@@ -448,13 +460,13 @@ fn worker(
         let mut unsettled = None;
         let result = match work {
             Work::Data(data) => {
-                let mut blob = blobs.take();
+                let mut blob = buffers.blobs.take();
                 let r = store_data(writer, level, &data, &mut blob, inflight).map(|(id, u)| {
                     unsettled = u;
                     (id, data.len() as u64)
                 });
-                blobs.give(blob);
-                spares.give(data);
+                buffers.blobs.give(blob);
+                buffers.chunks.give(data);
                 r
             }
             Work::Reuse(id, len) => match writer.reference(&id) {

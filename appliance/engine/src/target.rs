@@ -23,8 +23,14 @@ pub trait ChunkRead: Send + Sync {
     /// up to [`LOCAL_READS`]; more over a network, where each read waits
     /// for a round trip.
     fn parallel_reads(&self) -> usize {
-        cores().min(LOCAL_READS)
+        local_reads()
     }
+}
+
+/// Chunks to read at once from a local disk: one per core, up to
+/// [`LOCAL_READS`].
+fn local_reads() -> usize {
+    cores().min(LOCAL_READS)
 }
 
 /// Chunks read and decoded at once from a local disk, at most, whatever
@@ -60,7 +66,7 @@ impl ChunkRead for ChunkStore {
 
     /// A bucket answers each read after a round trip: many at once.
     fn parallel_reads(&self) -> usize {
-        if self.in_bucket() { cores().max(16) } else { cores().min(LOCAL_READS) }
+        if self.in_bucket() { cores().max(16) } else { local_reads() }
     }
 }
 
