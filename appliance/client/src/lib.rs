@@ -5,7 +5,7 @@
 //! restore run on top of these unchanged.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -392,6 +392,10 @@ fn default_lanes() -> usize {
     (engine::target::cores() / 2).clamp(2, 8)
 }
 
+/// Upload bodies a backup waits for the HTTP client to let go of, to
+/// fill their buffers again.
+const LENT: usize = 8;
+
 /// How long a chunk upload answered 429 is tried again.
 const BUSY_RETRY: Duration = Duration::from_secs(120);
 
@@ -562,6 +566,10 @@ pub struct RemoteBackup {
     /// Uploads in flight, and how many the server allows.
     in_flight: (Mutex<usize>, Condvar, usize),
     counters: WriteCounters,
+    /// Upload bodies the HTTP client may still hold (`take_back`).
+    lent: Mutex<Vec<bytes::Bytes>>,
+    /// Uploads that gave a buffer back for the next blob.
+    buffers_back: AtomicU64,
     finished: bool,
 }
 
@@ -574,12 +582,35 @@ impl RemoteBackup {
             uploaded: Mutex::new(HashSet::new()),
             in_flight: (Mutex::new(0), Condvar::new(), uploads.max(1)),
             counters: WriteCounters::default(),
+            lent: Mutex::new(Vec::new()),
+            buffers_back: AtomicU64::new(0),
             finished: false,
         }
     }
 
+    /// Lend `body`'s buffer out, and take back the first lent buffer the
+    /// HTTP client has let go of. An answered request's body is usually
+    /// dropped by then, but on the client's own thread, which may not
+    /// have got to it yet: a buffer still held is looked at again after
+    /// the next upload. At most [`LENT`] are waited for.
+    fn take_back(&self, body: bytes::Bytes) -> Option<Vec<u8>> {
+        let mut lent = self.lent.lock().expect("lock");
+        lent.push(body);
+        let free = lent.iter().position(bytes::Bytes::is_unique);
+        let back = free.and_then(|i| lent.swap_remove(i).try_into_mut().ok()).map(Vec::from);
+        if lent.len() > LENT {
+            lent.remove(0);
+        }
+        back
+    }
+
     /// Send the manifest; the server commits the snapshot.
     fn finish(mut self, manifest: &Manifest) -> Result<Finished> {
+        tracing::info!(
+            uploads = self.counters.new_chunks.load(Ordering::Relaxed),
+            buffers_back = self.buffers_back.load(Ordering::Relaxed),
+            "chunk uploads"
+        );
         let path = format!("/api/v1/backup/{}/finish", self.session);
         let done = self.remote.json(Method::POST, &path, manifest, "committing the snapshot")?;
         self.finished = true;
@@ -601,11 +632,13 @@ impl ChunkSink for RemoteBackup {
     }
 
     /// Upload a chunk; at most as many at once as the server allows (the
-    /// pipeline's other workers keep compressing meanwhile).
+    /// pipeline's other workers keep compressing meanwhile). A buffer
+    /// goes back to the caller for its next blob: this one's, or an
+    /// earlier upload's (`take_back`).
     fn store(&self, id: &ChunkId, blob: &mut Vec<u8>) -> Result<()> {
-        let blob = std::mem::take(blob);
+        let body = bytes::Bytes::from(std::mem::take(blob));
         let path = format!("/api/v1/backup/{}/chunks/{id}", self.session);
-        let len = blob.len() as u64;
+        let len = body.len() as u64;
         let (count, freed, limit) = &self.in_flight;
         {
             let mut n = count.lock().expect("lock");
@@ -614,9 +647,13 @@ impl ChunkSink for RemoteBackup {
             }
             *n += 1;
         }
-        let sent = self.remote.put_retrying(&path, blob.into(), &format!("uploading chunk {id}"));
+        let sent = self.remote.put_retrying(&path, body.clone(), &format!("uploading chunk {id}"));
         *count.lock().expect("lock") -= 1;
         freed.notify_one();
+        if let Some(back) = self.take_back(body) {
+            *blob = back;
+            self.buffers_back.fetch_add(1, Ordering::Relaxed);
+        }
         sent?;
         self.uploaded.lock().expect("lock").insert(*id);
         self.counters.new_chunks.fetch_add(1, Ordering::Relaxed);
@@ -651,7 +688,7 @@ impl ChunkSink for RemoteBackup {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
 
     use super::*;
@@ -737,6 +774,73 @@ mod tests {
         assert!(counts.len() >= 3, "three lanes, three connections at least: {counts:?}");
         let counts = connections(1);
         assert!(counts.len() < 3, "one lane keeps its connection: {counts:?}");
+    }
+
+    /// A keep-alive server that reads each request's body (its
+    /// `content-length`) and answers 204.
+    fn taking_uploads() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let (mut line, mut length) = (String::new(), 0);
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {
+                                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:")
+                                    {
+                                        length = v.trim().parse().unwrap();
+                                    }
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        if conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An upload gives a blob's buffer back for the next blob (its own or
+    /// one an earlier upload lent out), the same allocation with the same
+    /// bytes, instead of the pipeline allocating (and faulting in) a
+    /// fresh one per chunk.
+    #[test]
+    fn an_answered_upload_gives_the_blob_buffer_back() {
+        let remote = Remote::connect_with_lanes(&taking_uploads(), "t", None, 1).unwrap();
+        let sink = RemoteBackup::new(remote, "s".into(), 4);
+        let (mut back, mut given) = (0, Vec::new());
+        for i in 0..20u8 {
+            let mut blob = vec![i; 300_000];
+            given.push(blob.as_ptr());
+            sink.store(&ChunkId([i; 32]), &mut blob).unwrap();
+            if blob.is_empty() {
+                continue;
+            }
+            // This upload's buffer, or an earlier one's, as it was given.
+            let j = blob[0];
+            assert!(j <= i && given[j as usize] == blob.as_ptr(), "upload {i}: buffer of upload {j}");
+            assert_eq!(blob.len(), 300_000);
+            assert!(blob.iter().all(|&b| b == j), "upload {i}: the bytes of upload {j} as they were");
+            back += 1;
+        }
+        assert!(back >= 18, "{back} of 20 buffers came back");
+        assert_eq!(sink.buffers_back.load(Ordering::Relaxed), back);
+        assert_eq!(sink.counters.new_chunks.load(Ordering::Relaxed), 20);
     }
 
     /// A server whose answers never end: a body without a length, sent
