@@ -8,7 +8,9 @@
 # fresh datastore: a tree's full backup, an image's full backup, the same
 # image backed up remotely (`cairn serve` and the client pinned to the
 # same cores, HTTPS on loopback), a restore of the tree into tmpfs, and
-# `verify --all`. The tree backup's per-thread CPU seconds (`backup -v`)
+# `verify --all`; then the image backed up remotely with the server on
+# cores of its own (n + n cores, where the machine has them), against a
+# local backup on the client's n. The tree backup's per-thread CPU seconds (`backup -v`)
 # are kept too: the reader's, the walk's, the read-ahead pool's, the
 # chunk-boundary scanners' and the workers'; and the restore's (`restore -v`): its own thread's and its
 # writers'. Everything lives in /dev/shm.
@@ -48,6 +50,27 @@ NPROC=$(nproc)
 field() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/last.err" | grep "$1" | tail -1 | grep -oE "(^| )$2=\"[0-9.]*\"" | tr -dc '0-9.'; }
 declare -A CPU
 
+# remote_image KEY CLIENT_CPUS SERVER_CPUS: a fresh `cairn serve` pinned
+# to SERVER_CPUS, and the image backed up to it over HTTPS by a client
+# pinned to CLIENT_CPUS (timed under KEY).
+remote_image() {
+    local key=$1 client=$2 server=$3 token fp=
+    "$CAIRN" --datastore "$WORK/server" init >/dev/null
+    token=$("$CAIRN" --datastore "$WORK/server" token create --name bench --group host/image 2>/dev/null | tail -1)
+    rm -f "$WORK/serve.log"
+    taskset -c "$server" "$CAIRN" --datastore "$WORK/server" serve --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 1 200); do
+        fp=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log" 2>/dev/null)
+        [[ -n $fp ]] && break
+        sleep 0.1
+    done
+    timed "$key" taskset -c "$client" "$CAIRN" backup --server "https://127.0.0.1:$PORT" --token "$token" \
+        --fingerprint "$fp" "$IMAGE" --group host/image
+    stop_server
+    rm -rf "$WORK/server"
+}
+
 counts=()
 for n in 2 4 8 "$NPROC"; do
     ((n <= NPROC)) || continue
@@ -75,21 +98,25 @@ for n in "${counts[@]}"; do
         rm -rf "$WORK/out"
         timed "$n verify" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" verify --all
         rm -rf "$WORK/ds"
-        "$CAIRN" --datastore "$WORK/server" init >/dev/null
-        TOKEN=$("$CAIRN" --datastore "$WORK/server" token create --name bench --group host/image 2>/dev/null | tail -1)
-        rm -f "$WORK/serve.log"
-        "${pin[@]}" "$CAIRN" --datastore "$WORK/server" serve --listen "127.0.0.1:$PORT" >"$WORK/serve.log" 2>&1 &
-        SERVER=$!
-        FP=
-        for _ in $(seq 1 200); do
-            FP=$(sed -n 's/^certificate fingerprint (SHA-256): //p' "$WORK/serve.log" 2>/dev/null)
-            [[ -n $FP ]] && break
-            sleep 0.1
-        done
-        timed "$n remote" "${pin[@]}" "$CAIRN" backup --server "https://127.0.0.1:$PORT" --token "$TOKEN" \
-            --fingerprint "$FP" "$IMAGE" --group host/image
-        stop_server
-        rm -rf "$WORK/server"
+        remote_image "$n remote" "0-$((n - 1))" "0-$((n - 1))"
+    done
+done
+
+# The image again with the server on cores of its own: the local backup
+# and the client on cores 0..n-1, the server on n..2n-1, for each n whose
+# 2n cores the machine has. Sharing cores, a remote backup loses what the
+# server spends; apart, what is left is the remote path's own cost.
+apart=()
+for n in 1 2 4 8; do ((2 * n <= NPROC)) && apart+=("$n"); done
+for n in "${apart[@]}"; do
+    for round in $(seq 1 "$ROUNDS"); do
+        say "the server apart: $n + $n cores, round $round of $ROUNDS"
+        rm -rf "$WORK/ds"
+        "$CAIRN" --datastore "$WORK/ds" init >/dev/null
+        timed "$n apart local" taskset -c "0-$((n - 1))" "$CAIRN" --datastore "$WORK/ds" backup "$IMAGE" \
+            --group host/image --time 2026-12-01T00:00:00Z
+        rm -rf "$WORK/ds"
+        remote_image "$n apart remote" "0-$((n - 1))" "$n-$((2 * n - 1))"
     done
 done
 
@@ -112,6 +139,18 @@ mbs = lambda b, s: f"{b / s / 1e6:,.0f} MB/s"
 print(f"| {n} | {mbs(tb, tree)} | {mbs(ib, image)} | {image / remote:.2f} | {mbs(tb, restore)} | {verify:.2f} s | {float(rc):.2f} / {float(wc):.2f} / {float(ac):.2f} / {float(sc):.2f} / {float(kc):.2f} | {float(rr):.2f} / {float(rw):.2f} |")
 PY
     done
+    if ((${#apart[@]})); then
+        echo
+        echo "The image with the server on cores of its own (the local backup and the client on the first cores, the server on as many others):"
+        echo
+        echo "| client cores | server cores | image local | image remote | remote/local |"
+        echo "|---:|---:|---:|---:|---:|"
+        for n in "${apart[@]}"; do
+            l=$(median "${SECS["$n apart local"]}")
+            r=$(median "${SECS["$n apart remote"]}")
+            python3 -c "print(f'| $n | $n | {$l:.2f} s | {$r:.2f} s | {$l / $r:.2f} |')"
+        done
+    fi
 )
 echo
 echo "$table"
