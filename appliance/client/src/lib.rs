@@ -712,8 +712,9 @@ mod tests {
         format!("http://{addr}")
     }
 
-    /// A keep-alive server answering `ok` to every request; each
-    /// connection's requests are counted under the connection's number.
+    /// A keep-alive server answering `ok` to every request once it has
+    /// read its body (`content-length` bytes); each connection's requests
+    /// are counted under the connection's number.
     fn keeping_alive() -> (String, Arc<Mutex<Vec<usize>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -731,14 +732,22 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     loop {
-                        let mut line = String::new();
+                        let (mut line, mut length) = (String::new(), 0);
                         loop {
                             line.clear();
                             match reader.read_line(&mut line) {
                                 Ok(0) | Err(_) => return,
                                 Ok(_) if line == "\r\n" => break,
-                                Ok(_) => {}
+                                Ok(_) => {
+                                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:")
+                                    {
+                                        length = v.trim().parse().unwrap();
+                                    }
+                                }
                             }
+                        }
+                        if reader.read_exact(&mut vec![0; length]).is_err() {
+                            return;
                         }
                         seen.lock().unwrap()[n] += 1;
                         let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -776,52 +785,13 @@ mod tests {
         assert!(counts.len() < 3, "one lane keeps its connection: {counts:?}");
     }
 
-    /// A keep-alive server that reads each request's body (its
-    /// `content-length`) and answers 204.
-    fn taking_uploads() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let (mut line, mut length) = (String::new(), 0);
-                        loop {
-                            line.clear();
-                            match reader.read_line(&mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) if line == "\r\n" => break,
-                                Ok(_) => {
-                                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:")
-                                    {
-                                        length = v.trim().parse().unwrap();
-                                    }
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        if conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        format!("http://{addr}")
-    }
-
     /// An upload gives a blob's buffer back for the next blob (its own or
     /// one an earlier upload lent out), the same allocation with the same
     /// bytes, instead of the pipeline allocating (and faulting in) a
     /// fresh one per chunk.
     #[test]
     fn an_answered_upload_gives_the_blob_buffer_back() {
-        let remote = Remote::connect_with_lanes(&taking_uploads(), "t", None, 1).unwrap();
+        let remote = Remote::connect_with_lanes(&keeping_alive().0, "t", None, 1).unwrap();
         let sink = RemoteBackup::new(remote, "s".into(), 4);
         let (mut back, mut given) = (0, Vec::new());
         for i in 0..20u8 {
