@@ -189,32 +189,6 @@ impl StreamChunker {
     }
 }
 
-/// A chunker a pipeline can feed: bytes in, chunks out through `emit`
-/// ([`StreamChunker`], or one that hashes on other threads).
-pub trait Chunking {
-    /// Feed bytes; `emit` receives every chunk completed so far.
-    fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(Vec<u8>));
-    /// Cut everything pending (end of stream, or a forced boundary).
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>));
-    /// Whether a chunk buffer the caller is done with would be filled
-    /// again (`recycle`) instead of a fresh one.
-    fn wants_buffer(&self) -> bool {
-        false
-    }
-    /// See [`Chunking::wants_buffer`].
-    fn recycle(&mut self, _buf: Vec<u8>) {}
-}
-
-impl Chunking for StreamChunker {
-    fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
-        StreamChunker::push(self, data, emit)
-    }
-
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        StreamChunker::finish(self, emit)
-    }
-}
-
 /// Where the bytes pushed complete a chunk.
 enum Cut {
     /// After this many bytes of the pushed slice.

@@ -17,7 +17,7 @@ mod id;
 pub mod segments;
 
 pub use blob::{BlobError, BlobHeader, decode_blob, encode_blob, peek_header, verify_blob};
-pub use cdc::{CdcParams, CdcParamsError, Chunking, StreamChunker};
+pub use cdc::{CdcParams, CdcParamsError, StreamChunker};
 pub use id::ChunkId;
 
 /// Chunk size of image archives (block devices, VM disks): 4 MiB.

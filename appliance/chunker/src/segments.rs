@@ -120,29 +120,25 @@ pub fn find_hits(params: CdcParams, before: &[u8], segment: &[u8]) -> Hits {
     Hits::Listed(hits)
 }
 
-/// Step 2: cuts segments, in stream order and with their [`Hits`], into
-/// chunks; the chunks are `StreamChunker`'s. Memory: the chunk being
-/// filled (at most `max` bytes).
+/// Step 2: walks segments, in stream order and with their [`Hits`], and
+/// says where the chunks end; the chunks are `StreamChunker`'s. It holds
+/// no chunk bytes, only the last [`CONTEXT`] bytes of the stream, so the
+/// caller assembles the chunks from its own buffers (or on other threads).
 #[derive(Debug)]
 pub struct SegmentCutter {
     params: CdcParams,
     ms: u64,
     ml: u64,
     gear: &'static Gear,
-    /// The chunk being filled: the stream's bytes `[start, pos)`.
-    chunk: Vec<u8>,
+    /// The chunk being found: the stream's bytes `[start, pos)`.
     start: u64,
     pos: u64,
     /// The chunk's hash of its bytes from `min` to `pos`, while it is
     /// being walked byte by byte.
     hash: Option<u64>,
-    /// Emptied buffers for the chunks to come (at most [`KEPT_BUFFERS`]).
-    spares: Vec<Vec<u8>>,
+    /// The stream's last (up to) `CONTEXT` bytes before the next segment.
+    tail: Vec<u8>,
 }
-
-/// Emptied chunk buffers a cutter keeps for the chunks to come: a
-/// segment, or a file pushed at once, can complete more than one.
-pub const KEPT_BUFFERS: usize = 4;
 
 impl SegmentCutter {
     pub fn new(params: CdcParams) -> Self {
@@ -152,25 +148,26 @@ impl SegmentCutter {
             ms,
             ml,
             gear: gear_tables().0,
-            chunk: Vec::new(),
             start: 0,
             pos: 0,
             hash: None,
-            spares: Vec::new(),
+            tail: Vec::with_capacity(CONTEXT),
         }
     }
 
-    /// Bytes waiting for their chunk to be cut.
+    /// Bytes since the last cut.
     pub fn pending(&self) -> usize {
-        self.chunk.len()
+        (self.pos - self.start) as usize
     }
 
-    /// Cut the stream's next `segment`, whose hits `find_hits` found;
-    /// `emit` receives every chunk completed. `ends`: no byte follows the
-    /// segment (the stream ends, or a boundary is forced, right after it).
-    /// Unless it ends, the caller must know that a byte follows: a hit on
-    /// a segment's last byte may count only then.
-    pub fn cut(&mut self, segment: &[u8], hits: &Hits, ends: bool, emit: &mut dyn FnMut(Vec<u8>)) {
+    /// Walk the stream's next `segment`, whose hits `find_hits` found;
+    /// `cut(i)` is called for every chunk that ends right before
+    /// `segment[i]` (`0 <= i <= segment.len()`; at 0 the chunk is all
+    /// bytes of earlier segments). `ends`: no byte follows the segment
+    /// (the stream ends, or a boundary is forced, right after it). Unless
+    /// it ends, the caller must know that a byte follows: a hit on a
+    /// segment's last byte may count only then.
+    pub fn cut(&mut self, segment: &[u8], hits: &Hits, ends: bool, cut: &mut dyn FnMut(usize)) {
         let CdcParams { min, avg, max } = self.params;
         let (min, avg, max) = (min as u64, avg as u64, max as u64);
         let listed = match hits {
@@ -186,7 +183,7 @@ impl SegmentCutter {
             let offset = self.pos - self.start;
             if offset < min {
                 let take = ((min - offset) as usize).min(segment.len() - at);
-                self.take(&segment[at..at + take]);
+                self.pos += take as u64;
                 at += take;
                 if self.pos - self.start == min {
                     self.hash = Some(0);
@@ -220,7 +217,7 @@ impl SegmentCutter {
                         Some(_) => limit.min(at + (min + CONTEXT as u64 - offset) as usize),
                         None => limit,
                     };
-                    let mut h = self.hash.unwrap_or_else(|| self.stream_hash());
+                    let mut h = self.hash.unwrap_or_else(|| self.stream_hash(at));
                     for (i, &b) in segment.iter().enumerate().take(stop).skip(at) {
                         h = (h << 1).wrapping_add(self.gear[b as usize]);
                         let o = offset + (i - at) as u64;
@@ -235,64 +232,57 @@ impl SegmentCutter {
             }
             match (found, walked) {
                 (Some(i), _) => {
-                    self.take(&segment[at..i]);
+                    self.pos += (i - at) as u64;
                     at = i;
-                    self.emit(emit);
+                    self.cut_here(cut, at);
                 }
                 (None, walked) => {
                     let stop = walked.map_or(limit, |(_, stop)| stop);
-                    self.take(&segment[at..stop]);
+                    self.pos += (stop - at) as u64;
                     at = stop;
                     self.hash = walked.map(|(h, _)| h);
                     if self.pos - self.start == max {
-                        self.emit(emit);
+                        self.cut_here(cut, at);
                     }
                 }
             }
         }
+        self.remember_tail(segment);
     }
 
-    /// Cut everything pending (end of stream, or a forced boundary).
-    pub fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        if !self.chunk.is_empty() {
-            self.emit(emit);
-        }
+    /// End the chunk pending (end of stream, or a forced boundary);
+    /// whether there was one.
+    pub fn finish(&mut self) -> bool {
+        let pending = self.pos > self.start;
+        self.start = self.pos;
+        self.hash = None;
+        pending
     }
 
-    /// Whether a buffer the caller is done with (`recycle`) would hold a
-    /// chunk to come, so that a new chunk need not fault in fresh pages.
-    pub fn wants_buffer(&self) -> bool {
-        self.spares.len() < KEPT_BUFFERS
-    }
-
-    /// See [`SegmentCutter::wants_buffer`].
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        buf.clear();
-        if self.wants_buffer() && buf.capacity() >= self.params.max {
-            self.spares.push(buf);
-        }
-    }
-
-    fn take(&mut self, bytes: &[u8]) {
-        if self.chunk.capacity() == 0 {
-            self.chunk = self.spares.pop().unwrap_or_default();
-            self.chunk.reserve_exact(self.params.max);
-        }
-        self.chunk.extend_from_slice(bytes);
-        self.pos += bytes.len() as u64;
-    }
-
-    fn emit(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        emit(std::mem::take(&mut self.chunk));
+    fn cut_here(&mut self, cut: &mut dyn FnMut(usize), at: usize) {
+        cut(at);
         self.start = self.pos;
         self.hash = None;
     }
 
-    /// The hash of the chunk's last `CONTEXT` bytes: its own hash, once it
-    /// is `min + CONTEXT` bytes long.
-    fn stream_hash(&self) -> u64 {
-        debug_assert!(self.chunk.len() as u64 >= self.params.min as u64 + CONTEXT as u64);
-        roll(self.gear, 0, &self.chunk[self.chunk.len() - CONTEXT..])
+    /// The hash of the chunk's last `CONTEXT` bytes, once it is
+    /// `min + CONTEXT` bytes long: its own hash. Needed only at a
+    /// segment's start (`at == 0`): within a segment the hash is carried.
+    fn stream_hash(&self, at: usize) -> u64 {
+        debug_assert_eq!(at, 0);
+        debug_assert!(self.pos - self.start >= self.params.min as u64 + CONTEXT as u64);
+        roll(self.gear, 0, &self.tail)
+    }
+
+    fn remember_tail(&mut self, segment: &[u8]) {
+        if segment.len() >= CONTEXT {
+            self.tail.clear();
+            self.tail.extend_from_slice(&segment[segment.len() - CONTEXT..]);
+        } else {
+            let drop = (self.tail.len() + segment.len()).saturating_sub(CONTEXT);
+            self.tail.drain(..drop);
+            self.tail.extend_from_slice(segment);
+        }
     }
 }
 
@@ -330,7 +320,8 @@ mod tests {
     }
 
     /// The same through `find_hits` and `SegmentCutter`, each part cut into
-    /// segments by `sizes`; `dense` decides which segments are walked.
+    /// segments by `sizes`; `dense` decides which segments are walked. The
+    /// chunks are assembled from the cut points, as a caller would.
     fn segmented(
         parts: &[&[u8]],
         p: CdcParams,
@@ -339,6 +330,7 @@ mod tests {
     ) -> Vec<Vec<u8>> {
         let mut cutter = SegmentCutter::new(p);
         let mut out = Vec::new();
+        let mut chunk = Vec::new();
         let mut before: Vec<u8> = Vec::new();
         for part in parts {
             let mut rest = *part;
@@ -346,12 +338,23 @@ mod tests {
                 let n = sizes().clamp(1, rest.len());
                 let (seg, tail) = rest.split_at(n);
                 let hits = if dense() { Hits::Dense } else { find_hits(p, &before, seg) };
-                cutter.cut(seg, &hits, tail.is_empty(), &mut |ch| out.push(ch));
+                let mut from = 0;
+                cutter.cut(seg, &hits, tail.is_empty(), &mut |i| {
+                    chunk.extend_from_slice(&seg[from..i]);
+                    from = i;
+                    out.push(std::mem::take(&mut chunk));
+                });
+                chunk.extend_from_slice(&seg[from..]);
+                assert_eq!(cutter.pending(), chunk.len());
                 before = context_after(&before, seg);
                 rest = tail;
             }
-            cutter.finish(&mut |ch| out.push(ch));
+            assert_eq!(cutter.finish(), !chunk.is_empty());
+            if !chunk.is_empty() {
+                out.push(std::mem::take(&mut chunk));
+            }
         }
+        assert!(out.iter().all(|c| !c.is_empty()), "an empty chunk");
         out
     }
 
@@ -368,35 +371,6 @@ mod tests {
         mixed.extend(std::iter::repeat_n(0u8, 900 << 10));
         mixed.extend((0..(300 << 10) + 1).map(|_| rng.random::<u8>()));
         vec![random, mixed]
-    }
-
-    /// Buffers handed back are filled again, the last kept first, before
-    /// any fresh one; the cutter keeps no more than `KEPT_BUFFERS`, nor
-    /// one too small for a chunk; what it cuts is the same.
-    #[test]
-    fn kept_buffers_hold_the_next_chunks() {
-        let p = CdcParams { min: 64 << 10, avg: 64 << 10, max: 256 << 10 };
-        let data = &corpora()[0][..2 << 20];
-        let mut cutter = SegmentCutter::new(p);
-        cutter.recycle(Vec::with_capacity(p.max - 1));
-        let mut kept = Vec::new();
-        while cutter.wants_buffer() {
-            let mut buf = Vec::with_capacity(p.max);
-            buf.extend_from_slice(b"stale bytes");
-            kept.push(buf.as_ptr());
-            cutter.recycle(buf);
-        }
-        assert_eq!(kept.len(), KEPT_BUFFERS, "the small buffer was not kept");
-        cutter.recycle(Vec::with_capacity(p.max));
-        let mut out = Vec::new();
-        cutter.cut(data, &find_hits(p, &[], data), true, &mut |ch| out.push(ch));
-        cutter.finish(&mut |ch| out.push(ch));
-        assert!(out.len() > KEPT_BUFFERS, "{} chunks", out.len());
-        let filled: Vec<_> = out.iter().take(KEPT_BUFFERS).map(|c| c.as_ptr()).collect();
-        kept.reverse();
-        assert_eq!(filled, kept);
-        assert_eq!(lens(&out), serial(&[data], p, 1 << 20));
-        assert_eq!(out.concat(), data);
     }
 
     #[test]

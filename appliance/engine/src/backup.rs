@@ -20,6 +20,7 @@ use filevol::{
 use model::{BackupGroup, SnapshotId};
 
 use crate::Engine;
+use crate::cdcpool::READ_BLOCK;
 use crate::fswalk::{Source, WalkItem, WalkOptions, Walker, open_data};
 use crate::new_snapshot::{index_ref, new_manifest};
 use crate::payload::PayloadBuilder;
@@ -283,9 +284,9 @@ impl Ctx<'_> {
             let mut tree = TreeBuilder {
                 meta: StreamChunker::new(cfg.cdc),
                 payload: PayloadBuilder::new(cfg.cdc),
+                read_block: Vec::new(),
                 links: HashMap::new(),
                 buf: Vec::with_capacity(1 << 20),
-                read_buf: Vec::new(),
                 size: 0,
                 entries: 0,
             };
@@ -332,7 +333,8 @@ struct TreeBuilder {
     /// Hard-link group → (payload offset, extents) of its first member.
     links: HashMap<u64, LinkData>,
     buf: Vec<u8>,
-    read_buf: Vec<u8>,
+    /// A read block the last file did not fill (`Pipeline::block`).
+    read_block: Vec<u8>,
     size: u64,
     entries: u64,
 }
@@ -476,8 +478,8 @@ impl TreeBuilder {
                 match fetched {
                     Fetched::Open(data) => data,
                     Fetched::Whole(bytes, changed) => {
-                        self.payload.push(&bytes, pipe)?;
                         cx.progress.add_bytes(bytes.len() as u64);
+                        self.payload.push(bytes, pipe)?;
                         if changed {
                             let path = String::from_utf8_lossy(&entry.path).into_owned();
                             let error = "file changed while it was read; stored as read".into();
@@ -488,22 +490,37 @@ impl TreeBuilder {
                 }
             }
         };
-        // One read buffer for the whole walk (a fresh 1 MiB per file would
-        // be zeroed 78,000 times for a kernel tree).
-        let mut buf = std::mem::take(&mut self.read_buf);
-        buf.resize(1 << 20, 0);
-        let copied = (|| -> Result<()> {
-            loop {
-                let n = data.read_next(&mut buf).map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
+        // Read in blocks that become part of the payload stream, recycled
+        // once stored (a fresh 1 MiB per block would be zeroed each time).
+        // A block is filled before it goes, however the file's extents
+        // split the reads: what it keeps resident is its capacity.
+        loop {
+            let mut block = match std::mem::take(&mut self.read_block) {
+                b if b.len() == READ_BLOCK => b,
+                _ => pipe.block(),
+            };
+            let mut filled = 0;
+            while filled < block.len() {
+                let n = data
+                    .read_next(&mut block[filled..])
+                    .map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
                 if n == 0 {
-                    return Ok(());
+                    break;
                 }
-                self.payload.push(&buf[..n], pipe)?;
-                cx.progress.add_bytes(n as u64);
+                filled += n;
             }
-        })();
-        self.read_buf = buf;
-        copied?;
+            if filled == 0 {
+                // Kept for the next file.
+                self.read_block = block;
+                break;
+            }
+            block.truncate(filled);
+            cx.progress.add_bytes(filled as u64);
+            self.payload.push(block, pipe)?;
+            if filled < READ_BLOCK {
+                break;
+            }
+        }
         if data.changed_while_reading() {
             let path = String::from_utf8_lossy(&entry.path).into_owned();
             cx.errors

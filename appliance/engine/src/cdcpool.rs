@@ -1,17 +1,21 @@
-//! Content-defined chunking of a stream with the gear hashing on threads
-//! of its own ("scanners"), so the thread that produces the stream only
-//! gathers bytes and cuts them where the scanners found the boundaries.
+//! Content-defined chunking of a stream of owned buffers, with the gear
+//! hashing on threads of its own ("scanners") and the bytes left where
+//! they are: the thread that produces the stream only finds where chunks
+//! end, and hands each chunk over as the [`Piece`]s of the buffers it
+//! spans, for the pipeline's workers to gather.
 //!
 //! ```text
-//! reader: push ─► 1 MiB segments ─► scanners ×S (find_hits) ─► reader: SegmentCutter ─► chunks
+//! reader: push(buffer) ─► segments of buffers ─► scanners ×S (find_hits) ─► reader: SegmentCutter ─► chunks as pieces ─► workers gather
 //! ```
 //!
 //! The chunks are `StreamChunker`'s, byte for byte (`chunker::segments`
 //! says why); only when they come out differs: a chunk is emitted once
-//! the segments it ends in are hashed. Memory: at most [`window`]
-//! segments in flight, plus the chunk being filled. A scanner that is
-//! gone (its thread could not start or ended) costs only speed: the
-//! reader hashes that segment itself.
+//! the segments it ends in are hashed. The reader touches no more of a
+//! chunk's bytes than the cutter walks (63 from its `min` on, and all of a
+//! dense segment). Memory: at most [`window`] segments in flight, each
+//! about [`SEGMENT`] bytes of buffers, plus the buffers of the chunk being
+//! found. A scanner that is gone (its thread could not start or ended)
+//! costs only speed: the reader hashes that segment itself.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,14 +23,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use chunker::segments::{Hits, SegmentCutter, context_after, find_hits};
-use chunker::{CdcParams, Chunking};
+use chunker::CdcParams;
+use chunker::segments::{CONTEXT, Hits, SegmentCutter, context_after, find_hits};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::pipeline::thread_cpu;
 
-/// Bytes per segment handed to a scanner.
+/// Bytes of buffers gathered into one segment for a scanner.
 const SEGMENT: usize = 1 << 20;
+
+/// Bytes a big file is read in: each block is a buffer of the stream.
+pub const READ_BLOCK: usize = 1 << 20;
 
 /// Segments in flight with `scanners` threads: enough that every scanner
 /// has one to hash while the reader fills the next.
@@ -40,16 +47,64 @@ pub fn scanners_for(cores: usize) -> usize {
     (cores / 4).clamp(1, 4)
 }
 
+/// The bytes `[start, end)` of a buffer the stream was pushed in, shared
+/// by the chunks (and the scanner) that need them.
+#[derive(Clone)]
+pub struct Piece {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Piece {
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The buffer, if this was the last piece of it alive.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        Arc::try_unwrap(self.buf).ok()
+    }
+}
+
+/// A chunk: the pieces it is made of, in order.
+pub type Pieces = Vec<Piece>;
+
+/// Gather `pieces` into `into` (emptied first).
+pub fn gather(pieces: &[Piece], into: &mut Vec<u8>) {
+    into.clear();
+    into.reserve(pieces.iter().map(|p| p.end - p.start).sum());
+    for p in pieces {
+        into.extend_from_slice(p.bytes());
+    }
+}
+
+/// What the pieces keep resident: the capacity of each buffer they are
+/// cut from, once per chunk (a buffer two chunks share counts in both).
+pub fn resident(pieces: &[Piece]) -> u64 {
+    let mut last: Option<&Arc<Vec<u8>>> = None;
+    let mut sum = 0;
+    for p in pieces {
+        if !last.is_some_and(|l| Arc::ptr_eq(l, &p.buf)) {
+            sum += p.buf.capacity() as u64;
+        }
+        last = Some(&p.buf);
+    }
+    sum
+}
+
+type Segment = Arc<Vec<Arc<Vec<u8>>>>;
+
 struct Job {
     before: Vec<u8>,
-    data: Arc<Vec<u8>>,
-    reply: Sender<Hits>,
+    segment: Segment,
+    reply: Sender<Vec<Hits>>,
 }
 
 struct Pending {
     before: Vec<u8>,
-    data: Arc<Vec<u8>>,
-    hits: Receiver<Hits>,
+    segment: Segment,
+    hits: Receiver<Vec<Hits>>,
 }
 
 /// Time the scanners spent hashing, and the reader spent waiting for them.
@@ -70,18 +125,21 @@ impl ScanTimes {
     }
 }
 
-/// FastCDC with the hashing on `scanners` threads (0: on the caller's).
+/// FastCDC with the hashing on `scanners` threads (0: on the caller's),
+/// over buffers the caller gives up.
 pub struct ParallelChunker {
     params: CdcParams,
     cutter: SegmentCutter,
-    /// Bytes gathered for the next segment.
-    filling: Vec<u8>,
+    /// Buffers gathered for the next segment, and their capacity.
+    filling: Vec<Arc<Vec<u8>>>,
+    filled: usize,
     /// The last `CONTEXT` bytes pushed before `filling`.
     before: Vec<u8>,
     queue: VecDeque<Pending>,
+    /// The pieces of the chunk being found.
+    chunk: Pieces,
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
-    spare: Vec<Vec<u8>>,
     times: Arc<ScanTimes>,
 }
 
@@ -103,11 +161,12 @@ impl ParallelChunker {
             params,
             cutter: SegmentCutter::new(params),
             filling: Vec::new(),
+            filled: 0,
             before: Vec::new(),
             queue: VecDeque::new(),
+            chunk: Vec::new(),
             jobs: (!threads.is_empty()).then_some(tx),
             threads,
-            spare: Vec::new(),
             times,
         }
     }
@@ -126,28 +185,52 @@ impl ParallelChunker {
         );
     }
 
-    /// Hand the gathered bytes to a scanner as the next segment.
+    /// Append `data` to the stream; `emit` receives every chunk completed.
+    pub fn push(&mut self, data: Vec<u8>, emit: &mut dyn FnMut(Pieces)) {
+        if data.is_empty() {
+            return;
+        }
+        // By capacity: what the segment keeps resident.
+        self.filled += data.capacity();
+        self.filling.push(Arc::new(data));
+        if self.filled >= SEGMENT {
+            self.submit();
+        }
+        self.cut_ready(false, emit);
+    }
+
+    /// Cut everything pending (end of stream, or a forced boundary).
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Pieces)) {
+        if !self.filling.is_empty() {
+            self.submit();
+        }
+        self.cut_ready(true, emit);
+        if self.cutter.finish() {
+            emit(std::mem::take(&mut self.chunk));
+        }
+    }
+
+    /// Hand the gathered buffers to a scanner as the next segment.
     fn submit(&mut self) {
-        let mut next = self.spare.pop().unwrap_or_default();
-        next.clear();
-        let data = Arc::new(std::mem::replace(&mut self.filling, next));
-        let next = context_after(&self.before, &data);
+        let segment: Segment = Arc::new(std::mem::take(&mut self.filling));
+        self.filled = 0;
+        let next = tail_after(&self.before, &segment);
         let before = std::mem::replace(&mut self.before, next);
         let (reply, hits) = bounded(1);
-        let job = Job { before: before.clone(), data: data.clone(), reply };
+        let job = Job { before: before.clone(), segment: segment.clone(), reply };
         if let Some(jobs) = &self.jobs
             && jobs.send(job).is_err()
         {
             self.jobs = None;
         }
-        self.queue.push_back(Pending { before, data, hits });
+        self.queue.push_back(Pending { before, segment, hits });
     }
 
     /// Cut the segments whose hits are in, in order; with `all`, every
     /// segment (the stream ends after the last). Without `all` a segment
     /// is cut only once a byte after it is known, and the reader waits
     /// for hits only while the window is full.
-    fn cut_ready(&mut self, all: bool, emit: &mut dyn FnMut(Vec<u8>)) {
+    fn cut_ready(&mut self, all: bool, emit: &mut dyn FnMut(Pieces)) {
         while let Some(front) = self.queue.front() {
             let followed = self.queue.len() > 1 || !self.filling.is_empty();
             if !all && !followed {
@@ -167,49 +250,27 @@ impl ParallelChunker {
                     Err(crossbeam_channel::TryRecvError::Disconnected) => None,
                 }
             };
-            let Pending { before, data, .. } = self.queue.pop_front().expect("front");
-            let hits = hits.unwrap_or_else(|| find_hits(self.params, &before, &data));
+            let Pending { before, segment, .. } = self.queue.pop_front().expect("front");
+            let hits = hits
+                .filter(|h| h.len() == segment.len())
+                .unwrap_or_else(|| segment_hits(self.params, &before, &segment));
             let ends = all && self.queue.is_empty();
-            self.cutter.cut(&data, &hits, ends, emit);
-            if let Ok(buf) = Arc::try_unwrap(data)
-                && self.spare.len() < window(self.threads.len())
-            {
-                self.spare.push(buf);
+            let last = segment.len() - 1;
+            for (k, (buf, hits)) in segment.iter().zip(&hits).enumerate() {
+                let chunk = &mut self.chunk;
+                let mut from = 0;
+                self.cutter.cut(buf, hits, ends && k == last, &mut |i| {
+                    if i > from {
+                        chunk.push(Piece { buf: buf.clone(), start: from, end: i });
+                    }
+                    from = i;
+                    emit(std::mem::take(chunk));
+                });
+                if from < buf.len() {
+                    chunk.push(Piece { buf: buf.clone(), start: from, end: buf.len() });
+                }
             }
         }
-    }
-}
-
-impl Chunking for ParallelChunker {
-    fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(Vec<u8>)) {
-        while !data.is_empty() {
-            if self.filling.capacity() == 0 {
-                self.filling.reserve_exact(SEGMENT);
-            }
-            let take = (SEGMENT - self.filling.len()).min(data.len());
-            self.filling.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.filling.len() == SEGMENT {
-                self.submit();
-            }
-            self.cut_ready(false, emit);
-        }
-    }
-
-    fn finish(&mut self, emit: &mut dyn FnMut(Vec<u8>)) {
-        if !self.filling.is_empty() {
-            self.submit();
-        }
-        self.cut_ready(true, emit);
-        self.cutter.finish(emit);
-    }
-
-    fn wants_buffer(&self) -> bool {
-        self.cutter.wants_buffer()
-    }
-
-    fn recycle(&mut self, buf: Vec<u8>) {
-        self.cutter.recycle(buf);
     }
 }
 
@@ -222,13 +283,42 @@ impl Drop for ParallelChunker {
     }
 }
 
+/// The last `CONTEXT` bytes of `before` followed by the buffers.
+fn tail_after(before: &[u8], buffers: &[Arc<Vec<u8>>]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut need = CONTEXT;
+    for b in buffers.iter().rev() {
+        let take = need.min(b.len());
+        parts.push(&b[b.len() - take..]);
+        need -= take;
+        if need == 0 {
+            break;
+        }
+    }
+    parts.push(&before[before.len().saturating_sub(need)..]);
+    parts.reverse();
+    parts.concat()
+}
+
+/// The hits of each buffer of a segment that follows `before`.
+fn segment_hits(params: CdcParams, before: &[u8], segment: &[Arc<Vec<u8>>]) -> Vec<Hits> {
+    let mut context = before.to_vec();
+    segment
+        .iter()
+        .map(|buf| {
+            let hits = find_hits(params, &context, buf);
+            context = context_after(&context, buf);
+            hits
+        })
+        .collect()
+}
+
 /// A scanner: hash segments until the chunker is dropped.
 fn scan(params: CdcParams, jobs: Receiver<Job>, times: &ScanTimes) {
     for job in jobs {
         let (t, cpu) = (Instant::now(), thread_cpu());
-        let hits = find_hits(params, &job.before, &job.data);
-        // The data goes back to the reader alone, for reuse.
-        drop(job.data);
+        let hits = segment_hits(params, &job.before, &job.segment);
+        drop(job.segment);
         times.segments.fetch_add(1, Ordering::Relaxed);
         times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
@@ -242,18 +332,34 @@ mod tests {
     use chunker::StreamChunker;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    /// Chunks of `parts` (a forced boundary after each), pushed in pieces
-    /// of random size up to `step`.
-    fn chunks(c: &mut dyn Chunking, parts: &[&[u8]], step: usize, seed: u64) -> Vec<Vec<u8>> {
+    /// Chunks of `parts` (a forced boundary after each), pushed in buffers
+    /// of random size up to `step`, gathered from their pieces.
+    fn chunks(c: &mut ParallelChunker, parts: &[&[u8]], step: usize, seed: u64) -> Vec<Vec<u8>> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out = Vec::new();
+        let mut keep = |pieces: Pieces| {
+            assert!(pieces.iter().all(|p| p.start < p.end), "an empty piece");
+            let mut bytes = Vec::new();
+            gather(&pieces, &mut bytes);
+            out.push(bytes);
+        };
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
                 let n = rng.random_range(1..=step).min(rest.len());
-                c.push(&rest[..n], &mut |ch| out.push(ch));
+                c.push(rest[..n].to_vec(), &mut keep);
                 rest = &rest[n..];
             }
+            c.finish(&mut keep);
+        }
+        out
+    }
+
+    fn stream_chunks(parts: &[&[u8]], p: CdcParams) -> Vec<Vec<u8>> {
+        let mut c = StreamChunker::new(p);
+        let mut out = Vec::new();
+        for part in parts {
+            c.push(part, &mut |ch| out.push(ch));
             c.finish(&mut |ch| out.push(ch));
         }
         out
@@ -267,20 +373,45 @@ mod tests {
         let p = CdcParams { min: 64 << 10, avg: 128 << 10, max: 512 << 10 };
         let parts: Vec<&[u8]> =
             vec![&data[..1], &data[1..3_000_001], &data[3_000_001..3_000_002], &data[3_000_002..]];
+        let want = stream_chunks(&parts, p);
+        assert!(want.len() > 30);
         for step in [100usize, 70_000, 3 << 20] {
-            let want = chunks(&mut StreamChunker::new(p), &parts, step, 1);
-            assert!(want.len() > 30);
             for scanners in [0, 1, 3] {
                 let mut chunker = ParallelChunker::new(p, scanners);
                 let got = chunks(&mut chunker, &parts, step, 2);
-                assert_eq!(got, want, "{scanners} scanners, pushes up to {step} bytes");
+                assert_eq!(got, want, "{scanners} scanners, buffers up to {step} bytes");
                 let (segments, ..) = chunker.times.values();
                 if scanners > 0 {
-                    assert!(segments >= 9, "{segments} segments hashed by the scanners");
+                    // A segment closes once it holds `SEGMENT` bytes: the
+                    // buffer that fills it adds at most `step`.
+                    let least = data.len() / (SEGMENT + step);
+                    assert!(segments as usize >= least, "{segments} segments hashed by the scanners");
                 } else {
                     assert_eq!(segments, 0);
                 }
             }
         }
+    }
+
+    /// A chunk counts each buffer it is cut from once, by capacity; the
+    /// last piece alive of a buffer gives it back.
+    #[test]
+    fn pieces_count_their_buffers_once_and_give_them_back() {
+        let a = Arc::new(Vec::with_capacity(1000));
+        let b = Arc::new(vec![7u8; 10]);
+        let pieces = vec![
+            Piece { buf: a.clone(), start: 0, end: 0 },
+            Piece { buf: a.clone(), start: 0, end: 0 },
+            Piece { buf: b.clone(), start: 2, end: 5 },
+        ];
+        assert_eq!(resident(&pieces), 1000 + b.capacity() as u64);
+        let mut into = vec![1, 2, 3];
+        gather(&pieces, &mut into);
+        assert_eq!(into, [7, 7, 7]);
+        drop((a, b));
+        let back: Vec<Option<Vec<u8>>> = pieces.into_iter().map(Piece::into_buffer).collect();
+        assert!(back[0].is_none());
+        assert_eq!(back[1].as_ref().map(Vec::capacity), Some(1000));
+        assert_eq!(back[2].as_deref(), Some(&[7u8; 10][..]));
     }
 }

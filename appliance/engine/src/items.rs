@@ -203,7 +203,7 @@ impl Builder {
                     file.size += data.len() as u64;
                     self.size += data.len() as u64;
                     progress.add_bytes(data.len() as u64);
-                    self.payload.push(&data, pipe)?;
+                    self.payload.push(data, pipe)?;
                 }
                 Step::End => break,
             }

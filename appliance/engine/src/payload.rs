@@ -11,11 +11,18 @@ use anyhow::Result;
 use chunker::CdcParams;
 use filevol::DynamicIndex;
 
-use crate::cdcpool::{ParallelChunker, scanners_for};
+use crate::cdcpool::{ParallelChunker, Pieces, scanners_for};
 use crate::pipeline::{Pipeline, Work};
 use crate::target::ChunkSink;
 
 pub const PAYLOAD: usize = 1;
+
+/// Queue a chunk unless an earlier one failed to queue.
+fn send(pipe: &mut Pipeline<'_>, chunk: Pieces, result: &mut Result<()>) {
+    if result.is_ok() {
+        *result = pipe.send(PAYLOAD, Work::Pieces(chunk));
+    }
+}
 
 /// A run of previous-snapshot chunks appended back to back.
 struct Run {
@@ -51,16 +58,21 @@ impl PayloadBuilder {
         self.pos
     }
 
-    /// Append new bytes.
-    pub fn push(&mut self, data: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
+    /// Append new bytes: the buffer becomes part of the stream, and the
+    /// chunks cut from it are gathered by the pipeline's workers.
+    pub fn push(&mut self, data: Vec<u8>, pipe: &mut Pipeline<'_>) -> Result<()> {
         self.run = None;
         self.pos += data.len() as u64;
-        pipe.push(PAYLOAD, &mut self.chunker, data, false)
+        let mut result = Ok(());
+        self.chunker.push(data, &mut |c| send(pipe, c, &mut result));
+        result
     }
 
     /// Cut what is pending (a forced chunk boundary).
     pub fn flush(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
-        pipe.push(PAYLOAD, &mut self.chunker, &[], true)
+        let mut result = Ok(());
+        self.chunker.finish(&mut |c| send(pipe, c, &mut result));
+        result
     }
 
     /// Take the bytes `[off, off + len)` of the previous payload stream

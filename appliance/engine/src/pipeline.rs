@@ -9,7 +9,9 @@
 //!
 //! The reader's cutting of a tree's file data is split too: the gear
 //! hashing that finds the boundaries runs on `cdcpool`'s scanner threads,
-//! and the reader only cuts where they found them.
+//! and the reader only says where they are: a chunk of file data reaches
+//! a worker as the pieces of the buffers the files were read into
+//! (`Work::Pieces`), and the worker gathers its bytes.
 //!
 //! A local datastore's new chunk is written by a worker and made durable by
 //! a syncer (`ChunkSink::store_unsettled`, `settle`), so the workers keep
@@ -19,14 +21,15 @@
 //! is.
 //!
 //! Memory is bounded: at most `2N + 2` chunks, and at most
-//! [`DATA_BUDGET`] bytes of chunk buffers (by capacity) whatever N, wait
+//! [`DATA_BUDGET`] bytes of chunk buffers whatever N (by capacity; for a
+//! chunk in pieces, the capacity of every buffer it is cut from), wait
 //! between the stages or are being stored
 //! (chunks waiting for a syncer are files in the page cache, each holding
 //! an open descriptor: at most `N + 3S + 2`). Each worker storing a chunk
-//! holds its blob too; [`SPARE_BUFFERS`] emptied chunk buffers wait for
-//! the reader to fill them again (and its chunker keeps a few more, see
-//! `chunker::segments::KEPT_BUFFERS`), and as many blob buffers for the
-//! workers.
+//! holds its blob too; [`SPARE_BUFFERS`] emptied chunk buffers wait to
+//! be filled again (by the reader, or by a worker gathering pieces), as
+//! many blob buffers for the workers, and as many read blocks for the
+//! reader ([`Pipeline::block`]).
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -39,9 +42,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::cdcpool::{Piece, Pieces, READ_BLOCK, gather, resident};
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
-use chunker::{ChunkId, Chunking, blob::encode_blob_into};
+use chunker::{ChunkId, StreamChunker, blob::encode_blob_into};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filevol::Unsettled;
 
@@ -49,6 +53,9 @@ use filevol::Unsettled;
 pub enum Work {
     /// New bytes to hash and store.
     Data(Vec<u8>),
+    /// New bytes to hash and store, as the pieces of the buffers they
+    /// were read into (`cdcpool`): the worker gathers them.
+    Pieces(Pieces),
     /// A chunk of a previous snapshot, reused as is (`id`, length).
     Reuse(ChunkId, u64),
 }
@@ -236,8 +243,14 @@ impl Spares {
 
     /// Keep `buf` for reuse, unless enough are kept already.
     fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.keep(buf);
+    }
+
+    /// `give`, leaving the buffer's bytes as they are (so that a buffer
+    /// resized to what it was does not zero them again).
+    fn keep(&self, buf: Vec<u8>) {
         if buf.capacity() > 0 {
-            buf.clear();
             let _ = self.tx.try_send(buf);
         }
     }
@@ -249,6 +262,8 @@ impl Spares {
 struct Buffers {
     chunks: Spares,
     blobs: Spares,
+    /// Read blocks the workers are done with.
+    blocks: Spares,
 }
 
 /// A running pipeline inside a thread scope.
@@ -278,7 +293,7 @@ impl<'scope> Pipeline<'scope> {
         let n = writer.workers().clamp(1, 32);
         let (tx, rx) = bounded::<Job>(2 * n + 2);
         let (done_tx, done_rx) = unbounded::<Done>();
-        let buffers = Buffers { chunks: Spares::new(), blobs: Spares::new() };
+        let buffers = Buffers { chunks: Spares::new(), blobs: Spares::new(), blocks: Spares::new() };
         let inflight = Arc::new(InFlight::default());
         let clocks = Arc::new(Clocks::default());
         let s = writer.syncers().min(32);
@@ -332,6 +347,7 @@ impl<'scope> Pipeline<'scope> {
             // What the buffer may hold resident: a buffer filled again
             // keeps the pages of the longest chunk it held.
             Work::Data(d) => d.capacity() as u64,
+            Work::Pieces(p) => resident(p),
             Work::Reuse(..) => 0,
         };
         let Some(held) = self.budget.take(bytes, self.failed) else {
@@ -349,15 +365,10 @@ impl<'scope> Pipeline<'scope> {
     pub fn push(
         &mut self,
         stream: usize,
-        chunker: &mut dyn Chunking,
+        chunker: &mut StreamChunker,
         bytes: &[u8],
         finish: bool,
     ) -> Result<()> {
-        while chunker.wants_buffer()
-            && let Some(buf) = self.buffers.chunks.waiting()
-        {
-            chunker.recycle(buf);
-        }
         let mut result = Ok(());
         let mut send = |c| {
             if result.is_ok() {
@@ -377,6 +388,15 @@ impl<'scope> Pipeline<'scope> {
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
         let mut buf = self.buffers.chunks.take();
         buf.reserve(capacity);
+        buf
+    }
+
+    /// A buffer of [`READ_BLOCK`] bytes to read a file's data into and push
+    /// whole (`ParallelChunker::push`), recycled from a chunk already
+    /// stored when there is one. Its bytes are not zeroed again.
+    pub fn block(&self) -> Vec<u8> {
+        let mut buf = self.buffers.blocks.waiting().unwrap_or_default();
+        buf.resize(READ_BLOCK, 0);
         buf
     }
 
@@ -467,6 +487,31 @@ fn worker(
                 });
                 buffers.blobs.give(blob);
                 buffers.chunks.give(data);
+                r
+            }
+            Work::Pieces(pieces) => {
+                let mut blob = buffers.blobs.take();
+                let mut gathered = Vec::new();
+                let data = match &pieces[..] {
+                    [one] => one.bytes(),
+                    more => {
+                        gathered = buffers.chunks.take();
+                        gather(more, &mut gathered);
+                        &gathered
+                    }
+                };
+                let len = data.len() as u64;
+                let r = store_data(writer, level, data, &mut blob, inflight).map(|(id, u)| {
+                    unsettled = u;
+                    (id, len)
+                });
+                buffers.blobs.give(blob);
+                buffers.chunks.give(gathered);
+                for buf in pieces.into_iter().filter_map(Piece::into_buffer) {
+                    if buf.capacity() == READ_BLOCK {
+                        buffers.blocks.keep(buf);
+                    }
+                }
                 r
             }
             Work::Reuse(id, len) => match writer.reference(&id) {
