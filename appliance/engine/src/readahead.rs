@@ -53,6 +53,8 @@ pub type FetchResult = Result<(Entry, Fetched), String>;
 enum State {
     Queued(Source, Entry),
     Running,
+    /// Running, and the reader waits for it.
+    Awaited,
     Done(FetchResult),
     Taken,
 }
@@ -76,8 +78,12 @@ impl Slot {
     }
 
     fn finish(&self, result: FetchResult) {
-        *self.state.lock().expect("lock") = State::Done(result);
-        self.done.notify_one();
+        let was = std::mem::replace(&mut *self.state.lock().expect("lock"), State::Done(result));
+        // Wake the reader only if it waits: a wake is a system call, and
+        // most files are done before the reader gets to them.
+        if matches!(was, State::Awaited) {
+            self.done.notify_one();
+        }
     }
 }
 
@@ -197,8 +203,11 @@ impl<'t> ReadAhead<'t> {
             return fetch(&source, entry);
         }
         let t = Instant::now();
-        let state = slot.state.lock().expect("lock");
-        let mut state = slot.done.wait_while(state, |s| matches!(s, State::Running)).expect("lock");
+        let mut state = slot.state.lock().expect("lock");
+        if matches!(*state, State::Running) {
+            *state = State::Awaited;
+        }
+        let mut state = slot.done.wait_while(state, |s| matches!(s, State::Awaited)).expect("lock");
         let State::Done(result) = std::mem::replace(&mut *state, State::Taken) else {
             unreachable!("claimed above, taken once")
         };
