@@ -22,7 +22,8 @@
 //!
 //! Memory is bounded: at most `2N + 2` chunks, and at most
 //! [`DATA_BUDGET`] bytes of chunk buffers whatever N (by capacity; for a
-//! chunk in pieces, the capacity of every buffer it is cut from), wait
+//! chunk in pieces, the capacity of every buffer it is cut from and the
+//! bytes a worker gathers it into), wait
 //! between the stages or are being stored
 //! (chunks waiting for a syncer are files in the page cache, each holding
 //! an open descriptor: at most `N + 3S + 2`). Each worker storing a chunk
@@ -347,6 +348,11 @@ impl<'scope> Pipeline<'scope> {
             // What the buffer may hold resident: a buffer filled again
             // keeps the pages of the longest chunk it held.
             Work::Data(d) => d.capacity() as u64,
+            // The buffers it is cut from, and the one a worker gathers
+            // it into (unless it is one piece).
+            Work::Pieces(p) if p.len() > 1 => {
+                resident(p) + p.iter().map(|p| p.bytes().len() as u64).sum::<u64>()
+            }
             Work::Pieces(p) => resident(p),
             Work::Reuse(..) => 0,
         };
