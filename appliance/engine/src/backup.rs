@@ -20,10 +20,10 @@ use filevol::{
 use model::{BackupGroup, SnapshotId};
 
 use crate::Engine;
-use crate::cdcpool::READ_BLOCK;
 use crate::fswalk::{Source, WalkItem, WalkOptions, Walker, open_data};
 use crate::new_snapshot::{index_ref, new_manifest};
 use crate::payload::PayloadBuilder;
+use crate::pieces::READ_BLOCK;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;

@@ -27,13 +27,11 @@ use chunker::CdcParams;
 use chunker::segments::{CONTEXT, Hits, SegmentCutter, context_after, find_hits};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use crate::pieces::{Piece, Pieces};
 use crate::pipeline::thread_cpu;
 
 /// Bytes of buffers gathered into one segment for a scanner.
 const SEGMENT: usize = 1 << 20;
-
-/// Bytes a big file is read in: each block is a buffer of the stream.
-pub const READ_BLOCK: usize = 1 << 20;
 
 /// Segments in flight with `scanners` threads: enough that every scanner
 /// has one to hash while the reader fills the next.
@@ -45,52 +43,6 @@ fn window(scanners: usize) -> usize {
 /// 1 to 4 (each hashes about 2 GB/s).
 pub fn scanners_for(cores: usize) -> usize {
     (cores / 4).clamp(1, 4)
-}
-
-/// The bytes `[start, end)` of a buffer the stream was pushed in, shared
-/// by the chunks (and the scanner) that need them.
-#[derive(Clone)]
-pub struct Piece {
-    buf: Arc<Vec<u8>>,
-    start: usize,
-    end: usize,
-}
-
-impl Piece {
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// The buffer, if this was the last piece of it alive.
-    pub fn into_buffer(self) -> Option<Vec<u8>> {
-        Arc::try_unwrap(self.buf).ok()
-    }
-}
-
-/// A chunk: the pieces it is made of, in order.
-pub type Pieces = Vec<Piece>;
-
-/// Gather `pieces` into `into` (emptied first).
-pub fn gather(pieces: &[Piece], into: &mut Vec<u8>) {
-    into.clear();
-    into.reserve(pieces.iter().map(|p| p.end - p.start).sum());
-    for p in pieces {
-        into.extend_from_slice(p.bytes());
-    }
-}
-
-/// What the pieces keep resident: the capacity of each buffer they are
-/// cut from, once per chunk (a buffer two chunks share counts in both).
-pub fn resident(pieces: &[Piece]) -> u64 {
-    let mut last: Option<&Arc<Vec<u8>>> = None;
-    let mut sum = 0;
-    for p in pieces {
-        if !last.is_some_and(|l| Arc::ptr_eq(l, &p.buf)) {
-            sum += p.buf.capacity() as u64;
-        }
-        last = Some(&p.buf);
-    }
-    sum
 }
 
 type Segment = Arc<Vec<Arc<Vec<u8>>>>;
@@ -261,13 +213,13 @@ impl ParallelChunker {
                 let mut from = 0;
                 self.cutter.cut(buf, hits, ends && k == last, &mut |i| {
                     if i > from {
-                        chunk.push(Piece { buf: buf.clone(), start: from, end: i });
+                        chunk.push(Piece::new(buf.clone(), from, i));
                     }
                     from = i;
                     emit(std::mem::take(chunk));
                 });
                 if from < buf.len() {
-                    chunk.push(Piece { buf: buf.clone(), start: from, end: buf.len() });
+                    chunk.push(Piece::new(buf.clone(), from, buf.len()));
                 }
             }
         }
@@ -329,6 +281,7 @@ fn scan(params: CdcParams, jobs: Receiver<Job>, times: &ScanTimes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pieces::gather;
     use chunker::StreamChunker;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -338,7 +291,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out = Vec::new();
         let mut keep = |pieces: Pieces| {
-            assert!(pieces.iter().all(|p| p.start < p.end), "an empty piece");
+            assert!(pieces.iter().all(|p| !p.bytes().is_empty()), "an empty piece");
             let mut bytes = Vec::new();
             gather(&pieces, &mut bytes);
             out.push(bytes);
@@ -391,27 +344,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// A chunk counts each buffer it is cut from once, by capacity; the
-    /// last piece alive of a buffer gives it back.
-    #[test]
-    fn pieces_count_their_buffers_once_and_give_them_back() {
-        let a = Arc::new(Vec::with_capacity(1000));
-        let b = Arc::new(vec![7u8; 10]);
-        let pieces = vec![
-            Piece { buf: a.clone(), start: 0, end: 0 },
-            Piece { buf: a.clone(), start: 0, end: 0 },
-            Piece { buf: b.clone(), start: 2, end: 5 },
-        ];
-        assert_eq!(resident(&pieces), 1000 + b.capacity() as u64);
-        let mut into = vec![1, 2, 3];
-        gather(&pieces, &mut into);
-        assert_eq!(into, [7, 7, 7]);
-        drop((a, b));
-        let back: Vec<Option<Vec<u8>>> = pieces.into_iter().map(Piece::into_buffer).collect();
-        assert!(back[0].is_none());
-        assert_eq!(back[1].as_ref().map(Vec::capacity), Some(1000));
-        assert_eq!(back[2].as_deref(), Some(&[7u8; 10][..]));
     }
 }

@@ -19,6 +19,7 @@ pub mod jobs;
 mod new_snapshot;
 pub mod ops;
 mod payload;
+mod pieces;
 mod pipeline;
 mod policies;
 mod prevtree;

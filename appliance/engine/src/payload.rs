@@ -11,7 +11,8 @@ use anyhow::Result;
 use chunker::CdcParams;
 use filevol::DynamicIndex;
 
-use crate::cdcpool::{ParallelChunker, Pieces, scanners_for};
+use crate::cdcpool::{ParallelChunker, scanners_for};
+use crate::pieces::Pieces;
 use crate::pipeline::{Pipeline, Work};
 use crate::target::ChunkSink;
 

@@ -43,7 +43,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::cdcpool::{Piece, Pieces, READ_BLOCK, gather, resident};
+use crate::pieces::{Piece, Pieces, READ_BLOCK, gather, resident};
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
 use chunker::{ChunkId, StreamChunker, blob::encode_blob_into};
@@ -765,6 +765,41 @@ mod tests {
         let most = sink.inside.lock().unwrap().most_blobs;
         let fit = (DATA_BUDGET / (4 << 20)) as usize;
         assert!(most <= fit, "{most} chunks stored at once; {fit} buffers fit in the budget");
+        assert!(most >= 2, "the workers stored one chunk at a time");
+    }
+
+    /// Chunks in two pieces of 64 KiB, each cut from a buffer of 2 MiB:
+    /// the budget counts both buffers and the bytes a worker gathers, so
+    /// 32 workers get no more than fit; each chunk is stored as the bytes
+    /// of its pieces in order.
+    #[test]
+    fn the_budget_counts_the_buffers_a_chunk_is_cut_from() {
+        let sink = SlowSink::with_workers(32);
+        let failed = AtomicBool::new(false);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut want = Vec::new();
+        let indexes = std::thread::scope(|scope| {
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            for _ in 0..60 {
+                let pieces: Pieces = (0..2)
+                    .map(|_| {
+                        let mut buf = Vec::with_capacity(2 << 20);
+                        buf.resize(96 << 10, 0);
+                        rng.fill_bytes(&mut buf);
+                        Piece::new(Arc::new(buf), 32 << 10, 96 << 10)
+                    })
+                    .collect();
+                want.push(ChunkId::of(&[pieces[0].bytes(), pieces[1].bytes()].concat()));
+                p.send(0, Work::Pieces(pieces)).unwrap();
+            }
+            p.finish().unwrap()
+        });
+        let got: Vec<ChunkId> = indexes[0].chunks.iter().map(|c| c.0).collect();
+        assert_eq!(got, want);
+        assert!(indexes[0].chunks.iter().all(|c| c.1 == 128 << 10));
+        let most = sink.inside.lock().unwrap().most_blobs;
+        let fit = (DATA_BUDGET / ((4 << 20) + (128 << 10))) as usize;
+        assert!(most <= fit, "{most} chunks stored at once; {fit} fit in the budget");
         assert!(most >= 2, "the workers stored one chunk at a time");
     }
 
