@@ -7,10 +7,11 @@ now() { date +%s.%N; }
 tree_digest() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum); }
 
 # The median of its arguments (numbers; one argument holding several,
-# separated by spaces, is split too).
+# separated by spaces, is split too), to three decimals: the median of an
+# even count is a mean, which a float prints as 2.5599999999999996.
 median() {
     # shellcheck disable=SC2048,SC2086
-    python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $*
+    python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))" $*
 }
 
 # timed KEY COMMAND...: sync, run it (stdout to $WORK/last.out, stderr to
