@@ -12,7 +12,8 @@
 //! says why); only when they come out differs: a chunk is emitted once
 //! the segments it ends in are hashed. The reader touches no more of a
 //! chunk's bytes than the cutter walks (63 from its `min` on, and all of a
-//! dense segment). Memory: at most [`window`] segments in flight, each
+//! dense segment), except buffers under [`SMALL`], which it copies
+//! together so that a piece is never tiny. Memory: at most [`window`] segments in flight, each
 //! about [`SEGMENT`] bytes of buffers, plus the buffers of the chunk being
 //! found. A scanner that is gone (its thread could not start or ended)
 //! costs only speed: the reader hashes that segment itself.
@@ -32,6 +33,15 @@ use crate::pipeline::thread_cpu;
 
 /// Bytes of buffers gathered into one segment for a scanner.
 const SEGMENT: usize = 1 << 20;
+
+/// Buffers shorter than this are copied into a shared one rather than
+/// handed on as pieces: each piece costs a shared pointer and its
+/// bookkeeping, which a stream of tiny buffers (a source handler sending a
+/// byte at a time) would multiply without bound.
+const SMALL: usize = 1 << 10;
+
+/// The shared buffer tiny ones are copied into.
+const SMALL_BUFFER: usize = 64 << 10;
 
 /// Segments in flight with `scanners` threads: enough that every scanner
 /// has one to hash while the reader fills the next.
@@ -85,6 +95,8 @@ pub struct ParallelChunker {
     /// Buffers gathered for the next segment, and their capacity.
     filling: Vec<Arc<Vec<u8>>>,
     filled: usize,
+    /// Tiny buffers copied together, to be added to `filling` as one.
+    small: Vec<u8>,
     /// The last `CONTEXT` bytes pushed before `filling`.
     before: Vec<u8>,
     queue: VecDeque<Pending>,
@@ -114,6 +126,7 @@ impl ParallelChunker {
             cutter: SegmentCutter::new(params),
             filling: Vec::new(),
             filled: 0,
+            small: Vec::new(),
             before: Vec::new(),
             queue: VecDeque::new(),
             chunk: Vec::new(),
@@ -138,21 +151,30 @@ impl ParallelChunker {
     }
 
     /// Append `data` to the stream; `emit` receives every chunk completed.
+    /// A buffer shorter than [`SMALL`] is copied into a shared one
+    /// instead of becoming a piece of its own.
     pub fn push(&mut self, data: Vec<u8>, emit: &mut dyn FnMut(Pieces)) {
         if data.is_empty() {
             return;
         }
-        // By capacity: what the segment keeps resident.
-        self.filled += data.capacity();
-        self.filling.push(Arc::new(data));
-        if self.filled >= SEGMENT {
-            self.submit();
+        if data.len() < SMALL {
+            if self.small.len() + data.len() > SMALL_BUFFER {
+                let full = std::mem::take(&mut self.small);
+                self.add(full, emit);
+            }
+            if self.small.capacity() == 0 {
+                self.small.reserve_exact(SMALL_BUFFER);
+            }
+            self.small.extend_from_slice(&data);
+            return;
         }
-        self.cut_ready(false, emit);
+        self.add_small(emit);
+        self.add(data, emit);
     }
 
     /// Cut everything pending (end of stream, or a forced boundary).
     pub fn finish(&mut self, emit: &mut dyn FnMut(Pieces)) {
+        self.add_small(emit);
         if !self.filling.is_empty() {
             self.submit();
         }
@@ -160,6 +182,28 @@ impl ParallelChunker {
         if self.cutter.finish() {
             emit(std::mem::take(&mut self.chunk));
         }
+    }
+
+    /// Add the tiny buffers copied so far, before a bigger buffer or the
+    /// end: shrunk to their bytes (in place, by the allocator), as the
+    /// segment and the budget count capacity.
+    fn add_small(&mut self, emit: &mut dyn FnMut(Pieces)) {
+        if !self.small.is_empty() {
+            let mut small = std::mem::take(&mut self.small);
+            small.shrink_to_fit();
+            self.add(small, emit);
+        }
+    }
+
+    /// Add a buffer to the segment being gathered.
+    fn add(&mut self, data: Vec<u8>, emit: &mut dyn FnMut(Pieces)) {
+        // By capacity: what the segment keeps resident.
+        self.filled += data.capacity();
+        self.filling.push(Arc::new(data));
+        if self.filled >= SEGMENT {
+            self.submit();
+        }
+        self.cut_ready(false, emit);
     }
 
     /// Hand the gathered buffers to a scanner as the next segment.
@@ -184,7 +228,7 @@ impl ParallelChunker {
     /// for hits only while the window is full.
     fn cut_ready(&mut self, all: bool, emit: &mut dyn FnMut(Pieces)) {
         while let Some(front) = self.queue.front() {
-            let followed = self.queue.len() > 1 || !self.filling.is_empty();
+            let followed = self.queue.len() > 1 || !self.filling.is_empty() || !self.small.is_empty();
             if !all && !followed {
                 return;
             }
@@ -294,6 +338,9 @@ mod tests {
             assert!(pieces.iter().all(|p| !p.bytes().is_empty()), "an empty piece");
             let mut bytes = Vec::new();
             gather(&pieces, &mut bytes);
+            // Tiny buffers are copied together: at most every other piece
+            // (one flushed early by a big buffer) is shorter than `SMALL`.
+            assert!(pieces.len() <= 2 * bytes.len() / SMALL + 2, "{} pieces", pieces.len());
             out.push(bytes);
         };
         for part in parts {
