@@ -289,9 +289,28 @@ impl SegmentCutter {
 /// The context of the segment that follows `segment`: the last
 /// [`CONTEXT`] bytes of `before` and `segment` together.
 pub fn context_after(before: &[u8], segment: &[u8]) -> Vec<u8> {
-    let tail = &segment[segment.len().saturating_sub(CONTEXT)..];
-    let from_before = &before[before.len().saturating_sub(CONTEXT - tail.len())..];
-    [from_before, tail].concat()
+    context_after_all(before, [segment])
+}
+
+/// [`context_after`] several segments in a row, without joining them.
+pub fn context_after_all<'a, I>(before: &'a [u8], segments: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    I::IntoIter: DoubleEndedIterator,
+{
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut need = CONTEXT;
+    for s in segments.into_iter().rev() {
+        let take = need.min(s.len());
+        parts.push(&s[s.len() - take..]);
+        need -= take;
+        if need == 0 {
+            break;
+        }
+    }
+    parts.push(&before[before.len().saturating_sub(need)..]);
+    parts.reverse();
+    parts.concat()
 }
 
 /// `hash` carried over `bytes`, one byte at a time.

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use chunker::CdcParams;
-use chunker::segments::{CONTEXT, Hits, SegmentCutter, context_after, find_hits};
+use chunker::segments::{Hits, SegmentCutter, context_after, context_after_all, find_hits};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::pieces::{Piece, Pieces};
@@ -210,7 +210,7 @@ impl ParallelChunker {
     fn submit(&mut self) {
         let segment: Segment = Arc::new(std::mem::take(&mut self.filling));
         self.filled = 0;
-        let next = tail_after(&self.before, &segment);
+        let next = context_after_all(&self.before, segment.iter().map(|b| b.as_slice()));
         let before = std::mem::replace(&mut self.before, next);
         let (reply, hits) = bounded(1);
         let job = Job { before: before.clone(), segment: segment.clone(), reply };
@@ -247,9 +247,7 @@ impl ParallelChunker {
                 }
             };
             let Pending { before, segment, .. } = self.queue.pop_front().expect("front");
-            let hits = hits
-                .filter(|h| h.len() == segment.len())
-                .unwrap_or_else(|| segment_hits(self.params, &before, &segment));
+            let hits = hits.unwrap_or_else(|| segment_hits(self.params, &before, &segment));
             let ends = all && self.queue.is_empty();
             let last = segment.len() - 1;
             for (k, (buf, hits)) in segment.iter().zip(&hits).enumerate() {
@@ -277,23 +275,6 @@ impl Drop for ParallelChunker {
             let _ = t.join();
         }
     }
-}
-
-/// The last `CONTEXT` bytes of `before` followed by the buffers.
-fn tail_after(before: &[u8], buffers: &[Arc<Vec<u8>>]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    let mut need = CONTEXT;
-    for b in buffers.iter().rev() {
-        let take = need.min(b.len());
-        parts.push(&b[b.len() - take..]);
-        need -= take;
-        if need == 0 {
-            break;
-        }
-    }
-    parts.push(&before[before.len().saturating_sub(need)..]);
-    parts.reverse();
-    parts.concat()
 }
 
 /// The hits of each buffer of a segment that follows `before`.

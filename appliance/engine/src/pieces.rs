@@ -37,10 +37,15 @@ impl Piece {
 /// A chunk: the pieces it is made of, in order.
 pub type Pieces = Vec<Piece>;
 
+/// The bytes of a chunk in pieces.
+pub fn len(pieces: &[Piece]) -> usize {
+    pieces.iter().map(|p| p.end - p.start).sum()
+}
+
 /// Gather `pieces` into `into` (emptied first).
 pub fn gather(pieces: &[Piece], into: &mut Vec<u8>) {
     into.clear();
-    into.reserve(pieces.iter().map(|p| p.end - p.start).sum());
+    into.reserve(len(pieces));
     for p in pieces {
         into.extend_from_slice(p.bytes());
     }

@@ -43,7 +43,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::pieces::{Piece, Pieces, READ_BLOCK, gather, resident};
+use crate::pieces::{self, Piece, Pieces, READ_BLOCK, gather, resident};
 use crate::target::ChunkSink;
 use anyhow::{Context, Result, anyhow};
 use chunker::{ChunkId, StreamChunker, blob::encode_blob_into};
@@ -350,9 +350,7 @@ impl<'scope> Pipeline<'scope> {
             Work::Data(d) => d.capacity() as u64,
             // The buffers it is cut from, and the one a worker gathers
             // it into (unless it is one piece).
-            Work::Pieces(p) if p.len() > 1 => {
-                resident(p) + p.iter().map(|p| p.bytes().len() as u64).sum::<u64>()
-            }
+            Work::Pieces(p) if p.len() > 1 => resident(p) + pieces::len(p) as u64,
             Work::Pieces(p) => resident(p),
             Work::Reuse(..) => 0,
         };
@@ -486,17 +484,11 @@ fn worker(
         let mut unsettled = None;
         let result = match work {
             Work::Data(data) => {
-                let mut blob = buffers.blobs.take();
-                let r = store_data(writer, level, &data, &mut blob, inflight).map(|(id, u)| {
-                    unsettled = u;
-                    (id, data.len() as u64)
-                });
-                buffers.blobs.give(blob);
+                let r = store_new(writer, level, &data, buffers, inflight, &mut unsettled);
                 buffers.chunks.give(data);
                 r
             }
             Work::Pieces(pieces) => {
-                let mut blob = buffers.blobs.take();
                 let mut gathered = Vec::new();
                 let data = match &pieces[..] {
                     [one] => one.bytes(),
@@ -506,12 +498,7 @@ fn worker(
                         &gathered
                     }
                 };
-                let len = data.len() as u64;
-                let r = store_data(writer, level, data, &mut blob, inflight).map(|(id, u)| {
-                    unsettled = u;
-                    (id, len)
-                });
-                buffers.blobs.give(blob);
+                let r = store_new(writer, level, data, buffers, inflight, &mut unsettled);
                 buffers.chunks.give(gathered);
                 for buf in pieces.into_iter().filter_map(Piece::into_buffer) {
                     if buf.capacity() == READ_BLOCK {
@@ -578,6 +565,25 @@ fn syncer(writer: &dyn ChunkSink, rx: Receiver<(Done, Unsettled)>, done: Sender<
         }
     }
     clock.add(busy, wait);
+}
+
+/// `store_data` with a blob buffer from the spares (given back after);
+/// what is left to settle goes to `unsettled`. Returns the id and length.
+fn store_new(
+    writer: &dyn ChunkSink,
+    level: i32,
+    data: &[u8],
+    buffers: &Buffers,
+    inflight: &InFlight,
+    unsettled: &mut Option<Unsettled>,
+) -> Result<(ChunkId, u64)> {
+    let mut blob = buffers.blobs.take();
+    let r = store_data(writer, level, data, &mut blob, inflight).map(|(id, u)| {
+        *unsettled = u;
+        (id, data.len() as u64)
+    });
+    buffers.blobs.give(blob);
+    r
 }
 
 /// Hash, deduplicate, compress and store one chunk; returns its id and
