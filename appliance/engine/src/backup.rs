@@ -271,10 +271,14 @@ impl Ctx<'_> {
             },
             None => None,
         };
-        let walk_opts =
-            WalkOptions { excludes: opts.excludes.clone(), one_file_system: opts.one_file_system };
+        let walk_opts = WalkOptions {
+            excludes: opts.excludes.clone(),
+            one_file_system: opts.one_file_system,
+            threads: crate::target::cores().clamp(1, 32),
+        };
         let walker =
             Walker::new(root, &walk_opts).with_context(|| format!("cannot walk {}", root.display()))?;
+        let listings = walker.times();
         let failed = AtomicBool::new(false);
         let cfg = self.config;
         let ahead_times = ReadAheadTimes::default();
@@ -309,6 +313,16 @@ impl Ctx<'_> {
             tree.payload.log_scan_times();
             Ok((streams, tree.size, tree.entries))
         })?;
+        let l = listings.figures();
+        tracing::info!(
+            threads = walk_opts.threads,
+            dirs = l.jobs,
+            by_walk = l.by_taker,
+            busy_s = format!("{:.3}", l.busy_s),
+            cpu_s = format!("{:.3}", l.cpu_s),
+            walk_waited_s = format!("{:.3}", l.waited_s),
+            "directory listings"
+        );
         let (meta_ref, _) = index_ref(self.writer, &format!("{name}.meta.didx"), &streams[META])?;
         let (payload_ref, _) =
             index_ref(self.writer, &format!("{name}.payload.didx"), &streams[crate::payload::PAYLOAD])?;

@@ -4,8 +4,16 @@
 //! The walk is depth first, a directory's entry before its children, the
 //! children of each directory sorted by raw name bytes, so two walks of one
 //! tree yield paths in the same order (change detection relies on it). The
-//! root directory is the first entry, with the empty path. Only one sorted
-//! listing per directory level is held in memory.
+//! root directory is the first entry, with the empty path.
+//!
+//! Listing a directory (its names, then each child's `lstat`, link target
+//! and extended attributes) is a job for a pool of threads
+//! (`prefetch.rs`) that list the directories the walk will enter
+//! next, in that order; the walk itself only puts the listings' children
+//! in order and numbers hard-link groups, so its items are those of a
+//! walk on one thread. Listings done ahead are bounded (`AHEAD_LIMIT`
+//! children, `DIR_WEIGHT` more per directory, which also bounds the
+//! directories held open).
 //!
 //! Invariant: the walk never follows a symlink below the root (everything is
 //! `lstat`ed; a symlink given as the root itself is resolved once), never
@@ -35,6 +43,8 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use nix::unistd::{Whence, lseek};
 
+use crate::prefetch::{Ordered, PoolTimes, Submit, Ticket};
+
 /// What to leave out of a walk.
 #[derive(Debug, Clone, Default)]
 pub struct WalkOptions {
@@ -47,6 +57,9 @@ pub struct WalkOptions {
     /// Do not descend into directories on another filesystem than the root
     /// (the mount point itself is recorded, empty).
     pub one_file_system: bool,
+    /// Threads listing directories ahead of the walk; none: the walk
+    /// lists each directory as it enters it.
+    pub threads: usize,
 }
 
 /// Why a walk could not start or a file's data could not be opened.
@@ -173,15 +186,6 @@ impl std::ops::Deref for Source {
     }
 }
 
-/// One directory level being walked: its path and its remaining children.
-#[derive(Debug)]
-struct Frame {
-    rel: Vec<u8>,
-    names: std::vec::IntoIter<Vec<u8>>,
-    /// The open directory; its children are reached through it.
-    dir: Arc<OwnedFd>,
-}
-
 /// The path of `name` inside the open directory `dir`, resolved by the
 /// kernel through the descriptor (never through the directory's own path).
 fn child_path(dir: &Arc<OwnedFd>, name: &[u8]) -> Source {
@@ -196,16 +200,90 @@ fn dir_path(dir: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
-/// A depth-first walk of a source tree; see the module doc for the order.
+/// Directory listings (with each child's `lstat`, link target and
+/// extended attributes) done and not yet walked weigh at most this many
+/// children, a directory counting [`DIR_WEIGHT`] more: about 4 MiB of
+/// entries, and at most 128 directories held open ahead of the walk.
+const AHEAD_LIMIT: usize = 16_384;
+const DIR_WEIGHT: usize = 128;
+
+/// A directory to list: how to open it, and its path in the archive.
+struct DirJob {
+    open: DirOpen,
+    rel: Vec<u8>,
+    /// Where the walk enters it: the child indices leading to it.
+    key: Vec<u32>,
+}
+
+enum DirOpen {
+    /// The root: open, its names listed.
+    Root(Arc<OwnedFd>, Vec<Vec<u8>>),
+    /// A child of an open directory, which must still be the object its
+    /// `lstat` saw when it is opened.
+    Child { parent: Arc<OwnedFd>, name: Vec<u8>, dev: u64, ino: u64 },
+}
+
+/// A directory's children, in walk order, or why it could not be listed.
+type Listing = Result<Vec<Child>, Refusal>;
+
+/// An object the walk could not archive, and why: a [`WalkItem::Error`].
+struct Refusal {
+    path: Vec<u8>,
+    message: String,
+}
+
+impl From<Refusal> for WalkItem {
+    fn from(Refusal { path, message }: Refusal) -> Self {
+        WalkItem::Error { path, message }
+    }
+}
+
+/// One child of a listed directory.
+// Nearly every child is `Found`: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Child {
+    /// Not archived; the walk reports it and goes on.
+    Skipped(Refusal),
+    Found {
+        entry: Entry,
+        source: Source,
+        /// (dev, ino) of a regular file with more than one name.
+        inode: Option<(u64, u64)>,
+        xattr_error: Option<io::Error>,
+        /// A directory to descend into: its listing.
+        sub: Option<Ticket<DirJob, Listing>>,
+    },
+}
+
+/// What every listing needs to know of the walk.
 #[derive(Debug)]
-pub struct Walker {
-    root_dev: u64,
-    one_file_system: bool,
+struct Rules {
     excludes: Excludes,
-    stack: Vec<Frame>,
+    one_file_system: bool,
+    root_dev: u64,
+}
+
+/// A depth-first walk of a source tree; see the module doc for the order.
+///
+/// With `WalkOptions::threads` above zero, that many threads list
+/// directories (and `lstat` their children) ahead of the walk, in the
+/// order the walk will enter them; the walk itself only puts the
+/// listings in order, so its items are those of a walk on one thread.
+pub struct Walker {
+    pool: Ordered<DirJob, Listing>,
+    /// The children left to walk at each level.
+    stack: Vec<std::vec::IntoIter<Child>>,
+    /// The root's listing, until the walk starts.
+    root: Option<Ticket<DirJob, Listing>>,
     pending: VecDeque<WalkItem>,
     /// (dev, ino) → hard-link group, only for files with more than one name.
     links: HashMap<(u64, u64), u64>,
+}
+
+impl std::fmt::Debug for Walker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Walker").field("depth", &self.stack.len()).finish_non_exhaustive()
+    }
 }
 
 impl Walker {
@@ -229,106 +307,36 @@ impl Walker {
             .map_err(io_err(&root))?
             .into();
         let names = list_dir(&dir_path(&dir)).map_err(io_err(&root))?;
-        let mut walker = Walker {
-            root_dev: meta.dev,
-            one_file_system: opts.one_file_system,
-            excludes,
-            stack: vec![Frame { rel: Vec::new(), names: names.into_iter(), dir: Arc::new(dir) }],
-            pending: VecDeque::new(),
-            links: HashMap::new(),
-        };
-        walker.push_entry(Vec::new(), Source::plain(root), &meta);
-        Ok(walker)
+        let rules = Rules { excludes, one_file_system: opts.one_file_system, root_dev: meta.dev };
+        let failed = || Err(Refusal { path: Vec::new(), message: "the walking thread failed".into() });
+        let pool = Ordered::new(opts.threads, AHEAD_LIMIT, failed, move |job, submit| {
+            let listing = list(job, &rules, submit);
+            let weight = DIR_WEIGHT + listing.as_ref().map_or(0, Vec::len);
+            (listing, weight)
+        });
+        let job = DirJob { open: DirOpen::Root(Arc::new(dir), names), rel: Vec::new(), key: Vec::new() };
+        let root_listing = pool.submit(Vec::new(), job);
+        let mut pending = VecDeque::new();
+        let source = Source::plain(root);
+        match make_entry(Vec::new(), &source, &meta) {
+            Ok((entry, xattr_error)) => push_found(&mut pending, entry, source, xattr_error),
+            Err(refusal) => pending.push_back(refusal.into()),
+        }
+        Ok(Walker { pool, stack: Vec::new(), root: Some(root_listing), pending, links: HashMap::new() })
     }
 
-    /// Look at one child: queue its entry (and errors), descend if a dir.
-    fn visit(&mut self, rel: Vec<u8>, name: &[u8]) {
-        if rel.len() > MAX_PATH_LEN {
-            let message = "path longer than 4096 bytes; not backed up (shorten the path)".to_owned();
-            self.pending.push_back(WalkItem::Error { path: rel, message });
-            return;
-        }
-        let Some(parent) = self.stack.last() else { return };
-        // Through the descriptor, not the `/proc` path: the kernel then
-        // resolves one name instead of five.
-        let meta = match fstatat(&parent.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Stat::from(st),
-            Err(e) => return self.error(rel, &io::Error::from(e), "cannot read"),
-        };
-        let source = child_path(&parent.dir, name);
-        let is_dir = meta.kind() == EntryKind::Dir;
-        if self.excludes.matches(&rel, name, is_dir) {
-            return;
-        }
-        if !self.push_entry(rel.clone(), source.clone(), &meta) || !is_dir {
-            return;
-        }
-        if self.one_file_system && meta.dev != self.root_dev {
-            return;
-        }
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let parent_dir: &OwnedFd = &self.stack.last().expect("parent frame").dir;
-        let dir = match openat(parent_dir, name, flags, Mode::empty()) {
-            Ok(d) => d,
-            Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
-        };
-        match fstat(&dir) {
-            Ok(st) if st.st_dev == meta.dev && st.st_ino == meta.ino => {}
-            Ok(_) => {
-                let message = "replaced while the backup read it; its contents are not backed up".to_owned();
-                self.pending.push_back(WalkItem::Error { path: rel, message });
-                return;
-            }
-            Err(e) => return self.error(rel, &io::Error::from(e), "cannot open directory"),
-        }
-        match list_dir(&dir_path(&dir)) {
-            Ok(names) => self.stack.push(Frame { rel, names: names.into_iter(), dir: Arc::new(dir) }),
-            Err(e) => self.error(rel, &e, "cannot list directory"),
-        }
+    /// The clock of the threads listing directories (and of the walk
+    /// listing those no thread had started).
+    pub fn times(&self) -> Arc<PoolTimes> {
+        self.pool.times()
     }
 
-    fn error(&mut self, path: Vec<u8>, e: &io::Error, what: &str) {
-        let message = if e.kind() == io::ErrorKind::NotFound {
-            "vanished during the backup".to_owned()
-        } else {
-            format!("{what}: {e}")
-        };
-        self.pending.push_back(WalkItem::Error { path, message });
-    }
-
-    /// Queue the entry for `meta`; `false` when it could not be made.
-    fn push_entry(&mut self, rel: Vec<u8>, source: Source, meta: &Stat) -> bool {
-        let mut entry = entry_from_meta(rel.clone(), meta);
-        if entry.kind == EntryKind::Symlink {
-            match source.read_link() {
-                Ok(t) => entry.link_target = t.into_os_string().into_vec(),
-                Err(e) => {
-                    self.error(rel, &e, "cannot read symlink");
-                    return false;
-                }
-            }
+    /// Descend into a listed directory.
+    fn enter(&mut self, listing: Ticket<DirJob, Listing>) {
+        match self.pool.take(listing) {
+            Ok(children) => self.stack.push(children.into_iter()),
+            Err(refusal) => self.pending.push_back(refusal.into()),
         }
-        let none = source.at().is_some_and(|(dir, name)| no_xattrs_at(dir, name));
-        let xattr_error = match if none { Ok(Vec::new()) } else { read_xattrs(&source) } {
-            Ok(x) => {
-                entry.xattrs = x;
-                None
-            }
-            Err(e) => Some(e),
-        };
-        if entry.kind == EntryKind::File && meta.nlink > 1 {
-            let next = self.links.len() as u64 + 1;
-            entry.hardlink = *self.links.entry((meta.dev, meta.ino)).or_insert(next);
-        }
-        if let Err(e) = check_entry(&entry) {
-            self.pending.push_back(WalkItem::Error { path: rel, message: format!("not backed up: {e}") });
-            return false;
-        }
-        self.pending.push_back(WalkItem::Entry { entry, source });
-        if let Some(e) = xattr_error {
-            self.error(rel, &e, "extended attributes not backed up");
-        }
-        true
     }
 }
 
@@ -340,19 +348,157 @@ impl Iterator for Walker {
             if let Some(item) = self.pending.pop_front() {
                 return Some(item);
             }
-            let frame = self.stack.last_mut()?;
-            let Some(name) = frame.names.next() else {
+            if let Some(root) = self.root.take() {
+                self.enter(root);
+                continue;
+            }
+            let level = self.stack.last_mut()?;
+            let Some(child) = level.next() else {
                 self.stack.pop();
                 continue;
             };
-            let mut rel = frame.rel.clone();
-            if !rel.is_empty() {
-                rel.push(b'/');
+            match child {
+                Child::Skipped(refusal) => return Some(refusal.into()),
+                Child::Found { mut entry, source, inode, xattr_error, sub } => {
+                    if let Some(inode) = inode {
+                        let next = self.links.len() as u64 + 1;
+                        entry.hardlink = *self.links.entry(inode).or_insert(next);
+                    }
+                    push_found(&mut self.pending, entry, source, xattr_error);
+                    if let Some(sub) = sub {
+                        self.enter(sub);
+                    }
+                }
             }
-            rel.extend_from_slice(&name);
-            self.visit(rel, &name);
         }
     }
+}
+
+/// Queue an entry, and the error about its extended attributes if any.
+fn push_found(
+    pending: &mut VecDeque<WalkItem>,
+    entry: Entry,
+    source: Source,
+    xattr_error: Option<io::Error>,
+) {
+    let path = xattr_error.as_ref().map(|_| entry.path.clone());
+    pending.push_back(WalkItem::Entry { entry, source });
+    if let (Some(path), Some(e)) = (path, xattr_error) {
+        pending.push_back(refusal(path, &e, "extended attributes not backed up").into());
+    }
+}
+
+fn refusal(path: Vec<u8>, e: &io::Error, what: &str) -> Refusal {
+    let message = if e.kind() == io::ErrorKind::NotFound {
+        "vanished during the backup".to_owned()
+    } else {
+        format!("{what}: {e}")
+    };
+    Refusal { path, message }
+}
+
+/// List a directory: open it (a child through its parent, checked to be
+/// the directory its `lstat` saw), read its names, and look at each in
+/// name order; hand in the listing of each subdirectory to descend into.
+fn list(job: DirJob, rules: &Rules, submit: &Submit<'_, DirJob, Listing>) -> Listing {
+    let DirJob { open, rel, key } = job;
+    let (dir, names) = match open {
+        DirOpen::Root(dir, names) => (dir, names),
+        DirOpen::Child { parent, name, dev, ino } => {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let dir = openat(&parent, name.as_slice(), flags, Mode::empty())
+                .map_err(|e| refusal(rel.clone(), &io::Error::from(e), "cannot open directory"))?;
+            match fstat(&dir) {
+                Ok(st) if st.st_dev == dev && st.st_ino == ino => {}
+                Ok(_) => {
+                    let message =
+                        "replaced while the backup read it; its contents are not backed up".to_owned();
+                    return Err(Refusal { path: rel, message });
+                }
+                Err(e) => return Err(refusal(rel, &io::Error::from(e), "cannot open directory")),
+            }
+            let names =
+                list_dir(&dir_path(&dir)).map_err(|e| refusal(rel.clone(), &e, "cannot list directory"))?;
+            (Arc::new(dir), names)
+        }
+    };
+    let mut children = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let mut path = rel.clone();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&name);
+        let child = look_at(&dir, name, path, rules, |job| {
+            let mut k = key.clone();
+            k.push(i as u32);
+            submit.submit(k.clone(), DirJob { key: k, ..job })
+        });
+        children.extend(child);
+    }
+    Ok(children)
+}
+
+/// Look at one child of `dir`: its entry (or why not), and, for a
+/// directory to descend into, its listing handed in through `descend`.
+/// `None` when it is excluded.
+fn look_at(
+    dir: &Arc<OwnedFd>,
+    name: Vec<u8>,
+    rel: Vec<u8>,
+    rules: &Rules,
+    descend: impl FnOnce(DirJob) -> Ticket<DirJob, Listing>,
+) -> Option<Child> {
+    if rel.len() > MAX_PATH_LEN {
+        let message = "path longer than 4096 bytes; not backed up (shorten the path)".to_owned();
+        return Some(Child::Skipped(Refusal { path: rel, message }));
+    }
+    // Through the descriptor, not the `/proc` path: the kernel then
+    // resolves one name instead of five.
+    let meta = match fstatat(dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Stat::from(st),
+        Err(e) => return Some(Child::Skipped(refusal(rel, &io::Error::from(e), "cannot read"))),
+    };
+    let is_dir = meta.kind() == EntryKind::Dir;
+    if rules.excludes.matches(&rel, &name, is_dir) {
+        return None;
+    }
+    let source = child_path(dir, &name);
+    let (entry, xattr_error) = match make_entry(rel, &source, &meta) {
+        Ok(found) => found,
+        Err(refusal) => return Some(Child::Skipped(refusal)),
+    };
+    let inode = (entry.kind == EntryKind::File && meta.nlink > 1).then_some((meta.dev, meta.ino));
+    let sub = (is_dir && !(rules.one_file_system && meta.dev != rules.root_dev)).then(|| {
+        let open = DirOpen::Child { parent: dir.clone(), name, dev: meta.dev, ino: meta.ino };
+        descend(DirJob { open, rel: entry.path.clone(), key: Vec::new() })
+    });
+    Some(Child::Found { entry, source, inode, xattr_error, sub })
+}
+
+/// The entry for `meta` at `rel` (hard-link group not set), with the
+/// error reading its extended attributes if any; or why it is not
+/// archived.
+fn make_entry(rel: Vec<u8>, source: &Source, meta: &Stat) -> Result<(Entry, Option<io::Error>), Refusal> {
+    let mut entry = entry_from_meta(rel, meta);
+    if entry.kind == EntryKind::Symlink {
+        match source.read_link() {
+            Ok(t) => entry.link_target = t.into_os_string().into_vec(),
+            Err(e) => return Err(refusal(entry.path, &e, "cannot read symlink")),
+        }
+    }
+    let none = source.at().is_some_and(|(dir, name)| no_xattrs_at(dir, name));
+    let xattr_error = match if none { Ok(Vec::new()) } else { read_xattrs(source) } {
+        Ok(x) => {
+            entry.xattrs = x;
+            None
+        }
+        Err(e) => Some(e),
+    };
+    if let Err(e) = check_entry(&entry) {
+        return Err(Refusal { message: format!("not backed up: {e}"), path: entry.path });
+    }
+    Ok((entry, xattr_error))
 }
 
 /// The names in a directory, sorted by their bytes.
@@ -808,6 +954,102 @@ mod tests {
             }
         }
         assert_eq!(read, b"inside");
+    }
+
+    /// What a test compares of a walk's items.
+    fn summary(root: &Path, opts: &WalkOptions) -> Vec<String> {
+        Walker::new(root, opts)
+            .unwrap()
+            .map(|item| match item {
+                WalkItem::Entry { entry, source } => format!(
+                    "{} {:?} link={} target={} xattrs={:?} from {}",
+                    String::from_utf8_lossy(&entry.path),
+                    entry.kind,
+                    entry.hardlink,
+                    String::from_utf8_lossy(&entry.link_target),
+                    entry.xattrs,
+                    fs::symlink_metadata(&*source).map(|m| m.ino()).unwrap_or(0),
+                ),
+                WalkItem::Error { path, message } => {
+                    format!("error {}: {message}", String::from_utf8_lossy(&path))
+                }
+            })
+            .collect()
+    }
+
+    /// Directories listed ahead on threads give the very items of a walk
+    /// that lists each directory as it enters it: order, hard-link
+    /// groups, link targets, excludes, errors, sources.
+    #[test]
+    fn a_walk_on_threads_yields_the_items_of_a_walk_on_one() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        // More directories than the listings allowed ahead, some deep.
+        for i in 0..300u32 {
+            let d = root.join(format!("d{}/e{}/f{i}", i % 7, i % 13));
+            fs::create_dir_all(&d).unwrap();
+            for j in 0..(i % 4) {
+                fs::write(d.join(format!("file{j}")), [j as u8; 3]).unwrap();
+            }
+            if i % 10 == 0 {
+                fs::hard_link(d.join("file1").with_file_name("file1"), root.join(format!("link{i}"))).ok();
+                std::os::unix::fs::symlink(format!("../{i}"), d.join("sym")).unwrap();
+                fs::write(d.join("skip.tmp"), b"x").unwrap();
+            }
+        }
+        fs::write(root.join("d0/e0/a.tmp"), b"x").unwrap();
+        // A path longer than the archive takes, made level by level
+        // through descriptors (the whole path is longer than a system
+        // call takes).
+        let long_name = [b'n'; 200];
+        let mut deep: OwnedFd = File::open(root).unwrap().into();
+        for _ in 0..22 {
+            nix::sys::stat::mkdirat(&deep, &long_name[..], Mode::from_bits_truncate(0o755)).unwrap();
+            deep =
+                openat(&deep, &long_name[..], OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        }
+        let excludes = vec!["*.tmp".to_owned()];
+        let serial = summary(root, &WalkOptions { excludes: excludes.clone(), ..Default::default() });
+        assert!(serial.len() > 900, "{} items", serial.len());
+        assert!(serial.iter().any(|s| s.starts_with("error ") && s.contains("longer than 4096")));
+        assert!(!serial.iter().any(|s| s.contains(".tmp")));
+        for threads in [1, 4] {
+            let opts = WalkOptions { excludes: excludes.clone(), threads, ..Default::default() };
+            assert_eq!(summary(root, &opts), serial, "{threads} threads");
+        }
+    }
+
+    /// However many directories there are, the threads listing ahead hold
+    /// only so many of them open.
+    #[test]
+    fn listing_ahead_holds_few_directories_open() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..2_000 {
+            let d = t.path().join(format!("{i:04}"));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join("f"), b"x").unwrap();
+        }
+        let open_fds = || fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = open_fds();
+        let mut walker = Walker::new(t.path(), &WalkOptions { threads: 4, ..Default::default() }).unwrap();
+        // Let the threads run as far ahead as they may.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut most = 0;
+        let mut items = 0;
+        for _ in walker.by_ref() {
+            items += 1;
+            if items % 50 == 0 {
+                most = most.max(open_fds());
+            }
+        }
+        assert_eq!(items, 1 + 2_000 * 2);
+        // A listing holds its directory open; other tests may open a few
+        // files meanwhile.
+        let ahead = AHEAD_LIMIT / DIR_WEIGHT;
+        assert!(most < before + ahead + 100, "{most} descriptors open, {before} before the walk");
+        drop(walker);
+        let f = open_fds();
+        assert!(f < before + 50, "{f} descriptors open after the walk, {before} before");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod payload;
 mod pieces;
 mod pipeline;
 mod policies;
+mod prefetch;
 mod prevtree;
 pub mod progress;
 mod readahead;

@@ -7,8 +7,9 @@
 //! walk ─► reader ─► read-ahead ×N (open, read, close) ─► reader, in walk order (cut, entries) ─► pipeline
 //! ```
 //!
-//! The walk (directory listings, `lstat`, extended attributes) runs on a
-//! thread of its own too (`walk_on_thread`), a bounded queue ahead.
+//! The walk runs on a thread of its own too (`walk_on_thread`), a bounded
+//! queue ahead; its directory listings (`lstat`, extended attributes) are
+//! made on threads of their own ahead of it (`fswalk`).
 //!
 //! The reader submits a file as the walk reaches it and takes its data back
 //! in walk order, so the streams, and the snapshot, are byte for byte what
@@ -21,8 +22,8 @@
 //! where the pool's threads wait for a free core, the reader never idles
 //! behind work it could do.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Scope;
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ use filevol::archive::Entry;
 
 use crate::fswalk::{FileData, Source, open_data};
 use crate::pipeline::thread_cpu;
+use crate::prefetch;
 
 /// Files handed out ahead of the reader, at most.
 pub const LOOKAHEAD: usize = 32;
@@ -49,43 +51,9 @@ pub enum Fetched {
 /// A file the pool could not open or read: the message for the manifest.
 pub type FetchResult = Result<(Entry, Fetched), String>;
 
-/// A file handed to the pool, and where it stands.
-enum State {
-    Queued(Source, Entry),
-    Running,
-    /// Running, and the reader waits for it.
-    Awaited,
-    Done(FetchResult),
-    Taken,
-}
-
-struct Slot {
-    state: Mutex<State>,
-    done: Condvar,
-}
-
-impl Slot {
-    /// The file's source and entry, unless a thread already started it.
-    fn claim(&self) -> Option<(Source, Entry)> {
-        let mut state = self.state.lock().expect("lock");
-        match std::mem::replace(&mut *state, State::Running) {
-            State::Queued(source, entry) => Some((source, entry)),
-            other => {
-                *state = other;
-                None
-            }
-        }
-    }
-
-    fn finish(&self, result: FetchResult) {
-        let was = std::mem::replace(&mut *self.state.lock().expect("lock"), State::Done(result));
-        // Wake the reader only if it waits: a wake is a system call, and
-        // most files are done before the reader gets to them.
-        if matches!(was, State::Awaited) {
-            self.done.notify_one();
-        }
-    }
-}
+/// A file handed to the pool, to be read by whichever thread claims it
+/// first: a pool thread, or the reader.
+type Slot = prefetch::Slot<(Source, Entry), FetchResult>;
 
 /// The reader's claim on a file handed to the pool.
 pub struct Ticket(Arc<Slot>);
@@ -188,7 +156,7 @@ impl<'t> ReadAhead<'t> {
     /// Hand a file to the pool; `take` gets its result.
     pub fn submit(&self, source: Source, entry: Entry) -> Ticket {
         self.times.files.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot { state: Mutex::new(State::Queued(source, entry)), done: Condvar::new() });
+        let slot = Slot::new((source, entry));
         // The threads stop only once the pool is dropped.
         self.jobs.as_ref().expect("open").send(slot.clone()).expect("read-ahead threads run");
         Ticket(slot)
@@ -203,14 +171,7 @@ impl<'t> ReadAhead<'t> {
             return fetch(&source, entry);
         }
         let t = Instant::now();
-        let mut state = slot.state.lock().expect("lock");
-        if matches!(*state, State::Running) {
-            *state = State::Awaited;
-        }
-        let mut state = slot.done.wait_while(state, |s| matches!(s, State::Awaited)).expect("lock");
-        let State::Done(result) = std::mem::replace(&mut *state, State::Taken) else {
-            unreachable!("claimed above, taken once")
-        };
+        let result = slot.wait();
         self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
