@@ -11,7 +11,7 @@
 # `verify --all`; then the image backed up remotely with the server on
 # cores of its own (n + n cores, where the machine has them), against a
 # local backup on the client's n. The tree backup's per-thread CPU seconds (`backup -v`)
-# are kept too: the reader's, the walk's, the read-ahead pool's, the
+# are kept too: the reader's, the walk's, the directory-listing threads', the read-ahead pool's, the
 # chunk-boundary scanners' and the workers'; and the restore's (`restore -v`): its own thread's and its
 # writers'. Everything lives in /dev/shm.
 #
@@ -89,6 +89,7 @@ for n in "${counts[@]}"; do
         timed "$n tree" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" -v backup "$TREE" --group host/tree --time 2026-12-01T00:00:00Z
         for f in reader_cpu_s workers_cpu_s; do CPU["$n $f"]="${CPU["$n $f"]:-} $(field 'pipeline stages' $f)"; done
         CPU["$n walk_cpu_s"]="${CPU["$n walk_cpu_s"]:-} $(field 'tree read-ahead' walk_cpu_s)"
+        CPU["$n list_cpu_s"]="${CPU["$n list_cpu_s"]:-} $(field 'directory listings' cpu_s)"
         CPU["$n ahead_cpu_s"]="${CPU["$n ahead_cpu_s"]:-} $(field 'tree read-ahead' cpu_s)"
         CPU["$n scan_cpu_s"]="${CPU["$n scan_cpu_s"]:-} $(field 'chunk boundaries' cpu_s)"
         timed "$n image" "${pin[@]}" "$CAIRN" --datastore "$WORK/ds" backup "$IMAGE" --group host/image --time 2026-12-01T00:00:00Z
@@ -123,20 +124,20 @@ done
 table=$(
     echo "Corpus: a tree of $TREE_FILES files, $((TREE_BYTES / 1000000)) MB; an image of $((IMAGE_BYTES / 1000000)) MB. $NPROC cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); medians of $ROUNDS rounds; \`bench/cores.sh\`, $(date -u +%F)."
     echo
-    echo "| cores | tree full backup | image full backup | image remote/local | tree restore (tmpfs) | verify --all | tree backup CPU s: reader / walk / read-ahead / boundaries / workers | tree restore CPU s: restore thread / writers |"
+    echo "| cores | tree full backup | image full backup | image remote/local | tree restore (tmpfs) | verify --all | tree backup CPU s: reader / walk / listings / read-ahead / boundaries / workers | tree restore CPU s: restore thread / writers |"
     echo "|---:|---:|---:|---:|---:|---:|---|---|"
     for n in "${counts[@]}"; do
         m() { median "${SECS["$n $1"]}"; }
         c() { median "${CPU["$n $1"]}"; }
         python3 - "$n" "$(m tree)" "$(m image)" "$(m remote)" "$(m restore)" "$(m verify)" \
-            "$(c reader_cpu_s)" "$(c walk_cpu_s)" "$(c ahead_cpu_s)" "$(c scan_cpu_s)" "$(c workers_cpu_s)" "$TREE_BYTES" "$IMAGE_BYTES" \
+            "$(c reader_cpu_s)" "$(c walk_cpu_s)" "$(c list_cpu_s)" "$(c ahead_cpu_s)" "$(c scan_cpu_s)" "$(c workers_cpu_s)" "$TREE_BYTES" "$IMAGE_BYTES" \
             "$(c restore_reader)" "$(c restore_writers)" <<'PY'
 import sys
-n, tree, image, remote, restore, verify, rc, wc, ac, sc, kc, tb, ib, rr, rw = sys.argv[1:]
+n, tree, image, remote, restore, verify, rc, wc, lc, ac, sc, kc, tb, ib, rr, rw = sys.argv[1:]
 tree, image, remote, restore, verify = map(float, (tree, image, remote, restore, verify))
 tb, ib = int(tb), int(ib)
 mbs = lambda b, s: f"{b / s / 1e6:,.0f} MB/s"
-print(f"| {n} | {mbs(tb, tree)} | {mbs(ib, image)} | {image / remote:.2f} | {mbs(tb, restore)} | {verify:.2f} s | {float(rc):.2f} / {float(wc):.2f} / {float(ac):.2f} / {float(sc):.2f} / {float(kc):.2f} | {float(rr):.2f} / {float(rw):.2f} |")
+print(f"| {n} | {mbs(tb, tree)} | {mbs(ib, image)} | {image / remote:.2f} | {mbs(tb, restore)} | {verify:.2f} s | {float(rc):.2f} / {float(wc):.2f} / {float(lc):.2f} / {float(ac):.2f} / {float(sc):.2f} / {float(kc):.2f} | {float(rr):.2f} / {float(rw):.2f} |")
 PY
     done
     if ((${#apart[@]})); then
