@@ -27,7 +27,9 @@ use crate::pieces::READ_BLOCK;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
 use crate::progress::Progress;
-use crate::readahead::{FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes, Ticket, walk_on_thread};
+use crate::readahead::{
+    FetchResult, Fetched, LOOKAHEAD, ReadAhead, ReadAheadTimes, Ticket, fill, read_in_blocks, walk_on_thread,
+};
 use crate::target::{ChunkSink, SnapshotRead};
 
 /// Where a backup goes (defined with the other parts every kind of
@@ -308,6 +310,8 @@ impl Ctx<'_> {
                 cpu_s = format!("{cpu:.3}"),
                 reader_waited_s = format!("{waited:.3}"),
                 walk_cpu_s = format!("{:.3}", ahead_times.walk_cpu()),
+                big_files = ahead_times.big_files().0,
+                big_files_cpu_s = format!("{:.3}", ahead_times.big_files().1),
                 "tree read-ahead"
             );
             tree.payload.log_scan_times();
@@ -454,7 +458,7 @@ impl TreeBuilder {
             None => {
                 entry.payload_offset = self.payload.pos();
                 let fetched = file.fetch.map(|rx| file.ahead.take(rx));
-                if let Err(e) = self.read_file(cx, entry, file.path, fetched, pipe) {
+                if let Err(e) = self.read_file(cx, entry, file.path, fetched, file.ahead, pipe) {
                     if pipe_failed(&e) {
                         return Err(e);
                     }
@@ -478,6 +482,7 @@ impl TreeBuilder {
         entry: &mut Entry,
         source: &Source,
         fetched: Option<FetchResult>,
+        ahead: &ReadAhead<'_>,
         pipe: &mut Pipeline<'_>,
     ) -> Result<()> {
         let offset = entry.payload_offset;
@@ -507,35 +512,46 @@ impl TreeBuilder {
         // Read in blocks that become part of the payload stream, recycled
         // once stored (a fresh 1 MiB per block would be zeroed each time).
         // A block is filled before it goes, however the file's extents
-        // split the reads: what it keeps resident is its capacity.
-        loop {
-            let mut block = match std::mem::take(&mut self.read_block) {
+        // split the reads: what it keeps resident is its capacity. A file
+        // of more than one block is read on a thread beside this one.
+        let source_error = |message: String| anyhow::anyhow!(SourceError(message));
+        let changed = if entry.data_len() > READ_BLOCK as u64 {
+            let mut spare = std::mem::take(&mut self.read_block);
+            let blocks = pipe.blocks();
+            let empty = || match std::mem::take(&mut spare) {
                 b if b.len() == READ_BLOCK => b,
-                _ => pipe.block(),
+                _ => blocks.block(),
             };
-            let mut filled = 0;
-            while filled < block.len() {
-                let n = data
-                    .read_next(&mut block[filled..])
-                    .map_err(|e| anyhow::anyhow!(SourceError(e.to_string())))?;
-                if n == 0 {
+            let (payload, progress) = (&mut self.payload, cx.progress);
+            let take = |block: Vec<u8>| {
+                progress.add_bytes(block.len() as u64);
+                payload.push(block, pipe)
+            };
+            let (left, changed) = read_in_blocks(data, empty, take, source_error, ahead.times())?;
+            self.read_block = left.unwrap_or_default();
+            changed
+        } else {
+            loop {
+                let mut block = match std::mem::take(&mut self.read_block) {
+                    b if b.len() == READ_BLOCK => b,
+                    _ => pipe.block(),
+                };
+                let filled = fill(&mut data, &mut block).map_err(source_error)?;
+                if filled == 0 {
+                    // Kept for the next file.
+                    self.read_block = block;
                     break;
                 }
-                filled += n;
+                block.truncate(filled);
+                cx.progress.add_bytes(filled as u64);
+                self.payload.push(block, pipe)?;
+                if filled < READ_BLOCK {
+                    break;
+                }
             }
-            if filled == 0 {
-                // Kept for the next file.
-                self.read_block = block;
-                break;
-            }
-            block.truncate(filled);
-            cx.progress.add_bytes(filled as u64);
-            self.payload.push(block, pipe)?;
-            if filled < READ_BLOCK {
-                break;
-            }
-        }
-        if data.changed_while_reading() {
+            data.changed_while_reading()
+        };
+        if changed {
             let path = String::from_utf8_lossy(&entry.path).into_owned();
             cx.errors
                 .push(ManifestError { path, error: "file changed while it was read; stored as read".into() });

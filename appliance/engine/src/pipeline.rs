@@ -257,6 +257,19 @@ impl Spares {
     }
 }
 
+/// The pipeline's read blocks the workers are done with.
+pub struct ReadBlocks(Spares);
+
+impl ReadBlocks {
+    /// A read block (`READ_BLOCK` bytes) to fill: one the workers are
+    /// done with if one waits, else a new one.
+    pub fn block(&self) -> Vec<u8> {
+        let mut buf = self.0.waiting().unwrap_or_default();
+        buf.resize(READ_BLOCK, 0);
+        buf
+    }
+}
+
 /// The pipeline's emptied buffers: chunk buffers for the reader to fill,
 /// blob buffers for the workers.
 #[derive(Clone)]
@@ -399,9 +412,13 @@ impl<'scope> Pipeline<'scope> {
     /// whole (`ParallelChunker::push`), recycled from a chunk already
     /// stored when there is one. Its bytes are not zeroed again.
     pub fn block(&self) -> Vec<u8> {
-        let mut buf = self.buffers.blocks.waiting().unwrap_or_default();
-        buf.resize(READ_BLOCK, 0);
-        buf
+        self.blocks().block()
+    }
+
+    /// Where [`Pipeline::block`] takes its blocks from, for a caller that
+    /// also holds the pipeline mutably.
+    pub fn blocks(&self) -> ReadBlocks {
+        ReadBlocks(self.buffers.blocks.clone())
     }
 
     /// Wait for every queued chunk; returns each stream's index.

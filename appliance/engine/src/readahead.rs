@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use filevol::archive::Entry;
 
 use crate::fswalk::{FileData, Source, open_data};
+use crate::pieces::READ_BLOCK;
 use crate::pipeline::thread_cpu;
 use crate::prefetch;
 
@@ -73,6 +74,9 @@ pub struct ReadAheadTimes {
     files: AtomicU64,
     by_reader: AtomicU64,
     walk_cpu_ns: AtomicU64,
+    /// Big files read in blocks beside the reader, and those threads' CPU.
+    big_files: AtomicU64,
+    blocks_cpu_ns: AtomicU64,
 }
 
 /// Run a walk on a thread of its own; its items come out of the receiver
@@ -112,6 +116,12 @@ impl ReadAheadTimes {
     /// CPU seconds of the walking thread.
     pub fn walk_cpu(&self) -> f64 {
         self.walk_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Big files read in blocks beside the reader, and the CPU seconds
+    /// of their reading threads.
+    pub fn big_files(&self) -> (u64, f64) {
+        (self.big_files.load(Ordering::Relaxed), self.blocks_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9)
     }
 }
 
@@ -153,6 +163,11 @@ impl<'t> ReadAhead<'t> {
         Self { jobs: Some(tx), times, threads }
     }
 
+    /// The pool's clock.
+    pub fn times(&self) -> &'t ReadAheadTimes {
+        self.times
+    }
+
     /// Hand a file to the pool; `take` gets its result.
     pub fn submit(&self, source: Source, entry: Entry) -> Ticket {
         self.times.files.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +196,79 @@ impl Drop for ReadAhead<'_> {
     fn drop(&mut self) {
         drop(self.jobs.take());
     }
+}
+
+/// Blocks of a big file read and not yet taken by the reader, at most.
+pub const BLOCKS_AHEAD: usize = 2;
+
+/// Read a file's data in full blocks on a thread of its own, while the
+/// reader stores the blocks read before: a big file's bytes are then
+/// copied out of the page cache beside the reader, not by it. `empty`
+/// gives an empty block (the reader's, from the pipeline's spares);
+/// `take` stores a filled block (truncated to what was read, never
+/// empty); a failed read becomes `failed(message)`. Returns a block left
+/// unused (for the next file) and whether the file changed while it was
+/// read. At most [`BLOCKS_AHEAD`] blocks are in flight.
+pub fn read_in_blocks<E>(
+    mut data: FileData,
+    mut empty: impl FnMut() -> Vec<u8>,
+    mut take: impl FnMut(Vec<u8>) -> Result<(), E>,
+    failed: impl Fn(String) -> E,
+    times: &ReadAheadTimes,
+) -> Result<(Option<Vec<u8>>, bool), E> {
+    std::thread::scope(|scope| {
+        let (empty_tx, empty_rx) = bounded::<Vec<u8>>(BLOCKS_AHEAD);
+        let (full_tx, full_rx) = bounded::<Result<(Vec<u8>, usize), String>>(BLOCKS_AHEAD);
+        let reading = scope.spawn(move || {
+            let cpu = thread_cpu();
+            for mut block in empty_rx {
+                let read = fill(&mut data, &mut block);
+                let last = !matches!(read, Ok(n) if n == block.len());
+                if full_tx.send(read.map(|n| (block, n))).is_err() || last {
+                    break;
+                }
+            }
+            times.blocks_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+            data.changed_while_reading()
+        });
+        times.big_files.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..BLOCKS_AHEAD {
+            empty_tx.send(empty()).expect("the channel has room for them");
+        }
+        let left = loop {
+            match full_rx.recv() {
+                Err(_) => return Err(failed("the file reading thread failed".into())),
+                Ok(Err(message)) => return Err(failed(message)),
+                Ok(Ok((block, 0))) => break Some(block),
+                Ok(Ok((mut block, n))) => {
+                    block.truncate(n);
+                    take(block)?;
+                    if n < READ_BLOCK {
+                        break None;
+                    }
+                    // The thread may have stopped already (it read the
+                    // end); then the block is not needed.
+                    let _ = empty_tx.send(empty());
+                }
+            }
+        };
+        drop(empty_tx);
+        let changed = reading.join().map_err(|_| failed("the file reading thread failed".into()))?;
+        Ok((left, changed))
+    })
+}
+
+/// Fill `block` from `data`: fewer bytes only at the end of the data.
+pub fn fill(data: &mut FileData, block: &mut [u8]) -> Result<usize, String> {
+    let mut filled = 0;
+    while filled < block.len() {
+        let n = data.read_next(&mut block[filled..]).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
 }
 
 fn fetch(source: &Source, mut entry: Entry) -> FetchResult {
@@ -257,5 +345,66 @@ mod tests {
         let (_, _, _, files, by_reader) = times.values();
         assert_eq!(files, 300);
         assert!(by_reader <= files);
+    }
+
+    /// A big file read in blocks on a thread of its own comes back whole,
+    /// in order, every block full but the last; a block left over when
+    /// the data ends on a block's end goes back to the caller; and a
+    /// block the caller cannot store stops the reading.
+    #[test]
+    fn big_files_come_back_in_full_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [READ_BLOCK + 1, 3 * READ_BLOCK, 5 * READ_BLOCK / 2];
+        for (i, size) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..*size).map(|k| (k * 7 + i) as u8).collect();
+            std::fs::write(dir.path().join(format!("f{i}")), data).unwrap();
+        }
+        let times = ReadAheadTimes::default();
+        let walker = Walker::new(dir.path(), &WalkOptions::default()).unwrap();
+        let mut files = 0;
+        for item in walker {
+            let WalkItem::Entry { mut entry, source } = item else { panic!("walk error") };
+            if entry.kind != filevol::archive::EntryKind::File {
+                continue;
+            }
+            let i = files;
+            files += 1;
+            let want = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let data = open_data(&source, &mut entry).unwrap();
+            let (left, changed) = read_in_blocks(
+                data,
+                || vec![0; READ_BLOCK],
+                |b: Vec<u8>| -> Result<(), String> {
+                    got.push(b);
+                    Ok(())
+                },
+                |m| m,
+                &times,
+            )
+            .unwrap();
+            assert!(!changed);
+            assert_eq!(got.concat(), want, "f{i}");
+            assert!(got[..got.len() - 1].iter().all(|b| b.len() == READ_BLOCK));
+            assert_eq!(left.is_some(), want.len().is_multiple_of(READ_BLOCK), "f{i}");
+
+            let mut entry = entry.clone();
+            let data = open_data(&source, &mut entry).unwrap();
+            let mut stored = 0;
+            let refused = read_in_blocks(
+                data,
+                || vec![0; READ_BLOCK],
+                |_| {
+                    stored += 1;
+                    Err("the store is full".to_owned())
+                },
+                |m| m,
+                &times,
+            );
+            assert_eq!(refused.unwrap_err(), "the store is full");
+            assert_eq!(stored, 1);
+        }
+        assert_eq!(files, 3);
+        assert_eq!(times.big_files().0, 6);
     }
 }
