@@ -309,8 +309,15 @@ impl Walker {
         let names = list_dir(&dir_path(&dir)).map_err(io_err(&root))?;
         let rules = Rules { excludes, one_file_system: opts.one_file_system, root_dev: meta.dev };
         let failed = || Err(Refusal { path: Vec::new(), message: "the walking thread failed".into() });
-        let pool = Ordered::new(opts.threads, AHEAD_LIMIT, failed, move |job, submit| {
-            let listing = list(job, &rules, submit);
+        let pool = Ordered::new(opts.threads, AHEAD_LIMIT, failed, move |job: DirJob, submit| {
+            // A listing that fails (a bug) is that directory's error,
+            // whichever thread ran it; the walk goes on.
+            let path = job.rel.clone();
+            let listing =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| list(job, &rules, submit)))
+                    .unwrap_or_else(|_| {
+                        Err(Refusal { path, message: "cannot list directory: the walk failed here".into() })
+                    });
             let weight = DIR_WEIGHT + listing.as_ref().map_or(0, Vec::len);
             (listing, weight)
         });
