@@ -56,13 +56,14 @@ fn groups_share_chunks_globally() {
     assert!(after.len() <= before.len() + 2, "{} chunks before, {} after", before.len(), after.len());
 }
 
-/// Files are read by several threads ahead of the one that cuts chunks,
-/// but in walk order, and chunk boundaries are hashed in segments on
-/// threads of their own: the same tree backed up into two datastores with
-/// one thread and with eight (one boundary scanner and two) makes
-/// byte-identical indexes (and so the same chunks), whichever thread
-/// finished first. The tree mixes many small files (read whole by the
-/// read-ahead threads), files over 1 MiB (opened ahead, read by the
+/// Directories are listed and files read by several threads ahead of the
+/// one that cuts chunks, but in walk order, and chunk boundaries are
+/// hashed in segments on threads of their own: the same tree backed up
+/// into two datastores with one thread and with eight (one listing thread
+/// and eight, one boundary scanner and two) makes byte-identical indexes
+/// (and so the same chunks), whichever thread finished first. The tree
+/// mixes many small files (read whole by the read-ahead threads), files
+/// over 1 MiB (opened ahead, read in blocks on a thread beside the
 /// reader), an empty file, a hard link and a sparse file.
 #[test]
 fn reading_files_on_several_threads_keeps_the_snapshot_deterministic() {
