@@ -351,7 +351,7 @@ struct TreeBuilder {
     /// Hard-link group → (payload offset, extents) of its first member.
     links: HashMap<u64, LinkData>,
     buf: Vec<u8>,
-    /// A read block the last file did not fill (`Pipeline::block`).
+    /// A read block the last file did not fill (`Pipeline::blocks`).
     read_block: Vec<u8>,
     size: u64,
     entries: u64,
@@ -515,27 +515,24 @@ impl TreeBuilder {
         // split the reads: what it keeps resident is its capacity. A file
         // of more than one block is read on a thread beside this one.
         let source_error = |message: String| anyhow::anyhow!(SourceError(message));
+        let blocks = pipe.blocks();
+        let mut spare = std::mem::take(&mut self.read_block);
+        let mut empty = || match std::mem::take(&mut spare) {
+            b if b.len() == READ_BLOCK => b,
+            _ => blocks.block(),
+        };
         let changed = if entry.data_len() > READ_BLOCK as u64 {
-            let mut spare = std::mem::take(&mut self.read_block);
-            let blocks = pipe.blocks();
-            let empty = || match std::mem::take(&mut spare) {
-                b if b.len() == READ_BLOCK => b,
-                _ => blocks.block(),
-            };
             let (payload, progress) = (&mut self.payload, cx.progress);
             let take = |block: Vec<u8>| {
                 progress.add_bytes(block.len() as u64);
                 payload.push(block, pipe)
             };
-            let (left, changed) = read_in_blocks(data, empty, take, source_error, ahead.times())?;
+            let (left, changed) = read_in_blocks(data, &mut empty, take, source_error, ahead.times())?;
             self.read_block = left.unwrap_or_default();
             changed
         } else {
             loop {
-                let mut block = match std::mem::take(&mut self.read_block) {
-                    b if b.len() == READ_BLOCK => b,
-                    _ => pipe.block(),
-                };
+                let mut block = empty();
                 let filled = fill(&mut data, &mut block).map_err(source_error)?;
                 if filled == 0 {
                     // Kept for the next file.

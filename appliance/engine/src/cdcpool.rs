@@ -29,7 +29,7 @@ use chunker::segments::{Hits, SegmentCutter, context_after, context_after_all, f
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::pieces::{Piece, Pieces};
-use crate::pipeline::thread_cpu;
+use crate::pipeline::{add_thread_cpu, thread_cpu};
 
 /// Bytes of buffers gathered into one segment for a scanner.
 const SEGMENT: usize = 1 << 20;
@@ -298,7 +298,7 @@ fn scan(params: CdcParams, jobs: Receiver<Job>, times: &ScanTimes) {
         drop(job.segment);
         times.segments.fetch_add(1, Ordering::Relaxed);
         times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+        add_thread_cpu(&times.cpu_ns, cpu);
         let _ = job.reply.send(hits);
     }
 }

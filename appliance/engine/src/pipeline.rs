@@ -30,7 +30,7 @@
 //! holds its blob too; [`SPARE_BUFFERS`] emptied chunk buffers wait to
 //! be filled again (by the reader, or by a worker gathering pieces), as
 //! many blob buffers for the workers, and as many read blocks for the
-//! reader ([`Pipeline::block`]).
+//! reader ([`Pipeline::blocks`]).
 //! Invariant: the collector sees every chunk exactly once, in sequence order.
 //!
 //! Each stage keeps the time it spent working and the time it spent
@@ -174,6 +174,12 @@ pub struct StageTimes {
 }
 
 /// CPU seconds this thread has used so far.
+/// Add the CPU time this thread used since `start` (a [`thread_cpu`]
+/// reading) to `total`, in nanoseconds.
+pub fn add_thread_cpu(total: &AtomicU64, start: f64) {
+    total.fetch_add(((thread_cpu() - start) * 1e9) as u64, Ordering::Relaxed);
+}
+
 pub fn thread_cpu() -> f64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
@@ -248,6 +254,14 @@ impl Spares {
         self.keep(buf);
     }
 
+    /// A read block (`READ_BLOCK` bytes) to fill: one the workers are
+    /// done with if one waits (its bytes not zeroed again), else a new one.
+    fn read_block(&self) -> Vec<u8> {
+        let mut buf = self.waiting().unwrap_or_default();
+        buf.resize(READ_BLOCK, 0);
+        buf
+    }
+
     /// `give`, leaving the buffer's bytes as they are (so that a buffer
     /// resized to what it was does not zero them again).
     fn keep(&self, buf: Vec<u8>) {
@@ -264,9 +278,7 @@ impl ReadBlocks {
     /// A read block (`READ_BLOCK` bytes) to fill: one the workers are
     /// done with if one waits, else a new one.
     pub fn block(&self) -> Vec<u8> {
-        let mut buf = self.0.waiting().unwrap_or_default();
-        buf.resize(READ_BLOCK, 0);
-        buf
+        self.0.read_block()
     }
 }
 
@@ -408,14 +420,9 @@ impl<'scope> Pipeline<'scope> {
         buf
     }
 
-    /// A buffer of [`READ_BLOCK`] bytes to read a file's data into and push
-    /// whole (`ParallelChunker::push`), recycled from a chunk already
-    /// stored when there is one. Its bytes are not zeroed again.
-    pub fn block(&self) -> Vec<u8> {
-        self.blocks().block()
-    }
-
-    /// Where [`Pipeline::block`] takes its blocks from, for a caller that
+    /// Buffers of [`READ_BLOCK`] bytes to read a file's data into and push
+    /// whole (`ParallelChunker::push`), recycled from chunks already
+    /// stored when there are some; a handle of its own, for a caller that
     /// also holds the pipeline mutably.
     pub fn blocks(&self) -> ReadBlocks {
         ReadBlocks(self.buffers.blocks.clone())
@@ -556,7 +563,7 @@ fn worker(
         }
     }
     clocks.worker.add(busy, wait);
-    clocks.worker_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+    add_thread_cpu(&clocks.worker_cpu_ns, cpu);
 }
 
 /// Settle a chunk a worker left, for the collector.

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::pipeline::thread_cpu;
+use crate::pipeline::{add_thread_cpu, thread_cpu};
 
 /// A job handed out, and where it stands: run by whichever thread claims
 /// it first, its result taken once.
@@ -282,7 +282,7 @@ fn help<T, R>(shared: &Shared<T, R>) {
         shared.sched.lock().expect("lock").outstanding += weight;
         slot.finish((result, weight));
     }
-    shared.times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+    add_thread_cpu(&shared.times.cpu_ns, cpu);
 }
 
 impl<T: Send + 'static, R: Send + 'static> Drop for Ordered<T, R> {

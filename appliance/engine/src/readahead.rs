@@ -32,7 +32,7 @@ use filevol::archive::Entry;
 
 use crate::fswalk::{FileData, Source, open_data};
 use crate::pieces::READ_BLOCK;
-use crate::pipeline::thread_cpu;
+use crate::pipeline::{add_thread_cpu, thread_cpu};
 use crate::prefetch;
 
 /// Files handed out ahead of the reader, at most.
@@ -98,7 +98,7 @@ where
                 break;
             }
         }
-        times.walk_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+        add_thread_cpu(&times.walk_cpu_ns, cpu);
     });
     rx
 }
@@ -157,7 +157,7 @@ impl<'t> ReadAhead<'t> {
                     times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     slot.finish(result);
                 }
-                times.cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+                add_thread_cpu(&times.cpu_ns, cpu);
             });
         }
         Self { jobs: Some(tx), times, threads }
@@ -228,7 +228,7 @@ pub fn read_in_blocks<E>(
                     break;
                 }
             }
-            times.blocks_cpu_ns.fetch_add(((thread_cpu() - cpu) * 1e9) as u64, Ordering::Relaxed);
+            add_thread_cpu(&times.blocks_cpu_ns, cpu);
             data.changed_while_reading()
         });
         times.big_files.fetch_add(1, Ordering::Relaxed);
@@ -276,18 +276,10 @@ fn fetch(source: &Source, mut entry: Entry) -> FetchResult {
     if entry.data_len() > WHOLE_MAX {
         return Ok((entry, Fetched::Open(data)));
     }
-    let len = entry.data_len() as usize;
-    let mut out = vec![0u8; len];
-    let mut filled = 0;
-    let mut end = [0u8; 1];
-    loop {
-        let dst = if filled < len { &mut out[filled..] } else { &mut end[..] };
-        let n = data.read_next(dst).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
+    let mut out = vec![0u8; entry.data_len() as usize];
+    fill(&mut data, &mut out)?;
+    // A read past the data: it checks whether the file changed.
+    fill(&mut data, &mut [0u8; 1])?;
     let changed = data.changed_while_reading();
     Ok((entry, Fetched::Whole(out, changed)))
 }
