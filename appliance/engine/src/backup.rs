@@ -301,14 +301,14 @@ impl Ctx<'_> {
             let threads = ahead.threads;
             drop(ahead);
             let streams = pipeline::first_error(produced, pipe.finish())?;
-            let (busy, cpu, waited, files, by_reader) = ahead_times.values();
+            let f = ahead_times.pool.figures();
             tracing::info!(
                 threads,
-                files,
-                by_reader,
-                busy_s = format!("{busy:.3}"),
-                cpu_s = format!("{cpu:.3}"),
-                reader_waited_s = format!("{waited:.3}"),
+                files = f.jobs,
+                by_reader = f.by_taker,
+                busy_s = format!("{:.3}", f.busy_s),
+                cpu_s = format!("{:.3}", f.cpu_s),
+                reader_waited_s = format!("{:.3}", f.waited_s),
                 walk_cpu_s = format!("{:.3}", ahead_times.walk_cpu()),
                 big_files = ahead_times.big_files().0,
                 big_files_cpu_s = format!("{:.3}", ahead_times.big_files().1),

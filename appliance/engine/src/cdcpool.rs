@@ -20,7 +20,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -29,7 +28,8 @@ use chunker::segments::{Hits, SegmentCutter, context_after, context_after_all, f
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::pieces::{Piece, Pieces};
-use crate::pipeline::{add_thread_cpu, thread_cpu};
+use crate::pipeline::thread_cpu;
+use crate::prefetch::PoolTimes;
 
 /// Bytes of buffers gathered into one segment for a scanner.
 const SEGMENT: usize = 1 << 20;
@@ -69,24 +69,6 @@ struct Pending {
     hits: Receiver<Vec<Hits>>,
 }
 
-/// Time the scanners spent hashing, and the reader spent waiting for them.
-#[derive(Debug, Default)]
-struct ScanTimes {
-    segments: AtomicU64,
-    busy_ns: AtomicU64,
-    cpu_ns: AtomicU64,
-    waited_ns: AtomicU64,
-}
-
-impl ScanTimes {
-    /// Segments hashed, scanners' busy and CPU seconds (summed), and the
-    /// seconds the reader waited for a segment's hits.
-    fn values(&self) -> (u64, f64, f64, f64) {
-        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
-        (self.segments.load(Ordering::Relaxed), s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns))
-    }
-}
-
 /// FastCDC with the hashing on `scanners` threads (0: on the caller's),
 /// over buffers the caller gives up.
 pub struct ParallelChunker {
@@ -104,12 +86,14 @@ pub struct ParallelChunker {
     chunk: Pieces,
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
-    times: Arc<ScanTimes>,
+    /// The scanners' clock: segments hashed (its jobs), their busy and
+    /// CPU time, and the reader's time waiting for a segment's hits.
+    times: Arc<PoolTimes>,
 }
 
 impl ParallelChunker {
     pub fn new(params: CdcParams, scanners: usize) -> Self {
-        let times = Arc::new(ScanTimes::default());
+        let times = Arc::new(PoolTimes::default());
         let (tx, rx) = unbounded::<Job>();
         let threads: Vec<_> = (0..scanners)
             .filter_map(|i| {
@@ -139,13 +123,13 @@ impl ParallelChunker {
     /// Log where the hashing of chunk boundaries spent its time so far
     /// (`backup -v`).
     pub fn log_times(&self) {
-        let (segments, busy, cpu, waited) = self.times.values();
+        let f = self.times.figures();
         tracing::info!(
             threads = self.threads.len(),
-            segments,
-            busy_s = format!("{busy:.3}"),
-            cpu_s = format!("{cpu:.3}"),
-            reader_waited_s = format!("{waited:.3}"),
+            segments = f.jobs,
+            busy_s = format!("{:.3}", f.busy_s),
+            cpu_s = format!("{:.3}", f.cpu_s),
+            reader_waited_s = format!("{:.3}", f.waited_s),
             "chunk boundaries"
         );
     }
@@ -237,7 +221,7 @@ impl ParallelChunker {
             } else if all || self.queue.len() >= window(self.threads.len()) {
                 let t = Instant::now();
                 let got = front.hits.recv().ok();
-                self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.times.add_waited(t);
                 got
             } else {
                 match front.hits.try_recv() {
@@ -291,14 +275,14 @@ fn segment_hits(params: CdcParams, before: &[u8], segment: &[Arc<Vec<u8>>]) -> V
 }
 
 /// A scanner: hash segments until the chunker is dropped.
-fn scan(params: CdcParams, jobs: Receiver<Job>, times: &ScanTimes) {
+fn scan(params: CdcParams, jobs: Receiver<Job>, times: &PoolTimes) {
     for job in jobs {
         let (t, cpu) = (Instant::now(), thread_cpu());
         let hits = segment_hits(params, &job.before, &job.segment);
         drop(job.segment);
-        times.segments.fetch_add(1, Ordering::Relaxed);
-        times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        add_thread_cpu(&times.cpu_ns, cpu);
+        times.count_job();
+        times.add_busy(t);
+        times.add_cpu(cpu);
         let _ = job.reply.send(hits);
     }
 }
@@ -361,7 +345,7 @@ mod tests {
                 let mut chunker = ParallelChunker::new(p, scanners);
                 let got = chunks(&mut chunker, &parts, step, 2);
                 assert_eq!(got, want, "{scanners} scanners, buffers up to {step} bytes");
-                let (segments, ..) = chunker.times.values();
+                let segments = chunker.times.figures().jobs;
                 if scanners > 0 {
                     // A segment closes once it holds `SEGMENT` bytes: the
                     // buffer that fills it adds at most `step`.

@@ -196,11 +196,6 @@ fn child_path(dir: &Arc<OwnedFd>, name: &[u8]) -> Source {
     Source { path: PathBuf::from(std::ffi::OsString::from_vec(p)), dir: Some((dir.clone(), start)) }
 }
 
-/// The path of the open directory `dir` itself.
-fn dir_path(dir: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-}
-
 /// Directory listings (with each child's `lstat`, link target and
 /// extended attributes) done and not yet walked weigh at most this many
 /// children, a directory counting [`DIR_WEIGHT`] more: about 4 MiB of
@@ -326,21 +321,25 @@ impl Walker {
             .open(&root)
             .map_err(io_err(&root))?
             .into();
-        let names = list_dir(&dir_path(&dir)).map_err(io_err(&root))?;
+        let names = list_dir(&dir).map_err(io_err(&root))?;
         let rules = Rules { excludes, one_file_system: opts.one_file_system, root_dev: meta.dev };
         let failed = || Err(Refusal { path: Vec::new(), message: "the walking thread failed".into() });
-        let pool = Ordered::new(opts.threads, AHEAD_LIMIT, failed, move |job: DirJob, submit| {
-            // A listing that fails (a bug) is that directory's error,
-            // whichever thread ran it; the walk goes on.
-            let path = job.rel.clone();
-            let listing =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| list(job, &rules, submit)))
-                    .unwrap_or_else(|_| {
-                        Err(Refusal { path, message: "cannot list directory: the walk failed here".into() })
-                    });
-            let weight = DIR_WEIGHT + listing.as_ref().map_or(0, |p| p.children.len());
-            (listing, weight)
-        });
+        let pool =
+            Ordered::new("cairn-list", opts.threads, AHEAD_LIMIT, failed, move |job: DirJob, submit| {
+                // A listing that fails (a bug) is that directory's error,
+                // whichever thread ran it; the walk goes on.
+                let path = job.rel.clone();
+                let listing =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| list(job, &rules, submit)))
+                        .unwrap_or_else(|_| {
+                            Err(Refusal {
+                                path,
+                                message: "cannot list directory: the walk failed here".into(),
+                            })
+                        });
+                let weight = DIR_WEIGHT + listing.as_ref().map_or(0, |p| p.children.len());
+                (listing, weight)
+            });
         let job = DirJob { open: DirOpen::Root(Arc::new(dir), names), rel: Vec::new(), key: Vec::new() };
         let root_listing = pool.submit(Vec::new(), job);
         let mut pending = VecDeque::new();
@@ -449,8 +448,7 @@ fn list(job: DirJob, rules: &Rules, submit: &Submit<'_, DirJob, Listing>) -> Lis
                 }
                 Err(e) => return Err(refusal(rel, &io::Error::from(e), "cannot open directory")),
             }
-            let names =
-                list_dir(&dir_path(&dir)).map_err(|e| refusal(rel.clone(), &e, "cannot list directory"))?;
+            let names = list_dir(&dir).map_err(|e| refusal(rel.clone(), &e, "cannot list directory"))?;
             (Arc::new(dir), Arc::new(names), 0)
         }
     };
@@ -542,11 +540,19 @@ fn make_entry(rel: Vec<u8>, source: &Source, meta: &Stat) -> Result<(Entry, Opti
     Ok((entry, xattr_error))
 }
 
-/// The names in a directory, sorted by their bytes.
-fn list_dir(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+/// The names in the open directory `dir`, sorted by their bytes. They are
+/// read through a duplicate of its descriptor (the directory is not
+/// opened again by a path); the duplicate shares the reading position,
+/// and nothing else reads names through `dir`.
+fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
+    let mut stream = nix::dir::Dir::from_fd(dir.try_clone()?)?;
     let mut names = Vec::new();
-    for item in std::fs::read_dir(dir)? {
-        names.push(item?.file_name().into_vec());
+    for item in stream.iter() {
+        let item = item?;
+        let name = item.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
     }
     names.sort_unstable();
     Ok(names)

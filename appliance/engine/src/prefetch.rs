@@ -79,11 +79,26 @@ impl<T, R> Slot<T, R> {
             _ => unreachable!("waited for a job that was claimed, and taken once"),
         }
     }
+
+    /// The taker's side: run the job here if no pool thread has claimed
+    /// it, else wait for its result (the wait counted in `times`).
+    pub fn run_or_wait(&self, times: &PoolTimes, run: impl FnOnce(T) -> R) -> Took<R> {
+        if let Some(job) = self.claim() {
+            times.by_taker.fetch_add(1, Ordering::Relaxed);
+            return Took::Ran(run(job));
+        }
+        let t = Instant::now();
+        let result = self.wait();
+        times.add_waited(t);
+        Took::Waited(result)
+    }
 }
 
-/// The pool's clock: time its threads spent running jobs (wall and CPU,
-/// summed), jobs handed in, jobs the taker ran itself, and the taker's
-/// time waiting for a job a pool thread was running.
+/// A pool's clock: time its threads spent running jobs (wall and CPU,
+/// summed), jobs handed in, jobs the one thread that takes the results
+/// ran itself, and that thread's time waiting for a job a pool thread was
+/// running. The directory listings, the read-ahead and the chunk-boundary
+/// scanners each keep one.
 #[derive(Debug, Default)]
 pub struct PoolTimes {
     busy_ns: AtomicU64,
@@ -115,6 +130,55 @@ impl PoolTimes {
             waited_s: s(&self.waited_ns),
         }
     }
+
+    pub fn count_job(&self) {
+        self.jobs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_busy(&self, since: Instant) {
+        self.busy_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_waited(&self, since: Instant) {
+        self.waited_ns.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Add the CPU time this thread used since `start` (a [`thread_cpu`]).
+    pub fn add_cpu(&self, start: f64) {
+        add_thread_cpu(&self.cpu_ns, start);
+    }
+}
+
+/// How the taker got a job's result.
+pub(crate) enum Took<R> {
+    /// No thread had started the job: the taker ran it.
+    Ran(R),
+    /// A pool thread had: the taker waited for it if need be.
+    Waited(R),
+}
+
+impl<R> Took<R> {
+    pub fn into_inner(self) -> R {
+        match self {
+            Took::Ran(r) | Took::Waited(r) => r,
+        }
+    }
+}
+
+/// A pool thread's side: run a job it claimed, its time counted busy in
+/// `times`; a panic becomes `failed()`, so the slot is still settled and
+/// the taker does not wait for ever.
+pub(crate) fn run_caught<T, R>(
+    times: &PoolTimes,
+    job: T,
+    work: impl FnOnce(T) -> R,
+    failed: impl FnOnce() -> R,
+) -> R {
+    let t = Instant::now();
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job))).unwrap_or_else(|_| failed());
+    times.add_busy(t);
+    result
 }
 
 /// What a pool runs: a job, with a way to hand in more, to its result and
@@ -173,7 +237,7 @@ pub(crate) struct Submit<'a, T, R>(&'a Shared<T, R>);
 impl<T, R> Submit<'_, T, R> {
     pub fn submit(&self, key: Vec<u32>, job: T) -> Ticket<T, R> {
         let shared = self.0;
-        shared.times.jobs.fetch_add(1, Ordering::Relaxed);
+        shared.times.count_job();
         let slot = Slot::new(job);
         if shared.threads > 0 {
             let mut sched = shared.sched.lock().expect("lock");
@@ -193,10 +257,11 @@ pub(crate) struct Ordered<T: Send + 'static, R: Send + 'static> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Ordered<T, R> {
-    /// Start `threads` threads (none: the taker runs every job); they stop
-    /// starting jobs while the results waiting to be taken weigh `limit`.
-    /// `failed` stands for the result of a job that panicked.
-    pub fn new<F>(threads: usize, limit: usize, failed: fn() -> R, work: F) -> Self
+    /// Start `threads` threads named `name-N` (none: the taker runs every
+    /// job); they stop starting jobs while the results waiting to be
+    /// taken weigh `limit`. `failed` stands for the result of a job that
+    /// panicked.
+    pub fn new<F>(name: &str, threads: usize, limit: usize, failed: fn() -> R, work: F) -> Self
     where
         F: Fn(T, &Submit<'_, T, R>) -> (R, usize) + Send + Sync + 'static,
     {
@@ -213,9 +278,9 @@ impl<T: Send + 'static, R: Send + 'static> Ordered<T, R> {
             .map(|i| {
                 let shared = shared.clone();
                 std::thread::Builder::new()
-                    .name(format!("cairn-walk-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || help(&shared))
-                    .expect("start a walk thread")
+                    .expect("start a pool thread")
             })
             .collect();
         Self { shared, helpers }
@@ -229,13 +294,12 @@ impl<T: Send + 'static, R: Send + 'static> Ordered<T, R> {
     /// waited for.
     pub fn take(&self, ticket: Ticket<T, R>) -> R {
         let shared = &*self.shared;
-        if let Some(job) = ticket.0.claim() {
-            shared.times.by_taker.fetch_add(1, Ordering::Relaxed);
-            return (shared.work)(job, &Submit(shared)).0;
-        }
-        let t = Instant::now();
-        let (result, weight) = ticket.0.wait();
-        shared.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let (result, weight) =
+            match ticket.0.run_or_wait(&shared.times, |job| (shared.work)(job, &Submit(shared))) {
+                // Never counted in the weight done ahead.
+                Took::Ran((result, _)) => return result,
+                Took::Waited(done) => done,
+            };
         let mut sched = shared.sched.lock().expect("lock");
         let was = sched.outstanding;
         sched.outstanding -= weight;
@@ -273,16 +337,17 @@ fn help<T, R>(shared: &Shared<T, R>) {
         let Some(slot) = slot else { break };
         // The taker may have run it already.
         let Some(job) = slot.claim() else { continue };
-        let t = Instant::now();
-        let (result, weight) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.work)(job, &Submit(shared))))
-                .unwrap_or_else(|_| ((shared.failed)(), 0));
-        shared.times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let (result, weight) = run_caught(
+            &shared.times,
+            job,
+            |job| (shared.work)(job, &Submit(shared)),
+            || ((shared.failed)(), 0),
+        );
         // Counted before the taker can see the result (and count it off).
         shared.sched.lock().expect("lock").outstanding += weight;
         slot.finish((result, weight));
     }
-    add_thread_cpu(&shared.times.cpu_ns, cpu);
+    shared.times.add_cpu(cpu);
 }
 
 impl<T: Send + 'static, R: Send + 'static> Drop for Ordered<T, R> {
@@ -318,6 +383,7 @@ mod tests {
             let pending = Arc::new(AtomicU64::new(0));
             let (p, s) = (pending.clone(), seen.clone());
             let pool = Ordered::new(
+                "test-pool",
                 threads,
                 8,
                 || panic!("no job panics here"),
@@ -369,6 +435,7 @@ mod tests {
         let started = Arc::new(AtomicU64::new(0));
         let s = started.clone();
         let pool = Ordered::new(
+            "test-pool",
             2,
             100,
             || -1i64,

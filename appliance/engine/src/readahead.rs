@@ -25,7 +25,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::Scope;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filevol::archive::Entry;
@@ -33,7 +32,7 @@ use filevol::archive::Entry;
 use crate::fswalk::{FileData, Source, open_data};
 use crate::pieces::READ_BLOCK;
 use crate::pipeline::{add_thread_cpu, thread_cpu};
-use crate::prefetch;
+use crate::prefetch::{self, PoolTimes};
 
 /// Files handed out ahead of the reader, at most.
 pub const LOOKAHEAD: usize = 32;
@@ -62,17 +61,13 @@ pub struct Ticket(Arc<Slot>);
 /// Walk items queued between the walking thread and the reader.
 pub const WALK_AHEAD: usize = 256;
 
-/// The pool's clock: time spent opening and reading (summed over its
-/// threads), and the reader's time waiting for a file it needed; the
-/// files the reader read itself because no thread had started them; the
-/// walking thread's CPU time.
+/// The pool's clock ([`PoolTimes`]: time spent opening and reading,
+/// summed over its threads; files handed out, and those the reader read
+/// itself because no thread had started them; the reader's time waiting
+/// for a file it needed), and the walking thread's CPU time.
 #[derive(Debug, Default)]
 pub struct ReadAheadTimes {
-    busy_ns: AtomicU64,
-    cpu_ns: AtomicU64,
-    waited_ns: AtomicU64,
-    files: AtomicU64,
-    by_reader: AtomicU64,
+    pub pool: PoolTimes,
     walk_cpu_ns: AtomicU64,
     /// Big files read in blocks beside the reader, and those threads' CPU.
     big_files: AtomicU64,
@@ -104,15 +99,6 @@ where
 }
 
 impl ReadAheadTimes {
-    /// (seconds busy and CPU seconds, summed over the threads; seconds
-    /// the reader waited; files handed out; of those, files the reader
-    /// read itself).
-    pub fn values(&self) -> (f64, f64, f64, u64, u64) {
-        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        (s(&self.busy_ns), s(&self.cpu_ns), s(&self.waited_ns), n(&self.files), n(&self.by_reader))
-    }
-
     /// CPU seconds of the walking thread.
     pub fn walk_cpu(&self) -> f64 {
         self.walk_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
@@ -148,16 +134,16 @@ impl<'t> ReadAhead<'t> {
             scope.spawn(move || {
                 let cpu = thread_cpu();
                 for slot in rx {
-                    let Some((source, entry)) = slot.claim() else { continue };
-                    let t = Instant::now();
-                    // A panic must still settle the slot: the reader waits on it.
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fetch(&source, entry)))
-                            .unwrap_or_else(|_| Err("the file reading thread failed".into()));
-                    times.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    let Some(job) = slot.claim() else { continue };
+                    let result = prefetch::run_caught(
+                        &times.pool,
+                        job,
+                        |(source, entry)| fetch(&source, entry),
+                        || Err("the file reading thread failed".into()),
+                    );
                     slot.finish(result);
                 }
-                add_thread_cpu(&times.cpu_ns, cpu);
+                times.pool.add_cpu(cpu);
             });
         }
         Self { jobs: Some(tx), times, threads }
@@ -170,7 +156,7 @@ impl<'t> ReadAhead<'t> {
 
     /// Hand a file to the pool; `take` gets its result.
     pub fn submit(&self, source: Source, entry: Entry) -> Ticket {
-        self.times.files.fetch_add(1, Ordering::Relaxed);
+        self.times.pool.count_job();
         let slot = Slot::new((source, entry));
         // The threads stop only once the pool is dropped.
         self.jobs.as_ref().expect("open").send(slot.clone()).expect("read-ahead threads run");
@@ -180,15 +166,7 @@ impl<'t> ReadAhead<'t> {
     /// A file handed out earlier: read here if no thread has started it,
     /// else waited for.
     pub fn take(&self, ticket: Ticket) -> FetchResult {
-        let slot = ticket.0;
-        if let Some((source, entry)) = slot.claim() {
-            self.times.by_reader.fetch_add(1, Ordering::Relaxed);
-            return fetch(&source, entry);
-        }
-        let t = Instant::now();
-        let result = slot.wait();
-        self.times.waited_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        result
+        ticket.0.run_or_wait(&self.times.pool, |(source, entry)| fetch(&source, entry)).into_inner()
     }
 }
 
@@ -334,7 +312,8 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let (_, _, _, files, by_reader) = times.values();
+        let figures = times.pool.figures();
+        let (files, by_reader) = (figures.jobs, figures.by_taker);
         assert_eq!(files, 300);
         assert!(by_reader <= files);
     }
