@@ -168,8 +168,10 @@ fn split(bytes: &[u8]) -> Result<(BlobHeader, &[u8]), BlobError> {
 pub fn decode_blob(bytes: &[u8]) -> Result<(ChunkId, Vec<u8>), BlobError> {
     let (h, payload) = split(bytes)?;
     let plain = if h.compressed {
-        let mut v = vec![0; h.plain_len as usize];
-        decompress_exact(payload, &mut v)?;
+        // Written by zstd into the new vector's capacity (exactly the
+        // plain length), not zeroed first.
+        let mut v = Vec::with_capacity(h.plain_len as usize);
+        decompress_exact(payload, &mut v, h.plain_len as usize)?;
         v
     } else {
         payload.to_vec()
@@ -191,9 +193,13 @@ thread_local! {
     static VERIFY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Decompress the zstd frames of `payload` into `out`, which they must
-/// fill exactly (zstd refuses output beyond it).
-fn decompress_exact(payload: &[u8], out: &mut [u8]) -> Result<(), BlobError> {
+/// Decompress the zstd frames of `payload` into `out` (a slice, or a
+/// vector's capacity), whose room of `want` bytes they must fill exactly
+/// (zstd refuses output beyond the room).
+fn decompress_exact<C>(payload: &[u8], out: &mut C, want: usize) -> Result<(), BlobError>
+where
+    C: zstd::zstd_safe::WriteBuf + ?Sized,
+{
     let failed = |e: std::io::Error| BlobError::Decompress(e.to_string());
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -202,8 +208,8 @@ fn decompress_exact(payload: &[u8], out: &mut [u8]) -> Result<(), BlobError> {
         }
         let Some(d) = slot.as_mut() else { unreachable!("set above") };
         let n = d.decompress_to_buffer(payload, out).map_err(failed)?;
-        if n != out.len() {
-            return Err(BlobError::Decompress(format!("{n} bytes instead of {}", out.len())));
+        if n != want {
+            return Err(BlobError::Decompress(format!("{n} bytes instead of {want}")));
         }
         Ok(())
     })
@@ -223,7 +229,7 @@ pub fn verify_blob(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
             if buf.len() < want {
                 buf.resize(want, 0);
             }
-            decompress_exact(payload, &mut buf[..want])?;
+            decompress_exact(payload, &mut buf[..want], want)?;
             Ok::<_, BlobError>(ChunkId::of(&buf[..want]))
         })?
     } else {
@@ -316,6 +322,16 @@ mod tests {
         two.extend_from_slice(&frames);
         assert!(decode_blob(&two).is_ok() && verify_blob(&two).is_ok());
         blobs.push(two);
+        // A plain length one byte short of or past what the frames hold:
+        // refused by both, though zstd writes into a vector's capacity
+        // for one and into a slice for the other.
+        let (_, good) = encode_blob(&text[..100_000], 3);
+        for len in [99_999u32, 100_001] {
+            let mut bad = good.clone();
+            bad[8..12].copy_from_slice(&len.to_le_bytes());
+            assert!(matches!(decode_blob(&bad), Err(BlobError::Decompress(_))), "plain length {len}");
+            assert!(matches!(verify_blob(&bad), Err(BlobError::Decompress(_))), "plain length {len}");
+        }
         for blob in &blobs {
             for _ in 0..200 {
                 let mut bad = blob.clone();
