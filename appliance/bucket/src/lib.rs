@@ -133,6 +133,9 @@ pub struct Bucket {
     prefix: String,
     name: String,
     endpoint: String,
+    /// Objects written through this bucket and its clones (the process's
+    /// [`counters`] count those of every bucket).
+    puts: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Bucket {
@@ -191,6 +194,7 @@ impl Bucket {
             prefix: loc.prefix.trim_matches('/').to_owned(),
             name: loc.bucket.clone(),
             endpoint: loc.endpoint.clone(),
+            puts: Arc::default(),
         })
     }
 
@@ -201,7 +205,13 @@ impl Bucket {
             prefix: String::new(),
             name: "memory".into(),
             endpoint: "memory:".into(),
+            puts: Arc::default(),
         }
+    }
+
+    /// Objects written through this bucket and its clones so far.
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {
@@ -286,6 +296,7 @@ impl Bucket {
         let n = bytes.len() as u64;
         counters().requests.fetch_add(1, Ordering::Relaxed);
         counters().puts.fetch_add(1, Ordering::Relaxed);
+        self.puts.fetch_add(1, Ordering::Relaxed);
         let opts = PutOptions { mode, ..Default::default() };
         let r = wait(async move { store.put_opts(&path, PutPayload::from(Bytes::from(bytes)), opts).await });
         match r {
@@ -376,6 +387,7 @@ impl Bucket {
             let n = bytes.len() as u64;
             counters().requests.fetch_add(1, Ordering::Relaxed);
             counters().puts.fetch_add(1, Ordering::Relaxed);
+            this.puts.fetch_add(1, Ordering::Relaxed);
             match store.put(&path, PutPayload::from(Bytes::from(bytes))).await {
                 Ok(_) => {
                     counters().bytes_sent.fetch_add(n, Ordering::Relaxed);
