@@ -33,6 +33,14 @@ pub fn duration_ms(ms: u64) -> String {
 /// bytes that are not UTF-8 as `\xNN`.
 pub fn escaped(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
+    // Most paths are printable ASCII with no backslash: they stay as
+    // they are, and one pass over the bytes shows it (a restore escapes
+    // the path of every file it makes, for its messages).
+    if bytes.iter().all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
+        && let Ok(ascii) = std::str::from_utf8(bytes)
+    {
+        return ascii.to_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -86,6 +94,13 @@ mod tests {
         assert_eq!(size(3 << 30), "3.0 GiB");
         assert_eq!(duration_ms(65_000), "1m 05s");
         assert_eq!(escaped(b"caf\xe9\nx"), "caf\\xe9\\nx");
+        // Printable ASCII stays as it is; a backslash or a control among
+        // it is escaped all the same.
+        let printable: Vec<u8> = (b' '..=b'~').filter(|&b| b != b'\\').collect();
+        assert_eq!(escaped(&printable).as_bytes(), printable);
+        assert_eq!(escaped(b"a\\b"), "a\\\\b");
+        assert_eq!(escaped(b"a\x7fb\x1f"), "a\\x7fb\\x1f");
+        assert_eq!(escaped("dir/été\u{202e}".as_bytes()), "dir/été\\u{202e}");
         assert_eq!(text("a \\x1b b\x1b]0;t\x07\u{9b}\nnext"), "a \\x1b b\\x1b]0;t\\x07\\u{009b}\nnext");
     }
 }
