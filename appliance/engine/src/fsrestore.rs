@@ -338,13 +338,21 @@ struct DirMeta {
 
 const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
 
+/// Directories a restorer keeps open along its current path, at most (a
+/// deeper one is opened from the deepest kept, each time it is needed).
+const OPEN_CHAIN: usize = 64;
+
 /// Writes archive entries under one target directory.
 #[derive(Debug)]
 pub struct Restorer {
     target: PathBuf,
-    root: OwnedFd,
-    /// The parent directory of the previous entry, kept open.
-    parent: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    root: Arc<OwnedFd>,
+    /// Directories kept open along the path of the last one opened:
+    /// each entry is a child of the one before (the first a child of the
+    /// root), at most [`OPEN_CHAIN`] of them. Entries come in walk order,
+    /// so an entry's parent is mostly there, or a step from one that is,
+    /// instead of a walk from the root.
+    chain: Vec<(Vec<u8>, Arc<OwnedFd>)>,
     /// Leave creating files to whoever writes them ([`FileSink::file`]).
     defer_files: bool,
     dirs: Vec<DirMeta>,
@@ -595,8 +603,8 @@ impl Restorer {
             })?;
         Ok(Restorer {
             target: target.to_owned(),
-            root: root.into(),
-            parent: None,
+            root: Arc::new(root.into()),
+            chain: Vec::new(),
             defer_files: false,
             dirs: Vec::new(),
             symlinks: Vec::new(),
@@ -630,13 +638,8 @@ impl Restorer {
             return Ok(Begin::Done);
         }
         let (parent, name) = split(rel);
-        let dir = self.take_parent_dir(parent)?;
-        let result = self.begin_in(&dir, name, rel, entry);
-        // Keep the directory open for the entry's siblings.
-        if self.parent.is_none() {
-            self.parent = Some((parent.to_vec(), dir));
-        }
-        result
+        let dir = self.open_dir(parent, true)?;
+        self.begin_in(&dir, name, rel, entry)
     }
 
     fn begin_in(
@@ -674,15 +677,6 @@ impl Restorer {
         self.stats.warnings.push(message);
     }
 
-    /// The open parent directory of an entry, taken out of the one-entry
-    /// cache (`begin` puts it back for the entry's siblings).
-    fn take_parent_dir(&mut self, parent: &[u8]) -> Result<Arc<OwnedFd>, RestoreError> {
-        match self.parent.take() {
-            Some((p, fd)) if p == parent => Ok(fd),
-            _ => self.open_dir(parent, true).map(Arc::new),
-        }
-    }
-
     /// Leave creating each file to whoever writes it: [`Begin::Data`]'s
     /// sink creates it on [`FileSink::file`] (or [`FileSink::creation`]),
     /// on any thread, in the parent directory this restorer opened.
@@ -691,18 +685,25 @@ impl Restorer {
     }
 
     /// Open the directory `rel` one component at a time without following
-    /// symlinks; with `create`, a missing one is made (with a warning).
-    fn open_dir(&mut self, rel: &[u8], create: bool) -> Result<OwnedFd, RestoreError> {
-        let mut cur = self.root.try_clone().map_err(|e| io_error("open", &self.shown(b""), e))?;
+    /// symlinks, from the deepest of its ancestors kept open ([`Self::chain`]);
+    /// with `create`, a missing one is made (with a warning).
+    fn open_dir(&mut self, rel: &[u8], create: bool) -> Result<Arc<OwnedFd>, RestoreError> {
         if rel.is_empty() {
-            return Ok(cur);
+            return Ok(self.root.clone());
         }
-        let mut end = 0;
-        for comp in rel.split(|c| *c == b'/') {
+        let within = |dir: &[u8]| rel.starts_with(dir) && rel.get(dir.len()).is_none_or(|&c| c == b'/');
+        let kept = self.chain.iter().take_while(|(dir, _)| within(dir)).count();
+        self.chain.truncate(kept);
+        let (mut cur, mut end) = match self.chain.last() {
+            Some((dir, fd)) if dir.len() == rel.len() => return Ok(fd.clone()),
+            Some((dir, fd)) => (fd.clone(), dir.len() + 1),
+            None => (self.root.clone(), 0),
+        };
+        for comp in rel[end..].split(|c| *c == b'/') {
             end += comp.len();
             let here = &rel[..end];
             end += 1;
-            cur = match open_dir_at(&cur, comp) {
+            let fd = match open_dir_at(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
                     let mode = if self.shared.opts.parents_later { 0o700 } else { 0o755 };
@@ -719,6 +720,10 @@ impl Restorer {
                 }
                 Err(e) => return Err(io_error("open", &self.shown(here), e)),
             };
+            cur = Arc::new(fd);
+            if self.chain.len() < OPEN_CHAIN {
+                self.chain.push((here.to_vec(), cur.clone()));
+            }
         }
         Ok(cur)
     }
@@ -990,7 +995,6 @@ impl Restorer {
     /// (children first). A symlink or directory that cannot be completed
     /// becomes a warning; the rest still gets done.
     pub fn finish(mut self) -> Result<RestoreStats, RestoreError> {
-        self.parent = None;
         for (rel, entry) in std::mem::take(&mut self.symlinks) {
             if let Err(e) = self.make_symlink(&rel, &entry) {
                 self.warn(format!("symlink not restored: {e}"));
@@ -1137,6 +1141,82 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read_link(target.join("near")).unwrap(), Path::new("d/f"));
         assert_eq!(std::fs::read(target.join("near")).unwrap(), b"inside");
         assert_eq!(stats.symlinks, 1, "{stats:?}");
+    }
+
+    /// Descriptors open on directories under `dir` (other tests' do not
+    /// count).
+    fn fds_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.starts_with(dir))
+            .count()
+    }
+
+    /// The restorer keeps the directories along its path open and opens
+    /// the next entry's parent from the nearest of them: entries in walk
+    /// order, out of it, below the deepest kept ([`OPEN_CHAIN`]), hard
+    /// links to a far directory and directory modes set at the end all
+    /// land where they belong, and the descriptors are bounded and gone
+    /// once the restore ends.
+    #[test]
+    fn open_directories_follow_the_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        let depth = OPEN_CHAIN + 16;
+        let mut path = Vec::new();
+        let mut most = 0;
+        for level in 0..depth {
+            if level > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(b"d");
+            let mode = if level % 7 == 3 { 0o555 } else { 0o750 };
+            put(&mut r, &entry(&path, EntryKind::Dir, mode), b"").unwrap();
+            let f = [&path[..], b"/f"].concat();
+            let data = format!("level {level}");
+            let e = Entry { hardlink: u64::from(level == OPEN_CHAIN + 4) * 3, ..file(&f, data.as_bytes()) };
+            put(&mut r, &e, data.as_bytes()).unwrap();
+            most = most.max(fds_under(tmp.path()));
+        }
+        // Back up the tree, then out of walk order, then a hard link to
+        // the file below the deepest directory kept open.
+        put(&mut r, &entry(b"dd", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &file(b"dd/h", b"dd"), b"dd").unwrap();
+        put(&mut r, &entry(b"e", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &file(b"e/g", b"e"), b"e").unwrap();
+        put(&mut r, &file(b"d/d/late", b"late"), b"late").unwrap();
+        let far = format!("level {}", OPEN_CHAIN + 4);
+        put(&mut r, &Entry { hardlink: 3, ..file(b"e/link", far.as_bytes()) }, far.as_bytes()).unwrap();
+        assert!(most <= OPEN_CHAIN + 4, "{most} directories open under the target");
+        let stats = r.finish().unwrap();
+        assert_eq!(fds_under(tmp.path()), 0, "descriptors left open");
+        assert_eq!(
+            (stats.dirs, stats.files, stats.links),
+            (depth as u64 + 3, depth as u64 + 3, 1),
+            "{stats:?}"
+        );
+
+        let mut path = target.clone();
+        for level in 0..depth {
+            path.push("d");
+            assert_eq!(mode(&path), if level % 7 == 3 { 0o555 } else { 0o750 }, "level {level}");
+            assert_eq!(std::fs::read(path.join("f")).unwrap(), format!("level {level}").as_bytes());
+        }
+        assert_eq!(std::fs::read(target.join("d/d/late")).unwrap(), b"late");
+        assert_eq!(std::fs::read(target.join("e/g")).unwrap(), b"e");
+        assert_eq!(std::fs::read(target.join("dd/h")).unwrap(), b"dd");
+        let far_file: PathBuf = std::iter::repeat_n("d", OPEN_CHAIN + 5).collect::<PathBuf>().join("f");
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&target.join(far_file)), ino(&target.join("e/link")));
+        // Let the temporary directory go (some levels are read-only).
+        let mut path = target.clone();
+        for _ in 0..depth {
+            path.push("d");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
     }
 
     /// A hard link in the archive names a group, never a path: a member
