@@ -1082,6 +1082,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// A restorer into `t` in a new temporary directory, the target's own
+    /// entry restored.
+    fn restorer() -> (tempfile::TempDir, PathBuf, Restorer) {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        (tmp, target, r)
+    }
+
     fn mode(path: &Path) -> u32 {
         std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
     }
@@ -1091,12 +1101,9 @@ pub(crate) mod tests {
     /// user can swap a path component in it while the restore works.
     #[test]
     fn directories_stay_0700_until_the_end() {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = tmp.path().join("t");
-        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
+        let (_tmp, target, mut r) = restorer();
         let open = entry(b"open", EntryKind::Dir, 0o1777);
         let inner = entry(b"open/inner", EntryKind::Dir, 0o755);
-        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
         put(&mut r, &open, b"").unwrap();
         put(&mut r, &inner, b"").unwrap();
         put(&mut r, &file(b"open/inner/f", b"abc"), b"abc").unwrap();
@@ -1143,9 +1150,9 @@ pub(crate) mod tests {
         assert_eq!(stats.symlinks, 1, "{stats:?}");
     }
 
-    /// Descriptors open on directories under `dir` (other tests' do not
-    /// count).
-    fn fds_under(dir: &Path) -> usize {
+    /// Descriptors this process holds open on anything under `dir` (tests
+    /// running beside one another each count only their own).
+    pub(crate) fn fds_under(dir: &Path) -> usize {
         std::fs::read_dir("/proc/self/fd")
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -1161,10 +1168,7 @@ pub(crate) mod tests {
     /// once the restore ends.
     #[test]
     fn open_directories_follow_the_entries() {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = tmp.path().join("t");
-        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
-        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        let (tmp, target, mut r) = restorer();
         let depth = OPEN_CHAIN + 16;
         let mut path = Vec::new();
         let mut most = 0;
@@ -1224,10 +1228,7 @@ pub(crate) mod tests {
     /// group whose first member was never restored gets a file of its own.
     #[test]
     fn hard_links_stay_inside_the_target() {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = tmp.path().join("t");
-        let mut r = Restorer::new(&target, RestoreOptions::default()).unwrap();
-        put(&mut r, &entry(b"", EntryKind::Dir, 0o755), b"").unwrap();
+        let (_tmp, target, mut r) = restorer();
         let first = Entry { hardlink: 7, ..file(b"a", b"same") };
         let second = Entry { hardlink: 7, ..file(b"b", b"same") };
         let lonely = Entry { hardlink: 9, ..file(b"c", b"own") };

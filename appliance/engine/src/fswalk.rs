@@ -1089,13 +1089,7 @@ mod tests {
         }
         // Descriptors open on this test's directories (other tests run
         // in the same process at the same time).
-        let open_fds = || {
-            fs::read_dir("/proc/self/fd")
-                .unwrap()
-                .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
-                .filter(|target| target.starts_with(t.path()))
-                .count()
-        };
+        let open_fds = || crate::fsrestore::tests::fds_under(t.path());
         let before = open_fds();
         let mut walker = Walker::new(t.path(), &WalkOptions { threads: 4, ..Default::default() }).unwrap();
         // Let the threads run as far ahead as they may.
