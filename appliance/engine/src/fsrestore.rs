@@ -689,6 +689,8 @@ impl Restorer {
     /// with `create`, a missing one is made (with a warning).
     fn open_dir(&mut self, rel: &[u8], create: bool) -> Result<Arc<OwnedFd>, RestoreError> {
         if rel.is_empty() {
+            // The chain holds the ancestors of the last directory opened.
+            self.chain.clear();
             return Ok(self.root.clone());
         }
         let within = |dir: &[u8]| rel.starts_with(dir) && rel.get(dir.len()).is_none_or(|&c| c == b'/');
@@ -760,33 +762,49 @@ impl Restorer {
         rel: &[u8],
         entry: &Entry,
     ) -> Result<(), RestoreError> {
-        match mkdirat(dir, name, mode_of(0o700)) {
-            Ok(()) => {}
+        let existing = match mkdirat(dir, name, mode_of(0o700)) {
+            Ok(()) => None,
             Err(Errno::EEXIST) => match open_dir_at(dir, name) {
-                Ok(fd) => return self.restore_dir_fd(fd, rel, entry),
+                Ok(fd) => Some(fd),
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {
                     self.clear(dir, name, rel, EntryKind::Dir)?;
                     mkdirat(dir, name, mode_of(0o700))
                         .map_err(|e| io_error("create", &self.shown(rel), e))?;
+                    None
                 }
                 Err(e) => return Err(io_error("open", &self.shown(rel), e)),
             },
             Err(e) => return Err(io_error("create", &self.shown(rel), e)),
+        };
+        let fd = match existing {
+            Some(fd) => fd,
+            None => open_dir_at(dir, name).map_err(|e| io_error("open", &self.shown(rel), e))?,
+        };
+        let fd = self.restore_dir_fd(fd, rel, entry)?;
+        // Its entries come next in walk order: they find it open. (No
+        // later entry replaces it: a directory in the way of a
+        // non-directory is an error, and one in the way of a directory is
+        // taken as it is.)
+        let parent = split(rel).0;
+        if self.chain.len() < OPEN_CHAIN && self.chain.last().map_or(parent.is_empty(), |(d, _)| d == parent)
+        {
+            self.chain.push((rel.to_vec(), Arc::new(fd)));
         }
-        let fd = open_dir_at(dir, name).map_err(|e| io_error("open", &self.shown(rel), e))?;
-        self.restore_dir_fd(fd, rel, entry)
+        Ok(())
     }
 
     /// Xattrs of a directory now; owner, default ACL, mode and time in
     /// `finish`. Until then every directory this restore made belongs to
     /// the restoring user with mode 0700, so no other user can swap a
     /// path component under it while the restore works by path.
-    fn restore_dir_fd(&mut self, fd: OwnedFd, rel: &[u8], entry: &Entry) -> Result<(), RestoreError> {
+    fn restore_dir_fd(&mut self, fd: OwnedFd, rel: &[u8], entry: &Entry) -> Result<OwnedFd, RestoreError> {
         let file = File::from(fd);
-        let shown = self.shown(rel);
         let (default_acl, now): (Vec<_>, Vec<_>) =
             entry.xattrs.iter().cloned().partition(|(n, _)| n == DEFAULT_ACL);
-        self.set_xattrs(&shown, &now, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        if !now.is_empty() {
+            let shown = self.shown(rel);
+            self.set_xattrs(&shown, &now, |n, v| file.set_xattr(OsStr::from_bytes(n), v));
+        }
         let default_acl = default_acl.into_iter().next().map(|(_, v)| v);
         self.dirs.push(DirMeta {
             rel: rel.to_vec(),
@@ -798,7 +816,7 @@ impl Restorer {
             default_acl,
         });
         self.stats.dirs += 1;
-        Ok(())
+        Ok(OwnedFd::from(file))
     }
 
     fn make_file(
@@ -1221,6 +1239,30 @@ pub(crate) mod tests {
             path.push("d");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+    }
+
+    /// A directory the restore makes stays open for the entries after it
+    /// (its first child does not open it again), and closes once the
+    /// entries have left it.
+    #[test]
+    fn a_directory_made_stays_open_for_its_entries() {
+        let (_tmp, target, mut r) = restorer();
+        // The target itself is open until the end.
+        assert_eq!(fds_under(&target), 1);
+        put(&mut r, &entry(b"a", EntryKind::Dir, 0o755), b"").unwrap();
+        assert_eq!(fds_under(&target), 2);
+        put(&mut r, &entry(b"a/b", EntryKind::Dir, 0o755), b"").unwrap();
+        put(&mut r, &file(b"a/b/f", b"x"), b"x").unwrap();
+        assert_eq!(fds_under(&target), 3);
+        put(&mut r, &entry(b"a/c", EntryKind::Dir, 0o755), b"").unwrap();
+        assert_eq!(fds_under(&target), 3, "a and a/c");
+        put(&mut r, &entry(b"d", EntryKind::Dir, 0o755), b"").unwrap();
+        assert_eq!(fds_under(&target), 2, "d alone");
+        put(&mut r, &file(b"d/g", b"y"), b"y").unwrap();
+        r.finish().unwrap();
+        assert_eq!(fds_under(&target), 0);
+        assert_eq!(std::fs::read(target.join("a/b/f")).unwrap(), b"x");
+        assert_eq!(std::fs::read(target.join("d/g")).unwrap(), b"y");
     }
 
     /// A hard link in the archive names a group, never a path: a member
