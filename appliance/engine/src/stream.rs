@@ -2,7 +2,7 @@
 //! threads a window ahead of the reader, and a byte reader over a dynamic
 //! index with cheap forward skips and random access.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -15,6 +15,13 @@ use crate::target::ChunkRead;
 /// How many chunks are decoded ahead of the reader, at least (a reader
 /// with more parallel reads gets a window as wide as those).
 const WINDOW: usize = 8;
+
+/// Chunks the reader took last, kept by id: a chunk that comes again
+/// within this many distinct chunks is not read and decoded again. A
+/// payload stream repeats a chunk right after a changed file: the run of
+/// reused chunks before the file ends with the chunk that also starts the
+/// run after it, with the file's new bytes in between.
+const RECENT: usize = 4;
 
 type Fetched = (usize, Result<Arc<Vec<u8>>, Arc<StoreError>>);
 
@@ -29,6 +36,11 @@ pub struct Fetcher {
     low: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
     window: usize,
+    /// The last [`RECENT`] distinct chunks taken, newest last.
+    recent: VecDeque<(ChunkId, Arc<Vec<u8>>)>,
+    /// Positions not sent to the workers: their chunk was sent (or
+    /// taken) a few positions before, so it will be in `recent`.
+    repeats: HashSet<usize>,
 }
 
 impl Fetcher {
@@ -60,6 +72,8 @@ impl Fetcher {
             low: 0,
             workers,
             window,
+            recent: VecDeque::with_capacity(RECENT + 1),
+            repeats: HashSet::new(),
         }
     }
 
@@ -68,20 +82,49 @@ impl Fetcher {
     }
 
     /// The plain bytes of chunk `i`. Sequential calls are served from the
-    /// read-ahead window; a jump restarts the window there.
+    /// read-ahead window; a jump restarts the window there. A chunk that
+    /// was taken a few chunks before comes from memory ([`RECENT`]).
     pub fn get(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
-        if i < self.low {
+        let r = self.fetch(i)?;
+        let id = self.ids[i];
+        if let Some(at) = self.recent.iter().position(|(k, _)| *k == id) {
+            self.recent.remove(at);
+        }
+        self.recent.push_back((id, r.clone()));
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        Ok(r)
+    }
+
+    fn fetch(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
+        if let Some((_, data)) = self.recent.iter().find(|(k, _)| *k == self.ids[i]) {
+            self.repeats.remove(&i);
+            return Ok(data.clone());
+        }
+        if i < self.low || self.repeats.remove(&i) {
+            // Behind the window, or a repeat whose first time the reader
+            // skipped.
             return self.store.read_chunk(&self.ids[i]).map(Arc::new);
         }
         if i > self.next_submit + self.window {
             self.ready.clear();
+            self.repeats.clear();
             self.next_submit = i;
         }
         self.low = i + 1;
         self.ready.retain(|k, _| *k >= i);
+        self.repeats.retain(|k| *k > i);
         while self.next_submit < self.ids.len() && self.next_submit <= i + self.window {
             let j = self.next_submit;
-            self.jobs.as_ref().expect("open").send((j, self.ids[j])).expect("workers alive");
+            // The same chunk a few positions before (and after `i`, or
+            // `i` itself): taken by then, it is in `recent`.
+            let back = j.saturating_sub(RECENT).max(i);
+            if j > i && self.ids[back..j].contains(&self.ids[j]) {
+                self.repeats.insert(j);
+            } else {
+                self.jobs.as_ref().expect("open").send((j, self.ids[j])).expect("workers alive");
+            }
             self.next_submit += 1;
         }
         loop {
@@ -187,5 +230,77 @@ impl StreamReader {
 impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.read_some(buf).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Chunks by id, counting the reads of each.
+    struct Counted {
+        chunks: HashMap<ChunkId, Vec<u8>>,
+        reads: Mutex<HashMap<ChunkId, usize>>,
+        parallel: usize,
+    }
+
+    impl ChunkRead for Counted {
+        fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+            *self.reads.lock().unwrap().entry(*id).or_default() += 1;
+            self.chunks.get(id).cloned().ok_or(StoreError::ChunkMissing(*id))
+        }
+
+        fn parallel_reads(&self) -> usize {
+            self.parallel
+        }
+    }
+
+    fn store(names: &str, parallel: usize) -> (Arc<Counted>, Vec<ChunkId>) {
+        let mut chunks = HashMap::new();
+        let ids = names
+            .bytes()
+            .map(|c| {
+                let data = vec![c; 100 + c as usize];
+                let id = ChunkId::of(&data);
+                chunks.insert(id, data);
+                id
+            })
+            .collect();
+        (Arc::new(Counted { chunks, reads: Mutex::default(), parallel }), ids)
+    }
+
+    /// A chunk that comes again a few positions later (as in a payload
+    /// stream after a changed file) is read once; one that comes again
+    /// far later, or whose first time the reader skipped, is read again;
+    /// every position gives its own chunk's bytes, with one or many
+    /// parallel reads.
+    #[test]
+    fn a_chunk_repeated_nearby_is_read_once() {
+        let names = "ABCBDEDFGHIJKLMNOPQRA";
+        for parallel in [1, 8] {
+            let (counted, ids) = store(names, parallel);
+            let mut f = Fetcher::new(counted.clone(), ids.clone());
+            for (i, c) in names.bytes().enumerate() {
+                assert_eq!(*f.get(i).unwrap(), vec![c; 100 + c as usize], "position {i}");
+            }
+            let reads = counted.reads.lock().unwrap().clone();
+            let of = |c: u8| reads.get(&ids[names.bytes().position(|x| x == c).unwrap()]).copied();
+            assert_eq!((of(b'B'), of(b'D')), (Some(1), Some(1)), "parallel {parallel}");
+            assert_eq!(of(b'A'), Some(2), "far apart: read again");
+
+            // The reader skips the first D (read ahead all the same): its
+            // repeat is read again, on its own.
+            let skipping = "ABCDEDF";
+            let (counted, ids) = store(skipping, parallel);
+            let mut f = Fetcher::new(counted.clone(), ids.clone());
+            for i in [0, 1, 2, 4, 5, 6] {
+                let c = skipping.as_bytes()[i];
+                assert_eq!(*f.get(i).unwrap(), vec![c; 100 + c as usize], "position {i}");
+            }
+            let reads = counted.reads.lock().unwrap().clone();
+            assert_eq!((reads[&ids[3]], reads.values().sum::<usize>()), (2, 7), "{reads:?}");
+        }
     }
 }
