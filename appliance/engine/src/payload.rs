@@ -5,7 +5,14 @@
 //! Reused chunks may carry bytes of neighbouring files (changed or deleted
 //! since); entries point at their own bytes by offset, so those bytes are
 //! simply never read. Consecutive unchanged files reuse one run of chunks
-//! with no waste.
+//! with no waste. An unchanged file whose chunks an earlier run of this
+//! backup wrote (the run before a changed file's new bytes, say) points
+//! back at them, and one that starts in such a run and ends beyond it is
+//! read again (up to [`REREAD_MAX`] bytes), instead of a new run written
+//! from a chunk already written: the stream does not grow by a chunk per
+//! changed file.
+
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use chunker::CdcParams;
@@ -40,12 +47,20 @@ pub struct PayloadBuilder {
     chunker: ParallelChunker,
     pos: u64,
     run: Option<Run>,
+    /// The runs written before the current one, by their first previous
+    /// chunk: (one past their last previous chunk, where they start in
+    /// the new stream).
+    written: BTreeMap<usize, (usize, u64)>,
 }
+
+/// The largest unchanged file read again rather than written as a second
+/// copy of the chunk it starts in (see [`PayloadBuilder::reuse`]).
+const REREAD_MAX: u64 = 1 << 20;
 
 impl PayloadBuilder {
     pub fn new(params: CdcParams) -> Self {
         let chunker = ParallelChunker::new(params, scanners_for(crate::target::cores()));
-        Self { chunker, pos: 0, run: None }
+        Self { chunker, pos: 0, run: None, written: BTreeMap::new() }
     }
 
     /// Log where the hashing of chunk boundaries spent its time
@@ -62,7 +77,9 @@ impl PayloadBuilder {
     /// Append new bytes: the buffer becomes part of the stream, and the
     /// chunks cut from it are gathered by the pipeline's workers.
     pub fn push(&mut self, data: Vec<u8>, pipe: &mut Pipeline<'_>) -> Result<()> {
-        self.run = None;
+        if let Some(run) = self.run.take() {
+            self.keep(run);
+        }
         self.pos += data.len() as u64;
         let mut result = Ok(());
         self.chunker.push(data, &mut |c| send(pipe, c, &mut result));
@@ -74,6 +91,15 @@ impl PayloadBuilder {
         let mut result = Ok(());
         self.chunker.finish(&mut |c| send(pipe, c, &mut result));
         result
+    }
+
+    /// Remember a run that ended, for files that point back into it; of
+    /// two starting at the same chunk, the longer.
+    fn keep(&mut self, run: Run) {
+        let slot = self.written.entry(run.prev_first).or_insert((run.prev_next, run.new_base));
+        if run.prev_next > slot.0 {
+            *slot = (run.prev_next, run.new_base);
+        }
     }
 
     /// Take the bytes `[off, off + len)` of the previous payload stream
@@ -94,6 +120,24 @@ impl PayloadBuilder {
             return Ok(None);
         };
         let continues = self.run.as_ref().is_some_and(|r| first >= r.prev_first && first <= r.prev_next);
+        // A file that starts in a chunk an earlier run wrote (after a
+        // changed file, or pointing back as above in the previous
+        // snapshot): starting a run there would write that chunk a second
+        // time, and the stream would grow by a chunk for every changed
+        // file, backup after backup.
+        if !continues
+            && let Some((&prev_first, &(prev_next, new_base))) = self.written.range(..=first).next_back()
+            && first < prev_next
+        {
+            if last < prev_next {
+                // Wholly in chunks written: it points back at them.
+                return Ok(Some(new_base + (off - prev.start(prev_first))));
+            }
+            if len <= REREAD_MAX {
+                // It ends beyond them: read it again, as new bytes.
+                return Ok(None);
+            }
+        }
         let from = match &self.run {
             Some(r) if continues => r.prev_next.max(first),
             _ => first,
@@ -105,7 +149,11 @@ impl PayloadBuilder {
         }
         if !continues {
             self.flush(pipe)?;
-            self.run = Some(Run { prev_first: first, prev_next: first, new_base: self.pos });
+            if let Some(run) =
+                self.run.replace(Run { prev_first: first, prev_next: first, new_base: self.pos })
+            {
+                self.keep(run);
+            }
         }
         for i in from..=last {
             let len = prev.entries[i].0 - prev.start(i);
