@@ -13,7 +13,7 @@ use std::time::Duration;
 use testkit::{flip_byte, write_random_tree};
 
 use crate::support::{
-    Tmpfs, as_nobody, assert_same_tree, cairn, nobody_store, parse_json, run_code, run_ok, str_of,
+    Tmpfs, as_nobody, assert_same_tree, cairn, manifest, nobody_store, parse_json, run_code, run_ok, str_of,
 };
 
 const MIB: u64 = 1 << 20;
@@ -79,8 +79,7 @@ fn unchanged_files_and_images_are_not_read_again() {
     // a second time.
     let size = |f: &PathBuf| fs::metadata(src.join(f)).expect("stat").len();
     let payload = |time: &str| -> u64 {
-        let path = ds.join("snapshots/host/atime").join(time).join("manifest.json");
-        let m: serde_json::Value = serde_json::from_slice(&fs::read(path).expect("manifest")).expect("json");
+        let m = manifest(&ds, "host/atime", time);
         let tree =
             m["archives"].as_array().expect("archives").iter().find(|a| a["kind"] == "file").expect("tree");
         tree["indexes"][1]["length"].as_u64().expect("payload length")

@@ -3,7 +3,7 @@
 
 use testkit::{chunk_files, flip_byte, write_random_tree};
 
-use crate::support::{Store, assert_same_tree, run_json, str_of, u64_of};
+use crate::support::{Store, assert_same_tree, manifest, run_json, str_of, u64_of};
 
 const MIB: u64 = 1 << 20;
 
@@ -86,11 +86,7 @@ fn reading_files_on_several_threads_keeps_the_snapshot_deterministic() {
     let one = backup(&a, "1");
     let two = backup(&b, "8");
     assert_eq!(one["files"], two["files"]);
-    let indexes = |s: &Store| {
-        let m = s.ds.join("snapshots/host/order").join(time).join("manifest.json");
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
-        m["archives"][0]["indexes"].clone()
-    };
+    let indexes = |s: &Store| manifest(&s.ds, "host/order", time)["archives"][0]["indexes"].clone();
     assert_eq!(indexes(&a), indexes(&b), "two backups of one tree differ");
     let out = a.path("out");
     a.restore(str_of(&one, "id"), &out, &[]);

@@ -253,3 +253,10 @@ pub fn nobody_store() -> (TempDir, PathBuf) {
     run_ok(as_nobody(&ds).arg("init"));
     (tmp, ds)
 }
+
+/// The manifest of the snapshot `group`/`time` in datastore `ds`, as JSON.
+pub fn manifest(ds: &Path, group: &str, time: &str) -> Value {
+    let path = ds.join("snapshots").join(group).join(time).join("manifest.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("manifest JSON")
+}

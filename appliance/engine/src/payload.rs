@@ -48,9 +48,8 @@ pub struct PayloadBuilder {
     pos: u64,
     run: Option<Run>,
     /// The runs written before the current one, by their first previous
-    /// chunk: (one past their last previous chunk, where they start in
-    /// the new stream).
-    written: BTreeMap<usize, (usize, u64)>,
+    /// chunk.
+    written: BTreeMap<usize, Run>,
 }
 
 /// The largest unchanged file read again rather than written as a second
@@ -96,9 +95,8 @@ impl PayloadBuilder {
     /// Remember a run that ended, for files that point back into it; of
     /// two starting at the same chunk, the longer.
     fn keep(&mut self, run: Run) {
-        let slot = self.written.entry(run.prev_first).or_insert((run.prev_next, run.new_base));
-        if run.prev_next > slot.0 {
-            *slot = (run.prev_next, run.new_base);
+        if self.written.get(&run.prev_first).is_none_or(|w| run.prev_next > w.prev_next) {
+            self.written.insert(run.prev_first, run);
         }
     }
 
@@ -126,12 +124,12 @@ impl PayloadBuilder {
         // time, and the stream would grow by a chunk for every changed
         // file, backup after backup.
         if !continues
-            && let Some((&prev_first, &(prev_next, new_base))) = self.written.range(..=first).next_back()
-            && first < prev_next
+            && let Some((_, w)) = self.written.range(..=first).next_back()
+            && first < w.prev_next
         {
-            if last < prev_next {
+            if last < w.prev_next {
                 // Wholly in chunks written: it points back at them.
-                return Ok(Some(new_base + (off - prev.start(prev_first))));
+                return Ok(Some(w.new_base + (off - prev.start(w.prev_first))));
             }
             if len <= REREAD_MAX {
                 // It ends beyond them: read it again, as new bytes.
