@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chunker::{ChunkId, FIXED_IMAGE_CHUNK, StreamChunker};
-use filevol::archive::{Entry, EntryKind, check_entry, encode_entry, stream_header};
+use filevol::archive::{
+    Entry, EntryKind, check_entry, encode_entry, set_encoded_payload_offset, stream_header,
+};
 use filevol::{
     DatastoreConfig, DynamicIndex, FixedIndex, IndexRef, Manifest, ManifestArchive, ManifestError,
     ManifestStats, SourceHandler, SourceStat, Writer,
@@ -22,7 +24,7 @@ use model::{BackupGroup, SnapshotId};
 use crate::Engine;
 use crate::fswalk::{Source, WalkItem, WalkOptions, Walker, open_data};
 use crate::new_snapshot::{index_ref, new_manifest};
-use crate::payload::PayloadBuilder;
+use crate::payload::{PayloadBuilder, Placement};
 use crate::pieces::READ_BLOCK;
 use crate::pipeline::{self, Pipeline, StreamIndex, Work};
 use crate::prevtree::{PrevTree, unchanged};
@@ -37,6 +39,9 @@ use crate::target::{ChunkSink, SnapshotRead};
 pub use crate::new_snapshot::BackupTarget;
 
 const META: usize = 0;
+/// The most encoded entries held back while new bytes wait for a run to
+/// end (`TreeBuilder::held`); beyond, the bytes go into the stream.
+const HELD_MAX: usize = 4 << 20;
 
 /// `free_backup_time` naps this long between looks at the clock…
 const TIME_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(100);
@@ -293,6 +298,9 @@ impl Ctx<'_> {
                 read_block: Vec::new(),
                 links: HashMap::new(),
                 buf: Vec::with_capacity(1 << 20),
+                held: Vec::new(),
+                waiting: Vec::new(),
+                placed: None,
                 size: 0,
                 entries: 0,
             };
@@ -351,6 +359,16 @@ struct TreeBuilder {
     /// Hard-link group → (payload offset, extents) of its first member.
     links: HashMap<u64, LinkData>,
     buf: Vec<u8>,
+    /// Encoded entries held back while new bytes wait for the payload's
+    /// run to end (`PayloadBuilder::place_new`): an entry cannot go into
+    /// the metadata stream before the one before it.
+    held: Vec<u8>,
+    /// Entries in `held` whose data waits: (where the entry starts in
+    /// `held`, its offset in the waiting bytes).
+    waiting: Vec<(usize, u64)>,
+    /// Set by `file_data` when the file's data waits: its offset in the
+    /// waiting bytes.
+    placed: Option<u64>,
     /// A read block the last file did not fill (`Pipeline::blocks`).
     read_block: Vec<u8>,
     size: u64,
@@ -388,10 +406,21 @@ impl TreeBuilder {
                 Planned::Entry { mut entry, source, old, fetch } => {
                     let payload = prev.as_deref().map(|p| &p.payload);
                     let file = FileSource { path: &source, old, fetch, ahead };
-                    if entry.kind == EntryKind::File
-                        && !self.file_data(cx, &mut entry, file, payload, pipe)?
-                    {
-                        continue;
+                    let mut waits = None;
+                    if entry.kind == EntryKind::File {
+                        let stored = self.file_data(cx, &mut entry, file, payload, pipe);
+                        waits = self.placed.take();
+                        // Bytes that waited may have gone into the stream
+                        // (this file's among them) whether or not it was
+                        // stored.
+                        if let Some(base) = self.release_held(pipe)?
+                            && let Some(at) = waits.take()
+                        {
+                            entry.payload_offset = base + at;
+                        }
+                        if !stored? {
+                            continue;
+                        }
                     }
                     // Never write an entry the reader would refuse (a path
                     // over 4096 bytes, say): it would end the stream there.
@@ -405,6 +434,17 @@ impl TreeBuilder {
                         cx.progress.add_file();
                     }
                     self.entries += 1;
+                    if self.payload.has_pending() {
+                        if let Some(at) = waits {
+                            self.waiting.push((self.held.len(), at));
+                        }
+                        encode_entry(&entry, &mut self.held);
+                        if self.held.len() > HELD_MAX {
+                            self.payload.flush_pending(pipe)?;
+                            self.release_held(pipe)?;
+                        }
+                        continue;
+                    }
                     let mut buf = std::mem::take(&mut self.buf);
                     buf.clear();
                     encode_entry(&entry, &mut buf);
@@ -413,8 +453,26 @@ impl TreeBuilder {
                 }
             }
         }
+        self.payload.flush_pending(pipe)?;
+        self.release_held(pipe)?;
         pipe.push(META, &mut self.meta, &[], true)?;
         self.payload.flush(pipe)
+    }
+
+    /// Once the waiting bytes went into the stream: point the held entries
+    /// at them and write them out. Returns where the bytes went.
+    fn release_held(&mut self, pipe: &mut Pipeline<'_>) -> Result<Option<u64>> {
+        let Some(base) = self.payload.take_flushed() else { return Ok(None) };
+        let mut held = std::mem::take(&mut self.held);
+        for (start, at) in self.waiting.drain(..) {
+            set_encoded_payload_offset(&mut held[start..], base + at);
+        }
+        if !held.is_empty() {
+            self.push_meta(&held, pipe)?;
+        }
+        held.clear();
+        self.held = held;
+        Ok(Some(base))
     }
 
     fn push_meta(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
@@ -456,7 +514,16 @@ impl TreeBuilder {
                 cx.progress.add_bytes(entry.size);
             }
             None => {
-                entry.payload_offset = self.payload.pos();
+                // A member of a hard-link group does not wait: the group's
+                // other names take its offset as soon as it is stored.
+                let may_wait = entry.hardlink == 0;
+                entry.payload_offset = match self.payload.place_new(entry.data_len(), may_wait, pipe)? {
+                    Placement::At(at) => at,
+                    Placement::Pending(at) => {
+                        self.placed = Some(at);
+                        at
+                    }
+                };
                 let fetched = file.fetch.map(|rx| file.ahead.take(rx));
                 if let Err(e) = self.read_file(cx, entry, file.path, fetched, file.ahead, pipe) {
                     if pipe_failed(&e) {

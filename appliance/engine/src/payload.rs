@@ -5,12 +5,19 @@
 //! Reused chunks may carry bytes of neighbouring files (changed or deleted
 //! since); entries point at their own bytes by offset, so those bytes are
 //! simply never read. Consecutive unchanged files reuse one run of chunks
-//! with no waste. An unchanged file whose chunks an earlier run of this
-//! backup wrote (the run before a changed file's new bytes, say) points
-//! back at them, and one that starts in such a run and ends beyond it is
-//! read again (up to [`REREAD_MAX`] bytes), instead of a new run written
-//! from a chunk already written: the stream does not grow by a chunk per
-//! changed file.
+//! with no waste. A file read while a run goes on (changed or new) does
+//! not end the run: its bytes wait (up to [`PENDING_MAX`]) and go into the
+//! stream when the run ends, so the unchanged file after it, which may
+//! start in the chunk that holds the end of the file before it, goes on
+//! in the same run. Its entry waits with them, for the offset
+//! ([`Placement::Pending`]).
+//!
+//! Where a run does end before an unchanged file that starts in its last
+//! chunk (the waiting bytes reached their limit, or a file that cannot
+//! wait was read), the file points back at the chunks written if it lies
+//! wholly in them, and one that ends beyond them is read again (up to
+//! [`REREAD_MAX`] bytes), instead of a new run written from a chunk
+//! already written: the stream does not grow by a chunk per changed file.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +48,16 @@ struct Run {
     new_base: u64,
 }
 
+/// Where a file's new bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// At this offset of the stream.
+    At(u64),
+    /// At this offset of the bytes waiting for the current run to end;
+    /// [`PayloadBuilder::take_flushed`] tells where they landed.
+    Pending(u64),
+}
+
 pub struct PayloadBuilder {
     /// File data is most of a tree's bytes: its boundaries are hashed on
     /// threads of their own.
@@ -50,7 +67,17 @@ pub struct PayloadBuilder {
     /// The runs written before the current one, by their first previous
     /// chunk.
     written: BTreeMap<usize, Run>,
+    /// New bytes waiting for the current run to end.
+    pending: Vec<u8>,
+    /// The file being read goes to `pending`.
+    deferring: bool,
+    /// Where the waiting bytes went, when they went and nobody asked yet.
+    flushed: Option<u64>,
 }
+
+/// The most new bytes that wait for a run to end; beyond, they go into the
+/// stream and the run ends.
+pub const PENDING_MAX: u64 = 8 << 20;
 
 /// The largest unchanged file read again rather than written as a second
 /// copy of the chunk it starts in (see [`PayloadBuilder::reuse`]).
@@ -59,7 +86,15 @@ const REREAD_MAX: u64 = 1 << 20;
 impl PayloadBuilder {
     pub fn new(params: CdcParams) -> Self {
         let chunker = ParallelChunker::new(params, scanners_for(crate::target::cores()));
-        Self { chunker, pos: 0, run: None, written: BTreeMap::new() }
+        Self {
+            chunker,
+            pos: 0,
+            run: None,
+            written: BTreeMap::new(),
+            pending: Vec::new(),
+            deferring: false,
+            flushed: None,
+        }
     }
 
     /// Log where the hashing of chunk boundaries spent its time
@@ -73,9 +108,68 @@ impl PayloadBuilder {
         self.pos
     }
 
-    /// Append new bytes: the buffer becomes part of the stream, and the
-    /// chunks cut from it are gathered by the pipeline's workers.
+    /// Where the data of a file of `len` bytes about to be read goes: to
+    /// the bytes waiting for the current run if `may_wait` and there is
+    /// room, else into the stream (the waiting bytes first).
+    pub fn place_new(&mut self, len: u64, may_wait: bool, pipe: &mut Pipeline<'_>) -> Result<Placement> {
+        if may_wait && self.run.is_some() && self.pending.len() as u64 + len <= PENDING_MAX {
+            self.deferring = true;
+            return Ok(Placement::Pending(self.pending.len() as u64));
+        }
+        self.flush_pending(pipe)?;
+        Ok(Placement::At(self.pos))
+    }
+
+    /// Whether new bytes, or a file placed to join them, wait for the run.
+    pub fn has_pending(&self) -> bool {
+        self.deferring || !self.pending.is_empty()
+    }
+
+    /// The offset where the waiting bytes went, once: the caller's waiting
+    /// entries point there (plus their [`Placement::Pending`] offset).
+    pub fn take_flushed(&mut self) -> Option<u64> {
+        self.flushed.take()
+    }
+
+    /// Put the waiting bytes into the stream now (ending the run).
+    pub fn flush_pending(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        self.deferring = false;
+        let base = self.pos;
+        let data = std::mem::take(&mut self.pending);
+        if data.is_empty() {
+            // Only empty files waited: the run goes on.
+            self.flushed = Some(base);
+            return Ok(());
+        }
+        self.push_now(data, pipe)?;
+        debug_assert!(self.flushed.is_none(), "flushed offset not taken");
+        self.flushed = Some(base);
+        Ok(())
+    }
+
+    /// Append new bytes of the file being read: they become part of the
+    /// stream (or wait for the run, see [`Self::place_new`]), and the
+    /// chunks cut from them are gathered by the pipeline's workers.
     pub fn push(&mut self, data: Vec<u8>, pipe: &mut Pipeline<'_>) -> Result<()> {
+        if self.deferring {
+            if (self.pending.len() + data.len()) as u64 <= PENDING_MAX {
+                if self.pending.capacity() == 0 {
+                    self.pending.reserve(data.len().max(1 << 20));
+                }
+                self.pending.extend_from_slice(&data);
+                return Ok(());
+            }
+            // The file grew past the room it was placed in: what waits
+            // goes first, the rest follows it in the stream.
+            self.flush_pending(pipe)?;
+        }
+        self.push_now(data, pipe)
+    }
+
+    fn push_now(&mut self, data: Vec<u8>, pipe: &mut Pipeline<'_>) -> Result<()> {
         if let Some(run) = self.run.take() {
             self.keep(run);
         }
@@ -85,8 +179,10 @@ impl PayloadBuilder {
         result
     }
 
-    /// Cut what is pending (a forced chunk boundary).
+    /// Cut what is pending (a forced chunk boundary), the bytes waiting
+    /// for the run first.
     pub fn flush(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        self.flush_pending(pipe)?;
         let mut result = Ok(());
         self.chunker.finish(&mut |c| send(pipe, c, &mut result));
         result

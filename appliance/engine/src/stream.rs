@@ -23,6 +23,16 @@ const WINDOW: usize = 8;
 /// run after it, with the file's new bytes in between.
 const RECENT: usize = 4;
 
+/// Takes in a row outside the read-ahead window, each at or right after
+/// the one before, that move the window there: fewer are read on their own
+/// (a changed file's data, written after the run of chunks around it, may
+/// span two chunks).
+const MOVED_AFTER: usize = 3;
+
+/// How far on from the last chunk the reader took counts as going on (a
+/// chunk of bytes nobody restores in between, say), not as a jump.
+const STEP: usize = 4;
+
 type Fetched = (usize, Result<Arc<Vec<u8>>, Arc<StoreError>>);
 
 /// Decodes the chunks of one index in order, a window ahead.
@@ -33,7 +43,11 @@ pub struct Fetcher {
     results: Receiver<Fetched>,
     ready: HashMap<usize, Result<Arc<Vec<u8>>, Arc<StoreError>>>,
     next_submit: usize,
-    low: usize,
+    /// The position after the last one the reader went on to (not jumped
+    /// to).
+    next: usize,
+    /// Positions sent to the workers and not yet back.
+    in_flight: HashSet<usize>,
     workers: Vec<std::thread::JoinHandle<()>>,
     window: usize,
     /// The last [`RECENT`] distinct chunks taken, newest last.
@@ -41,6 +55,13 @@ pub struct Fetcher {
     /// Positions not sent to the workers: their chunk was sent (or
     /// taken) a few positions before, so it will be in `recent`.
     repeats: HashSet<usize>,
+    /// The last [`RECENT`] distinct chunks taken on a jump, newest last:
+    /// the chunks after a run that hold changed files' data are jumped to
+    /// once per file, with the run's chunks taken in between.
+    jumped: VecDeque<(ChunkId, Arc<Vec<u8>>)>,
+    /// The last position taken outside the window, if the last take was,
+    /// and how many takes in a row went on there.
+    last_out: Option<(usize, usize)>,
 }
 
 impl Fetcher {
@@ -69,11 +90,14 @@ impl Fetcher {
             results,
             ready: HashMap::new(),
             next_submit: 0,
-            low: 0,
+            next: 0,
+            jumped: VecDeque::with_capacity(RECENT + 1),
+            in_flight: HashSet::new(),
             workers,
             window,
             recent: VecDeque::with_capacity(RECENT + 1),
             repeats: HashSet::new(),
+            last_out: None,
         }
     }
 
@@ -82,8 +106,13 @@ impl Fetcher {
     }
 
     /// The plain bytes of chunk `i`. Sequential calls are served from the
-    /// read-ahead window; a jump restarts the window there. A chunk that
-    /// was taken a few chunks before comes from memory ([`RECENT`]).
+    /// read-ahead window. A jump (back, or more than [`STEP`] chunks on) is
+    /// taken from the window if it is there, else read on its own, and
+    /// leaves the window where it is (a file whose data the backup wrote after
+    /// the run of chunks it sits in, a hard link's data further back);
+    /// [`MOVED_AFTER`] jumps in a row, each going on from the one before,
+    /// move the window there. A chunk that was taken a few chunks before comes from
+    /// memory ([`RECENT`]).
     pub fn get(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
         let r = self.fetch(i)?;
         let id = self.ids[i];
@@ -102,17 +131,40 @@ impl Fetcher {
             self.repeats.remove(&i);
             return Ok(data.clone());
         }
-        if i < self.low || self.repeats.remove(&i) {
-            // Behind the window, or a repeat whose first time the reader
-            // skipped.
+        if self.repeats.remove(&i) {
+            // A repeat whose first time the reader skipped.
             return self.store.read_chunk(&self.ids[i]).map(Arc::new);
         }
-        if i > self.next_submit + self.window {
-            self.ready.clear();
+        if i >= self.next && i < self.next + STEP {
+            self.last_out = None;
+        } else {
+            // A jump: taken where it is, the window stays.
+            let id = self.ids[i];
+            if let Some((_, data)) = self.jumped.iter().find(|(k, _)| *k == id) {
+                return Ok(data.clone());
+            }
+            let data = if self.ready.contains_key(&i) || self.in_flight.contains(&i) {
+                self.last_out = None;
+                Some(self.wait_for(i)?)
+            } else {
+                let row = match self.last_out {
+                    Some((o, n)) if i == o || i == o + 1 => n + 1,
+                    _ => 1,
+                };
+                self.last_out = Some((i, row));
+                if row < MOVED_AFTER { Some(self.store.read_chunk(&id).map(Arc::new)?) } else { None }
+            };
+            if let Some(data) = data {
+                self.jumped.push_back((id, data.clone()));
+                if self.jumped.len() > RECENT {
+                    self.jumped.pop_front();
+                }
+                return Ok(data);
+            }
             self.repeats.clear();
             self.next_submit = i;
         }
-        self.low = i + 1;
+        self.next = i + 1;
         self.ready.retain(|k, _| *k >= i);
         self.repeats.retain(|k| *k > i);
         while self.next_submit < self.ids.len() && self.next_submit <= i + self.window {
@@ -124,15 +176,28 @@ impl Fetcher {
                 self.repeats.insert(j);
             } else {
                 self.jobs.as_ref().expect("open").send((j, self.ids[j])).expect("workers alive");
+                self.in_flight.insert(j);
             }
             self.next_submit += 1;
+        }
+        self.wait_for(i)
+    }
+
+    /// Chunk `i` from the workers (sent to them now if it is not on its
+    /// way: one taken before on a jump, say).
+    fn wait_for(&mut self, i: usize) -> Result<Arc<Vec<u8>>, StoreError> {
+        if !self.ready.contains_key(&i) && !self.in_flight.contains(&i) {
+            self.jobs.as_ref().expect("open").send((i, self.ids[i])).expect("workers alive");
+            self.in_flight.insert(i);
         }
         loop {
             if let Some(r) = self.ready.remove(&i) {
                 return r.map_err(unwrap_err);
             }
             let (k, r) = self.results.recv().expect("workers alive");
-            if k >= i {
+            self.in_flight.remove(&k);
+            // Behind the reader, and not the one wanted: nobody will take it.
+            if k == i || k + 1 >= self.next {
                 self.ready.insert(k, r);
             }
         }
@@ -301,6 +366,141 @@ mod tests {
             }
             let reads = counted.reads.lock().unwrap().clone();
             assert_eq!((reads[&ids[3]], reads.values().sum::<usize>()), (2, 7), "{reads:?}");
+        }
+    }
+
+    /// A payload stream after changed files: the reader goes through a
+    /// run of chunks and out to the chunks after it for each changed
+    /// file's data, and back. The run stays read ahead by the workers;
+    /// only the excursions are read on the reader's thread. A reader that
+    /// jumps and goes on from there gets the window moved after it.
+    #[test]
+    fn a_jump_out_and_back_keeps_the_window() {
+        let names: String = (0..60u8).map(|i| (b'0' + i) as char).collect();
+        let mut order: Vec<usize> = Vec::new();
+        for i in 0..40 {
+            order.push(i);
+            if i % 10 == 5 {
+                order.extend([40 + i / 10 * 2, 41 + i / 10 * 2]);
+            }
+        }
+        order.extend(40..60);
+        // A restore of one subtree: far on, then onwards from there.
+        let skip = [0, 1, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39];
+        for parallel in [1, 8] {
+            let (counted, ids) = store(&names, parallel);
+            let reader = std::thread::current().id();
+            let on_reader = Arc::new(Mutex::new(Vec::new()));
+            let log = on_reader.clone();
+            let by_thread = Arc::new(ByThread { inner: counted.clone(), reader, log });
+            let mut f = Fetcher::new(by_thread, ids.clone());
+            for &i in &order {
+                let c = names.as_bytes()[i];
+                assert_eq!(*f.get(i).unwrap(), vec![c; 100 + c as usize], "position {i}");
+            }
+            drop(f);
+            let sync = on_reader.lock().unwrap().clone();
+            assert!(sync.iter().all(|&i| i >= 40), "the run read on the reader's thread: {sync:?}");
+            let reads = counted.reads.lock().unwrap().values().sum::<usize>();
+            assert!(reads <= 60 + 8, "{reads} reads for 60 chunks");
+
+            let (counted, ids) = store(&names, parallel);
+            let on_reader = Arc::new(Mutex::new(Vec::new()));
+            let by_thread = Arc::new(ByThread { inner: counted, reader, log: on_reader.clone() });
+            let mut f = Fetcher::new(by_thread, ids);
+            for &i in &skip {
+                assert_eq!(f.get(i).unwrap()[0], names.as_bytes()[i]);
+            }
+            drop(f);
+            let sync = on_reader.lock().unwrap().clone();
+            assert!(sync.len() <= 2, "after a jump, onwards is read ahead: {sync:?}");
+
+            // Many files' data in one chunk after the run, with run chunks
+            // between them: that chunk is read once.
+            let (counted, ids) = store(&names, parallel);
+            let mut f = Fetcher::new(counted.clone(), ids.clone());
+            for i in 0..40 {
+                assert_eq!(f.get(i).unwrap()[0], names.as_bytes()[i]);
+                if i % 5 == 4 {
+                    // More run chunks between than `recent` keeps.
+                    assert_eq!(f.get(50 + i / 20).unwrap()[0], names.as_bytes()[50 + i / 20]);
+                }
+            }
+            drop(f);
+            let reads = counted.reads.lock().unwrap().clone();
+            assert_eq!((reads[&ids[50]], reads[&ids[51]]), (1, 1), "jumped to and read again");
+
+            // A chunk taken on a jump from the window, then reached again
+            // in order (past `RECENT` others), is read again, not waited
+            // for forever.
+            let (counted, ids) = store(&names, parallel);
+            let (done, finished) = std::sync::mpsc::channel();
+            let taker = names.clone();
+            std::thread::spawn(move || {
+                let mut f = Fetcher::new(counted, ids);
+                for i in [0, 1, 2, 3, 9, 4, 5, 6, 7, 8, 9, 10] {
+                    assert_eq!(f.get(i).unwrap()[0], taker.as_bytes()[i], "position {i}");
+                }
+                done.send(()).unwrap();
+            });
+            finished.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader got every chunk");
+
+            // Back to a chunk still on its way from a worker after the
+            // window moved on: it is taken when it comes.
+            let (counted, ids) = store(&names, parallel);
+            let slow = Arc::new(Slow { inner: counted, slow: b'5' });
+            let (done, finished) = std::sync::mpsc::channel();
+            let taker = names.clone();
+            std::thread::spawn(move || {
+                let mut f = Fetcher::new(slow, ids);
+                for i in [0, 30, 31, 32, 5, 33] {
+                    assert_eq!(f.get(i).unwrap()[0], taker.as_bytes()[i], "position {i}");
+                }
+                done.send(()).unwrap();
+            });
+            finished.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader got every chunk");
+        }
+    }
+
+    /// Reads through `inner`, the chunk starting with byte `slow` slowly.
+    struct Slow {
+        inner: Arc<Counted>,
+        slow: u8,
+    }
+
+    impl ChunkRead for Slow {
+        fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+            let data = self.inner.read_chunk(id)?;
+            if data[0] == self.slow {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            Ok(data)
+        }
+
+        fn parallel_reads(&self) -> usize {
+            self.inner.parallel
+        }
+    }
+
+    /// Reads through `inner`, noting the chunks read on the reader's own
+    /// thread (not read ahead) by their first byte's position.
+    struct ByThread {
+        inner: Arc<Counted>,
+        reader: std::thread::ThreadId,
+        log: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl ChunkRead for ByThread {
+        fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+            let data = self.inner.read_chunk(id)?;
+            if std::thread::current().id() == self.reader {
+                self.log.lock().unwrap().push((data[0] - b'0') as usize);
+            }
+            Ok(data)
+        }
+
+        fn parallel_reads(&self) -> usize {
+            self.inner.parallel
         }
     }
 }

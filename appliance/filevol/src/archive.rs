@@ -346,6 +346,17 @@ pub fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
 }
 
+/// Where an encoded entry holds its payload offset: after the length word,
+/// kind and flags (4 bytes), five `u32`, two `i64` and four `u64` fields.
+const PAYLOAD_OFFSET_AT: usize = 4 + 4 + 5 * 4 + 2 * 8 + 4 * 8;
+
+/// Rewrite the payload offset of the entry [`encode_entry`] wrote at the
+/// start of `encoded`: for a writer that places a file's data after its
+/// entry is encoded.
+pub fn set_encoded_payload_offset(encoded: &mut [u8], offset: u64) {
+    encoded[PAYLOAD_OFFSET_AT..PAYLOAD_OFFSET_AT + 8].copy_from_slice(&offset.to_le_bytes());
+}
+
 /// A bounds-checked cursor over one entry body.
 struct Cursor<'a> {
     b: &'a [u8],
@@ -564,6 +575,19 @@ mod tests {
             payload_offset: 0,
             extents: None,
             xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_payload_offset_of_an_encoded_entry_can_be_rewritten() {
+        for e in sample().into_iter().filter(|e| e.kind == EntryKind::File) {
+            let mut buf = vec![9u8; 3];
+            encode_entry(&e, &mut buf);
+            set_encoded_payload_offset(&mut buf[3..], 0x0102_0304);
+            let back = decode_entry(&buf[7..]).unwrap();
+            assert_eq!(back.payload_offset, 0x0102_0304);
+            assert_eq!(Entry { payload_offset: e.payload_offset, ..back }, e);
+            assert_eq!(buf[..3], [9, 9, 9]);
         }
     }
 
