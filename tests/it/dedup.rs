@@ -92,3 +92,50 @@ fn reading_files_on_several_threads_keeps_the_snapshot_deterministic() {
     a.restore(str_of(&one, "id"), &out, &[]);
     assert_same_tree(&src, &out);
 }
+
+/// Changed files' data waits to be written after the run of reused chunks
+/// around it, up to a limit: with more changed data than that, a changed
+/// hard-linked file (which does not wait), a new file and a deleted one,
+/// every snapshot still restores to its tree, the payload stream grows by
+/// about the bytes read, not by the chunks around them, and an unchanged
+/// run after it (whose files' data now lies in and after those runs)
+/// stores next to nothing.
+#[test]
+fn changes_past_the_waiting_limit_restore_whole() {
+    let store = Store::new();
+    let src = store.path("src");
+    let tree = write_random_tree(&src, 120, 48 * MIB, 13);
+    let linked = src.join(&tree.files[40]);
+    std::fs::hard_link(&linked, src.join("linked-too")).expect("hard link");
+    store.backup(&src, "host/wait", "2026-03-03T00:00:00Z");
+
+    // About 16 MiB changed: twice the bytes that may wait.
+    let mut changed = 0;
+    for rel in tree.files.iter().step_by(3) {
+        flip_byte(&src.join(rel), 7);
+        changed += std::fs::metadata(src.join(rel)).expect("stat").len();
+    }
+    flip_byte(&linked, 1);
+    std::fs::remove_file(src.join(&tree.files[61])).expect("delete");
+    std::fs::write(src.join(&tree.files[62]).with_extension("new"), vec![7u8; 300_000]).expect("new file");
+    assert!(changed > 2 * 8 * MIB, "{changed} bytes changed");
+    let second = store.backup_json(&src, "host/wait", "2026-03-03T01:00:00Z");
+    let out = store.path("out2");
+    store.restore(str_of(&second, "id"), &out, &[]);
+    assert_same_tree(&src, &out);
+
+    let payload = |time: &str| -> u64 {
+        let m = manifest(&store.ds, "host/wait", time);
+        m["archives"][0]["indexes"][1]["length"].as_u64().expect("payload length")
+    };
+    let grown = payload("2026-03-03T01:00:00Z") - payload("2026-03-03T00:00:00Z");
+    assert!(grown <= changed + 8 * MIB, "the payload stream grew by {grown} bytes for {changed} changed");
+
+    // Unchanged on top of that: runs go through the data written after
+    // the runs before.
+    let third = store.backup_json(&src, "host/wait", "2026-03-03T02:00:00Z");
+    assert!(u64_of(&third, "stored") < MIB, "{third}");
+    let out = store.path("out3");
+    store.restore(str_of(&third, "id"), &out, &[]);
+    assert_same_tree(&src, &out);
+}

@@ -349,6 +349,9 @@ impl Ctx<'_> {
     }
 }
 
+/// The entry being stored and the ticket its data waits on, if any.
+type Current<'a> = Option<(&'a mut Entry, &'a mut Option<u64>)>;
+
 /// Where a hard-link group's data sits: payload offset, size and sparse
 /// extents of its first member, as stored.
 type LinkData = (u64, u64, Option<Vec<(u64, u64)>>);
@@ -364,10 +367,9 @@ struct TreeBuilder {
     /// the metadata stream before the one before it.
     held: Vec<u8>,
     /// Entries in `held` whose data waits: (where the entry starts in
-    /// `held`, its offset in the waiting bytes).
+    /// `held`, its ticket from `PayloadBuilder`).
     waiting: Vec<(usize, u64)>,
-    /// Set by `file_data` when the file's data waits: its offset in the
-    /// waiting bytes.
+    /// Set by `file_data` when the file's data waits: its ticket.
     placed: Option<u64>,
     /// A read block the last file did not fill (`Pipeline::blocks`).
     read_block: Vec<u8>,
@@ -410,14 +412,9 @@ impl TreeBuilder {
                     if entry.kind == EntryKind::File {
                         let stored = self.file_data(cx, &mut entry, file, payload, pipe);
                         waits = self.placed.take();
-                        // Bytes that waited may have gone into the stream
-                        // (this file's among them) whether or not it was
-                        // stored.
-                        if let Some(base) = self.release_held(pipe)?
-                            && let Some(at) = waits.take()
-                        {
-                            entry.payload_offset = base + at;
-                        }
+                        // Files that waited may have been placed (this one
+                        // among them) whether or not it was stored.
+                        self.placed_now(Some((&mut entry, &mut waits)), pipe)?;
                         if !stored? {
                             continue;
                         }
@@ -434,14 +431,14 @@ impl TreeBuilder {
                         cx.progress.add_file();
                     }
                     self.entries += 1;
-                    if self.payload.has_pending() {
-                        if let Some(at) = waits {
-                            self.waiting.push((self.held.len(), at));
+                    if waits.is_some() || !self.waiting.is_empty() {
+                        if let Some(ticket) = waits {
+                            self.waiting.push((self.held.len(), ticket));
                         }
                         encode_entry(&entry, &mut self.held);
-                        if self.held.len() > HELD_MAX {
-                            self.payload.flush_pending(pipe)?;
-                            self.release_held(pipe)?;
+                        if self.held.len() > HELD_MAX || self.payload.full() {
+                            self.payload.settle(pipe)?;
+                            self.placed_now(None, pipe)?;
                         }
                         continue;
                     }
@@ -453,26 +450,38 @@ impl TreeBuilder {
                 }
             }
         }
-        self.payload.flush_pending(pipe)?;
-        self.release_held(pipe)?;
+        self.payload.settle(pipe)?;
+        self.placed_now(None, pipe)?;
+        anyhow::ensure!(
+            !self.payload.waiting() && self.waiting.is_empty() && self.held.is_empty(),
+            "file entries left waiting for their data's place"
+        );
         pipe.push(META, &mut self.meta, &[], true)?;
         self.payload.flush(pipe)
     }
 
-    /// Once the waiting bytes went into the stream: point the held entries
-    /// at them and write them out. Returns where the bytes went.
-    fn release_held(&mut self, pipe: &mut Pipeline<'_>) -> Result<Option<u64>> {
-        let Some(base) = self.payload.take_flushed() else { return Ok(None) };
-        let mut held = std::mem::take(&mut self.held);
-        for (start, at) in self.waiting.drain(..) {
-            set_encoded_payload_offset(&mut held[start..], base + at);
+    /// Set the offsets of the files placed since the last call: `entry`'s
+    /// if it is the one `waits` names (then no longer waiting), else in the
+    /// held entries; once none waits, write the held entries out.
+    fn placed_now(&mut self, mut current: Current<'_>, pipe: &mut Pipeline<'_>) -> Result<()> {
+        for (ticket, at) in self.payload.take_resolved() {
+            if let Some((entry, waits)) = current.as_mut()
+                && **waits == Some(ticket)
+            {
+                entry.payload_offset = at;
+                **waits = None;
+            } else if let Some(k) = self.waiting.iter().position(|(_, t)| *t == ticket) {
+                let (start, _) = self.waiting.swap_remove(k);
+                set_encoded_payload_offset(&mut self.held[start..], at);
+            }
         }
-        if !held.is_empty() {
+        if self.waiting.is_empty() && !self.held.is_empty() {
+            let mut held = std::mem::take(&mut self.held);
             self.push_meta(&held, pipe)?;
+            held.clear();
+            self.held = held;
         }
-        held.clear();
-        self.held = held;
-        Ok(Some(base))
+        Ok(())
     }
 
     fn push_meta(&mut self, bytes: &[u8], pipe: &mut Pipeline<'_>) -> Result<()> {
@@ -503,13 +512,15 @@ impl TreeBuilder {
         let mut reused = None;
         if let (Some(old), Some(payload)) = (&file.old, prev_payload) {
             let (off, len, ext) = (old.payload_offset, old.data_len(), old.extents.clone());
-            if let Some(new_off) = self.payload.reuse(payload, off, len, cx.writer, pipe)? {
-                reused = Some((new_off, ext));
+            if let Some(placed) =
+                self.payload.reuse(payload, off, len, entry.hardlink == 0, cx.writer, pipe)?
+            {
+                reused = Some((placed, ext));
             }
         }
         match reused {
-            Some((off, ext)) => {
-                entry.payload_offset = off;
+            Some((placed, ext)) => {
+                entry.payload_offset = self.offset(placed);
                 entry.extents = ext;
                 cx.progress.add_bytes(entry.size);
             }
@@ -517,13 +528,8 @@ impl TreeBuilder {
                 // A member of a hard-link group does not wait: the group's
                 // other names take its offset as soon as it is stored.
                 let may_wait = entry.hardlink == 0;
-                entry.payload_offset = match self.payload.place_new(entry.data_len(), may_wait, pipe)? {
-                    Placement::At(at) => at,
-                    Placement::Pending(at) => {
-                        self.placed = Some(at);
-                        at
-                    }
-                };
+                let placed = self.payload.place_new(entry.data_len(), may_wait, pipe)?;
+                entry.payload_offset = self.offset(placed);
                 let fetched = file.fetch.map(|rx| file.ahead.take(rx));
                 if let Err(e) = self.read_file(cx, entry, file.path, fetched, file.ahead, pipe) {
                     if pipe_failed(&e) {
@@ -539,6 +545,18 @@ impl TreeBuilder {
             self.links.insert(entry.hardlink, (entry.payload_offset, entry.size, entry.extents.clone()));
         }
         Ok(true)
+    }
+
+    /// The offset of data placed at once, or 0 (set later) for data that
+    /// waits, noted in `placed`.
+    fn offset(&mut self, placed: Placement) -> u64 {
+        match placed {
+            Placement::At(at) => at,
+            Placement::Waits(ticket) => {
+                self.placed = Some(ticket);
+                0
+            }
+        }
     }
 
     /// Store a file's data: read ahead by the pool (`fetched`), or opened

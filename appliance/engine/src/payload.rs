@@ -5,24 +5,30 @@
 //! Reused chunks may carry bytes of neighbouring files (changed or deleted
 //! since); entries point at their own bytes by offset, so those bytes are
 //! simply never read. Consecutive unchanged files reuse one run of chunks
-//! with no waste. A file read while a run goes on (changed or new) does
-//! not end the run: its bytes wait (up to [`PENDING_MAX`]) and go into the
-//! stream when the run ends, so the unchanged file after it, which may
-//! start in the chunk that holds the end of the file before it, goes on
-//! in the same run. Its entry waits with them, for the offset
-//! ([`Placement::Pending`]).
+//! with no waste.
+//!
+//! A run is not broken for a file whose data lies elsewhere: a file read
+//! while a run goes on (changed or new), and an unchanged file whose
+//! chunks lie further on in the previous stream (the data of a file that
+//! changed before, written after the run it sat in), wait, and their
+//! entries with them ([`Placement::Waits`]). The unchanged file after
+//! them, which may start in the chunk that holds the end of the file
+//! before them, goes on in the same run. What waits goes into the stream
+//! when [`PayloadBuilder::settle`] is called (the caller's limits, a file
+//! that cannot wait, the end): the waiting reused chunks first, each
+//! going on from the run before where it can, then the new bytes. A run
+//! that reaches a waiting file's chunks on its own takes it there.
 //!
 //! Where a run does end before an unchanged file that starts in its last
-//! chunk (the waiting bytes reached their limit, or a file that cannot
-//! wait was read), the file points back at the chunks written if it lies
-//! wholly in them, and one that ends beyond them is read again (up to
+//! chunk, the file points back at the chunks written if it lies wholly in
+//! them, and one that ends beyond them is read again (up to
 //! [`REREAD_MAX`] bytes), instead of a new run written from a chunk
-//! already written: the stream does not grow by a chunk per changed file.
+//! already written.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use chunker::CdcParams;
+use chunker::{CdcParams, ChunkId};
 use filevol::DynamicIndex;
 
 use crate::cdcpool::{ParallelChunker, scanners_for};
@@ -44,18 +50,32 @@ struct Run {
     prev_first: usize,
     /// One past the last previous chunk appended.
     prev_next: usize,
+    /// Where `prev_first` starts in the previous stream.
+    prev_base: u64,
     /// Where `prev_first` starts in the new stream.
     new_base: u64,
 }
 
-/// Where a file's new bytes go.
+/// Where a file's data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// At this offset of the stream.
     At(u64),
-    /// At this offset of the bytes waiting for the current run to end;
-    /// [`PayloadBuilder::take_flushed`] tells where they landed.
-    Pending(u64),
+    /// It waits: [`PayloadBuilder::take_resolved`] gives its offset, by
+    /// this ticket, once it is placed.
+    Waits(u64),
+}
+
+/// An unchanged file whose chunks wait.
+struct Ahead {
+    ticket: u64,
+    first: usize,
+    /// Where chunk `first` starts in the previous stream.
+    first_start: u64,
+    /// The file's offset in chunk `first`.
+    within: u64,
+    /// Chunks `first..` (id, length).
+    chunks: Vec<(ChunkId, u64)>,
 }
 
 pub struct PayloadBuilder {
@@ -67,21 +87,29 @@ pub struct PayloadBuilder {
     /// The runs written before the current one, by their first previous
     /// chunk.
     written: BTreeMap<usize, Run>,
-    /// New bytes waiting for the current run to end.
+    /// Unchanged files whose chunks wait.
+    ahead: Vec<Ahead>,
+    /// New bytes that wait, and the files in them (ticket, offset).
     pending: Vec<u8>,
+    pending_files: Vec<(u64, u64)>,
     /// The file being read goes to `pending`.
     deferring: bool,
-    /// Where the waiting bytes went, when they went and nobody asked yet.
-    flushed: Option<u64>,
+    next_ticket: u64,
+    /// Files placed since the caller last asked: (ticket, offset).
+    resolved: Vec<(u64, u64)>,
 }
-
-/// The most new bytes that wait for a run to end; beyond, they go into the
-/// stream and the run ends.
-pub const PENDING_MAX: u64 = 8 << 20;
 
 /// The largest unchanged file read again rather than written as a second
 /// copy of the chunk it starts in (see [`PayloadBuilder::reuse`]).
 const REREAD_MAX: u64 = 1 << 20;
+
+/// The most new bytes that wait; beyond, everything waiting is placed.
+pub const PENDING_MAX: u64 = 8 << 20;
+
+/// The most unchanged files that wait, and the most chunks one of them
+/// may span (a bigger one starts a run of its own).
+const AHEAD_MAX: usize = 4096;
+const AHEAD_CHUNKS: usize = 16;
 
 impl PayloadBuilder {
     pub fn new(params: CdcParams) -> Self {
@@ -91,9 +119,12 @@ impl PayloadBuilder {
             pos: 0,
             run: None,
             written: BTreeMap::new(),
+            ahead: Vec::new(),
             pending: Vec::new(),
+            pending_files: Vec::new(),
             deferring: false,
-            flushed: None,
+            next_ticket: 0,
+            resolved: Vec::new(),
         }
     }
 
@@ -108,51 +139,66 @@ impl PayloadBuilder {
         self.pos
     }
 
-    /// Where the data of a file of `len` bytes about to be read goes: to
-    /// the bytes waiting for the current run if `may_wait` and there is
-    /// room, else into the stream (the waiting bytes first).
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    /// Whether any file waits to be placed.
+    pub fn waiting(&self) -> bool {
+        !self.ahead.is_empty() || !self.pending_files.is_empty()
+    }
+
+    /// Whether as many unchanged files wait as may: time to settle.
+    pub fn full(&self) -> bool {
+        self.ahead.len() >= AHEAD_MAX
+    }
+
+    /// Files placed since the last call: (ticket, offset).
+    pub fn take_resolved(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.resolved)
+    }
+
+    /// Where the data of a file of `len` bytes about to be read goes: it
+    /// waits if `may_wait`, a run goes on, and there is room; else into
+    /// the stream, after everything waiting ([`Self::settle`]).
     pub fn place_new(&mut self, len: u64, may_wait: bool, pipe: &mut Pipeline<'_>) -> Result<Placement> {
+        self.deferring = false;
         if may_wait && self.run.is_some() && self.pending.len() as u64 + len <= PENDING_MAX {
             self.deferring = true;
-            return Ok(Placement::Pending(self.pending.len() as u64));
+            let t = self.ticket();
+            self.pending_files.push((t, self.pending.len() as u64));
+            return Ok(Placement::Waits(t));
         }
-        self.flush_pending(pipe)?;
+        self.settle(pipe)?;
         Ok(Placement::At(self.pos))
     }
 
-    /// Whether new bytes, or a file placed to join them, wait for the run.
-    pub fn has_pending(&self) -> bool {
-        self.deferring || !self.pending.is_empty()
-    }
-
-    /// The offset where the waiting bytes went, once: the caller's waiting
-    /// entries point there (plus their [`Placement::Pending`] offset).
-    pub fn take_flushed(&mut self) -> Option<u64> {
-        self.flushed.take()
-    }
-
-    /// Put the waiting bytes into the stream now (ending the run).
-    pub fn flush_pending(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
-        if !self.has_pending() {
-            return Ok(());
+    /// Place everything waiting: the waiting reused chunks (each going on
+    /// from the run before where it can), then the new bytes.
+    pub fn settle(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        let mut ahead = std::mem::take(&mut self.ahead);
+        ahead.sort_by_key(|a| (a.first, a.first_start + a.within));
+        for a in ahead {
+            let last = a.first + a.chunks.len() - 1;
+            let at = self.append(a.first, last, a.first_start, a.within, &|i| a.chunks[i - a.first], pipe)?;
+            self.resolved.push((a.ticket, at));
         }
         self.deferring = false;
-        let base = self.pos;
-        let data = std::mem::take(&mut self.pending);
-        if data.is_empty() {
-            // Only empty files waited: the run goes on.
-            self.flushed = Some(base);
+        if self.pending_files.is_empty() {
             return Ok(());
         }
-        self.push_now(data, pipe)?;
-        debug_assert!(self.flushed.is_none(), "flushed offset not taken");
-        self.flushed = Some(base);
-        Ok(())
+        let base = self.pos;
+        for (t, at) in self.pending_files.drain(..) {
+            self.resolved.push((t, base + at));
+        }
+        let data = std::mem::take(&mut self.pending);
+        self.push_now(data, pipe)
     }
 
     /// Append new bytes of the file being read: they become part of the
-    /// stream (or wait for the run, see [`Self::place_new`]), and the
-    /// chunks cut from them are gathered by the pipeline's workers.
+    /// stream (or wait, see [`Self::place_new`]), and the chunks cut from
+    /// them are gathered by the pipeline's workers.
     pub fn push(&mut self, data: Vec<u8>, pipe: &mut Pipeline<'_>) -> Result<()> {
         if self.deferring {
             if (self.pending.len() + data.len()) as u64 <= PENDING_MAX {
@@ -164,7 +210,7 @@ impl PayloadBuilder {
             }
             // The file grew past the room it was placed in: what waits
             // goes first, the rest follows it in the stream.
-            self.flush_pending(pipe)?;
+            self.settle(pipe)?;
         }
         self.push_now(data, pipe)
     }
@@ -179,10 +225,15 @@ impl PayloadBuilder {
         result
     }
 
-    /// Cut what is pending (a forced chunk boundary), the bytes waiting
-    /// for the run first.
+    /// Place everything waiting and cut what is pending (the end of the
+    /// stream).
     pub fn flush(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
-        self.flush_pending(pipe)?;
+        self.settle(pipe)?;
+        self.cut(pipe)
+    }
+
+    /// A forced chunk boundary.
+    fn cut(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
         let mut result = Ok(());
         self.chunker.finish(&mut |c| send(pipe, c, &mut result));
         result
@@ -196,36 +247,96 @@ impl PayloadBuilder {
         }
     }
 
+    /// Whether a file starting in previous chunk `first` goes on in the
+    /// current run.
+    fn continues(&self, first: usize) -> bool {
+        self.run.as_ref().is_some_and(|r| first >= r.prev_first && first <= r.prev_next)
+    }
+
+    /// Append previous chunks `first..=last` (those the current run lacks,
+    /// going on from it if it can, else as a new run) and return where the
+    /// byte `within` of chunk `first` (which starts at `first_start` in the
+    /// previous stream) lands. Waiting files the run now holds are placed.
+    fn append(
+        &mut self,
+        first: usize,
+        last: usize,
+        first_start: u64,
+        within: u64,
+        chunk: &dyn Fn(usize) -> (ChunkId, u64),
+        pipe: &mut Pipeline<'_>,
+    ) -> Result<u64> {
+        let continues = self.continues(first);
+        if !continues
+            && let Some((_, w)) = self.written.range(..=first).next_back()
+            && last < w.prev_next
+        {
+            return Ok(w.new_base + (first_start + within - w.prev_base));
+        }
+        let from = match &self.run {
+            Some(r) if continues => r.prev_next.max(first),
+            _ => first,
+        };
+        if !continues {
+            self.cut(pipe)?;
+            let run = Run { prev_first: first, prev_next: first, prev_base: first_start, new_base: self.pos };
+            if let Some(run) = self.run.replace(run) {
+                self.keep(run);
+            }
+        }
+        for i in from..=last {
+            let (id, len) = chunk(i);
+            pipe.send(PAYLOAD, Work::Reuse(id, len))?;
+            self.pos += len;
+        }
+        let run = self.run.as_mut().expect("run started");
+        run.prev_next = run.prev_next.max(last + 1);
+        let (prev_first, prev_next, prev_base, new_base) =
+            (run.prev_first, run.prev_next, run.prev_base, run.new_base);
+        // Waiting files whose chunks the run now holds.
+        let mut k = 0;
+        while k < self.ahead.len() {
+            let a = &self.ahead[k];
+            if a.first >= prev_first && a.first + a.chunks.len() <= prev_next {
+                let a = self.ahead.swap_remove(k);
+                self.resolved.push((a.ticket, new_base + (a.first_start + a.within - prev_base)));
+            } else {
+                k += 1;
+            }
+        }
+        Ok(new_base + (first_start + within - prev_base))
+    }
+
     /// Take the bytes `[off, off + len)` of the previous payload stream
-    /// `prev` without reading them. Returns their offset in the new stream,
-    /// or `None` when a chunk they need is gone (the caller reads the file).
+    /// `prev` without reading them: where they are placed (or that they
+    /// wait, if `may_wait`), or `None` when the caller should read the
+    /// file (a chunk they need is gone, or see the module's notes).
     pub fn reuse(
         &mut self,
         prev: &DynamicIndex,
         off: u64,
         len: u64,
+        may_wait: bool,
         writer: &dyn ChunkSink,
         pipe: &mut Pipeline<'_>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Placement>> {
         if len == 0 {
-            return Ok(Some(self.pos));
+            return Ok(Some(Placement::At(self.pos)));
         }
         let (Some(first), Some(last)) = (prev.chunk_at(off), prev.chunk_at(off + len - 1)) else {
             return Ok(None);
         };
-        let continues = self.run.as_ref().is_some_and(|r| first >= r.prev_first && first <= r.prev_next);
-        // A file that starts in a chunk an earlier run wrote (after a
-        // changed file, or pointing back as above in the previous
-        // snapshot): starting a run there would write that chunk a second
-        // time, and the stream would grow by a chunk for every changed
-        // file, backup after backup.
+        let continues = self.continues(first);
+        let first_start = prev.start(first);
+        // A file that starts in a chunk an earlier run wrote: starting a
+        // run there would write that chunk a second time.
         if !continues
             && let Some((_, w)) = self.written.range(..=first).next_back()
             && first < w.prev_next
         {
             if last < w.prev_next {
                 // Wholly in chunks written: it points back at them.
-                return Ok(Some(w.new_base + (off - prev.start(w.prev_first))));
+                return Ok(Some(Placement::At(w.new_base + (off - w.prev_base))));
             }
             if len <= REREAD_MAX {
                 // It ends beyond them: read it again, as new bytes.
@@ -241,21 +352,20 @@ impl PayloadBuilder {
                 return Ok(None);
             }
         }
-        if !continues {
-            self.flush(pipe)?;
-            if let Some(run) =
-                self.run.replace(Run { prev_first: first, prev_next: first, new_base: self.pos })
-            {
-                self.keep(run);
-            }
+        let chunk = |i: usize| (prev.entries[i].1, prev.entries[i].0 - prev.start(i));
+        // Further on than the current run: it waits, and the run goes on.
+        if may_wait
+            && !continues
+            && self.run.as_ref().is_some_and(|r| first > r.prev_next)
+            && last - first < AHEAD_CHUNKS
+            && self.ahead.len() < AHEAD_MAX
+        {
+            let ticket = self.ticket();
+            let chunks = (first..=last).map(chunk).collect();
+            self.ahead.push(Ahead { ticket, first, first_start, within: off - first_start, chunks });
+            return Ok(Some(Placement::Waits(ticket)));
         }
-        for i in from..=last {
-            let len = prev.entries[i].0 - prev.start(i);
-            pipe.send(PAYLOAD, Work::Reuse(prev.entries[i].1, len))?;
-            self.pos += len;
-        }
-        let run = self.run.as_mut().expect("run started");
-        run.prev_next = run.prev_next.max(last + 1);
-        Ok(Some(run.new_base + (off - prev.start(run.prev_first))))
+        self.append(first, last, first_start, off - first_start, &chunk, pipe)
+            .map(|at| Some(Placement::At(at)))
     }
 }

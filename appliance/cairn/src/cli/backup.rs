@@ -19,10 +19,10 @@ use crate::progress::Bar;
 #[command(after_long_help = "\
 A directory becomes a file archive named after it (/srv/www -> www, / -> root); a regular file \
 or block device becomes an image archive (disk.raw -> disk.raw.img). Files whose size, mtime, \
-ctime and inode match the group's previous snapshot are not read again: their chunks are reused, \
-and the data of changed files waits (up to 8 MiB) until the run of reused chunks around them \
-ends; past that limit, or after a changed hard-linked file, one unchanged file of up to 1 MiB \
-that starts in a chunk already written may be read again. Unreadable files are \
+ctime and inode match the group's previous snapshot are not read again: their chunks are reused \
+in runs that changed files do not break (their new bytes, up to 8 MiB, are written after the \
+run). Where a run must end, an unchanged file of up to 1 MiB that starts in a chunk already \
+written is read again rather than that chunk written twice. Unreadable files are \
 reported, left out and recorded in the snapshot (exit status 3). The last line printed is the \
 new snapshot's id.
 
