@@ -104,7 +104,7 @@ pub struct PayloadBuilder {
 const REREAD_MAX: u64 = 1 << 20;
 
 /// The most new bytes that wait; beyond, everything waiting is placed.
-pub const PENDING_MAX: u64 = 8 << 20;
+const PENDING_MAX: u64 = 8 << 20;
 
 /// The most unchanged files that wait, and the most chunks one of them
 /// may span (a bigger one starts a run of its own).
