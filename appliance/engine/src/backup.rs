@@ -613,7 +613,9 @@ impl TreeBuilder {
                 payload.push(block, pipe)
             };
             let (left, changed) = read_in_blocks(data, &mut empty, take, source_error, ahead.times())?;
-            self.read_block = left.unwrap_or_default();
+            let mut left = left.into_iter();
+            self.read_block = left.next().unwrap_or_default();
+            left.for_each(|block| blocks.give_back(block));
             changed
         } else {
             loop {

@@ -280,6 +280,11 @@ impl ReadBlocks {
     pub fn block(&self) -> Vec<u8> {
         self.0.read_block()
     }
+
+    /// A block that was not filled after all, for the next `block`.
+    pub fn give_back(&self, block: Vec<u8>) {
+        self.0.keep(block);
+    }
 }
 
 /// The pipeline's emptied buffers: chunk buffers for the reader to fill,

@@ -184,18 +184,23 @@ pub const BLOCKS_AHEAD: usize = 2;
 /// copied out of the page cache beside the reader, not by it. `empty`
 /// gives an empty block (the reader's, from the pipeline's spares);
 /// `take` stores a filled block (truncated to what was read, never
-/// empty); a failed read becomes `failed(message)`. Returns a block left
-/// unused (for the next file) and whether the file changed while it was
-/// read. At most [`BLOCKS_AHEAD`] blocks are in flight.
+/// empty); a failed read becomes `failed(message)`. Returns the blocks
+/// `empty` gave that were not filled (for the next files: every block
+/// comes back, through `take` or here, so none is allocated and faulted
+/// in again) and whether the file changed while it was read. At most
+/// [`BLOCKS_AHEAD`] blocks are in flight.
 pub fn read_in_blocks<E>(
     mut data: FileData,
     mut empty: impl FnMut() -> Vec<u8>,
     mut take: impl FnMut(Vec<u8>) -> Result<(), E>,
     failed: impl Fn(String) -> E,
     times: &ReadAheadTimes,
-) -> Result<(Option<Vec<u8>>, bool), E> {
+) -> Result<(Vec<Vec<u8>>, bool), E> {
     std::thread::scope(|scope| {
         let (empty_tx, empty_rx) = bounded::<Vec<u8>>(BLOCKS_AHEAD);
+        // The blocks sent ahead that the thread never took (it read the
+        // end first) are drained from here once it is done.
+        let unused = empty_rx.clone();
         let (full_tx, full_rx) = bounded::<Result<(Vec<u8>, usize), String>>(BLOCKS_AHEAD);
         let reading = scope.spawn(move || {
             let cpu = thread_cpu();
@@ -232,6 +237,8 @@ pub fn read_in_blocks<E>(
         };
         drop(empty_tx);
         let changed = reading.join().map_err(|_| failed("the file reading thread failed".into()))?;
+        let mut left: Vec<Vec<u8>> = left.into_iter().collect();
+        left.extend(unused.try_iter());
         Ok((left, changed))
     })
 }
@@ -343,9 +350,13 @@ mod tests {
             let want = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
             let mut got: Vec<Vec<u8>> = Vec::new();
             let data = open_data(&source, &mut entry).unwrap();
+            let mut given = 0;
             let (left, changed) = read_in_blocks(
                 data,
-                || vec![0; READ_BLOCK],
+                || {
+                    given += 1;
+                    vec![0; READ_BLOCK]
+                },
                 |b: Vec<u8>| -> Result<(), String> {
                     got.push(b);
                     Ok(())
@@ -357,7 +368,9 @@ mod tests {
             assert!(!changed);
             assert_eq!(got.concat(), want, "f{i}");
             assert!(got[..got.len() - 1].iter().all(|b| b.len() == READ_BLOCK));
-            assert_eq!(left.is_some(), want.len().is_multiple_of(READ_BLOCK), "f{i}");
+            // Every block given comes back, filled or not, whole.
+            assert_eq!(got.len() + left.len(), given, "f{i}");
+            assert!(left.iter().all(|b| b.len() == READ_BLOCK));
 
             let mut entry = entry.clone();
             let data = open_data(&source, &mut entry).unwrap();
