@@ -39,8 +39,10 @@ use crate::target::{ChunkSink, SnapshotRead};
 pub use crate::new_snapshot::BackupTarget;
 
 const META: usize = 0;
-/// The most encoded entries held back while new bytes wait for a run to
-/// end (`TreeBuilder::held`); beyond, the bytes go into the stream.
+/// Encoded entries held back while data waits for a run to end
+/// (`TreeBuilder::held`): beyond this much, what waits is placed where the
+/// run ends anyway, and at twice this much in any case
+/// (`TreeBuilder::settle_due`).
 const HELD_MAX: usize = 4 << 20;
 
 /// `free_backup_time` naps this long between looks at the clock…
@@ -398,6 +400,10 @@ impl TreeBuilder {
                 queue.push_back(plan(item, prev.as_deref_mut(), &mut first_links, ahead)?);
             }
             let Some(next) = queue.pop_front() else { break };
+            if self.settle_due(&next, &queue, prev.as_deref()) {
+                self.payload.settle(pipe)?;
+                self.placed_now(None, pipe)?;
+            }
             match next {
                 Planned::Error { path, message } => {
                     cx.errors.push(ManifestError {
@@ -436,10 +442,6 @@ impl TreeBuilder {
                             self.waiting.push((self.held.len(), ticket));
                         }
                         encode_entry(&entry, &mut self.held);
-                        if self.held.len() > HELD_MAX || self.payload.full() {
-                            self.payload.settle(pipe)?;
-                            self.placed_now(None, pipe)?;
-                        }
                         continue;
                     }
                     let mut buf = std::mem::take(&mut self.buf);
@@ -458,6 +460,37 @@ impl TreeBuilder {
         );
         pipe.push(META, &mut self.meta, &[], true)?;
         self.payload.flush(pipe)
+    }
+
+    /// Whether what waits is placed before `next` (`queue` follows it).
+    /// Past the limits (held entries, waiting files), only where the
+    /// current run ends anyway: when neither `next` nor any file planned
+    /// after it goes on in the run. Placing what waits ends the run, and
+    /// a later file going on in it would start in the chunk the run wrote
+    /// last, and be read again. At twice the limits, in any case.
+    fn settle_due(&self, next: &Planned, queue: &VecDeque<Planned>, prev: Option<&PrevTree>) -> bool {
+        if self.held.is_empty() && !self.payload.waiting() {
+            return false;
+        }
+        if self.held.len() > 2 * HELD_MAX || self.payload.full(2) {
+            tracing::debug!(held = self.held.len(), "placing at twice the limits");
+            return true;
+        }
+        if self.held.len() <= HELD_MAX && !self.payload.full(1) {
+            return false;
+        }
+        let Some(prev) = prev else { return true };
+        let goes_on = |p: &Planned| match p {
+            Planned::Entry { entry, old: Some(old), .. } if entry.kind == EntryKind::File => {
+                old.data_len() > 0 && self.payload.goes_on(&prev.payload, old.payload_offset)
+            }
+            _ => false,
+        };
+        let due = !goes_on(next) && !queue.iter().any(goes_on);
+        if due {
+            tracing::debug!(held = self.held.len(), "placing past the limits where the run ends");
+        }
+        due
     }
 
     /// Set the offsets of the files placed since the last call: `entry`'s

@@ -106,8 +106,10 @@ const REREAD_MAX: u64 = 1 << 20;
 /// The most new bytes that wait; beyond, everything waiting is placed.
 const PENDING_MAX: u64 = 8 << 20;
 
-/// The most unchanged files that wait, and the most chunks one of them
-/// may span (a bigger one starts a run of its own).
+/// Unchanged files that wait: from `AHEAD_MAX` on the caller looks for a
+/// place to settle (see [`PayloadBuilder::full`]); none waits beyond
+/// twice as many. The most chunks one of them may span (a bigger one
+/// starts a run of its own).
 const AHEAD_MAX: usize = 4096;
 const AHEAD_CHUNKS: usize = 16;
 
@@ -149,9 +151,17 @@ impl PayloadBuilder {
         !self.ahead.is_empty() || !self.pending_files.is_empty()
     }
 
-    /// Whether as many unchanged files wait as may: time to settle.
-    pub fn full(&self) -> bool {
-        self.ahead.len() >= AHEAD_MAX
+    /// Whether enough unchanged files wait that it is time to settle
+    /// (`over_by` 1), or past time (`over_by` 2: no more may wait).
+    pub fn full(&self, over_by: usize) -> bool {
+        self.ahead.len() >= over_by * AHEAD_MAX
+    }
+
+    /// Whether the data of a file at `[off, ..)` of the previous stream
+    /// `prev` would go on in the current run: settling before it would end
+    /// the run in the chunk the file starts in.
+    pub fn goes_on(&self, prev: &DynamicIndex, off: u64) -> bool {
+        prev.chunk_at(off).is_some_and(|first| self.continues(first))
     }
 
     /// Files placed since the last call: (ticket, offset).
@@ -177,6 +187,14 @@ impl PayloadBuilder {
     /// Place everything waiting: the waiting reused chunks (each going on
     /// from the run before where it can), then the new bytes.
     pub fn settle(&mut self, pipe: &mut Pipeline<'_>) -> Result<()> {
+        if self.waiting() {
+            tracing::debug!(
+                files = self.ahead.len(),
+                new_files = self.pending_files.len(),
+                new_bytes = self.pending.len(),
+                "placing what waits"
+            );
+        }
         let mut ahead = std::mem::take(&mut self.ahead);
         ahead.sort_by_key(|a| (a.first, a.first_start + a.within));
         for a in ahead {
@@ -340,6 +358,12 @@ impl PayloadBuilder {
             }
             if len <= REREAD_MAX {
                 // It ends beyond them: read it again, as new bytes.
+                tracing::debug!(
+                    len,
+                    first,
+                    run_end = w.prev_next,
+                    "unchanged file read again: it starts in a chunk written"
+                );
                 return Ok(None);
             }
         }
@@ -358,7 +382,7 @@ impl PayloadBuilder {
             && !continues
             && self.run.as_ref().is_some_and(|r| first > r.prev_next)
             && last - first < AHEAD_CHUNKS
-            && self.ahead.len() < AHEAD_MAX
+            && !self.full(2)
         {
             let ticket = self.ticket();
             let chunks = (first..=last).map(chunk).collect();
