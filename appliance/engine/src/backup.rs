@@ -301,7 +301,7 @@ impl Ctx<'_> {
                 links: HashMap::new(),
                 buf: Vec::with_capacity(1 << 20),
                 held: Vec::new(),
-                waiting: Vec::new(),
+                waiting: HashMap::new(),
                 placed: None,
                 size: 0,
                 entries: 0,
@@ -368,9 +368,9 @@ struct TreeBuilder {
     /// run to end (`PayloadBuilder::place_new`): an entry cannot go into
     /// the metadata stream before the one before it.
     held: Vec<u8>,
-    /// Entries in `held` whose data waits: (where the entry starts in
-    /// `held`, its ticket from `PayloadBuilder`).
-    waiting: Vec<(usize, u64)>,
+    /// Entries in `held` whose data waits: by their ticket from
+    /// `PayloadBuilder`, where the entry starts in `held`.
+    waiting: HashMap<u64, usize>,
     /// Set by `file_data` when the file's data waits: its ticket.
     placed: Option<u64>,
     /// A read block the last file did not fill (`Pipeline::blocks`).
@@ -439,7 +439,7 @@ impl TreeBuilder {
                     self.entries += 1;
                     if waits.is_some() || !self.waiting.is_empty() {
                         if let Some(ticket) = waits {
-                            self.waiting.push((self.held.len(), ticket));
+                            self.waiting.insert(ticket, self.held.len());
                         }
                         encode_entry(&entry, &mut self.held);
                         continue;
@@ -503,8 +503,7 @@ impl TreeBuilder {
             {
                 entry.payload_offset = at;
                 **waits = None;
-            } else if let Some(k) = self.waiting.iter().position(|(_, t)| *t == ticket) {
-                let (start, _) = self.waiting.swap_remove(k);
+            } else if let Some(start) = self.waiting.remove(&ticket) {
                 set_encoded_payload_offset(&mut self.held[start..], at);
             }
         }

@@ -271,6 +271,25 @@ impl PayloadBuilder {
         self.run.as_ref().is_some_and(|r| first >= r.prev_first && first <= r.prev_next)
     }
 
+    /// The first previous chunk from `first` on that appending a file
+    /// starting there adds: past what the current run holds if the file
+    /// goes on in it.
+    fn first_missing(&self, first: usize) -> usize {
+        match &self.run {
+            Some(r) if self.continues(first) => r.prev_next.max(first),
+            _ => first,
+        }
+    }
+
+    /// The run written before the current one that holds previous chunk
+    /// `first`, for a file that does not go on in the current run.
+    fn written_with(&self, first: usize) -> Option<&Run> {
+        if self.continues(first) {
+            return None;
+        }
+        self.written.range(..=first).next_back().map(|(_, w)| w).filter(|w| first < w.prev_next)
+    }
+
     /// Append previous chunks `first..=last` (those the current run lacks,
     /// going on from it if it can, else as a new run) and return where the
     /// byte `within` of chunk `first` (which starts at `first_start` in the
@@ -284,18 +303,13 @@ impl PayloadBuilder {
         chunk: &dyn Fn(usize) -> (ChunkId, u64),
         pipe: &mut Pipeline<'_>,
     ) -> Result<u64> {
-        let continues = self.continues(first);
-        if !continues
-            && let Some((_, w)) = self.written.range(..=first).next_back()
+        if let Some(w) = self.written_with(first)
             && last < w.prev_next
         {
             return Ok(w.new_base + (first_start + within - w.prev_base));
         }
-        let from = match &self.run {
-            Some(r) if continues => r.prev_next.max(first),
-            _ => first,
-        };
-        if !continues {
+        let from = self.first_missing(first);
+        if !self.continues(first) {
             self.cut(pipe)?;
             let run = Run { prev_first: first, prev_next: first, prev_base: first_start, new_base: self.pos };
             if let Some(run) = self.run.replace(run) {
@@ -311,8 +325,10 @@ impl PayloadBuilder {
         run.prev_next = run.prev_next.max(last + 1);
         let (prev_first, prev_next, prev_base, new_base) =
             (run.prev_first, run.prev_next, run.prev_base, run.new_base);
-        // Waiting files whose chunks the run now holds.
-        let mut k = 0;
+        // Waiting files whose chunks the run now holds: only chunks just
+        // appended can complete one (a file waits only while its chunks
+        // lie beyond the run).
+        let mut k = if from <= last { 0 } else { self.ahead.len() };
         while k < self.ahead.len() {
             let a = &self.ahead[k];
             if a.first >= prev_first && a.first + a.chunks.len() <= prev_next {
@@ -344,14 +360,10 @@ impl PayloadBuilder {
         let (Some(first), Some(last)) = (prev.chunk_at(off), prev.chunk_at(off + len - 1)) else {
             return Ok(None);
         };
-        let continues = self.continues(first);
         let first_start = prev.start(first);
         // A file that starts in a chunk an earlier run wrote: starting a
         // run there would write that chunk a second time.
-        if !continues
-            && let Some((_, w)) = self.written.range(..=first).next_back()
-            && first < w.prev_next
-        {
+        if let Some(w) = self.written_with(first) {
             if last < w.prev_next {
                 // Wholly in chunks written: it points back at them.
                 return Ok(Some(Placement::At(w.new_base + (off - w.prev_base))));
@@ -367,11 +379,7 @@ impl PayloadBuilder {
                 return Ok(None);
             }
         }
-        let from = match &self.run {
-            Some(r) if continues => r.prev_next.max(first),
-            _ => first,
-        };
-        for i in from..=last {
+        for i in self.first_missing(first)..=last {
             if !writer.reference(&prev.entries[i].1)? {
                 return Ok(None);
             }
@@ -379,7 +387,6 @@ impl PayloadBuilder {
         let chunk = |i: usize| (prev.entries[i].1, prev.entries[i].0 - prev.start(i));
         // Further on than the current run: it waits, and the run goes on.
         if may_wait
-            && !continues
             && self.run.as_ref().is_some_and(|r| first > r.prev_next)
             && last - first < AHEAD_CHUNKS
             && !self.full(2)
