@@ -13,10 +13,10 @@ import re
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports.types import Decision, Param, PolicyInfo, Snapshot
+from wit_world.imports.types import Answer, Decision, Param, PolicyInfo, Snapshot
 
 NAME = "retention-recent"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 # Seconds per duration unit.
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -93,28 +93,36 @@ def parse_count(key: str, value: str) -> int:
     raise Err(f"{key}={value!r}: expected a whole number of at least 1")
 
 
-def decide(snapshots: list[Snapshot], now: int, rules: Rules) -> list[Decision]:
+def decide(snapshots: list[Snapshot], now: int, rules: Rules) -> Answer:
     # Rank the snapshots that are not protected, newest first: rank 1 is
-    # the newest. Protected ones stay anyway and take no slot.
+    # the newest. Protected ones stay anyway and take no slot. A snapshot
+    # is named by its place in the list; two of one group never share a
+    # time, the place only makes the order total.
     newest_first = sorted(
-        (s for s in snapshots if not s.protected),
-        key=lambda s: (s.time, s.id),
+        (i for i, s in enumerate(snapshots) if not s.protected),
+        key=lambda i: (snapshots[i].time, i),
         reverse=True,
     )
-    rank = {s.id: i + 1 for i, s in enumerate(newest_first)}
+    rank = {i: r + 1 for r, i in enumerate(newest_first)}
     remove = rules.removal_reason()
-    out = []
-    for s in snapshots:
+    # Each reason is given once; decisions point at it by its index.
+    reasons: list[str] = []
+    index: dict[str, int] = {}
+    decisions = []
+    for i, s in enumerate(snapshots):
         if s.protected:
             keep, reason = True, "protected"
         elif rules.within is not None and now - s.time < rules.within:
             keep, reason = True, f"within {rules.within_text}"
-        elif rules.last is not None and rank[s.id] <= rules.last:
-            keep, reason = True, f"keep-last {rank[s.id]}"
+        elif rules.last is not None and rank[i] <= rules.last:
+            keep, reason = True, f"keep-last {rank[i]}"
         else:
             keep, reason = False, remove
-        out.append(Decision(id=s.id, keep=keep, reason=reason))
-    return out
+        if reason not in index:
+            index[reason] = len(reasons)
+            reasons.append(reason)
+        decisions.append(Decision(keep=keep, reason=index[reason]))
+    return Answer(decisions=decisions, reasons=reasons)
 
 
 class WitWorld(wit_world.WitWorld):
@@ -132,8 +140,13 @@ class WitWorld(wit_world.WitWorld):
         )
 
     def decide(
-        self, snapshots: list[Snapshot], now: int, params: list[Param]
-    ) -> list[Decision]:
+        self,
+        group: str,
+        snapshots: list[Snapshot],
+        tag_sets: list[list[str]],
+        now: int,
+        params: list[Param],
+    ) -> Answer:
         # An `Err` raised here becomes the `err` of the result: the host
         # then removes nothing and shows the message.
         return decide(snapshots, now, Rules(params))

@@ -31,7 +31,7 @@ fn retention_policy_prunes_like_the_builtin_rules() {
     let list = run_json(store.cmd().args(["policy", "list", "--json"]));
     assert_eq!(list[0]["name"], "gfs", "{list}");
     assert_eq!(list[0]["world"], "retention");
-    assert_eq!(list[0]["wit_version"], "0.1.0");
+    assert_eq!(list[0]["wit_version"], "0.2.0");
     let show = run_ok(store.cmd().args(["policy", "show", "gfs"]));
     assert!(show.contains("keep-daily") && show.contains("blake3"), "{show}");
 
@@ -88,7 +88,7 @@ fn a_failing_or_greedy_policy_removes_nothing_it_must_not() {
     let r = run(store.cmd().args(["prune", "host/pol", "--policy", "hostile-fast", "--param", "mode=loop"]));
     assert!(r.code == 1 && r.stderr.contains("CPU budget of 200 ms"), "{r:?}");
 
-    for mode in ["loop", "memory", "trap", "unknown-id", "error"] {
+    for mode in ["loop", "memory", "trap", "bad-reason", "error"] {
         let r = run(store.cmd().args([
             "prune",
             "host/pol",
@@ -98,7 +98,7 @@ fn a_failing_or_greedy_policy_removes_nothing_it_must_not() {
             &format!("mode={mode}"),
         ]));
         assert_eq!(r.code, 1, "{mode}: {r:?}");
-        assert!(r.stderr.contains("policy hostile-retention 0.1.0"), "{mode}: {}", r.stderr);
+        assert!(r.stderr.contains("policy hostile-retention 0.2.0"), "{mode}: {}", r.stderr);
         assert_eq!(store.snapshots().len(), 4, "{mode}: a failing policy removed snapshots");
     }
 

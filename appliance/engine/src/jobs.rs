@@ -206,6 +206,7 @@ pub trait JobPolicies: Send + Sync {
         &self,
         engine: &Engine,
         policy: &PolicyUse,
+        group: &BackupGroup,
         snapshots: &[SnapshotInfo],
         now: i64,
     ) -> Result<Vec<(bool, String)>>;
@@ -239,6 +240,7 @@ impl JobPolicies for NoPolicies {
         &self,
         _: &Engine,
         p: &PolicyUse,
+        _: &BackupGroup,
         _: &[SnapshotInfo],
         _: i64,
     ) -> Result<Vec<(bool, String)>> {
@@ -724,31 +726,30 @@ impl Engine {
             log(format!("skipped {}: {}", e.path, e.error));
             state = TaskState::Warning;
         }
-        let decisions =
-            if let Some(policy) = &job.retention {
-                log(format!("prune with the retention policy {}", policy.name));
-                Some(self.prune_with(&job.group, false, &mut |infos| {
-                    policies.retention(self, policy, infos, now)
-                })?)
-            } else if !job.keep.is_empty() {
-                Some(self.prune(&job.group, &job.keep, false)?)
-            } else if job.intervals.iter().any(|i| i.keep > 0) {
-                log("prune by the intervals' keep counts".into());
-                let intervals = job.intervals.clone();
-                Some(self.prune_with(&job.group, false, &mut |infos| {
-                    let tagged: Vec<backy::TaggedSnapshot> = infos
-                        .iter()
-                        .map(|i| backy::TaggedSnapshot {
-                            time: i.id.time,
-                            tags: i.tags.clone(),
-                            protected: i.protected,
-                        })
-                        .collect();
-                    Ok(backy::keep_by_tags(&tagged, &intervals, now))
-                })?)
-            } else {
-                None
-            };
+        let decisions = if let Some(policy) = &job.retention {
+            log(format!("prune with the retention policy {}", policy.name));
+            Some(self.prune_with(&job.group, false, &mut |group, infos| {
+                policies.retention(self, policy, group, infos, now)
+            })?)
+        } else if !job.keep.is_empty() {
+            Some(self.prune(&job.group, &job.keep, false)?)
+        } else if job.intervals.iter().any(|i| i.keep > 0) {
+            log("prune by the intervals' keep counts".into());
+            let intervals = job.intervals.clone();
+            Some(self.prune_with(&job.group, false, &mut |_, infos| {
+                let tagged: Vec<backy::TaggedSnapshot> = infos
+                    .iter()
+                    .map(|i| backy::TaggedSnapshot {
+                        time: i.id.time,
+                        tags: i.tags.clone(),
+                        protected: i.protected,
+                    })
+                    .collect();
+                Ok(backy::keep_by_tags(&tagged, &intervals, now))
+            })?)
+        } else {
+            None
+        };
         if let Some(decisions) = decisions {
             let removed: Vec<String> =
                 decisions.iter().filter(|d| !d.keep).map(|d| d.id.to_string()).collect();

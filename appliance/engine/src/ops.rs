@@ -8,7 +8,7 @@ use model::{BackupGroup, SnapshotId, SnapshotInfo};
 use crate::Engine;
 
 /// Decides `(keep, reason)` for each of a group's snapshots, aligned.
-pub type Decider<'a> = dyn FnMut(&[SnapshotInfo]) -> Result<Vec<(bool, String)>> + 'a;
+pub type Decider<'a> = dyn FnMut(&BackupGroup, &[SnapshotInfo]) -> Result<Vec<(bool, String)>> + 'a;
 
 /// A request the caller must change (shown to them as is).
 #[derive(Debug, thiserror::Error)]
@@ -137,14 +137,14 @@ impl Engine {
                 "no keep rule given: pass at least one --keep-* option (prune would otherwise keep everything)"
             );
         }
-        self.prune_with(group, dry_run, &mut |infos| {
+        self.prune_with(group, dry_run, &mut |_, infos| {
             let items: Vec<PruneItem> =
                 infos.iter().map(|i| PruneItem { time: i.id.time, protected: i.protected }).collect();
             Ok(decide(&items, rules).into_iter().map(|d| (d.keep, d.reason)).collect())
         })
     }
 
-    /// Prune `group` with any decider: it gets the group's snapshots (under
+    /// Prune `group` with any decider: it gets the group and its snapshots (under
     /// the group lock unless `dry_run`) and returns `(keep, reason)` for
     /// each, aligned. A decider error removes nothing; a protected snapshot
     /// is kept whatever the decider says.
@@ -156,7 +156,7 @@ impl Engine {
     ) -> Result<Vec<PruneEntry>> {
         let _lock = if dry_run { None } else { Some(self.ds.lock_group(group)?) };
         let infos = self.snapshots(Some(group))?;
-        let decisions = decider(&infos)?;
+        let decisions = decider(group, &infos)?;
         if decisions.len() != infos.len() {
             bail!(
                 "retention gave {} decisions for {} snapshots; nothing removed",

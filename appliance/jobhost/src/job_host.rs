@@ -161,13 +161,14 @@ impl engine::jobs::JobPolicies for JobHost {
         &self,
         engine: &Engine,
         p: &model::PolicyUse,
+        group: &model::BackupGroup,
         snapshots: &[SnapshotInfo],
         now: i64,
     ) -> Result<Vec<(bool, String)>> {
         let host = self.host()?;
         let (policy, limits) = self.policy(engine, &host, &p.name, World::Retention)?;
         let snaps: Vec<RetentionSnapshot> = snapshots.iter().map(to_retention).collect();
-        let decisions = host.retention(&policy, &snaps, now, &p.params, &limits)?;
+        let decisions = host.retention(&policy, &group.to_string(), &snaps, now, &p.params, &limits)?;
         Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
     }
 

@@ -246,9 +246,9 @@ pub fn retention_decider(
 ) -> Result<Box<Decider<'static>>> {
     let host = host()?;
     let (_, policy, limits) = load(engine, &host, name, World::Retention)?;
-    Ok(Box::new(move |infos: &[SnapshotInfo]| {
+    Ok(Box::new(move |group: &BackupGroup, infos: &[SnapshotInfo]| {
         let snaps: Vec<RetentionSnapshot> = infos.iter().map(to_retention).collect();
-        let decisions = host.retention(&policy, &snaps, now, &params, &limits)?;
+        let decisions = host.retention(&policy, &group.to_string(), &snaps, now, &params, &limits)?;
         Ok(decisions.into_iter().map(|d| (d.keep, d.reason)).collect())
     }))
 }
@@ -349,6 +349,7 @@ pub fn simulate(
     if every <= 0 || to < from || (to - from) / every > MAX_STEPS {
         bail!(BadRequest(format!("from, to and every give no steps or more than {MAX_STEPS}")));
     }
+    let group_name = group.to_string();
     let mut alive: Vec<&SnapshotInfo> = Vec::new();
     let mut next = 0;
     let (mut removed, mut kept, mut steps) = (Vec::new(), Vec::new(), 0u64);
@@ -366,15 +367,15 @@ pub fn simulate(
             next += 1;
         }
         let snaps: Vec<RetentionSnapshot> = alive.iter().map(|i| to_retention(i)).collect();
-        let decisions = host.retention(&policy, &snaps, t, params, &limits)?;
+        let decisions = host.retention(&policy, &group_name, &snaps, t, params, &limits)?;
         kept.clear();
         let mut still = Vec::new();
-        for (info, d) in alive.iter().zip(decisions) {
+        for ((info, d), s) in alive.iter().zip(decisions).zip(snaps) {
             if d.keep {
                 still.push(*info);
-                kept.push(SimKept { id: d.id, reason: d.reason });
+                kept.push(SimKept { id: s.id, reason: d.reason });
             } else {
-                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: d.id, reason: d.reason });
+                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: s.id, reason: d.reason });
             }
         }
         alive = still;

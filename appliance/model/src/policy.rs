@@ -74,9 +74,54 @@ pub fn parse_params<S: AsRef<str>>(
         .collect()
 }
 
+/// Retention decisions as `cairn:policy@0.2.0` answers them: each
+/// `(keep, reason)` becomes `(keep, index)` into the distinct reasons,
+/// listed in the order they first appear. Neighbours often share a reason
+/// (`remove`), so only a change of reason is looked up.
+pub fn intern_reasons(
+    decisions: impl IntoIterator<Item = (bool, String)>,
+) -> (Vec<(bool, u32)>, Vec<String>) {
+    let mut reasons: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut last: Option<u32> = None;
+    let verdicts = decisions
+        .into_iter()
+        .map(|(keep, reason)| {
+            let i = match last {
+                Some(i) if reasons[i as usize] == reason => i,
+                _ => *index.entry(reason).or_insert_with_key(|r| {
+                    reasons.push(r.clone());
+                    (reasons.len() - 1) as u32
+                }),
+            };
+            last = Some(i);
+            (keep, i)
+        })
+        .collect();
+    (verdicts, reasons)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_are_listed_once_in_the_order_they_first_appear() {
+        let given = [
+            (true, "keep-last 1"),
+            (false, "remove"),
+            (false, "remove"),
+            (true, "keep-daily 2"),
+            (false, "remove"),
+        ];
+        let (verdicts, reasons) = intern_reasons(given.iter().map(|(k, r)| (*k, r.to_string())));
+        assert_eq!(reasons, ["keep-last 1", "remove", "keep-daily 2"]);
+        assert_eq!(verdicts, [(true, 0), (false, 1), (false, 1), (true, 2), (false, 1)]);
+        let back: Vec<(bool, &str)> =
+            verdicts.iter().map(|&(k, i)| (k, reasons[i as usize].as_str())).collect();
+        assert_eq!(back, given);
+        assert_eq!(intern_reasons(std::iter::empty()), (vec![], vec![]));
+    }
 
     #[test]
     fn names_and_digests() {

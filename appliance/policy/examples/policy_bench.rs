@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         let snaps = hourly(start, n, &["daily"]);
         let runs = profile.unwrap_or(if n >= 100_000 { 3 } else { 9 });
         let took = time(runs, || {
-            let d = child.retention(&policy, &snaps, start, &params, &limits).expect("decide");
+            let d = child.retention(&policy, "host/bench", &snaps, start, &params, &limits).expect("decide");
             assert_eq!(d.len(), n);
         });
         let what = if n == 0 {
@@ -122,7 +122,9 @@ fn main() -> ExitCode {
         println!("| {what} | {:.2} ms |", ms(took));
         if n >= 10_000 {
             let fits = least_memory(|memory| {
-                child.retention(&policy, &snaps, start, &params, &Limits { memory, ..limits }).is_ok()
+                child
+                    .retention(&policy, "host/bench", &snaps, start, &params, &Limits { memory, ..limits })
+                    .is_ok()
             });
             println!("| least memory budget for {n} snapshots (to 64 KiB) | {} KiB |", fits >> 10);
         }
@@ -139,7 +141,12 @@ fn main() -> ExitCode {
 /// and decisions (keep-within 7d, keep-last 3).
 fn python(child: &Host, dir: &Path, limits: &Limits) {
     fs::create_dir_all(dir).expect("bench dir");
-    let bytes = fs::read(policy_guests::python_example("retention-recent")).expect("component");
+    // `POLICY_BENCH_PYTHON_COMPONENT=FILE`: another build of it (one made
+    // against an older contract, say).
+    let path = std::env::var_os("POLICY_BENCH_PYTHON_COMPONENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| policy_guests::python_example("retention-recent"));
+    let bytes = fs::read(&path).expect("component");
     let name = format!("{}.{}.cwasm", blake3::hash(&bytes).to_hex(), child.artifact_tag());
     let upload = time(1, || {
         let ready = child.load_with_cache(&bytes, None, limits).expect("load");
@@ -160,7 +167,8 @@ fn python(child: &Host, dir: &Path, limits: &Limits) {
         let start = 1_700_000_000i64;
         let snaps = hourly(start, n, &[]);
         let now = start + n as i64 * 3_600;
-        let took = time(5, || child.retention(&policy, &snaps, now, &params, limits).expect("decide"));
+        let took =
+            time(5, || child.retention(&policy, "host/bench", &snaps, now, &params, limits).expect("decide"));
         println!("| Python: instantiate + decision over {n} snapshots | {:.1} ms |", ms(took));
     }
     let _ = fs::remove_dir_all(dir);

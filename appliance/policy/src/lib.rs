@@ -45,7 +45,7 @@ pub use cache_key::CacheKeyError;
 pub use compile::{CompileIn, CompileLimits, compile_child};
 pub use error::{CompileLimit, PolicyError};
 pub use retention::{RetentionDecision, RetentionSnapshot, VerifyState};
-pub use sandbox::{Grants, Limits};
+pub use sandbox::{Grants, Limits, SUPPORTED_VERSIONS};
 pub use scheduler::{JobRun, ScheduleDecision, ScheduleJob};
 pub use source::{Features, ItemKind, MAX_DATA_STEP, Session as SourceSession, SourceItem, SourceStep};
 
@@ -69,6 +69,33 @@ impl World {
     }
 }
 
+/// The `cairn:policy` version a component was built against: the host
+/// keeps bindings for each one it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WitVersion {
+    /// Retention passes ids and tags as strings per snapshot.
+    V0_1,
+    /// Retention passes scalars per snapshot, distinct strings once.
+    V0_2,
+}
+
+impl WitVersion {
+    pub(crate) fn parse(version: &str) -> Option<Self> {
+        match version {
+            "0.1.0" => Some(WitVersion::V0_1),
+            "0.2.0" => Some(WitVersion::V0_2),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
+}
+
 /// What a policy says about itself (its `describe` export).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyInfo {
@@ -85,6 +112,7 @@ pub struct Policy {
     pub world: World,
     /// The WIT package version the component was built against.
     pub wit_version: String,
+    wit: WitVersion,
     /// blake3 of the component bytes, hex.
     pub digest: String,
     pub info: PolicyInfo,
@@ -303,15 +331,15 @@ impl Host {
         hash: blake3::Hash,
         limits: &Limits,
     ) -> Result<Policy, PolicyError> {
-        let (world, wit_version) = self.sandbox.world_of(&component)?;
+        let (world, wit) = self.sandbox.world_of(&component)?;
         let info = match world {
-            World::Retention => retention::describe(&self.sandbox, &component, limits)?,
-            World::Scheduler => scheduler::describe(&self.sandbox, &component, limits)?,
-            World::Source => source::describe(&self.sandbox, &component, limits)?,
+            World::Retention => retention::describe(&self.sandbox, &component, wit, limits)?,
+            World::Scheduler => scheduler::describe(&self.sandbox, &component, wit, limits)?,
+            World::Source => source::describe(&self.sandbox, &component, wit, limits)?,
         };
         check_info(&info)?;
         let digest = hash.to_hex().to_string();
-        Ok(Policy { component, world, wit_version, digest, info })
+        Ok(Policy { component, world, wit_version: wit.as_str().to_owned(), wit, digest, info })
     }
 
     /// Instantiate `policy` in a fresh store and call nothing: what every
@@ -327,20 +355,22 @@ impl Host {
         }
     }
 
-    /// Ask a retention policy about the snapshots of one group. The answer
-    /// is validated: exactly one decision per snapshot passed in, no
-    /// unknown ids. Protected snapshots are always kept, whatever the
-    /// policy says (the reason then says so).
+    /// Ask a retention policy about the snapshots of one group (`group`:
+    /// `TYPE/ID`). The answer is validated: exactly one decision per
+    /// snapshot passed in, returned in their order; reasons short and
+    /// printable. Protected snapshots are always kept, whatever the policy
+    /// says (the reason then says so).
     pub fn retention(
         &self,
         policy: &Policy,
+        group: &str,
         snapshots: &[RetentionSnapshot],
         now: i64,
         params: &[(String, String)],
         limits: &Limits,
     ) -> Result<Vec<RetentionDecision>, PolicyError> {
         policy.expect_world(World::Retention)?;
-        retention::decide(&self.sandbox, policy, snapshots, now, params, limits)
+        retention::decide(&self.sandbox, policy, group, snapshots, now, params, limits)
     }
 
     /// Start a source handler with what `grants` allows: the session

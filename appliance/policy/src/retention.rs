@@ -1,39 +1,60 @@
-//! The `retention` world: host bindings, the call, and the checks on the
-//! answer.
+//! The `retention` world: host bindings for each contract version, the
+//! call, and the checks on the answer.
+//!
+//! `cairn:policy@0.1.0` passes every snapshot with its id and its tags as
+//! strings and takes a decision back per snapshot with the id and a reason
+//! as strings; `0.2.0` passes the group's name once, each snapshot as
+//! scalars with an index into the distinct tag lists, and takes back a
+//! decision per snapshot, in order, with an index into the distinct
+//! reasons. Both answers become the same [`RetentionDecision`]s.
 
 use std::collections::HashMap;
 
 use wasmtime::component::Component;
 
 use crate::error::PolicyError;
-use crate::sandbox::{Limits, Sandbox, describe_failure};
-use crate::{Policy, PolicyInfo, clip};
+use crate::sandbox::{Limits, Sandbox};
+use crate::{Policy, PolicyInfo, WitVersion, clip};
 
-mod bindings {
+mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/since_v0.1.0",
         world: "retention",
         additional_derives: [PartialEq, Eq],
     });
 }
 
-use bindings::Retention;
-/// The `cairn:policy/types` interface, shared by every world's bindings.
-pub use bindings::cairn::policy::types as wit;
+mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/since_v0.2.0",
+        world: "retention",
+    });
+}
+
+use v0_2::cairn::policy::types as wit2;
+
+/// The `cairn:policy/types` interface of 0.1.0. The records the scheduler
+/// and source worlds use are the same in every version, so their bindings
+/// of each version share these types.
+pub use v0_1::cairn::policy::types as wit;
 
 /// A snapshot as a retention policy sees it (`id`, `time` in epoch
-/// seconds UTC, `tags`, `size`, `protected`, `verify_state`): the WIT
-/// record itself, so a call passes the caller's snapshots to the guest
-/// without copying them first.
+/// seconds UTC, `tags`, `size`, `protected`, `verify_state`): the 0.1.0
+/// WIT record itself, so a call to a 0.1.0 component passes the caller's
+/// snapshots without copying them first; a call to a 0.2.0 component
+/// passes their scalars and their distinct tag lists.
 pub use wit::Snapshot as RetentionSnapshot;
 /// `none`, `ok` or `failed`.
 pub use wit::VerifyState;
 
-/// A validated verdict (`id`, `keep`, `reason`), in the order of the
-/// snapshots passed in: the WIT record itself, so the answer the guest
-/// gave in order is checked and returned where it was lifted, without
-/// another copy of every decision.
-pub use wit::Decision as RetentionDecision;
+/// A validated verdict, in the order of the snapshots passed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionDecision {
+    pub keep: bool,
+    /// Why, for a human: `keep-daily 3`, `remove`, `protected (the policy
+    /// said: remove)`.
+    pub reason: String,
+}
 
 /// Longest reason a policy may give.
 const MAX_REASON: usize = 200;
@@ -49,64 +70,184 @@ impl From<wit::PolicyInfo> for PolicyInfo {
     }
 }
 
+impl From<wit2::PolicyInfo> for PolicyInfo {
+    fn from(i: wit2::PolicyInfo) -> Self {
+        PolicyInfo {
+            name: i.name,
+            version: i.version,
+            description: i.description,
+            params: i.params.into_iter().map(|p| (p.key, p.value)).collect(),
+        }
+    }
+}
+
 pub fn describe(
     sandbox: &Sandbox,
     component: &Component,
+    version: WitVersion,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
-    sandbox.describe(
-        limits,
-        |store| Retention::instantiate(store, component, sandbox.linker()),
-        |bindings, store| bindings.call_describe(store),
-    )
+    match version {
+        WitVersion::V0_1 => sandbox.describe(
+            limits,
+            |store| v0_1::Retention::instantiate(store, component, sandbox.linker()),
+            |bindings, store| bindings.call_describe(store),
+        ),
+        WitVersion::V0_2 => sandbox.describe(
+            limits,
+            |store| v0_2::Retention::instantiate(store, component, sandbox.linker()),
+            |bindings, store| bindings.call_describe(store),
+        ),
+    }
 }
 
 pub fn decide(
     sandbox: &Sandbox,
     policy: &Policy,
+    group: &str,
     snapshots: &[RetentionSnapshot],
     now: i64,
     params: &[(String, String)],
     limits: &Limits,
 ) -> Result<Vec<RetentionDecision>, PolicyError> {
     let call_err = |message: String| PolicyError::Call { policy: policy.label(), message };
-    let params: Vec<wit::Param> =
-        params.iter().map(|(k, v)| wit::Param { key: k.clone(), value: v.clone() }).collect();
-    let mut store = sandbox.store(limits);
-    let bindings = Retention::instantiate(&mut store, &policy.component, sandbox.linker())
-        .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
-    let answer = match bindings.call_decide(&mut store, snapshots, now, &params) {
-        Ok(Ok(a)) => a,
-        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
-        Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
-    };
-    drop(store);
-    check_answer(snapshots, answer).map_err(call_err)
+    match policy.wit {
+        WitVersion::V0_1 => {
+            let params: Vec<wit::Param> =
+                params.iter().map(|(k, v)| wit::Param { key: k.clone(), value: v.clone() }).collect();
+            let answer = sandbox.call(
+                policy,
+                limits,
+                |store| v0_1::Retention::instantiate(store, &policy.component, sandbox.linker()),
+                |bindings, store| bindings.call_decide(store, snapshots, now, &params),
+            )?;
+            check_answer_v0_1(snapshots, answer).map_err(call_err)
+        }
+        WitVersion::V0_2 => {
+            let params: Vec<wit2::Param> =
+                params.iter().map(|(k, v)| wit2::Param { key: k.clone(), value: v.clone() }).collect();
+            let (compact, tag_sets) = compact(snapshots);
+            let answer = sandbox.call(
+                policy,
+                limits,
+                |store| v0_2::Retention::instantiate(store, &policy.component, sandbox.linker()),
+                |bindings, store| bindings.call_decide(store, group, &compact, &tag_sets, now, &params),
+            )?;
+            check_answer_v0_2(snapshots, answer).map_err(call_err)
+        }
+    }
 }
 
-/// Exactly one decision per snapshot, none for an unknown id; reasons
-/// short and printable; protected snapshots kept whatever was said.
-fn check_answer(
+/// The snapshots as 0.2.0 passes them: scalars, and an index into the
+/// distinct tag lists, each listed once.
+fn compact(snapshots: &[RetentionSnapshot]) -> (Vec<wit2::Snapshot>, Vec<Vec<String>>) {
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    let mut index: HashMap<&[String], u32> = HashMap::new();
+    // Neighbours usually carry the same tags: only a change looks them up.
+    let mut last: Option<(&[String], u32)> = None;
+    let compact = snapshots
+        .iter()
+        .map(|s| {
+            let tags = s.tags.as_slice();
+            let tag_set = match last {
+                Some((t, i)) if t == tags => i,
+                _ => {
+                    let i = *index.entry(tags).or_insert_with(|| {
+                        sets.push(tags.to_vec());
+                        (sets.len() - 1) as u32
+                    });
+                    last = Some((tags, i));
+                    i
+                }
+            };
+            wit2::Snapshot {
+                time: s.time,
+                tag_set,
+                size: s.size,
+                protected: s.protected,
+                verify_state: match s.verify_state {
+                    VerifyState::None => wit2::VerifyState::None,
+                    VerifyState::Ok => wit2::VerifyState::Ok,
+                    VerifyState::Failed => wit2::VerifyState::Failed,
+                },
+            }
+        })
+        .collect();
+    (compact, sets)
+}
+
+/// A reason a human may read: short and printable.
+fn check_reason(reason: &str) -> bool {
+    reason.len() <= MAX_REASON && !reason.chars().any(char::is_control)
+}
+
+/// Protected snapshots stay whatever the policy said; the reason says so.
+fn verdict(protected: bool, keep: bool, reason: &str) -> RetentionDecision {
+    if protected && !keep {
+        RetentionDecision { keep: true, reason: format!("protected (the policy said: {reason})") }
+    } else {
+        RetentionDecision { keep, reason: reason.to_owned() }
+    }
+}
+
+/// 0.2.0: exactly one decision per snapshot, in order; every reason short
+/// and printable, at most one per decision, every index pointing at one.
+fn check_answer_v0_2(
+    snapshots: &[RetentionSnapshot],
+    answer: wit2::Answer,
+) -> Result<Vec<RetentionDecision>, String> {
+    let wit2::Answer { decisions, reasons } = answer;
+    if decisions.len() != snapshots.len() {
+        return Err(format!("it gave {} decisions for {} snapshots", decisions.len(), snapshots.len()));
+    }
+    if reasons.len() > decisions.len().max(1) {
+        return Err(format!("it gave {} reasons for {} decisions", reasons.len(), decisions.len()));
+    }
+    if let Some(i) = reasons.iter().position(|r| !check_reason(r)) {
+        return Err(format!("its reason {i} is over {MAX_REASON} bytes or not printable"));
+    }
+    decisions
+        .iter()
+        .zip(snapshots)
+        .map(|(d, s)| match reasons.get(d.reason as usize) {
+            Some(reason) => Ok(verdict(s.protected, d.keep, reason)),
+            None => Err(format!(
+                "its decision for {} points at reason {}, and it gave {}",
+                s.id,
+                d.reason,
+                reasons.len()
+            )),
+        })
+        .collect()
+}
+
+/// 0.1.0: exactly one decision per snapshot, none for an unknown id;
+/// reasons short and printable.
+fn check_answer_v0_1(
     snapshots: &[RetentionSnapshot],
     mut answer: Vec<wit::Decision>,
 ) -> Result<Vec<RetentionDecision>, String> {
     // Policies usually answer in the order they were asked: then the
-    // answer is checked and returned in place. Only one that does not
-    // pays for an index by id and a second list.
+    // answer is checked in place. Only one that does not pays for an
+    // index by id and a second list.
     let in_order = answer.len() == snapshots.len() && answer.iter().zip(snapshots).all(|(d, s)| d.id == s.id);
     if !in_order {
         answer = reorder(snapshots, answer)?;
     }
-    for (d, s) in answer.iter_mut().zip(snapshots) {
-        if d.reason.len() > MAX_REASON || d.reason.chars().any(char::is_control) {
-            return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
-        }
-        if s.protected && !d.keep {
-            d.keep = true;
-            d.reason = format!("protected (the policy said: {})", d.reason);
-        }
-    }
-    Ok(answer)
+    answer
+        .into_iter()
+        .zip(snapshots)
+        .map(|(d, s)| {
+            if !check_reason(&d.reason) {
+                return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
+            }
+            Ok(if s.protected && !d.keep {
+                verdict(true, false, &d.reason)
+            } else {
+                RetentionDecision { keep: d.keep, reason: d.reason }
+            })
+        })
+        .collect()
 }
 
 /// An answer given out of order, put in the order of `snapshots`: an

@@ -22,7 +22,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::error::PolicyError;
-use crate::{PolicyInfo, World};
+use crate::{PolicyInfo, WitVersion, World};
 
 /// How often the ticker advances the engine's epoch; the CPU budget is
 /// counted in these ticks.
@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// Captured guest output per stream.
 const OUTPUT_CAPACITY: usize = 64 << 10;
 /// WIT package versions this host can run.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Budgets for one call into a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,10 +355,10 @@ impl Sandbox {
     }
 
     /// Which world, at which WIT version, a component targets: from its
-    /// exports (`decide` with a `snapshots` or a `job` parameter, or the
+    /// exports (`decide` with a `snapshots`, `group` or `job` parameter, or the
     /// `source-handler` interface) and from the `cairn:policy/types@V`
     /// interface it imports.
-    pub fn world_of(&self, component: &Component) -> Result<(World, String), PolicyError> {
+    pub fn world_of(&self, component: &Component) -> Result<(World, WitVersion), PolicyError> {
         let ty = component.component_type();
         let mut version = None;
         for (name, _) in ty.imports(&self.engine) {
@@ -376,7 +376,8 @@ impl Sandbox {
                 && let ComponentItem::ComponentFunc(f) = &ext.ty
             {
                 world = match f.params().next().map(|(n, _)| n) {
-                    Some("snapshots") => Some(World::Retention),
+                    // 0.1.0 passes the snapshots first, 0.2.0 the group.
+                    Some("snapshots" | "group") => Some(World::Retention),
                     Some("job") => Some(World::Scheduler),
                     _ => world,
                 };
@@ -390,12 +391,12 @@ impl Sandbox {
         let version = version.ok_or_else(|| {
             PolicyError::Invalid("the component does not use the cairn:policy types interface".into())
         })?;
-        if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+        let Some(version) = WitVersion::parse(&version) else {
             return Err(PolicyError::Invalid(format!(
                 "cairn:policy@{version} is not supported; this build runs {}",
                 SUPPORTED_VERSIONS.join(", ")
             )));
-        }
+        };
         Ok((world, version))
     }
 
@@ -428,6 +429,27 @@ impl Sandbox {
             .map_err(|e| PolicyError::Invalid(format!("cannot instantiate: {e:#}")))?;
         let info = call(&bindings, &mut store);
         info.map(Into::into).map_err(|e| describe_error(&e, limits, &store))
+    }
+
+    /// Instantiate a component in a fresh store under `limits` and make
+    /// one call: a failed instantiation, a trap, an exhausted budget or the
+    /// guest's own error is a [`PolicyError::Call`] naming `policy`.
+    pub fn call<B, T>(
+        &self,
+        policy: &crate::Policy,
+        limits: &Limits,
+        instantiate: impl FnOnce(&mut Store<State>) -> wasmtime::Result<B>,
+        call: impl FnOnce(&B, &mut Store<State>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, PolicyError> {
+        let call_err = |message: String| PolicyError::Call { policy: policy.label(), message };
+        let mut store = self.store(limits);
+        let bindings = instantiate(&mut store)
+            .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
+        match call(&bindings, &mut store) {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(message)) => Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
+            Err(e) => Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
+        }
     }
 
     fn build(

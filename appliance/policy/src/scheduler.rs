@@ -4,19 +4,76 @@
 use wasmtime::component::Component;
 
 use crate::error::PolicyError;
-use crate::sandbox::{Limits, Sandbox, describe_failure};
+use crate::sandbox::{Limits, Sandbox};
 use crate::{Policy, PolicyInfo};
 
-mod bindings {
+// The scheduler's records are the same in 0.1.0 and 0.2.0: both versions'
+// bindings use the 0.1.0 types, checked against each component's own when
+// it is instantiated.
+mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/since_v0.1.0",
         world: "scheduler",
         with: { "cairn:policy/types": crate::retention::wit },
     });
 }
 
+mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/since_v0.2.0",
+        world: "scheduler",
+        with: { "cairn:policy/types": crate::retention::wit },
+    });
+}
+
+use crate::WitVersion;
 use crate::retention::wit;
-use bindings::Scheduler;
+use crate::sandbox::State;
+use wasmtime::Store;
+
+/// A scheduler's bindings, of the version it was built against.
+enum Scheduler {
+    V0_1(v0_1::Scheduler),
+    V0_2(v0_2::Scheduler),
+}
+
+impl Scheduler {
+    fn instantiate(
+        store: &mut Store<State>,
+        component: &Component,
+        sandbox: &Sandbox,
+        version: WitVersion,
+    ) -> wasmtime::Result<Self> {
+        Ok(match version {
+            WitVersion::V0_1 => {
+                Scheduler::V0_1(v0_1::Scheduler::instantiate(store, component, sandbox.linker())?)
+            }
+            WitVersion::V0_2 => {
+                Scheduler::V0_2(v0_2::Scheduler::instantiate(store, component, sandbox.linker())?)
+            }
+        })
+    }
+
+    fn call_describe(&self, store: &mut Store<State>) -> wasmtime::Result<wit::PolicyInfo> {
+        match self {
+            Scheduler::V0_1(b) => b.call_describe(store),
+            Scheduler::V0_2(b) => b.call_describe(store),
+        }
+    }
+
+    fn call_decide(
+        &self,
+        store: &mut Store<State>,
+        job: &wit::Job,
+        runs: &[wit::Run],
+        now: i64,
+    ) -> wasmtime::Result<Result<wit::Schedule, String>> {
+        match self {
+            Scheduler::V0_1(b) => b.call_decide(store, job, runs, now),
+            Scheduler::V0_2(b) => b.call_decide(store, job, runs, now),
+        }
+    }
+}
 
 /// The job a scheduler decides about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +110,12 @@ const YEAR: i64 = 366 * 86_400;
 pub fn describe(
     sandbox: &Sandbox,
     component: &Component,
+    version: WitVersion,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
     sandbox.describe(
         limits,
-        |store| Scheduler::instantiate(store, component, sandbox.linker()),
+        |store| Scheduler::instantiate(store, component, sandbox, version),
         |bindings, store| bindings.call_describe(store),
     )
 }
@@ -85,14 +143,12 @@ pub fn decide(
             duration_seconds: r.duration_seconds,
         })
         .collect();
-    let mut store = sandbox.store(limits);
-    let bindings = Scheduler::instantiate(&mut store, &policy.component, sandbox.linker())
-        .map_err(|e| call_err(describe_failure(&e, limits, &store.data().stderr)))?;
-    let s = match bindings.call_decide(&mut store, &job, &runs, now) {
-        Ok(Ok(s)) => s,
-        Ok(Err(message)) => return Err(call_err(format!("it returned an error: {}", crate::clip(&message)))),
-        Err(e) => return Err(call_err(describe_failure(&e, limits, &store.data().stderr))),
-    };
+    let s = sandbox.call(
+        policy,
+        limits,
+        |store| Scheduler::instantiate(store, &policy.component, sandbox, policy.wit),
+        |bindings, store| bindings.call_decide(store, &job, &runs, now),
+    )?;
     if s.next_check <= now || s.next_check > now.saturating_add(YEAR) {
         return Err(call_err(format!(
             "it asked to be asked again at {}, not within a year after now",

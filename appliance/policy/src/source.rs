@@ -15,17 +15,77 @@ use crate::error::PolicyError;
 use crate::sandbox::{Grants, Limits, Sandbox, State, describe_failure, reset_budget};
 use crate::{Policy, PolicyInfo, clip};
 
-mod bindings {
+// The source world is the same in 0.1.0 and 0.2.0 but for the version in
+// its interface's name: each version has its bindings, sharing the 0.1.0
+// types of `cairn:policy/types`; the records of the handler's interface
+// are each version's own, and `on_handler!` converts them in each arm.
+mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/since_v0.1.0",
         world: "source",
         with: { "cairn:policy/types": crate::retention::wit },
     });
 }
 
+mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/since_v0.2.0",
+        world: "source",
+        with: { "cairn:policy/types": crate::retention::wit },
+    });
+}
+
+use crate::WitVersion;
 use crate::retention::wit;
-use bindings::Source;
-use bindings::exports::cairn::policy::source_handler as sh;
+
+/// A handler's bindings, of the version it was built against.
+enum Source {
+    V0_1(v0_1::Source),
+    V0_2(v0_2::Source),
+}
+
+/// Run `$body` with `$h` the handler's interface and `$sh` the module of
+/// its records, whichever version `$bindings` is.
+macro_rules! on_handler {
+    ($bindings:expr, |$h:ident, $sh:ident| $body:expr) => {
+        match $bindings {
+            Source::V0_1(b) => {
+                #[allow(unused_imports)]
+                use v0_1::exports::cairn::policy::source_handler as $sh;
+                let $h = b.cairn_policy_source_handler();
+                $body
+            }
+            Source::V0_2(b) => {
+                #[allow(unused_imports)]
+                use v0_2::exports::cairn::policy::source_handler as $sh;
+                let $h = b.cairn_policy_source_handler();
+                $body
+            }
+        }
+    };
+}
+
+impl Source {
+    fn instantiate(
+        store: &mut Store<State>,
+        component: &Component,
+        sandbox: &Sandbox,
+        version: WitVersion,
+    ) -> wasmtime::Result<Self> {
+        let linker = sandbox.source_linker();
+        Ok(match version {
+            WitVersion::V0_1 => Source::V0_1(v0_1::Source::instantiate(store, component, linker)?),
+            WitVersion::V0_2 => Source::V0_2(v0_2::Source::instantiate(store, component, linker)?),
+        })
+    }
+
+    fn call_describe(&self, store: &mut Store<State>) -> wasmtime::Result<wit::PolicyInfo> {
+        match self {
+            Source::V0_1(b) => b.call_describe(store),
+            Source::V0_2(b) => b.call_describe(store),
+        }
+    }
+}
 
 /// What a handler can do (its `capabilities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +149,12 @@ impl std::fmt::Debug for Session {
 pub fn describe(
     sandbox: &Sandbox,
     component: &Component,
+    version: WitVersion,
     limits: &Limits,
 ) -> Result<PolicyInfo, PolicyError> {
     sandbox.describe(
         limits,
-        |store| Source::instantiate(store, component, sandbox.source_linker()),
+        |store| Source::instantiate(store, component, sandbox, version),
         |bindings, store| bindings.call_describe(store),
     )
 }
@@ -107,13 +168,12 @@ pub fn open(
 ) -> Result<Session, PolicyError> {
     let label = policy.label();
     let mut store = sandbox.store_with(limits, grants)?;
-    let bindings =
-        Source::instantiate(&mut store, &policy.component, sandbox.source_linker()).map_err(|e| {
-            PolicyError::Call {
-                policy: label.clone(),
-                message: describe_failure(&e, limits, &store.data().stderr),
-            }
-        })?;
+    let bindings = Source::instantiate(&mut store, &policy.component, sandbox, policy.wit).map_err(|e| {
+        PolicyError::Call {
+            policy: label.clone(),
+            message: describe_failure(&e, limits, &store.data().stderr),
+        }
+    })?;
     let mut session = Session {
         store,
         bindings,
@@ -122,8 +182,14 @@ pub fn open(
         features: Features { full: false, incremental: false, restore: false },
         done: false,
     };
-    let f = session.call(|b, s| b.cairn_policy_source_handler().call_capabilities(s).map(Ok))?;
-    session.features = Features { full: f.full, incremental: f.incremental, restore: f.restore };
+    let f = session.call(|b, s| {
+        on_handler!(b, |h, sh| h.call_capabilities(s).map(|f| Ok(Features {
+            full: f.full,
+            incremental: f.incremental,
+            restore: f.restore
+        })))
+    })?;
+    session.features = f;
     Ok(session)
 }
 
@@ -162,36 +228,42 @@ impl Session {
     /// incremental one).
     pub fn begin_backup(&mut self, p: &[(String, String)], since: Option<i64>) -> Result<(), PolicyError> {
         let p = params(p);
-        self.call(|b, s| b.cairn_policy_source_handler().call_begin_backup(s, &p, since))
+        self.call(|b, s| on_handler!(b, |h, sh| h.call_begin_backup(s, &p, since)))
     }
 
     /// The next step, checked: items well-formed, data pieces at most
     /// [`MAX_DATA_STEP`] bytes.
     pub fn next_step(&mut self) -> Result<SourceStep, PolicyError> {
-        let step = self.call(|b, s| b.cairn_policy_source_handler().call_next(s))?;
-        Ok(match step {
-            sh::Step::End => SourceStep::End,
-            sh::Step::Data(d) if d.len() > MAX_DATA_STEP => {
-                return Err(self.err(format!(
-                    "it yielded {} bytes of data in one step; at most {} MiB are allowed",
-                    d.len(),
-                    MAX_DATA_STEP >> 20
-                )));
-            }
-            sh::Step::Data(d) => SourceStep::Data(d),
-            sh::Step::Item(i) => SourceStep::Item(SourceItem {
-                path: i.path,
-                kind: match i.kind {
-                    sh::ItemKind::File => ItemKind::File,
-                    sh::ItemKind::Directory => ItemKind::Directory,
-                    sh::ItemKind::Symlink => ItemKind::Symlink,
-                },
-                mode: i.mode,
-                mtime: i.mtime,
-                target: i.target,
-                size: i.size,
-            }),
-        })
+        let step = self.call(|b, s| {
+            on_handler!(b, |h, sh| h.call_next(s).map(|r| {
+                r.map(|step| match step {
+                    sh::Step::End => SourceStep::End,
+                    sh::Step::Data(d) => SourceStep::Data(d),
+                    sh::Step::Item(i) => SourceStep::Item(SourceItem {
+                        path: i.path,
+                        kind: match i.kind {
+                            sh::ItemKind::File => ItemKind::File,
+                            sh::ItemKind::Directory => ItemKind::Directory,
+                            sh::ItemKind::Symlink => ItemKind::Symlink,
+                        },
+                        mode: i.mode,
+                        mtime: i.mtime,
+                        target: i.target,
+                        size: i.size,
+                    }),
+                })
+            }))
+        })?;
+        if let SourceStep::Data(d) = &step
+            && d.len() > MAX_DATA_STEP
+        {
+            return Err(self.err(format!(
+                "it yielded {} bytes of data in one step; at most {} MiB are allowed",
+                d.len(),
+                MAX_DATA_STEP >> 20
+            )));
+        }
+        Ok(step)
     }
 
     pub fn begin_restore(&mut self, p: &[(String, String)]) -> Result<(), PolicyError> {
@@ -199,31 +271,35 @@ impl Session {
             return Err(self.err("it cannot restore (its capabilities say so)".into()));
         }
         let p = params(p);
-        self.call(|b, s| b.cairn_policy_source_handler().call_begin_restore(s, &p))
+        self.call(|b, s| on_handler!(b, |h, sh| h.call_begin_restore(s, &p)))
     }
 
     pub fn restore_item(&mut self, item: &SourceItem) -> Result<(), PolicyError> {
-        let item = sh::Item {
-            path: item.path.clone(),
-            kind: match item.kind {
-                ItemKind::File => sh::ItemKind::File,
-                ItemKind::Directory => sh::ItemKind::Directory,
-                ItemKind::Symlink => sh::ItemKind::Symlink,
-            },
-            mode: item.mode,
-            mtime: item.mtime,
-            target: item.target.clone(),
-            size: item.size,
-        };
-        self.call(|b, s| b.cairn_policy_source_handler().call_restore_item(s, &item))
+        self.call(|b, s| {
+            on_handler!(b, |h, sh| {
+                let item = sh::Item {
+                    path: item.path.clone(),
+                    kind: match item.kind {
+                        ItemKind::File => sh::ItemKind::File,
+                        ItemKind::Directory => sh::ItemKind::Directory,
+                        ItemKind::Symlink => sh::ItemKind::Symlink,
+                    },
+                    mode: item.mode,
+                    mtime: item.mtime,
+                    target: item.target.clone(),
+                    size: item.size,
+                };
+                h.call_restore_item(s, &item)
+            })
+        })
     }
 
     pub fn restore_data(&mut self, data: &[u8]) -> Result<(), PolicyError> {
-        self.call(|b, s| b.cairn_policy_source_handler().call_restore_data(s, data))
+        self.call(|b, s| on_handler!(b, |h, sh| h.call_restore_data(s, data)))
     }
 
     pub fn finish_restore(&mut self) -> Result<(), PolicyError> {
-        self.call(|b, s| b.cairn_policy_source_handler().call_finish_restore(s))
+        self.call(|b, s| on_handler!(b, |h, sh| h.call_finish_restore(s)))
     }
 
     /// What the guest wrote to stderr so far (at most 64 KiB), for logs.

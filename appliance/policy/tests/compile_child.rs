@@ -118,8 +118,8 @@ fn compiles_in_a_child_like_in_this_process() {
     let params = vec![("keep-daily".to_owned(), "5".to_owned()), ("keep-weekly".to_owned(), "3".to_owned())];
     let now = 1_780_000_000 + 200 * 7_919;
     assert_eq!(
-        child.retention(&ready.policy, &snaps, now, &params, &Limits::default()).expect("decide"),
-        local.retention(&fresh, &snaps, now, &params, &Limits::default()).expect("decide")
+        child.retention(&ready.policy, "host/c", &snaps, now, &params, &Limits::default()).expect("decide"),
+        local.retention(&fresh, "host/c", &snaps, now, &params, &Limits::default()).expect("decide")
     );
     // What the child made, sealed by its parent with the cache key, is
     // what this build caches: it loads here as is.

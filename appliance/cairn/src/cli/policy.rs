@@ -22,7 +22,7 @@ pub enum PolicyCommand {
     /// Validate a WebAssembly component and store it under a name.
     #[command(after_long_help = "\
 The component must target a world of the cairn:policy WIT package (wit/policy.wit) at a version \
-this build runs, and compile in a child process within 2 GiB of address space, 60 s of CPU and \
+this build runs (0.1.0 or 0.2.0), and compile in a child process within 2 GiB of address space, 60 s of CPU and \
 120 s; its `describe` must answer within the default budget. The component is stored in the \
 catalog by its blake3 digest with a record naming it, and its compiled form is cached in the \
 datastore (policies/<blake3>.<build>.cwasm) for this build; adding another component under the \

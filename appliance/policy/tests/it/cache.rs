@@ -65,8 +65,8 @@ fn rounds() -> Vec<Round> {
 fn same_decisions(host_a: &Host, a: &Policy, host_b: &Host, b: &Policy) {
     let limits = Limits::default();
     for (snaps, params, now) in rounds() {
-        let da = host_a.retention(a, &snaps, now, &params, &limits).expect("decide");
-        let db = host_b.retention(b, &snaps, now, &params, &limits).expect("decide");
+        let da = host_a.retention(a, "host/c", &snaps, now, &params, &limits).expect("decide");
+        let db = host_b.retention(b, "host/c", &snaps, now, &params, &limits).expect("decide");
         assert_eq!(da, db, "{params:?}");
     }
 }

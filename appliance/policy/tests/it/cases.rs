@@ -71,10 +71,15 @@ fn run(host: &Host, p: &policy::Policy, path: &Path, limits: &Limits, error_says
         .collect();
     let params: Vec<(String, String)> = case.params.into_iter().collect();
     let now = model::time::parse_rfc3339(&case.now).expect("now");
-    match (host.retention(p, &snaps, now, &params, limits), case.error) {
+    // Every case is about one group: its snapshots' ids without the time.
+    let group = case.snapshots.first().and_then(|s| s.id.rsplit_once('/')).map_or("host/none", |(g, _)| g);
+    match (host.retention(p, group, &snaps, now, &params, limits), case.error) {
         (Ok(d), None) => {
-            let got: Vec<Expect> =
-                d.into_iter().map(|d| Expect { id: d.id, keep: d.keep, reason: d.reason }).collect();
+            let got: Vec<Expect> = d
+                .into_iter()
+                .zip(&snaps)
+                .map(|(d, s)| Expect { id: s.id.clone(), keep: d.keep, reason: d.reason })
+                .collect();
             assert_eq!(got, case.expect, "{}", path.display());
         }
         (Err(e), Some(want)) => {

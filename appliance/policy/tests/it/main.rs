@@ -5,6 +5,7 @@
 
 mod cache;
 mod cases;
+mod legacy;
 mod python;
 mod retention;
 mod scheduler;

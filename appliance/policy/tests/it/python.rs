@@ -41,8 +41,8 @@ fn retention_recent_describes_itself() {
         return;
     }
     let (_, p) = loaded();
-    assert_eq!((p.world, p.wit_version.as_str()), (World::Retention, "0.1.0"));
-    assert_eq!((p.info.name.as_str(), p.info.version.as_str()), ("retention-recent", "0.1.0"));
+    assert_eq!((p.world, p.wit_version.as_str()), (World::Retention, "0.2.0"));
+    assert_eq!((p.info.name.as_str(), p.info.version.as_str()), ("retention-recent", "0.2.0"));
     assert!(p.info.description.contains("keep-within"), "{:?}", p.info);
     assert!(p.info.description.contains("16 MiB"), "the budget is stated: {:?}", p.info);
     let keys: Vec<&str> = p.info.params.iter().map(|(k, _)| k.as_str()).collect();
@@ -161,7 +161,7 @@ fn retention_recent_agrees_with_a_plain_statement_of_its_rule() {
             params.push(("keep-last".to_owned(), n.to_string()));
         }
         let want = reference(&snaps, now, within.as_ref().map(|(t, s)| (*s, t.as_str())), last);
-        let got = host.retention(p, &snaps, now, &params, &limits()).expect("decide");
+        let got = host.retention(p, "host/r", &snaps, now, &params, &limits()).expect("decide");
         assert_eq!(got.len(), snaps.len());
         for ((w, g), s) in want.iter().zip(&got).zip(&snaps) {
             assert_eq!((w.0, &w.1), (g.keep, &g.reason), "round {round}, {} with {params:?}", s.id);
@@ -194,11 +194,14 @@ fn retention_recent_refuses_bad_parameters() {
     ] {
         let params: Vec<(String, String)> =
             params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let err = host.retention(p, &snaps, now, &params, &limits()).expect_err("bad parameters").to_string();
-        assert!(err.contains("policy retention-recent 0.1.0") && err.contains(want), "{params:?}: {err}");
+        let err = host
+            .retention(p, "host/r", &snaps, now, &params, &limits())
+            .expect_err("bad parameters")
+            .to_string();
+        assert!(err.contains("policy retention-recent 0.2.0") && err.contains(want), "{params:?}: {err}");
     }
     let params = vec![("keep-last".to_owned(), "1".to_owned())];
-    let d = host.retention(p, &snaps, now, &params, &limits()).expect("good parameters");
+    let d = host.retention(p, "host/r", &snaps, now, &params, &limits()).expect("good parameters");
     assert_eq!((d[0].keep, d[0].reason.as_str()), (true, "keep-last 1"));
 }
 
@@ -218,7 +221,7 @@ fn retention_recent_fits_in_16_mib() {
     let params =
         vec![("keep-within".to_owned(), "7d".to_owned()), ("keep-last".to_owned(), "200".to_owned())];
     let small = Limits { memory: 16 << 20, ..limits() };
-    let d = host.retention(p, &snaps, now, &params, &small).expect("decide within 16 MiB");
+    let d = host.retention(p, "host/r", &snaps, now, &params, &small).expect("decide within 16 MiB");
     let kept = d.iter().filter(|d| d.keep).count();
     // The 200 newest unprotected (which cover the 168 within 7d), and the
     // 20 protected, which take no slot.

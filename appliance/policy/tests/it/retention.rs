@@ -19,7 +19,7 @@ fn retention_gfs_describes_itself() {
     let host = Host::new().expect("host");
     let gfs = load(&host, &policy_guests::example("retention-gfs"));
     assert_eq!(gfs.world, World::Retention);
-    assert_eq!(gfs.wit_version, "0.1.0");
+    assert_eq!(gfs.wit_version, "0.2.0");
     assert_eq!(gfs.info.name, "retention-gfs");
     assert!(gfs.info.params.iter().any(|(k, _)| k == "keep-daily"), "{:?}", gfs.info);
     assert_eq!(gfs.digest.len(), 64);
@@ -87,11 +87,10 @@ fn retention_gfs_gets_its_parameters_and_snapshots_through_the_host_unchanged() 
         let items: Vec<_> =
             snaps.iter().map(|s| model::prune::PruneItem { time: s.time, protected: s.protected }).collect();
         let builtin = model::prune::decide(&items, &rules);
-        let component = host.retention(&gfs, &snaps, start, &params, &Limits::default()).expect("decide");
+        let component =
+            host.retention(&gfs, "host/r", &snaps, start, &params, &Limits::default()).expect("decide");
         assert_eq!(component.len(), snaps.len(), "round {round}");
-        for (b, s) in builtin.iter().zip(&snaps) {
-            let c =
-                component.iter().find(|c| c.id == s.id).unwrap_or_else(|| panic!("no decision for {}", s.id));
+        for ((b, c), s) in builtin.iter().zip(&component).zip(&snaps) {
             assert_eq!((b.keep, &b.reason), (c.keep, &c.reason), "round {round}, {} with {params:?}", s.id);
         }
     }
@@ -111,43 +110,29 @@ fn thread_cpu() -> Duration {
 /// The budget is counted in CPU time, which is what the guest ran; wall
 /// time also includes waiting for a core, so it is no test's business
 /// (`docs/benchmarks.md` has the figures).
-#[test]
-fn hostile_guests_are_stopped_within_budget() {
+fn stopped_within_budget(guest: &str, label: &str, cases: &[(&str, &str)]) {
     let host = Host::new().expect("host");
-    let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
+    let hostile = load(&host, &policy_guests::test_guest(guest));
     let snaps: Vec<_> = ["host/h/2026-11-01T00:00:00Z", "host/h/2026-11-02T00:00:00Z"]
         .iter()
         .enumerate()
         .map(|(i, id)| snap(id, i == 0))
         .collect();
     let limits = Limits { cpu: Duration::from_millis(300), memory: 32 << 20 };
-    let cases = [
-        ("loop", "CPU budget"),
-        ("memory", "memory limit"),
-        ("recursion", "stack"),
-        ("huge", "memory limit"),
-        ("unknown-id", "not one of the snapshots"),
-        ("repeat-id", "decided twice"),
-        ("missing-id", "no decision"),
-        ("control-reason", "not printable"),
-        ("trap", "trapped"),
-        ("sleep", "may not sleep"),
-        ("error", "refuses to decide"),
-    ];
     // The first call of a component pays one-off costs (lazy initialisation
     // in the runtime); the budget is about the guest's own work.
     let warm = vec![("mode".to_owned(), "keep-all".to_owned())];
-    host.retention(&hostile, &snaps, 0, &warm, &limits).expect("keep-all");
+    host.retention(&hostile, "host/h", &snaps, 0, &warm, &limits).expect("keep-all");
     for (mode, want) in cases {
-        let params = vec![("mode".to_owned(), mode.to_owned())];
+        let params = vec![("mode".to_owned(), mode.to_string())];
         let (started, cpu_before) = (Instant::now(), thread_cpu());
-        let r = host.retention(&hostile, &snaps, 0, &params, &limits);
+        let r = host.retention(&hostile, "host/h", &snaps, 0, &params, &limits);
         let (took, cpu) = (started.elapsed(), thread_cpu() - cpu_before);
         let err = match r {
             Err(e @ PolicyError::Call { .. }) => e.to_string(),
             other => panic!("{mode}: expected a failed call, got {other:?}"),
         };
-        assert!(err.contains("hostile-retention 0.1.0"), "{mode}: error does not name the policy: {err}");
+        assert!(err.contains(label), "{mode}: error does not name the policy: {err}");
         assert!(err.contains(want), "{mode}: {err}");
         assert!(
             cpu < limits.cpu + Duration::from_millis(50),
@@ -157,34 +142,131 @@ fn hostile_guests_are_stopped_within_budget() {
 
     // A policy that removes everything cannot remove a protected snapshot.
     let params = vec![("mode".to_owned(), "remove-all".to_owned())];
-    let d = host.retention(&hostile, &snaps, 0, &params, &limits).expect("remove-all answers");
+    let d = host.retention(&hostile, "host/h", &snaps, 0, &params, &limits).expect("remove-all answers");
     assert!(d[0].keep && d[0].reason.starts_with("protected"), "{d:?}");
     assert!(!d[1].keep);
 
     // Still healthy.
     let params = vec![("mode".to_owned(), "keep-all".to_owned())];
-    let d = host.retention(&hostile, &snaps, 0, &params, &limits).expect("keep-all");
+    let d = host.retention(&hostile, "host/h", &snaps, 0, &params, &limits).expect("keep-all");
     assert!(d.iter().all(|d| d.keep));
 }
 
-/// Decisions may come in any order; they are returned in the order of
-/// the snapshots passed in, each with its own verdict.
+#[test]
+fn hostile_guests_are_stopped_within_budget() {
+    stopped_within_budget(
+        "hostile-retention",
+        "hostile-retention 0.2.0",
+        &[
+            ("loop", "CPU budget"),
+            ("memory", "memory limit"),
+            ("recursion", "stack"),
+            ("huge", "memory limit"),
+            ("extra", "3 decisions for 2 snapshots"),
+            ("missing", "1 decisions for 2 snapshots"),
+            ("bad-reason", "points at reason 7, and it gave 1"),
+            ("many-reasons", "4 reasons for 2 decisions"),
+            ("control-reason", "not printable"),
+            ("trap", "trapped"),
+            ("sleep", "may not sleep"),
+            ("error", "refuses to decide"),
+        ],
+    );
+}
+
+/// A component built against the 0.1.0 contract still runs, with that
+/// contract's checks: every id it was given once, no other.
+#[test]
+fn hostile_guests_of_the_0_1_0_contract_are_stopped_within_budget() {
+    stopped_within_budget(
+        "legacy-retention",
+        "legacy-retention 0.1.0",
+        &[
+            ("loop", "CPU budget"),
+            ("memory", "memory limit"),
+            ("huge", "memory limit"),
+            ("unknown-id", "not one of the snapshots"),
+            ("repeat-id", "decided twice"),
+            ("missing-id", "no decision"),
+            ("control-reason", "not printable"),
+            ("trap", "trapped"),
+            ("error", "refuses to decide"),
+        ],
+    );
+}
+
+/// 0.1.0: decisions may come in any order; they are returned in the order
+/// of the snapshots passed in, each with its own verdict.
 #[test]
 fn an_answer_in_another_order_comes_back_in_the_snapshots_order() {
     let host = Host::new().expect("host");
-    let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
+    let legacy = load(&host, &policy_guests::test_guest("legacy-retention"));
+    assert_eq!((legacy.world, legacy.wit_version.as_str()), (World::Retention, "0.1.0"));
     let ids = ["host/h/2026-11-01T00:00:00Z", "host/h/2026-11-02T00:00:00Z", "host/h/2026-11-03T00:00:00Z"];
     let snaps: Vec<_> = ids.iter().enumerate().map(|(i, id)| snap(id, i == 2)).collect();
     let params = vec![("mode".to_owned(), "reversed".to_owned())];
-    let d = host.retention(&hostile, &snaps, 0, &params, &Limits::default()).expect("reversed answer");
-    let got: Vec<(&str, bool, &str)> = d.iter().map(|d| (d.id.as_str(), d.keep, d.reason.as_str())).collect();
+    let d =
+        host.retention(&legacy, "host/h", &snaps, 0, &params, &Limits::default()).expect("reversed answer");
+    let got: Vec<(bool, &str)> = d.iter().map(|d| (d.keep, d.reason.as_str())).collect();
+    assert_eq!(
+        got,
+        [(false, "position 0"), (true, "position 1"), (true, "protected (the policy said: position 2)")]
+    );
+}
+
+/// 0.2.0: the group, each snapshot's time, tags, size, protection and
+/// verify state reach the guest (it echoes them as reasons), snapshots
+/// with the same tags share a tag set, and each decision points at its
+/// own reason.
+#[test]
+fn what_a_0_2_0_guest_is_given_and_answers_survives_the_host() {
+    let host = Host::new().expect("host");
+    let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
+    assert_eq!((hostile.world, hostile.wit_version.as_str()), (World::Retention, "0.2.0"));
+    let tags: [&[&str]; 5] = [&["daily"], &["daily"], &[], &["daily", "weekly"], &["daily"]];
+    let verify =
+        [VerifyState::Ok, VerifyState::None, VerifyState::Failed, VerifyState::None, VerifyState::Ok];
+    let snaps: Vec<RetentionSnapshot> = (0..5i64)
+        .map(|i| {
+            let time = 1_764_000_000 + i * 86_400;
+            RetentionSnapshot {
+                tags: tags[i as usize].iter().map(|t| t.to_string()).collect(),
+                size: 1000 + i as u64,
+                verify_state: verify[i as usize],
+                ..snap(&format!("ns/lab/vm/db1/{}", model::time::format_rfc3339(time)), i == 1)
+            }
+        })
+        .collect();
+    let params = vec![("mode".to_owned(), "echo".to_owned())];
+    let d = host.retention(&hostile, "ns/lab/vm/db1", &snaps, 0, &params, &Limits::default()).expect("echo");
+    let got: Vec<&str> = d.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(
         got,
         [
-            (ids[0], false, "position 0"),
-            (ids[1], true, "position 1"),
-            (ids[2], true, "protected (the policy said: position 2)"),
+            "ns/lab/vm/db1 1764000000 [daily] 1000 false VerifyState::Ok",
+            "ns/lab/vm/db1 1764086400 [daily] 1001 true VerifyState::None",
+            "ns/lab/vm/db1 1764172800 [] 1002 false VerifyState::Failed",
+            "ns/lab/vm/db1 1764259200 [daily,weekly] 1003 false VerifyState::None",
+            "ns/lab/vm/db1 1764345600 [daily] 1004 false VerifyState::Ok",
         ]
+    );
+    let params = vec![("mode".to_owned(), "odd".to_owned())];
+    let d = host.retention(&hostile, "ns/lab/vm/db1", &snaps, 0, &params, &Limits::default()).expect("odd");
+    let got: Vec<(bool, &str)> = d.iter().map(|d| (d.keep, d.reason.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (false, "position 0"),
+            (true, "position 1"),
+            (false, "position 2"),
+            (true, "position 3"),
+            (false, "position 4"),
+        ]
+    );
+    // No snapshots: an empty answer is a whole one.
+    assert_eq!(
+        host.retention(&hostile, "host/none", &[], 0, &params, &Limits::default()).expect("empty"),
+        []
     );
 }
 
@@ -201,12 +283,24 @@ fn load_refuses_what_is_not_a_policy_component() {
     assert!(host.load(&too_big, &limits).expect_err("too big").to_string().contains("limit"));
 }
 
+/// blake3 of `wit/since_v0.1.0/policy.wit` as released.
+const RELEASED_0_1_0: &str = "e179cbdd44b9fd7a1fe31746ef0b2ed83f16b8fa88835d7043eab1844d1cb4d1";
+
 /// The contract of a released version never changes in place.
 #[test]
 fn released_wit_is_frozen() {
     let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
     let current = std::fs::read_to_string(wit.join("policy.wit")).expect("wit/policy.wit");
-    assert!(current.contains("package cairn:policy@0.1.0;"), "the version changed: freeze the new one");
-    let frozen = std::fs::read_to_string(wit.join("since_v0.1.0/policy.wit")).expect("frozen copy");
-    assert_eq!(current, frozen, "wit/policy.wit differs from the released 0.1.0; bump the version instead");
+    assert!(current.contains("package cairn:policy@0.2.0;"), "the version changed: freeze the new one");
+    let frozen = std::fs::read_to_string(wit.join("since_v0.2.0/policy.wit")).expect("frozen copy");
+    assert_eq!(current, frozen, "wit/policy.wit differs from the released 0.2.0; bump the version instead");
+    // Older releases stay, each with its own version, for the components
+    // built against them.
+    for version in policy::SUPPORTED_VERSIONS {
+        let old =
+            std::fs::read_to_string(wit.join(format!("since_v{version}/policy.wit"))).expect("frozen copy");
+        assert!(old.contains(&format!("package cairn:policy@{version};")), "since_v{version}");
+    }
+    let blake = blake3::hash(std::fs::read(wit.join("since_v0.1.0/policy.wit")).expect("0.1.0").as_slice());
+    assert_eq!(blake.to_hex().as_str(), RELEASED_0_1_0, "the released 0.1.0 changed in place");
 }

@@ -57,7 +57,10 @@ fn scheduler_examples_pass_their_cases() {
         let ran = run_cases(&host, &p, example);
         assert!(ran >= 5, "only {ran} cases for {example}");
         // A scheduler is not a retention policy.
-        let err = host.retention(&p, &[], 0, &[], &Limits::default()).expect_err("wrong world").to_string();
+        let err = host
+            .retention(&p, "host/h", &[], 0, &[], &Limits::default())
+            .expect_err("wrong world")
+            .to_string();
         assert!(err.contains("not a retention policy"), "{err}");
     }
 }

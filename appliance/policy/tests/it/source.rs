@@ -109,7 +109,7 @@ fn bad_parameters_and_answers_are_clear_errors() {
         assert!(err.contains(expect), "{p:?}: {err} should say {expect:?}");
     }
     // A retention call on a source policy is refused by world.
-    let err = host.retention(&policy, &[], 0, &[], &Limits::default()).unwrap_err().to_string();
+    let err = host.retention(&policy, "host/h", &[], 0, &[], &Limits::default()).unwrap_err().to_string();
     assert!(err.contains("not a retention policy"), "{err}");
 }
 

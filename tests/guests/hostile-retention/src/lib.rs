@@ -2,7 +2,14 @@
 //! picks the misbehaviour; the host must stop or reject each one within
 //! its budget, stay healthy, and delete nothing.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "retention" });
+// The bindings in a module of their own, where the lint that the glue
+// generated for `decide` trips (its arguments, flattened, are more than
+// seven) can be allowed without allowing it for this crate's own functions.
+#[allow(clippy::too_many_arguments)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "retention" });
+}
+use bindings::*;
 
 struct Hostile;
 
@@ -10,16 +17,23 @@ impl Guest for Hostile {
     fn describe() -> PolicyInfo {
         PolicyInfo {
             name: "hostile-retention".into(),
-            version: "0.1.0".into(),
+            version: "0.2.0".into(),
             description: "misbehaves on purpose".into(),
-            params: vec![Param { key: "mode".into(), value: "loop, memory, recursion, huge, sleep, unknown-id, repeat-id, missing-id, remove-all, trap, error, keep-all".into() }],
+            params: vec![Param { key: "mode".into(), value: "loop, memory, recursion, huge, sleep, extra, missing, bad-reason, many-reasons, control-reason, remove-all, odd, echo, trap, error, keep-all".into() }],
         }
     }
 
-    fn decide(snapshots: Vec<Snapshot>, _now: i64, params: Vec<Param>) -> Result<Vec<Decision>, String> {
+    fn decide(
+        group: String,
+        snapshots: Vec<Snapshot>,
+        tag_sets: Vec<Vec<String>>,
+        _now: i64,
+        params: Vec<Param>,
+    ) -> Result<Answer, String> {
         let mode = params.iter().find(|p| p.key == "mode").map(|p| p.value.clone()).unwrap_or_default();
-        let answer = |keep: bool| -> Vec<Decision> {
-            snapshots.iter().map(|s| Decision { id: s.id.clone(), keep, reason: "hostile".into() }).collect()
+        let answer = |keep: bool| Answer {
+            decisions: snapshots.iter().map(|_| Decision { keep, reason: 0 }).collect(),
+            reasons: vec!["hostile".into()],
         };
         match mode.as_str() {
             "loop" => {
@@ -35,50 +49,65 @@ impl Guest for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
-            "recursion" => Ok(vec![Decision {
-                id: String::new(),
-                keep: deep(std::hint::black_box(0)) > 0,
-                reason: String::new(),
-            }]),
-            "huge" => Ok((0..5_000_000)
-                .map(|i| Decision { id: format!("not/a/snapshot-{i}"), keep: true, reason: "x".repeat(100) })
-                .collect()),
-            "unknown-id" => {
+            "recursion" => Ok(Answer {
+                decisions: vec![Decision { keep: deep(std::hint::black_box(0)) > 0, reason: 0 }],
+                reasons: vec![],
+            }),
+            "huge" => Ok(Answer {
+                decisions: (0..5_000_000).map(|_| Decision { keep: true, reason: 0 }).collect(),
+                reasons: (0..5_000_000).map(|_| "x".repeat(100)).collect(),
+            }),
+            "extra" => {
                 let mut a = answer(true);
-                a.push(Decision {
-                    id: "host/other/2026-01-01T00:00:00Z".into(),
-                    keep: false,
-                    reason: "?".into(),
-                });
+                a.decisions.push(Decision { keep: false, reason: 0 });
                 Ok(a)
             }
-            "repeat-id" => {
-                let mut a = answer(true);
-                let first = a[0].clone();
-                a.push(first);
-                Ok(a)
-            }
-            "missing-id" => {
+            "missing" => {
                 let mut a = answer(false);
-                a.pop();
+                a.decisions.pop();
+                Ok(a)
+            }
+            "bad-reason" => {
+                let mut a = answer(false);
+                a.decisions[1].reason = 7;
+                Ok(a)
+            }
+            "many-reasons" => {
+                let mut a = answer(true);
+                a.reasons.extend((0..snapshots.len() + 1).map(|i| format!("spare {i}")));
+                Ok(a)
+            }
+            "control-reason" => {
+                let mut a = answer(true);
+                a.reasons[0] = "keep\nrm -rf /".into();
                 Ok(a)
             }
             "remove-all" => Ok(answer(false)),
-            // A valid answer, odd positions kept, given back to front.
-            "reversed" => Ok(snapshots
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, s)| Decision {
-                    id: s.id.clone(),
-                    keep: i % 2 == 1,
-                    reason: format!("position {i}"),
+            // Odd positions kept, each with a reason naming its position.
+            "odd" => Ok(Answer {
+                decisions: (0..snapshots.len())
+                    .map(|i| Decision { keep: i % 2 == 1, reason: i as u32 })
+                    .collect(),
+                reasons: (0..snapshots.len()).map(|i| format!("position {i}")).collect(),
+            }),
+            // Keep all, each with a reason that repeats what the guest was
+            // given about it: the group, time, tags, size, protected and
+            // verify state.
+            "echo" => {
+                let reasons: Vec<String> = snapshots
+                    .iter()
+                    .map(|s| {
+                        let tags =
+                            tag_sets.get(s.tag_set as usize).map(|t| t.join(",")).unwrap_or("?".into());
+                        format!("{group} {} [{tags}] {} {} {:?}", s.time, s.size, s.protected, s.verify_state)
+                    })
+                    .collect();
+                Ok(Answer {
+                    decisions: (0..snapshots.len())
+                        .map(|i| Decision { keep: true, reason: i as u32 })
+                        .collect(),
+                    reasons,
                 })
-                .collect()),
-            "control-reason" => {
-                let mut a = answer(true);
-                a[0].reason = "keep\nrm -rf /".into();
-                Ok(a)
             }
             "trap" => panic!("hostile policy traps on purpose"),
             "sleep" => {
@@ -97,4 +126,4 @@ fn deep(n: u64) -> u64 {
     1 + deep(pad[(n % 64) as usize] + 1) + pad[3]
 }
 
-export!(Hostile);
+bindings::export!(Hostile with_types_in bindings);
