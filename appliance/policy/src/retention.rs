@@ -278,3 +278,71 @@ fn reorder(
     }
     Ok(out.into_iter().flatten().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(time: i64, tags: &[&str]) -> RetentionSnapshot {
+        RetentionSnapshot {
+            id: format!("host/t/{time}"),
+            time,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            size: 0,
+            protected: false,
+            verify_state: VerifyState::None,
+        }
+    }
+
+    /// Each distinct tag list is passed once, in the order it first
+    /// appears, whether its snapshots are neighbours or not; no tags is a
+    /// list of its own.
+    #[test]
+    fn distinct_tag_lists_are_passed_once() {
+        let snaps = [
+            snapshot(1, &["daily"]),
+            snapshot(2, &["daily"]),
+            snapshot(3, &[]),
+            snapshot(4, &["daily", "weekly"]),
+            snapshot(5, &["daily"]),
+            snapshot(6, &[]),
+            snapshot(7, &["weekly", "daily"]),
+        ];
+        let (compact, sets) = compact(&snaps);
+        assert_eq!(sets, [vec!["daily"], vec![], vec!["daily", "weekly"], vec!["weekly", "daily"]]);
+        let got: Vec<(i64, u32)> = compact.iter().map(|s| (s.time, s.tag_set)).collect();
+        assert_eq!(got, [(1, 0), (2, 0), (3, 1), (4, 2), (5, 0), (6, 1), (7, 3)]);
+    }
+
+    /// An answer that points past its reasons, gives more reasons than
+    /// decisions or a decision too few is refused; a protected snapshot
+    /// stays whatever the answer says.
+    #[test]
+    fn answers_are_checked() {
+        let mut snaps = [snapshot(1, &[]), snapshot(2, &[])];
+        snaps[0].protected = true;
+        let answer = |decisions: &[(bool, u32)], reasons: &[&str]| wit2::Answer {
+            decisions: decisions.iter().map(|&(keep, reason)| wit2::Decision { keep, reason }).collect(),
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        };
+        let ok = check_answer_v0_2(&snaps, answer(&[(false, 0), (false, 0)], &["remove"])).expect("valid");
+        assert_eq!(
+            ok,
+            [
+                RetentionDecision { keep: true, reason: "protected (the policy said: remove)".into() },
+                RetentionDecision { keep: false, reason: "remove".into() },
+            ]
+        );
+        let refused = [
+            (answer(&[(true, 0), (true, 1)], &["keep"]), "points at reason 1, and it gave 1"),
+            (answer(&[(true, 0), (true, 0)], &["a", "b", "c"]), "3 reasons for 2 decisions"),
+            (answer(&[(true, 0)], &["keep"]), "1 decisions for 2 snapshots"),
+            (answer(&[(true, 0), (true, 0)], &["keep\u{1b}[2J"]), "not printable"),
+            (answer(&[(true, 0), (true, 0)], &[&"x".repeat(MAX_REASON + 1)]), "over 200 bytes"),
+        ];
+        for (a, want) in refused {
+            let err = check_answer_v0_2(&snaps, a).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
+    }
+}
