@@ -138,6 +138,10 @@ fn watch(dir: &Path) {
     let Ok(members) = std::fs::read_dir(dir) else { return };
     for m in members.flatten() {
         let p = m.path();
+        // Code the members share with `include!` (tests/guests/misbehave.rs).
+        if p.extension().is_some_and(|e| e == "rs") {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
         if p.join("Cargo.toml").is_file() {
             println!("cargo:rerun-if-changed={}", p.join("Cargo.toml").display());
             println!("cargo:rerun-if-changed={}", p.join("src").display());

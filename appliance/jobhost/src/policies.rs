@@ -143,7 +143,7 @@ pub fn add(
     let record = PolicyRecord {
         name,
         world: p.world.name().into(),
-        wit_version: p.wit_version.clone(),
+        wit_version: p.wit_version().to_owned(),
         policy_name: p.info.name.clone(),
         policy_version: p.info.version.clone(),
         description: p.info.description.clone(),

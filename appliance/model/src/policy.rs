@@ -74,31 +74,40 @@ pub fn parse_params<S: AsRef<str>>(
         .collect()
 }
 
-/// Retention decisions as `cairn:policy@0.2.0` answers them: each
-/// `(keep, reason)` becomes `(keep, index)` into the distinct reasons,
-/// listed in the order they first appear. Neighbours often share a reason
-/// (`remove`), so only a change of reason is looked up.
-pub fn intern_reasons(
-    decisions: impl IntoIterator<Item = (bool, String)>,
-) -> (Vec<(bool, u32)>, Vec<String>) {
-    let mut reasons: Vec<String> = Vec::new();
-    let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+/// Each value as an index into the distinct values, listed in the order
+/// they first appear: how `cairn:policy@0.2.0` passes tag lists to a
+/// retention policy and reasons back from it. Neighbours often share a
+/// value (`remove`, the same tags), so only a change is looked up.
+pub fn intern<T: Eq + std::hash::Hash + Clone>(values: impl IntoIterator<Item = T>) -> (Vec<u32>, Vec<T>) {
+    let mut distinct: Vec<T> = Vec::new();
+    let mut index: std::collections::HashMap<T, u32> = std::collections::HashMap::new();
     let mut last: Option<u32> = None;
-    let verdicts = decisions
+    let indices = values
         .into_iter()
-        .map(|(keep, reason)| {
+        .map(|v| {
             let i = match last {
-                Some(i) if reasons[i as usize] == reason => i,
-                _ => *index.entry(reason).or_insert_with_key(|r| {
-                    reasons.push(r.clone());
-                    (reasons.len() - 1) as u32
+                Some(i) if distinct[i as usize] == v => i,
+                _ => *index.entry(v).or_insert_with_key(|v| {
+                    distinct.push(v.clone());
+                    (distinct.len() - 1) as u32
                 }),
             };
             last = Some(i);
-            (keep, i)
+            i
         })
         .collect();
-    (verdicts, reasons)
+    (indices, distinct)
+}
+
+/// Retention decisions as `cairn:policy@0.2.0` answers them: each
+/// `(keep, reason)` becomes `(keep, index)` into the distinct reasons
+/// ([`intern`]).
+pub fn intern_reasons(
+    decisions: impl IntoIterator<Item = (bool, String)>,
+) -> (Vec<(bool, u32)>, Vec<String>) {
+    let (keep, reasons): (Vec<bool>, Vec<String>) = decisions.into_iter().unzip();
+    let (indices, reasons) = intern(reasons);
+    (keep.into_iter().zip(indices).collect(), reasons)
 }
 
 #[cfg(test)]

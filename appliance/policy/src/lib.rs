@@ -111,7 +111,6 @@ pub struct Policy {
     component: wasmtime::component::Component,
     pub world: World,
     /// The WIT package version the component was built against.
-    pub wit_version: String,
     wit: WitVersion,
     /// blake3 of the component bytes, hex.
     pub digest: String,
@@ -122,7 +121,7 @@ impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("world", &self.world)
-            .field("wit_version", &self.wit_version)
+            .field("wit_version", &self.wit_version())
             .field("digest", &self.digest)
             .field("info", &self.info)
             .finish()
@@ -130,6 +129,11 @@ impl std::fmt::Debug for Policy {
 }
 
 impl Policy {
+    /// The WIT package version the component was built against (`0.2.0`).
+    pub fn wit_version(&self) -> &'static str {
+        self.wit.as_str()
+    }
+
     fn expect_world(&self, world: World) -> Result<(), PolicyError> {
         if self.world == world {
             return Ok(());
@@ -339,7 +343,7 @@ impl Host {
         };
         check_info(&info)?;
         let digest = hash.to_hex().to_string();
-        Ok(Policy { component, world, wit_version: wit.as_str().to_owned(), wit, digest, info })
+        Ok(Policy { component, world, wit, digest, info })
     }
 
     /// Instantiate `policy` in a fresh store and call nothing: what every

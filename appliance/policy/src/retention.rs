@@ -141,39 +141,23 @@ pub fn decide(
 /// The snapshots as 0.2.0 passes them: scalars, and an index into the
 /// distinct tag lists, each listed once.
 fn compact(snapshots: &[RetentionSnapshot]) -> (Vec<wit2::Snapshot>, Vec<Vec<String>>) {
-    let mut sets: Vec<Vec<String>> = Vec::new();
-    let mut index: HashMap<&[String], u32> = HashMap::new();
-    // Neighbours usually carry the same tags: only a change looks them up.
-    let mut last: Option<(&[String], u32)> = None;
+    let (tag_sets, sets) = model::policy::intern(snapshots.iter().map(|s| s.tags.as_slice()));
     let compact = snapshots
         .iter()
-        .map(|s| {
-            let tags = s.tags.as_slice();
-            let tag_set = match last {
-                Some((t, i)) if t == tags => i,
-                _ => {
-                    let i = *index.entry(tags).or_insert_with(|| {
-                        sets.push(tags.to_vec());
-                        (sets.len() - 1) as u32
-                    });
-                    last = Some((tags, i));
-                    i
-                }
-            };
-            wit2::Snapshot {
-                time: s.time,
-                tag_set,
-                size: s.size,
-                protected: s.protected,
-                verify_state: match s.verify_state {
-                    VerifyState::None => wit2::VerifyState::None,
-                    VerifyState::Ok => wit2::VerifyState::Ok,
-                    VerifyState::Failed => wit2::VerifyState::Failed,
-                },
-            }
+        .zip(tag_sets)
+        .map(|(s, tag_set)| wit2::Snapshot {
+            time: s.time,
+            tag_set,
+            size: s.size,
+            protected: s.protected,
+            verify_state: match s.verify_state {
+                VerifyState::None => wit2::VerifyState::None,
+                VerifyState::Ok => wit2::VerifyState::Ok,
+                VerifyState::Failed => wit2::VerifyState::Failed,
+            },
         })
         .collect();
-    (compact, sets)
+    (compact, sets.into_iter().map(<[String]>::to_vec).collect())
 }
 
 /// A reason a human may read: short and printable.
@@ -182,11 +166,11 @@ fn check_reason(reason: &str) -> bool {
 }
 
 /// Protected snapshots stay whatever the policy said; the reason says so.
-fn verdict(protected: bool, keep: bool, reason: &str) -> RetentionDecision {
+fn verdict(protected: bool, keep: bool, reason: String) -> RetentionDecision {
     if protected && !keep {
         RetentionDecision { keep: true, reason: format!("protected (the policy said: {reason})") }
     } else {
-        RetentionDecision { keep, reason: reason.to_owned() }
+        RetentionDecision { keep, reason }
     }
 }
 
@@ -210,7 +194,7 @@ fn check_answer_v0_2(
         .iter()
         .zip(snapshots)
         .map(|(d, s)| match reasons.get(d.reason as usize) {
-            Some(reason) => Ok(verdict(s.protected, d.keep, reason)),
+            Some(reason) => Ok(verdict(s.protected, d.keep, reason.clone())),
             None => Err(format!(
                 "its decision for {} points at reason {}, and it gave {}",
                 s.id,
@@ -241,11 +225,7 @@ fn check_answer_v0_1(
             if !check_reason(&d.reason) {
                 return Err(format!("its reason for {} is over {MAX_REASON} bytes or not printable", d.id));
             }
-            Ok(if s.protected && !d.keep {
-                verdict(true, false, &d.reason)
-            } else {
-                RetentionDecision { keep: d.keep, reason: d.reason }
-            })
+            Ok(verdict(s.protected, d.keep, d.reason))
         })
         .collect()
 }

@@ -85,8 +85,8 @@ fn a_cached_load_decides_like_a_fresh_compile() {
     assert!(ready.artifact.is_none(), "nothing to rewrite after a cached load");
     let cached = ready.policy;
     assert_eq!(
-        (cached.world, &cached.wit_version, &cached.digest, &cached.info),
-        (fresh.world, &fresh.wit_version, &fresh.digest, &fresh.info)
+        (cached.world, cached.wit_version(), &cached.digest, &cached.info),
+        (fresh.world, fresh.wit_version(), &fresh.digest, &fresh.info)
     );
     same_decisions(&fresh_host, &fresh, &host, &cached);
     host.instantiate(&cached, &Limits::default()).expect("instantiate");

@@ -14,7 +14,7 @@ fn a_0_1_0_scheduler_decides() {
     let host = Host::new().expect("host");
     let p = load(&host, "legacy-scheduler");
     assert_eq!(
-        (p.world, p.wit_version.as_str(), p.info.name.as_str()),
+        (p.world, p.wit_version(), p.info.name.as_str()),
         (World::Scheduler, "0.1.0", "legacy-scheduler")
     );
     let job = ScheduleJob { name: "nightly".into(), group: "host/web".into(), params: vec![] };
@@ -32,7 +32,7 @@ fn a_0_1_0_scheduler_decides() {
 fn a_0_1_0_source_handler_backs_up_and_restores() {
     let host = Host::new().expect("host");
     let p = load(&host, "legacy-source");
-    assert_eq!((p.world, p.wit_version.as_str()), (World::Source, "0.1.0"));
+    assert_eq!((p.world, p.wit_version()), (World::Source, "0.1.0"));
     let params = vec![("text".to_owned(), "hello from 0.1.0".to_owned())];
     let mut s = host.source(&p, &Grants::default(), None).expect("open");
     assert!(s.features.full && s.features.restore && !s.features.incremental);

@@ -41,7 +41,7 @@ fn retention_recent_describes_itself() {
         return;
     }
     let (_, p) = loaded();
-    assert_eq!((p.world, p.wit_version.as_str()), (World::Retention, "0.2.0"));
+    assert_eq!((p.world, p.wit_version()), (World::Retention, "0.2.0"));
     assert_eq!((p.info.name.as_str(), p.info.version.as_str()), ("retention-recent", "0.2.0"));
     assert!(p.info.description.contains("keep-within"), "{:?}", p.info);
     assert!(p.info.description.contains("16 MiB"), "the budget is stated: {:?}", p.info);

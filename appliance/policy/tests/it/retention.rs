@@ -19,7 +19,7 @@ fn retention_gfs_describes_itself() {
     let host = Host::new().expect("host");
     let gfs = load(&host, &policy_guests::example("retention-gfs"));
     assert_eq!(gfs.world, World::Retention);
-    assert_eq!(gfs.wit_version, "0.2.0");
+    assert_eq!(gfs.wit_version(), "0.2.0");
     assert_eq!(gfs.info.name, "retention-gfs");
     assert!(gfs.info.params.iter().any(|(k, _)| k == "keep-daily"), "{:?}", gfs.info);
     assert_eq!(gfs.digest.len(), 64);
@@ -201,7 +201,7 @@ fn hostile_guests_of_the_0_1_0_contract_are_stopped_within_budget() {
 fn an_answer_in_another_order_comes_back_in_the_snapshots_order() {
     let host = Host::new().expect("host");
     let legacy = load(&host, &policy_guests::test_guest("legacy-retention"));
-    assert_eq!((legacy.world, legacy.wit_version.as_str()), (World::Retention, "0.1.0"));
+    assert_eq!((legacy.world, legacy.wit_version()), (World::Retention, "0.1.0"));
     let ids = ["host/h/2026-11-01T00:00:00Z", "host/h/2026-11-02T00:00:00Z", "host/h/2026-11-03T00:00:00Z"];
     let snaps: Vec<_> = ids.iter().enumerate().map(|(i, id)| snap(id, i == 2)).collect();
     let params = vec![("mode".to_owned(), "reversed".to_owned())];
@@ -222,7 +222,7 @@ fn an_answer_in_another_order_comes_back_in_the_snapshots_order() {
 fn what_a_0_2_0_guest_is_given_and_answers_survives_the_host() {
     let host = Host::new().expect("host");
     let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
-    assert_eq!((hostile.world, hostile.wit_version.as_str()), (World::Retention, "0.2.0"));
+    assert_eq!((hostile.world, hostile.wit_version()), (World::Retention, "0.2.0"));
     let tags: [&[&str]; 5] = [&["daily"], &["daily"], &[], &["daily", "weekly"], &["daily"]];
     let verify =
         [VerifyState::Ok, VerifyState::None, VerifyState::Failed, VerifyState::None, VerifyState::Ok];

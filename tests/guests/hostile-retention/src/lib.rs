@@ -36,21 +36,10 @@ impl Guest for Hostile {
             reasons: vec!["hostile".into()],
         };
         match mode.as_str() {
-            "loop" => {
-                let mut x: u64 = 1;
-                loop {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            }
-            "memory" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![7u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
-                }
-            }
+            "loop" => misbehave::spin(),
+            "memory" => misbehave::hoard(),
             "recursion" => Ok(Answer {
-                decisions: vec![Decision { keep: deep(std::hint::black_box(0)) > 0, reason: 0 }],
+                decisions: vec![Decision { keep: misbehave::deep(std::hint::black_box(0)) > 0, reason: 0 }],
                 reasons: vec![],
             }),
             "huge" => Ok(Answer {
@@ -120,10 +109,8 @@ impl Guest for Hostile {
     }
 }
 
-#[allow(unconditional_recursion)] // the point of the "recursion" mode
-fn deep(n: u64) -> u64 {
-    let pad = std::hint::black_box([n; 64]);
-    1 + deep(pad[(n % 64) as usize] + 1) + pad[3]
+mod misbehave {
+    include!("../../misbehave.rs");
 }
 
 bindings::export!(Hostile with_types_in bindings);

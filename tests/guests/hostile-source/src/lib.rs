@@ -7,6 +7,10 @@ wit_bindgen::generate!({ path: "../../../wit", world: "source" });
 
 use std::cell::RefCell;
 
+mod misbehave {
+    include!("../../misbehave.rs");
+}
+
 /// `wasi:random/random`, which the host serves (the `source` world does not
 /// name it; the standard library uses it without exposing it).
 mod rng {
@@ -61,13 +65,7 @@ impl Handler for Hostile {
         let get = |k: &str| params.iter().find(|p| p.key == k).map(|p| p.value.clone()).unwrap_or_default();
         let (mode, file) = (get("mode"), get("file"));
         match mode.as_str() {
-            "memory" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![7u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
-                }
-            }
+            "memory" => misbehave::hoard(),
             "write" => std::fs::write(&file, b"written by a source handler")
                 .map_err(|e| format!("write {file}: {e}"))?,
             _ => {}
@@ -84,12 +82,7 @@ impl Handler for Hostile {
             Ok(match (mode, n) {
                 ("read", 1) => Step::Item(item("copy")),
                 ("read", 2) => Step::Data(std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?),
-                ("loop", _) => {
-                    let mut x: u64 = 1;
-                    loop {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                    }
-                }
+                ("loop", _) => misbehave::spin(),
                 ("huge-step", 1) => Step::Item(item("big")),
                 ("huge-step", _) => Step::Data(vec![1u8; 8 << 20]),
                 ("bad-path", 1) => Step::Item(item("../../etc/cron.d/evil")),

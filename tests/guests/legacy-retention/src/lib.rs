@@ -23,22 +23,11 @@ impl Guest for Hostile {
             snapshots.iter().map(|s| Decision { id: s.id.clone(), keep, reason: "hostile".into() }).collect()
         };
         match mode.as_str() {
-            "loop" => {
-                let mut x: u64 = 1;
-                loop {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            }
-            "memory" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![7u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
-                }
-            }
+            "loop" => misbehave::spin(),
+            "memory" => misbehave::hoard(),
             "recursion" => Ok(vec![Decision {
                 id: String::new(),
-                keep: deep(std::hint::black_box(0)) > 0,
+                keep: misbehave::deep(std::hint::black_box(0)) > 0,
                 reason: String::new(),
             }]),
             "huge" => Ok((0..5_000_000)
@@ -92,10 +81,8 @@ impl Guest for Hostile {
     }
 }
 
-#[allow(unconditional_recursion)] // the point of the "recursion" mode
-fn deep(n: u64) -> u64 {
-    let pad = std::hint::black_box([n; 64]);
-    1 + deep(pad[(n % 64) as usize] + 1) + pad[3]
+mod misbehave {
+    include!("../../misbehave.rs");
 }
 
 export!(Hostile);
