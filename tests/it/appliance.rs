@@ -198,6 +198,17 @@ struct Vm {
     guest: String,
     child: Option<Child>,
     boots: usize,
+    /// Machine resets after a stalled boot (see [`Vm::wait`]).
+    stall_resets: usize,
+}
+
+/// How long a boot may print nothing after the firmware starts the loader.
+const STALL: Duration = Duration::from_secs(180);
+
+/// Whether the console's last line is the firmware starting the boot
+/// loader: the machine handed over and nothing has printed since.
+fn handed_over_silently(serial: &str) -> bool {
+    serial.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.contains("BdsDxe: starting Boot"))
 }
 
 impl Vm {
@@ -216,7 +227,14 @@ impl Vm {
             .status()
             .unwrap();
         assert!(s.success());
-        Vm { dir: dir.to_owned(), port: free_port(), guest: "10.0.2.15".into(), child: None, boots: 0 }
+        Vm {
+            dir: dir.to_owned(),
+            port: free_port(),
+            guest: "10.0.2.15".into(),
+            child: None,
+            boots: 0,
+            stall_resets: 0,
+        }
     }
 
     /// Put `name` with `text` on the EFI partition (1 MiB into the disk).
@@ -282,8 +300,17 @@ impl Vm {
     }
 
     /// Wait until `f` answers Some; the serial console's tail on timeout.
+    ///
+    /// A boot that stalls right after the firmware hands over (the last
+    /// console line is OVMF's "starting Boot…" and nothing follows for
+    /// [`STALL`], where the image's first line, the data disk's, comes
+    /// within a minute even on a loaded machine) is reset once per test,
+    /// with the virtual CPUs' state printed: such a stall left no output
+    /// from the kernel or the image to act on, and was seen once in CI
+    /// without being reproduced here. A second stall fails the test.
     fn wait<T>(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&mut Vm) -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Instant::now() + timeout;
+        let (mut seen, mut changed) = (self.serial().len(), Instant::now());
         loop {
             if let Some(t) = f(self) {
                 return t;
@@ -292,6 +319,27 @@ impl Vm {
                 && let Ok(Some(status)) = c.try_wait()
             {
                 panic!("QEMU exited ({status}) while waiting for {what}:\n{}", tail(&self.serial(), 40));
+            }
+            let serial = self.serial();
+            if serial.len() != seen {
+                (seen, changed) = (serial.len(), Instant::now());
+            } else if changed.elapsed() > STALL && handed_over_silently(&serial) {
+                let cpus = self.monitor_query("info registers -a");
+                let rips: Vec<&str> = cpus.lines().filter(|l| l.starts_with("RIP=")).collect();
+                assert!(
+                    self.stall_resets == 0,
+                    "a second boot stalled after the firmware while waiting for {what} (no console output for \
+                     {STALL:?}); CPUs: {rips:?}\n{}",
+                    tail(&serial, 20)
+                );
+                eprintln!(
+                    "STALL: no console output for {STALL:?} after the firmware started the loader, while waiting \
+                     for {what}; CPUs: {rips:?}; resetting the machine once"
+                );
+                self.stall_resets += 1;
+                self.monitor("system_reset");
+                deadline += changed.elapsed();
+                changed = Instant::now();
             }
             assert!(
                 Instant::now() < deadline,
@@ -310,6 +358,24 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// A monitor command's answer (what QEMU prints until it goes quiet).
+    fn monitor_query(&self, command: &str) -> String {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.dir.join("mon.sock")) else {
+            return "(no monitor)".into();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(format!("{command}\n").as_bytes());
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn monitor(&self, command: &str) {
