@@ -253,11 +253,10 @@ pub fn retention_decider(
     }))
 }
 
-pub fn to_retention(i: &SnapshotInfo) -> RetentionSnapshot {
+pub fn to_retention(i: &SnapshotInfo) -> RetentionSnapshot<'_> {
     RetentionSnapshot {
-        id: i.id.to_string(),
         time: i.id.time,
-        tags: i.tags.clone(),
+        tags: &i.tags,
         size: i.size,
         protected: i.protected,
         verify_state: match i.verify {
@@ -370,12 +369,17 @@ pub fn simulate(
         let decisions = host.retention(&policy, &group_name, &snaps, t, params, &limits)?;
         kept.clear();
         let mut still = Vec::new();
-        for ((info, d), s) in alive.iter().zip(decisions).zip(snaps) {
+        // The kept ones' ids are written out once, at the end.
+        for (info, d) in alive.iter().zip(decisions) {
             if d.keep {
                 still.push(*info);
-                kept.push(SimKept { id: s.id, reason: d.reason });
+                kept.push((*info, d.reason));
             } else {
-                removed.push(SimRemoved { at: model::time::format_rfc3339(t), id: s.id, reason: d.reason });
+                removed.push(SimRemoved {
+                    at: model::time::format_rfc3339(t),
+                    id: info.id.to_string(),
+                    reason: d.reason,
+                });
             }
         }
         alive = still;
@@ -387,6 +391,6 @@ pub fn simulate(
         until: model::time::format_rfc3339(t - every),
         snapshots: infos.len(),
         removed,
-        kept,
+        kept: kept.into_iter().map(|(info, reason)| SimKept { id: info.id.to_string(), reason }).collect(),
     })
 }

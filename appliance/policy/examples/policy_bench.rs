@@ -108,7 +108,8 @@ fn main() -> ExitCode {
     let sizes: &[usize] = if profile.is_some() { &[10_000] } else { &[0, 10, 1_000, 10_000, 100_000] };
     for &n in sizes {
         let start = 1_700_000_000i64;
-        let snaps = hourly(start, n, &["daily"]);
+        let daily = ["daily".to_owned()];
+        let snaps = hourly(start, n, &daily);
         let runs = profile.unwrap_or(if n >= 100_000 { 3 } else { 9 });
         let took = time(runs, || {
             let d = child.retention(&policy, "host/bench", &snaps, start, &params, &limits).expect("decide");
@@ -224,18 +225,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `n` snapshots one hour apart from `start`, each tagged `tags`.
-fn hourly(start: i64, n: usize, tags: &[&str]) -> Vec<RetentionSnapshot> {
+fn hourly(start: i64, n: usize, tags: &[String]) -> Vec<RetentionSnapshot<'_>> {
     (0..n)
         .map(|i| {
             let time = start + i as i64 * 3_600;
-            RetentionSnapshot {
-                id: format!("host/bench/{}", model::time::format_rfc3339(time)),
-                time,
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                size: 1 << 30,
-                protected: false,
-                verify_state: VerifyState::Ok,
-            }
+            RetentionSnapshot { time, tags, size: 1 << 30, protected: false, verify_state: VerifyState::Ok }
         })
         .collect()
 }

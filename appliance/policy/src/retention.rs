@@ -38,12 +38,26 @@ use v0_2::cairn::policy::types as wit2;
 /// of each version share these types.
 pub use v0_1::cairn::policy::types as wit;
 
-/// A snapshot as a retention policy sees it (`id`, `time` in epoch
-/// seconds UTC, `tags`, `size`, `protected`, `verify_state`): the 0.1.0
-/// WIT record itself, so a call to a 0.1.0 component passes the caller's
-/// snapshots without copying them first; a call to a 0.2.0 component
-/// passes their scalars and their distinct tag lists.
-pub use wit::Snapshot as RetentionSnapshot;
+/// A snapshot as a retention policy sees it: `time` in epoch seconds
+/// UTC, `tags`, `size`, `protected`, `verify_state`, borrowed from the
+/// caller's records. Its id is its group's and its time's
+/// ([`snapshot_id`]), so the host writes ids out only for a 0.1.0
+/// component, whose contract passes them as strings; 0.2.0 passes the
+/// group once, each snapshot's scalars, and the distinct tag lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSnapshot<'a> {
+    pub time: i64,
+    pub tags: &'a [String],
+    pub size: u64,
+    pub protected: bool,
+    pub verify_state: VerifyState,
+}
+
+/// A snapshot's id: `GROUP/TIME`, the time in RFC 3339 (as
+/// `model::SnapshotId` writes it).
+pub(crate) fn snapshot_id(group: &str, time: i64) -> String {
+    format!("{group}/{}", model::time::format_rfc3339(time))
+}
 /// `none`, `ok` or `failed`.
 pub use wit::VerifyState;
 
@@ -115,13 +129,14 @@ pub fn decide(
         WitVersion::V0_1 => {
             let params: Vec<wit::Param> =
                 params.iter().map(|(k, v)| wit::Param { key: k.clone(), value: v.clone() }).collect();
+            let snapshots: Vec<wit::Snapshot> = snapshots.iter().map(|s| v0_1_snapshot(group, s)).collect();
             let answer = sandbox.call(
                 policy,
                 limits,
                 |store| v0_1::Retention::instantiate(store, &policy.component, sandbox.linker()),
-                |bindings, store| bindings.call_decide(store, snapshots, now, &params),
+                |bindings, store| bindings.call_decide(store, &snapshots, now, &params),
             )?;
-            check_answer_v0_1(snapshots, answer).map_err(call_err)
+            check_answer_v0_1(&snapshots, answer).map_err(call_err)
         }
         WitVersion::V0_2 => {
             let params: Vec<wit2::Param> =
@@ -133,15 +148,27 @@ pub fn decide(
                 |store| v0_2::Retention::instantiate(store, &policy.component, sandbox.linker()),
                 |bindings, store| bindings.call_decide(store, group, &compact, &tag_sets, now, &params),
             )?;
-            check_answer_v0_2(snapshots, answer).map_err(call_err)
+            check_answer_v0_2(group, snapshots, answer).map_err(call_err)
         }
+    }
+}
+
+/// A snapshot as 0.1.0 passes it: with its id and its own tag list.
+fn v0_1_snapshot(group: &str, s: &RetentionSnapshot) -> wit::Snapshot {
+    wit::Snapshot {
+        id: snapshot_id(group, s.time),
+        time: s.time,
+        tags: s.tags.to_vec(),
+        size: s.size,
+        protected: s.protected,
+        verify_state: s.verify_state,
     }
 }
 
 /// The snapshots as 0.2.0 passes them: scalars, and an index into the
 /// distinct tag lists, each listed once.
 fn compact(snapshots: &[RetentionSnapshot]) -> (Vec<wit2::Snapshot>, Vec<Vec<String>>) {
-    let (tag_sets, sets) = model::policy::intern(snapshots.iter().map(|s| s.tags.as_slice()));
+    let (tag_sets, sets) = model::policy::intern(snapshots.iter().map(|s| s.tags));
     let compact = snapshots
         .iter()
         .zip(tag_sets)
@@ -177,6 +204,7 @@ fn verdict(protected: bool, keep: bool, reason: String) -> RetentionDecision {
 /// 0.2.0: exactly one decision per snapshot, in order; every reason short
 /// and printable, at most one per decision, every index pointing at one.
 fn check_answer_v0_2(
+    group: &str,
     snapshots: &[RetentionSnapshot],
     answer: wit2::Answer,
 ) -> Result<Vec<RetentionDecision>, String> {
@@ -197,7 +225,7 @@ fn check_answer_v0_2(
             Some(reason) => Ok(verdict(s.protected, d.keep, reason.clone())),
             None => Err(format!(
                 "its decision for {} points at reason {}, and it gave {}",
-                s.id,
+                snapshot_id(group, s.time),
                 d.reason,
                 reasons.len()
             )),
@@ -208,7 +236,7 @@ fn check_answer_v0_2(
 /// 0.1.0: exactly one decision per snapshot, none for an unknown id;
 /// reasons short and printable.
 fn check_answer_v0_1(
-    snapshots: &[RetentionSnapshot],
+    snapshots: &[wit::Snapshot],
     mut answer: Vec<wit::Decision>,
 ) -> Result<Vec<RetentionDecision>, String> {
     // Policies usually answer in the order they were asked: then the
@@ -233,10 +261,7 @@ fn check_answer_v0_1(
 /// An answer given out of order, put in the order of `snapshots`: an
 /// error for an id that is not one of them, for a second decision about
 /// one, or for one left without a decision.
-fn reorder(
-    snapshots: &[RetentionSnapshot],
-    answer: Vec<wit::Decision>,
-) -> Result<Vec<wit::Decision>, String> {
+fn reorder(snapshots: &[wit::Snapshot], answer: Vec<wit::Decision>) -> Result<Vec<wit::Decision>, String> {
     let index: HashMap<&str, usize> = snapshots.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
     let mut out: Vec<Option<wit::Decision>> = vec![None; snapshots.len()];
     for d in answer {
@@ -263,14 +288,25 @@ fn reorder(
 mod tests {
     use super::*;
 
-    fn snapshot(time: i64, tags: &[&str]) -> RetentionSnapshot {
-        RetentionSnapshot {
-            id: format!("host/t/{time}"),
-            time,
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            size: 0,
-            protected: false,
-            verify_state: VerifyState::None,
+    fn snapshot(time: i64, tags: &[String]) -> RetentionSnapshot<'_> {
+        RetentionSnapshot { time, tags, size: 0, protected: false, verify_state: VerifyState::None }
+    }
+
+    fn strings(tags: &[&str]) -> Vec<String> {
+        tags.iter().map(|t| t.to_string()).collect()
+    }
+
+    /// A snapshot's id for a 0.1.0 component is the one the catalog gives
+    /// it, namespaced or not.
+    #[test]
+    fn ids_are_the_catalogs() {
+        for group in ["host/web-01", "ns/prod/vm/db"] {
+            let group = model::BackupGroup::parse(group, &model::Namespace::root()).expect("group");
+            let id = model::SnapshotId { group: group.clone(), time: 1_764_000_000 };
+            let tags = strings(&["daily"]);
+            let passed = v0_1_snapshot(&group.to_string(), &snapshot(id.time, &tags));
+            assert_eq!(passed.id, id.to_string());
+            assert_eq!(passed.tags, tags);
         }
     }
 
@@ -279,14 +315,16 @@ mod tests {
     /// list of its own.
     #[test]
     fn distinct_tag_lists_are_passed_once() {
+        let (daily, none, both, swapped) =
+            (strings(&["daily"]), strings(&[]), strings(&["daily", "weekly"]), strings(&["weekly", "daily"]));
         let snaps = [
-            snapshot(1, &["daily"]),
-            snapshot(2, &["daily"]),
-            snapshot(3, &[]),
-            snapshot(4, &["daily", "weekly"]),
-            snapshot(5, &["daily"]),
-            snapshot(6, &[]),
-            snapshot(7, &["weekly", "daily"]),
+            snapshot(1, &daily),
+            snapshot(2, &daily),
+            snapshot(3, &none),
+            snapshot(4, &both),
+            snapshot(5, &daily),
+            snapshot(6, &none),
+            snapshot(7, &swapped),
         ];
         let (compact, sets) = compact(&snaps);
         assert_eq!(sets, [vec!["daily"], vec![], vec!["daily", "weekly"], vec!["weekly", "daily"]]);
@@ -305,7 +343,8 @@ mod tests {
             decisions: decisions.iter().map(|&(keep, reason)| wit2::Decision { keep, reason }).collect(),
             reasons: reasons.iter().map(|r| r.to_string()).collect(),
         };
-        let ok = check_answer_v0_2(&snaps, answer(&[(false, 0), (false, 0)], &["remove"])).expect("valid");
+        let ok = check_answer_v0_2("host/t", &snaps, answer(&[(false, 0), (false, 0)], &["remove"]))
+            .expect("valid");
         assert_eq!(
             ok,
             [
@@ -314,14 +353,17 @@ mod tests {
             ]
         );
         let refused = [
-            (answer(&[(true, 0), (true, 1)], &["keep"]), "points at reason 1, and it gave 1"),
+            (
+                answer(&[(true, 0), (true, 1)], &["keep"]),
+                "for host/t/1970-01-01T00:00:02Z points at reason 1, and it gave 1",
+            ),
             (answer(&[(true, 0), (true, 0)], &["a", "b", "c"]), "3 reasons for 2 decisions"),
             (answer(&[(true, 0)], &["keep"]), "1 decisions for 2 snapshots"),
             (answer(&[(true, 0), (true, 0)], &["keep\u{1b}[2J"]), "not printable"),
             (answer(&[(true, 0), (true, 0)], &[&"x".repeat(MAX_REASON + 1)]), "over 200 bytes"),
         ];
         for (a, want) in refused {
-            let err = check_answer_v0_2(&snaps, a).expect_err(want);
+            let err = check_answer_v0_2("host/t", &snaps, a).expect_err(want);
             assert!(err.contains(want), "{err}");
         }
     }

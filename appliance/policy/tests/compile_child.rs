@@ -106,9 +106,8 @@ fn compiles_in_a_child_like_in_this_process() {
         .map(|i| {
             let time = 1_780_000_000 + i * 7_919;
             policy::RetentionSnapshot {
-                id: format!("host/x/{}", model::time::format_rfc3339(time)),
                 time,
-                tags: vec![],
+                tags: &[],
                 size: 1,
                 protected: i % 17 == 0,
                 verify_state: policy::VerifyState::None,

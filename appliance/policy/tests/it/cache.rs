@@ -30,7 +30,7 @@ fn compiled(host: &Host, bytes: &[u8]) -> (Policy, Vec<u8>) {
 }
 
 /// Snapshots, parameters and `now` for one decision.
-type Round = (Vec<RetentionSnapshot>, Vec<(String, String)>, i64);
+type Round = (Vec<RetentionSnapshot<'static>>, Vec<(String, String)>, i64);
 
 /// Snapshot sets and rules for comparing two policies' decisions.
 fn rounds() -> Vec<Round> {
@@ -45,9 +45,8 @@ fn rounds() -> Vec<Round> {
             let snaps = times
                 .iter()
                 .map(|t| RetentionSnapshot {
-                    id: format!("host/c/{}", model::time::format_rfc3339(*t)),
                     time: *t,
-                    tags: vec![],
+                    tags: &[],
                     size: 1,
                     protected: rng.random_ratio(1, 8),
                     verify_state: VerifyState::Ok,

@@ -37,17 +37,10 @@ struct Expect {
     reason: String,
 }
 
-/// A snapshot named `TYPE/ID/TIME`, at that time.
-pub fn snap(id: &str, protected: bool) -> RetentionSnapshot {
+/// The snapshot with the id `GROUP/TIME`: the time, no tags.
+pub fn snap(id: &str, protected: bool) -> RetentionSnapshot<'static> {
     let time = id.rsplit('/').next().and_then(model::time::parse_rfc3339).expect("id ends in a time");
-    RetentionSnapshot {
-        id: id.into(),
-        time,
-        tags: vec![],
-        size: 0,
-        protected,
-        verify_state: VerifyState::None,
-    }
+    RetentionSnapshot { time, tags: &[], size: 0, protected, verify_state: VerifyState::None }
 }
 
 /// Run every case in `dir` against `p`; returns how many ran. An error
@@ -67,7 +60,7 @@ fn run(host: &Host, p: &policy::Policy, path: &Path, limits: &Limits, error_says
     let snaps: Vec<_> = case
         .snapshots
         .iter()
-        .map(|s| RetentionSnapshot { tags: s.tags.clone(), ..snap(&s.id, s.protected) })
+        .map(|s| RetentionSnapshot { tags: &s.tags, ..snap(&s.id, s.protected) })
         .collect();
     let params: Vec<(String, String)> = case.params.into_iter().collect();
     let now = model::time::parse_rfc3339(&case.now).expect("now");
@@ -77,7 +70,7 @@ fn run(host: &Host, p: &policy::Policy, path: &Path, limits: &Limits, error_says
         (Ok(d), None) => {
             let got: Vec<Expect> = d
                 .into_iter()
-                .zip(&snaps)
+                .zip(&case.snapshots)
                 .map(|(d, s)| Expect { id: s.id.clone(), keep: d.keep, reason: d.reason })
                 .collect();
             assert_eq!(got, case.expect, "{}", path.display());

@@ -57,9 +57,8 @@ fn retention_gfs_gets_its_parameters_and_snapshots_through_the_host_unchanged() 
         let snaps: Vec<RetentionSnapshot> = times
             .iter()
             .map(|t| RetentionSnapshot {
-                id: format!("host/r/{}", model::time::format_rfc3339(*t)),
                 time: *t,
-                tags: vec![],
+                tags: &[],
                 size: 1,
                 protected: rng.random_ratio(1, 10),
                 verify_state: VerifyState::Ok,
@@ -91,7 +90,7 @@ fn retention_gfs_gets_its_parameters_and_snapshots_through_the_host_unchanged() 
             host.retention(&gfs, "host/r", &snaps, start, &params, &Limits::default()).expect("decide");
         assert_eq!(component.len(), snaps.len(), "round {round}");
         for ((b, c), s) in builtin.iter().zip(&component).zip(&snaps) {
-            assert_eq!((b.keep, &b.reason), (c.keep, &c.reason), "round {round}, {} with {params:?}", s.id);
+            assert_eq!((b.keep, &b.reason), (c.keep, &c.reason), "round {round}, {} with {params:?}", s.time);
         }
     }
 }
@@ -223,14 +222,17 @@ fn what_a_0_2_0_guest_is_given_and_answers_survives_the_host() {
     let host = Host::new().expect("host");
     let hostile = load(&host, &policy_guests::test_guest("hostile-retention"));
     assert_eq!((hostile.world, hostile.wit_version()), (World::Retention, "0.2.0"));
-    let tags: [&[&str]; 5] = [&["daily"], &["daily"], &[], &["daily", "weekly"], &["daily"]];
+    let tags: Vec<Vec<String>> = [&["daily"][..], &["daily"], &[], &["daily", "weekly"], &["daily"]]
+        .iter()
+        .map(|t| t.iter().map(|t| t.to_string()).collect())
+        .collect();
     let verify =
         [VerifyState::Ok, VerifyState::None, VerifyState::Failed, VerifyState::None, VerifyState::Ok];
     let snaps: Vec<RetentionSnapshot> = (0..5i64)
         .map(|i| {
             let time = 1_764_000_000 + i * 86_400;
             RetentionSnapshot {
-                tags: tags[i as usize].iter().map(|t| t.to_string()).collect(),
+                tags: &tags[i as usize],
                 size: 1000 + i as u64,
                 verify_state: verify[i as usize],
                 ..snap(&format!("ns/lab/vm/db1/{}", model::time::format_rfc3339(time)), i == 1)
