@@ -295,6 +295,12 @@ impl Vm {
         String::from_utf8_lossy(&s).into_owned()
     }
 
+    /// How many bytes the serial console has printed (the log's length:
+    /// a stall check reads no more than that each second).
+    fn serial_len(&self) -> u64 {
+        std::fs::metadata(self.dir.join("serial.log")).map_or(0, |m| m.len())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
@@ -310,7 +316,7 @@ impl Vm {
     /// without being reproduced here. A second stall fails the test.
     fn wait<T>(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&mut Vm) -> Option<T>) -> T {
         let mut deadline = Instant::now() + timeout;
-        let (mut seen, mut changed) = (self.serial().len(), Instant::now());
+        let (mut seen, mut changed) = (self.serial_len(), Instant::now());
         loop {
             if let Some(t) = f(self) {
                 return t;
@@ -320,26 +326,17 @@ impl Vm {
             {
                 panic!("QEMU exited ({status}) while waiting for {what}:\n{}", tail(&self.serial(), 40));
             }
-            let serial = self.serial();
-            if serial.len() != seen {
-                (seen, changed) = (serial.len(), Instant::now());
-            } else if changed.elapsed() > STALL && handed_over_silently(&serial) {
-                let cpus = self.monitor_query("info registers -a");
-                let rips: Vec<&str> = cpus.lines().filter(|l| l.starts_with("RIP=")).collect();
-                assert!(
-                    self.stall_resets == 0,
-                    "a second boot stalled after the firmware while waiting for {what} (no console output for \
-                     {STALL:?}); CPUs: {rips:?}\n{}",
-                    tail(&serial, 20)
-                );
-                eprintln!(
-                    "STALL: no console output for {STALL:?} after the firmware started the loader, while waiting \
-                     for {what}; CPUs: {rips:?}; resetting the machine once"
-                );
-                self.stall_resets += 1;
-                self.monitor("system_reset");
-                deadline += changed.elapsed();
+            let len = self.serial_len();
+            if len != seen {
+                (seen, changed) = (len, Instant::now());
+            } else if changed.elapsed() > STALL {
+                // Silent for STALL: one look at the last line, the next
+                // after another STALL of silence.
+                let silent = changed.elapsed();
                 changed = Instant::now();
+                if self.reset_if_stalled(what) {
+                    deadline += silent;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -348,6 +345,30 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+
+    /// If the console's last line is the firmware starting the loader
+    /// (after [`STALL`] of silence), print the CPUs' state and reset the
+    /// machine: once; a second stall fails the test.
+    fn reset_if_stalled(&mut self, what: &str) -> bool {
+        if !handed_over_silently(&self.serial()) {
+            return false;
+        }
+        let cpus = self.monitor_query("info registers -a");
+        let rips: Vec<&str> = cpus.lines().filter(|l| l.starts_with("RIP=")).collect();
+        assert!(
+            self.stall_resets == 0,
+            "a second boot stalled after the firmware while waiting for {what} (no console output for \
+             {STALL:?}); CPUs: {rips:?}\n{}",
+            tail(&self.serial(), 20)
+        );
+        eprintln!(
+            "STALL: no console output for {STALL:?} after the firmware started the loader, while waiting \
+             for {what}; CPUs: {rips:?}; resetting the machine once"
+        );
+        self.stall_resets += 1;
+        self.monitor("system_reset");
+        true
     }
 
     /// Type `line` and Enter on the serial console.

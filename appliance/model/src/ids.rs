@@ -170,11 +170,28 @@ impl SnapshotId {
     pub fn time_text(&self) -> String {
         format_rfc3339(self.time)
     }
+
+    /// The text of the id of `group`'s snapshot at `time`, from the
+    /// group's text: for callers that hold the group written out already
+    /// (a retention policy's call) and not a `SnapshotId`.
+    pub fn text_of(group: &str, time: i64) -> String {
+        IdText(group, time).to_string()
+    }
+}
+
+/// `GROUP/TIME`, the time in RFC 3339: the one place a snapshot id's text
+/// is put together.
+struct IdText<G>(G, i64);
+
+impl<G: fmt::Display> fmt::Display for IdText<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, format_rfc3339(self.1))
+    }
 }
 
 impl fmt::Display for SnapshotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.group, self.time_text())
+        IdText(&self.group, self.time).fmt(f)
     }
 }
 

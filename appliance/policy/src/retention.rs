@@ -41,9 +41,9 @@ pub use v0_1::cairn::policy::types as wit;
 /// A snapshot as a retention policy sees it: `time` in epoch seconds
 /// UTC, `tags`, `size`, `protected`, `verify_state`, borrowed from the
 /// caller's records. Its id is its group's and its time's
-/// ([`snapshot_id`]), so the host writes ids out only for a 0.1.0
-/// component, whose contract passes them as strings; 0.2.0 passes the
-/// group once, each snapshot's scalars, and the distinct tag lists.
+/// (`model::SnapshotId::text_of`), so the host writes ids out only for a
+/// 0.1.0 component, whose contract passes them as strings; 0.2.0 passes
+/// the group once, each snapshot's scalars, and the distinct tag lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionSnapshot<'a> {
     pub time: i64,
@@ -53,11 +53,6 @@ pub struct RetentionSnapshot<'a> {
     pub verify_state: VerifyState,
 }
 
-/// A snapshot's id: `GROUP/TIME`, the time in RFC 3339 (as
-/// `model::SnapshotId` writes it).
-pub(crate) fn snapshot_id(group: &str, time: i64) -> String {
-    format!("{group}/{}", model::time::format_rfc3339(time))
-}
 /// `none`, `ok` or `failed`.
 pub use wit::VerifyState;
 
@@ -156,7 +151,7 @@ pub fn decide(
 /// A snapshot as 0.1.0 passes it: with its id and its own tag list.
 fn v0_1_snapshot(group: &str, s: &RetentionSnapshot) -> wit::Snapshot {
     wit::Snapshot {
-        id: snapshot_id(group, s.time),
+        id: model::SnapshotId::text_of(group, s.time),
         time: s.time,
         tags: s.tags.to_vec(),
         size: s.size,
@@ -225,7 +220,7 @@ fn check_answer_v0_2(
             Some(reason) => Ok(verdict(s.protected, d.keep, reason.clone())),
             None => Err(format!(
                 "its decision for {} points at reason {}, and it gave {}",
-                snapshot_id(group, s.time),
+                model::SnapshotId::text_of(group, s.time),
                 d.reason,
                 reasons.len()
             )),
