@@ -41,6 +41,79 @@ fn media(store: &Store) -> Value {
     run_json(store.cmd().args(["tape", "media", "--json"]))
 }
 
+/// A tape job in the background whose log is read as it comes, so that
+/// a test knows when the job has begun to wait for a drive instead of
+/// guessing how long starting takes on a busy machine.
+struct Background {
+    child: std::process::Child,
+    waiting: std::sync::mpsc::Receiver<()>,
+    log: std::thread::JoinHandle<String>,
+}
+
+/// What the deck logs when every drive is in use.
+const WAITING: &str = "every drive is in use: waiting for one";
+
+fn background(cmd: &mut std::process::Command) -> Background {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("CAIRN_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, waiting) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains(WAITING) {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    Background { child, waiting, log }
+}
+
+/// Block until the log file at `path` holds `needle`; fail after two
+/// minutes, showing the log.
+fn until_logged(path: &Path, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no \"{needle}\" in the log:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Background {
+    /// Block until the job logs that it waits for a drive; fail if it
+    /// ends first or takes over two minutes.
+    fn until_waiting(&self) {
+        if let Err(e) = self.waiting.recv_timeout(std::time::Duration::from_secs(120)) {
+            panic!("the job never waited for a drive ({e})");
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The job's JSON report, once it has ended well.
+    fn report(self) -> Value {
+        let out = self.child.wait_with_output().unwrap();
+        let log = self.log.join().unwrap();
+        assert!(out.status.success(), "{}: {log}", out.status);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {log}"))
+    }
+}
+
 /// Regular files under `root`, relative, with their bytes.
 fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -344,17 +417,12 @@ fn drives_are_reserved_just_in_time() {
     // Every drive held: the job waits until one comes free.
     let d1 = v.drive(1).unwrap();
     let c = store.backup(&src, "host/j", "2026-04-03T00:00:00Z");
-    let mut child = tape(&store, &lib)
-        .args(["backup", &c, "--pool", "p", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "the job waits for a drive");
+    let mut job = background(tape(&store, &lib).args(["backup", &c, "--pool", "p", "--json"]));
+    job.until_waiting();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(job.running(), "the job waits for a drive");
     drop(d0);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = job.report();
     assert_eq!(r["drives"], serde_json::json!([0]), "{r}");
     assert!(r["drive_wait_secs"].as_f64().unwrap() >= 1.0, "{r}");
     drop(d1);
@@ -459,7 +527,7 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
         "1G",
     ]));
     pool(&store, "shared", &[]);
-    let server = Server::start_with(&store, &["--tape-library", &lib.display().to_string()]);
+    let server = Server::start_with(&store, &["--tape-library", &lib.display().to_string(), "-v"]);
     let client = pinned_client(&server.fingerprint);
     let operator = token(&store, "ops", "operator", None);
     let post = |group: &str| -> u64 {
@@ -479,10 +547,14 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
     // once a drive is free both write at once.
     let vlib = tape::Library::open(&lib).unwrap();
     let held = [vlib.as_virtual().unwrap().drive(0).unwrap(), vlib.as_virtual().unwrap().drive(1).unwrap()];
+    // The server's log says when each step has happened, however slow the
+    // machine: the first job waits, then the second has joined it.
+    let log = store.path("serve.stderr");
     let ta = post("host/a");
+    until_logged(&log, WAITING);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let tb = post("host/b");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    until_logged(&log, "pool shared is being written");
     drop(held);
     let wait = |task: u64| -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -651,34 +723,24 @@ fn two_drives_serve_three_jobs_just_in_time() {
 
     let vlib = tape::Library::open(&lib).unwrap();
     let held = [vlib.as_virtual().unwrap().drive(0).unwrap(), vlib.as_virtual().unwrap().drive(1).unwrap()];
-    let spawn = |id: &str, pool: &str| {
-        tape(&store, &lib)
-            .args(["backup", id, "--pool", pool, "--json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn =
+        |id: &str, pool: &str| background(tape(&store, &lib).args(["backup", id, "--pool", pool, "--json"]));
     let (ja, jb, jc) = (spawn(&a, "one"), spawn(&b, "two"), spawn(&a, "two"));
-    let c = jc.wait_with_output().unwrap();
-    assert!(c.status.success(), "{c:?}");
-    let c: Value = serde_json::from_slice(&c.stdout).unwrap();
+    let c = jc.report();
     assert_eq!(
         (c["drives"].clone(), c["skipped"].clone()),
         (serde_json::json!([]), serde_json::json!([a])),
         "{c}"
     );
+    // Both others have data by now and wait: hold the drives a second more.
+    ja.until_waiting();
+    jb.until_waiting();
     std::thread::sleep(std::time::Duration::from_millis(1000));
     drop(held);
-    let out = |child: std::process::Child| -> Value {
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{o:?}");
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let (ra, rb) = (out(ja), out(jb));
+    let (ra, rb) = (ja.report(), jb.report());
     for r in [&ra, &rb] {
         assert_eq!(r["sessions"].as_array().unwrap().len(), 1, "{r}");
-        assert!(r["drive_wait_secs"].as_f64().unwrap() >= 0.9, "it waited for a drive: {r}");
+        assert!(r["drive_wait_secs"].as_f64().unwrap() >= 1.0, "it waited for a drive: {r}");
     }
     assert_ne!(ra["drives"], rb["drives"], "one drive each:\n{ra}\n{rb}");
 }
