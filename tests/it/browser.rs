@@ -83,16 +83,18 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"))
+    }
+
+    /// A WebDriver command: its value, or the error it answered.
+    fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, Value> {
         let url = format!("{}{path}", self.url);
         let req = match method {
             "GET" => self.http.get(url),
             _ => self.http.post(url).json(&body),
         };
         let res: Value = req.send().unwrap().json().unwrap();
-        if res["value"]["error"].is_string() {
-            panic!("webdriver {method} {path}: {}", res["value"]);
-        }
-        res["value"].clone()
+        if res["value"]["error"].is_string() { Err(res["value"].clone()) } else { Ok(res["value"].clone()) }
     }
 
     fn goto(&self, url: &str) {
@@ -135,9 +137,19 @@ impl Browser {
         self.call("POST", &format!("/element/{el}/value"), json!({"text": file.display().to_string()}));
     }
 
+    /// The element's text. A page that reloads itself (a running task's)
+    /// may replace the element between finding and reading it: then it
+    /// is found again.
     fn text(&self, css: &str) -> String {
-        let el = self.find(css);
-        self.call("GET", &format!("/element/{el}/text"), json!({})).as_str().unwrap_or_default().to_owned()
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let el = self.find(css);
+            match self.try_call("GET", &format!("/element/{el}/text"), json!({})) {
+                Ok(v) => return v.as_str().unwrap_or_default().to_owned(),
+                Err(e) if e["error"] == "stale element reference" && Instant::now() < deadline => {}
+                Err(e) => panic!("webdriver text of {css:?}: {e}"),
+            }
+        }
     }
 
     fn current(&self) -> String {

@@ -44,21 +44,25 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
         let text = res.text().unwrap();
         assert!(text.contains(why), "{text}");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let task = loop {
-        let tasks: Value = http
-            .get(server.url("/api/v1/tasks?job=backy"))
-            .bearer_auth(token)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
-            break t.clone();
+    // A job's first run that has ended (waiting up to `secs` for it).
+    let finished = |job: &str, secs: u64| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let tasks: Value = http
+                .get(server.url(&format!("/api/v1/tasks?job={job}")))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
+                break t.clone();
+            }
+            assert!(Instant::now() < deadline, "no finished {job} task within {secs} s: {tasks}");
+            std::thread::sleep(Duration::from_secs(1));
         }
-        assert!(Instant::now() < deadline, "no finished interval task within 60 s: {tasks}");
-        std::thread::sleep(Duration::from_secs(1));
     };
+    let task = finished("backy", 120);
     assert_eq!((task["state"].as_str(), task["trigger"].as_str()), (Some("ok"), Some("schedule")), "{task}");
     let log = task["log"].to_string();
     assert!(log.contains("tags: daily, weekly") && log.contains("prune by the intervals"), "{log}");
@@ -86,8 +90,10 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
     assert!(jobs.to_string().contains("Bearer s3cret"), "an operator sees what it set: {jobs}");
 
     // Nothing is due any more for `backy`: no second scheduled run; the
-    // broken job failed once and waits before it is tried again. Wait for
-    // the scheduler to have looked twice more, rather than for a time.
+    // broken job failed once and waits before it is tried again. Once its
+    // run has ended, wait for the scheduler to have looked twice more,
+    // rather than for a time.
+    finished("broken", 120);
     let ticks = || {
         let text = http.get(server.url("/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
         let line =

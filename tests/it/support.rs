@@ -27,6 +27,20 @@ pub fn cairn(ds: &Path) -> Command {
     cmd
 }
 
+/// Block until the log file at `path` holds `needle`; fail after two
+/// minutes, showing the log.
+pub fn until_logged(path: &Path, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no \"{needle}\" in the log:\n{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A finished command: exit code and captured output.
 #[derive(Debug)]
 pub struct Run {

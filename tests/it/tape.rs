@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use testkit::Need;
 
-use crate::support::{Store, run, run_json, run_ok};
+use crate::support::{Store, run, run_json, run_ok, until_logged};
 
 /// A virtual library of 2 MiB cartridges (1 MiB before the early
 /// warning) in the store's directory.
@@ -76,20 +76,6 @@ fn background(cmd: &mut std::process::Command) -> Background {
         log
     });
     Background { child, waiting, log }
-}
-
-/// Block until the log file at `path` holds `needle`; fail after two
-/// minutes, showing the log.
-fn until_logged(path: &Path, needle: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.contains(needle) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no \"{needle}\" in the log:\n{log}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 impl Background {

@@ -250,12 +250,15 @@ const HOLD_ENV: &str = "CAIRN_CATALOG_TEST_HOLD";
 #[test]
 fn other_processes_are_waited_for() {
     if let Ok(path) = std::env::var(HOLD_ENV) {
-        // child: hold the catalog, announce it, and let go after a while
+        // child: hold the catalog, announce it, and let go when told to
         let path = Path::new(&path);
         let cat = Catalog::open(path).unwrap();
         cat.upsert_snapshot(&full_info()).unwrap();
         std::fs::write(path.with_extension("held"), b"").unwrap();
-        thread::sleep(Duration::from_millis(700));
+        let started = Instant::now();
+        while !path.with_extension("release").exists() && started.elapsed() < Duration::from_secs(120) {
+            thread::sleep(Duration::from_millis(10));
+        }
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -272,9 +275,29 @@ fn other_processes_are_waited_for() {
         thread::sleep(Duration::from_millis(10));
     }
     assert!(matches!(Catalog::open_waiting(&path, Duration::ZERO), Err(CatalogError::Busy { .. })));
-    let cat = Catalog::open(&path).unwrap();
+    // The child lets go only once this process's open has found the
+    // catalog busy (its log says so): that open has certainly waited.
+    let (log_tx, log_rx) = mpsc::channel::<String>();
+    let waiter = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let logs = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || LineSender(log_tx.clone()))
+                .finish();
+            let cat = tracing::subscriber::with_default(logs, || Catalog::open(&path).unwrap());
+            cat.snapshot_ids().unwrap()
+        })
+    };
+    loop {
+        let line = log_rx.recv_timeout(Duration::from_secs(30)).expect("the open never found it busy");
+        if line.contains("catalog busy, waiting") {
+            break;
+        }
+    }
+    std::fs::write(path.with_extension("release"), b"").unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(cat.snapshot_ids().unwrap(), vec![full_info().id]);
+    assert_eq!(waiter.join().unwrap(), vec![full_info().id]);
 }
 
 fn set_schema_version(path: &Path, version: u64) {
