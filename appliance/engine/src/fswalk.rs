@@ -817,12 +817,45 @@ impl FileData {
             self.done += n as u64;
             return Ok(n);
         }
+        self.check_end()?;
+        Ok(0)
+    }
+
+    /// Append every payload byte not read yet to `out`: the bytes
+    /// `read_next` would give, read straight into `out`'s spare capacity
+    /// (no zeros written first: for a whole small file that is a pass
+    /// over its bytes saved), then the check for a change that
+    /// `read_next` makes at the end.
+    pub fn read_rest_into(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        let planned: u64 = self.plan.iter().skip(self.idx).map(|e| e.1).sum();
+        out.reserve(planned.saturating_sub(self.done) as usize);
+        while let Some(&(off, len)) = self.plan.get(self.idx) {
+            if self.done == len {
+                self.idx += 1;
+                self.done = 0;
+                continue;
+            }
+            let want = (len - self.done) as usize;
+            let n = if self.changed { 0 } else { self.read_at_into(out, want, off + self.done)? };
+            if n == 0 {
+                self.changed = true;
+                out.resize(out.len() + want, 0);
+                self.done = len;
+            } else {
+                self.done += n as u64;
+            }
+        }
+        self.check_end()
+    }
+
+    /// Once all the data was read: whether the file changed meanwhile.
+    fn check_end(&mut self) -> io::Result<()> {
         if !self.checked {
             self.checked = true;
             let meta = self.file.metadata().map_err(|e| io::Error::new(e.kind(), self.what(e)))?;
             self.changed |= (meta.len(), meta.mtime(), meta.mtime_nsec()) != self.opened;
         }
-        Ok(0)
+        Ok(())
     }
 
     fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<usize> {
@@ -831,6 +864,38 @@ impl FileData {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 r => return r.map_err(|e| io::Error::new(e.kind(), self.what(e))),
             }
+        }
+    }
+
+    /// Read up to `want` bytes at `at` into `out`'s spare capacity (which
+    /// must hold that many), extending it by what was read.
+    fn read_at_into(&self, out: &mut Vec<u8>, want: usize, at: u64) -> io::Result<usize> {
+        assert!(out.capacity() - out.len() >= want, "room for the read");
+        let offset = || io::Error::new(io::ErrorKind::InvalidInput, format!("offset {at} out of range"));
+        let at = libc::off_t::try_from(at)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, self.what(offset())))?;
+        loop {
+            let spare = out.spare_capacity_mut();
+            // SAFETY: the kernel writes at most `want` bytes at the start
+            // of `out`'s spare capacity, which holds at least that many
+            // (asserted above); only the bytes it says it wrote are then
+            // counted as part of `out`.
+            #[allow(unsafe_code)]
+            let n = unsafe { libc::pread(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io::Error::new(e.kind(), self.what(e)));
+            }
+            let n = n as usize;
+            // SAFETY: as above, these `n <= want` bytes were written.
+            #[allow(unsafe_code)]
+            unsafe {
+                out.set_len(out.len() + n)
+            };
+            return Ok(n);
         }
     }
 
@@ -1178,6 +1243,56 @@ mod tests {
         let link = t.path().join("l");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(matches!(open_data(&Source::plain(link.clone()), &mut e), Err(WalkError::NotRegular(_))));
+    }
+
+    /// `read_rest_into` gives the bytes `read_next` gives, and says the
+    /// same about changes: for a dense file, one that shrinks or grows
+    /// while read, one with holes, and after part was read with `read_next`.
+    #[test]
+    fn reading_into_spare_capacity_reads_what_read_next_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let dense = t.path().join("dense");
+        fs::write(&dense, (0..70_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+        let holes = t.path().join("holes");
+        let f = File::create(&holes).unwrap();
+        f.set_len(3 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(&[7u8; 5000], 2 << 20).unwrap();
+        drop(f);
+        let shrink = |p: &Path| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(1000).unwrap();
+        let grow =
+            |p: &Path| fs::OpenOptions::new().append(true).open(p).unwrap().write_all(b"more").unwrap();
+        let keep = |_: &Path| {};
+        type Change<'a> = &'a dyn Fn(&Path);
+        let cases: [(&Path, Change, usize); 5] = [
+            (&dense, &keep, 0),
+            (&dense, &keep, 3),
+            (&holes, &keep, 0),
+            (&dense, &shrink, 0),
+            (&dense, &grow, 0),
+        ];
+        for (n, (path, change, first)) in cases.into_iter().enumerate() {
+            let copy = t.path().join(format!("copy{n}"));
+            let mut got = Vec::new();
+            for way in 0..2 {
+                fs::copy(path, &copy).unwrap();
+                let mut e = walked(&copy);
+                let mut data = open_data(&Source::plain(copy.clone()), &mut e).unwrap();
+                let mut bytes = vec![0u8; first];
+                if first > 0 {
+                    assert_eq!(data.read_next(&mut bytes).unwrap(), first);
+                }
+                change(&copy);
+                if way == 0 {
+                    bytes.extend(read_all(&mut data));
+                } else {
+                    data.read_rest_into(&mut bytes).unwrap();
+                }
+                assert_eq!(bytes.len() as u64, e.data_len(), "case {n}");
+                got.push((bytes, data.changed_while_reading()));
+            }
+            assert!(got[0] == got[1], "case {n}: the two ways differ");
+        }
     }
 
     #[test]

@@ -261,10 +261,8 @@ fn fetch(source: &Source, mut entry: Entry) -> FetchResult {
     if entry.data_len() > WHOLE_MAX {
         return Ok((entry, Fetched::Open(data)));
     }
-    let mut out = vec![0u8; entry.data_len() as usize];
-    fill(&mut data, &mut out)?;
-    // A read past the data: it checks whether the file changed.
-    fill(&mut data, &mut [0u8; 1])?;
+    let mut out = Vec::with_capacity(entry.data_len() as usize);
+    data.read_rest_into(&mut out).map_err(|e| e.to_string())?;
     let changed = data.changed_while_reading();
     Ok((entry, Fetched::Whole(out, changed)))
 }
