@@ -2,7 +2,7 @@
 //! itself (with their tags), and a job whose source is a handler, whose
 //! schedule is a scheduler policy and whose retention is a retention policy.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::http::ExportServer;
@@ -44,24 +44,7 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
         let text = res.text().unwrap();
         assert!(text.contains(why), "{text}");
     }
-    // A job's first run that has ended (waiting up to `secs` for it).
-    let finished = |job: &str, secs: u64| -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let tasks: Value = http
-                .get(server.url(&format!("/api/v1/tasks?job={job}")))
-                .bearer_auth(token)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
-                break t.clone();
-            }
-            assert!(Instant::now() < deadline, "no finished {job} task within {secs} s: {tasks}");
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    };
+    let finished = |job: &str, secs: u64| server.finished_task(&http, token, job, secs);
     let task = finished("backy", 120);
     assert_eq!((task["state"].as_str(), task["trigger"].as_str()), (Some("ok"), Some("schedule")), "{task}");
     let log = task["log"].to_string();

@@ -153,6 +153,26 @@ impl Server {
         }
     }
 
+    /// Job `job`'s first task that is no longer running, waiting up to
+    /// `secs` for it.
+    pub fn finished_task(&self, client: &Client, token: &str, job: &str, secs: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let tasks: serde_json::Value = client
+                .get(self.url(&format!("/api/v1/tasks?job={job}")))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
+                return t.clone();
+            }
+            assert!(Instant::now() < deadline, "no finished {job} task within {secs} s: {tasks}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -270,21 +290,7 @@ fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
     assert!(res.text().unwrap().contains("five"), "a bad schedule is explained");
 
     // Up to a minute until the schedule is due, then the run itself.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let task = loop {
-        let tasks: serde_json::Value = client
-            .get(server.url("/api/v1/tasks?job=every-minute"))
-            .bearer_auth(token)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
-            break t.clone();
-        }
-        assert!(Instant::now() < deadline, "no finished scheduled task within 180 s: {tasks}");
-        std::thread::sleep(Duration::from_secs(2));
-    };
+    let task = server.finished_task(&client, token, "every-minute", 180);
     assert_eq!(task["state"], "ok", "{task}");
     assert_eq!(task["trigger"], "schedule");
     let log =

@@ -189,33 +189,38 @@ fn a_second_open_waits_for_the_first_to_close() {
 
     // The waiter's log says when it found the catalog busy: the first is
     // dropped only after that, so the second open has certainly waited.
-    let (opened_tx, opened_rx) = mpsc::channel();
+    let waiter = open_once_busy(&path);
+    assert!(!waiter.is_finished(), "second open did not wait for the first");
+    first.upsert_snapshot(&full_info()).unwrap();
+    let released = Instant::now();
+    drop(first);
+    let (opened, ids) = waiter.join().unwrap();
+    assert!(opened >= released);
+    assert_eq!(ids, vec![full_info().id]);
+}
+
+/// Open the catalog at `path` on a thread of its own, and return once
+/// that open has logged that it found the catalog busy. The thread
+/// answers when its open returned, and the snapshot ids it then read.
+fn open_once_busy(path: &Path) -> thread::JoinHandle<(Instant, Vec<SnapshotId>)> {
     let (log_tx, log_rx) = mpsc::channel::<String>();
     let waiter = {
-        let path = path.clone();
+        let path = path.to_owned();
         thread::spawn(move || {
             let logs = tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::DEBUG)
                 .with_writer(move || LineSender(log_tx.clone()))
                 .finish();
             let cat = tracing::subscriber::with_default(logs, || Catalog::open(&path).unwrap());
-            opened_tx.send(Instant::now()).unwrap();
-            cat.snapshot_ids().unwrap()
+            (Instant::now(), cat.snapshot_ids().unwrap())
         })
     };
     loop {
-        let line = log_rx.recv_timeout(Duration::from_secs(30)).expect("the second open never found it busy");
+        let line = log_rx.recv_timeout(Duration::from_secs(30)).expect("the open never found it busy");
         if line.contains("catalog busy, waiting") {
-            break;
+            return waiter;
         }
     }
-    assert!(opened_rx.try_recv().is_err(), "second open did not wait for the first");
-    first.upsert_snapshot(&full_info()).unwrap();
-    let released = Instant::now();
-    drop(first);
-    let opened = opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(opened >= released);
-    assert_eq!(waiter.join().unwrap(), vec![full_info().id]);
 }
 
 /// A log writer that sends what it is given to a channel.
@@ -277,27 +282,10 @@ fn other_processes_are_waited_for() {
     assert!(matches!(Catalog::open_waiting(&path, Duration::ZERO), Err(CatalogError::Busy { .. })));
     // The child lets go only once this process's open has found the
     // catalog busy (its log says so): that open has certainly waited.
-    let (log_tx, log_rx) = mpsc::channel::<String>();
-    let waiter = {
-        let path = path.clone();
-        thread::spawn(move || {
-            let logs = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::DEBUG)
-                .with_writer(move || LineSender(log_tx.clone()))
-                .finish();
-            let cat = tracing::subscriber::with_default(logs, || Catalog::open(&path).unwrap());
-            cat.snapshot_ids().unwrap()
-        })
-    };
-    loop {
-        let line = log_rx.recv_timeout(Duration::from_secs(30)).expect("the open never found it busy");
-        if line.contains("catalog busy, waiting") {
-            break;
-        }
-    }
+    let waiter = open_once_busy(&path);
     std::fs::write(path.with_extension("release"), b"").unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(waiter.join().unwrap(), vec![full_info().id]);
+    assert_eq!(waiter.join().unwrap().1, vec![full_info().id]);
 }
 
 fn set_schema_version(path: &Path, version: u64) {
