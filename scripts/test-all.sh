@@ -86,6 +86,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     systemctl disable --now bacula-sd.service >/dev/null 2>&1 || true
   fi
 fi
+# From here on, however the script ends, it lists how long each step took.
+trap timings EXIT
 # qemu-system-x86 from bookworm-backports, the suite the machine's own
 # qemu-utils come from: bookworm's 7.2 would replace them with older ones.
 if ! command -v qemu-system-x86_64 >/dev/null; then
@@ -171,7 +173,6 @@ cargo test --quiet --locked --manifest-path policies/Cargo.toml --target-dir tar
 say "fuzz targets build"
 cargo build --quiet --manifest-path fuzz/Cargo.toml
 
-timings
 passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo

@@ -32,7 +32,7 @@ pub fn cairn(ds: &Path) -> Command {
 pub fn until_logged(path: &Path, needle: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let log = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
         if log.contains(needle) {
             return;
         }

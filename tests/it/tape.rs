@@ -47,7 +47,9 @@ fn media(store: &Store) -> Value {
 struct Background {
     child: std::process::Child,
     waiting: std::sync::mpsc::Receiver<()>,
-    log: std::thread::JoinHandle<String>,
+    /// The job's log so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 /// What the deck logs when every drive is in use.
@@ -63,27 +65,30 @@ fn background(cmd: &mut std::process::Command) -> Background {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, waiting) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if line.contains(WAITING) {
-                let _ = tx.send(());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line);
+                if line.contains(WAITING) {
+                    let _ = tx.send(());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    Background { child, waiting, log }
+        })
+    };
+    Background { child, waiting, log, reader }
 }
 
 impl Background {
-    /// Block until the job logs that it waits for a drive; fail if it
-    /// ends first or takes over two minutes.
+    /// Block until the job logs that it waits for a drive; fail, showing
+    /// its log, if it ends first or takes over two minutes.
     fn until_waiting(&self) {
         if let Err(e) = self.waiting.recv_timeout(std::time::Duration::from_secs(120)) {
-            panic!("the job never waited for a drive ({e})");
+            panic!("the job never waited for a drive ({e}); its log:\n{}", self.log.lock().unwrap());
         }
     }
 
@@ -94,7 +99,8 @@ impl Background {
     /// The job's JSON report, once it has ended well.
     fn report(self) -> Value {
         let out = self.child.wait_with_output().unwrap();
-        let log = self.log.join().unwrap();
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap();
         assert!(out.status.success(), "{}: {log}", out.status);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {log}"))
     }
