@@ -605,10 +605,17 @@ fn the_image_boots_backs_up_survives_a_reboot_updates_and_rolls_back_a_broken_up
 
     // The console menu on the serial port: another static address, applied
     // at once and saved on the EFI partition for the boots to come.
-    vm.wait("the console menu", Duration::from_secs(60), |vm| {
-        vm.serial().rsplit("Cairn backup appliance").next().unwrap().contains("Choose:").then_some(())
-    });
-    for line in ["3", "", "10.0.2.17/24", "10.0.2.2", "10.0.2.3"] {
+    // Each answer is typed once its question is on the console.
+    for (question, line) in [
+        ("Choose:", "3"),
+        ("Interface (empty", ""),
+        ("Address with prefix", "10.0.2.17/24"),
+        ("Gateway (empty", "10.0.2.2"),
+        ("DNS servers", "10.0.2.3"),
+    ] {
+        vm.wait(&format!("the console's {question:?}"), Duration::from_secs(60), |vm| {
+            vm.serial().rsplit("Cairn backup appliance").next().unwrap().contains(question).then_some(())
+        });
         vm.type_line(line);
     }
     vm.wait("the menu's answer", Duration::from_secs(60), |vm| {
