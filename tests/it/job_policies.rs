@@ -44,8 +44,7 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
         let text = res.text().unwrap();
         assert!(text.contains(why), "{text}");
     }
-    let finished = |job: &str, secs: u64| server.finished_task(&http, token, job, secs);
-    let task = finished("backy", 120);
+    let task = server.finished_task(&http, token, "backy", 120);
     assert_eq!((task["state"].as_str(), task["trigger"].as_str()), (Some("ok"), Some("schedule")), "{task}");
     let log = task["log"].to_string();
     assert!(log.contains("tags: daily, weekly") && log.contains("prune by the intervals"), "{log}");
@@ -76,7 +75,7 @@ fn an_interval_job_runs_by_itself_with_every_due_tag() {
     // broken job failed once and waits before it is tried again. Once its
     // run has ended, wait for the scheduler to have looked twice more,
     // rather than for a time.
-    finished("broken", 120);
+    server.finished_task(&http, token, "broken", 120);
     let ticks = || {
         let text = http.get(server.url("/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
         let line =

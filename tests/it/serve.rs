@@ -156,20 +156,37 @@ impl Server {
     /// Job `job`'s first task that is no longer running, waiting up to
     /// `secs` for it.
     pub fn finished_task(&self, client: &Client, token: &str, job: &str, secs: u64) -> serde_json::Value {
+        self.poll(client, token, &format!("/api/v1/tasks?job={job}"), secs, |tasks| {
+            tasks.as_array()?.iter().find(|t| t["state"] != "running").cloned()
+        })
+    }
+
+    /// Task `id` once it is no longer running, waiting up to `secs`.
+    pub fn ended_task(&self, client: &Client, token: &str, id: u64, secs: u64) -> serde_json::Value {
+        self.poll(client, token, &format!("/api/v1/tasks/{id}"), secs, |t| {
+            (t["state"] != "running").then(|| t.clone())
+        })
+    }
+
+    /// GET `path` as `token` until `pick` finds its answer in the JSON;
+    /// fail after `secs`, showing the last one.
+    fn poll(
+        &self,
+        client: &Client,
+        token: &str,
+        path: &str,
+        secs: u64,
+        pick: impl Fn(&serde_json::Value) -> Option<serde_json::Value>,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let tasks: serde_json::Value = client
-                .get(self.url(&format!("/api/v1/tasks?job={job}")))
-                .bearer_auth(token)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["state"] != "running") {
-                return t.clone();
+            let got: serde_json::Value =
+                client.get(self.url(path)).bearer_auth(token).send().unwrap().json().unwrap();
+            if let Some(found) = pick(&got) {
+                return found;
             }
-            assert!(Instant::now() < deadline, "no finished {job} task within {secs} s: {tasks}");
-            std::thread::sleep(Duration::from_secs(1));
+            assert!(Instant::now() < deadline, "{path}: nothing ended within {secs} s: {got}");
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -319,23 +336,9 @@ fn a_cron_job_runs_by_itself_and_shows_up_as_a_task() {
     assert_eq!(res.status(), 202);
     let started: serde_json::Value = res.json().unwrap();
     let id = started["task"].as_u64().expect("a task id");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let t: serde_json::Value = client
-            .get(server.url(&format!("/api/v1/tasks/{id}")))
-            .bearer_auth(token)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if t["state"] != "running" {
-            assert_eq!(t["state"], "ok", "{t}");
-            assert!(t["trigger"].as_str().unwrap().starts_with("manual"), "{t}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "run-now task did not finish: {t}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let t = server.ended_task(&client, token, id, 60);
+    assert_eq!(t["state"], "ok", "{t}");
+    assert!(t["trigger"].as_str().unwrap().starts_with("manual"), "{t}");
     let (status, _) = server.stop();
     assert!(status.success());
 }

@@ -451,17 +451,7 @@ fn tape_jobs_over_the_api_run_as_tasks_with_logs() {
         post(&operator, "/api/v1/tape/backup", serde_json::json!({"pool": "nope", "groups": ["host/api"]}));
     assert_eq!(bad.status(), 400);
 
-    let wait = |task: u64| -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let t: Value = get(&auditor, &format!("/api/v1/tasks/{task}")).json().unwrap();
-            if t["state"] != "running" {
-                return t;
-            }
-            assert!(std::time::Instant::now() < deadline, "{t}");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
+    let wait = |task: u64| server.ended_task(&client, &auditor, task, 60);
     let started =
         post(&operator, "/api/v1/tape/backup", serde_json::json!({"pool": "api", "groups": ["host/api"]}));
     assert_eq!(started.status(), 202);
@@ -548,23 +538,7 @@ fn two_jobs_append_to_one_mounted_volume_at_once() {
     let tb = post("host/b");
     until_logged(&log, "pool shared is being written");
     drop(held);
-    let wait = |task: u64| -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let t: Value = client
-                .get(server.url(&format!("/api/v1/tasks/{task}")))
-                .bearer_auth(&operator)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if t["state"] != "running" {
-                return t;
-            }
-            assert!(std::time::Instant::now() < deadline, "{t}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
+    let wait = |task: u64| server.ended_task(&client, &operator, task, 120);
     let (ra, rb) = (wait(ta), wait(tb));
     assert_eq!((ra["state"].as_str(), rb["state"].as_str()), (Some("ok"), Some("ok")), "{ra}\n{rb}");
     let (_, printed) = server.stop();

@@ -801,14 +801,9 @@ impl FileData {
         if buf.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "read_next needs a non-empty buffer"));
         }
-        while let Some(&(off, len)) = self.plan.get(self.idx) {
-            if self.done == len {
-                self.idx += 1;
-                self.done = 0;
-                continue;
-            }
-            let want = (len - self.done).min(buf.len() as u64) as usize;
-            let mut n = if self.changed { 0 } else { self.read_at(&mut buf[..want], off + self.done)? };
+        if let Some((at, left)) = self.next_span() {
+            let want = left.min(buf.len() as u64) as usize;
+            let mut n = if self.changed { 0 } else { self.read_at(&mut buf[..want], at)? };
             if n == 0 {
                 self.changed = true;
                 buf[..want].fill(0);
@@ -829,23 +824,31 @@ impl FileData {
     pub fn read_rest_into(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         let planned: u64 = self.plan.iter().skip(self.idx).map(|e| e.1).sum();
         out.reserve(planned.saturating_sub(self.done) as usize);
-        while let Some(&(off, len)) = self.plan.get(self.idx) {
-            if self.done == len {
-                self.idx += 1;
-                self.done = 0;
-                continue;
-            }
-            let want = (len - self.done) as usize;
-            let n = if self.changed { 0 } else { self.read_at_into(out, want, off + self.done)? };
+        while let Some((at, left)) = self.next_span() {
+            let want = left as usize;
+            let n = if self.changed { 0 } else { self.read_at_into(out, want, at)? };
             if n == 0 {
                 self.changed = true;
                 out.resize(out.len() + want, 0);
-                self.done = len;
+                self.done += left;
             } else {
                 self.done += n as u64;
             }
         }
         self.check_end()
+    }
+
+    /// Where the next payload bytes are in the file and how many of the
+    /// extent are left, past the extents read whole; `None` at the end.
+    fn next_span(&mut self) -> Option<(u64, u64)> {
+        while let Some(&(off, len)) = self.plan.get(self.idx) {
+            if self.done < len {
+                return Some((off + self.done, len - self.done));
+            }
+            self.idx += 1;
+            self.done = 0;
+        }
+        None
     }
 
     /// Once all the data was read: whether the file changed meanwhile.
@@ -871,9 +874,8 @@ impl FileData {
     /// must hold that many), extending it by what was read.
     fn read_at_into(&self, out: &mut Vec<u8>, want: usize, at: u64) -> io::Result<usize> {
         assert!(out.capacity() - out.len() >= want, "room for the read");
-        let offset = || io::Error::new(io::ErrorKind::InvalidInput, format!("offset {at} out of range"));
-        let at = libc::off_t::try_from(at)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, self.what(offset())))?;
+        // A file's offsets fit in 63 bits (the kernel's own limit).
+        let at = i64::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         loop {
             let spare = out.spare_capacity_mut();
             // SAFETY: the kernel writes at most `want` bytes at the start
@@ -881,7 +883,7 @@ impl FileData {
             // (asserted above); only the bytes it says it wrote are then
             // counted as part of `out`.
             #[allow(unsafe_code)]
-            let n = unsafe { libc::pread(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+            let n = unsafe { libc::pread64(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
