@@ -503,6 +503,7 @@ fn worker(
     clocks: &Clocks,
 ) {
     let (mut busy, mut wait) = (Duration::ZERO, Duration::ZERO);
+    lower_priority(WORKER_NICE);
     let cpu = thread_cpu();
     loop {
         let t = Instant::now();
@@ -569,6 +570,33 @@ fn worker(
     }
     clocks.worker.add(busy, wait);
     add_thread_cpu(&clocks.worker_cpu_ns, cpu);
+}
+
+/// How much lower than the rest of the backup the workers run (added to
+/// their nice value). The workers always have a backlog of chunks to
+/// compress; the threads that feed them (the walk, the read-ahead, the
+/// reader, the boundary scan) run in short bursts between waits. At equal
+/// priority a feeder that wakes on a core where a worker runs waits out
+/// the worker's time slice (up to a few milliseconds), while the other
+/// core may sit idle; a lower-priority worker is preempted at once.
+pub const WORKER_NICE: i32 = 5;
+
+/// Lower the calling thread's priority by `by` nice steps (to at most 19).
+/// Only this thread changes (on Linux a nice value is a thread's own);
+/// lowering one's own priority needs no privilege, and if it fails
+/// anyway the thread runs on as it was.
+pub fn lower_priority(by: i32) {
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    nix::errno::Errno::clear();
+    // SAFETY: system calls that take the thread's id and no pointers.
+    #[allow(unsafe_code)]
+    let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    if now == -1 && nix::errno::Errno::last_raw() != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) };
 }
 
 /// Settle a chunk a worker left, for the collector.
@@ -836,6 +864,79 @@ mod tests {
         let fit = (DATA_BUDGET / ((4 << 20) + (128 << 10))) as usize;
         assert!(most <= fit, "{most} chunks stored at once; {fit} fit in the budget");
         assert!(most >= 2, "the workers stored one chunk at a time");
+    }
+
+    /// The calling thread's nice value (`/proc/thread-self/stat`, field 19).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    /// A sink that notes the nice value of each thread that stores a chunk.
+    #[derive(Default)]
+    struct NiceSink {
+        nice: Mutex<Vec<i32>>,
+        counters: WriteCounters,
+    }
+
+    impl ChunkSink for NiceSink {
+        fn reference(&self, _: &ChunkId) -> Result<bool> {
+            Ok(false)
+        }
+        fn store(&self, _: &ChunkId, _: &mut Vec<u8>) -> Result<()> {
+            self.nice.lock().unwrap().push(own_nice());
+            Ok(())
+        }
+        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
+            unreachable!("the pipeline writes no index")
+        }
+        fn counters(&self) -> &WriteCounters {
+            &self.counters
+        }
+        fn workers(&self) -> usize {
+            2
+        }
+    }
+
+    /// The workers compress below the priority of the thread that feeds
+    /// them, which keeps its own.
+    #[test]
+    fn workers_run_below_the_reader() {
+        let sink = NiceSink::default();
+        let failed = AtomicBool::new(false);
+        let (reader_before, reader_after) = std::thread::scope(|scope| {
+            let before = own_nice();
+            let mut p = Pipeline::start(scope, &sink, 1, 1, &failed);
+            for i in 0..20u32 {
+                p.send(0, Work::Data(chunk(i))).unwrap();
+            }
+            p.finish().unwrap();
+            (before, own_nice())
+        });
+        assert_eq!(reader_before, reader_after);
+        let seen = sink.nice.lock().unwrap().clone();
+        assert_eq!(seen.len(), 20);
+        let want = (reader_before + WORKER_NICE).min(19);
+        assert!(want > reader_before || reader_before == 19);
+        assert!(seen.iter().all(|&n| n == want), "workers at {seen:?}, the reader at {reader_before}");
+    }
+
+    /// Only the calling thread is lowered, by the steps asked, to 19 at most.
+    #[test]
+    fn lowering_a_thread_lowers_that_thread_only() {
+        let before = own_nice();
+        let (lowered, twice) = std::thread::spawn(|| {
+            lower_priority(3);
+            let once = own_nice();
+            lower_priority(30);
+            (once, own_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, (before + 3).min(19));
+        assert_eq!(twice, 19);
+        assert_eq!(own_nice(), before);
     }
 
     fn datastore() -> (tempfile::TempDir, filevol::Datastore) {

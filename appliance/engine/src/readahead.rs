@@ -58,8 +58,12 @@ type Slot = prefetch::Slot<(Source, Entry), FetchResult>;
 /// The reader's claim on a file handed to the pool.
 pub struct Ticket(Arc<Slot>);
 
-/// Walk items queued between the walking thread and the reader.
+/// Walk items queued between the walking thread and the reader, at most.
 pub const WALK_AHEAD: usize = 256;
+/// Walk items handed over at once while the reader has some to go on
+/// with: one hand-over per item would wake the walking thread for every
+/// item the reader takes once the queue is full.
+pub const WALK_BATCH: usize = 64;
 
 /// The pool's clock ([`PoolTimes`]: time spent opening and reading,
 /// summed over its threads; files handed out, and those the reader read
@@ -74,28 +78,57 @@ pub struct ReadAheadTimes {
     blocks_cpu_ns: AtomicU64,
 }
 
-/// Run a walk on a thread of its own; its items come out of the receiver
-/// in walk order. Dropping the receiver stops the walk.
+/// The items of a walk run on a thread of its own, in walk order.
+pub struct WalkQueue<T> {
+    rx: Receiver<Vec<T>>,
+    batch: std::vec::IntoIter<T>,
+}
+
+impl<T> Iterator for WalkQueue<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.batch.next() {
+                return Some(item);
+            }
+            self.batch = self.rx.recv().ok()?.into_iter();
+        }
+    }
+}
+
+/// Run a walk on a thread of its own; its items come out of the queue in
+/// walk order. Items go over in batches of up to [`WALK_BATCH`], or one
+/// by one while the reader has none left. Dropping the queue stops the
+/// walk.
 pub fn walk_on_thread<'scope, 'env, I>(
     scope: &'scope Scope<'scope, 'env>,
     walk: I,
     times: &'scope ReadAheadTimes,
-) -> Receiver<I::Item>
+) -> WalkQueue<I::Item>
 where
     I: Iterator + Send + 'scope,
     I::Item: Send + 'scope,
 {
-    let (tx, rx) = bounded(WALK_AHEAD);
+    let (tx, rx) = bounded::<Vec<I::Item>>(WALK_AHEAD / WALK_BATCH);
     scope.spawn(move || {
         let cpu = thread_cpu();
+        let mut batch = Vec::with_capacity(WALK_BATCH);
         for item in walk {
-            if tx.send(item).is_err() {
+            batch.push(item);
+            if (batch.len() == WALK_BATCH || tx.is_empty())
+                && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH))).is_err()
+            {
+                batch.clear();
                 break;
             }
         }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
         add_thread_cpu(&times.walk_cpu_ns, cpu);
     });
-    rx
+    WalkQueue { rx, batch: Vec::new().into_iter() }
 }
 
 impl ReadAheadTimes {
@@ -321,6 +354,52 @@ mod tests {
         let (files, by_reader) = (figures.jobs, figures.by_taker);
         assert_eq!(files, 300);
         assert!(by_reader <= files);
+    }
+
+    /// A walk on its own thread yields every item once, in order, whether
+    /// the reader keeps up (items one at a time) or falls behind (items in
+    /// batches); a reader that stops early stops the walk.
+    #[test]
+    fn a_walk_on_a_thread_yields_its_items_in_order() {
+        let times = ReadAheadTimes::default();
+        for n in [0usize, 1, WALK_BATCH - 1, WALK_BATCH, WALK_BATCH + 1, 10 * WALK_AHEAD + 3] {
+            for slow in [false, true] {
+                let got: Vec<usize> = std::thread::scope(|scope| {
+                    walk_on_thread(scope, 0..n, &times)
+                        .inspect(|i| {
+                            if slow && i % 97 == 0 {
+                                std::thread::sleep(std::time::Duration::from_millis(2));
+                            }
+                        })
+                        .collect()
+                });
+                assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} items, slow reader {slow}");
+            }
+        }
+        let walked = AtomicU64::new(0);
+        let first: Vec<u64> = std::thread::scope(|scope| {
+            let endless = std::iter::repeat_with(|| walked.fetch_add(1, Ordering::Relaxed));
+            walk_on_thread(scope, endless, &times).take(10).collect()
+        });
+        assert_eq!(first, (0..10).collect::<Vec<_>>());
+        // The walk ran at most the queue and one batch ahead of the reader.
+        let ahead = walked.load(Ordering::Relaxed);
+        assert!(ahead <= (10 + WALK_AHEAD + WALK_BATCH + 1) as u64, "{ahead} items walked");
+
+        // A walk that stalls (a slow directory) has handed over what it
+        // has so far: the reader gets the first item while the walk waits.
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let stalls = (0..3).inspect(move |&i| {
+                if i == 1 {
+                    seen_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader got item 0");
+                }
+            });
+            let mut queue = walk_on_thread(scope, stalls, &times);
+            assert_eq!(queue.next(), Some(0));
+            seen_tx.send(()).unwrap();
+            assert_eq!(queue.collect::<Vec<_>>(), [1, 2]);
+        });
     }
 
     /// A big file read in blocks on a thread of its own comes back whole,
