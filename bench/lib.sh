@@ -42,7 +42,7 @@ cairn_binary() {
 # Linux source tree when /usr/src/linux-source-6.1.tar.xz is there, else a
 # copy of /usr/share and /usr/lib) and IMAGE ($WORK/corpus/disk.img: 768
 # MiB of a tar of the tree then 256 MiB of random bytes), making what is
-# missing. Needs a `say` function.
+# missing; `make_corpus tree` makes no image. Needs a `say` function.
 make_corpus() {
     mkdir -p "$WORK/corpus"
     TREE=${CAIRN_BENCH_TREE:-$WORK/corpus/tree}
@@ -57,7 +57,7 @@ make_corpus() {
             cp -a /usr/share /usr/lib "$TREE"/ 2>/dev/null || true
         fi
     fi
-    if [[ ! -f $IMAGE ]]; then
+    if [[ ${1:-} != tree && ! -f $IMAGE ]]; then
         say "making the image"
         { tar -C "$TREE" -cf - . 2>/dev/null | head -c $((768 << 20)) || true; head -c $((256 << 20)) /dev/urandom; } >"$IMAGE"
     fi
