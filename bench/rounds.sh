@@ -43,7 +43,16 @@ while [[ $# -gt 0 ]]; do
         --step) [[ $# -ge 2 ]] || die "--step needs full or rerun"; STEP=$2; shift ;;
         --no-restic) RESTIC=0 ;;
         -h | --help) usage; exit 0 ;;
-        *=*) LABELS+=("${1%%=*}"); BINS+=("$(realpath "${1#*=}")") ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *=*)
+            label=${1%%=*} bin=${1#*=}
+            [[ $label =~ ^[A-Za-z0-9._-]+$ && $label != restic ]] ||
+                die "a build's label is letters, digits, '.', '_' or '-', and not 'restic': $label"
+            for l in "${LABELS[@]}"; do [[ $l != "$label" ]] || die "two builds are labelled $label"; done
+            [[ -x $bin ]] || die "$bin is not an executable"
+            LABELS+=("$label")
+            BINS+=("$(realpath "$bin")")
+            ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
@@ -53,6 +62,7 @@ done
 if [[ $RESTIC == 1 ]] && ! command -v restic >/dev/null; then
     die "restic is not installed (apt-get install restic), or give --no-restic"
 fi
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is not installed (apt-get install time)"
 
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
@@ -62,6 +72,8 @@ if [[ ${#BINS[@]} -eq 0 ]]; then
     BINS=("$CAIRN")
 fi
 mkdir -p "$WORK"
+# The datastores live in memory: none is left behind, however this ends.
+trap 'rm -rf "$WORK"/store* "$WORK/restic-cache"' EXIT
 make_corpus tree
 say "corpus: $TREE ($(find "$TREE" -type f | wc -l) files, $(du -sh "$TREE" | cut -f1))"
 
@@ -76,7 +88,8 @@ is_restic() { [[ $RESTIC == 1 && $1 -eq ${#LABELS[@]} ]]; }
 fresh() {
     rm -rf "$WORK/store$1" "$RESTIC_CACHE_DIR"
     if is_restic "$1"; then
-        restic -r "$WORK/store$1" init >/dev/null 2>&1
+        restic -r "$WORK/store$1" init >"$WORK/last.out" 2>"$WORK/last.err" ||
+            die "restic init failed: $WORK/last.err"
     else
         "${BINS[$1]}" --datastore "$WORK/store$1" init >/dev/null
     fi
@@ -150,4 +163,3 @@ for t in others:
         line += f"; / {first} median {statistics.median(x):.3f} ({x[0]:.3f}-{x[-1]:.3f})"
     print(line)
 PY
-rm -rf "$WORK"/store* "$RESTIC_CACHE_DIR"

@@ -576,27 +576,34 @@ fn worker(
 /// their nice value). The workers always have a backlog of chunks to
 /// compress; the threads that feed them (the walk, the read-ahead, the
 /// reader, the boundary scan) run in short bursts between waits. At equal
-/// priority a feeder that wakes on a core where a worker runs waits out
-/// the worker's time slice (up to a few milliseconds), while the other
-/// core may sit idle; a lower-priority worker is preempted at once.
-pub const WORKER_NICE: i32 = 5;
+/// priority a feeder woken on a core where a worker runs was seen to wait
+/// out the worker's time slice (3.8 ms) while the other core sat idle;
+/// with the workers lower the cores idle less (docs/benchmarks.md,
+/// "Compression workers below the threads that feed them"). The price:
+/// beside other work at the same nice value, a backup's compression gets
+/// a smaller share of the machine than it would at equal priority.
+pub const WORKER_NICE: u8 = 5;
 
 /// Lower the calling thread's priority by `by` nice steps (to at most 19).
 /// Only this thread changes (on Linux a nice value is a thread's own);
 /// lowering one's own priority needs no privilege, and if it fails
 /// anyway the thread runs on as it was.
-pub fn lower_priority(by: i32) {
+pub fn lower_priority(by: u8) {
     let tid = nix::unistd::gettid().as_raw() as libc::id_t;
     nix::errno::Errno::clear();
     // SAFETY: system calls that take the thread's id and no pointers.
     #[allow(unsafe_code)]
     let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
     if now == -1 && nix::errno::Errno::last_raw() != 0 {
+        tracing::debug!(error = %nix::errno::Errno::last(), "cannot read the thread's nice value");
         return;
     }
+    let to = now.saturating_add(i32::from(by)).min(19);
     // SAFETY: as above.
     #[allow(unsafe_code)]
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, to) } != 0 {
+        tracing::debug!(error = %nix::errno::Errno::last(), to, "cannot lower the thread's priority");
+    }
 }
 
 /// Settle a chunk a worker left, for the collector.
@@ -721,10 +728,12 @@ mod tests {
 
     /// A sink that stores slowly, so the workers are the bound, with
     /// `workers` workers; it counts the blobs and blob bytes inside
-    /// `store` at once (now, and at most).
+    /// `store` at once (now, and at most), and notes the nice value of
+    /// each thread that stores.
     struct SlowSink {
         stored: Mutex<HashSet<ChunkId>>,
         inside: Mutex<Inside>,
+        nice: Mutex<Vec<i32>>,
         counters: WriteCounters,
         workers: usize,
     }
@@ -739,8 +748,8 @@ mod tests {
 
     impl SlowSink {
         fn with_workers(workers: usize) -> Self {
-            let (stored, inside, counters) = Default::default();
-            Self { stored, inside, counters, workers }
+            let (stored, inside, nice, counters) = Default::default();
+            Self { stored, inside, nice, counters, workers }
         }
     }
 
@@ -749,6 +758,7 @@ mod tests {
             Ok(self.stored.lock().unwrap().contains(id))
         }
         fn store(&self, id: &ChunkId, blob: &mut Vec<u8>) -> Result<()> {
+            self.nice.lock().unwrap().push(own_nice());
             let n = blob.len() as u64;
             {
                 let mut inside = self.inside.lock().unwrap();
@@ -873,37 +883,11 @@ mod tests {
         after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
     }
 
-    /// A sink that notes the nice value of each thread that stores a chunk.
-    #[derive(Default)]
-    struct NiceSink {
-        nice: Mutex<Vec<i32>>,
-        counters: WriteCounters,
-    }
-
-    impl ChunkSink for NiceSink {
-        fn reference(&self, _: &ChunkId) -> Result<bool> {
-            Ok(false)
-        }
-        fn store(&self, _: &ChunkId, _: &mut Vec<u8>) -> Result<()> {
-            self.nice.lock().unwrap().push(own_nice());
-            Ok(())
-        }
-        fn write_index(&self, _: &str, _: &[u8], _: u64, _: u64) -> Result<IndexRef> {
-            unreachable!("the pipeline writes no index")
-        }
-        fn counters(&self) -> &WriteCounters {
-            &self.counters
-        }
-        fn workers(&self) -> usize {
-            2
-        }
-    }
-
     /// The workers compress below the priority of the thread that feeds
     /// them, which keeps its own.
     #[test]
     fn workers_run_below_the_reader() {
-        let sink = NiceSink::default();
+        let sink = SlowSink::with_workers(2);
         let failed = AtomicBool::new(false);
         let (reader_before, reader_after) = std::thread::scope(|scope| {
             let before = own_nice();
@@ -917,7 +901,7 @@ mod tests {
         assert_eq!(reader_before, reader_after);
         let seen = sink.nice.lock().unwrap().clone();
         assert_eq!(seen.len(), 20);
-        let want = (reader_before + WORKER_NICE).min(19);
+        let want = (reader_before + i32::from(WORKER_NICE)).min(19);
         assert!(want > reader_before || reader_before == 19);
         assert!(seen.iter().all(|&n| n == want), "workers at {seen:?}, the reader at {reader_before}");
     }

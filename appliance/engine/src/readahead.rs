@@ -22,11 +22,12 @@
 //! where the pool's threads wait for a free core, the reader never idles
 //! behind work it could do.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Scope;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Sender, bounded};
 use filevol::archive::Entry;
 
 use crate::fswalk::{FileData, Source, open_data};
@@ -59,11 +60,9 @@ type Slot = prefetch::Slot<(Source, Entry), FetchResult>;
 pub struct Ticket(Arc<Slot>);
 
 /// Walk items queued between the walking thread and the reader, at most.
+/// The reader takes all that wait at once, so up to twice this many are
+/// walked and not yet read.
 pub const WALK_AHEAD: usize = 256;
-/// Walk items handed over at once while the reader has some to go on
-/// with: one hand-over per item would wake the walking thread for every
-/// item the reader takes once the queue is full.
-pub const WALK_BATCH: usize = 64;
 
 /// The pool's clock ([`PoolTimes`]: time spent opening and reading,
 /// summed over its threads; files handed out, and those the reader read
@@ -79,28 +78,115 @@ pub struct ReadAheadTimes {
 }
 
 /// The items of a walk run on a thread of its own, in walk order.
+///
+/// A queue with hand-overs in bulk both ways: the reader takes every item
+/// that waits in one go, and a walk that filled the queue is woken only
+/// once the reader took them all, not for every item the reader takes.
+/// The walk puts each item in the queue as soon as it has it, so a walk
+/// that stalls (a slow directory) never holds back items it walked.
 pub struct WalkQueue<T> {
-    rx: Receiver<Vec<T>>,
-    batch: std::vec::IntoIter<T>,
+    shared: Arc<WalkShared<T>>,
+    /// Items taken from the queue, not yet handed out.
+    taken: VecDeque<T>,
+}
+
+struct WalkShared<T> {
+    state: Mutex<WalkState<T>>,
+    /// The reader waits here for an item or the walk's end.
+    ready: Condvar,
+    /// The walk waits here for room.
+    room: Condvar,
+}
+
+struct WalkState<T> {
+    items: VecDeque<T>,
+    /// The walk ended, or its thread unwound.
+    ended: bool,
+    /// The reader dropped the queue: the walk stops.
+    dropped: bool,
+    reader_waits: bool,
+    walk_waits: bool,
+}
+
+impl<T> WalkShared<T> {
+    fn lock(&self) -> MutexGuard<'_, WalkState<T>> {
+        // The state is a queue and flags, each change whole under the lock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queue an item from the walk, waiting while the queue is full;
+    /// false once the reader is gone.
+    fn push(&self, item: T) -> bool {
+        let mut s = self.lock();
+        while s.items.len() >= WALK_AHEAD && !s.dropped {
+            s.walk_waits = true;
+            s = self.room.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if s.dropped {
+            return false;
+        }
+        s.items.push_back(item);
+        if std::mem::take(&mut s.reader_waits) {
+            self.ready.notify_one();
+        }
+        true
+    }
 }
 
 impl<T> Iterator for WalkQueue<T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
+        if let Some(item) = self.taken.pop_front() {
+            return Some(item);
+        }
+        let mut s = self.shared.lock();
         loop {
-            if let Some(item) = self.batch.next() {
-                return Some(item);
+            if !s.items.is_empty() {
+                // `taken` is empty: the queue keeps its buffer.
+                std::mem::swap(&mut s.items, &mut self.taken);
+                if std::mem::take(&mut s.walk_waits) {
+                    self.shared.room.notify_one();
+                }
+                drop(s);
+                return self.taken.pop_front();
             }
-            self.batch = self.rx.recv().ok()?.into_iter();
+            if s.ended {
+                return None;
+            }
+            s.reader_waits = true;
+            s = self.shared.ready.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl<T> Drop for WalkQueue<T> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.dropped = true;
+        s.items.clear();
+        if std::mem::take(&mut s.walk_waits) {
+            self.shared.room.notify_one();
+        }
+    }
+}
+
+/// The walk's end of the queue: dropped when the walk ends or its thread
+/// unwinds, which ends the reader's iteration.
+struct WalkFeed<T>(Arc<WalkShared<T>>);
+
+impl<T> Drop for WalkFeed<T> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.ended = true;
+        if std::mem::take(&mut s.reader_waits) {
+            self.0.ready.notify_one();
         }
     }
 }
 
 /// Run a walk on a thread of its own; its items come out of the queue in
-/// walk order. Items go over in batches of up to [`WALK_BATCH`], or one
-/// by one while the reader has none left. Dropping the queue stops the
-/// walk.
+/// walk order ([`WalkQueue`]). Dropping the queue stops the walk.
 pub fn walk_on_thread<'scope, 'env, I>(
     scope: &'scope Scope<'scope, 'env>,
     walk: I,
@@ -110,25 +196,29 @@ where
     I: Iterator + Send + 'scope,
     I::Item: Send + 'scope,
 {
-    let (tx, rx) = bounded::<Vec<I::Item>>(WALK_AHEAD / WALK_BATCH);
+    let shared = Arc::new(WalkShared {
+        state: Mutex::new(WalkState {
+            items: VecDeque::with_capacity(WALK_AHEAD),
+            ended: false,
+            dropped: false,
+            reader_waits: false,
+            walk_waits: false,
+        }),
+        ready: Condvar::new(),
+        room: Condvar::new(),
+    });
+    let feed = WalkFeed(shared.clone());
     scope.spawn(move || {
         let cpu = thread_cpu();
-        let mut batch = Vec::with_capacity(WALK_BATCH);
         for item in walk {
-            batch.push(item);
-            if (batch.len() == WALK_BATCH || tx.is_empty())
-                && tx.send(std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH))).is_err()
-            {
-                batch.clear();
+            if !feed.0.push(item) {
                 break;
             }
         }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
+        drop(feed);
         add_thread_cpu(&times.walk_cpu_ns, cpu);
     });
-    WalkQueue { rx, batch: Vec::new().into_iter() }
+    WalkQueue { shared, taken: VecDeque::with_capacity(WALK_AHEAD) }
 }
 
 impl ReadAheadTimes {
@@ -357,12 +447,12 @@ mod tests {
     }
 
     /// A walk on its own thread yields every item once, in order, whether
-    /// the reader keeps up (items one at a time) or falls behind (items in
-    /// batches); a reader that stops early stops the walk.
+    /// the reader keeps up or falls behind; a reader that stops early
+    /// stops the walk.
     #[test]
     fn a_walk_on_a_thread_yields_its_items_in_order() {
         let times = ReadAheadTimes::default();
-        for n in [0usize, 1, WALK_BATCH - 1, WALK_BATCH, WALK_BATCH + 1, 10 * WALK_AHEAD + 3] {
+        for n in [0usize, 1, WALK_AHEAD - 1, WALK_AHEAD, WALK_AHEAD + 1, 10 * WALK_AHEAD + 3] {
             for slow in [false, true] {
                 let got: Vec<usize> = std::thread::scope(|scope| {
                     walk_on_thread(scope, 0..n, &times)
@@ -382,24 +472,39 @@ mod tests {
             walk_on_thread(scope, endless, &times).take(10).collect()
         });
         assert_eq!(first, (0..10).collect::<Vec<_>>());
-        // The walk ran at most the queue and one batch ahead of the reader.
+        // The walk ran at most the queue, the items the reader had taken
+        // and the one in hand ahead of what was read.
         let ahead = walked.load(Ordering::Relaxed);
-        assert!(ahead <= (10 + WALK_AHEAD + WALK_BATCH + 1) as u64, "{ahead} items walked");
+        assert!(ahead <= (10 + 2 * WALK_AHEAD + 1) as u64, "{ahead} items walked");
 
-        // A walk that stalls (a slow directory) has handed over what it
-        // has so far: the reader gets the first item while the walk waits.
+        // A walk that stalls (a slow directory) has handed over all it
+        // walked: here two items, queued while the reader was busy.
         let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let stalls = (0..3).inspect(move |&i| {
-                if i == 1 {
-                    seen_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the reader got item 0");
+                if i == 2 {
+                    seen_rx
+                        .recv_timeout(std::time::Duration::from_secs(20))
+                        .expect("the reader got items 0 and 1");
                 }
             });
             let mut queue = walk_on_thread(scope, stalls, &times);
+            std::thread::sleep(std::time::Duration::from_millis(50));
             assert_eq!(queue.next(), Some(0));
+            assert_eq!(queue.next(), Some(1));
             seen_tx.send(()).unwrap();
-            assert_eq!(queue.collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(queue.collect::<Vec<_>>(), [2]);
         });
+
+        // A walk whose thread panics ends the reader's items; the panic
+        // comes out of the scope.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                let breaks = (0..5).inspect(|&i| assert!(i < 3, "the walk broke"));
+                walk_on_thread(scope, breaks, &times).count()
+            })
+        }));
+        assert!(caught.is_err());
     }
 
     /// A big file read in blocks on a thread of its own comes back whole,
