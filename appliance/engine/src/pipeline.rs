@@ -582,13 +582,13 @@ fn worker(
 /// "Compression workers below the threads that feed them"). The price:
 /// beside other work at the same nice value, a backup's compression gets
 /// a smaller share of the machine than it would at equal priority.
-pub const WORKER_NICE: u8 = 5;
+const WORKER_NICE: u8 = 5;
 
 /// Lower the calling thread's priority by `by` nice steps (to at most 19).
 /// Only this thread changes (on Linux a nice value is a thread's own);
 /// lowering one's own priority needs no privilege, and if it fails
 /// anyway the thread runs on as it was.
-pub fn lower_priority(by: u8) {
+fn lower_priority(by: u8) {
     let tid = nix::unistd::gettid().as_raw() as libc::id_t;
     nix::errno::Errno::clear();
     // SAFETY: system calls that take the thread's id and no pointers.

@@ -113,24 +113,6 @@ impl<T> WalkShared<T> {
         // The state is a queue and flags, each change whole under the lock.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Queue an item from the walk, waiting while the queue is full;
-    /// false once the reader is gone.
-    fn push(&self, item: T) -> bool {
-        let mut s = self.lock();
-        while s.items.len() >= WALK_AHEAD && !s.dropped {
-            s.walk_waits = true;
-            s = self.room.wait(s).unwrap_or_else(PoisonError::into_inner);
-        }
-        if s.dropped {
-            return false;
-        }
-        s.items.push_back(item);
-        if std::mem::take(&mut s.reader_waits) {
-            self.ready.notify_one();
-        }
-        true
-    }
 }
 
 impl<T> Iterator for WalkQueue<T> {
@@ -175,6 +157,27 @@ impl<T> Drop for WalkQueue<T> {
 /// unwinds, which ends the reader's iteration.
 struct WalkFeed<T>(Arc<WalkShared<T>>);
 
+impl<T> WalkFeed<T> {
+    /// Queue an item from the walk, waiting while the queue is full;
+    /// false once the reader is gone.
+    fn push(&self, item: T) -> bool {
+        let shared = &self.0;
+        let mut s = shared.lock();
+        while s.items.len() >= WALK_AHEAD && !s.dropped {
+            s.walk_waits = true;
+            s = shared.room.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if s.dropped {
+            return false;
+        }
+        s.items.push_back(item);
+        if std::mem::take(&mut s.reader_waits) {
+            shared.ready.notify_one();
+        }
+        true
+    }
+}
+
 impl<T> Drop for WalkFeed<T> {
     fn drop(&mut self) {
         let mut s = self.0.lock();
@@ -211,7 +214,7 @@ where
     scope.spawn(move || {
         let cpu = thread_cpu();
         for item in walk {
-            if !feed.0.push(item) {
+            if !feed.push(item) {
                 break;
             }
         }
